@@ -1,0 +1,67 @@
+# metalhall — build, test, run, bench.
+#
+# `make test` is what CI runs (.ci/run). It installs the Debian packages the
+# tests talk to (real peers: ipmi_sim, QEMU with iPXE, a Debian kernel) when
+# they are missing, then runs every Go test with the race detector.
+
+GO        ?= go
+BIN       := bin
+DATA_DIR  ?= ./metalhall-data
+PKGS      := ./...
+
+# Debian packages the tests use as real peers. Installed only when missing,
+# after one `apt-get update` (a fresh machine has empty package lists).
+TEST_DEBS := ipmitool openipmi qemu-system-x86 ipxe-qemu ovmf ipxe \
+             linux-image-amd64 busybox-static cpio zstd xz-utils iproute2 \
+             syslinux syslinux-common mtools dosfstools
+BENCH_DEBS := kea-admin kea-dhcp4-server dnsmasq nginx curl
+
+.PHONY: all build agent test test-short deps bench-deps run bench lint fmt clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/metalhall ./cmd/metalhall
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/metalhall-agent ./cmd/metalhall-agent
+
+# deps installs the Debian packages in $(1) that are not installed yet.
+define apt_install
+	@missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run as root to install them)"; \
+	  else echo "installing:$$missing"; apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi; \
+	fi
+endef
+
+deps:
+	$(call apt_install,$(TEST_DEBS))
+
+bench-deps: deps
+	$(call apt_install,$(BENCH_DEBS))
+
+test: deps
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 60m $(PKGS)
+
+# test-short skips the tests that boot VMs or start simulators.
+test-short:
+	$(GO) test -short -race -count=1 $(PKGS)
+
+run: build
+	$(BIN)/metalhall serve --data-dir $(DATA_DIR)
+
+bench: bench-deps
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./bench/...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,71 @@
+package inventory
+
+import (
+	"context"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// PhaseCapacity is one phase's power: its budget, what is allocated to
+// racks (their budgets) and what is installed (machines' rated power).
+type PhaseCapacity struct {
+	Phase      int                  `json:"phase"`
+	State      PhaseState           `json:"state"`
+	TargetDate string               `json:"target_date,omitempty"`
+	BudgetW    int64                `json:"budget_w"`
+	AllocatedW int64                `json:"allocated_w"`
+	InstalledW int64                `json:"installed_w"`
+	Racks      map[RackState]int    `json:"racks"`
+	Machines   map[MachineState]int `json:"machines"`
+}
+
+// HallCapacity is the capacity report of a hall, phase by phase.
+type HallCapacity struct {
+	Hall   string          `json:"hall"`
+	Site   string          `json:"site"`
+	Phases []PhaseCapacity `json:"phases"`
+}
+
+// HallCapacity reports a hall's power budget against what racks are
+// allocated and machines installed, with racks and machines by state. It
+// reads one usage record per rack, never the machines themselves.
+func (s *Store) HallCapacity(ctx context.Context, hall string) (*HallCapacity, error) {
+	var out *HallCapacity
+	err := s.view(func(tx *bolt.Tx) error {
+		h, err := get[Hall](tx, bHalls, "hall", hall)
+		if err != nil {
+			return err
+		}
+		phases, err := hallPhases(tx, hall)
+		if err != nil {
+			return err
+		}
+		out = &HallCapacity{Hall: h.Name, Site: h.Site}
+		index := map[int]int{}
+		for _, p := range phases {
+			index[p.Number] = len(out.Phases)
+			out.Phases = append(out.Phases, PhaseCapacity{Phase: p.Number, State: p.State, TargetDate: p.TargetDate,
+				BudgetW: p.BudgetW, Racks: map[RackState]int{}, Machines: map[MachineState]int{}})
+		}
+		usage := tx.Bucket(bRackUsage)
+		return hallRacks(tx, hall, func(r *Rack) error {
+			i, ok := index[r.Phase]
+			if !ok {
+				return nil
+			}
+			pc := &out.Phases[i]
+			pc.AllocatedW += r.BudgetW
+			pc.Racks[r.State]++
+			var u RackUsage
+			if err := getJSON(usage, []byte(r.Name), &u); err != nil {
+				return err
+			}
+			pc.InstalledW += u.InstalledW
+			for st, n := range u.ByState {
+				pc.Machines[st] += n
+			}
+			return nil
+		})
+	})
+	return out, err
+}

@@ -1,0 +1,90 @@
+package inventory
+
+import (
+	"context"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var bImages = []byte("images") // name → Image
+
+func init() { extraBuckets = append(extraBuckets, bImages) }
+
+// Image is a catalogue entry: an OS image whose bytes live in the images
+// package's content-addressed blob store under SHA256.
+type Image struct {
+	Name               string    `json:"name"`
+	Format             string    `json:"format"` // raw, raw.gz, raw.zst, raw.xz
+	SHA256             string    `json:"sha256"` // of the stored blob
+	Size               int64     `json:"size"`
+	UncompressedSHA256 string    `json:"uncompressed_sha256"` // what ends up on disk
+	UncompressedSize   int64     `json:"uncompressed_size"`
+	MappedBytes        int64     `json:"mapped_bytes"` // non-zero bytes of the uncompressed image
+	BlockMapRef        string    `json:"block_map_ref,omitempty"`
+	Tenant             string    `json:"tenant,omitempty"` // private to this tenant when set
+	CreatedAt          time.Time `json:"created_at"`
+}
+
+// CreateImage adds an image to the catalogue.
+func (s *Store) CreateImage(ctx context.Context, img Image) (*Image, error) {
+	if err := checkName("name", img.Name); err != nil {
+		return nil, err
+	}
+	img.CreatedAt = s.now().UTC()
+	err := s.update(func(tx *bolt.Tx) error {
+		if exists(tx, bImages, img.Name) {
+			return &ExistsError{Kind: "image", Name: img.Name}
+		}
+		if img.Tenant != "" && !exists(tx, bTenants, img.Tenant) {
+			return &NotFoundError{Kind: "tenant", Name: img.Tenant}
+		}
+		return putJSON(tx.Bucket(bImages), []byte(img.Name), img)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &img, nil
+}
+
+// Image returns one image.
+func (s *Store) Image(ctx context.Context, name string) (*Image, error) {
+	var out *Image
+	err := s.view(func(tx *bolt.Tx) (err error) { out, err = get[Image](tx, bImages, "image", name); return })
+	return out, err
+}
+
+// Images lists the catalogue by name.
+func (s *Store) Images(ctx context.Context) ([]Image, error) {
+	var out []Image
+	err := s.view(func(tx *bolt.Tx) (err error) { out, err = list[Image](tx, bImages, nil); return })
+	return out, err
+}
+
+// DeleteImage removes an image from the catalogue. It is refused while a
+// machine is being provisioned with it.
+func (s *Store) DeleteImage(ctx context.Context, name string) error {
+	return s.update(func(tx *bolt.Tx) error {
+		if _, err := get[Image](tx, bImages, "image", name); err != nil {
+			return err
+		}
+		// TODO(provisioner): refuse while a provision job uses the image.
+		return tx.Bucket(bImages).Delete([]byte(name))
+	})
+}
+
+// ImageUsers counts the machines deployed with or being provisioned with an
+// image.
+func (s *Store) ImageUsers(ctx context.Context, name string) (int, error) {
+	n := 0
+	err := s.view(func(tx *bolt.Tx) error {
+		_, err := list(tx, bMachines, func(m *Machine) bool {
+			if m.Image == name {
+				n++
+			}
+			return false
+		})
+		return err
+	})
+	return n, err
+}

@@ -1,0 +1,177 @@
+package inventory
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func rackImport(rack string, n int, macBase int) RackImport {
+	in := RackImport{Rack: Rack{Name: rack, Hall: "h1", Phase: 1, Units: 48, BudgetW: 44_000}}
+	for i := 1; i <= n; i++ {
+		e := machine(fmt.Sprintf("%s-m%02d", rack, i), rack, i, macN(macBase+i))
+		e.Machine.BMC.Address = fmt.Sprintf("%s-bmc-%02d", rack, i)
+		in.Machines = append(in.Machines, e)
+	}
+	return in
+}
+
+func TestImportIsAllOrNothingAndIdempotent(t *testing.T) {
+	inv := newInv(t)
+	hallFixture(t, inv)
+	in := rackImport("a01", 4, 0)
+	res := must(inv.ImportRack(ctx, in))
+	if !res.RackCreated || len(res.Created) != 4 {
+		t.Fatalf("first import: %+v", res)
+	}
+	// Same manifest again: nothing new.
+	res = must(inv.ImportRack(ctx, rackImport("a01", 4, 0)))
+	if res.RackCreated || len(res.Created) != 0 || len(res.Unchanged) != 4 {
+		t.Fatalf("re-import: %+v", res)
+	}
+	// A manifest with a changed machine is refused naming the field.
+	changed := rackImport("a01", 4, 0)
+	changed.Machines[2].Machine.Unit = 30
+	err := must2(inv.ImportRack(ctx, changed))
+	wantErr[*ConflictError](t, err, "machines[2]", "a01-m03", "unit (stored 3, manifest 30)")
+
+	// A new rack whose last machine is bad: nothing of it lands.
+	bad := rackImport("a02", 5, 100)
+	bad.Machines[4].Machine.MACs = []string{macN(1)} // belongs to a01-m01
+	wantErr[*PlacementError](t, must2(inv.ImportRack(ctx, bad)), "machines[4]", "a02-m05", "a01-m01")
+	wantErr[*NotFoundError](t, must2(inv.Rack(ctx, "a02")))
+	for i := 1; i <= 4; i++ {
+		if _, ok := inv.LookupMAC(macKey(macN(100 + i))); ok {
+			t.Fatalf("refused import left MAC %d in the in-memory index", i)
+		}
+	}
+	// Validation errors name the entry before anything is written.
+	bad = rackImport("a03", 2, 200)
+	bad.Machines[1].Machine.MACs = []string{"nope"}
+	wantErr[*ValidationError](t, must2(inv.ImportRack(ctx, bad)), "machines[1]", "a03-m02", "nope")
+	// Machines over the rack's power budget.
+	heavy := rackImport("a04", 5, 300)
+	for i := range heavy.Machines {
+		heavy.Machines[i].Machine.PowerW = 10_200
+	}
+	wantErr[*PlacementError](t, must2(inv.ImportRack(ctx, heavy)), "machines[4]", "44 kW", "by 7 kW")
+	if rs := must(inv.Racks(ctx, RackFilter{})); len(rs) != 2 { // r1 and a01
+		t.Fatalf("racks after refused imports: %v", rs)
+	}
+	checkIndexes(t, inv.(*Store))
+}
+
+const crashChildEnv = "METALHALL_INVENTORY_CRASH_CHILD"
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(crashChildEnv); path != "" {
+		crashChild(path)
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// crashChild imports racks of 40 machines one after another and says so
+// after each commit, until its parent kills it.
+func crashChild(path string) {
+	s, err := Open(path, Options{})
+	if err != nil {
+		fmt.Println("open:", err)
+		os.Exit(1)
+	}
+	for i := 0; ; i++ {
+		in := rackImport(fmt.Sprintf("c%03d", i), 40, i*100)
+		in.Rack.BudgetW = 0
+		for j := range in.Machines {
+			in.Machines[j].Machine.PowerW = 0
+		}
+		if _, err := s.ImportRack(ctx, in); err != nil {
+			fmt.Println("import:", err)
+			os.Exit(1)
+		}
+		fmt.Println("committed", i)
+	}
+}
+
+// TestCrashDuringImport kills a process with SIGKILL while it is importing
+// racks and checks that each rack is then entirely there or entirely absent.
+func TestCrashDuringImport(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes; skipped in -short")
+	}
+	path := filepath.Join(t.TempDir(), "db")
+	inv := openInventory(t, path)
+	hallFixture(t, inv)
+	inv.Close()
+
+	for round, after := range []time.Duration{0, 3 * time.Millisecond, 7 * time.Millisecond} {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), crashChildEnv+"="+path)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(out)
+		commits := 0
+		for sc.Scan() && commits < 2 {
+			if !strings.HasPrefix(sc.Text(), "committed") {
+				t.Fatalf("child: %s", sc.Text())
+			}
+			commits++
+		}
+		time.Sleep(after) // land somewhere inside the next transaction
+		cmd.Process.Signal(syscall.SIGKILL)
+		go func() {
+			for sc.Scan() {
+			}
+		}()
+		err = cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("round %d: child ended with %v, want killed", round, err)
+		}
+
+		s, err := Open(path, Options{})
+		if err != nil {
+			t.Fatalf("round %d: reopen after kill: %v", round, err)
+		}
+		racks := must(s.Racks(ctx, RackFilter{}))
+		for _, r := range racks {
+			if r.Name == "r1" {
+				continue
+			}
+			if u := must(s.RackUsage(ctx, r.Name)); u.Machines != 40 {
+				t.Errorf("round %d: rack %s has %d of 40 machines", round, r.Name, u.Machines)
+			}
+			if ms := must(s.Machines(ctx, MachineFilter{Rack: r.Name})); len(ms) != 40 {
+				t.Errorf("round %d: rack %s lists %d of 40 machines", round, r.Name, len(ms))
+			}
+		}
+		checkIndexes(t, s)
+		// The next child starts again at rack c000: clear what landed.
+		for _, r := range racks {
+			if r.Name == "r1" {
+				continue
+			}
+			for _, m := range must(s.Machines(ctx, MachineFilter{Rack: r.Name})) {
+				if err := s.DeleteMachine(ctx, m.Name); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.DeleteRack(ctx, r.Name); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Close()
+	}
+}

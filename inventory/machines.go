@@ -1,0 +1,605 @@
+package inventory
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Enrollment is a machine to add, with its BMC password already sealed by
+// the caller (the inventory never sees it in clear).
+type Enrollment struct {
+	Machine        Machine
+	SealedPassword []byte
+}
+
+// EnrollMachine adds a machine to a rack. It is refused when it does not fit
+// the rack (units, power) or reuses another machine's MAC, BMC or address.
+func (s *Store) EnrollMachine(ctx context.Context, e Enrollment) (*Machine, error) {
+	m := e.Machine
+	if err := normaliseMachine(&m); err != nil {
+		return nil, err
+	}
+	now := s.now().UTC()
+	m.State, m.CreatedAt, m.UpdatedAt = MachineEnrolled, now, now
+	var changes []macChange
+	err := s.update(func(tx *bolt.Tx) (err error) {
+		changes, err = s.enroll(tx, &m, e.SealedPassword)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.applyMACChanges(changes)
+	return &m, nil
+}
+
+func (s *Store) enroll(tx *bolt.Tx, m *Machine, sealed []byte) ([]macChange, error) {
+	if exists(tx, bMachines, m.Name) {
+		return nil, &ExistsError{Kind: "machine", Name: m.Name}
+	}
+	m.BMC.SecretRef = "" // only the store names secrets
+	if len(sealed) > 0 {
+		m.BMC.SecretRef = "bmc/" + m.Name
+		if err := tx.Bucket(bSecrets).Put([]byte(m.BMC.SecretRef), sealed); err != nil {
+			return nil, err
+		}
+	}
+	if m.Tenant == "" {
+		if r, err := get[Rack](tx, bRacks, "rack", m.Rack); err == nil {
+			m.Tenant = r.Tenant // a machine racked in a tenant's rack is the tenant's
+		}
+	}
+	return s.putMachine(tx, nil, m)
+}
+
+// normaliseMachine validates what a caller may set on a machine and brings
+// MACs to canonical form.
+func normaliseMachine(m *Machine) error {
+	if err := checkName("name", m.Name); err != nil {
+		return err
+	}
+	if err := checkName("rack", m.Rack); err != nil {
+		return err
+	}
+	if m.Height == 0 {
+		m.Height = 1
+	}
+	if m.Unit < 1 {
+		return invalid("unit", "must be 1 or more (the lowest U the machine occupies)")
+	}
+	if m.Height < 1 || m.Height > 16 {
+		return invalid("height", "must be between 1 and 16 U, got %d", m.Height)
+	}
+	if len(m.MACs) == 0 {
+		return invalid("mac", "at least one MAC address is required")
+	}
+	seen := map[string]bool{}
+	for i, raw := range m.MACs {
+		mac, err := ParseMAC(raw)
+		if err != nil {
+			return err
+		}
+		if seen[mac] {
+			return invalid("mac", "%s is listed twice", mac)
+		}
+		seen[mac] = true
+		m.MACs[i] = mac
+	}
+	if err := checkBMCAddress(m.BMC.Address); err != nil {
+		return err
+	}
+	switch m.BMC.Protocol {
+	case ProtocolIPMI, ProtocolRedfish:
+	default:
+		return invalid("bmc_protocol", "%q is not supported: use ipmi or redfish", m.BMC.Protocol)
+	}
+	if m.BMC.Username == "" {
+		return invalid("bmc_user", "is required")
+	}
+	if m.PowerW < 0 || m.PowerW > 200_000 {
+		return invalid("power_w", "must be between 0 and 200000 W, got %d", m.PowerW)
+	}
+	if m.Profile != "" {
+		if err := checkName("profile", m.Profile); err != nil {
+			return err
+		}
+	}
+	if m.IP != "" {
+		if _, err := checkAddr("ip", m.IP); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// putMachine writes m and keeps every index and the rack usage in step with
+// it, in the caller's transaction. old is the stored record (nil for a new
+// machine). Placement is checked here, so no write path can skip it. It
+// returns the changes for the in-memory MAC index, to apply after commit.
+func (s *Store) putMachine(tx *bolt.Tx, old, m *Machine) ([]macChange, error) {
+	if err := checkPlacement(tx, old, m); err != nil {
+		return nil, err
+	}
+	var changes []macChange
+	idxMAC := tx.Bucket(bIdxMAC)
+	if old != nil {
+		for _, mac := range old.MACs {
+			if !slices.Contains(m.MACs, mac) {
+				k := macKey(mac)
+				if err := idxMAC.Delete(k); err != nil {
+					return nil, err
+				}
+				changes = append(changes, macChange{key: [6]byte(k), del: true})
+			}
+		}
+		if err := unindexMachine(tx, old); err != nil {
+			return nil, err
+		}
+	}
+	for _, mac := range m.MACs {
+		k := macKey(mac)
+		if err := idxMAC.Put(k, []byte(m.Name)); err != nil {
+			return nil, err
+		}
+		changes = append(changes, macChange{key: [6]byte(k), entry: MACEntry{Machine: m.Name, IP: m.IP}})
+	}
+	if err := tx.Bucket(bIdxBMC).Put([]byte(m.BMC.Address), []byte(m.Name)); err != nil {
+		return nil, err
+	}
+	if m.IP != "" {
+		if err := tx.Bucket(bIdxIP).Put([]byte(m.IP), []byte(m.Name)); err != nil {
+			return nil, err
+		}
+	}
+	var place [4]byte
+	binary.BigEndian.PutUint16(place[0:], uint16(m.Unit))
+	binary.BigEndian.PutUint16(place[2:], uint16(m.Height))
+	if err := tx.Bucket(bIdxRackM).Put(rackMachineKey(m.Rack, m.Name), place[:]); err != nil {
+		return nil, err
+	}
+	if err := adjustUsage(tx, m.Rack, m, +1); err != nil {
+		return nil, err
+	}
+	return changes, putJSON(tx.Bucket(bMachines), []byte(m.Name), m)
+}
+
+// unindexMachine removes the index entries of old other than its MACs (the
+// caller handles those) and takes it out of its rack's usage.
+func unindexMachine(tx *bolt.Tx, old *Machine) error {
+	if err := tx.Bucket(bIdxBMC).Delete([]byte(old.BMC.Address)); err != nil {
+		return err
+	}
+	if old.IP != "" {
+		if err := tx.Bucket(bIdxIP).Delete([]byte(old.IP)); err != nil {
+			return err
+		}
+	}
+	if err := tx.Bucket(bIdxRackM).Delete(rackMachineKey(old.Rack, old.Name)); err != nil {
+		return err
+	}
+	return adjustUsage(tx, old.Rack, old, -1)
+}
+
+func rackMachineKey(rack, machine string) []byte {
+	k := make([]byte, 0, len(rack)+1+len(machine))
+	return append(append(append(k, rack...), 0), machine...)
+}
+
+func adjustUsage(tx *bolt.Tx, rack string, m *Machine, sign int) error {
+	b := tx.Bucket(bRackUsage)
+	var u RackUsage
+	if err := getJSON(b, []byte(rack), &u); err != nil {
+		return fmt.Errorf("usage of rack %q: %w", rack, err)
+	}
+	u.Machines += sign
+	u.UsedUnits += sign * m.Height
+	u.InstalledW += int64(sign) * m.PowerW
+	if u.ByState == nil {
+		u.ByState = map[MachineState]int{}
+	}
+	u.ByState[m.State] += sign
+	if u.ByState[m.State] == 0 {
+		delete(u.ByState, m.State)
+	}
+	return putJSON(b, []byte(rack), u)
+}
+
+// checkPlacement enforces the physical rules: the rack exists and takes
+// machines, the units are free and inside the rack, MACs, BMC address and
+// reserved IP belong to no other machine, and the rack's power budget holds.
+func checkPlacement(tx *bolt.Tx, old, m *Machine) error {
+	r, err := get[Rack](tx, bRacks, "rack", m.Rack)
+	if err != nil {
+		return err
+	}
+	moved := old == nil || old.Rack != m.Rack || old.Unit != m.Unit || old.Height != m.Height || old.PowerW != m.PowerW
+	if moved {
+		if r.State == RackDecommissioned {
+			return &PlacementError{Limit: "rack", Msg: fmt.Sprintf("machine %q: rack %q is decommissioned", m.Name, r.Name)}
+		}
+		if top := m.Unit + m.Height - 1; top > r.Units {
+			return &PlacementError{Limit: "units", Msg: fmt.Sprintf(
+				"machine %q: units %d-%d do not fit rack %q, which has %d units", m.Name, m.Unit, top, r.Name, r.Units)}
+		}
+		prefix := append([]byte(r.Name), 0)
+		c := tx.Bucket(bIdxRackM).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			other := string(k[len(prefix):])
+			if other == m.Name {
+				continue
+			}
+			ou, oh := int(binary.BigEndian.Uint16(v[0:])), int(binary.BigEndian.Uint16(v[2:]))
+			if m.Unit <= ou+oh-1 && ou <= m.Unit+m.Height-1 {
+				return &PlacementError{Limit: "units", Msg: fmt.Sprintf(
+					"machine %q: units %d-%d of rack %q overlap machine %q at units %d-%d",
+					m.Name, m.Unit, m.Unit+m.Height-1, r.Name, other, ou, ou+oh-1)}
+			}
+		}
+		var u RackUsage
+		if err := getJSON(tx.Bucket(bRackUsage), []byte(r.Name), &u); err != nil {
+			return fmt.Errorf("usage of rack %q: %w", r.Name, err)
+		}
+		drawn := u.InstalledW
+		if old != nil && old.Rack == m.Rack {
+			drawn -= old.PowerW
+		}
+		if total := drawn + m.PowerW; total > r.BudgetW {
+			if r.BudgetW == 0 {
+				return &PlacementError{Limit: "rack-power", Msg: fmt.Sprintf(
+					"machine %q: rack %q has no power budget; set one with --power-kw when creating the rack", m.Name, r.Name)}
+			}
+			return &PlacementError{Limit: "rack-power", Msg: fmt.Sprintf(
+				"machine %q: rack %q has a power budget of %s kW and its machines draw %s kW; %s kW more would exceed it by %s kW",
+				m.Name, r.Name, FormatKW(r.BudgetW), FormatKW(drawn), FormatKW(m.PowerW), FormatKW(total-r.BudgetW))}
+		}
+	}
+	idxMAC := tx.Bucket(bIdxMAC)
+	for _, mac := range m.MACs {
+		if owner := idxMAC.Get(macKey(mac)); owner != nil && string(owner) != m.Name {
+			return &PlacementError{Limit: "mac", Msg: fmt.Sprintf("machine %q: MAC %s already belongs to machine %q", m.Name, mac, owner)}
+		}
+	}
+	if owner := tx.Bucket(bIdxBMC).Get([]byte(m.BMC.Address)); owner != nil && string(owner) != m.Name {
+		return &PlacementError{Limit: "bmc-address", Msg: fmt.Sprintf("machine %q: BMC address %s already belongs to machine %q", m.Name, m.BMC.Address, owner)}
+	}
+	if m.IP != "" && (old == nil || old.IP != m.IP) {
+		if owner := tx.Bucket(bIdxIP).Get([]byte(m.IP)); owner != nil && string(owner) != m.Name {
+			return &PlacementError{Limit: "ip", Msg: fmt.Sprintf("machine %q: address %s is already reserved for machine %q", m.Name, m.IP, owner)}
+		}
+		if err := checkReservation(tx, m); err != nil {
+			return err
+		}
+	}
+	if m.Tenant != "" && (old == nil || old.Tenant != m.Tenant) && !exists(tx, bTenants, m.Tenant) {
+		return &NotFoundError{Kind: "tenant", Name: m.Tenant}
+	}
+	return nil
+}
+
+// checkReservation requires a reserved address to lie in a known subnet,
+// and not be its network, broadcast or gateway address or in its dynamic
+// range (which the DHCP server hands to unknown machines).
+func checkReservation(tx *bolt.Tx, m *Machine) error {
+	a, _ := netip.ParseAddr(m.IP)
+	subs, err := list[Subnet](tx, bSubnets, nil)
+	if err != nil {
+		return err
+	}
+	for _, sn := range subs {
+		p, _ := netip.ParsePrefix(sn.CIDR)
+		if !p.Contains(a) {
+			continue
+		}
+		switch {
+		case a == p.Addr() || a == lastAddr(p):
+			return invalid("ip", "%s is the network or broadcast address of subnet %q", a, sn.Name)
+		case a.String() == sn.Gateway:
+			return invalid("ip", "%s is the gateway of subnet %q", a, sn.Name)
+		case sn.RangeFirst != "" && inRange(a, sn.RangeFirst, sn.RangeLast):
+			return invalid("ip", "%s is inside the dynamic range %s-%s of subnet %q; reserve an address outside it", a, sn.RangeFirst, sn.RangeLast, sn.Name)
+		}
+		return nil
+	}
+	return invalid("ip", "%s is in no subnet; create one first with 'metalhall subnet create'", a)
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := binary.BigEndian.Uint32(b[:]) | host
+	binary.BigEndian.PutUint32(b[:], v)
+	return netip.AddrFrom4(b)
+}
+
+func inRange(a netip.Addr, first, last string) bool {
+	f, _ := netip.ParseAddr(first)
+	l, _ := netip.ParseAddr(last)
+	return !a.Less(f) && !l.Less(a)
+}
+
+// Machine returns one machine.
+func (s *Store) Machine(ctx context.Context, name string) (*Machine, error) {
+	var out *Machine
+	err := s.view(func(tx *bolt.Tx) (err error) { out, err = get[Machine](tx, bMachines, "machine", name); return })
+	return out, err
+}
+
+// MachineByMAC returns the machine that owns a MAC, through the stored index.
+func (s *Store) MachineByMAC(ctx context.Context, mac string) (*Machine, error) {
+	canon, err := ParseMAC(mac)
+	if err != nil {
+		return nil, err
+	}
+	var out *Machine
+	err = s.view(func(tx *bolt.Tx) error {
+		name := tx.Bucket(bIdxMAC).Get(macKey(canon))
+		if name == nil {
+			return &NotFoundError{Kind: "machine with MAC", Name: canon}
+		}
+		var err error
+		out, err = get[Machine](tx, bMachines, "machine", string(name))
+		return err
+	})
+	return out, err
+}
+
+// MachineByIP returns the machine an address is reserved for.
+func (s *Store) MachineByIP(ctx context.Context, ip string) (*Machine, error) {
+	var out *Machine
+	err := s.view(func(tx *bolt.Tx) error {
+		name := tx.Bucket(bIdxIP).Get([]byte(ip))
+		if name == nil {
+			return &NotFoundError{Kind: "machine with address", Name: ip}
+		}
+		var err error
+		out, err = get[Machine](tx, bMachines, "machine", string(name))
+		return err
+	})
+	return out, err
+}
+
+// MachineFilter selects machines; zero fields match everything.
+type MachineFilter struct {
+	Rack   string
+	Hall   string
+	State  MachineState
+	Tenant string
+}
+
+// Machines lists machines. With Rack or Hall set it walks the rack index
+// instead of the whole table.
+func (s *Store) Machines(ctx context.Context, f MachineFilter) ([]Machine, error) {
+	if f.State != "" && !ValidMachineState(f.State) {
+		return nil, invalid("state", "%q is not a machine state (one of %v)", f.State, MachineStates())
+	}
+	keep := func(m *Machine) bool {
+		return (f.State == "" || m.State == f.State) && (f.Tenant == "" || m.Tenant == f.Tenant)
+	}
+	var out []Machine
+	err := s.view(func(tx *bolt.Tx) error {
+		collect := func(m *Machine) error {
+			if keep(m) {
+				out = append(out, *m)
+			}
+			return nil
+		}
+		switch {
+		case f.Rack != "":
+			if !exists(tx, bRacks, f.Rack) {
+				return &NotFoundError{Kind: "rack", Name: f.Rack}
+			}
+			return rackMachines(tx, f.Rack, collect)
+		case f.Hall != "":
+			if !exists(tx, bHalls, f.Hall) {
+				return &NotFoundError{Kind: "hall", Name: f.Hall}
+			}
+			return hallRacks(tx, f.Hall, func(r *Rack) error { return rackMachines(tx, r.Name, collect) })
+		default:
+			var err error
+			out, err = list(tx, bMachines, keep)
+			return err
+		}
+	})
+	return out, err
+}
+
+// Secret returns the sealed bytes stored under ref.
+func (s *Store) Secret(ctx context.Context, ref string) ([]byte, error) {
+	var out []byte
+	err := s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bSecrets).Get([]byte(ref))
+		if v == nil {
+			return &NotFoundError{Kind: "secret", Name: ref}
+		}
+		out = bytes.Clone(v)
+		return nil
+	})
+	return out, err
+}
+
+// UpdateMachine applies fn to a machine and stores the result in one
+// transaction. A state change must be one the state machine allows, a move
+// must pass placement, and a failed machine must say why and at which step.
+// fn may refuse by returning an error; then nothing changes.
+func (s *Store) UpdateMachine(ctx context.Context, name string, fn func(*Machine) error) (*Machine, error) {
+	var out *Machine
+	var changes []macChange
+	err := s.update(func(tx *bolt.Tx) (err error) {
+		out, changes, err = s.updateMachine(tx, name, fn)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.applyMACChanges(changes)
+	return out, nil
+}
+
+func (s *Store) updateMachine(tx *bolt.Tx, name string, fn func(*Machine) error) (*Machine, []macChange, error) {
+	old, err := get[Machine](tx, bMachines, "machine", name)
+	if err != nil {
+		return nil, nil, err
+	}
+	m := cloneMachine(old)
+	if err := fn(m); err != nil {
+		return nil, nil, err
+	}
+	if m.Name != old.Name {
+		return nil, nil, invalid("name", "a machine cannot be renamed")
+	}
+	if m.State != old.State {
+		if err := machineTransition(old, m.State); err != nil {
+			return nil, nil, err
+		}
+		if m.State == MachineMaintenance {
+			m.PrevState = old.State
+		}
+	}
+	if m.State == MachineFailed && (m.Reason == "" || m.FailedStep == "") {
+		return nil, nil, invalid("reason", "a failed machine must carry the reason and the step that failed")
+	}
+	if m.State != MachineFailed && m.State != MachineMaintenance && m.State != old.State {
+		m.FailedStep = ""
+		if m.Reason == old.Reason {
+			m.Reason = ""
+		}
+	}
+	if err := normaliseMachine(m); err != nil {
+		return nil, nil, err
+	}
+	m.UpdatedAt = s.now().UTC()
+	changes, err := s.putMachine(tx, old, m)
+	return m, changes, err
+}
+
+func cloneMachine(m *Machine) *Machine {
+	c := *m
+	c.MACs = slices.Clone(m.MACs)
+	c.Inspection = bytes.Clone(m.Inspection)
+	return &c
+}
+
+// SetMachineState moves a machine to another state. reason and step are
+// required for failed and kept for maintenance.
+func (s *Store) SetMachineState(ctx context.Context, name string, to MachineState, reason, step string) (*Machine, error) {
+	return s.UpdateMachine(ctx, name, func(m *Machine) error {
+		if m.State == to && ValidMachineState(to) {
+			// Asking for the state it is in is refused, not a silent no-op.
+			return &TransitionError{Kind: "machine", Name: name, From: string(m.State), To: string(to), Allowed: strs(machineNext[m.State])}
+		}
+		m.State = to
+		if to == MachineFailed || to == MachineMaintenance {
+			m.Reason, m.FailedStep = reason, step
+		}
+		return nil
+	})
+}
+
+// SetMaintenance puts a machine into maintenance (on) or returns it to the
+// state it was in before (off).
+func (s *Store) SetMaintenance(ctx context.Context, name string, on bool, reason string) (*Machine, error) {
+	return s.UpdateMachine(ctx, name, func(m *Machine) error {
+		if on {
+			if m.State == MachineMaintenance {
+				return &ConflictError{Msg: fmt.Sprintf("machine %q is already in maintenance", name)}
+			}
+			m.State, m.Reason = MachineMaintenance, reason
+			return nil
+		}
+		if m.State != MachineMaintenance {
+			return &ConflictError{Msg: fmt.Sprintf("machine %q is not in maintenance (it is %s)", name, m.State)}
+		}
+		back := m.PrevState
+		switch back {
+		case MachineEnrolled, MachineAvailable, MachineDeployed:
+		default:
+			// From a transient state (a job was interrupted) the machine
+			// must be commissioned again before it is trusted.
+			back = MachineEnrolled
+		}
+		m.State, m.PrevState, m.Reason = back, "", ""
+		return nil
+	})
+}
+
+// AssignMachineTenant gives a machine to a tenant ("" takes it back).
+func (s *Store) AssignMachineTenant(ctx context.Context, name, tenant string) (*Machine, error) {
+	return s.UpdateMachine(ctx, name, func(m *Machine) error {
+		if tenant != "" && m.Tenant != "" && m.Tenant != tenant && m.State == MachineDeployed {
+			return &ConflictError{Msg: fmt.Sprintf("machine %q is deployed for tenant %q: release it first", name, m.Tenant)}
+		}
+		m.Tenant = tenant
+		return nil
+	})
+}
+
+// RecordBMCStatus stores what the BMC said. Many of these arrive together
+// from the power-state sync, so they are batched into shared transactions.
+func (s *Store) RecordBMCStatus(ctx context.Context, name string, st BMCStatus) error {
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bMachines)
+		var m Machine
+		if err := getJSON(b, []byte(name), &m); err != nil {
+			return &NotFoundError{Kind: "machine", Name: name}
+		}
+		m.BMCStatus = st
+		// Only the status changes: no index or usage is touched.
+		return putJSON(b, []byte(name), &m)
+	})
+}
+
+// RecordInspection stores the agent's hardware report on the machine.
+func (s *Store) RecordInspection(ctx context.Context, name string, report json.RawMessage) (*Machine, error) {
+	if !json.Valid(report) {
+		return nil, invalid("inspection", "is not valid JSON")
+	}
+	return s.UpdateMachine(ctx, name, func(m *Machine) error {
+		m.Inspection, m.InspectedAt = report, s.now().UTC()
+		return nil
+	})
+}
+
+// DeleteMachine removes a machine that is not in the middle of a job or
+// deployed for a tenant.
+func (s *Store) DeleteMachine(ctx context.Context, name string) error {
+	var changes []macChange
+	err := s.update(func(tx *bolt.Tx) error {
+		m, err := get[Machine](tx, bMachines, "machine", name)
+		if err != nil {
+			return err
+		}
+		switch m.State {
+		case MachineEnrolled, MachineAvailable, MachineFailed, MachineMaintenance, MachineRetired:
+		default:
+			return &ConflictError{Msg: fmt.Sprintf("machine %q is %s: release it or wait for its job before removing it", name, m.State)}
+		}
+		for _, mac := range m.MACs {
+			k := macKey(mac)
+			if err := tx.Bucket(bIdxMAC).Delete(k); err != nil {
+				return err
+			}
+			changes = append(changes, macChange{key: [6]byte(k), del: true})
+		}
+		if err := unindexMachine(tx, m); err != nil {
+			return err
+		}
+		if m.BMC.SecretRef != "" {
+			if err := tx.Bucket(bSecrets).Delete([]byte(m.BMC.SecretRef)); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bMachines).Delete([]byte(name))
+	})
+	if err != nil {
+		return err
+	}
+	s.applyMACChanges(changes)
+	return nil
+}

@@ -1,0 +1,248 @@
+package inventory
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Site is a data-centre campus.
+type Site struct {
+	Name        string    `json:"name"`
+	Description string    `json:"description,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// Hall is a data hall of a site; it is commissioned phase by phase.
+type Hall struct {
+	Name      string    `json:"name"`
+	Site      string    `json:"site"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// PhaseState is where a commissioning phase of a hall stands.
+type PhaseState string
+
+const (
+	PhasePlanned       PhaseState = "planned"
+	PhaseCommissioning PhaseState = "commissioning"
+	PhaseLive          PhaseState = "live"
+)
+
+// Phase is one commissioning phase of a hall, with its power budget.
+type Phase struct {
+	Hall       string     `json:"hall"`
+	Number     int        `json:"number"`
+	BudgetW    int64      `json:"budget_w"`
+	TargetDate string     `json:"target_date,omitempty"` // YYYY-MM-DD
+	State      PhaseState `json:"state"`
+	CreatedAt  time.Time  `json:"created_at"`
+}
+
+// RackState is a rack's place in its lifecycle.
+type RackState string
+
+const (
+	RackPlanned        RackState = "planned"
+	RackInstalled      RackState = "installed"
+	RackCommissioning  RackState = "commissioning"
+	RackActive         RackState = "active"
+	RackMaintenance    RackState = "maintenance"
+	RackDecommissioned RackState = "decommissioned"
+)
+
+// Rack is a rack in a hall, placed in one commissioning phase.
+type Rack struct {
+	Name      string    `json:"name"`
+	Hall      string    `json:"hall"`
+	Phase     int       `json:"phase"`
+	Row       string    `json:"row,omitempty"`
+	Units     int       `json:"units"`
+	BudgetW   int64     `json:"budget_w"`
+	State     RackState `json:"state"`
+	Tenant    string    `json:"tenant,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// MachineState is a machine's place in its lifecycle.
+type MachineState string
+
+const (
+	MachineEnrolled       MachineState = "enrolled"
+	MachineCommissioning  MachineState = "commissioning"
+	MachineAvailable      MachineState = "available"
+	MachineProvisioning   MachineState = "provisioning"
+	MachineDeployed       MachineState = "deployed"
+	MachineDeprovisioning MachineState = "deprovisioning"
+	MachineMaintenance    MachineState = "maintenance"
+	MachineFailed         MachineState = "failed"
+	MachineRetired        MachineState = "retired"
+)
+
+// BMCProtocol is how the service talks to a machine's BMC.
+type BMCProtocol string
+
+const (
+	ProtocolIPMI    BMCProtocol = "ipmi"
+	ProtocolRedfish BMCProtocol = "redfish"
+)
+
+// BMC is a machine's out-of-band controller. The password is never here:
+// it lives sealed under SecretRef (see Store.Secret).
+type BMC struct {
+	Address   string      `json:"address"` // host[:port]
+	Protocol  BMCProtocol `json:"protocol"`
+	Username  string      `json:"username"`
+	SecretRef string      `json:"secret_ref,omitempty"`
+}
+
+// BMCStatus is what the last contact with the BMC said.
+type BMCStatus struct {
+	Power     string    `json:"power,omitempty"` // on, off, unknown
+	Reachable bool      `json:"reachable"`
+	LastError string    `json:"last_error,omitempty"`
+	ReadAt    time.Time `json:"read_at,omitempty"`
+}
+
+// Machine is one server.
+type Machine struct {
+	Name       string       `json:"name"`
+	Rack       string       `json:"rack"`
+	Unit       int          `json:"unit"`   // lowest U it occupies (1-based)
+	Height     int          `json:"height"` // in U
+	MACs       []string     `json:"macs"`   // canonical lower-case aa:bb:cc:dd:ee:ff
+	BMC        BMC          `json:"bmc"`
+	PowerW     int64        `json:"power_w"`
+	Profile    string       `json:"profile,omitempty"`
+	IP         string       `json:"ip,omitempty"` // address reservation
+	Tenant     string       `json:"tenant,omitempty"`
+	State      MachineState `json:"state"`
+	PrevState  MachineState `json:"prev_state,omitempty"` // state to return to after maintenance
+	Reason     string       `json:"reason,omitempty"`
+	FailedStep string       `json:"failed_step,omitempty"`
+	BMCStatus  BMCStatus    `json:"bmc_status"`
+	// Inspection is the agent's last hardware report, stored as it came.
+	Inspection  json.RawMessage `json:"inspection,omitempty"`
+	InspectedAt time.Time       `json:"inspected_at,omitempty"`
+	Image       string          `json:"image,omitempty"` // what it is deployed with
+	CreatedAt   time.Time       `json:"created_at"`
+	UpdatedAt   time.Time       `json:"updated_at"`
+}
+
+// Subnet is a provisioning network with an optional dynamic range.
+type Subnet struct {
+	Name       string    `json:"name"`
+	CIDR       string    `json:"cidr"`
+	Gateway    string    `json:"gateway"`
+	RangeFirst string    `json:"range_first,omitempty"`
+	RangeLast  string    `json:"range_last,omitempty"`
+	DNS        []string  `json:"dns,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// Tenant is a customer; it sees only what is assigned to it.
+type Tenant struct {
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Event is one entry of the append-only log: machine boot steps, state
+// changes, and the audit trail of every API request that changes or was
+// refused something.
+type Event struct {
+	Seq     uint64    `json:"seq"`
+	Time    time.Time `json:"time"`
+	Actor   string    `json:"actor"` // token ID, "system", "netboot", ...
+	Role    string    `json:"role,omitempty"`
+	Tenant  string    `json:"tenant,omitempty"`
+	Subject string    `json:"subject"` // "machine/gpu-a01-07", "rack/a01", ...
+	Action  string    `json:"action"`
+	Outcome string    `json:"outcome,omitempty"` // ok, refused, failed
+	Detail  string    `json:"detail,omitempty"`
+}
+
+// Names are handles people type: letters, digits, '-', '_' and '.', starting
+// with a letter or digit, at most 63 characters.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+func checkName(field, name string) error {
+	if name == "" {
+		return invalid(field, "is required")
+	}
+	if !nameRE.MatchString(name) {
+		return invalid(field, "%q is not a valid name: use letters, digits, '-', '_' or '.', starting with a letter or digit, at most 63 characters", name)
+	}
+	return nil
+}
+
+// ParseMAC returns the canonical form of an Ethernet (EUI-48) address.
+func ParseMAC(s string) (string, error) {
+	hw, err := net.ParseMAC(strings.TrimSpace(s))
+	if err != nil || len(hw) != 6 {
+		return "", invalid("mac", "%q is not an Ethernet MAC address (expected six hex octets, e.g. 52:54:00:12:34:56)", s)
+	}
+	return hw.String(), nil
+}
+
+// macKey is the 6-byte index key of a canonical MAC.
+func macKey(canonical string) []byte {
+	hw, _ := net.ParseMAC(canonical)
+	return []byte(hw)
+}
+
+func checkDate(field, s string) error {
+	if s == "" {
+		return nil
+	}
+	if _, err := time.Parse("2006-01-02", s); err != nil {
+		return invalid(field, "%q is not a date in the form YYYY-MM-DD", s)
+	}
+	return nil
+}
+
+func checkAddr(field, s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		return netip.Addr{}, invalid(field, "%q is not an IPv4 address", s)
+	}
+	return a, nil
+}
+
+// checkBMCAddress accepts host or host:port, where host is an IP address or a
+// DNS name (Redfish URLs with a scheme are accepted too).
+func checkBMCAddress(s string) error {
+	if s == "" {
+		return invalid("bmc_address", "is required")
+	}
+	h := strings.TrimPrefix(strings.TrimPrefix(s, "https://"), "http://")
+	if host, port, err := net.SplitHostPort(h); err == nil {
+		h = host
+		if port == "" {
+			return invalid("bmc_address", "%q has an empty port", s)
+		}
+	}
+	if h == "" || strings.ContainsAny(h, " /?#@") {
+		return invalid("bmc_address", "%q is not a host or host:port", s)
+	}
+	return nil
+}
+
+// FormatKW renders watts as kilowatts for people: 44000 -> "44", 10200 -> "10.2".
+func FormatKW(w int64) string {
+	s := fmt.Sprintf("%.3f", float64(w)/1000)
+	s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
+	return s
+}
+
+// KWToW converts a kilowatt figure to whole watts, refusing negatives.
+func KWToW(field string, kw float64) (int64, error) {
+	if kw < 0 || kw != kw {
+		return 0, invalid(field, "must be a positive number of kW")
+	}
+	return int64(kw*1000 + 0.5), nil
+}

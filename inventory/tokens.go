@@ -1,0 +1,122 @@
+package inventory
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var bTokens = []byte("tokens") // id → Token
+
+func init() { extraBuckets = append(extraBuckets, bTokens) }
+
+// Role is what a token may do (CLI.md, Roles).
+type Role string
+
+const (
+	RoleAdmin      Role = "admin"
+	RoleTechnician Role = "technician"
+	RoleTenant     Role = "tenant"
+)
+
+// ValidRole reports whether r names a role.
+func ValidRole(r Role) bool { return r == RoleAdmin || r == RoleTechnician || r == RoleTenant }
+
+// Token is an API credential. Only the SHA-256 of its secret is stored; the
+// secret itself is shown once, at creation, and never again.
+type Token struct {
+	ID         string    `json:"id"`
+	Role       Role      `json:"role"`
+	Tenant     string    `json:"tenant,omitempty"`
+	Label      string    `json:"label,omitempty"`
+	Hash       []byte    `json:"hash"`
+	CreatedAt  time.Time `json:"created_at"`
+	LastUsedAt time.Time `json:"last_used_at,omitempty"`
+	RevokedAt  time.Time `json:"revoked_at,omitempty"`
+}
+
+// CreateToken stores a token whose secret hashes to hash.
+func (s *Store) CreateToken(ctx context.Context, t Token) (*Token, error) {
+	if !ValidRole(t.Role) {
+		return nil, invalid("role", "%q is not a role: use admin, technician or tenant", t.Role)
+	}
+	if (t.Role == RoleTenant) != (t.Tenant != "") {
+		return nil, invalid("tenant", "a tenant token needs --tenant, and only a tenant token may have one")
+	}
+	if len(t.Hash) != sha256.Size {
+		return nil, invalid("hash", "must be a SHA-256")
+	}
+	if err := checkName("id", t.ID); err != nil {
+		return nil, err
+	}
+	if len(t.Label) > 200 {
+		return nil, invalid("label", "is longer than 200 characters")
+	}
+	t.CreatedAt = s.now().UTC()
+	err := s.update(func(tx *bolt.Tx) error {
+		if t.Tenant != "" && !exists(tx, bTenants, t.Tenant) {
+			return &NotFoundError{Kind: "tenant", Name: t.Tenant}
+		}
+		if exists(tx, bTokens, t.ID) {
+			return &ExistsError{Kind: "token", Name: t.ID}
+		}
+		return putJSON(tx.Bucket(bTokens), []byte(t.ID), t)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// Authenticate returns the live token with this ID whose hash matches, in
+// constant time. Any mismatch — unknown ID, wrong secret, revoked — is the
+// same ErrNotFound so a caller learns nothing from the difference.
+func (s *Store) Authenticate(ctx context.Context, id string, hash []byte) (*Token, error) {
+	var t *Token
+	err := s.view(func(tx *bolt.Tx) (err error) { t, err = get[Token](tx, bTokens, "token", id); return })
+	if err != nil || subtle.ConstantTimeCompare(t.Hash, hash) != 1 || !t.RevokedAt.IsZero() {
+		return nil, &NotFoundError{Kind: "token", Name: id}
+	}
+	return t, nil
+}
+
+// TouchToken records when a token was last used.
+func (s *Store) TouchToken(ctx context.Context, id string, at time.Time) error {
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		t, err := get[Token](tx, bTokens, "token", id)
+		if err != nil {
+			return err
+		}
+		t.LastUsedAt = at.UTC()
+		return putJSON(tx.Bucket(bTokens), []byte(id), t)
+	})
+}
+
+// Tokens lists tokens by ID.
+func (s *Store) Tokens(ctx context.Context) ([]Token, error) {
+	var out []Token
+	err := s.view(func(tx *bolt.Tx) (err error) { out, err = list[Token](tx, bTokens, nil); return })
+	return out, err
+}
+
+// RevokeToken revokes a token for good.
+func (s *Store) RevokeToken(ctx context.Context, id string) (*Token, error) {
+	var out *Token
+	err := s.update(func(tx *bolt.Tx) error {
+		t, err := get[Token](tx, bTokens, "token", id)
+		if err != nil {
+			return err
+		}
+		if !t.RevokedAt.IsZero() {
+			return &ConflictError{Msg: fmt.Sprintf("token %q was already revoked at %s", id, t.RevokedAt.Format(time.RFC3339))}
+		}
+		t.RevokedAt = s.now().UTC()
+		out = t
+		return putJSON(tx.Bucket(bTokens), []byte(id), t)
+	})
+	return out, err
+}

@@ -47,7 +47,7 @@ func (s *Store) HallCapacity(ctx context.Context, hall string) (*HallCapacity, e
 			out.Phases = append(out.Phases, PhaseCapacity{Phase: p.Number, State: p.State, TargetDate: p.TargetDate,
 				BudgetW: p.BudgetW, Racks: map[RackState]int{}, Machines: map[MachineState]int{}})
 		}
-		usage := tx.Bucket(bRackUsage)
+		usage := bkt(tx, bRackUsage)
 		return hallRacks(tx, hall, func(r *Rack) error {
 			i, ok := index[r.Phase]
 			if !ok {

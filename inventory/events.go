@@ -25,7 +25,7 @@ func (s *Store) AppendEvent(ctx context.Context, e Event) (Event, error) {
 	err := s.db.Batch(func(tx *bolt.Tx) error {
 		// Batch may run this function twice: compute everything afresh.
 		ev := e
-		b := tx.Bucket(bEvents)
+		b := bkt(tx, bEvents)
 		seq, err := b.NextSequence()
 		if err != nil {
 			return err
@@ -34,7 +34,7 @@ func (s *Store) AppendEvent(ctx context.Context, e Event) (Event, error) {
 		if err := putJSON(b, u64(seq), ev); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bIdxSubject).Put(subjectKey(ev.Subject, seq), []byte{0}); err != nil {
+		if err := bkt(tx, bIdxSubject).Put(subjectKey(ev.Subject, seq), []byte{0}); err != nil {
 			return err
 		}
 		out = ev
@@ -70,11 +70,11 @@ func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 			(f.Since.IsZero() || !e.Time.Before(f.Since)) && e.Seq > f.After
 	}
 	err := s.view(func(tx *bolt.Tx) error {
-		events := tx.Bucket(bEvents)
+		events := bkt(tx, bEvents)
 		// Walk newest first so Limit keeps the most recent, then reverse.
 		if f.Subject != "" {
 			prefix := append([]byte(f.Subject), 0)
-			c := tx.Bucket(bIdxSubject).Cursor()
+			c := bkt(tx, bIdxSubject).Cursor()
 			k, _ := c.Seek(append(bytes.Clone(prefix), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))
 			if k == nil {
 				k, _ = c.Last()

@@ -39,7 +39,7 @@ func (s *Store) CreateImage(ctx context.Context, img Image) (*Image, error) {
 		if img.Tenant != "" && !exists(tx, bTenants, img.Tenant) {
 			return &NotFoundError{Kind: "tenant", Name: img.Tenant}
 		}
-		return putJSON(tx.Bucket(bImages), []byte(img.Name), img)
+		return putJSON(bkt(tx, bImages), []byte(img.Name), img)
 	})
 	if err != nil {
 		return nil, err
@@ -69,7 +69,7 @@ func (s *Store) DeleteImage(ctx context.Context, name string) error {
 			return err
 		}
 		// TODO(provisioner): refuse while a provision job uses the image.
-		return tx.Bucket(bImages).Delete([]byte(name))
+		return bkt(tx, bImages).Delete([]byte(name))
 	})
 }
 

@@ -77,7 +77,7 @@ func (s *Store) ImportRack(ctx context.Context, in RackImport) (*ImportResult, e
 						"machine %q already exists with a different %s", m.Name, f)})
 				}
 				if len(e.SealedPassword) > 0 && old.BMC.SecretRef != "" {
-					if err := tx.Bucket(bSecrets).Put([]byte(old.BMC.SecretRef), e.SealedPassword); err != nil {
+					if err := bkt(tx, bSecrets).Put([]byte(old.BMC.SecretRef), e.SealedPassword); err != nil {
 						return err
 					}
 				}

@@ -47,7 +47,7 @@ func (s *Store) enroll(tx *bolt.Tx, m *Machine, sealed []byte) ([]macChange, err
 	m.BMC.SecretRef = "" // only the store names secrets
 	if len(sealed) > 0 {
 		m.BMC.SecretRef = "bmc/" + m.Name
-		if err := tx.Bucket(bSecrets).Put([]byte(m.BMC.SecretRef), sealed); err != nil {
+		if err := bkt(tx, bSecrets).Put([]byte(m.BMC.SecretRef), sealed); err != nil {
 			return nil, err
 		}
 	}
@@ -128,7 +128,7 @@ func (s *Store) putMachine(tx *bolt.Tx, old, m *Machine) ([]macChange, error) {
 		return nil, err
 	}
 	var changes []macChange
-	idxMAC := tx.Bucket(bIdxMAC)
+	idxMAC := bkt(tx, bIdxMAC)
 	if old != nil {
 		for _, mac := range old.MACs {
 			if !slices.Contains(m.MACs, mac) {
@@ -150,38 +150,38 @@ func (s *Store) putMachine(tx *bolt.Tx, old, m *Machine) ([]macChange, error) {
 		}
 		changes = append(changes, macChange{key: [6]byte(k), entry: MACEntry{Machine: m.Name, IP: m.IP}})
 	}
-	if err := tx.Bucket(bIdxBMC).Put([]byte(m.BMC.Address), []byte(m.Name)); err != nil {
+	if err := bkt(tx, bIdxBMC).Put([]byte(m.BMC.Address), []byte(m.Name)); err != nil {
 		return nil, err
 	}
 	if m.IP != "" {
-		if err := tx.Bucket(bIdxIP).Put([]byte(m.IP), []byte(m.Name)); err != nil {
+		if err := bkt(tx, bIdxIP).Put([]byte(m.IP), []byte(m.Name)); err != nil {
 			return nil, err
 		}
 	}
 	var place [4]byte
 	binary.BigEndian.PutUint16(place[0:], uint16(m.Unit))
 	binary.BigEndian.PutUint16(place[2:], uint16(m.Height))
-	if err := tx.Bucket(bIdxRackM).Put(rackMachineKey(m.Rack, m.Name), place[:]); err != nil {
+	if err := bkt(tx, bIdxRackM).Put(rackMachineKey(m.Rack, m.Name), place[:]); err != nil {
 		return nil, err
 	}
 	if err := adjustUsage(tx, m.Rack, m, +1); err != nil {
 		return nil, err
 	}
-	return changes, putJSON(tx.Bucket(bMachines), []byte(m.Name), m)
+	return changes, putJSON(bkt(tx, bMachines), []byte(m.Name), m)
 }
 
 // unindexMachine removes the index entries of old other than its MACs (the
 // caller handles those) and takes it out of its rack's usage.
 func unindexMachine(tx *bolt.Tx, old *Machine) error {
-	if err := tx.Bucket(bIdxBMC).Delete([]byte(old.BMC.Address)); err != nil {
+	if err := bkt(tx, bIdxBMC).Delete([]byte(old.BMC.Address)); err != nil {
 		return err
 	}
 	if old.IP != "" {
-		if err := tx.Bucket(bIdxIP).Delete([]byte(old.IP)); err != nil {
+		if err := bkt(tx, bIdxIP).Delete([]byte(old.IP)); err != nil {
 			return err
 		}
 	}
-	if err := tx.Bucket(bIdxRackM).Delete(rackMachineKey(old.Rack, old.Name)); err != nil {
+	if err := bkt(tx, bIdxRackM).Delete(rackMachineKey(old.Rack, old.Name)); err != nil {
 		return err
 	}
 	return adjustUsage(tx, old.Rack, old, -1)
@@ -193,7 +193,7 @@ func rackMachineKey(rack, machine string) []byte {
 }
 
 func adjustUsage(tx *bolt.Tx, rack string, m *Machine, sign int) error {
-	b := tx.Bucket(bRackUsage)
+	b := bkt(tx, bRackUsage)
 	var u RackUsage
 	if err := getJSON(b, []byte(rack), &u); err != nil {
 		return fmt.Errorf("usage of rack %q: %w", rack, err)
@@ -229,7 +229,7 @@ func checkPlacement(tx *bolt.Tx, old, m *Machine) error {
 				"machine %q: units %d-%d do not fit rack %q, which has %d units", m.Name, m.Unit, top, r.Name, r.Units)}
 		}
 		prefix := append([]byte(r.Name), 0)
-		c := tx.Bucket(bIdxRackM).Cursor()
+		c := bkt(tx, bIdxRackM).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			other := string(k[len(prefix):])
 			if other == m.Name {
@@ -243,7 +243,7 @@ func checkPlacement(tx *bolt.Tx, old, m *Machine) error {
 			}
 		}
 		var u RackUsage
-		if err := getJSON(tx.Bucket(bRackUsage), []byte(r.Name), &u); err != nil {
+		if err := getJSON(bkt(tx, bRackUsage), []byte(r.Name), &u); err != nil {
 			return fmt.Errorf("usage of rack %q: %w", r.Name, err)
 		}
 		drawn := u.InstalledW
@@ -260,17 +260,17 @@ func checkPlacement(tx *bolt.Tx, old, m *Machine) error {
 				m.Name, r.Name, FormatKW(r.BudgetW), FormatKW(drawn), FormatKW(m.PowerW), FormatKW(total-r.BudgetW))}
 		}
 	}
-	idxMAC := tx.Bucket(bIdxMAC)
+	idxMAC := bkt(tx, bIdxMAC)
 	for _, mac := range m.MACs {
 		if owner := idxMAC.Get(macKey(mac)); owner != nil && string(owner) != m.Name {
 			return &PlacementError{Limit: "mac", Msg: fmt.Sprintf("machine %q: MAC %s already belongs to machine %q", m.Name, mac, owner)}
 		}
 	}
-	if owner := tx.Bucket(bIdxBMC).Get([]byte(m.BMC.Address)); owner != nil && string(owner) != m.Name {
+	if owner := bkt(tx, bIdxBMC).Get([]byte(m.BMC.Address)); owner != nil && string(owner) != m.Name {
 		return &PlacementError{Limit: "bmc-address", Msg: fmt.Sprintf("machine %q: BMC address %s already belongs to machine %q", m.Name, m.BMC.Address, owner)}
 	}
 	if m.IP != "" && (old == nil || old.IP != m.IP) {
-		if owner := tx.Bucket(bIdxIP).Get([]byte(m.IP)); owner != nil && string(owner) != m.Name {
+		if owner := bkt(tx, bIdxIP).Get([]byte(m.IP)); owner != nil && string(owner) != m.Name {
 			return &PlacementError{Limit: "ip", Msg: fmt.Sprintf("machine %q: address %s is already reserved for machine %q", m.Name, m.IP, owner)}
 		}
 		if err := checkReservation(tx, m); err != nil {
@@ -339,7 +339,7 @@ func (s *Store) MachineByMAC(ctx context.Context, mac string) (*Machine, error) 
 	}
 	var out *Machine
 	err = s.view(func(tx *bolt.Tx) error {
-		name := tx.Bucket(bIdxMAC).Get(macKey(canon))
+		name := bkt(tx, bIdxMAC).Get(macKey(canon))
 		if name == nil {
 			return &NotFoundError{Kind: "machine with MAC", Name: canon}
 		}
@@ -354,7 +354,7 @@ func (s *Store) MachineByMAC(ctx context.Context, mac string) (*Machine, error) 
 func (s *Store) MachineByIP(ctx context.Context, ip string) (*Machine, error) {
 	var out *Machine
 	err := s.view(func(tx *bolt.Tx) error {
-		name := tx.Bucket(bIdxIP).Get([]byte(ip))
+		name := bkt(tx, bIdxIP).Get([]byte(ip))
 		if name == nil {
 			return &NotFoundError{Kind: "machine with address", Name: ip}
 		}
@@ -414,7 +414,7 @@ func (s *Store) Machines(ctx context.Context, f MachineFilter) ([]Machine, error
 func (s *Store) Secret(ctx context.Context, ref string) ([]byte, error) {
 	var out []byte
 	err := s.view(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bSecrets).Get([]byte(ref))
+		v := bkt(tx, bSecrets).Get([]byte(ref))
 		if v == nil {
 			return &NotFoundError{Kind: "secret", Name: ref}
 		}
@@ -544,7 +544,7 @@ func (s *Store) AssignMachineTenant(ctx context.Context, name, tenant string) (*
 // from the power-state sync, so they are batched into shared transactions.
 func (s *Store) RecordBMCStatus(ctx context.Context, name string, st BMCStatus) error {
 	return s.db.Batch(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bMachines)
+		b := bkt(tx, bMachines)
 		var m Machine
 		if err := getJSON(b, []byte(name), &m); err != nil {
 			return &NotFoundError{Kind: "machine", Name: name}
@@ -582,7 +582,7 @@ func (s *Store) DeleteMachine(ctx context.Context, name string) error {
 		}
 		for _, mac := range m.MACs {
 			k := macKey(mac)
-			if err := tx.Bucket(bIdxMAC).Delete(k); err != nil {
+			if err := bkt(tx, bIdxMAC).Delete(k); err != nil {
 				return err
 			}
 			changes = append(changes, macChange{key: [6]byte(k), del: true})
@@ -591,11 +591,11 @@ func (s *Store) DeleteMachine(ctx context.Context, name string) error {
 			return err
 		}
 		if m.BMC.SecretRef != "" {
-			if err := tx.Bucket(bSecrets).Delete([]byte(m.BMC.SecretRef)); err != nil {
+			if err := bkt(tx, bSecrets).Delete([]byte(m.BMC.SecretRef)); err != nil {
 				return err
 			}
 		}
-		return tx.Bucket(bMachines).Delete([]byte(name))
+		return bkt(tx, bMachines).Delete([]byte(name))
 	})
 	if err != nil {
 		return err

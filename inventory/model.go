@@ -106,7 +106,7 @@ type BMCStatus struct {
 	Power     string    `json:"power,omitempty"` // on, off, unknown
 	Reachable bool      `json:"reachable"`
 	LastError string    `json:"last_error,omitempty"`
-	ReadAt    time.Time `json:"read_at,omitempty"`
+	ReadAt    time.Time `json:"read_at,omitzero"`
 }
 
 // Machine is one server.
@@ -125,10 +125,10 @@ type Machine struct {
 	PrevState  MachineState `json:"prev_state,omitempty"` // state to return to after maintenance
 	Reason     string       `json:"reason,omitempty"`
 	FailedStep string       `json:"failed_step,omitempty"`
-	BMCStatus  BMCStatus    `json:"bmc_status"`
+	BMCStatus  BMCStatus    `json:"bmc_status,omitzero"`
 	// Inspection is the agent's last hardware report, stored as it came.
 	Inspection  json.RawMessage `json:"inspection,omitempty"`
-	InspectedAt time.Time       `json:"inspected_at,omitempty"`
+	InspectedAt time.Time       `json:"inspected_at,omitzero"`
 	Image       string          `json:"image,omitempty"` // what it is deployed with
 	CreatedAt   time.Time       `json:"created_at"`
 	UpdatedAt   time.Time       `json:"updated_at"`

@@ -72,13 +72,13 @@ func createRack(tx *bolt.Tx, r *Rack) error {
 	if err := checkPhaseBudget(tx, r, 0); err != nil {
 		return err
 	}
-	if err := putJSON(tx.Bucket(bRacks), []byte(r.Name), r); err != nil {
+	if err := putJSON(bkt(tx, bRacks), []byte(r.Name), r); err != nil {
 		return err
 	}
-	if err := putJSON(tx.Bucket(bRackUsage), []byte(r.Name), RackUsage{}); err != nil {
+	if err := putJSON(bkt(tx, bRackUsage), []byte(r.Name), RackUsage{}); err != nil {
 		return err
 	}
-	return tx.Bucket(bIdxPhaseR).Put(append(phaseKey(r.Hall, r.Phase), r.Name...), []byte{0})
+	return bkt(tx, bIdxPhaseR).Put(append(phaseKey(r.Hall, r.Phase), r.Name...), []byte{0})
 }
 
 // checkPhaseBudget refuses a rack budget that would take its phase over
@@ -159,8 +159,8 @@ func (s *Store) Racks(ctx context.Context, f RackFilter) ([]Rack, error) {
 // hallRacks calls fn for every rack of a hall, phase by phase.
 func hallRacks(tx *bolt.Tx, hall string, fn func(*Rack) error) error {
 	prefix := append([]byte(hall), 0)
-	racks := tx.Bucket(bRacks)
-	c := tx.Bucket(bIdxPhaseR).Cursor()
+	racks := bkt(tx, bRacks)
+	c := bkt(tx, bIdxPhaseR).Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 		name := k[len(prefix)+4:]
 		var r Rack
@@ -208,7 +208,7 @@ func (s *Store) SetRackState(ctx context.Context, name string, to RackState) (*R
 		}
 		r.State, r.UpdatedAt = to, s.now().UTC()
 		out = r
-		return putJSON(tx.Bucket(bRacks), []byte(name), r)
+		return putJSON(bkt(tx, bRacks), []byte(name), r)
 	})
 	return out, err
 }
@@ -227,7 +227,7 @@ func (s *Store) AssignRackTenant(ctx context.Context, name, tenant string) (*Rac
 			return &NotFoundError{Kind: "tenant", Name: tenant}
 		}
 		r.Tenant, r.UpdatedAt = tenant, s.now().UTC()
-		if err := putJSON(tx.Bucket(bRacks), []byte(name), r); err != nil {
+		if err := putJSON(bkt(tx, bRacks), []byte(name), r); err != nil {
 			return err
 		}
 		out = r
@@ -260,24 +260,24 @@ func (s *Store) DeleteRack(ctx context.Context, name string) error {
 		if u.Machines > 0 {
 			return &ConflictError{Msg: fmt.Sprintf("rack %q still holds %d machines: remove them first", name, u.Machines)}
 		}
-		if err := tx.Bucket(bIdxPhaseR).Delete(append(phaseKey(r.Hall, r.Phase), r.Name...)); err != nil {
+		if err := bkt(tx, bIdxPhaseR).Delete(append(phaseKey(r.Hall, r.Phase), r.Name...)); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bRackUsage).Delete([]byte(name)); err != nil {
+		if err := bkt(tx, bRackUsage).Delete([]byte(name)); err != nil {
 			return err
 		}
-		return tx.Bucket(bRacks).Delete([]byte(name))
+		return bkt(tx, bRacks).Delete([]byte(name))
 	})
 }
 
 // rackMachines calls fn for every machine of a rack, in name order.
 func rackMachines(tx *bolt.Tx, rack string, fn func(*Machine) error) error {
 	prefix := append([]byte(rack), 0)
-	machines := tx.Bucket(bMachines)
+	machines := bkt(tx, bMachines)
 	// Collect names first: fn may write machines, and writing while a
 	// cursor walks the same bucket's index can skip keys.
 	var names [][]byte
-	c := tx.Bucket(bIdxRackM).Cursor()
+	c := bkt(tx, bIdxRackM).Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 		names = append(names, append([]byte(nil), k[len(prefix):]...))
 	}

@@ -25,7 +25,7 @@ func (s *Store) CreateSite(ctx context.Context, site Site) (*Site, error) {
 		if exists(tx, bSites, site.Name) {
 			return &ExistsError{Kind: "site", Name: site.Name}
 		}
-		return putJSON(tx.Bucket(bSites), []byte(site.Name), site)
+		return putJSON(bkt(tx, bSites), []byte(site.Name), site)
 	})
 	if err != nil {
 		return nil, err
@@ -63,7 +63,7 @@ func (s *Store) CreateHall(ctx context.Context, h Hall) (*Hall, error) {
 		if exists(tx, bHalls, h.Name) {
 			return &ExistsError{Kind: "hall", Name: h.Name}
 		}
-		return putJSON(tx.Bucket(bHalls), []byte(h.Name), h)
+		return putJSON(bkt(tx, bHalls), []byte(h.Name), h)
 	})
 	if err != nil {
 		return nil, err
@@ -109,10 +109,10 @@ func (s *Store) CreatePhase(ctx context.Context, p Phase) (*Phase, error) {
 			return &NotFoundError{Kind: "hall", Name: p.Hall}
 		}
 		k := phaseKey(p.Hall, p.Number)
-		if tx.Bucket(bPhases).Get(k) != nil {
+		if bkt(tx, bPhases).Get(k) != nil {
 			return &ExistsError{Kind: "phase", Name: fmt.Sprintf("%s/%d", p.Hall, p.Number)}
 		}
-		return putJSON(tx.Bucket(bPhases), k, p)
+		return putJSON(bkt(tx, bPhases), k, p)
 	})
 	if err != nil {
 		return nil, err
@@ -122,7 +122,7 @@ func (s *Store) CreatePhase(ctx context.Context, p Phase) (*Phase, error) {
 
 func getPhase(tx *bolt.Tx, hall string, number int) (*Phase, error) {
 	var p Phase
-	if err := getJSON(tx.Bucket(bPhases), phaseKey(hall, number), &p); err != nil {
+	if err := getJSON(bkt(tx, bPhases), phaseKey(hall, number), &p); err != nil {
 		return nil, &NotFoundError{Kind: "phase", Name: fmt.Sprintf("%s/%d", hall, number)}
 	}
 	return &p, nil
@@ -152,7 +152,7 @@ func (s *Store) Phases(ctx context.Context, hall string) ([]Phase, error) {
 func hallPhases(tx *bolt.Tx, hall string) ([]Phase, error) {
 	var out []Phase
 	prefix := append([]byte(hall), 0)
-	c := tx.Bucket(bPhases).Cursor()
+	c := bkt(tx, bPhases).Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		var p Phase
 		if err := json.Unmarshal(v, &p); err != nil {
@@ -213,7 +213,7 @@ func (s *Store) SetPhaseState(ctx context.Context, hall string, number int, to P
 		}
 		p.State = to
 		out = p
-		return putJSON(tx.Bucket(bPhases), phaseKey(hall, number), p)
+		return putJSON(bkt(tx, bPhases), phaseKey(hall, number), p)
 	})
 	return out, err
 }
@@ -230,8 +230,8 @@ func containsState[S comparable](list []S, s S) bool {
 // phaseRacks calls fn for each rack of a hall phase, in name order.
 func phaseRacks(tx *bolt.Tx, hall string, number int, fn func(*Rack) error) error {
 	prefix := phaseKey(hall, number)
-	racks := tx.Bucket(bRacks)
-	c := tx.Bucket(bIdxPhaseR).Cursor()
+	racks := bkt(tx, bRacks)
+	c := bkt(tx, bIdxPhaseR).Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 		var r Rack
 		if err := getJSON(racks, k[len(prefix):], &r); err != nil {
@@ -305,7 +305,7 @@ func (s *Store) CreateSubnet(ctx context.Context, sn Subnet) (*Subnet, error) {
 				return &ConflictError{Msg: fmt.Sprintf("subnet %s overlaps subnet %q (%s)", prefix, o.Name, o.CIDR)}
 			}
 		}
-		return putJSON(tx.Bucket(bSubnets), []byte(sn.Name), sn)
+		return putJSON(bkt(tx, bSubnets), []byte(sn.Name), sn)
 	})
 	if err != nil {
 		return nil, err
@@ -348,7 +348,7 @@ func (s *Store) CreateTenant(ctx context.Context, t Tenant) (*Tenant, error) {
 		if exists(tx, bTenants, t.Name) {
 			return &ExistsError{Kind: "tenant", Name: t.Name}
 		}
-		return putJSON(tx.Bucket(bTenants), []byte(t.Name), t)
+		return putJSON(bkt(tx, bTenants), []byte(t.Name), t)
 	})
 	if err != nil {
 		return nil, err

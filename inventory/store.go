@@ -106,7 +106,7 @@ func (s *Store) init() error {
 				return err
 			}
 		}
-		meta := tx.Bucket(bMeta)
+		meta := bkt(tx, bMeta)
 		if v := meta.Get(keySchema); v != nil {
 			if len(v) != 4 {
 				return fmt.Errorf("schema version record is corrupt (%d bytes)", len(v))
@@ -119,8 +119,8 @@ func (s *Store) init() error {
 			return err
 		}
 		// Rebuild the in-memory MAC index from the committed one.
-		machines := tx.Bucket(bMachines)
-		return tx.Bucket(bIdxMAC).ForEach(func(k, v []byte) error {
+		machines := bkt(tx, bMachines)
+		return bkt(tx, bIdxMAC).ForEach(func(k, v []byte) error {
 			var m Machine
 			if err := getJSON(machines, v, &m); err != nil {
 				return fmt.Errorf("mac index points at %q: %w", v, err)
@@ -230,7 +230,7 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 // get loads one record or returns a NotFoundError naming it.
 func get[T any](tx *bolt.Tx, bucket []byte, kind, name string) (*T, error) {
 	var v T
-	if err := getJSON(tx.Bucket(bucket), []byte(name), &v); err != nil {
+	if err := getJSON(bkt(tx, bucket), []byte(name), &v); err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return nil, &NotFoundError{Kind: kind, Name: name}
 		}
@@ -242,7 +242,7 @@ func get[T any](tx *bolt.Tx, bucket []byte, kind, name string) (*T, error) {
 // list decodes every record of a bucket, in key order.
 func list[T any](tx *bolt.Tx, bucket []byte, keep func(*T) bool) ([]T, error) {
 	var out []T
-	err := tx.Bucket(bucket).ForEach(func(k, v []byte) error {
+	err := bkt(tx, bucket).ForEach(func(k, v []byte) error {
 		var r T
 		if err := json.Unmarshal(v, &r); err != nil {
 			return fmt.Errorf("%s %q: %w", bucket, k, err)
@@ -256,7 +256,7 @@ func list[T any](tx *bolt.Tx, bucket []byte, keep func(*T) bool) ([]T, error) {
 }
 
 func exists(tx *bolt.Tx, bucket []byte, name string) bool {
-	return tx.Bucket(bucket).Get([]byte(name)) != nil
+	return bkt(tx, bucket).Get([]byte(name)) != nil
 }
 
 func phaseKey(hall string, number int) []byte {
@@ -265,3 +265,14 @@ func phaseKey(hall string, number int) []byte {
 }
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+// bkt returns a bucket of tx. In a write transaction it packs pages to 90%
+// instead of bbolt's 50%: most writes append names in order (imports,
+// events), and half-empty pages would double the file for nothing.
+func bkt(tx *bolt.Tx, name []byte) *bolt.Bucket {
+	b := tx.Bucket(name)
+	if tx.Writable() {
+		b.FillPercent = 0.9
+	}
+	return b
+}

@@ -35,8 +35,8 @@ type Token struct {
 	Label      string    `json:"label,omitempty"`
 	Hash       []byte    `json:"hash"`
 	CreatedAt  time.Time `json:"created_at"`
-	LastUsedAt time.Time `json:"last_used_at,omitempty"`
-	RevokedAt  time.Time `json:"revoked_at,omitempty"`
+	LastUsedAt time.Time `json:"last_used_at,omitzero"`
+	RevokedAt  time.Time `json:"revoked_at,omitzero"`
 }
 
 // CreateToken stores a token whose secret hashes to hash.
@@ -64,7 +64,7 @@ func (s *Store) CreateToken(ctx context.Context, t Token) (*Token, error) {
 		if exists(tx, bTokens, t.ID) {
 			return &ExistsError{Kind: "token", Name: t.ID}
 		}
-		return putJSON(tx.Bucket(bTokens), []byte(t.ID), t)
+		return putJSON(bkt(tx, bTokens), []byte(t.ID), t)
 	})
 	if err != nil {
 		return nil, err
@@ -92,7 +92,7 @@ func (s *Store) TouchToken(ctx context.Context, id string, at time.Time) error {
 			return err
 		}
 		t.LastUsedAt = at.UTC()
-		return putJSON(tx.Bucket(bTokens), []byte(id), t)
+		return putJSON(bkt(tx, bTokens), []byte(id), t)
 	})
 }
 
@@ -116,7 +116,7 @@ func (s *Store) RevokeToken(ctx context.Context, id string) (*Token, error) {
 		}
 		t.RevokedAt = s.now().UTC()
 		out = t
-		return putJSON(tx.Bucket(bTokens), []byte(id), t)
+		return putJSON(bkt(tx, bTokens), []byte(id), t)
 	})
 	return out, err
 }

@@ -69,3 +69,24 @@ func (s *Store) HallCapacity(ctx context.Context, hall string) (*HallCapacity, e
 	})
 	return out, err
 }
+
+// Counts returns machines and racks by state across the whole inventory,
+// from the per-rack usage records (cheap enough for every metrics scrape).
+func (s *Store) Counts(ctx context.Context) (map[MachineState]int, map[RackState]int, error) {
+	machines, racks := map[MachineState]int{}, map[RackState]int{}
+	err := s.view(func(tx *bolt.Tx) error {
+		usage := bkt(tx, bRackUsage)
+		_, err := list(tx, bRacks, func(r *Rack) bool {
+			racks[r.State]++
+			var u RackUsage
+			if getJSON(usage, []byte(r.Name), &u) == nil {
+				for st, n := range u.ByState {
+					machines[st] += n
+				}
+			}
+			return false
+		})
+		return err
+	})
+	return machines, racks, err
+}

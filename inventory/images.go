@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -61,14 +62,34 @@ func (s *Store) Images(ctx context.Context) ([]Image, error) {
 	return out, err
 }
 
-// DeleteImage removes an image from the catalogue. It is refused while a
-// machine is being provisioned with it.
+// ValidateImageName says whether name may name an image. The images
+// package asks before it streams gigabytes, rather than learn it from
+// CreateImage at the end.
+func ValidateImageName(name string) error { return checkName("name", name) }
+
+// DeleteImage removes an image from the catalogue. It is refused, with a
+// ConflictError naming a machine, while a machine is deployed with it or
+// being provisioned with it: the check and the delete are one transaction,
+// so no provision can slip in between. Removing the blob is the images
+// package's business.
 func (s *Store) DeleteImage(ctx context.Context, name string) error {
 	return s.update(func(tx *bolt.Tx) error {
 		if _, err := get[Image](tx, bImages, "image", name); err != nil {
 			return err
 		}
 		// TODO(provisioner): refuse while a provision job uses the image.
+		var users []string
+		if _, err := list(tx, bMachines, func(m *Machine) bool {
+			if m.Image == name {
+				users = append(users, m.Name)
+			}
+			return false
+		}); err != nil {
+			return err
+		}
+		if len(users) > 0 {
+			return &ConflictError{Msg: fmt.Sprintf("image %q is used by %d machine(s), e.g. %q: reimage or release them first", name, len(users), users[0])}
+		}
 		return bkt(tx, bImages).Delete([]byte(name))
 	})
 }

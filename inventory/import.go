@@ -47,10 +47,10 @@ func (s *Store) ImportRack(ctx context.Context, in RackImport) (*ImportResult, e
 			e.Machine.Rack = r.Name
 		}
 		if e.Machine.Rack != r.Name {
-			return nil, fmt.Errorf("machines[%d] %q: %w", i, e.Machine.Name, invalid("rack", "is %q but the manifest is for rack %q", e.Machine.Rack, r.Name))
+			return nil, &EntryError{i, e.Machine.Name, invalid("rack", "is %q but the manifest is for rack %q", e.Machine.Rack, r.Name)}
 		}
 		if err := normaliseMachine(&e.Machine); err != nil {
-			return nil, fmt.Errorf("machines[%d] %q: %w", i, e.Machine.Name, err)
+			return nil, &EntryError{i, e.Machine.Name, err}
 		}
 		machines[i] = e
 	}
@@ -73,8 +73,8 @@ func (s *Store) ImportRack(ctx context.Context, in RackImport) (*ImportResult, e
 			m := e.Machine
 			if old, err := get[Machine](tx, bMachines, "machine", m.Name); err == nil {
 				if f := machineDiff(old, &m); f != "" {
-					return fmt.Errorf("machines[%d] %q: %w", i, m.Name, &ConflictError{Msg: fmt.Sprintf(
-						"machine %q already exists with a different %s", m.Name, f)})
+					return &EntryError{i, m.Name, &ConflictError{Msg: fmt.Sprintf(
+						"machine %q already exists with a different %s", m.Name, f)}}
 				}
 				if len(e.SealedPassword) > 0 && old.BMC.SecretRef != "" {
 					if err := bkt(tx, bSecrets).Put([]byte(old.BMC.SecretRef), e.SealedPassword); err != nil {
@@ -87,7 +87,7 @@ func (s *Store) ImportRack(ctx context.Context, in RackImport) (*ImportResult, e
 			m.State, m.CreatedAt, m.UpdatedAt = MachineEnrolled, now, now
 			ch, err := s.enroll(tx, &m, e.SealedPassword)
 			if err != nil {
-				return fmt.Errorf("machines[%d] %q: %w", i, m.Name, err)
+				return &EntryError{i, m.Name, err}
 			}
 			changes = append(changes, ch...)
 			res.Created = append(res.Created, m.Name)
@@ -100,6 +100,16 @@ func (s *Store) ImportRack(ctx context.Context, in RackImport) (*ImportResult, e
 	s.applyMACChanges(changes)
 	return res, nil
 }
+
+// EntryError says which entry of an import was refused.
+type EntryError struct {
+	Index int // 0-based position in RackImport.Machines
+	Name  string
+	Err   error
+}
+
+func (e *EntryError) Error() string { return fmt.Sprintf("machines[%d] %q: %v", e.Index, e.Name, e.Err) }
+func (e *EntryError) Unwrap() error { return e.Err }
 
 func rackDiff(a, b *Rack) string {
 	switch {

@@ -1,0 +1,72 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/metalhall/metalhall/inventory"
+)
+
+// httpError is an error with the status and code it is answered with.
+type httpError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) error {
+	return &httpError{http.StatusBadRequest, "bad_request", fmt.Sprintf(format, args...)}
+}
+
+func forbidden(msg string) error { return &httpError{http.StatusForbidden, "forbidden", msg} }
+
+func notFound(kind, name string) error {
+	return &httpError{http.StatusNotFound, "not_found", fmt.Sprintf("%s %q not found", kind, name)}
+}
+
+// classify turns an error into its status, code and the message the client
+// sees. Store refusals keep their message: it says what was wrong. Anything
+// unexpected is an internal error whose detail stays in the server log.
+func classify(err error) (int, string, string) {
+	var he *httpError
+	var (
+		ve *inventory.ValidationError
+		te *inventory.TransitionError
+		pe *inventory.PlacementError
+		mb *http.MaxBytesError
+		se *json.SyntaxError
+		ue *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &he):
+		return he.status, he.code, he.msg
+	case errors.As(err, &mb):
+		return http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body is larger than %d bytes", mb.Limit)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return http.StatusBadRequest, "bad_request", "malformed JSON: the body ends in the middle of a value"
+	case errors.As(err, &se):
+		return http.StatusBadRequest, "bad_request", fmt.Sprintf("malformed JSON at byte %d: %v", se.Offset, se)
+	case errors.As(err, &ue):
+		return http.StatusBadRequest, "bad_request", fmt.Sprintf("field %q must be %s, not %s", ue.Field, ue.Type, ue.Value)
+	case errors.As(err, &ve):
+		return http.StatusBadRequest, "invalid", err.Error()
+	case errors.As(err, &te):
+		return http.StatusConflict, "transition_refused", err.Error()
+	case errors.As(err, &pe):
+		return http.StatusConflict, "placement_refused", err.Error()
+	case errors.Is(err, inventory.ErrNotFound):
+		return http.StatusNotFound, "not_found", err.Error()
+	case errors.Is(err, inventory.ErrExists):
+		return http.StatusConflict, "exists", err.Error()
+	case errors.Is(err, inventory.ErrConflict):
+		return http.StatusConflict, "conflict", err.Error()
+	case errors.Is(err, inventory.ErrInvalid):
+		return http.StatusBadRequest, "invalid", err.Error()
+	}
+	return http.StatusInternalServerError, "internal", "internal error: see the service log"
+}

@@ -1,0 +1,269 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/metalhall/metalhall/api"
+	"github.com/metalhall/metalhall/inventory"
+)
+
+func subnetCommand() *cli.Command {
+	return &cli.Command{Name: "subnet", Usage: "provisioning subnets", Subcommands: []*cli.Command{
+		{Name: "create", Usage: "create a subnet", UsageText: "metalhall subnet create --cidr CIDR --gateway IP [--range FIRST-LAST] [--dns IP,...] NAME",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "cidr", Required: true}, &cli.StringFlag{Name: "gateway", Required: true},
+				&cli.StringFlag{Name: "range", Usage: "dynamic range for machines not yet enrolled"}, &cli.StringFlag{Name: "dns"}, outputFlag()},
+			Action: func(c *cli.Context) error {
+				n, err := name(c, "subnet")
+				if err != nil {
+					return err
+				}
+				in := api.SubnetCreate{Name: n, CIDR: c.String("cidr"), Gateway: c.String("gateway"), Range: c.String("range")}
+				if d := c.String("dns"); d != "" {
+					in.DNS = strings.Split(d, ",")
+				}
+				var out inventory.Subnet
+				if err := client(c).Do(c.Context, "POST", "/api/v1/subnets", in, &out); err != nil {
+					return err
+				}
+				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "subnet %s created: %s via %s\n", out.Name, out.CIDR, out.Gateway) })
+			}},
+		{Name: "list", Usage: "list subnets", Flags: []cli.Flag{outputFlag()}, Action: func(c *cli.Context) error {
+			var out []inventory.Subnet
+			if err := client(c).Do(c.Context, "GET", "/api/v1/subnets", nil, &out); err != nil {
+				return err
+			}
+			return show(c, out, func(w io.Writer) {
+				rows := [][]string{}
+				for _, s := range out {
+					rng := "-"
+					if s.RangeFirst != "" {
+						rng = s.RangeFirst + "-" + s.RangeLast
+					}
+					rows = append(rows, []string{s.Name, s.CIDR, s.Gateway, rng, orDash(strings.Join(s.DNS, ","))})
+				}
+				printTable(w, []string{"NAME", "CIDR", "GATEWAY", "RANGE", "DNS"}, rows)
+			})
+		}},
+	}}
+}
+
+func tenantCommand() *cli.Command {
+	return &cli.Command{Name: "tenant", Usage: "tenants and what is assigned to them", Subcommands: []*cli.Command{
+		{Name: "create", Usage: "create a tenant", UsageText: "metalhall tenant create NAME", Flags: []cli.Flag{outputFlag()},
+			Action: func(c *cli.Context) error {
+				n, err := name(c, "tenant")
+				if err != nil {
+					return err
+				}
+				var out inventory.Tenant
+				if err := client(c).Do(c.Context, "POST", "/api/v1/tenants", api.TenantCreate{Name: n}, &out); err != nil {
+					return err
+				}
+				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "tenant %s created\n", out.Name) })
+			}},
+		{Name: "list", Usage: "list tenants", Flags: []cli.Flag{outputFlag()}, Action: func(c *cli.Context) error {
+			var out []inventory.Tenant
+			if err := client(c).Do(c.Context, "GET", "/api/v1/tenants", nil, &out); err != nil {
+				return err
+			}
+			return show(c, out, func(w io.Writer) {
+				rows := [][]string{}
+				for _, t := range out {
+					rows = append(rows, []string{t.Name, when(t.CreatedAt)})
+				}
+				printTable(w, []string{"NAME", "CREATED"}, rows)
+			})
+		}},
+		{Name: "assign", Usage: "hand a rack (and its machines) or one machine to a tenant",
+			UsageText: "metalhall tenant assign --tenant TENANT (--rack RACK | --machine MACHINE)",
+			Flags:     []cli.Flag{&cli.StringFlag{Name: "tenant", Required: true}, &cli.StringFlag{Name: "rack"}, &cli.StringFlag{Name: "machine"}, outputFlag()},
+			Action: func(c *cli.Context) error {
+				if err := noArgs(c); err != nil {
+					return err
+				}
+				in := api.TenantAssign{Rack: c.String("rack"), Machine: c.String("machine")}
+				if (in.Rack == "") == (in.Machine == "") {
+					return usagef("tenant assign: give exactly one of --rack or --machine")
+				}
+				var out api.TenantAssign
+				if err := client(c).Do(c.Context, "POST", "/api/v1/tenants/"+api.PathEscape(c.String("tenant"))+"/assign", in, &out); err != nil {
+					return err
+				}
+				return show(c, out, func(w io.Writer) {
+					what := "rack " + in.Rack
+					if in.Machine != "" {
+						what = "machine " + in.Machine
+					}
+					fmt.Fprintf(w, "%s assigned to tenant %s\n", what, c.String("tenant"))
+				})
+			}},
+	}}
+}
+
+func tokenCommand() *cli.Command {
+	return &cli.Command{Name: "token", Usage: "API tokens (admin)", Subcommands: []*cli.Command{
+		{Name: "create", Usage: "create a token; its secret is printed once",
+			UsageText: "metalhall token create --role admin|technician|tenant [--tenant TENANT] [--label TEXT]",
+			Flags:     []cli.Flag{&cli.StringFlag{Name: "role", Required: true}, &cli.StringFlag{Name: "tenant"}, &cli.StringFlag{Name: "label"}, outputFlag()},
+			Action: func(c *cli.Context) error {
+				if err := noArgs(c); err != nil {
+					return err
+				}
+				var out api.TokenCreated
+				if err := client(c).Do(c.Context, "POST", "/api/v1/tokens", api.TokenCreate{Role: c.String("role"), Tenant: c.String("tenant"), Label: c.String("label")}, &out); err != nil {
+					return err
+				}
+				return show(c, out, func(w io.Writer) {
+					fmt.Fprintf(w, "token %s (%s) created. Its secret, shown only now:\n%s\n", out.ID, out.Role, out.Secret)
+				})
+			}},
+		{Name: "list", Usage: "list tokens", Flags: []cli.Flag{outputFlag()}, Action: func(c *cli.Context) error {
+			var out []api.Token
+			if err := client(c).Do(c.Context, "GET", "/api/v1/tokens", nil, &out); err != nil {
+				return err
+			}
+			return show(c, out, func(w io.Writer) {
+				rows := [][]string{}
+				for _, t := range out {
+					state := "active"
+					if !t.RevokedAt.IsZero() {
+						state = "revoked " + when(t.RevokedAt)
+					}
+					rows = append(rows, []string{t.ID, t.Role, orDash(t.Tenant), orDash(t.Label), when(t.CreatedAt), when(t.LastUsedAt), state})
+				}
+				printTable(w, []string{"ID", "ROLE", "TENANT", "LABEL", "CREATED", "LAST USED", "STATE"}, rows)
+			})
+		}},
+		{Name: "revoke", Usage: "revoke a token", UsageText: "metalhall token revoke ID", Flags: []cli.Flag{outputFlag()},
+			Action: func(c *cli.Context) error {
+				id, err := name(c, "token ID")
+				if err != nil {
+					return err
+				}
+				var out api.Token
+				if err := client(c).Do(c.Context, "DELETE", "/api/v1/tokens/"+api.PathEscape(id), nil, &out); err != nil {
+					return err
+				}
+				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "token %s revoked\n", out.ID) })
+			}},
+	}}
+}
+
+func auditCommand() *cli.Command {
+	return &cli.Command{Name: "audit", Usage: "the audit trail (admin)", Subcommands: []*cli.Command{
+		{Name: "list", Usage: "list audit events", UsageText: "metalhall audit list [--since RFC3339] [--actor TOKEN_ID]",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "since"}, &cli.StringFlag{Name: "actor"}, outputFlag()},
+			Action: func(c *cli.Context) error {
+				q := url.Values{}
+				setQ(q, "since", c.String("since"))
+				setQ(q, "actor", c.String("actor"))
+				var out []inventory.Event
+				if err := client(c).Do(c.Context, "GET", "/api/v1/audit?"+q.Encode(), nil, &out); err != nil {
+					return err
+				}
+				return show(c, out, func(w io.Writer) {
+					rows := [][]string{}
+					for _, e := range out {
+						rows = append(rows, []string{when(e.Time), e.Actor, orDash(e.Role), orDash(e.Tenant), e.Action, e.Subject, orDash(e.Outcome), orDash(e.Detail)})
+					}
+					printTable(w, []string{"TIME", "ACTOR", "ROLE", "TENANT", "ACTION", "SUBJECT", "OUTCOME", "DETAIL"}, rows)
+				})
+			}},
+	}}
+}
+
+func backupCommand() *cli.Command {
+	return &cli.Command{Name: "backup", Usage: "write a consistent copy of the database while the service runs (admin)",
+		UsageText: "metalhall backup --out FILE\n\nTo restore, start 'metalhall serve' on a data dir whose metalhall.db is the backup\n(with the original seal.key beside it, or BMC passwords cannot be opened).",
+		Flags:     []cli.Flag{&cli.StringFlag{Name: "out", Required: true}},
+		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			out := c.String("out")
+			body, err := client(c).Stream(c.Context, "GET", "/api/v1/backup")
+			if err != nil {
+				return err
+			}
+			defer body.Close()
+			tmp, err := os.CreateTemp(filepath.Dir(out), ".metalhall-backup-*")
+			if err != nil {
+				return err
+			}
+			n, err := io.Copy(tmp, body)
+			if err == nil {
+				err = tmp.Sync()
+			}
+			if cerr := tmp.Close(); err == nil {
+				err = cerr
+			}
+			if err == nil {
+				err = os.Rename(tmp.Name(), out)
+			}
+			if err != nil {
+				os.Remove(tmp.Name())
+				return fmt.Errorf("backup: %w (nothing written to %s)", err, out)
+			}
+			fmt.Fprintf(c.App.Writer, "backup written to %s (%d bytes)\n", out, n)
+			return nil
+		}}
+}
+
+func completionCommand() *cli.Command {
+	return &cli.Command{Name: "completion", Usage: "print a shell completion script",
+		UsageText: "metalhall completion bash|zsh\n\nbash: source <(metalhall completion bash)\nzsh:  source <(metalhall completion zsh)",
+		Action: func(c *cli.Context) error {
+			sh, err := name(c, "shell")
+			if err != nil {
+				return err
+			}
+			script, ok := completionScripts[sh]
+			if !ok {
+				return usagef("completion: %q is not supported: use bash or zsh", sh)
+			}
+			fmt.Fprint(c.App.Writer, script)
+			return nil
+		}}
+}
+
+// completionScripts are urfave/cli's scripts, bound to this program's name.
+var completionScripts = map[string]string{
+	"bash": `_metalhall_complete() {
+  local cur opts
+  COMPREPLY=()
+  cur="${COMP_WORDS[COMP_CWORD]}"
+  if [[ "$cur" == "-"* ]]; then
+    opts=$("${COMP_WORDS[@]:0:$COMP_CWORD}" "$cur" --generate-bash-completion 2>/dev/null)
+  else
+    opts=$("${COMP_WORDS[@]:0:$COMP_CWORD}" --generate-bash-completion 2>/dev/null)
+  fi
+  COMPREPLY=($(compgen -W "${opts}" -- "${cur}"))
+  return 0
+}
+complete -o bashdefault -o default -F _metalhall_complete metalhall
+`,
+	"zsh": `#compdef metalhall
+_metalhall() {
+  local -a opts
+  local cur=${words[-1]}
+  if [[ "$cur" == "-"* ]]; then
+    opts=("${(@f)$(${words[@]:0:#words[@]-1} ${cur} --generate-bash-completion)}")
+  else
+    opts=("${(@f)$(${words[@]:0:#words[@]-1} --generate-bash-completion)}")
+  fi
+  if [[ "${opts[1]}" != "" ]]; then
+    _describe 'values' opts
+  else
+    _files
+  fi
+}
+compdef _metalhall metalhall
+`,
+}

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/metalhall/metalhall/api"
+	"github.com/metalhall/metalhall/inventory"
+)
+
+func machineCommand() *cli.Command {
+	return &cli.Command{Name: "machine", Usage: "machines: enroll, list, show, maintenance, events", Subcommands: []*cli.Command{
+		{Name: "enroll", Usage: "enroll a machine in a rack",
+			UsageText: `metalhall machine enroll --rack RACK --unit U [--height H] --mac MAC[,MAC...]
+    --bmc-address ADDR[:PORT] --bmc-protocol ipmi|redfish --bmc-user USER
+    --bmc-password-file FILE [--power-w W] [--profile PROFILE] [--ip IP] NAME
+
+Example:
+  metalhall machine enroll --rack a01 --unit 1 --height 8 --mac 52:54:00:12:34:56 \
+    --bmc-address 10.1.7.7 --bmc-protocol redfish --bmc-user root \
+    --bmc-password-file ./bmc.pw --power-w 10200 --profile hgx-h100 gpu-a01-01`,
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "rack", Required: true}, &cli.IntFlag{Name: "unit", Required: true, Usage: "lowest U the machine occupies"},
+				&cli.IntFlag{Name: "height", Value: 1, Usage: "height in U"}, &cli.StringFlag{Name: "mac", Required: true, Usage: "MAC address(es), comma-separated"},
+				&cli.StringFlag{Name: "bmc-address", Required: true}, &cli.StringFlag{Name: "bmc-protocol", Required: true, Usage: "ipmi or redfish"},
+				&cli.StringFlag{Name: "bmc-user", Required: true}, &cli.StringFlag{Name: "bmc-password-file", Required: true, Usage: "file holding the BMC password (never on the command line)"},
+				&cli.Int64Flag{Name: "power-w", Usage: "rated power in watts"}, &cli.StringFlag{Name: "profile", Usage: "hardware profile to commission against"},
+				&cli.StringFlag{Name: "ip", Usage: "reserved address on a provisioning subnet"}, outputFlag(),
+			},
+			Action: func(c *cli.Context) error {
+				n, err := name(c, "machine")
+				if err != nil {
+					return err
+				}
+				pw, err := os.ReadFile(c.String("bmc-password-file"))
+				if err != nil {
+					return fmt.Errorf("--bmc-password-file: %w", err)
+				}
+				in := api.MachineEnroll{Name: n, Rack: c.String("rack"), Unit: c.Int("unit"), Height: c.Int("height"),
+					MACs: strings.Split(c.String("mac"), ","), BMCAddress: c.String("bmc-address"), BMCProtocol: c.String("bmc-protocol"),
+					BMCUser: c.String("bmc-user"), BMCPassword: strings.TrimRight(string(pw), "\r\n"),
+					PowerW: c.Int64("power-w"), Profile: c.String("profile"), IP: c.String("ip")}
+				var out api.Machine
+				if err := client(c).Do(c.Context, "POST", "/api/v1/machines", in, &out); err != nil {
+					return err
+				}
+				return show(c, out, func(w io.Writer) {
+					fmt.Fprintf(w, "machine %s enrolled in rack %s at U%d-U%d\n", out.Name, out.Rack, out.Unit, out.Unit+out.Height-1)
+				})
+			}},
+		{Name: "list", Usage: "list machines", UsageText: "metalhall machine list [--rack RACK] [--hall HALL] [--state STATE] [--tenant TENANT]",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "rack"}, &cli.StringFlag{Name: "hall"}, &cli.StringFlag{Name: "state"}, &cli.StringFlag{Name: "tenant"}, outputFlag()},
+			Action: func(c *cli.Context) error {
+				if err := noArgs(c); err != nil {
+					return err
+				}
+				q := url.Values{}
+				for _, k := range []string{"rack", "hall", "state", "tenant"} {
+					setQ(q, k, c.String(k))
+				}
+				var out []api.Machine
+				if err := client(c).Do(c.Context, "GET", "/api/v1/machines?"+q.Encode(), nil, &out); err != nil {
+					return err
+				}
+				return show(c, out, func(w io.Writer) {
+					rows := [][]string{}
+					for _, m := range out {
+						rows = append(rows, []string{m.Name, m.Rack, fmt.Sprintf("U%d", m.Unit), string(m.State), orDash(m.Tenant),
+							orDash(m.BMCStatus.Power), bmcHealth(m.BMCStatus), orDash(m.Reason)})
+					}
+					printTable(w, []string{"NAME", "RACK", "UNIT", "STATE", "TENANT", "POWER", "BMC", "REASON"}, rows)
+				})
+			}},
+		{Name: "show", Usage: "one machine", UsageText: "metalhall machine show NAME", Flags: []cli.Flag{outputFlag()},
+			Action: func(c *cli.Context) error {
+				n, err := name(c, "machine")
+				if err != nil {
+					return err
+				}
+				var m api.Machine
+				if err := client(c).Do(c.Context, "GET", "/api/v1/machines/"+api.PathEscape(n), nil, &m); err != nil {
+					return err
+				}
+				return show(c, m, func(w io.Writer) {
+					failed := ""
+					if m.FailedStep != "" {
+						failed = m.FailedStep
+					}
+					printFields(w, "name", m.Name, "state", string(m.State), "reason", m.Reason, "failed step", failed,
+						"rack", fmt.Sprintf("%s U%d-U%d (%dU)", m.Rack, m.Unit, m.Unit+m.Height-1, m.Height),
+						"macs", strings.Join(m.MACs, ", "), "ip", orDash(m.IP), "power rating", inventory.FormatKW(m.PowerW)+" kW",
+						"profile", orDash(m.Profile), "tenant", orDash(m.Tenant), "image", m.Image,
+						"bmc", fmt.Sprintf("%s %s (user %s)", m.BMC.Protocol, m.BMC.Address, m.BMC.Username),
+						"bmc reachable", bmcHealth(m.BMCStatus), "bmc last error", m.BMCStatus.LastError,
+						"power state", fmt.Sprintf("%s (read %s)", orDash(m.BMCStatus.Power), when(m.BMCStatus.ReadAt)),
+						"inspected", when(m.InspectedAt), "created", when(m.CreatedAt), "updated", when(m.UpdatedAt))
+				})
+			}},
+		{Name: "maintenance", Usage: "put a machine in or out of maintenance", UsageText: "metalhall machine maintenance --on|--off [--reason TEXT] NAME",
+			Flags: []cli.Flag{&cli.BoolFlag{Name: "on"}, &cli.BoolFlag{Name: "off"}, &cli.StringFlag{Name: "reason"}, outputFlag()},
+			Action: func(c *cli.Context) error {
+				n, err := name(c, "machine")
+				if err != nil {
+					return err
+				}
+				if c.Bool("on") == c.Bool("off") {
+					return usagef("machine maintenance: give exactly one of --on or --off")
+				}
+				var out api.Machine
+				if err := client(c).Do(c.Context, "POST", "/api/v1/machines/"+api.PathEscape(n)+"/maintenance",
+					api.MaintenanceRequest{On: c.Bool("on"), Reason: c.String("reason")}, &out); err != nil {
+					return err
+				}
+				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "machine %s is %s\n", out.Name, out.State) })
+			}},
+		{Name: "events", Usage: "a machine's events: boot steps, state changes, actions", UsageText: "metalhall machine events [--follow] NAME",
+			Flags: []cli.Flag{&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new events until interrupted"},
+				&cli.IntFlag{Name: "limit", Value: 100, Usage: "how many of the newest events to show first"}, outputFlag()},
+			Action: machineEvents},
+		{Name: "delete", Usage: "remove a machine that is not in use", UsageText: "metalhall machine delete NAME",
+			Action: func(c *cli.Context) error {
+				n, err := name(c, "machine")
+				if err != nil {
+					return err
+				}
+				if err := client(c).Do(c.Context, "DELETE", "/api/v1/machines/"+api.PathEscape(n), nil, nil); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.App.Writer, "machine %s deleted\n", n)
+				return nil
+			}},
+	}}
+}
+
+func bmcHealth(s inventory.BMCStatus) string {
+	switch {
+	case s.ReadAt.IsZero():
+		return "unknown"
+	case s.Reachable:
+		return "ok"
+	}
+	return "unreachable"
+}
+
+func machineEvents(c *cli.Context) error {
+	n, err := name(c, "machine")
+	if err != nil {
+		return err
+	}
+	format, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
+	cl := client(c)
+	path := "/api/v1/machines/" + api.PathEscape(n) + "/events"
+	var after uint64
+	limit := c.Int("limit")
+	for first := true; ; first = false {
+		q := url.Values{}
+		if after > 0 {
+			q.Set("after", strconv.FormatUint(after, 10))
+		} else {
+			q.Set("limit", strconv.Itoa(limit))
+		}
+		var evs []inventory.Event
+		if err := cl.Do(c.Context, "GET", path+"?"+q.Encode(), nil, &evs); err != nil {
+			if c.Context.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if len(evs) > 0 {
+			after = evs[len(evs)-1].Seq
+		}
+		if !c.Bool("follow") {
+			return show(c, evs, func(w io.Writer) { printEvents(w, evs, true) })
+		}
+		if format == "json" {
+			for _, e := range evs {
+				if err := show(c, e, nil); err != nil {
+					return err
+				}
+			}
+		} else {
+			printEvents(c.App.Writer, evs, first)
+		}
+		select {
+		case <-c.Context.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func printEvents(w io.Writer, evs []inventory.Event, header bool) {
+	rows := [][]string{}
+	for _, e := range evs {
+		rows = append(rows, []string{when(e.Time), e.Action, orDash(e.Outcome), e.Actor, orDash(e.Detail)})
+	}
+	if header {
+		printTable(w, []string{"TIME", "ACTION", "OUTCOME", "ACTOR", "DETAIL"}, rows)
+		return
+	}
+	for _, r := range rows {
+		fmt.Fprintln(w, strings.Join(r, "  "))
+	}
+}

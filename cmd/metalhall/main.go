@@ -1,0 +1,131 @@
+// Command metalhall runs the metalhall service (`metalhall serve`) and is
+// the command-line client of its API (every other command). See
+// docs/cli.md and `metalhall --help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/metalhall/metalhall/api"
+)
+
+// version is set at build time with -ldflags '-X main.version=...'.
+var version = "dev"
+
+// Exit statuses scripts can branch on.
+const (
+	exitError       = 1 // the request was refused or failed
+	exitUsage       = 2 // the command line was wrong
+	exitUnreachable = 3 // no service answered
+	exitAuth        = 4 // the token was missing, invalid or not allowed
+	exitNotFound    = 5 // the named object does not exist (or is not yours)
+	exitConflict    = 6 // refused by a state machine, placement or budget rule
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run executes one command line and returns the exit status. Errors are
+// printed as one line on stderr.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	app := newApp(stdout, stderr)
+	err := app.RunContext(ctx, args)
+	if err == nil {
+		return 0
+	}
+	msg, code := explain(err)
+	fmt.Fprintln(stderr, "metalhall: "+msg)
+	return code
+}
+
+func explain(err error) (string, int) {
+	var ae *api.APIError
+	var ue *api.Unreachable
+	var usage usageError
+	switch {
+	case errors.As(err, &ue):
+		return ue.Error(), exitUnreachable
+	case errors.As(err, &ae):
+		switch ae.Status {
+		case 401, 403:
+			return ae.Message, exitAuth
+		case 404:
+			return ae.Message, exitNotFound
+		case 409:
+			return ae.Message, exitConflict
+		}
+		return ae.Message, exitError
+	case errors.As(err, &usage):
+		return usage.Error(), exitUsage
+	}
+	msg := err.Error()
+	if strings.HasPrefix(msg, "flag provided but not defined") || strings.HasPrefix(msg, "Required flag") ||
+		strings.HasPrefix(msg, "invalid value") || strings.HasPrefix(msg, "No help topic") {
+		return msg + " (flags go before the name: see --help)", exitUsage
+	}
+	return msg, exitError
+}
+
+// usageError is a command line that cannot be right.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	app := &cli.App{
+		Name:    "metalhall",
+		Usage:   "bare-metal provisioning and rack lifecycle for GPU data centres",
+		Version: version,
+		Description: `metalhall serve runs the service; every other command is a client of its API.
+
+Put flags before the name: 'metalhall rack show --output json a01'.
+Exit status: 0 ok, 1 refused or failed, 2 bad command line, 3 no service,
+4 token missing or not allowed, 5 not found, 6 refused by a lifecycle,
+placement or power rule.`,
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		EnableBashCompletion: true,
+		// Errors are printed once, by run, as one line.
+		ExitErrHandler: func(*cli.Context, error) {},
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "server", Value: "http://127.0.0.1:8280", EnvVars: []string{"METALHALL_SERVER"}, Usage: "URL of the metalhall service"},
+			&cli.StringFlag{Name: "token", EnvVars: []string{"METALHALL_TOKEN"}, Usage: "API token (the first admin token is in DATA_DIR/admin.token)"},
+			outputFlag(),
+		},
+		Commands: []*cli.Command{
+			serveCommand(),
+			siteCommand(), hallCommand(), phaseCommand(), rackCommand(), machineCommand(),
+			subnetCommand(), tenantCommand(), tokenCommand(), auditCommand(), backupCommand(),
+			completionCommand(),
+		},
+	}
+	hideLeafHelpCommands(app.Commands)
+	return app
+}
+
+// hideLeafHelpCommands stops urfave/cli from adding a "help" (alias "h")
+// subcommand to commands that take a name: otherwise `metalhall hall create
+// --site s h` shows help instead of creating hall "h". --help still works.
+func hideLeafHelpCommands(cmds []*cli.Command) {
+	for _, c := range cmds {
+		if len(c.Subcommands) == 0 {
+			c.HideHelpCommand = true
+		}
+		hideLeafHelpCommands(c.Subcommands)
+	}
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/metalhall/metalhall/api"
+)
+
+func outputFlag() cli.Flag {
+	return &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "table for people, json for scripts"}
+}
+
+// outputFormat is the innermost --output given, the command's or the
+// app's.
+func outputFormat(c *cli.Context) (string, error) {
+	for _, ctx := range c.Lineage() {
+		if ctx.IsSet("output") {
+			return checkFormat(ctx.String("output"))
+		}
+	}
+	return checkFormat(c.String("output"))
+}
+
+func checkFormat(f string) (string, error) {
+	if f != "table" && f != "json" {
+		return "", usagef("--output %q: use table or json", f)
+	}
+	return f, nil
+}
+
+// client is the API client for the global --server and --token.
+func client(c *cli.Context) *api.Client {
+	return api.NewClient(c.String("server"), c.String("token"))
+}
+
+// show prints v as JSON, or calls table to print it for people.
+func show(c *cli.Context, v any, table func(w io.Writer)) error {
+	format, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
+	w := c.App.Writer
+	if format == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	table(w)
+	return nil
+}
+
+// printTable aligns rows under headers.
+func printTable(w io.Writer, headers []string, rows [][]string) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(headers, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	tw.Flush()
+}
+
+// printFields prints "key: value" lines, aligned.
+func printFields(w io.Writer, kv ...string) {
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] == "" {
+			continue
+		}
+		fmt.Fprintf(tw, "%s:\t%s\n", kv[i], kv[i+1])
+	}
+	tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func when(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
+
+// name is the single positional argument most commands take.
+func name(c *cli.Context, what string) (string, error) {
+	switch c.NArg() {
+	case 1:
+		return c.Args().First(), nil
+	case 0:
+		return "", usagef("%s: which %s? give its name as the last argument", c.Command.FullName(), what)
+	}
+	return "", usagef("%s: expected one %s name, got %q (flags go before the name)", c.Command.FullName(), what, c.Args().Slice())
+}
+
+func noArgs(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usagef("%s takes no arguments, got %q (flags go before names)", c.Command.FullName(), c.Args().Slice())
+	}
+	return nil
+}

@@ -108,7 +108,9 @@ type EntryError struct {
 	Err   error
 }
 
-func (e *EntryError) Error() string { return fmt.Sprintf("machines[%d] %q: %v", e.Index, e.Name, e.Err) }
+func (e *EntryError) Error() string {
+	return fmt.Sprintf("machines[%d] %q: %v", e.Index, e.Name, e.Err)
+}
 func (e *EntryError) Unwrap() error { return e.Err }
 
 func rackDiff(a, b *Rack) string {

@@ -228,7 +228,9 @@ func TestSecondServeOnSameDataDirFailsAtOnce(t *testing.T) {
 	addr := freeAddr(t)
 	done := make(chan int)
 	var logs bytes.Buffer
-	go func() { done <- run(ctx, []string{"metalhall", "serve", "--data-dir", dir, "--listen", addr}, &logs, &logs) }()
+	go func() {
+		done <- run(ctx, []string{"metalhall", "serve", "--data-dir", dir, "--listen", addr}, &logs, &logs)
+	}()
 	for i := 0; i < 200; i++ {
 		if _, err := os.Stat(filepath.Join(dir, "admin.token")); err == nil {
 			break

@@ -1,0 +1,300 @@
+package inventory
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	bJobs      = []byte("jobs")       // id → Job
+	bActiveJob = []byte("idx_active") // machine → id of its unfinished job
+)
+
+func init() { extraBuckets = append(extraBuckets, bJobs, bActiveJob) }
+
+// JobKind is what a job does to a machine.
+type JobKind string
+
+const (
+	JobCommission JobKind = "commission"
+	JobProvision  JobKind = "provision" // also the reimage of a deployed machine
+	JobRelease    JobKind = "release"   // wipe, then available
+	JobPower      JobKind = "power"
+)
+
+// JobState is where a job stands.
+type JobState string
+
+const (
+	JobQueued    JobState = "queued"
+	JobRunning   JobState = "running"
+	JobSucceeded JobState = "succeeded"
+	JobFailed    JobState = "failed"
+	JobCancelled JobState = "cancelled"
+)
+
+// Finished reports whether the job will not run again.
+func (s JobState) Finished() bool {
+	return s == JobSucceeded || s == JobFailed || s == JobCancelled
+}
+
+// StepState is where one step of a job stands.
+type StepState string
+
+const (
+	StepPending StepState = "pending"
+	StepRunning StepState = "running"
+	StepDone    StepState = "done"
+	StepFailed  StepState = "failed"
+)
+
+// JobStep is one persisted step of a job: its start, end, outcome and
+// error are written before the next step begins.
+type JobStep struct {
+	Name      string    `json:"name"`
+	State     StepState `json:"state"`
+	Attempts  int       `json:"attempts,omitempty"`
+	StartedAt time.Time `json:"started_at,omitzero"`
+	EndedAt   time.Time `json:"ended_at,omitzero"`
+	Error     string    `json:"error,omitempty"`
+	Detail    string    `json:"detail,omitempty"`
+}
+
+// JobProgress is the agent's last progress report.
+type JobProgress struct {
+	Step  string    `json:"step,omitempty"`
+	Bytes int64     `json:"bytes,omitempty"`
+	Total int64     `json:"total,omitempty"`
+	Rate  int64     `json:"rate,omitempty"`
+	At    time.Time `json:"at,omitzero"`
+}
+
+// Job is durable work on one machine.
+type Job struct {
+	ID        string       `json:"id"`
+	Machine   string       `json:"machine"`
+	Rack      string       `json:"rack"`
+	Kind      JobKind      `json:"kind"`
+	State     JobState     `json:"state"`
+	Steps     []JobStep    `json:"steps"`
+	FromState MachineState `json:"from_state"` // the machine's state before the job
+	Actor     string       `json:"actor,omitempty"`
+
+	Image       string   `json:"image,omitempty"`
+	SSHKeys     []string `json:"ssh_keys,omitempty"`
+	UserData    string   `json:"user_data,omitempty"`
+	WipeMode    string   `json:"wipe_mode,omitempty"`
+	PowerAction string   `json:"power_action,omitempty"`
+
+	// What the machine has told us while the job ran.
+	AgentSeenAt    time.Time       `json:"agent_seen_at,omitzero"`
+	AgentDone      bool            `json:"agent_done,omitempty"`
+	AgentOK        bool            `json:"agent_ok,omitempty"`
+	AgentError     string          `json:"agent_error,omitempty"`
+	Progress       JobProgress     `json:"progress,omitzero"`
+	MetadataSeenAt time.Time       `json:"metadata_seen_at,omitzero"`
+
+	CancelRequested bool      `json:"cancel_requested,omitempty"`
+	Error           string    `json:"error,omitempty"`
+	CreatedAt       time.Time `json:"created_at"`
+	UpdatedAt       time.Time `json:"updated_at"`
+	FinishedAt      time.Time `json:"finished_at,omitzero"`
+}
+
+// CurrentStep is the index of the first step not done, or len(Steps).
+func (j *Job) CurrentStep() int {
+	for i, s := range j.Steps {
+		if s.State != StepDone {
+			return i
+		}
+	}
+	return len(j.Steps)
+}
+
+// StepName is the name of the current step ("" when all are done).
+func (j *Job) StepName() string {
+	if i := j.CurrentStep(); i < len(j.Steps) {
+		return j.Steps[i].Name
+	}
+	return ""
+}
+
+// BusyError is a second job asked for a machine that has one running.
+type BusyError struct {
+	Machine string
+	Job     *Job
+}
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("machine %q already has %s job %s (%s, step %s): wait for it, or cancel it with 'metalhall job cancel %s'",
+		e.Machine, e.Job.Kind, e.Job.ID, e.Job.State, orNone(e.Job.StepName()), e.Job.ID)
+}
+func (e *BusyError) Unwrap() error { return ErrConflict }
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// StartJob records a new job and moves its machine to machineTo (when not
+// empty) in one transaction. A machine has at most one unfinished job.
+func (s *Store) StartJob(ctx context.Context, j Job, machineTo MachineState) (*Job, error) {
+	var out *Job
+	var changes []macChange
+	err := s.update(func(tx *bolt.Tx) error {
+		if id := bkt(tx, bActiveJob).Get([]byte(j.Machine)); id != nil {
+			busy, err := get[Job](tx, bJobs, "job", string(id))
+			if err != nil {
+				return err
+			}
+			return &BusyError{Machine: j.Machine, Job: busy}
+		}
+		m, err := get[Machine](tx, bMachines, "machine", j.Machine)
+		if err != nil {
+			return err
+		}
+		if j.Image != "" && !exists(tx, bImages, j.Image) {
+			return &NotFoundError{Kind: "image", Name: j.Image}
+		}
+		seq, err := bkt(tx, bJobs).NextSequence()
+		if err != nil {
+			return err
+		}
+		now := s.now().UTC()
+		j.ID = fmt.Sprintf("job-%06d", seq)
+		j.Rack, j.State, j.FromState, j.CreatedAt, j.UpdatedAt = m.Rack, JobQueued, m.State, now, now
+		for i := range j.Steps {
+			j.Steps[i].State = StepPending
+		}
+		if machineTo != "" && machineTo != m.State {
+			var ch []macChange
+			_, ch, err = s.updateMachine(tx, j.Machine, func(m *Machine) error {
+				m.State = machineTo
+				if j.Kind == JobProvision {
+					m.Image = j.Image
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			changes = ch
+		}
+		if err := putJSON(bkt(tx, bJobs), []byte(j.ID), j); err != nil {
+			return err
+		}
+		out = &j
+		return bkt(tx, bActiveJob).Put([]byte(j.Machine), []byte(j.ID))
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.applyMACChanges(changes)
+	return out, nil
+}
+
+// Job returns one job.
+func (s *Store) Job(ctx context.Context, id string) (*Job, error) {
+	var out *Job
+	err := s.view(func(tx *bolt.Tx) (err error) { out, err = get[Job](tx, bJobs, "job", id); return })
+	return out, err
+}
+
+// ActiveJob returns the unfinished job of a machine, or a NotFoundError.
+func (s *Store) ActiveJob(ctx context.Context, machine string) (*Job, error) {
+	var out *Job
+	err := s.view(func(tx *bolt.Tx) error {
+		id := bkt(tx, bActiveJob).Get([]byte(machine))
+		if id == nil {
+			return &NotFoundError{Kind: "active job of machine", Name: machine}
+		}
+		var err error
+		out, err = get[Job](tx, bJobs, "job", string(id))
+		return err
+	})
+	return out, err
+}
+
+// ActiveJobs lists every unfinished job, oldest first (the order they were
+// asked for, which is the order the scheduler runs them in).
+func (s *Store) ActiveJobs(ctx context.Context) ([]Job, error) {
+	var out []Job
+	err := s.view(func(tx *bolt.Tx) error {
+		return bkt(tx, bActiveJob).ForEach(func(_, id []byte) error {
+			j, err := get[Job](tx, bJobs, "job", string(id))
+			if err != nil {
+				return err
+			}
+			out = append(out, *j)
+			return nil
+		})
+	})
+	sortJobs(out)
+	return out, err
+}
+
+// MachineJobs lists a machine's jobs, newest last.
+func (s *Store) MachineJobs(ctx context.Context, machine string) ([]Job, error) {
+	var out []Job
+	err := s.view(func(tx *bolt.Tx) (err error) {
+		out, err = list(tx, bJobs, func(j *Job) bool { return j.Machine == machine })
+		return
+	})
+	return out, err
+}
+
+func sortJobs(js []Job) {
+	for i := 1; i < len(js); i++ {
+		for k := i; k > 0 && js[k].ID < js[k-1].ID; k-- {
+			js[k], js[k-1] = js[k-1], js[k]
+		}
+	}
+}
+
+// UpdateJob applies fn to a job and its machine and stores both in one
+// transaction; the machine's change goes through its state machine. When
+// the job ends, it is no longer the machine's active job.
+func (s *Store) UpdateJob(ctx context.Context, id string, fn func(*Job, *Machine) error) (*Job, *Machine, error) {
+	var outJ *Job
+	var outM *Machine
+	var changes []macChange
+	err := s.update(func(tx *bolt.Tx) error {
+		j, err := get[Job](tx, bJobs, "job", id)
+		if err != nil {
+			return err
+		}
+		if j.State.Finished() {
+			return &ConflictError{Msg: fmt.Sprintf("job %s is already %s", id, j.State)}
+		}
+		var jobErr error
+		m, ch, err := s.updateMachine(tx, j.Machine, func(m *Machine) error {
+			jobErr = fn(j, m)
+			return jobErr
+		})
+		if err != nil {
+			return err
+		}
+		changes = ch
+		j.UpdatedAt = s.now().UTC()
+		if j.State.Finished() {
+			if j.FinishedAt.IsZero() {
+				j.FinishedAt = j.UpdatedAt
+			}
+			if err := bkt(tx, bActiveJob).Delete([]byte(j.Machine)); err != nil {
+				return err
+			}
+		}
+		outJ, outM = j, m
+		return putJSON(bkt(tx, bJobs), []byte(id), j)
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	s.applyMACChanges(changes)
+	return outJ, outM, nil
+}

@@ -90,12 +90,12 @@ type Job struct {
 	PowerAction string   `json:"power_action,omitempty"`
 
 	// What the machine has told us while the job ran.
-	AgentSeenAt    time.Time       `json:"agent_seen_at,omitzero"`
-	AgentDone      bool            `json:"agent_done,omitempty"`
-	AgentOK        bool            `json:"agent_ok,omitempty"`
-	AgentError     string          `json:"agent_error,omitempty"`
-	Progress       JobProgress     `json:"progress,omitzero"`
-	MetadataSeenAt time.Time       `json:"metadata_seen_at,omitzero"`
+	AgentSeenAt    time.Time   `json:"agent_seen_at,omitzero"`
+	AgentDone      bool        `json:"agent_done,omitempty"`
+	AgentOK        bool        `json:"agent_ok,omitempty"`
+	AgentError     string      `json:"agent_error,omitempty"`
+	Progress       JobProgress `json:"progress,omitzero"`
+	MetadataSeenAt time.Time   `json:"metadata_seen_at,omitzero"`
 
 	CancelRequested bool      `json:"cancel_requested,omitempty"`
 	Error           string    `json:"error,omitempty"`

@@ -1,0 +1,251 @@
+package bmc
+
+import (
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/metalhall/metalhall/lab/ipmisim"
+)
+
+// These tests talk to a real IPMI BMC: OpenIPMI's ipmi_sim on loopback,
+// through bmclib's ipmitool provider and the real ipmitool binary.
+
+func startSim(t *testing.T, cfg ipmisim.Config) (*ipmisim.Sim, Endpoint) {
+	t.Helper()
+	if cfg.User == "" {
+		cfg.User, cfg.Password = "metal", "hall-pw"
+	}
+	s := ipmisim.ForTest(t, cfg)
+	return s, Endpoint{Address: s.Addr(), Protocol: IPMI, Username: cfg.User, Password: cfg.Password}
+}
+
+func TestIPMIPower(t *testing.T) {
+	s, ep := startSim(t, ipmisim.Config{})
+	c := testController(t, Config{PollInterval: 100 * time.Millisecond})
+	ctx := ctxT(t, 60*time.Second)
+
+	if st, err := c.PowerState(ctx, ep); err != nil || st != PowerOff {
+		t.Fatalf("PowerState = %q, %v; want off", st, err)
+	}
+	if err := c.SetPower(ctx, ep, ActionOn); err != nil {
+		t.Fatal(err)
+	}
+	if on, _ := s.Power(); !on {
+		t.Fatalf("simulator power off after SetPower(on); chassis log:\n%s", s.ChassisLog())
+	}
+	before := s.ChassisLog()
+	if err := c.SetPower(ctx, ep, ActionCycle); err != nil {
+		t.Fatal(err)
+	}
+	cycled := strings.TrimPrefix(s.ChassisLog(), before)
+	if !strings.Contains(cycled, "power 0\npower 1\n") {
+		t.Fatalf("cycle did not go off then on; chassis log since:\n%s", cycled)
+	}
+	if on, _ := s.Power(); !on {
+		t.Fatal("simulator off after cycle")
+	}
+	if err := c.SetPower(ctx, ep, ActionOff); err != nil {
+		t.Fatal(err)
+	}
+	if on, _ := s.Power(); on {
+		t.Fatal("simulator on after SetPower(off)")
+	}
+	// A cycle of a machine that is off powers it on.
+	if err := c.SetPower(ctx, ep, ActionCycle); err != nil {
+		t.Fatal(err)
+	}
+	if on, _ := s.Power(); !on {
+		t.Fatal("cycle of an off machine did not power it on")
+	}
+	if err := c.SetPower(ctx, ep, ActionReset); err != nil {
+		t.Fatal(err)
+	}
+	// ipmi_sim passes a soft-off on to the (absent) operating system, so
+	// the machine stays on: SetPower must say so with a timeout.
+	short := testController(t, Config{PollInterval: 100 * time.Millisecond, PowerTimeout: time.Second})
+	e := wantKind(t, short.SetPower(ctx, ep, ActionSoft), KindTimeout)
+	if !strings.Contains(e.Error(), "power did not reach off") {
+		t.Fatalf("soft-off timeout does not say what did not happen: %v", e)
+	}
+	if on, _ := s.Power(); !on {
+		t.Fatal("simulator off after an unanswered soft-off")
+	}
+}
+
+func TestIPMIBoot(t *testing.T) {
+	s, ep := startSim(t, ipmisim.Config{})
+	c := testController(t, Config{})
+	ctx := ctxT(t, 60*time.Second)
+	if err := c.SetBootDevice(ctx, ep, BootOptions{Device: BootPXE}); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := s.Boot(); b != "pxe" {
+		t.Fatalf("simulator boot = %q, want pxe", b)
+	}
+	bo, err := c.BootOverride(ctx, ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bo.Device != BootPXE || bo.Persistent {
+		t.Fatalf("BootOverride = %+v", bo)
+	}
+	if err := c.SetBootDevice(ctx, ep, BootOptions{Device: BootDisk, Persistent: true}); err != nil {
+		t.Fatal(err)
+	}
+	if bo, err := c.BootOverride(ctx, ep); err != nil || bo.Device != BootDisk {
+		t.Fatalf("BootOverride = %+v, %v; want disk", bo, err)
+	}
+}
+
+func TestIPMIWrongCredentials(t *testing.T) {
+	_, ep := startSim(t, ipmisim.Config{})
+	c := testController(t, Config{Retries: 3})
+	ctx := ctxT(t, 60*time.Second)
+	for _, tc := range []struct{ name, user, pass string }{
+		{"password", ep.Username, "Hunter2-not-it"},
+		{"user", "nobody", "Hunter2-not-it"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := ep
+			bad.Username, bad.Password = tc.user, tc.pass
+			start := time.Now()
+			_, err := c.PowerState(ctx, bad)
+			e := wantKind(t, err, KindAuth)
+			if want := "BMC " + ep.Address + ": wrong credentials (IPMI)"; !strings.HasPrefix(e.Error(), want) {
+				t.Fatalf("error = %q, want prefix %q", e.Error(), want)
+			}
+			if strings.Contains(e.Error(), tc.pass) {
+				t.Fatalf("error leaks the password: %v", e)
+			}
+			// Not retried: retries would take at least the backoff.
+			if d := time.Since(start); d > 5*time.Second {
+				t.Fatalf("took %v: wrong credentials retried?", d)
+			}
+		})
+	}
+}
+
+func TestIPMIDeadPort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs ipmitool against a dead port")
+	}
+	if err := CheckIPMITool(); err != nil {
+		t.Skip(err)
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().String()
+	pc.Close()
+	c := testController(t, Config{OpTimeout: 10 * time.Second, Retries: -1})
+	start := time.Now()
+	_, err = c.PowerState(ctxT(t, 60*time.Second), Endpoint{Address: addr, Protocol: IPMI, Username: "u", Password: "p"})
+	wantKind(t, err, KindUnreachable)
+	// The RMCP ping answers at once; ipmitool alone waits ~25 s per
+	// cipher suite on a dead address.
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Fatalf("dead IPMI port took %v to report", d)
+	}
+}
+
+func TestIPMIHungBMCDoesNotBlockOthers(t *testing.T) {
+	slow, slowEP := startSim(t, ipmisim.Config{})
+	_, fastEP := startSim(t, ipmisim.Config{PowerOn: true})
+	if err := slow.Suspend(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = slow.Resume() })
+	// OpTimeout below the 3 s the RMCP ping waits: the stopped BMC is a
+	// timeout (with a longer OpTimeout the ping reports it unreachable).
+	c := testController(t, Config{MaxConcurrent: 2, OpTimeout: 2500 * time.Millisecond, Retries: -1})
+	ctx := ctxT(t, 60*time.Second)
+	var wg sync.WaitGroup
+	var slowErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, slowErr = c.PowerState(ctx, slowEP)
+	}()
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	if st, err := c.PowerState(ctx, fastEP); err != nil || st != PowerOn {
+		t.Fatalf("healthy BMC: %q, %v", st, err)
+	}
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Fatalf("healthy BMC took %v while another hung", d)
+	}
+	wg.Wait()
+	wantKind(t, slowErr, KindTimeout)
+}
+
+func TestIPMIInventoryAndEvents(t *testing.T) {
+	_, ep := startSim(t, ipmisim.Config{})
+	c := testController(t, Config{})
+	ctx := ctxT(t, 60*time.Second)
+	inv, err := c.Inventory(ctx, ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inv.BMCFirmware == "" {
+		t.Fatalf("inventory = %+v", inv)
+	}
+	if _, err := c.EventLog(ctx, ep); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestIPMIConcurrent(t *testing.T) {
+	const n = 4
+	var eps []Endpoint
+	var sims []*ipmisim.Sim
+	for range n {
+		s, ep := startSim(t, ipmisim.Config{})
+		sims, eps = append(sims, s), append(eps, ep)
+	}
+	c := testController(t, Config{PollInterval: 100 * time.Millisecond})
+	ctx := ctxT(t, 60*time.Second)
+	var wg sync.WaitGroup
+	errs := make(chan error, 3*n)
+	for _, ep := range eps {
+		// Three operations per BMC at once: serialised per BMC.
+		for _, op := range []func() error{
+			func() error { return c.SetBootDevice(ctx, ep, BootOptions{Device: BootPXE}) },
+			func() error { return c.SetPower(ctx, ep, ActionCycle) },
+			func() error { _, err := c.PowerState(ctx, ep); return err },
+		} {
+			wg.Add(1)
+			go func() { defer wg.Done(); errs <- op() }()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, s := range sims {
+		on, _ := s.Power()
+		b, _ := s.Boot()
+		if !on || b != "pxe" {
+			t.Fatalf("sim %d: power %v boot %q", i, on, b)
+		}
+	}
+}
+
+func TestIPMIToolMissing(t *testing.T) {
+	c := New(Config{IPMIToolPath: "/nonexistent/ipmitool"})
+	if err := c.CheckIPMITool(); !errors.Is(err, ErrIPMIToolMissing) {
+		t.Fatalf("CheckIPMITool = %v", err)
+	}
+	_, err := c.PowerState(t.Context(), Endpoint{Address: "127.0.0.1", Protocol: IPMI, Username: "u", Password: "p"})
+	e := wantKind(t, err, KindUnsupported)
+	if !strings.Contains(e.Error(), "ipmitool not found on PATH: install the Debian package ipmitool") {
+		t.Fatalf("error = %v", e)
+	}
+}

@@ -1,0 +1,213 @@
+package redfish
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stmcginnis/gofish"
+	rf "github.com/stmcginnis/gofish/redfish"
+)
+
+func start(t *testing.T, cfg Config) (*Server, string) {
+	t.Helper()
+	if cfg.Username == "" {
+		cfg.Username, cfg.Password = "admin", "pw"
+	}
+	s := NewServer(cfg)
+	ts := httptest.NewServer(s)
+	t.Cleanup(ts.Close)
+	return s, ts.URL
+}
+
+func connect(t *testing.T, url, user, pass string, basic bool) (*gofish.APIClient, error) {
+	t.Helper()
+	return gofish.Connect(gofish.ClientConfig{Endpoint: url, Username: user, Password: pass, BasicAuth: basic,
+		HTTPClient: &http.Client{Timeout: 5 * time.Second}})
+}
+
+// TestGofishClient drives the emulator with gofish itself, independent of
+// bmclib: sessions, system, boot override, reset, manager.
+func TestGofishClient(t *testing.T) {
+	s, url := start(t, Config{GPUs: 2, MACs: []string{"52:54:00:00:00:01"}})
+	c, err := connect(t, url, "admin", "pw", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Sessions() != 1 {
+		t.Fatalf("sessions = %d after login", s.Sessions())
+	}
+	systems, err := c.Service.Systems()
+	if err != nil || len(systems) != 1 {
+		t.Fatalf("systems: %v, %v", systems, err)
+	}
+	sys := systems[0]
+	if sys.PowerState != rf.OffPowerState || len(sys.SupportedResetTypes) == 0 {
+		t.Fatalf("system: power %q reset types %v", sys.PowerState, sys.SupportedResetTypes)
+	}
+	if err := sys.SetBoot(rf.Boot{BootSourceOverrideTarget: rf.PxeBootSourceOverrideTarget, BootSourceOverrideEnabled: rf.OnceBootSourceOverrideEnabled}); err != nil {
+		t.Fatal(err)
+	}
+	if b := s.Boot(); b.Target != "Pxe" || b.Enabled != "Once" {
+		t.Fatalf("boot = %+v", b)
+	}
+	for _, rt := range []rf.ResetType{rf.OnResetType, rf.ForceRestartResetType, rf.PowerCycleResetType, rf.GracefulShutdownResetType} {
+		if err := sys.Reset(rt); err != nil {
+			t.Fatalf("%s: %v", rt, err)
+		}
+	}
+	if s.Power() {
+		t.Fatal("on after GracefulShutdown")
+	}
+	if err := sys.Reset(rf.ForceRestartResetType); err == nil || !strings.Contains(err.Error(), "409") {
+		t.Fatalf("ForceRestart of an off system: %v, want 409", err)
+	}
+	ms, err := c.Service.Managers()
+	if err != nil || len(ms) != 1 || ms[0].FirmwareVersion == "" {
+		t.Fatalf("managers: %v, %v", ms, err)
+	}
+	procs, err := sys.Processors()
+	if err != nil || len(procs) != 3 {
+		t.Fatalf("processors: %d, %v", len(procs), err)
+	}
+	c.Logout()
+	if s.Sessions() != 0 {
+		t.Fatalf("sessions = %d after logout", s.Sessions())
+	}
+}
+
+func TestAuth(t *testing.T) {
+	_, url := start(t, Config{})
+	if _, err := connect(t, url, "admin", "nope", false); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("session login with a wrong password: %v", err)
+	}
+	c, err := connect(t, url, "admin", "pw", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Service.Systems(); err != nil {
+		t.Fatal("basic auth:", err)
+	}
+	c2, _ := connect(t, url, "admin", "nope", true)
+	if _, err := c2.Service.Systems(); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("basic auth with a wrong password: %v", err)
+	}
+	// Anonymous access to anything but the root and the login is refused.
+	resp, err := http.Get(url + "/redfish/v1/Systems/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Fatalf("anonymous GET: %d", resp.StatusCode)
+	}
+}
+
+func TestPatchValidation(t *testing.T) {
+	_, url := start(t, Config{})
+	req, _ := http.NewRequest(http.MethodPatch, url+"/redfish/v1/Systems/1", bytes.NewBufferString(`{"Boot":{"BootSourceOverrideTarget":"Floppy"}}`))
+	req.SetBasicAuth("admin", "pw")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Fatalf("bad boot target: %d, want 400", resp.StatusCode)
+	}
+}
+
+func TestFaults(t *testing.T) {
+	s, url := start(t, Config{Latency: 50 * time.Millisecond})
+	st := time.Now()
+	if _, err := connect(t, url, "admin", "pw", false); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(st); d < 100*time.Millisecond {
+		t.Fatalf("two requests took %v with 50ms latency each", d)
+	}
+	s.SetLatency(0)
+	s.SetRefuse(true)
+	if _, err := connect(t, url, "admin", "pw", false); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("refuse: %v", err)
+	}
+	s.SetRefuse(false)
+	s.SetHang(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/redfish/v1/", nil)
+	if _, err := http.DefaultClient.Do(req); err == nil {
+		t.Fatal("request to a hung BMC returned")
+	}
+	s.SetHang(false)
+	if _, err := connect(t, url, "admin", "pw", false); err != nil {
+		t.Fatal("after unhang:", err)
+	}
+}
+
+func TestHooks(t *testing.T) {
+	var power []bool
+	var boots []string
+	_, url := start(t, Config{Hooks: Hooks{
+		OnPower: func(on bool) error { power = append(power, on); return nil },
+		OnBoot:  func(tg string) { boots = append(boots, tg) },
+	}})
+	c, err := connect(t, url, "admin", "pw", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys, _ := c.Service.Systems()
+	_ = sys[0].SetBoot(rf.Boot{BootSourceOverrideTarget: rf.PxeBootSourceOverrideTarget})
+	_ = sys[0].Reset(rf.OnResetType)
+	_ = sys[0].Reset(rf.ForceRestartResetType)
+	if len(boots) != 1 || boots[0] != "Pxe" || len(power) != 3 || !power[0] || power[1] || !power[2] {
+		t.Fatalf("hooks saw boot %v power %v", boots, power)
+	}
+}
+
+func TestRunFleet(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncWriter
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, []string{"-n", "3", "-base-port", "0"}, &out, nil) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Count(out.String(), "\n") < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Run printed %q", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	line := strings.Fields(strings.Split(out.String(), "\n")[0])
+	if len(line) < 3 || !strings.HasPrefix(line[2], "http://127.0.0.1:") {
+		t.Fatalf("line %q", line)
+	}
+	if _, err := connect(t, line[2], "admin", "admin", false); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *syncWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}

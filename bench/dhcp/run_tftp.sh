@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# TFTP concurrent-fetch comparison: metalhall netboot vs dnsmasq's TFTP, same
+# run. Client (bench/dhcp/tftpfetch, pin/tftp's client) in one namespace,
+# server in another, over a veth pair (MTU 1500, blksize 1468). Needs root,
+# dnsmasq and the ipxe package.
+# Usage: bench/dhcp/run_tftp.sh [FILE] [CONCURRENCY] [FETCHES]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+FILE=${1:-ipxe.efi}; CONC=${2:-32}; N=${3:-256}
+[ "$(id -u)" = 0 ] || { echo "needs root"; exit 2; }
+command -v dnsmasq >/dev/null || { echo "apt-get install -y dnsmasq"; exit 2; }
+TMP=$(mktemp -d /tmp/mh-tftp-bench.XXXXXX)
+SRV=mht-srv-$$; CLI=mht-cli-$$; PID=""
+cleanup() {
+  [ -n "$PID" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
+  ip netns del "$SRV" 2>/dev/null || true; ip netns del "$CLI" 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+ip netns add "$SRV"; ip netns add "$CLI"
+ip -n "$SRV" link set lo up; ip -n "$CLI" link set lo up
+ip -n "$SRV" link add vs type veth peer name vc netns "$CLI"
+ip -n "$SRV" addr add 10.99.0.1/16 dev vs; ip -n "$CLI" addr add 10.99.0.2/16 dev vc
+ip -n "$SRV" link set vs up; ip -n "$CLI" link set vc up
+mkdir -p "$TMP/root"
+for f in undionly.kpxe ipxe.efi snponly.efi; do cp -L "/usr/lib/ipxe/$f" "$TMP/root/"; done
+go build -o "$TMP/netbootd" ./bench/dhcp/netbootd
+go build -o "$TMP/tftpfetch" ./bench/dhcp/tftpfetch
+echo "file=$FILE ($(stat -c %s "$TMP/root/$FILE") bytes) concurrency=$CONC fetches=$N blksize=1468"
+for s in metalhall dnsmasq; do
+  case $s in
+    metalhall) ip netns exec "$SRV" "$TMP/netbootd" -no-dhcp -server 10.99.0.1 -tftp-root "$TMP/root" -tftp-max 256 >"$TMP/$s.out" 2>&1 & ;;
+    dnsmasq) ip netns exec "$SRV" dnsmasq --no-daemon --port=0 --enable-tftp --tftp-root="$TMP/root" --tftp-max=256 \
+        --interface=vs --bind-interfaces --pid-file= --conf-file=/dev/null --no-resolv --no-hosts >"$TMP/$s.out" 2>&1 & ;;
+  esac
+  PID=$!; sleep 1.5
+  printf "%-10s " "$s"; ip netns exec "$CLI" "$TMP/tftpfetch" -server 10.99.0.1:69 -file "$FILE" -c "$CONC" -n "$N" || true
+  kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+done

@@ -1,0 +1,196 @@
+package netboot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Interface the DHCP sockets are bound to (SO_BINDTODEVICE). Required
+	// for broadcast replies to leave on the right segment; "" binds none
+	// (tests on loopback).
+	Interface string
+	Mode      Mode
+	// Advertise is the server's address as clients see it: option 54,
+	// siaddr, option 66.
+	Advertise netip.Addr
+	// HTTPBaseURL is where the HTTP handler is reachable, e.g.
+	// "http://10.1.0.1:8080"; iPXE fetches HTTPBaseURL/boot/{mac}.ipxe.
+	HTTPBaseURL string
+	Discovery   bool
+	BootFiles   BootFiles
+
+	DHCPPort   uint16 // default 67
+	ProxyPort  uint16 // proxy mode's boot server port, default 4011
+	ClientPort uint16 // where client replies go, default 68
+
+	// TFTPRoot is served read-only over TFTP; "" runs no TFTP.
+	TFTPRoot string
+	// TFTPListen is the TFTP socket; default 0.0.0.0:69.
+	TFTPListen        netip.AddrPort
+	TFTPMaxConcurrent int
+
+	Workers   int           // DHCP workers, default 4
+	QueueSize int           // DHCP queue, default 1024
+	Timeout   time.Duration // per DHCP packet, default 2s
+
+	Booter    Booter
+	Addresses Addresses
+	Recorder  Recorder
+	Logger    *slog.Logger
+}
+
+// Server runs DHCP and TFTP. HTTP is a handler (NewHTTPHandler) the
+// service mounts on its own HTTP server.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	dhcp *DHCPServer // nil in ModeOff
+	tftp *TFTPServer // nil without TFTPRoot
+}
+
+// Stats are a Server's counters.
+type Stats struct {
+	DHCP DHCPStats
+	TFTP TFTPStats
+}
+
+// NewServer checks cfg and returns a Server; Run starts it.
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.DHCPPort == 0 {
+		cfg.DHCPPort = 67
+	}
+	if cfg.ProxyPort == 0 {
+		cfg.ProxyPort = proxyPort
+	}
+	if !cfg.TFTPListen.IsValid() {
+		cfg.TFTPListen = netip.AddrPortFrom(netip.IPv4Unspecified(), 69)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	if cfg.Mode != ModeOff {
+		h, err := NewDHCPHandler(DHCPConfig{
+			Mode: cfg.Mode, ServerIP: cfg.Advertise, HTTPBase: cfg.HTTPBaseURL,
+			Discovery: cfg.Discovery, BootFiles: cfg.BootFiles,
+			ServerPort: cfg.DHCPPort, ClientPort: cfg.ClientPort,
+			Booter: cfg.Booter, Addresses: cfg.Addresses, Recorder: cfg.Recorder, Logger: cfg.Logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.dhcp = NewDHCPServer(h, DHCPServerConfig{Workers: cfg.Workers, QueueSize: cfg.QueueSize, Timeout: cfg.Timeout, Logger: cfg.Logger})
+	}
+	if cfg.TFTPRoot != "" {
+		t, err := NewTFTPServer(TFTPConfig{Root: cfg.TFTPRoot, MaxConcurrent: cfg.TFTPMaxConcurrent, Recorder: cfg.Recorder, Addresses: cfg.Addresses, Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+		s.tftp = t
+	}
+	if s.dhcp == nil && s.tftp == nil {
+		return nil, errors.New("netboot: nothing to run (DHCP mode off and no TFTP root)")
+	}
+	return s, nil
+}
+
+// Stats returns the counters.
+func (s *Server) Stats() Stats {
+	var st Stats
+	if s.dhcp != nil {
+		st.DHCP = s.dhcp.Stats()
+	}
+	if s.tftp != nil {
+		st.TFTP = s.tftp.Stats()
+	}
+	return st
+}
+
+// Run opens the sockets, serves until ctx is done, then stops (call it
+// once per Server: stopping releases the TFTP root): it
+// closes the DHCP sockets, lets running TFTP transfers finish (pin/tftp
+// Shutdown) and returns. Socket errors at start are returned at once.
+func (s *Server) Run(ctx context.Context) error {
+	var dhcpConns []*net.UDPConn
+	closeAll := func() {
+		for _, c := range dhcpConns {
+			c.Close()
+		}
+	}
+	if s.dhcp != nil {
+		ports := []uint16{s.cfg.DHCPPort}
+		if s.cfg.Mode == ModeProxy {
+			ports = append(ports, s.cfg.ProxyPort)
+		}
+		for _, p := range ports {
+			// 0.0.0.0 plus the device: a socket bound to the server's own
+			// address never sees broadcast DISCOVERs.
+			c, err := server4.NewIPv4UDPConn(s.cfg.Interface, &net.UDPAddr{IP: net.IPv4zero, Port: int(p)})
+			if err != nil {
+				closeAll()
+				return fmt.Errorf("netboot: DHCP socket on %q port %d: %w", s.cfg.Interface, p, err)
+			}
+			// A power restoration is a burst of thousands of DISCOVERs: let
+			// the kernel hold more than the default (best effort: capped by
+			// net.core.rmem_max).
+			_ = c.SetReadBuffer(4 << 20)
+			dhcpConns = append(dhcpConns, c)
+		}
+	}
+	var tftpConn *net.UDPConn
+	if s.tftp != nil {
+		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(s.cfg.TFTPListen))
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("netboot: TFTP socket %s: %w", s.cfg.TFTPListen, err)
+		}
+		tftpConn = c
+	}
+	s.log.Info("netboot: serving", "mode", s.cfg.Mode, "interface", s.cfg.Interface, "advertise", s.cfg.Advertise, "tftp", s.tftp != nil)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	if s.dhcp != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.dhcp.Serve(ctx, dhcpConns...); err != nil {
+				errc <- err
+				cancel()
+			}
+		}()
+	}
+	// TFTP runs on the calling goroutine: pin/tftp opens a socket per
+	// transfer from its loop, and a caller locked into a network
+	// namespace keeps those sockets there.
+	if s.tftp != nil {
+		if err := s.tftp.Serve(ctx, tftpConn); err != nil {
+			errc <- err
+			cancel()
+		}
+	} else {
+		<-ctx.Done()
+	}
+	wg.Wait()
+	if s.tftp != nil {
+		s.tftp.Close()
+	}
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}

@@ -1,0 +1,263 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/metalhall/metalhall/agent/wire"
+)
+
+// Runner does one task end to end against the service. It holds no
+// global state, so tests run it against a fake service, a fixture sysfs
+// and files standing in for disks.
+type Runner struct {
+	Client *Client
+	Root   string // where proc/ and sys/ are ("/" in the VM)
+	DevDir string // where disk nodes are ("/dev" in the VM)
+	Log    *slog.Logger
+	// TaskTimeout bounds the wait for the service to hand out a task
+	// (default 10 min: a service restarting is not a reason to give up).
+	TaskTimeout time.Duration
+	// ProgressEvery is the progress interval (default 5 s).
+	ProgressEvery time.Duration
+	Fetch         FetchOptions
+}
+
+// Run fetches the task, inspects, performs it, and reports done. It
+// returns what to do afterwards and the task's error, if any (already
+// reported to the service when possible).
+func (r *Runner) Run(ctx context.Context) (wire.After, error) {
+	log := r.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if r.TaskTimeout == 0 {
+		r.TaskTimeout = 10 * time.Minute
+	}
+	if r.ProgressEvery == 0 {
+		r.ProgressEvery = 5 * time.Second
+	}
+	log.Info("asking for a task", "url", r.Client.BaseURL)
+	var task wire.Task
+	tctx, cancel := context.WithTimeout(ctx, r.TaskTimeout)
+	err := retry(tctx, "get task", log.Warn, func(ctx context.Context) (err error) {
+		task, err = r.Client.Task(ctx)
+		return err
+	})
+	cancel()
+	if err != nil {
+		return wire.AfterPoweroff, fmt.Errorf("%s: %w", wire.StepTask, err)
+	}
+	after := task.After
+	if after == "" {
+		after = wire.AfterPoweroff
+	}
+	log.Info("task", "job", task.JobID, "kind", task.Kind, "after", after)
+
+	step, detail, err := r.perform(ctx, task, log)
+	done := wire.Done{JobID: task.JobID, OK: err == nil, Step: step, Detail: detail}
+	if err != nil {
+		done.Error = err.Error()
+		log.Error("task failed", "step", step, "err", err)
+	} else {
+		log.Info("task done", "detail", detail)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if derr := retry(dctx, "report done", log.Warn, func(ctx context.Context) error { return r.Client.Done(ctx, done) }); derr != nil {
+		log.Error("could not report the result", "err", derr)
+		if err == nil {
+			err = derr
+		}
+	}
+	return after, err
+}
+
+// perform returns the last step reached, a human summary, and the error.
+func (r *Runner) perform(ctx context.Context, task wire.Task, log *slog.Logger) (string, string, error) {
+	inv, err := Inspect(r.Root)
+	if err != nil {
+		return wire.StepInspect, "", err
+	}
+	inv.JobID = task.JobID
+	inv.Collected = time.Now().UTC()
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	err = retry(ictx, "post inspection", log.Warn, func(ctx context.Context) error { return r.Client.Inspection(ctx, inv) })
+	cancel()
+	if err != nil {
+		return wire.StepInspect, "", err
+	}
+	log.Info("inspection sent", "cpu", inv.CPU.Model, "memory", inv.MemoryBytes, "disks", len(inv.Disks), "nics", len(inv.NICs), "gpus", gpuSummary(inv.GPUs))
+
+	progress := r.progressPoster(ctx, task.JobID, log)
+	switch task.Kind {
+	case wire.KindInspect:
+		return wire.StepInspect, fmt.Sprintf("%d disks, %d NICs, GPUs: %s", len(inv.Disks), len(inv.NICs), gpuSummary(inv.GPUs)), nil
+	case wire.KindProvision:
+		if task.Image == nil {
+			return wire.StepTask, "", errors.New("provision task without an image")
+		}
+		disk, err := SelectTarget(inv.Disks, task.TargetDisk)
+		if err != nil {
+			return wire.StepWrite, "", err
+		}
+		img := *task.Image
+		if img.URL, err = resolveURL(r.Client.BaseURL, img.URL); err != nil {
+			return wire.StepWrite, "", err
+		}
+		target := filepath.Join(r.DevDir, disk.Name)
+		log.Info("writing image", "url", img.URL, "format", img.Format, "size", img.UncompressedSize, "target", target)
+		fetch := r.Fetch
+		fetch.Log = log
+		// The image server may be the service itself: send the token
+		// only there, never to a third-party mirror.
+		if sameHost(img.URL, r.Client.BaseURL) {
+			fetch.Header = fetch.Header.Clone()
+			if fetch.Header == nil {
+				fetch.Header = map[string][]string{}
+			}
+			fetch.Header.Set("Authorization", "Bearer "+r.Client.Token)
+		}
+		res, err := WriteImage(ctx, WriteOptions{Image: img, Target: target, Fetch: fetch, Progress: progress, ProgressEvery: r.ProgressEvery, Log: log})
+		if err != nil {
+			step := wire.StepWrite
+			if errors.Is(err, ErrChecksum) && strings.Contains(err.Error(), "read back") {
+				step = wire.StepVerify
+			}
+			return step, "", err
+		}
+		return wire.StepVerify, fmt.Sprintf("wrote %d bytes to %s (%d skipped as zero, %d resumes) in %s, sha256 %s verified",
+			res.Written, disk.Name, res.Skipped, res.Resumes, res.Elapsed.Round(time.Millisecond), res.SHA256), nil
+	case wire.KindWipe:
+		var done []string
+		for _, d := range inv.Disks {
+			if d.Removable {
+				continue // USB sticks and virtual media are not ours to wipe
+			}
+			path := filepath.Join(r.DevDir, d.Name)
+			log.Info("wiping", "disk", path, "mode", task.WipeMode)
+			res, err := Wipe(ctx, path, task.WipeMode, progress)
+			if err != nil {
+				return wire.StepWipe, strings.Join(done, "; "), err
+			}
+			done = append(done, fmt.Sprintf("%s %s (discard %v)", d.Name, res.Mode, res.Discarded))
+		}
+		return wire.StepWipe, "wiped " + strings.Join(done, "; "), nil
+	}
+	return wire.StepTask, "", fmt.Errorf("unknown task kind %q", task.Kind)
+}
+
+// progressPoster sends progress in the background so a slow service
+// never slows the disk; reports that arrive while one is in flight
+// replace the pending one.
+func (r *Runner) progressPoster(ctx context.Context, job string, log *slog.Logger) ProgressFunc {
+	ch := make(chan wire.Progress, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case p := <-ch:
+				pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				if err := r.Client.Progress(pctx, p); err != nil {
+					log.Warn("progress report failed", "err", err)
+				}
+				cancel()
+			}
+		}
+	}()
+	return func(p wire.Progress) {
+		p.JobID = job
+		log.Info("progress", "step", p.Step, "bytes", p.Bytes, "total", p.Total, "rate", p.Rate)
+		select {
+		case ch <- p:
+		default:
+			select { // drop the stale one, keep the newest
+			case <-ch:
+			default:
+			}
+			select {
+			case ch <- p:
+			default:
+			}
+		}
+	}
+}
+
+// SelectTarget picks the disk to write: the one the task names, else the
+// largest non-removable disk (ties go to the first by name, so the choice
+// is stable across boots).
+func SelectTarget(disks []wire.Disk, name string) (wire.Disk, error) {
+	if name != "" {
+		name = strings.TrimPrefix(name, "/dev/")
+		for _, d := range disks {
+			if d.Name == name || d.Serial == name {
+				return d, nil
+			}
+		}
+		return wire.Disk{}, fmt.Errorf("target disk %q not found (have %s)", name, diskNames(disks))
+	}
+	c := make([]wire.Disk, 0, len(disks))
+	for _, d := range disks {
+		if !d.Removable && d.SizeBytes > 0 {
+			c = append(c, d)
+		}
+	}
+	if len(c) == 0 {
+		return wire.Disk{}, fmt.Errorf("no non-removable disk found (have %s)", diskNames(disks))
+	}
+	sort.SliceStable(c, func(i, j int) bool {
+		if c[i].SizeBytes != c[j].SizeBytes {
+			return c[i].SizeBytes > c[j].SizeBytes
+		}
+		return c[i].Name < c[j].Name
+	})
+	return c[0], nil
+}
+
+func diskNames(disks []wire.Disk) string {
+	if len(disks) == 0 {
+		return "none"
+	}
+	var n []string
+	for _, d := range disks {
+		n = append(n, d.Name)
+	}
+	return strings.Join(n, ", ")
+}
+
+func gpuSummary(g []wire.GPUGroup) string {
+	if len(g) == 0 {
+		return "none"
+	}
+	var s []string
+	for _, x := range g {
+		s = append(s, fmt.Sprintf("%d x %s", x.Count, x.Model))
+	}
+	return strings.Join(s, ", ")
+}
+
+func resolveURL(base, ref string) (string, error) {
+	b, err := url.Parse(base + "/")
+	if err != nil {
+		return "", fmt.Errorf("service url %q: %w", base, err)
+	}
+	u, err := b.Parse(ref)
+	if err != nil {
+		return "", fmt.Errorf("image url %q: %w", ref, err)
+	}
+	return u.String(), nil
+}
+
+func sameHost(a, b string) bool {
+	ua, err1 := url.Parse(a)
+	ub, err2 := url.Parse(b)
+	return err1 == nil && err2 == nil && ua.Scheme == ub.Scheme && ua.Host == ub.Host
+}

@@ -1,0 +1,516 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+
+	"github.com/metalhall/metalhall/agent/wire"
+)
+
+// zeroBlock is the granularity of zero detection when there is no block
+// map; it matches images.DefaultBlockSize so both sides skip the same holes.
+const zeroBlock = 64 << 10
+
+// chunkSize is how much decompressed data is handled per write. Large
+// enough that a NVMe queue stays busy, small enough to keep RAM low.
+const chunkSize = 4 << 20
+
+// ProgressFunc receives progress reports; it must not block for long.
+type ProgressFunc func(wire.Progress)
+
+// WriteOptions say what to write where.
+type WriteOptions struct {
+	Image  wire.ImageSpec // Image.URL must be absolute
+	Target string         // block device or regular file
+	Fetch  FetchOptions
+	// ProgressEvery is the interval between progress reports (default 5 s).
+	ProgressEvery time.Duration
+	Progress      ProgressFunc // may be nil
+	Log           *slog.Logger
+}
+
+// WriteResult says what WriteImage did.
+type WriteResult struct {
+	Bytes   int64  // uncompressed image size
+	Written int64  // bytes actually written
+	Skipped int64  // zero bytes not written (hole, discard or write-zeroes)
+	Resumes int    // HTTP resumes after dropped connections
+	SHA256  string // verified, hex
+	Elapsed time.Duration
+}
+
+// ErrChecksum is wrapped by WriteImage when the image does not match its
+// sha256, either as streamed or as read back from the target.
+var ErrChecksum = errors.New("sha256 mismatch")
+
+// WriteImage streams the image from HTTP, decompresses it, writes it to
+// the target skipping zero regions, fsyncs and verifies the sha256 of
+// what it reads back from the target.
+func WriteImage(ctx context.Context, o WriteOptions) (WriteResult, error) {
+	start := time.Now()
+	var res WriteResult
+	img := o.Image
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Fetch.Log == nil {
+		o.Fetch.Log = o.Log
+	}
+	if o.ProgressEvery == 0 {
+		o.ProgressEvery = 5 * time.Second
+	}
+	want := strings.ToLower(img.SHA256)
+	if len(want) != 64 {
+		return res, fmt.Errorf("image %s: sha256 %q is not 64 hex digits", img.URL, img.SHA256)
+	}
+	if img.UncompressedSize <= 0 {
+		return res, fmt.Errorf("image %s: uncompressed size is not set", img.URL)
+	}
+	if err := checkBlockMap(img.BlockMap, img.UncompressedSize); err != nil {
+		return res, fmt.Errorf("image %s: block map: %w", img.URL, err)
+	}
+
+	f, err := openTarget(o.Target, img.UncompressedSize)
+	if err != nil {
+		return res, err
+	}
+	defer f.Close()
+
+	// dctx lets the writer abort the download when the disk fails.
+	dctx, stop := context.WithCancel(ctx)
+	defer stop()
+	body, err := openResumable(dctx, img.URL, o.Fetch)
+	if err != nil {
+		return res, err
+	}
+	defer body.Close()
+	dec, closeDec, err := decompressor(img.Format, body)
+	if err != nil {
+		return res, fmt.Errorf("image %s: %w", img.URL, err)
+	}
+	defer closeDec()
+
+	prog := newProgressTicker(o.Progress, wire.StepWrite, img.UncompressedSize, o.ProgressEvery)
+	sw := &sparseWriter{f: f, blockMap: img.BlockMap, hash: sha256.New(), prog: prog}
+	if err := sw.copyFrom(ctx, dec, img.UncompressedSize, stop); err != nil {
+		return res, fmt.Errorf("image %s to %s: %w", img.URL, o.Target, err)
+	}
+	res.Resumes = body.resumes
+	res.Written, res.Skipped, res.Bytes = sw.written, sw.skipped, img.UncompressedSize
+	prog.finish(img.UncompressedSize)
+	// The stream's own hash catches a corrupt or wrong image before we
+	// spend minutes reading the disk back.
+	if got := hex.EncodeToString(sw.hash.Sum(nil)); got != want {
+		return res, fmt.Errorf("image %s: downloaded data has sha256 %s, want %s: %w (corrupt or wrong image)", img.URL, got, want, ErrChecksum)
+	}
+	if err := f.Sync(); err != nil {
+		return res, fmt.Errorf("%s: fsync: %w", o.Target, err)
+	}
+	o.Log.Info("image written, verifying", "target", o.Target, "written", res.Written, "skipped", res.Skipped)
+
+	got, err := readBackSHA256(ctx, f, img.UncompressedSize, newProgressTicker(o.Progress, wire.StepVerify, img.UncompressedSize, o.ProgressEvery))
+	if err != nil {
+		return res, fmt.Errorf("%s: verify: %w", o.Target, err)
+	}
+	if got != want {
+		return res, fmt.Errorf("%s: read back sha256 %s, want %s: %w (the disk did not keep what was written)", o.Target, got, want, ErrChecksum)
+	}
+	rereadPartitions(f)
+	res.SHA256 = got
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
+
+func checkBlockMap(m []wire.Range, size int64) error {
+	var end int64
+	for i, r := range m {
+		if r.Offset < end || r.Length <= 0 || r.Offset+r.Length > size {
+			return fmt.Errorf("range %d [%d,+%d) overlaps, is out of order or outside the %d-byte image", i, r.Offset, r.Length, size)
+		}
+		end = r.Offset + r.Length
+	}
+	return nil
+}
+
+// openTarget opens the target for writing. A regular file is truncated
+// and re-extended so that skipped regions are holes that read as zeros;
+// a block device must be large enough.
+func openTarget(path string, size int64) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	blk, err := isBlockDevice(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("target %s: %w", path, err)
+	}
+	if blk {
+		n, err := targetSize(f)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("target %s: %w", path, err)
+		}
+		if n < size {
+			f.Close()
+			return nil, fmt.Errorf("target %s: disk has %d bytes, the image needs %d", path, n, size)
+		}
+		return f, nil
+	}
+	// A regular file: make [0, size) read as zeros so skipped regions
+	// need no writes. A larger file (a VM's disk image) keeps its size
+	// and gets a hole punched; a smaller one is truncated and extended.
+	fi, err := f.Stat()
+	if err == nil && fi.Size() > size {
+		err = zeroRange(f, 0, size)
+		if errors.Is(err, errNotSupported) {
+			err = writeZeros(f, 0, size)
+		}
+	} else if err == nil {
+		if err = f.Truncate(0); err == nil {
+			err = f.Truncate(size)
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("target %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// decompressor wraps r according to the image format.
+func decompressor(f wire.Format, r io.Reader) (io.Reader, func(), error) {
+	switch f {
+	case wire.FormatRaw, "":
+		return r, func() {}, nil
+	case wire.FormatGzip:
+		z, err := gzip.NewReader(r)
+		if err != nil {
+			return nil, nil, fmt.Errorf("gzip: %w", err)
+		}
+		return z, func() { z.Close() }, nil
+	case wire.FormatZstd:
+		// Long windows are what `zstd --long` makes; allow up to 2 GiB.
+		z, err := zstd.NewReader(r, zstd.WithDecoderMaxWindow(1<<31), zstd.WithDecoderLowmem(false))
+		if err != nil {
+			return nil, nil, fmt.Errorf("zstd: %w", err)
+		}
+		return z, z.Close, nil
+	case wire.FormatXz:
+		z, err := xz.NewReader(r)
+		if err != nil {
+			return nil, nil, fmt.Errorf("xz: %w", err)
+		}
+		return z, func() {}, nil
+	}
+	return nil, nil, fmt.Errorf("unknown image format %q (want raw, gz, zst or xz)", f)
+}
+
+// sparseWriter writes the decompressed stream at its offsets, leaving
+// out the zero regions: those named by the block map or, without a map,
+// every all-zero 64 KiB block. Skipped regions on a block device are
+// zeroed with BLKZEROOUT (cheap on NVMe); a fresh regular file already
+// reads zeros there.
+type sparseWriter struct {
+	f        *os.File
+	blockMap []wire.Range
+	mapIdx   int
+	hash     hash.Hash
+	prog     *progressTicker
+	isBlk    bool
+
+	off              int64 // stream offset
+	written, skipped int64
+	zeroStart        int64 // pending zero run [zeroStart, off) on a block device; -1 none
+}
+
+// filled is a buffer of decompressed data on its way to the disk.
+type filled struct {
+	buf []byte
+	n   int
+	err error // io.EOF at the end, or why reading stopped
+}
+
+// copyFrom runs two stages so that the network and decompression (and
+// the inline hash) overlap with the disk writes: a reader goroutine fills
+// buffers, this goroutine writes them. stop must make a blocked read
+// return (it cancels the download); copyFrom waits for the reader before
+// returning so nobody touches the decoder afterwards.
+func (w *sparseWriter) copyFrom(ctx context.Context, r io.Reader, size int64, stop func()) error {
+	var err error
+	if w.isBlk, err = isBlockDevice(w.f); err != nil {
+		return err
+	}
+	w.zeroStart = -1
+	const nbuf = 3
+	free := make(chan []byte, nbuf)
+	for range nbuf {
+		free <- make([]byte, chunkSize)
+	}
+	full := make(chan filled, nbuf)
+	quit := make(chan struct{})
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		defer close(full)
+		var total int64
+		for {
+			var buf []byte
+			select {
+			case buf = <-free:
+			case <-quit:
+				return
+			}
+			n, rerr := io.ReadFull(r, buf)
+			if n > 0 {
+				total += int64(n)
+				w.hash.Write(buf[:n])
+			}
+			if rerr == io.ErrUnexpectedEOF {
+				rerr = io.EOF // a short last buffer
+			}
+			if rerr == nil && total > size {
+				rerr = fmt.Errorf("image is longer than its declared %d bytes", size)
+			}
+			select {
+			case full <- filled{buf, n, rerr}:
+			case <-quit:
+				return
+			}
+			if rerr != nil {
+				return
+			}
+		}
+	}()
+	fail := func(err error) error {
+		close(quit)
+		stop()
+		<-readerDone
+		return err
+	}
+	for c := range full {
+		if c.n > 0 {
+			if w.off+int64(c.n) > size {
+				return fail(fmt.Errorf("image is longer than its declared %d bytes", size))
+			}
+			if err := w.chunk(c.buf[:c.n]); err != nil {
+				return fail(err)
+			}
+			w.prog.update(w.off)
+		}
+		if c.err == io.EOF {
+			break
+		}
+		if c.err != nil {
+			return fail(fmt.Errorf("reading image at byte %d: %w", w.off, c.err))
+		}
+		if err := ctx.Err(); err != nil {
+			return fail(err)
+		}
+		free <- c.buf
+	}
+	<-readerDone
+	if err := w.flushZeros(); err != nil {
+		return err
+	}
+	if w.off != size {
+		return fmt.Errorf("image ended at %d bytes, expected %d", w.off, size)
+	}
+	return nil
+}
+
+// chunk writes one buffer that starts at w.off.
+func (w *sparseWriter) chunk(p []byte) error {
+	if len(w.blockMap) == 0 {
+		return w.chunkScan(p)
+	}
+	end := w.off + int64(len(p))
+	for w.off < end {
+		n, data := w.nextSegment(end)
+		seg := p[:n]
+		p = p[n:]
+		if data {
+			if err := w.flushZeros(); err != nil {
+				return err
+			}
+			if _, err := w.f.WriteAt(seg, w.off); err != nil {
+				return fmt.Errorf("write at %d: %w", w.off, err)
+			}
+			w.written += n
+		} else {
+			if w.zeroStart < 0 {
+				w.zeroStart = w.off
+			}
+			w.skipped += n
+		}
+		w.off += n
+	}
+	return nil
+}
+
+// nextSegment returns the length of the run starting at w.off (ending no
+// later than end) and whether it holds data.
+func (w *sparseWriter) nextSegment(end int64) (int64, bool) {
+	for w.mapIdx < len(w.blockMap) && w.blockMap[w.mapIdx].Offset+w.blockMap[w.mapIdx].Length <= w.off {
+		w.mapIdx++
+	}
+	if w.mapIdx == len(w.blockMap) {
+		return end - w.off, false
+	}
+	r := w.blockMap[w.mapIdx]
+	if w.off < r.Offset {
+		return min(r.Offset, end) - w.off, false
+	}
+	return min(r.Offset+r.Length, end) - w.off, true
+}
+
+var zeros = make([]byte, zeroBlock)
+
+// chunkScan handles the no-block-map case: classify each zeroBlock-sized
+// piece (aligned to the image) and coalesce runs.
+func (w *sparseWriter) chunkScan(p []byte) error {
+	for len(p) > 0 {
+		n := int64(zeroBlock) - w.off%zeroBlock
+		n = min(n, int64(len(p)))
+		data := !bytes.Equal(p[:n], zeros[:n])
+		// Extend the run while the kind stays the same, to write big.
+		for n < int64(len(p)) {
+			m := min(int64(zeroBlock), int64(len(p))-n)
+			if bytes.Equal(p[n:n+m], zeros[:m]) == data {
+				break
+			}
+			n += m
+		}
+		if data {
+			if err := w.flushZeros(); err != nil {
+				return err
+			}
+			if _, err := w.f.WriteAt(p[:n], w.off); err != nil {
+				return fmt.Errorf("write at %d: %w", w.off, err)
+			}
+			w.written += n
+		} else {
+			if w.zeroStart < 0 {
+				w.zeroStart = w.off
+			}
+			w.skipped += n
+		}
+		w.off += n
+		p = p[n:]
+	}
+	return nil
+}
+
+// flushZeros makes the pending zero run read as zeros on a block device.
+func (w *sparseWriter) flushZeros() error {
+	if w.zeroStart < 0 {
+		return nil
+	}
+	start, n := w.zeroStart, w.off-w.zeroStart
+	w.zeroStart = -1
+	if !w.isBlk || n == 0 {
+		return nil // a truncated file reads zeros already
+	}
+	err := zeroRange(w.f, start, n)
+	if errors.Is(err, errNotSupported) {
+		return writeZeros(w.f, start, n)
+	}
+	if err != nil {
+		return fmt.Errorf("zero [%d,+%d): %w", start, n, err)
+	}
+	return nil
+}
+
+// writeZeros is the slow fallback for devices without write-zeroes.
+func writeZeros(f *os.File, off, n int64) error {
+	buf := make([]byte, min(n, chunkSize))
+	for n > 0 {
+		m := min(n, int64(len(buf)))
+		if _, err := f.WriteAt(buf[:m], off); err != nil {
+			return fmt.Errorf("write zeros at %d: %w", off, err)
+		}
+		off += m
+		n -= m
+	}
+	return nil
+}
+
+// readBackSHA256 hashes the first size bytes of f as stored on the
+// device (after dropping the page cache).
+func readBackSHA256(ctx context.Context, f *os.File, size int64, prog *progressTicker) (string, error) {
+	dropCache(f)
+	h := sha256.New()
+	buf := make([]byte, chunkSize)
+	var off int64
+	for off < size {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
+		h.Write(buf[:n])
+		off += int64(n)
+		prog.update(off)
+		if err != nil && !(err == io.EOF && off == size) {
+			return "", fmt.Errorf("read at %d: %w", off, err)
+		}
+	}
+	prog.finish(size)
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// progressTicker calls fn at most every interval (and once at the end).
+type progressTicker struct {
+	fn       ProgressFunc
+	step     string
+	total    int64
+	every    time.Duration
+	last     time.Time
+	lastN    int64
+	start    time.Time
+	finished bool
+}
+
+func newProgressTicker(fn ProgressFunc, step string, total int64, every time.Duration) *progressTicker {
+	now := time.Now()
+	return &progressTicker{fn: fn, step: step, total: total, every: every, last: now, start: now}
+}
+
+func (p *progressTicker) update(n int64) {
+	if p.fn == nil {
+		return
+	}
+	now := time.Now()
+	if now.Sub(p.last) < p.every {
+		return
+	}
+	rate := int64(float64(n-p.lastN) / now.Sub(p.last).Seconds())
+	p.last, p.lastN = now, n
+	p.fn(wire.Progress{Step: p.step, Bytes: n, Total: p.total, Rate: rate})
+}
+
+func (p *progressTicker) finish(n int64) {
+	if p.fn == nil || p.finished {
+		return
+	}
+	p.finished = true
+	d := time.Since(p.start).Seconds()
+	var rate int64
+	if d > 0 {
+		rate = int64(float64(n) / d)
+	}
+	p.fn(wire.Progress{Step: p.step, Bytes: n, Total: p.total, Rate: rate})
+}

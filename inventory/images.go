@@ -77,7 +77,8 @@ func (s *Store) DeleteImage(ctx context.Context, name string) error {
 		if _, err := get[Image](tx, bImages, "image", name); err != nil {
 			return err
 		}
-		// TODO(provisioner): refuse while a provision job uses the image.
+		// A provision job names its image on the machine when it starts
+		// (StartJob), so machines being provisioned count here too.
 		var users []string
 		if _, err := list(tx, bMachines, func(m *Machine) bool {
 			if m.Image == name {

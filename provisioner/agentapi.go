@@ -1,0 +1,197 @@
+package provisioner
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/metalhall/metalhall/agent/wire"
+	"github.com/metalhall/metalhall/inventory"
+)
+
+// AgentToken is the bearer token of a job's agent: the job ID and an HMAC
+// of it under the engine's key. Nothing is stored; it is valid while its
+// job is unfinished and younger than TokenTTL.
+func (e *Engine) AgentToken(jobID string) string {
+	return "ag_" + jobID + "_" + e.tokenMAC(jobID)
+}
+
+func (e *Engine) tokenMAC(jobID string) string {
+	h := hmac.New(sha256.New, e.cfg.TokenKey)
+	h.Write([]byte("metalhall agent token\x00" + jobID))
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
+}
+
+var errBadToken = errors.New("agent token is not valid (wrong, expired, or its job has ended)")
+
+// jobForToken returns the unfinished job a token belongs to.
+func (e *Engine) jobForToken(ctx context.Context, tok string) (*inventory.Job, error) {
+	rest, ok := strings.CutPrefix(tok, "ag_")
+	if !ok {
+		return nil, errBadToken
+	}
+	// Job IDs have no '_'; the MAC's base64url alphabet may.
+	id, mac, ok := strings.Cut(rest, "_")
+	if !ok {
+		return nil, errBadToken
+	}
+	if !hmac.Equal([]byte(mac), []byte(e.tokenMAC(id))) {
+		return nil, errBadToken
+	}
+	j, err := e.inv.Job(ctx, id)
+	if err != nil || j.State.Finished() || e.cfg.Now().Sub(j.CreatedAt) > e.cfg.TokenTTL {
+		return nil, errBadToken
+	}
+	return j, nil
+}
+
+// CheckBootToken tells netboot whether a boot-script request carrying a
+// token comes from a machine whose job that token belongs to.
+func (e *Engine) CheckBootToken(ctx context.Context, mac net.HardwareAddr, token string) bool {
+	j, err := e.jobForToken(ctx, token)
+	if err != nil {
+		return false
+	}
+	entry, ok := e.inv.LookupMAC(mac)
+	return ok && entry.Machine == j.Machine
+}
+
+// AgentHandler serves the agent's endpoints under wire.PathPrefix.
+func (e *Engine) AgentHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+wire.PathPrefix+wire.EndpointTask, e.agentCall(e.agentTask))
+	mux.HandleFunc("POST "+wire.PathPrefix+wire.EndpointInspection, e.agentCall(e.agentInspection))
+	mux.HandleFunc("POST "+wire.PathPrefix+wire.EndpointProgress, e.agentCall(e.agentProgress))
+	mux.HandleFunc("POST "+wire.PathPrefix+wire.EndpointDone, e.agentCall(e.agentDone))
+	return mux
+}
+
+type agentFunc func(ctx context.Context, j *inventory.Job, body []byte) (any, error)
+
+func (e *Engine) agentCall(fn agentFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		j, err := e.jobForToken(r.Context(), tok)
+		if err != nil {
+			writeAgent(w, http.StatusUnauthorized, wire.Error{Error: err.Error()})
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 8<<20))
+		if err != nil {
+			writeAgent(w, http.StatusRequestEntityTooLarge, wire.Error{Error: err.Error()})
+			return
+		}
+		out, err := fn(r.Context(), j, body)
+		if err != nil {
+			writeAgent(w, http.StatusBadRequest, wire.Error{Error: err.Error()})
+			return
+		}
+		if out == nil {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		writeAgent(w, http.StatusOK, out)
+	}
+}
+
+func writeAgent(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// agentTask tells the agent what to do, and records that it called home.
+func (e *Engine) agentTask(ctx context.Context, j *inventory.Job, _ []byte) (any, error) {
+	now := e.cfg.Now().UTC()
+	if _, _, err := e.inv.UpdateJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) error {
+		j.AgentSeenAt = now
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	e.event(ctx, j, "agent.task", "the agent called home and fetched its task")
+	t := wire.Task{JobID: j.ID, After: wire.AfterPoweroff}
+	switch j.Kind {
+	case inventory.JobCommission:
+		t.Kind = wire.KindInspect
+	case inventory.JobRelease:
+		t.Kind, t.WipeMode = wire.KindWipe, wire.WipeMode(j.WipeMode)
+	case inventory.JobProvision:
+		if e.cfg.Images == nil {
+			return nil, errors.New("no image source configured")
+		}
+		spec, err := e.cfg.Images.Spec(ctx, j.Image)
+		if err != nil {
+			return nil, fmt.Errorf("image %q: %w", j.Image, err)
+		}
+		// The provisioner reboots the machine itself once the disk boot is set.
+		t.Kind, t.Image, t.After = wire.KindProvision, spec, wire.AfterNone
+	default:
+		return nil, fmt.Errorf("job %s (%s) has no agent task", j.ID, j.Kind)
+	}
+	return t, nil
+}
+
+func (e *Engine) agentInspection(ctx context.Context, j *inventory.Job, body []byte) (any, error) {
+	var inv wire.Inventory
+	if err := json.Unmarshal(body, &inv); err != nil {
+		return nil, fmt.Errorf("inspection is not valid JSON: %w", err)
+	}
+	if _, err := e.inv.RecordInspection(ctx, j.Machine, body); err != nil {
+		return nil, err
+	}
+	e.event(ctx, j, "agent.inspection", summarize(&inv))
+	return nil, nil
+}
+
+func (e *Engine) agentProgress(ctx context.Context, j *inventory.Job, body []byte) (any, error) {
+	var p wire.Progress
+	if err := json.Unmarshal(body, &p); err != nil {
+		return nil, fmt.Errorf("progress is not valid JSON: %w", err)
+	}
+	now := e.cfg.Now().UTC()
+	_, _, err := e.inv.UpdateJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) error {
+		j.Progress = inventory.JobProgress{Step: p.Step, Bytes: p.Bytes, Total: p.Total, Rate: p.Rate, At: now}
+		return nil
+	})
+	return nil, err
+}
+
+func (e *Engine) agentDone(ctx context.Context, j *inventory.Job, body []byte) (any, error) {
+	var d wire.Done
+	if err := json.Unmarshal(body, &d); err != nil {
+		return nil, fmt.Errorf("done is not valid JSON: %w", err)
+	}
+	now := e.cfg.Now().UTC()
+	_, _, err := e.inv.UpdateJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) error {
+		j.AgentDone, j.AgentOK, j.AgentError = true, d.OK, d.Error
+		j.Progress.At = now
+		return nil
+	})
+	if err == nil {
+		detail := d.Detail
+		if !d.OK {
+			detail = fmt.Sprintf("%s failed: %s", d.Step, d.Error)
+		}
+		e.event(ctx, j, "agent.done", detail)
+	}
+	return nil, err
+}
+
+func summarize(inv *wire.Inventory) string {
+	gpus := []string{}
+	for _, g := range inv.GPUs {
+		gpus = append(gpus, fmt.Sprintf("%d × %s", g.Count, g.Model))
+	}
+	return fmt.Sprintf("%s %s (serial %s): %d × %s, %d GiB RAM, %d disks, %d NICs, GPUs: %s",
+		inv.System.Vendor, inv.System.Product, orDash(inv.System.Serial), inv.CPU.Sockets, inv.CPU.Model,
+		inv.MemoryBytes>>30, len(inv.Disks), len(inv.NICs), orDash(strings.Join(gpus, ", ")))
+}

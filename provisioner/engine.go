@@ -1,0 +1,314 @@
+// Package provisioner is metalhall's lifecycle engine: durable jobs that
+// commission, provision (and reimage), release (wipe) and power machines,
+// a scheduler that bounds how much runs at once, the endpoints the in-RAM
+// agent calls home to, the metadata service of installed machines, and the
+// netboot Booter that decides what a machine boots.
+//
+// Every step of a job is persisted before the next begins. After a crash
+// the engine reloads unfinished jobs and resumes each from its first step
+// not done; BMC steps are idempotent and simply run again, and waits keep
+// their deadlines.
+package provisioner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/metalhall/metalhall/inventory"
+)
+
+// BMC is the out-of-band control the engine needs (package bmc, adapted
+// with the machine's unsealed credentials).
+type BMC interface {
+	// SetBootDevice sets "pxe" or "disk", once or persistently.
+	SetBootDevice(ctx context.Context, m *inventory.Machine, device string, persistent bool) error
+	// SetPower runs "on", "off" or "cycle" and returns when it took effect.
+	SetPower(ctx context.Context, m *inventory.Machine, action string) error
+	// PowerState reads "on", "off" or "unknown".
+	PowerState(ctx context.Context, m *inventory.Machine) (string, error)
+}
+
+// Config tunes the engine. Zero values take the defaults in brackets.
+type Config struct {
+	MaxJobs         int // jobs running at once [64]
+	MaxPerRack      int // jobs running at once in one rack [8]
+	MaxImageStreams int // provision jobs streaming images at once [32]
+
+	BootTimeout       time.Duration // power cycle → agent calls home [5m]
+	InspectTimeout    time.Duration // agent up → inspection report [10m]
+	StallTimeout      time.Duration // longest silence of the agent while it writes or wipes [5m]
+	MetadataTimeout   time.Duration // power cycle to disk → installed OS fetches metadata [15m]
+	BootRetries       int           // re-PXE attempts when a machine is not seen [1]
+	TokenTTL          time.Duration // life of an agent token after its job starts [6h]
+	PollInterval      time.Duration // how often waits look at the job [250ms]
+	Logger            *slog.Logger
+	TokenKey          []byte // HMAC key for job-scoped agent tokens (32 bytes)
+	Profiles          ProfileSource
+	Images            ImageSource
+	Now               func() time.Time
+	ServiceURL        string // base URL machines reach the service at
+	BootKernelURL     string // the agent's kernel
+	BootInitrdURL     string // the agent's initramfs
+	ExtraKernelParams string
+}
+
+func (c *Config) defaults() {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defd := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.MaxJobs, 64)
+	def(&c.MaxPerRack, 8)
+	def(&c.MaxImageStreams, 32)
+	defd(&c.BootTimeout, 5*time.Minute)
+	defd(&c.InspectTimeout, 10*time.Minute)
+	defd(&c.StallTimeout, 5*time.Minute)
+	defd(&c.MetadataTimeout, 15*time.Minute)
+	defd(&c.TokenTTL, 6*time.Hour)
+	defd(&c.PollInterval, 250*time.Millisecond)
+	if c.BootRetries < 0 {
+		c.BootRetries = 0
+	} else if c.BootRetries == 0 {
+		c.BootRetries = 1
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Engine runs jobs.
+type Engine struct {
+	inv     *inventory.Store
+	bmc     BMC
+	cfg     Config
+	log     *slog.Logger
+	started time.Time
+
+	wake chan struct{} // a job was submitted or cancelled
+
+	mu      sync.Mutex
+	running map[string]bool // job IDs with a worker
+	perRack map[string]int
+	streams int
+	wg      sync.WaitGroup
+}
+
+// New returns an engine. Call Run to start it.
+func New(inv *inventory.Store, bmc BMC, cfg Config) (*Engine, error) {
+	cfg.defaults()
+	if len(cfg.TokenKey) < 16 {
+		return nil, errors.New("provisioner: TokenKey of at least 16 bytes is required")
+	}
+	return &Engine{inv: inv, bmc: bmc, cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1),
+		running: map[string]bool{}, perRack: map[string]int{}}, nil
+}
+
+// Request asks for a job.
+type Request struct {
+	Kind        inventory.JobKind
+	Machine     string
+	Actor       string
+	Image       string   // provision
+	SSHKeys     []string // provision
+	UserData    string   // provision
+	WipeMode    string   // release: fast (default) or full
+	PowerAction string   // power: on, off, cycle
+}
+
+// plan is the steps of each kind of job, in order, and the machine state
+// it moves through.
+func plan(kind inventory.JobKind) ([]string, inventory.MachineState) {
+	switch kind {
+	case inventory.JobCommission:
+		return []string{stepBMCCheck, stepSetPXE, stepPowerCycle, stepWaitAgent, stepInspect, stepCheckProfile, stepPowerOff}, inventory.MachineCommissioning
+	case inventory.JobProvision:
+		return []string{stepSetPXE, stepPowerCycle, stepWaitAgent, stepWriteImage, stepSetDiskBoot, stepBootDisk, stepWaitMetadata}, inventory.MachineProvisioning
+	case inventory.JobRelease:
+		return []string{stepSetPXE, stepPowerCycle, stepWaitAgent, stepWipe, stepPowerOff}, inventory.MachineDeprovisioning
+	case inventory.JobPower:
+		return []string{stepPower}, ""
+	}
+	return nil, ""
+}
+
+// Submit records a job; the scheduler starts it when the limits allow.
+func (e *Engine) Submit(ctx context.Context, r Request) (*inventory.Job, error) {
+	steps, to := plan(r.Kind)
+	if steps == nil {
+		return nil, &inventory.ValidationError{Field: "kind", Msg: fmt.Sprintf("%q is not a job kind", r.Kind)}
+	}
+	switch r.Kind {
+	case inventory.JobProvision:
+		if r.Image == "" {
+			return nil, &inventory.ValidationError{Field: "image", Msg: "is required"}
+		}
+	case inventory.JobRelease:
+		switch r.WipeMode {
+		case "":
+			r.WipeMode = "fast"
+		case "fast", "full":
+		default:
+			return nil, &inventory.ValidationError{Field: "wipe_mode", Msg: fmt.Sprintf("%q: use fast or full", r.WipeMode)}
+		}
+	case inventory.JobPower:
+		switch r.PowerAction {
+		case "on", "off", "cycle":
+		default:
+			return nil, &inventory.ValidationError{Field: "action", Msg: fmt.Sprintf("%q: use on, off or cycle", r.PowerAction)}
+		}
+	}
+	j := inventory.Job{Machine: r.Machine, Kind: r.Kind, Actor: r.Actor, Image: r.Image, SSHKeys: r.SSHKeys,
+		UserData: r.UserData, WipeMode: r.WipeMode, PowerAction: r.PowerAction}
+	for _, s := range steps {
+		j.Steps = append(j.Steps, inventory.JobStep{Name: s})
+	}
+	out, err := e.inv.StartJob(ctx, j, to)
+	if err != nil {
+		return nil, err
+	}
+	e.event(ctx, out, "job.queued", fmt.Sprintf("%s job %s queued by %s", out.Kind, out.ID, orDash(r.Actor)))
+	e.poke()
+	return out, nil
+}
+
+// Cancel asks a job to stop. The machine ends failed with reason
+// "cancelled" and the step it was at (it may be half-imaged or half-wiped:
+// only a new job makes it trustworthy again).
+func (e *Engine) Cancel(ctx context.Context, id string) (*inventory.Job, error) {
+	j, _, err := e.inv.UpdateJob(ctx, id, func(j *inventory.Job, m *inventory.Machine) error {
+		j.CancelRequested = true
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.poke()
+	return j, nil
+}
+
+func (e *Engine) poke() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run resumes unfinished jobs and schedules new ones until ctx ends. It
+// returns after every worker has stopped; their jobs stay where they were
+// persisted and resume on the next Run.
+func (e *Engine) Run(ctx context.Context) error {
+	e.started = e.cfg.Now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		if err := e.schedule(ctx); err != nil && ctx.Err() == nil {
+			e.log.Error("scheduling jobs", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			e.wg.Wait()
+			return nil
+		case <-e.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// schedule starts the oldest waiting jobs that fit within the limits.
+func (e *Engine) schedule(ctx context.Context) error {
+	jobs, err := e.inv.ActiveJobs(ctx)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, j := range jobs {
+		if e.running[j.ID] {
+			continue
+		}
+		if len(e.running) >= e.cfg.MaxJobs {
+			return nil
+		}
+		stream := j.Kind == inventory.JobProvision
+		if e.perRack[j.Rack] >= e.cfg.MaxPerRack || (stream && e.streams >= e.cfg.MaxImageStreams) {
+			continue
+		}
+		e.running[j.ID] = true
+		e.perRack[j.Rack]++
+		if stream {
+			e.streams++
+		}
+		e.wg.Add(1)
+		go func(j inventory.Job) {
+			defer e.wg.Done()
+			e.work(ctx, j.ID)
+			e.mu.Lock()
+			delete(e.running, j.ID)
+			e.perRack[j.Rack]--
+			if stream {
+				e.streams--
+			}
+			e.mu.Unlock()
+			e.poke()
+		}(j)
+	}
+	return nil
+}
+
+// QueuePosition is a job's place among the jobs waiting for a slot (1 is
+// next), or 0 when it is running or finished.
+func (e *Engine) QueuePosition(ctx context.Context, id string) int {
+	jobs, err := e.inv.ActiveJobs(ctx)
+	if err != nil {
+		return 0
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	pos := 0
+	for _, j := range jobs {
+		if e.running[j.ID] {
+			continue
+		}
+		pos++
+		if j.ID == id {
+			return pos
+		}
+	}
+	return 0
+}
+
+func (e *Engine) event(ctx context.Context, j *inventory.Job, action, detail string) {
+	outcome := ""
+	switch action {
+	case "job.succeeded":
+		outcome = "ok"
+	case "job.failed", "step.failed":
+		outcome = "failed"
+	case "job.cancelled":
+		outcome = "refused"
+	}
+	ev := inventory.Event{Actor: "provisioner", Subject: "machine/" + j.Machine, Action: action, Outcome: outcome, Detail: detail}
+	if _, err := e.inv.AppendEvent(context.WithoutCancel(ctx), ev); err != nil {
+		e.log.Error("recording event", "machine", j.Machine, "err", err)
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

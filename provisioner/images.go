@@ -1,0 +1,67 @@
+package provisioner
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/metalhall/metalhall/agent/wire"
+	"github.com/metalhall/metalhall/images"
+	"github.com/metalhall/metalhall/inventory"
+)
+
+// ImageStore describes catalogue images for the agent, streaming from the
+// service's blob handler under BaseURL/images/.
+type ImageStore struct {
+	Inv     *inventory.Store
+	Store   *images.Store
+	BaseURL string
+}
+
+var wireFormats = map[string]wire.Format{"raw": wire.FormatRaw, "raw.gz": wire.FormatGzip, "raw.zst": wire.FormatZstd, "raw.xz": wire.FormatXz}
+
+// Spec is the agent's view of an image: where to stream it, how it is
+// compressed, what checksum the written disk must have, and which regions
+// hold data.
+func (s ImageStore) Spec(ctx context.Context, name string) (*wire.ImageSpec, error) {
+	img, err := s.Inv.Image(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	format, ok := wireFormats[img.Format]
+	if !ok {
+		return nil, fmt.Errorf("image %q has format %q, which the agent cannot write", name, img.Format)
+	}
+	spec := &wire.ImageSpec{URL: strings.TrimRight(s.BaseURL, "/") + "/images/" + img.SHA256, Format: format, Size: img.Size,
+		SHA256: img.UncompressedSHA256, UncompressedSize: img.UncompressedSize}
+	bm, err := s.Store.BlockMap(ctx, img)
+	if err != nil {
+		return nil, fmt.Errorf("image %q: block map: %w", name, err)
+	}
+	for _, e := range bm.Extents {
+		spec.BlockMap = append(spec.BlockMap, wire.Range{Offset: e[0], Length: e[1]})
+	}
+	return spec, nil
+}
+
+// AuthorizeImage lets an agent read the image its provision job writes,
+// and nothing else. Other callers get errNotAgent, so the caller can try
+// API tokens next.
+func (e *Engine) AuthorizeImage(r *http.Request, img *inventory.Image) error {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || !strings.HasPrefix(tok, "ag_") {
+		return ErrNotAgent
+	}
+	j, err := e.jobForToken(r.Context(), tok)
+	if err != nil {
+		return err
+	}
+	if j.Kind != inventory.JobProvision || j.Image != img.Name {
+		return fmt.Errorf("job %s does not write image %q: %w", j.ID, img.Name, inventory.ErrNotFound)
+	}
+	return nil
+}
+
+// ErrNotAgent says a request carries no agent token.
+var ErrNotAgent = fmt.Errorf("not an agent token")

@@ -1,0 +1,90 @@
+package provisioner
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/metalhall/metalhall/inventory"
+)
+
+// MetadataHandler serves the installed OS its metadata, NoCloud/EC2 style,
+// under /metadata/: instance-id, hostname, local-ipv4, public-keys,
+// user-data. A machine is known by its source address (its reservation)
+// and sees only its own data. The first fetch after a provision tells the
+// engine the machine booted from its disk.
+func (e *Engine) MetadataHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			http.Error(w, "no source address", http.StatusBadRequest)
+			return
+		}
+		m, err := e.inv.MachineByIP(r.Context(), host)
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		j, _ := e.inv.ActiveJob(r.Context(), m.Name)
+		keys, userData := []string(nil), ""
+		if j != nil && j.Kind == inventory.JobProvision {
+			keys, userData = j.SSHKeys, j.UserData
+			e.metadataSeen(r.Context(), j)
+		} else if last := e.lastProvision(r.Context(), m.Name); last != nil {
+			keys, userData = last.SSHKeys, last.UserData
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		switch strings.TrimPrefix(r.URL.Path, "/metadata/") {
+		case "", "meta-data":
+			fmt.Fprintf(w, "instance-id: %s\nlocal-hostname: %s\nlocal-ipv4: %s\n", m.Name, m.Name, m.IP)
+			if len(keys) > 0 {
+				fmt.Fprintln(w, "public-keys:")
+				for _, k := range keys {
+					fmt.Fprintf(w, "  - %q\n", k)
+				}
+			}
+		case "instance-id", "hostname":
+			fmt.Fprintln(w, m.Name)
+		case "local-ipv4":
+			fmt.Fprintln(w, m.IP)
+		case "public-keys":
+			fmt.Fprint(w, strings.Join(keys, "\n"))
+		case "user-data":
+			fmt.Fprint(w, userData)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+func (e *Engine) metadataSeen(ctx context.Context, j *inventory.Job) {
+	// The written OS may ask before the engine has moved on to waiting for
+	// it; any fetch after the agent reported a good write counts. One
+	// before that comes from the old OS and does not.
+	if !j.AgentDone || !j.AgentOK || !j.MetadataSeenAt.IsZero() {
+		return
+	}
+	now := e.cfg.Now().UTC()
+	if _, _, err := e.inv.UpdateJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) error {
+		j.MetadataSeenAt = now
+		return nil
+	}); err == nil {
+		e.event(ctx, j, "metadata.fetched", "the installed OS fetched its metadata")
+	}
+}
+
+// lastProvision is the machine's newest successful provision job.
+func (e *Engine) lastProvision(ctx context.Context, machine string) *inventory.Job {
+	jobs, err := e.inv.MachineJobs(ctx, machine)
+	if err != nil {
+		return nil
+	}
+	for i := len(jobs) - 1; i >= 0; i-- {
+		if jobs[i].Kind == inventory.JobProvision && jobs[i].State == inventory.JobSucceeded {
+			return &jobs[i]
+		}
+	}
+	return nil
+}

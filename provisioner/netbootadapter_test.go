@@ -1,0 +1,73 @@
+package provisioner
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/metalhall/metalhall/inventory"
+	"github.com/metalhall/metalhall/netboot"
+)
+
+func TestAddressesFromInventory(t *testing.T) {
+	l := newLab(t, Config{})
+	ctx := context.Background()
+	must(l.inv.CreateSubnet(ctx, inventory.Subnet{Name: "disc", CIDR: "10.8.0.0/24", Gateway: "10.8.0.1", RangeFirst: "10.8.0.100", RangeLast: "10.8.0.101"}))
+	l.machine("m1", "r0", 1, inventory.MachineAvailable)
+	m := must(l.inv.Machine(ctx, "m1"))
+	mac := must(net.ParseMAC(m.MACs[0]))
+
+	a := must(NewAddresses(ctx, l.inv, time.Hour))
+	r, ok, err := a.Lookup(ctx, mac, netip.Addr{})
+	if err != nil || !ok || r.IP.String() != m.IP || r.Hostname != "m1" || r.Subnet.Gateway.String() != "10.7.0.1" {
+		t.Fatalf("reservation: %+v %v %v", r, ok, err)
+	}
+	if _, ok, _ := a.Lookup(ctx, mac, netip.MustParseAddr("10.8.0.1")); ok {
+		t.Fatal("a reservation answered behind a relay of another subnet")
+	}
+	unknown := net.HardwareAddr{2, 0, 0, 0, 0, 9}
+	if _, ok, _ := a.Lookup(ctx, unknown, netip.Addr{}); ok {
+		t.Fatal("unknown MAC has an address")
+	}
+	dyn, err := a.Allocate(ctx, unknown, netip.MustParseAddr("10.8.0.1"))
+	if err != nil || dyn.IP.String() != "10.8.0.100" {
+		t.Fatalf("dynamic: %+v %v", dyn, err)
+	}
+	if owner, ok := a.Owner(ctx, netip.MustParseAddr(m.IP)); !ok || owner.String() != m.MACs[0] {
+		t.Fatalf("owner of the reservation: %v %v", owner, ok)
+	}
+	a.Learn(ctx, net.HardwareAddr{2, 0, 0, 0, 0, 8}, netip.MustParseAddr("192.168.99.7"))
+	if owner, ok := a.Owner(ctx, netip.MustParseAddr("192.168.99.7")); !ok || owner[5] != 8 {
+		t.Fatal("learned address not owned")
+	}
+
+	// Leases and boot steps go to the inventory in batches; a restart hands
+	// the same dynamic address to the same MAC.
+	sink := BootEvents{Inv: l.inv}
+	if err := sink.WriteLeases(ctx, []netboot.Lease{{MAC: unknown.String(), IP: dyn.IP, Expires: time.Now().Add(time.Hour)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.WriteEvents(ctx, []netboot.Event{
+		{MAC: m.MACs[0], Step: netboot.StepDHCPAck, Detail: "10.7.0.10"},
+		{MAC: unknown.String(), Step: netboot.StepDHCPOffer},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	evs := must(l.inv.Events(ctx, inventory.EventFilter{Subject: "machine/m1"}))
+	if len(evs) == 0 || evs[len(evs)-1].Action != "boot.dhcp-ack" {
+		t.Fatalf("machine events: %+v", evs)
+	}
+	if evs := must(l.inv.Events(ctx, inventory.EventFilter{Subject: "mac/" + unknown.String()})); len(evs) != 1 {
+		t.Fatalf("unknown MAC events: %+v", evs)
+	}
+	again := must(NewAddresses(ctx, l.inv, time.Hour))
+	if r, ok, _ := again.Lookup(ctx, unknown, netip.MustParseAddr("10.8.0.1")); !ok || r.IP != dyn.IP {
+		t.Fatalf("after restart: %+v %v", r, ok)
+	}
+	if !strings.HasPrefix(l.eng.AgentToken("job-000001"), "ag_job-000001_") {
+		t.Fatal("token shape")
+	}
+}

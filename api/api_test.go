@@ -13,9 +13,20 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/metalhall/metalhall/images"
 	"github.com/metalhall/metalhall/inventory"
 	"github.com/metalhall/metalhall/inventory/seal"
+	"github.com/metalhall/metalhall/provisioner"
 )
+
+// nopBMC accepts every command and reports power on.
+type nopBMC struct{}
+
+func (nopBMC) SetBootDevice(ctx context.Context, m *inventory.Machine, dev string, persistent bool) error {
+	return nil
+}
+func (nopBMC) SetPower(ctx context.Context, m *inventory.Machine, action string) error { return nil }
+func (nopBMC) PowerState(ctx context.Context, m *inventory.Machine) (string, error)    { return "on", nil }
 
 type fixture struct {
 	t      *testing.T
@@ -24,6 +35,7 @@ type fixture struct {
 	srv    *Server
 	http   *httptest.Server
 	tokens map[string]string // admin, technician, tenant-a, tenant-b
+	files  *httptest.Server  // serves an image for import-url
 }
 
 func must[T any](v T, err error) T {
@@ -44,7 +56,9 @@ func newFixture(t *testing.T) *fixture {
 	key := make([]byte, 32)
 	rand.Read(key)
 	sealer := must(seal.New(key))
-	srv := must(New(Config{Store: inv, Sealer: sealer}))
+	prov := must(provisioner.New(inv, nopBMC{}, provisioner.Config{TokenKey: key}))
+	imgs := must(images.Open(filepath.Join(t.TempDir(), "images"), inv, images.Options{NoSync: true}))
+	srv := must(New(Config{Store: inv, Sealer: sealer, Provisioner: prov, Power: nopBMC{}, Images: imgs}))
 	f := &fixture{t: t, inv: inv, sealer: sealer, srv: srv, tokens: map[string]string{}}
 	f.http = httptest.NewServer(srv.Handler())
 	t.Cleanup(f.http.Close)
@@ -66,7 +80,16 @@ func newFixture(t *testing.T) *fixture {
 			MACs: []string{fmt.Sprintf("52:54:00:00:00:%02x", i+1)}, PowerW: 10_200,
 			BMC: inventory.BMC{Address: fmt.Sprintf("10.0.0.%d", i+1), Protocol: inventory.ProtocolIPMI, Username: "admin"}}}))
 		must(inv.AssignRackTenant(ctx, r, "t"+r[1:]))
+		must(inv.SetRackState(ctx, r, inventory.RackInstalled))
+		for _, st := range []inventory.MachineState{inventory.MachineCommissioning, inventory.MachineAvailable} {
+			must(inv.SetMachineState(ctx, "m"+r[1:], st, "", ""))
+		}
 	}
+	for name, tenant := range map[string]string{"ubuntu-24.04": "", "ta-img": "ta", "tb-img": "tb"} {
+		must(imgs.Import(ctx, strings.NewReader("an image called "+name), images.ImportOptions{Name: name, Tenant: tenant}))
+	}
+	f.files = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "downloaded image") }))
+	t.Cleanup(f.files.Close)
 	for name, p := range map[string][2]string{"admin": {"admin", ""}, "technician": {"technician", ""}, "tenant-a": {"tenant", "ta"}, "tenant-b": {"tenant", "tb"}} {
 		secret, _, err := NewToken(ctx, inv, inventory.Role(p[0]), p[1], name)
 		if err != nil {
@@ -141,7 +164,7 @@ func example(action string) (vars map[string]string, body any) {
 	case "rack.show":
 		return map[string]string{"name": "ra"}, nil
 	case "rack.set-state":
-		return map[string]string{"name": "ra"}, StateChange{To: "installed"}
+		return map[string]string{"name": "ra"}, StateChange{To: "maintenance"}
 	case "rack.delete":
 		return map[string]string{"name": "rempty"}, nil
 	case "rack.import":
@@ -163,6 +186,24 @@ func example(action string) (vars map[string]string, body any) {
 		return nil, TokenCreate{Role: "technician", Label: "ci"}
 	case "token.revoke":
 		return map[string]string{"name": "TOKEN"}, nil
+	case "machine.commission", "machine.job", "machine.cancel":
+		return map[string]string{"name": "ma"}, nil
+	case "machine.provision":
+		return map[string]string{"name": "ma"}, ProvisionRequest{Image: "ubuntu-24.04", SSHKeys: []string{"ssh-ed25519 AAAA x"}}
+	case "machine.release":
+		return map[string]string{"name": "ma"}, ReleaseRequest{WipeMode: "full"}
+	case "machine.boot-device":
+		return map[string]string{"name": "ma"}, BootDeviceRequest{Device: "pxe"}
+	case "machine.power":
+		return map[string]string{"name": "ma"}, PowerRequest{Action: "status"}
+	case "rack.commission":
+		return map[string]string{"name": "ra"}, nil
+	case "image.show", "image.delete":
+		return map[string]string{"name": "ta-img"}, nil
+	case "image.import":
+		return nil, "raw image bytes"
+	case "image.import-url":
+		return nil, ImageURLImport{Name: "fetched", URL: "FILES"}
 	}
 	return nil, nil
 }
@@ -189,9 +230,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 					role, other = "tenant-a", true
 				}
 				if rt.scope != scopeNone && strings.HasPrefix(role, "tenant") {
-					own := map[scope]string{scopeMachine: "ma", scopeRack: "ra"}[rt.scope]
+					own := map[scope]string{scopeMachine: "ma", scopeRack: "ra", scopeImage: "ta-img"}[rt.scope]
 					if other {
-						own = map[scope]string{scopeMachine: "mb", scopeRack: "rb"}[rt.scope]
+						own = map[scope]string{scopeMachine: "mb", scopeRack: "rb", scopeImage: "tb-img"}[rt.scope]
 					}
 					vars["name"] = own
 				}
@@ -199,8 +240,20 @@ func TestAuthorizationMatrix(t *testing.T) {
 					toks := must(f.inv.Tokens(context.Background()))
 					vars["name"] = toks[0].ID
 				}
+				path := fill(rt.pattern, vars)
+				if rt.action == "image.import" {
+					path += "?name=uploaded"
+				}
+				if u, ok := body.(ImageURLImport); ok {
+					u.URL = f.files.URL
+					body = u
+				}
+				if rt.action == "machine.job" || rt.action == "machine.cancel" {
+					// These act on a running job: give the machine one.
+					must(f.srv.prov.Submit(context.Background(), provisioner.Request{Kind: inventory.JobPower, Machine: vars["name"], PowerAction: "on"}))
+				}
 				before := len(must(f.inv.Events(context.Background(), inventory.EventFilter{})))
-				status, data := f.do(role, rt.method, fill(rt.pattern, vars), body)
+				status, data := f.do(role, rt.method, path, body)
 
 				var want int
 				switch {
@@ -439,8 +492,8 @@ func TestHealthAndMetrics(t *testing.T) {
 	status, data := f.do("", "GET", "/metrics", nil)
 	for _, want := range []string{
 		`metalhall_api_requests_total{code="200",route="/api/v1/machines"} 1`,
-		`metalhall_machines{state="enrolled"} 2`,
-		`metalhall_racks{state="planned"} 3`,
+		`metalhall_machines{state="available"} 2`,
+		`metalhall_racks{state="installed"} 2`,
 		`metalhall_api_request_duration_seconds_bucket`,
 	} {
 		if status != 200 || !strings.Contains(string(data), want) {

@@ -109,6 +109,9 @@ func (c *Client) send(ctx context.Context, method, path, contentType string, bod
 	if err != nil {
 		return nil, err
 	}
+	if s, ok := body.(interface{ Size() int64 }); ok {
+		req.ContentLength = s.Size() // an upload of known size is not chunked
+	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
@@ -139,6 +142,15 @@ func isDialError(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
 }
+
+// SizedReader is an upload body whose length is known in advance.
+type SizedReader struct {
+	io.Reader
+	N int64
+}
+
+// Size is the body's length.
+func (r SizedReader) Size() int64 { return r.N }
 
 // PathEscape escapes one path segment (names are validated, but a user may
 // type anything).

@@ -32,7 +32,13 @@ func (s *Server) OpenAPI() map[string]any {
 		}
 		switch b := rt.body.(type) {
 		case nil:
-		case string: // a non-JSON body, e.g. a manifest
+		case string: // a non-JSON body: an image upload or a manifest
+			if b == "image" {
+				op["requestBody"] = map[string]any{"required": true, "content": map[string]any{
+					"application/octet-stream": map[string]any{"schema": map[string]string{"type": "string", "format": "binary"}},
+				}}
+				break
+			}
 			op["requestBody"] = map[string]any{"required": true, "content": map[string]any{
 				"application/yaml": map[string]any{"schema": ref("Manifest")},
 				"text/csv":         map[string]any{"schema": map[string]string{"type": "string"}},
@@ -67,10 +73,13 @@ var pathParam = regexp.MustCompile(`\{(\w+)\}`)
 
 func successCode(rt route) string {
 	switch {
-	case rt.method == "POST" && strings.HasSuffix(rt.action, ".create"), rt.action == "machine.enroll":
+	case rt.method == "POST" && strings.HasSuffix(rt.action, ".create"), rt.action == "machine.enroll", strings.HasPrefix(rt.action, "image.import"):
 		return "201"
 	case rt.method == "DELETE" && rt.reply == nil:
 		return "204"
+	case strings.HasSuffix(rt.pattern, "/commission"), strings.HasSuffix(rt.pattern, "/provision"),
+		strings.HasSuffix(rt.pattern, "/release"), strings.HasSuffix(rt.pattern, "/cancel"):
+		return "202"
 	}
 	return "200"
 }

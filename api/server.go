@@ -38,6 +38,12 @@ type Config struct {
 	MaxBody int64
 	// Registry receives the API's metrics; nil makes a private one.
 	Registry *prometheus.Registry
+	// Provisioner runs jobs; nil answers job requests with 503.
+	Provisioner Provisioner
+	// Power reads power states from BMCs; nil answers status with 503.
+	Power PowerReader
+	// Images imports and deletes images; nil answers those with 503.
+	Images ImageStore
 }
 
 // Server serves the API.
@@ -49,6 +55,9 @@ type Server struct {
 	routes  []route
 	mux     *http.ServeMux
 	reg     *prometheus.Registry
+	prov    Provisioner
+	power   PowerReader
+	images  ImageStore
 
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
@@ -72,7 +81,8 @@ func New(cfg Config) (*Server, error) {
 		cfg.Registry = prometheus.NewRegistry()
 	}
 	s := &Server{inv: cfg.Store, sealer: cfg.Sealer, log: cfg.Logger, maxBody: cfg.MaxBody,
-		mux: http.NewServeMux(), reg: cfg.Registry, touched: map[string]time.Time{}}
+		mux: http.NewServeMux(), reg: cfg.Registry, touched: map[string]time.Time{},
+		prov: cfg.Provisioner, power: cfg.Power, images: cfg.Images}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "metalhall_api_requests_total", Help: "API requests by route and status code.",
 	}, []string{"route", "code"})
@@ -89,7 +99,7 @@ func New(cfg Config) (*Server, error) {
 	if err := s.reg.Register(&stateCollector{inv: s.inv}); err != nil {
 		return nil, err
 	}
-	s.routes = s.routeTable()
+	s.routes = append(append(s.routeTable(), s.jobRoutes()...), s.imageRoutes()...)
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
 	}
@@ -121,6 +131,7 @@ const (
 	scopeNone scope = iota
 	scopeMachine
 	scopeRack
+	scopeImage // private images are their tenant's; shared ones everyone's
 )
 
 // route is one API operation.
@@ -243,6 +254,8 @@ func subjectOf(rt route, name string) string {
 		return "machine/" + name
 	case scopeRack:
 		return "rack/" + name
+	case scopeImage:
+		return "image/" + name
 	}
 	kind, _, _ := strings.Cut(rt.action, ".")
 	return kind + "/" + name
@@ -278,6 +291,11 @@ func (s *Server) checkTenantScope(ctx context.Context, sc scope, name, tenant st
 		r, err := s.inv.Rack(ctx, name)
 		if err != nil || r.Tenant != tenant {
 			return notFound("rack", name)
+		}
+	case scopeImage:
+		img, err := s.inv.Image(ctx, name)
+		if err != nil || (img.Tenant != "" && img.Tenant != tenant) {
+			return notFound("image", name)
 		}
 	}
 	return nil

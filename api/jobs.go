@@ -1,0 +1,263 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/metalhall/metalhall/inventory"
+	"github.com/metalhall/metalhall/provisioner"
+)
+
+// Provisioner is what the API needs of the lifecycle engine.
+type Provisioner interface {
+	Submit(ctx context.Context, r provisioner.Request) (*inventory.Job, error)
+	Cancel(ctx context.Context, id string) (*inventory.Job, error)
+	QueuePosition(ctx context.Context, id string) int
+}
+
+// PowerReader reads a machine's power state from its BMC and sets its
+// boot device.
+type PowerReader interface {
+	PowerState(ctx context.Context, m *inventory.Machine) (string, error)
+	SetBootDevice(ctx context.Context, m *inventory.Machine, device string, persistent bool) error
+}
+
+// BootDeviceRequest sets the device a machine boots from next.
+type BootDeviceRequest struct {
+	Device     string `json:"device"` // pxe, disk, bios, cdrom
+	Persistent bool   `json:"persistent,omitempty"`
+}
+
+type ProvisionRequest struct {
+	Image    string   `json:"image"`
+	SSHKeys  []string `json:"ssh_keys,omitempty"`
+	UserData string   `json:"user_data,omitempty"`
+}
+
+type ReleaseRequest struct {
+	WipeMode string `json:"wipe_mode,omitempty"` // fast (default) or full
+}
+
+type PowerRequest struct {
+	Action string `json:"action"` // on, off, cycle, status
+}
+
+// PowerStatus answers a power status request.
+type PowerStatus struct {
+	Machine string `json:"machine"`
+	Power   string `json:"power"`
+}
+
+// Job is a job as the API shows it.
+type Job struct {
+	inventory.Job
+	QueuePosition int `json:"queue_position,omitempty"`
+}
+
+// RackCommission answers a rack commission: the jobs started, and the
+// machines left alone with why.
+type RackCommission struct {
+	Rack    string            `json:"rack"`
+	Jobs    []Job             `json:"jobs"`
+	Skipped map[string]string `json:"skipped,omitempty"`
+}
+
+var errNoProvisioner = &httpError{http.StatusServiceUnavailable, "unavailable",
+	"the provisioner is not running in this service: start 'metalhall serve' with netboot configured"}
+
+func (s *Server) jobRoutes() []route {
+	return []route{
+		{method: "POST", pattern: "/api/v1/machines/{name}/commission", action: "machine.commission", summary: "Commission a machine: BMC check, PXE, inspection, profile check", roles: staff, scope: scopeMachine, reply: Job{}, handle: s.commissionMachine},
+		{method: "POST", pattern: "/api/v1/machines/{name}/provision", action: "machine.provision", summary: "Image a machine (or reimage a deployed one)", roles: everyone, scope: scopeMachine, body: ProvisionRequest{}, reply: Job{}, handle: s.provisionMachine},
+		{method: "POST", pattern: "/api/v1/machines/{name}/release", action: "machine.release", summary: "Wipe a machine and make it available again", roles: everyone, scope: scopeMachine, body: ReleaseRequest{}, reply: Job{}, handle: s.releaseMachine},
+		{method: "POST", pattern: "/api/v1/machines/{name}/power", action: "machine.power", summary: "Power on, off or cycle a machine, or read its power state", roles: everyone, scope: scopeMachine, body: PowerRequest{}, reply: Job{}, handle: s.powerMachine},
+		{method: "POST", pattern: "/api/v1/machines/{name}/boot-device", action: "machine.boot-device", summary: "Set the device a machine boots from (once, or persistently)", roles: staff, scope: scopeMachine, body: BootDeviceRequest{}, reply: BootDeviceRequest{}, handle: s.setBootDevice},
+		{method: "GET", pattern: "/api/v1/machines/{name}/job", action: "machine.job", summary: "A machine's current (or last) job with its steps and queue position", roles: everyone, scope: scopeMachine, reply: Job{}, handle: s.machineJob},
+		{method: "POST", pattern: "/api/v1/machines/{name}/cancel", action: "machine.cancel", summary: "Cancel a machine's running job", roles: everyone, scope: scopeMachine, reply: Job{}, handle: s.cancelJob},
+		{method: "POST", pattern: "/api/v1/racks/{name}/commission", action: "rack.commission", summary: "Commission every machine of a rack", roles: staff, scope: scopeRack, reply: RackCommission{}, handle: s.commissionRack},
+	}
+}
+
+func (s *Server) submit(c *call, r provisioner.Request) (int, any, error) {
+	if s.prov == nil {
+		return 0, nil, errNoProvisioner
+	}
+	r.Machine, r.Actor = c.r.PathValue("name"), c.p.TokenID
+	j, err := s.prov.Submit(c.ctx(), r)
+	if err != nil {
+		return 0, nil, err
+	}
+	c.detail = fmt.Sprintf("%s job %s", j.Kind, j.ID)
+	return http.StatusAccepted, s.jobView(c, j), nil
+}
+
+// jobView hides a tenant's user data and keys from staff other than
+// admins, and adds the queue position.
+func (s *Server) jobView(c *call, j *inventory.Job) Job {
+	out := Job{Job: *j}
+	if c.p.Role == inventory.RoleTechnician {
+		out.SSHKeys, out.UserData = nil, ""
+	}
+	if s.prov != nil && !j.State.Finished() {
+		out.QueuePosition = s.prov.QueuePosition(c.ctx(), j.ID)
+	}
+	return out
+}
+
+func (s *Server) commissionMachine(c *call) (int, any, error) {
+	return s.submit(c, provisioner.Request{Kind: inventory.JobCommission})
+}
+
+func (s *Server) provisionMachine(c *call) (int, any, error) {
+	var in ProvisionRequest
+	if err := c.decode(&in); err != nil {
+		return 0, nil, err
+	}
+	if in.Image == "" {
+		return 0, nil, &inventory.ValidationError{Field: "image", Msg: "is required: name an image from 'metalhall image list'"}
+	}
+	if c.p.Role == inventory.RoleTenant {
+		img, err := s.inv.Image(c.ctx(), in.Image)
+		if err != nil || (img.Tenant != "" && img.Tenant != c.p.Tenant) {
+			return 0, nil, notFound("image", in.Image)
+		}
+	}
+	if len(in.UserData) > 64<<10 {
+		return 0, nil, &inventory.ValidationError{Field: "user_data", Msg: "is larger than 64 KiB"}
+	}
+	return s.submit(c, provisioner.Request{Kind: inventory.JobProvision, Image: in.Image, SSHKeys: in.SSHKeys, UserData: in.UserData})
+}
+
+func (s *Server) releaseMachine(c *call) (int, any, error) {
+	var in ReleaseRequest
+	if c.r.ContentLength != 0 {
+		if err := c.decode(&in); err != nil {
+			return 0, nil, err
+		}
+	}
+	return s.submit(c, provisioner.Request{Kind: inventory.JobRelease, WipeMode: in.WipeMode})
+}
+
+func (s *Server) powerMachine(c *call) (int, any, error) {
+	var in PowerRequest
+	if err := c.decode(&in); err != nil {
+		return 0, nil, err
+	}
+	c.detail = in.Action
+	if in.Action == "status" {
+		if s.power == nil {
+			return 0, nil, errNoProvisioner
+		}
+		m, err := s.inv.Machine(c.ctx(), c.r.PathValue("name"))
+		if err != nil {
+			return 0, nil, err
+		}
+		st, err := s.power.PowerState(c.ctx(), m)
+		if err != nil {
+			return 0, nil, &httpError{http.StatusBadGateway, "bmc_error", err.Error()}
+		}
+		return http.StatusOK, PowerStatus{Machine: m.Name, Power: st}, nil
+	}
+	return s.submit(c, provisioner.Request{Kind: inventory.JobPower, PowerAction: in.Action})
+}
+
+func (s *Server) setBootDevice(c *call) (int, any, error) {
+	var in BootDeviceRequest
+	if err := c.decode(&in); err != nil {
+		return 0, nil, err
+	}
+	switch in.Device {
+	case "pxe", "disk", "bios", "cdrom":
+	default:
+		return 0, nil, &inventory.ValidationError{Field: "device", Msg: fmt.Sprintf("%q: use pxe, disk, bios or cdrom", in.Device)}
+	}
+	if s.power == nil {
+		return 0, nil, errNoProvisioner
+	}
+	c.detail = fmt.Sprintf("%s persistent=%v", in.Device, in.Persistent)
+	m, err := s.inv.Machine(c.ctx(), c.r.PathValue("name"))
+	if err != nil {
+		return 0, nil, err
+	}
+	if j, err := s.inv.ActiveJob(c.ctx(), m.Name); err == nil {
+		return 0, nil, &inventory.BusyError{Machine: m.Name, Job: j}
+	}
+	if err := s.power.SetBootDevice(c.ctx(), m, in.Device, in.Persistent); err != nil {
+		return 0, nil, &httpError{http.StatusBadGateway, "bmc_error", err.Error()}
+	}
+	return http.StatusOK, in, nil
+}
+
+func (s *Server) machineJob(c *call) (int, any, error) {
+	name := c.r.PathValue("name")
+	j, err := s.inv.ActiveJob(c.ctx(), name)
+	if errors.Is(err, inventory.ErrNotFound) {
+		jobs, lerr := s.inv.MachineJobs(c.ctx(), name)
+		if lerr != nil {
+			return 0, nil, lerr
+		}
+		if len(jobs) == 0 {
+			return 0, nil, notFound("job of machine", name)
+		}
+		j, err = &jobs[len(jobs)-1], nil
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, s.jobView(c, j), nil
+}
+
+func (s *Server) cancelJob(c *call) (int, any, error) {
+	if s.prov == nil {
+		return 0, nil, errNoProvisioner
+	}
+	j, err := s.inv.ActiveJob(c.ctx(), c.r.PathValue("name"))
+	if err != nil {
+		return 0, nil, err
+	}
+	c.detail = "job " + j.ID
+	j, err = s.prov.Cancel(c.ctx(), j.ID)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusAccepted, s.jobView(c, j), nil
+}
+
+func (s *Server) commissionRack(c *call) (int, any, error) {
+	if s.prov == nil {
+		return 0, nil, errNoProvisioner
+	}
+	name := c.r.PathValue("name")
+	r, err := s.inv.Rack(c.ctx(), name)
+	if err != nil {
+		return 0, nil, err
+	}
+	if r.State != inventory.RackCommissioning {
+		if _, err := s.inv.SetRackState(c.ctx(), name, inventory.RackCommissioning); err != nil {
+			return 0, nil, err
+		}
+	}
+	ms, err := s.inv.Machines(c.ctx(), inventory.MachineFilter{Rack: name})
+	if err != nil {
+		return 0, nil, err
+	}
+	out := RackCommission{Rack: name, Jobs: []Job{}, Skipped: map[string]string{}}
+	for _, m := range ms {
+		switch m.State {
+		case inventory.MachineEnrolled, inventory.MachineAvailable, inventory.MachineFailed:
+		default:
+			out.Skipped[m.Name] = fmt.Sprintf("it is %s", m.State)
+			continue
+		}
+		j, err := s.prov.Submit(c.ctx(), provisioner.Request{Kind: inventory.JobCommission, Machine: m.Name, Actor: c.p.TokenID})
+		if err != nil {
+			out.Skipped[m.Name] = err.Error()
+			continue
+		}
+		out.Jobs = append(out.Jobs, s.jobView(c, j))
+	}
+	c.detail = fmt.Sprintf("%d machines commissioning, %d skipped", len(out.Jobs), len(out.Skipped))
+	return http.StatusAccepted, out, nil
+}

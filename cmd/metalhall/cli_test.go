@@ -34,7 +34,7 @@ func startService(t *testing.T) (url, token string) {
 	done := make(chan int)
 	var logs bytes.Buffer
 	go func() {
-		done <- run(ctx, []string{"metalhall", "serve", "--data-dir", dir, "--listen", addr}, &logs, &logs)
+		done <- run(ctx, []string{"metalhall", "serve", "--data-dir", dir, "--listen", addr, "--power-sync-interval", "0"}, &logs, &logs)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -229,7 +229,7 @@ func TestSecondServeOnSameDataDirFailsAtOnce(t *testing.T) {
 	done := make(chan int)
 	var logs bytes.Buffer
 	go func() {
-		done <- run(ctx, []string{"metalhall", "serve", "--data-dir", dir, "--listen", addr}, &logs, &logs)
+		done <- run(ctx, []string{"metalhall", "serve", "--data-dir", dir, "--listen", addr, "--power-sync-interval", "0"}, &logs, &logs)
 	}()
 	for i := 0; i < 200; i++ {
 		if _, err := os.Stat(filepath.Join(dir, "admin.token")); err == nil {

@@ -32,7 +32,7 @@ func TestServiceKilledDuringImport(t *testing.T) {
 	var srv *exec.Cmd
 	start := func() {
 		t.Helper()
-		srv = exec.Command(bin, "serve", "--data-dir", dir, "--listen", addr, "--log-level", "warn")
+		srv = exec.Command(bin, "serve", "--data-dir", dir, "--listen", addr, "--log-level", "warn", "--power-sync-interval", "0")
 		srv.Stderr = os.Stderr
 		if err := srv.Start(); err != nil {
 			t.Fatal(err)
@@ -72,7 +72,7 @@ func TestServiceKilledDuringImport(t *testing.T) {
 		fmt.Fprintf(&b, "rack: {name: %s, hall: h1, phase: 1, units: 64, power_kw: 130}\nmachines:\n", rack)
 		for i := 1; i <= 64; i++ {
 			fmt.Fprintf(&b, "  - {name: %s-m%02d, unit: %d, macs: [\"52:54:%02x:00:00:%02x\"], power_w: 2000,\n"+
-				"     bmc: {address: 10.%d.0.%d, protocol: ipmi, user: admin, password: pw}}\n", rack, i, i, round, i, round, i)
+				"     bmc: {address: 127.%d.0.%d, protocol: ipmi, user: admin, password: pw}}\n", rack, i, i, round, i, round, i)
 		}
 		os.WriteFile(manifest, []byte(b.String()), 0o600)
 

@@ -278,6 +278,8 @@ func rackCommand() *cli.Command {
 					fmt.Fprintf(w, "rack %s %s: %d machines enrolled, %d already there\n", out.Rack, verb, len(out.Created), len(out.Unchanged))
 				})
 			}},
+		{Name: "commission", Usage: "commission every machine of a rack; the rack becomes active when all pass",
+			UsageText: "metalhall rack commission [--wait] NAME", Flags: []cli.Flag{waitFlag(), outputFlag()}, Action: rackCommission},
 		{Name: "delete", Usage: "remove an empty rack", UsageText: "metalhall rack delete NAME",
 			Action: func(c *cli.Context) error {
 				n, err := name(c, "rack")

@@ -16,7 +16,14 @@ import (
 )
 
 func machineCommand() *cli.Command {
-	return &cli.Command{Name: "machine", Usage: "machines: enroll, list, show, maintenance, events", Subcommands: []*cli.Command{
+	cmd := machineInventoryCommand()
+	cmd.Subcommands = append(cmd.Subcommands, jobCommands()...)
+	cmd.Subcommands = append(cmd.Subcommands, bootDeviceCommand())
+	return cmd
+}
+
+func machineInventoryCommand() *cli.Command {
+	return &cli.Command{Name: "machine", Usage: "machines: enroll, list, show, commission, provision, release, power, events", Subcommands: []*cli.Command{
 		{Name: "enroll", Usage: "enroll a machine in a rack",
 			UsageText: `metalhall machine enroll --rack RACK --unit U [--height H] --mac MAC[,MAC...]
     --bmc-address ADDR[:PORT] --bmc-protocol ipmi|redfish --bmc-user USER
@@ -88,7 +95,16 @@ Example:
 				if err := client(c).Do(c.Context, "GET", "/api/v1/machines/"+api.PathEscape(n), nil, &m); err != nil {
 					return err
 				}
-				return show(c, m, func(w io.Writer) {
+				var job *api.Job
+				var j api.Job
+				if err := client(c).Do(c.Context, "GET", "/api/v1/machines/"+api.PathEscape(n)+"/job", nil, &j); err == nil {
+					job = &j
+				}
+				view := struct {
+					api.Machine
+					Job *api.Job `json:"job,omitempty"`
+				}{m, job}
+				return show(c, view, func(w io.Writer) {
 					failed := ""
 					if m.FailedStep != "" {
 						failed = m.FailedStep
@@ -100,7 +116,7 @@ Example:
 						"bmc", fmt.Sprintf("%s %s (user %s)", m.BMC.Protocol, m.BMC.Address, m.BMC.Username),
 						"bmc reachable", bmcHealth(m.BMCStatus), "bmc last error", m.BMCStatus.LastError,
 						"power state", fmt.Sprintf("%s (read %s)", orDash(m.BMCStatus.Power), when(m.BMCStatus.ReadAt)),
-						"inspected", when(m.InspectedAt), "created", when(m.CreatedAt), "updated", when(m.UpdatedAt))
+						"inspected", when(m.InspectedAt), "job", jobLine(job), "created", when(m.CreatedAt), "updated", when(m.UpdatedAt))
 				})
 			}},
 		{Name: "maintenance", Usage: "put a machine in or out of maintenance", UsageText: "metalhall machine maintenance --on|--off [--reason TEXT] NAME",
@@ -137,6 +153,26 @@ Example:
 				return nil
 			}},
 	}}
+}
+
+// jobLine summarises a machine's current or last job.
+func jobLine(j *api.Job) string {
+	if j == nil {
+		return ""
+	}
+	s := fmt.Sprintf("%s %s %s", j.Kind, j.ID, j.State)
+	switch {
+	case j.QueuePosition > 0:
+		s += fmt.Sprintf(", queue position %d", j.QueuePosition)
+	case !j.State.Finished():
+		s += ", step " + j.StepName()
+		if p := j.Progress; p.Total > 0 {
+			s += fmt.Sprintf(" (%d of %d MiB, %d MB/s)", p.Bytes>>20, p.Total>>20, p.Rate/1_000_000)
+		}
+	case j.Error != "":
+		s += ": " + j.Error
+	}
+	return s
 }
 
 func bmcHealth(s inventory.BMCStatus) string {

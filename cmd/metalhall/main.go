@@ -110,8 +110,8 @@ placement or power rule.`,
 		Commands: []*cli.Command{
 			serveCommand(),
 			siteCommand(), hallCommand(), phaseCommand(), rackCommand(), machineCommand(),
-			subnetCommand(), tenantCommand(), tokenCommand(), auditCommand(), backupCommand(),
-			completionCommand(),
+			imageCommand(), subnetCommand(), tenantCommand(), tokenCommand(), auditCommand(), backupCommand(),
+			bootenvCommand(), labCommand(), completionCommand(),
 		},
 	}
 	hideLeafHelpCommands(app.Commands)

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/metalhall/metalhall/images/bootenv"
+)
+
+// Boot environment file names under DATA_DIR/bootenv, which `serve` hands
+// out at /boot/files/.
+const (
+	bootenvKernel   = "vmlinuz"
+	bootenvInitrd   = "initrd.img"
+	bootenvManifest = "manifest.json"
+)
+
+func bootenvCommand() *cli.Command {
+	return &cli.Command{Name: "bootenv", Usage: "the kernel and initramfs machines boot to run the agent", Subcommands: []*cli.Command{
+		{Name: "build", Usage: "build the agent's boot environment from a kernel and its modules",
+			UsageText: `metalhall bootenv build --kernel /boot/vmlinuz-X [--modules /lib/modules/X] [--extra-modules m1,m2]
+    [--agent bin/metalhall-agent] [--compression gzip|zstd] [--data-dir DIR]
+
+Writes DIR/bootenv/{vmlinuz,initrd.img,manifest.json}; a running service
+hands them out at once. The initramfs holds the static agent as /init and
+the network and storage modules of GPU servers and QEMU, with their
+dependencies in load order.`,
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "kernel", Required: true}, &cli.StringFlag{Name: "modules", Usage: "default /lib/modules/<release>"},
+				&cli.StringFlag{Name: "extra-modules", Usage: "more modules, comma-separated"},
+				&cli.StringFlag{Name: "agent", Usage: "static agent binary (default: metalhall-agent beside this program)"},
+				&cli.StringFlag{Name: "compression", Value: "gzip"},
+				&cli.StringFlag{Name: "data-dir", Value: "./metalhall-data", EnvVars: []string{"METALHALL_DATA_DIR"}}, outputFlag(),
+			},
+			Action: bootenvBuild},
+	}}
+}
+
+func bootenvBuild(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	agent := c.String("agent")
+	if agent == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		agent = filepath.Join(filepath.Dir(exe), "metalhall-agent")
+	}
+	if _, err := os.Stat(agent); err != nil {
+		return usagef("agent binary %s: %v (build it with 'make build', or pass --agent)", agent, err)
+	}
+	out := filepath.Join(c.String("data-dir"), "bootenv")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	var extra []string
+	if e := c.String("extra-modules"); e != "" {
+		extra = strings.Split(e, ",")
+	}
+	initrd, err := os.CreateTemp(out, ".initrd-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(initrd.Name())
+	m, err := bootenv.Build(c.Context, bootenv.Options{Kernel: c.String("kernel"), ModulesDir: c.String("modules"),
+		ExtraModules: extra, AgentBinary: agent, Compression: bootenv.Compression(c.String("compression")), Out: initrd})
+	if err == nil {
+		err = initrd.Sync()
+	}
+	if cerr := initrd.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("bootenv build: %w", err)
+	}
+	if err := copyFileAtomic(c.String("kernel"), filepath.Join(out, bootenvKernel)); err != nil {
+		return err
+	}
+	if err := os.Rename(initrd.Name(), filepath.Join(out, bootenvInitrd)); err != nil {
+		return err
+	}
+	mj, _ := json.MarshalIndent(m, "", "  ")
+	if err := os.WriteFile(filepath.Join(out, bootenvManifest), mj, 0o644); err != nil {
+		return err
+	}
+	return show(c, m, func(w io.Writer) {
+		fmt.Fprintf(w, "boot environment for kernel %s written to %s: %d modules, initramfs %d bytes\n", m.KernelRelease, out, len(m.Modules), m.Size)
+		if len(m.Missing) > 0 {
+			fmt.Fprintf(w, "not in this kernel (skipped): %s\n", strings.Join(m.Missing, ", "))
+		}
+	})
+}
+
+func copyFileAtomic(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp, err := os.CreateTemp(filepath.Dir(dst), ".copy-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := io.Copy(tmp, in); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), dst)
+}

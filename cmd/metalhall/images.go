@@ -1,0 +1,135 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/metalhall/metalhall/api"
+	"github.com/metalhall/metalhall/images/progress"
+)
+
+func imageCommand() *cli.Command {
+	return &cli.Command{Name: "image", Usage: "OS images: import, list, show, delete", Subcommands: []*cli.Command{
+		{Name: "import", Usage: "import an image from a file (uploaded) or a URL (fetched by the service)",
+			UsageText: `metalhall image import --file PATH|--url URL [--sha256 HEX] [--format raw|raw.gz|raw.zst|raw.xz] NAME
+
+The checksum may be that of the file or of the uncompressed image. The
+format is detected from the content; --format only double-checks it.`,
+			Flags: []cli.Flag{&cli.StringFlag{Name: "file"}, &cli.StringFlag{Name: "url"}, &cli.StringFlag{Name: "sha256"},
+				&cli.StringFlag{Name: "format"}, &cli.StringFlag{Name: "tenant", Usage: "make the image private to a tenant"},
+				&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress line"}, outputFlag()},
+			Action: imageImport},
+		{Name: "list", Usage: "list images", Flags: []cli.Flag{outputFlag()}, Action: func(c *cli.Context) error {
+			var out []api.Image
+			if err := client(c).Do(c.Context, "GET", "/api/v1/images", nil, &out); err != nil {
+				return err
+			}
+			return show(c, out, func(w io.Writer) {
+				rows := [][]string{}
+				for _, img := range out {
+					rows = append(rows, []string{img.Name, img.Format, progress.Bytes(img.Size), progress.Bytes(img.UncompressedSize),
+						img.SHA256[:12], orDash(img.Tenant), when(img.CreatedAt)})
+				}
+				printTable(w, []string{"NAME", "FORMAT", "SIZE", "UNCOMPRESSED", "SHA256", "TENANT", "CREATED"}, rows)
+			})
+		}},
+		{Name: "show", Usage: "one image", UsageText: "metalhall image show NAME", Flags: []cli.Flag{outputFlag()}, Action: func(c *cli.Context) error {
+			n, err := name(c, "image")
+			if err != nil {
+				return err
+			}
+			var img api.Image
+			if err := client(c).Do(c.Context, "GET", "/api/v1/images/"+api.PathEscape(n), nil, &img); err != nil {
+				return err
+			}
+			return show(c, img, func(w io.Writer) {
+				mapped := "-"
+				if img.UncompressedSize > 0 {
+					mapped = fmt.Sprintf("%s (%d%%)", progress.Bytes(img.MappedBytes), img.MappedBytes*100/img.UncompressedSize)
+				}
+				printFields(w, "name", img.Name, "format", img.Format, "size", progress.Bytes(img.Size),
+					"uncompressed", progress.Bytes(img.UncompressedSize), "mapped (non-zero)", mapped,
+					"sha256", img.SHA256, "uncompressed sha256", img.UncompressedSHA256, "tenant", orDash(img.Tenant),
+					"used by", fmt.Sprintf("%d machines", img.UsedBy), "created", when(img.CreatedAt))
+			})
+		}},
+		{Name: "delete", Usage: "delete an image (refused while a machine is being provisioned with it)", UsageText: "metalhall image delete NAME",
+			Action: func(c *cli.Context) error {
+				n, err := name(c, "image")
+				if err != nil {
+					return err
+				}
+				if err := client(c).Do(c.Context, "DELETE", "/api/v1/images/"+api.PathEscape(n), nil, nil); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.App.Writer, "image %s deleted\n", n)
+				return nil
+			}},
+	}}
+}
+
+func imageImport(c *cli.Context) error {
+	n, err := name(c, "image")
+	if err != nil {
+		return err
+	}
+	file, src := c.String("file"), c.String("url")
+	if (file == "") == (src == "") {
+		return usagef("image import: give exactly one of --file or --url")
+	}
+	var img api.Image
+	if src != "" {
+		in := api.ImageURLImport{Name: n, URL: src, SHA256: c.String("sha256"), Format: c.String("format"), Tenant: c.String("tenant")}
+		if err := client(c).Do(c.Context, "POST", "/api/v1/images/import-url", in, &img); err != nil {
+			return err
+		}
+	} else {
+		f, err := os.Open(file)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		q := url.Values{"name": {n}}
+		setQ(q, "sha256", c.String("sha256"))
+		setQ(q, "format", c.String("format"))
+		setQ(q, "tenant", c.String("tenant"))
+		body := progress.NewReader(f, fi.Size())
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		if !c.Bool("quiet") && isTerminal(c.App.ErrWriter) {
+			go func() { // the progress line, on stderr so stdout stays clean
+				defer close(done)
+				for {
+					select {
+					case <-stop:
+						fmt.Fprintf(c.App.ErrWriter, "\r\033[K")
+						return
+					case <-time.After(500 * time.Millisecond):
+						fmt.Fprintf(c.App.ErrWriter, "\r\033[Kuploading %s: %s", n, body.Stats())
+					}
+				}
+			}()
+		} else {
+			close(done)
+		}
+		err = client(c).DoRaw(c.Context, "POST", "/api/v1/images?"+q.Encode(), "application/octet-stream", api.SizedReader{Reader: body, N: fi.Size()}, &img)
+		close(stop)
+		<-done
+		if err != nil {
+			return err
+		}
+	}
+	return show(c, img, func(w io.Writer) {
+		fmt.Fprintf(w, "image %s imported: %s %s (%s uncompressed), sha256 %s\n", img.Name, img.Format,
+			progress.Bytes(img.Size), progress.Bytes(img.UncompressedSize), img.SHA256)
+	})
+}

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/metalhall/metalhall/api"
+	"github.com/metalhall/metalhall/inventory"
+)
+
+func waitFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "wait", Usage: "wait for the job to end, showing its steps; exit non-zero if it fails"}
+}
+
+// jobCommand builds `machine commission|provision|release|power|cancel`.
+func jobCommand(cmdName, usage, usageText string, flags []cli.Flag, body func(c *cli.Context) (any, error)) *cli.Command {
+	return &cli.Command{Name: cmdName, Usage: usage, UsageText: usageText,
+		Flags: append(flags, waitFlag(), outputFlag()),
+		Action: func(c *cli.Context) error {
+			n, err := name(c, "machine")
+			if err != nil {
+				return err
+			}
+			in, err := body(c)
+			if err != nil {
+				return err
+			}
+			var j api.Job
+			if err := client(c).Do(c.Context, "POST", "/api/v1/machines/"+api.PathEscape(n)+"/"+c.Command.Name, in, &j); err != nil {
+				return err
+			}
+			if !c.Bool("wait") {
+				return show(c, j, func(w io.Writer) {
+					fmt.Fprintf(w, "%s job %s started for %s", j.Kind, j.ID, n)
+					if j.QueuePosition > 0 {
+						fmt.Fprintf(w, " (queued, position %d)", j.QueuePosition)
+					}
+					fmt.Fprintf(w, "; follow it with 'metalhall machine events --follow %s'\n", n)
+				})
+			}
+			return waitForJob(c, n, j.ID)
+		}}
+}
+
+func jobCommands() []*cli.Command {
+	return []*cli.Command{
+		jobCommand("commission", "commission a machine: BMC check, PXE boot, inspection, profile check", "metalhall machine commission [--wait] NAME",
+			nil, func(c *cli.Context) (any, error) { return nil, nil }),
+		jobCommand("provision", "image a machine with an OS image (also reimages a deployed machine)",
+			"metalhall machine provision --image IMAGE [--ssh-key-file F] [--user-data-file F] [--wait] NAME",
+			[]cli.Flag{&cli.StringFlag{Name: "image", Required: true}, &cli.StringFlag{Name: "ssh-key-file", Usage: "public keys, one a line"},
+				&cli.StringFlag{Name: "user-data-file", Usage: "cloud-init user data"}},
+			func(c *cli.Context) (any, error) {
+				in := api.ProvisionRequest{Image: c.String("image")}
+				if f := c.String("ssh-key-file"); f != "" {
+					data, err := os.ReadFile(f)
+					if err != nil {
+						return nil, fmt.Errorf("--ssh-key-file: %w", err)
+					}
+					for _, l := range strings.Split(string(data), "\n") {
+						if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+							in.SSHKeys = append(in.SSHKeys, l)
+						}
+					}
+				}
+				if f := c.String("user-data-file"); f != "" {
+					data, err := os.ReadFile(f)
+					if err != nil {
+						return nil, fmt.Errorf("--user-data-file: %w", err)
+					}
+					in.UserData = string(data)
+				}
+				return in, nil
+			}),
+		jobCommand("release", "wipe a machine's disks and make it available again", "metalhall machine release [--wipe fast|full] [--wait] NAME",
+			[]cli.Flag{&cli.StringFlag{Name: "wipe", Value: "fast", Usage: "fast: partition tables, first and last MiB, discard; full: zero every byte"}},
+			func(c *cli.Context) (any, error) { return api.ReleaseRequest{WipeMode: c.String("wipe")}, nil }),
+		jobCommand("cancel", "cancel a machine's running job (the machine ends failed, reason cancelled)", "metalhall machine cancel NAME",
+			nil, func(c *cli.Context) (any, error) { return nil, nil }),
+		{Name: "power", Usage: "power a machine on, off or cycle it, or read its power state",
+			UsageText: "metalhall machine power --action on|off|cycle|status NAME",
+			Flags:     []cli.Flag{&cli.StringFlag{Name: "action", Required: true}, outputFlag()},
+			Action: func(c *cli.Context) error {
+				n, err := name(c, "machine")
+				if err != nil {
+					return err
+				}
+				action := c.String("action")
+				path := "/api/v1/machines/" + api.PathEscape(n) + "/power"
+				if action == "status" {
+					var st api.PowerStatus
+					if err := client(c).Do(c.Context, "POST", path, api.PowerRequest{Action: action}, &st); err != nil {
+						return err
+					}
+					return show(c, st, func(w io.Writer) { fmt.Fprintf(w, "%s is %s\n", st.Machine, st.Power) })
+				}
+				var j api.Job
+				if err := client(c).Do(c.Context, "POST", path, api.PowerRequest{Action: action}, &j); err != nil {
+					return err
+				}
+				// Power commands are short: always wait for them.
+				return waitForJob(c, n, j.ID)
+			}},
+	}
+}
+
+// waitForJob follows a machine's job until it ends, printing each step as
+// it starts and ends. A failed or cancelled job is an error.
+func waitForJob(c *cli.Context, machine, id string) error {
+	format, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
+	cl := client(c)
+	w := c.App.Writer
+	seen := map[string]inventory.StepState{}
+	for {
+		var j api.Job
+		if err := cl.Do(c.Context, "GET", "/api/v1/machines/"+api.PathEscape(machine)+"/job", nil, &j); err != nil {
+			return err
+		}
+		if j.ID != id {
+			return fmt.Errorf("job %s of %s is no longer its job (now %s)", id, machine, j.ID)
+		}
+		if format == "table" {
+			for _, s := range j.Steps {
+				if seen[s.Name] != s.State && s.State != inventory.StepPending {
+					seen[s.Name] = s.State
+					line := fmt.Sprintf("%s  %-14s %s", time.Now().Format("15:04:05"), s.Name, s.State)
+					if s.State == inventory.StepDone && !s.StartedAt.IsZero() {
+						line += fmt.Sprintf(" (%s)", s.EndedAt.Sub(s.StartedAt).Round(100*time.Millisecond))
+					}
+					if s.Error != "" {
+						line += ": " + s.Error
+					}
+					fmt.Fprintln(w, line)
+				}
+			}
+		}
+		if j.State.Finished() {
+			if format == "json" {
+				show(c, j, nil)
+			} else {
+				fmt.Fprintf(w, "%s job %s %s\n", j.Kind, j.ID, j.State)
+			}
+			if j.State != inventory.JobSucceeded {
+				return fmt.Errorf("%s of %s %s: %s", j.Kind, machine, j.State, j.Error)
+			}
+			return nil
+		}
+		select {
+		case <-c.Context.Done():
+			return errors.New("stopped waiting; the job goes on in the service")
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// rackCommission commissions every machine of a rack and, with --wait,
+// shows a live per-machine progress table until all have ended.
+func rackCommission(c *cli.Context) error {
+	n, err := name(c, "rack")
+	if err != nil {
+		return err
+	}
+	cl := client(c)
+	var rc api.RackCommission
+	if err := cl.Do(c.Context, "POST", "/api/v1/racks/"+api.PathEscape(n)+"/commission", nil, &rc); err != nil {
+		return err
+	}
+	if !c.Bool("wait") {
+		return show(c, rc, func(w io.Writer) { printRackCommission(w, rc) })
+	}
+	w := c.App.Writer
+	tty := isTerminal(w)
+	start := time.Now()
+	lines := 0
+	for {
+		rows, failed, running := [][]string{}, 0, 0
+		for _, j := range rc.Jobs {
+			var cur api.Job
+			if err := cl.Do(c.Context, "GET", "/api/v1/machines/"+api.PathEscape(j.Machine)+"/job", nil, &cur); err != nil {
+				return err
+			}
+			step := cur.StepName()
+			if cur.QueuePosition > 0 {
+				step = fmt.Sprintf("queued (#%d)", cur.QueuePosition)
+			}
+			switch {
+			case !cur.State.Finished():
+				running++
+			case cur.State != inventory.JobSucceeded:
+				failed++
+			}
+			rows = append(rows, []string{cur.Machine, string(cur.State), orDash(step), orDash(cur.Error)})
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "rack %s commissioning: %d running, %d failed, %s elapsed\n", n, running, failed, time.Since(start).Round(time.Second))
+		printTable(&b, []string{"MACHINE", "JOB", "STEP", "ERROR"}, rows)
+		if tty && lines > 0 {
+			fmt.Fprintf(w, "\033[%dA\033[J", lines) // redraw in place
+		}
+		if tty || running == 0 {
+			fmt.Fprint(w, b.String())
+			lines = strings.Count(b.String(), "\n")
+		}
+		if running == 0 {
+			if failed > 0 {
+				return fmt.Errorf("rack %s: %d of %d machines failed commissioning (see the table, and 'metalhall machine show NAME')", n, failed, len(rc.Jobs))
+			}
+			return nil
+		}
+		select {
+		case <-c.Context.Done():
+			return errors.New("stopped waiting; commissioning goes on in the service")
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func printRackCommission(w io.Writer, rc api.RackCommission) {
+	fmt.Fprintf(w, "rack %s: commissioning %d machines\n", rc.Rack, len(rc.Jobs))
+	names := make([]string, 0, len(rc.Skipped))
+	for m := range rc.Skipped {
+		names = append(names, m)
+	}
+	sort.Strings(names)
+	for _, m := range names {
+		fmt.Fprintf(w, "  skipped %s: %s\n", m, rc.Skipped[m])
+	}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+func bootDeviceCommand() *cli.Command {
+	return &cli.Command{Name: "boot-device", Usage: "set the device a machine boots from next (or always, with --persistent)",
+		UsageText: "metalhall machine boot-device --device pxe|disk|bios|cdrom [--persistent] NAME",
+		Flags:     []cli.Flag{&cli.StringFlag{Name: "device", Required: true}, &cli.BoolFlag{Name: "persistent"}, outputFlag()},
+		Action: func(c *cli.Context) error {
+			n, err := name(c, "machine")
+			if err != nil {
+				return err
+			}
+			in := api.BootDeviceRequest{Device: c.String("device"), Persistent: c.Bool("persistent")}
+			var out api.BootDeviceRequest
+			if err := client(c).Do(c.Context, "POST", "/api/v1/machines/"+api.PathEscape(n)+"/boot-device", in, &out); err != nil {
+				return err
+			}
+			return show(c, out, func(w io.Writer) {
+				how := "next boot"
+				if out.Persistent {
+					how = "every boot"
+				}
+				fmt.Fprintf(w, "%s boots from %s (%s)\n", n, out.Device, how)
+			})
+		}}
+}

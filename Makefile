@@ -16,7 +16,7 @@ TEST_DEBS := ipmitool openipmi qemu-system-x86 ipxe-qemu ovmf ipxe \
              syslinux syslinux-common mtools dosfstools
 BENCH_DEBS := kea-admin kea-dhcp4-server dnsmasq nginx curl
 
-.PHONY: all build agent test test-short deps bench-deps run bench lint fmt clean
+.PHONY: all build agent test test-short fuzz deps bench-deps run bench lint fmt clean
 
 all: build
 
@@ -45,6 +45,11 @@ bench-deps: deps
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 60m $(PKGS)
+	$(GO) test -run '^$$' -fuzz '^FuzzHandleDHCP$$' -fuzztime 10s ./netboot
+
+# fuzz runs the DHCP handler's fuzz target for longer than make test does.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzHandleDHCP$$' -fuzztime 5m ./netboot
 
 # test-short skips the tests that boot VMs or start simulators.
 test-short:

@@ -3,12 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -18,44 +16,8 @@ import (
 // sending a 64-machine manifest; after a restart the rack is entirely there
 // or entirely absent.
 func TestServiceKilledDuringImport(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary; skipped in -short")
-	}
-	bin := filepath.Join(t.TempDir(), "metalhall")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	dir := t.TempDir()
-	addr := freeAddr(t)
-	url := "http://" + addr
-
-	var srv *exec.Cmd
-	start := func() {
-		t.Helper()
-		srv = exec.Command(bin, "serve", "--data-dir", dir, "--listen", addr, "--log-level", "warn", "--power-sync-interval", "0")
-		srv.Stderr = os.Stderr
-		if err := srv.Start(); err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; ; i++ {
-			if resp, err := http.Get(url + "/healthz"); err == nil {
-				resp.Body.Close()
-				return
-			}
-			if i > 500 {
-				t.Fatal("service did not start")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	start()
-	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	tok, _ := os.ReadFile(filepath.Join(dir, "admin.token"))
-	cli := func(args ...string) (string, error) {
-		cmd := exec.Command(bin, append([]string{"--server", url, "--token", strings.TrimSpace(string(tok))}, args...)...)
-		out, err := cmd.CombinedOutput()
-		return string(out), err
-	}
+	sp := newSubproc(t)
+	cli := sp.cli
 	for _, args := range [][]string{
 		{"site", "create", "s1"}, {"hall", "create", "--site", "s1", "h1"},
 		{"phase", "create", "--hall", "h1", "--number", "1", "--power-kw", "100000"},
@@ -76,16 +38,15 @@ func TestServiceKilledDuringImport(t *testing.T) {
 		}
 		os.WriteFile(manifest, []byte(b.String()), 0o600)
 
-		imp := exec.Command(bin, "--server", url, "--token", strings.TrimSpace(string(tok)), "rack", "import", "--file", manifest)
+		imp := exec.Command(sp.bin, "--server", sp.url, "--token", sp.token, "rack", "import", "--file", manifest)
 		if err := imp.Start(); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(delay)
-		srv.Process.Signal(syscall.SIGKILL)
-		srv.Wait()
+		sp.kill()
 		imp.Wait() // it fails or succeeds depending on when the kill landed
 
-		start()
+		sp.start()
 		out, err := cli("rack", "show", "-o", "json", rack)
 		if err != nil {
 			if !strings.Contains(out, "not found") {

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// subproc is the real metalhall binary serving on loopback, as an operator
+// runs it, so tests can kill it with SIGKILL and start it again on the same
+// data dir.
+type subproc struct {
+	t     *testing.T
+	bin   string
+	dir   string
+	url   string
+	addr  string
+	flags []string
+	cmd   *exec.Cmd
+	token string
+}
+
+func newSubproc(t *testing.T, flags ...string) *subproc {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the binary; skipped in -short")
+	}
+	bin := filepath.Join(t.TempDir(), "metalhall")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	addr := freeAddr(t)
+	s := &subproc{t: t, bin: bin, dir: t.TempDir(), addr: addr, url: "http://" + addr,
+		// The power-state sync would contact every enrolled BMC: tests
+		// decide themselves which BMCs are talked to.
+		flags: append([]string{"--log-level", "error", "--power-sync-interval", "0"}, flags...)}
+	s.start()
+	t.Cleanup(s.kill)
+	tok, err := os.ReadFile(filepath.Join(s.dir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.token = strings.TrimSpace(string(tok))
+	return s
+}
+
+func (s *subproc) start() {
+	s.t.Helper()
+	s.cmd = exec.Command(s.bin, append([]string{"serve", "--data-dir", s.dir, "--listen", s.addr}, s.flags...)...)
+	s.cmd.Stderr = os.Stderr
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		if resp, err := http.Get(s.url + "/healthz"); err == nil {
+			resp.Body.Close()
+			return
+		}
+		if i > 500 {
+			s.t.Fatal("service did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill ends the service with SIGKILL: no cleanup of any kind.
+func (s *subproc) kill() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Signal(syscall.SIGKILL)
+		s.cmd.Wait()
+	}
+	s.cmd = nil
+}
+
+// cli runs the CLI binary against the service.
+func (s *subproc) cli(args ...string) (string, error) {
+	cmd := exec.Command(s.bin, append([]string{"--server", s.url, "--token", s.token}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (s *subproc) mustCLI(args ...string) string {
+	s.t.Helper()
+	out, err := s.cli(args...)
+	if err != nil {
+		s.t.Fatalf("metalhall %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}

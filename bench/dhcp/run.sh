@@ -5,7 +5,9 @@
 # those namespaces is used. Needs root and:
 #   apt-get install -y kea-admin kea-dhcp4-server dnsmasq
 # Usage: bench/dhcp/run.sh [RATES...]   (default: 1000 4000 8000)
-# Env: SECONDS_PER_RUN (10), CLIENTS (20000), SERVERS ("metalhall kea dnsmasq")
+# Env: SECONDS_PER_RUN (10), CLIENTS (20000), SERVERS ("metalhall kea dnsmasq";
+#      also "metalhall-inv": the service's inventory-backed path, leases
+#      persisted to bbolt; its peak RSS is printed after each row)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RATES=("${@:-1000 4000 8000}"); read -r -a RATES <<<"${RATES[*]}"
@@ -36,7 +38,7 @@ go build -o "$TMP/netbootd" ./bench/dhcp/netbootd
 cat >"$TMP/kea.json" <<JSON
 { "Dhcp4": {
   "interfaces-config": { "interfaces": [ "vs" ] },
-  "lease-database": { "type": "memfile", "persist": false, "lfc-interval": 0 },
+  "lease-database": { "type": "memfile", "persist": true, "name": "$TMP/kea-leases.csv", "lfc-interval": 0 },
   "valid-lifetime": 3600,
   "multi-threading": { "enable-multi-threading": true, "thread-pool-size": 2, "packet-queue-size": 1024 },
   "subnet4": [ { "id": 1, "subnet": "10.99.0.0/16", "pools": [ { "pool": "10.99.1.0 - 10.99.255.254" } ],
@@ -48,6 +50,8 @@ JSON
 start_server() {
   case "$1" in
     metalhall) ip netns exec "$SRV" "$TMP/netbootd" -iface vs -server 10.99.0.1 -workers 4 -queue 1024 >"$TMP/metalhall.out" 2>&1 & ;;
+    metalhall-inv) rm -rf "$TMP/inv"; mkdir -p "$TMP/inv"
+        ip netns exec "$SRV" "$TMP/netbootd" -inventory "$TMP/inv" -iface vs -server 10.99.0.1 -workers 4 -queue 1024 >"$TMP/metalhall-inv.out" 2>&1 & ;;
     kea) KEA_LOCKFILE_DIR=none KEA_PIDFILE_DIR="$TMP" ip netns exec "$SRV" kea-dhcp4 -c "$TMP/kea.json" >"$TMP/kea.out" 2>&1 & ;;
     dnsmasq) ip netns exec "$SRV" dnsmasq --no-daemon --no-ping --quiet-dhcp --port=0 --interface=vs --bind-interfaces \
         --dhcp-range=10.99.1.0,10.99.255.254,255.255.0.0,1h --dhcp-lease-max=200000 --dhcp-leasefile="$TMP/dnsmasq.leases" \
@@ -58,7 +62,7 @@ start_server() {
 }
 stop_server() {
   kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=""
-  rm -f "$TMP/dnsmasq.leases"
+  rm -f "$TMP/dnsmasq.leases" "$TMP/kea-leases.csv"*
 }
 
 printf "%-10s %6s %9s %9s %9s %9s %7s %12s\n" server rate disc offer req ack loss% "DORA/s"
@@ -74,6 +78,8 @@ for s in $SERVERS; do
     loss=$(awk -v s="$ds" -v r="$rr" 'BEGIN{ if (s>0) printf "%.1f", 100*(s-r)/s; else print "n/a" }')
     printf "%-10s %6s %9s %9s %9s %9s %7s %12s\n" "$s" "$r" "$ds" "$dr" "$rs" "$rr" "$loss" "${rate2:-?}"
     if [ "$s" = metalhall ] && [ -n "${VERBOSE:-}" ]; then cat "$TMP/metalhall.out"; fi
-    [ -n "${VERBOSE:-}" ] && echo "$out"
+    if [ "$s" = metalhall-inv ]; then grep -o 'leases_persisted=[0-9]* peak_rss_mib=[0-9.]*' "$TMP/metalhall-inv.out" | sed 's/^/           /'; fi
+    echo "$out" | awk '/min delay/||/avg delay/||/max delay/{printf "           %s\n", $0}' | head -6
+    if [ -n "${VERBOSE:-}" ]; then echo "$out"; fi
   done
 done

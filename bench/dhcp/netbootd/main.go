@@ -3,6 +3,11 @@
 // so every perfdhcp client (random MACs) gets an address from a dynamic
 // range, and boot events go through the real AsyncRecorder into a sink
 // that counts and discards them.
+//
+// With -inventory DIR it runs the service's own path instead: a bbolt
+// inventory in DIR, the provisioner's inventory-backed Addresses, the job
+// engine as Booter, and boot events and leases persisted to the inventory
+// in batches — what `metalhall serve` runs.
 package main
 
 import (
@@ -43,8 +48,12 @@ func main() {
 	tftpRoot := flag.String("tftp-root", "", "also serve this directory over TFTP (port 69)")
 	tftpMax := flag.Int("tftp-max", 64, "concurrent TFTP transfers")
 	noDHCP := flag.Bool("no-dhcp", false, "TFTP only")
+	invDir := flag.String("inventory", "", "use the service's inventory-backed path with a database in this directory")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if *invDir != "" {
+		os.Exit(runInventory(*invDir, *iface, *server, *prefix, *first, *last, *workers, *queue, log))
+	}
 
 	addrs := netboot.NewMemoryAddresses()
 	sv := netip.MustParseAddr(*server)

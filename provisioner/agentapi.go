@@ -134,10 +134,24 @@ func (e *Engine) agentTask(ctx context.Context, j *inventory.Job, _ []byte) (any
 		}
 		// The provisioner reboots the machine itself once the disk boot is set.
 		t.Kind, t.Image, t.After = wire.KindProvision, spec, wire.AfterNone
+		t.TargetDisk = e.osDisk(ctx, j.Machine)
 	default:
 		return nil, fmt.Errorf("job %s (%s) has no agent task", j.ID, j.Kind)
 	}
 	return t, nil
+}
+
+// osDisk is the disk the machine's profile says images go to, if any.
+func (e *Engine) osDisk(ctx context.Context, machine string) string {
+	m, err := e.inv.Machine(ctx, machine)
+	if err != nil || m.Profile == "" || e.cfg.Profiles == nil {
+		return ""
+	}
+	p, err := e.cfg.Profiles.Profile(ctx, m.Profile)
+	if err != nil {
+		return ""
+	}
+	return p.OSDisk
 }
 
 func (e *Engine) agentInspection(ctx context.Context, j *inventory.Job, body []byte) (any, error) {

@@ -223,8 +223,8 @@ func goodAgent(t *testing.T, a *fakeAgent, task wire.Task) {
 	a.call("POST", wire.EndpointInspection, hgx(8), nil)
 	switch task.Kind {
 	case wire.KindProvision:
-		if task.Image == nil || task.Image.SHA256 == "" {
-			t.Errorf("provision task without image: %+v", task)
+		if task.Image == nil || task.Image.SHA256 == "" || task.TargetDisk != "nvme0n1" {
+			t.Errorf("provision task without image or the profile's OS disk: %+v", task)
 		}
 		a.call("POST", wire.EndpointProgress, wire.Progress{JobID: task.JobID, Step: wire.StepWrite, Bytes: 1 << 20, Total: 2 << 20}, nil)
 		a.call("POST", wire.EndpointDone, wire.Done{JobID: task.JobID, OK: true, Step: wire.StepVerify, Detail: "sha256 ok"}, nil)
@@ -289,7 +289,7 @@ func newLab(t *testing.T, cfg Config) *lab {
 		cfg.Images = fakeImages{}
 	}
 	if cfg.Profiles == nil {
-		cfg.Profiles = profiles{"hgx-h100": {GPUModel: "H100 SXM5", GPUCount: 8, CPUSockets: 2, MinMemoryGiB: 1024}}
+		cfg.Profiles = profiles{"hgx-h100": {GPUModel: "H100 SXM5", GPUCount: 8, CPUSockets: 2, MinMemoryGiB: 1024, OSDisk: "nvme0n1"}}
 	}
 	l.eng = must(New(inv, l.bmc, cfg))
 	l.srv = httptest.NewServer(l.eng.AgentHandler())

@@ -26,6 +26,11 @@ type Profile struct {
 	MinMemoryGiB int64  `yaml:"min_memory_gib" json:"min_memory_gib,omitempty"`
 	CPUSockets   int    `yaml:"cpu_sockets" json:"cpu_sockets,omitempty"`
 	MinDisks     int    `yaml:"min_disks" json:"min_disks,omitempty"`
+	// OSDisk is the disk images are written to: a kernel name (nvme0n1),
+	// a /dev path or a serial. Empty: the agent takes the largest
+	// non-removable disk, which on an HGX server is a data NVMe, not the
+	// boot one: set it for GPU servers.
+	OSDisk string `yaml:"os_disk" json:"os_disk,omitempty"`
 }
 
 // ProfileSource finds profiles by name.

@@ -109,49 +109,46 @@ func writeAgent(w http.ResponseWriter, status int, v any) {
 }
 
 // agentTask tells the agent what to do, and records that it called home.
+// A task the service cannot describe (its image is gone or damaged) fails
+// the job at once with that reason, rather than leaving the agent to retry
+// until a deadline blames the machine.
 func (e *Engine) agentTask(ctx context.Context, j *inventory.Job, _ []byte) (any, error) {
-	now := e.cfg.Now().UTC()
-	if _, _, err := e.inv.UpdateJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) error {
-		j.AgentSeenAt = now
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	e.event(ctx, j, "agent.task", "the agent called home and fetched its task")
 	t := wire.Task{JobID: j.ID, After: wire.AfterPoweroff}
+	var taskErr error
 	switch j.Kind {
 	case inventory.JobCommission:
 		t.Kind = wire.KindInspect
 	case inventory.JobRelease:
 		t.Kind, t.WipeMode = wire.KindWipe, wire.WipeMode(j.WipeMode)
 	case inventory.JobProvision:
+		var spec *wire.ImageSpec
 		if e.cfg.Images == nil {
-			return nil, errors.New("no image source configured")
-		}
-		spec, err := e.cfg.Images.Spec(ctx, j.Image)
-		if err != nil {
-			return nil, fmt.Errorf("image %q: %w", j.Image, err)
+			taskErr = errors.New("no image source configured")
+		} else if spec, taskErr = e.cfg.Images.Spec(ctx, j.Image); taskErr != nil {
+			taskErr = fmt.Errorf("the service cannot describe image %q: %w", j.Image, taskErr)
 		}
 		// The provisioner reboots the machine itself once the disk boot is set.
 		t.Kind, t.Image, t.After = wire.KindProvision, spec, wire.AfterNone
 		t.TargetDisk = e.osDisk(ctx, j.Machine)
 	default:
-		return nil, fmt.Errorf("job %s (%s) has no agent task", j.ID, j.Kind)
+		taskErr = fmt.Errorf("job %s (%s) has no agent task", j.ID, j.Kind)
 	}
+	now := e.cfg.Now().UTC()
+	if _, _, err := e.inv.UpdateJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) error {
+		j.AgentSeenAt = now
+		if taskErr != nil {
+			j.AgentDone, j.AgentOK, j.AgentError = true, false, taskErr.Error()
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if taskErr != nil {
+		e.event(ctx, j, "agent.task", "refused: "+taskErr.Error())
+		return nil, taskErr
+	}
+	e.event(ctx, j, "agent.task", "the agent called home and fetched its task")
 	return t, nil
-}
-
-// osDisk is the disk the machine's profile says images go to, if any.
-func (e *Engine) osDisk(ctx context.Context, machine string) string {
-	m, err := e.inv.Machine(ctx, machine)
-	if err != nil || m.Profile == "" || e.cfg.Profiles == nil {
-		return ""
-	}
-	p, err := e.cfg.Profiles.Profile(ctx, m.Profile)
-	if err != nil {
-		return ""
-	}
-	return p.OSDisk
 }
 
 func (e *Engine) agentInspection(ctx context.Context, j *inventory.Job, body []byte) (any, error) {
@@ -208,4 +205,17 @@ func summarize(inv *wire.Inventory) string {
 	return fmt.Sprintf("%s %s (serial %s): %d × %s, %d GiB RAM, %d disks, %d NICs, GPUs: %s",
 		inv.System.Vendor, inv.System.Product, orDash(inv.System.Serial), inv.CPU.Sockets, inv.CPU.Model,
 		inv.MemoryBytes>>30, len(inv.Disks), len(inv.NICs), orDash(strings.Join(gpus, ", ")))
+}
+
+// osDisk is the disk the machine's profile says images go to, if any.
+func (e *Engine) osDisk(ctx context.Context, machine string) string {
+	m, err := e.inv.Machine(ctx, machine)
+	if err != nil || m.Profile == "" || e.cfg.Profiles == nil {
+		return ""
+	}
+	p, err := e.cfg.Profiles.Profile(ctx, m.Profile)
+	if err != nil {
+		return ""
+	}
+	return p.OSDisk
 }

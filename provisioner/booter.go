@@ -36,7 +36,9 @@ func (e *Engine) Boot(ctx context.Context, c netboot.Client) (netboot.Boot, erro
 		return netboot.Boot{}, fmt.Errorf("machine %s needs the agent but no boot environment is registered: run 'metalhall bootenv build'", entry.Machine)
 	}
 	params := []string{
-		"console=ttyS0,115200", "console=tty0",
+		// The last console= becomes /dev/console, where the agent logs:
+		// the serial console, which BMCs (SOL) and QEMU capture.
+		"console=tty0", "console=ttyS0,115200",
 		"metalhall.url=" + e.cfg.ServiceURL,
 		"metalhall.token=" + e.AgentToken(j.ID),
 		"metalhall.mac=" + c.MAC.String(),

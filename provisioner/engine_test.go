@@ -453,6 +453,24 @@ func TestAgentErrorFailsTheMachineWithIt(t *testing.T) {
 	}
 }
 
+type brokenImages struct{}
+
+func (brokenImages) Spec(ctx context.Context, image string) (*wire.ImageSpec, error) {
+	return nil, errors.New("block map sha256/ab/abab.bmap.json: unexpected end of JSON input")
+}
+
+// An image the service cannot describe fails the job at once with that
+// reason; it is not left to a deadline that would blame the machine.
+func TestBrokenImageFailsTheJobAtOnce(t *testing.T) {
+	l := newLab(t, Config{Images: brokenImages{}, StallTimeout: time.Hour})
+	l.machine("m1", "r0", 1, inventory.MachineAvailable)
+	j := l.waitJob(l.submit(Request{Kind: inventory.JobProvision, Machine: "m1", Image: "ubuntu"}).ID)
+	m := must(l.inv.Machine(context.Background(), "m1"))
+	if j.State != inventory.JobFailed || m.FailedStep != stepWriteImage || !strings.Contains(m.Reason, `cannot describe image "ubuntu"`) {
+		t.Fatalf("job %s, machine %s at %q: %q", j.State, m.State, m.FailedStep, m.Reason)
+	}
+}
+
 func TestMachineNeverSeenIsRetriedThenFailed(t *testing.T) {
 	l := newLab(t, Config{BootTimeout: 150 * time.Millisecond, BootRetries: 1})
 	l.machine("m1", "r0", 1, inventory.MachineEnrolled)
@@ -610,7 +628,9 @@ func TestBooterAnswers(t *testing.T) {
 		t.Errorf("deployed machine boots %v", b.Kind)
 	}
 	b := boot("busy")
-	if b.Kind != netboot.BootProvision || !strings.Contains(b.Cmdline, "metalhall.token=ag_"+j.ID+"_") || b.Kernel == "" {
+	// The last console= is /dev/console, where the agent logs: the serial one.
+	if b.Kind != netboot.BootProvision || !strings.Contains(b.Cmdline, "metalhall.token=ag_"+j.ID+"_") || b.Kernel == "" ||
+		!strings.HasPrefix(b.Cmdline, "console=tty0 console=ttyS0,115200 ") {
 		t.Errorf("commissioning machine: %+v", b)
 	}
 	if b := must(l.eng.Boot(ctx, netboot.Client{MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}})); b.Kind != netboot.BootNone {

@@ -261,7 +261,7 @@ func (e *Engine) waitAgentDone(ctx context.Context, j *inventory.Job, step strin
 		}
 		if cur.AgentDone {
 			if !cur.AgentOK {
-				return failf("%s failed on the machine: %s", step, cur.AgentError)
+				return failf("%s failed: %s", step, cur.AgentError)
 			}
 			return nil
 		}

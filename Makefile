@@ -13,10 +13,10 @@ PKGS      := ./...
 # after one `apt-get update` (a fresh machine has empty package lists).
 TEST_DEBS := ipmitool openipmi qemu-system-x86 ipxe-qemu ovmf ipxe \
              linux-image-amd64 busybox-static cpio zstd xz-utils iproute2 \
-             syslinux syslinux-common mtools dosfstools
+             syslinux syslinux-common syslinux-efi mtools dosfstools dnsmasq-base
 BENCH_DEBS := kea-admin kea-dhcp4-server dnsmasq nginx curl
 
-.PHONY: all build agent test test-short fuzz deps bench-deps run bench lint fmt clean
+.PHONY: all build agent test test-short e2e demo fuzz deps bench-deps run bench lint fmt clean
 
 all: build
 
@@ -53,6 +53,15 @@ test: deps
 # machine (golang/go#75804, fixed in Go 1.27); a count has no deadline.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzHandleDHCP$$' -fuzztime 10000000x ./netboot
+
+# e2e runs only the virtual-rack end-to-end suite (also part of make test).
+e2e: deps
+	$(GO) test -count=1 -v -timeout 60m ./lab/e2e
+
+# demo: a rack of QEMU machines behind Redfish and IPMI BMCs, commissioned
+# and provisioned through metalhall (root; about 2 minutes here).
+demo: deps
+	scripts/demo.sh
 
 # test-short skips the tests that boot VMs or start simulators.
 test-short:

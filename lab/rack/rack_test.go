@@ -1,0 +1,70 @@
+package rack
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/metalhall/metalhall/lab/demoos"
+)
+
+// TestUpDiskBootDown brings a 2-machine rack up (one BIOS and one UEFI,
+// both behind ipmi_sim), puts the demo OS on both disks, powers
+// them on through the lab's power path with disk boot, and takes the rack
+// down twice.
+func TestUpDiskBootDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping virtual rack in -short mode")
+	}
+	cfg := Config{Machines: 2, Firmware: "mixed", BMC: "ipmi", Dir: t.TempDir()} // m01 BIOS, m02 UEFI
+	if err := Available(cfg); err != nil {
+		t.Skip("skipping virtual rack: ", err)
+	}
+	if err := demoos.Available(); err != nil {
+		t.Skip("skipping virtual rack: ", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	img := filepath.Join(t.TempDir(), "demo.img")
+	if err := demoos.Build(ctx, demoos.Options{Out: img}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Up(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Down()
+	man, _ := os.ReadFile(r.Manifest)
+	for _, m := range r.Machines {
+		if !strings.Contains(string(man), m.MAC.String()) || !strings.Contains(string(man), m.BMCAddress) {
+			t.Errorf("manifest lacks %s:\n%s", m.Name, man)
+		}
+		b, _ := os.ReadFile(img)
+		if err := os.WriteFile(m.Disk, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		os.Truncate(m.Disk, 64<<20)
+		m.setBoot("disk")
+		if err := m.setPower(true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range r.Machines {
+		if err := m.WaitSerial(ctx, 0, "metalhall-demo-os: starting"); err != nil {
+			t.Errorf("%v\n%s", err, m.Serial(0))
+		}
+	}
+	ns := r.NS.Name
+	if err := r.Down(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/run/netns/" + ns); err == nil {
+		t.Errorf("namespace %s left", ns)
+	}
+	if err := Down(r.Dir); err != nil {
+		t.Errorf("second Down: %v", err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -124,7 +125,7 @@ func parseCSVManifest(data []byte) (*Manifest, error) {
 		}
 	}
 	for h := range col {
-		if !contains(csvColumns, h) {
+		if !slices.Contains(csvColumns, h) {
 			return nil, badRequest("manifest line 1: unknown column %q", h)
 		}
 	}
@@ -187,15 +188,6 @@ func parseCSVManifest(data []byte) (*Manifest, error) {
 			PowerW: power, Profile: get("profile"), IP: get("ip"), line: line})
 	}
 	return &m, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // importRack validates a whole manifest, seals its passwords and hands it

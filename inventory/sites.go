@@ -6,7 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"sort"
+	"slices"
 	"strings"
 
 	bolt "go.etcd.io/bbolt"
@@ -177,7 +177,7 @@ func (s *Store) SetPhaseState(ctx context.Context, hall string, number int, to P
 			return invalid("state", "%q is not a phase state (planned, commissioning, live)", to)
 		}
 		allowed := phaseNext[p.State]
-		if !containsState(allowed, to) {
+		if !slices.Contains(allowed, to) {
 			return &TransitionError{Kind: "phase", Name: name, From: string(p.State), To: string(to), Allowed: strs(allowed)}
 		}
 		if to == PhaseLive {
@@ -216,15 +216,6 @@ func (s *Store) SetPhaseState(ctx context.Context, hall string, number int, to P
 		return putJSON(bkt(tx, bPhases), phaseKey(hall, number), p)
 	})
 	return out, err
-}
-
-func containsState[S comparable](list []S, s S) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // phaseRacks calls fn for each rack of a hall phase, in name order.
@@ -368,13 +359,4 @@ func (s *Store) Tenants(ctx context.Context) ([]Tenant, error) {
 	var out []Tenant
 	err := s.view(func(tx *bolt.Tx) (err error) { out, err = list[Tenant](tx, bTenants, nil); return })
 	return out, err
-}
-
-func sortedKeys[M ~map[K]V, K ~string, V any](m M) []K {
-	keys := make([]K, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
-	return keys
 }

@@ -58,7 +58,7 @@ func newFixture(t *testing.T) *fixture {
 	sealer := must(seal.New(key))
 	prov := must(provisioner.New(inv, nopBMC{}, provisioner.Config{TokenKey: key}))
 	imgs := must(images.Open(filepath.Join(t.TempDir(), "images"), inv, images.Options{NoSync: true}))
-	srv := must(New(Config{Store: inv, Sealer: sealer, Provisioner: prov, Power: nopBMC{}, Images: imgs}))
+	srv := must(New(Config{Store: inv, Sealer: sealer, Provisioner: prov, BMC: nopBMC{}, Images: imgs}))
 	f := &fixture{t: t, inv: inv, sealer: sealer, srv: srv, tokens: map[string]string{}}
 	f.http = httptest.NewServer(srv.Handler())
 	t.Cleanup(f.http.Close)

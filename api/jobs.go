@@ -17,9 +17,9 @@ type Provisioner interface {
 	QueuePosition(ctx context.Context, id string) int
 }
 
-// PowerReader reads a machine's power state from its BMC and sets its
-// boot device.
-type PowerReader interface {
+// BMC is the out-of-band control the API uses directly (the rest goes
+// through jobs): a machine's power state, and its boot device.
+type BMC interface {
 	PowerState(ctx context.Context, m *inventory.Machine) (string, error)
 	SetBootDevice(ctx context.Context, m *inventory.Machine, device string, persistent bool) error
 }
@@ -147,14 +147,14 @@ func (s *Server) powerMachine(c *call) (int, any, error) {
 	}
 	c.detail = in.Action
 	if in.Action == "status" {
-		if s.power == nil {
+		if s.bmc == nil {
 			return 0, nil, errNoProvisioner
 		}
 		m, err := s.inv.Machine(c.ctx(), c.r.PathValue("name"))
 		if err != nil {
 			return 0, nil, err
 		}
-		st, err := s.power.PowerState(c.ctx(), m)
+		st, err := s.bmc.PowerState(c.ctx(), m)
 		if err != nil {
 			return 0, nil, &httpError{http.StatusBadGateway, "bmc_error", err.Error()}
 		}
@@ -173,7 +173,7 @@ func (s *Server) setBootDevice(c *call) (int, any, error) {
 	default:
 		return 0, nil, &inventory.ValidationError{Field: "device", Msg: fmt.Sprintf("%q: use pxe, disk, bios or cdrom", in.Device)}
 	}
-	if s.power == nil {
+	if s.bmc == nil {
 		return 0, nil, errNoProvisioner
 	}
 	c.detail = fmt.Sprintf("%s persistent=%v", in.Device, in.Persistent)
@@ -184,7 +184,7 @@ func (s *Server) setBootDevice(c *call) (int, any, error) {
 	if j, err := s.inv.ActiveJob(c.ctx(), m.Name); err == nil {
 		return 0, nil, &inventory.BusyError{Machine: m.Name, Job: j}
 	}
-	if err := s.power.SetBootDevice(c.ctx(), m, in.Device, in.Persistent); err != nil {
+	if err := s.bmc.SetBootDevice(c.ctx(), m, in.Device, in.Persistent); err != nil {
 		return 0, nil, &httpError{http.StatusBadGateway, "bmc_error", err.Error()}
 	}
 	return http.StatusOK, in, nil

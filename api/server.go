@@ -40,8 +40,8 @@ type Config struct {
 	Registry *prometheus.Registry
 	// Provisioner runs jobs; nil answers job requests with 503.
 	Provisioner Provisioner
-	// Power reads power states from BMCs; nil answers status with 503.
-	Power PowerReader
+	// BMC reads power states and sets boot devices; nil answers those with 503.
+	BMC BMC
 	// Images imports and deletes images; nil answers those with 503.
 	Images ImageStore
 }
@@ -56,7 +56,7 @@ type Server struct {
 	mux     *http.ServeMux
 	reg     *prometheus.Registry
 	prov    Provisioner
-	power   PowerReader
+	bmc     BMC
 	images  ImageStore
 
 	requests *prometheus.CounterVec
@@ -82,7 +82,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{inv: cfg.Store, sealer: cfg.Sealer, log: cfg.Logger, maxBody: cfg.MaxBody,
 		mux: http.NewServeMux(), reg: cfg.Registry, touched: map[string]time.Time{},
-		prov: cfg.Provisioner, power: cfg.Power, images: cfg.Images}
+		prov: cfg.Provisioner, bmc: cfg.BMC, images: cfg.Images}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "metalhall_api_requests_total", Help: "API requests by route and status code.",
 	}, []string{"route", "code"})

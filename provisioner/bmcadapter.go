@@ -13,7 +13,7 @@ import (
 // Machines adapts the bmc package to inventory machines: it unseals a
 // machine's BMC password only for the call, and feeds the power-state sync
 // from the inventory and back into it. It implements BMC (for the engine),
-// api.PowerReader and bmc.StatusSink.
+// api.BMC and bmc.StatusSink.
 type Machines struct {
 	Inv    *inventory.Store
 	Sealer *seal.Sealer

@@ -105,11 +105,7 @@ Example:
 					Job *api.Job `json:"job,omitempty"`
 				}{m, job}
 				return show(c, view, func(w io.Writer) {
-					failed := ""
-					if m.FailedStep != "" {
-						failed = m.FailedStep
-					}
-					printFields(w, "name", m.Name, "state", string(m.State), "reason", m.Reason, "failed step", failed,
+					printFields(w, "name", m.Name, "state", string(m.State), "reason", m.Reason, "failed step", m.FailedStep,
 						"rack", fmt.Sprintf("%s U%d-U%d (%dU)", m.Rack, m.Unit, m.Unit+m.Height-1, m.Height),
 						"macs", strings.Join(m.MACs, ", "), "ip", orDash(m.IP), "power rating", inventory.FormatKW(m.PowerW)+" kW",
 						"profile", orDash(m.Profile), "tenant", orDash(m.Tenant), "image", m.Image,

@@ -228,7 +228,7 @@ func serve(ctx context.Context, cfg serveConfig, logw interface{ Write([]byte) (
 		return err
 	}
 	defer httpBoot.Close()
-	srv, err := api.New(api.Config{Store: inv, Sealer: sealer, Logger: log, Provisioner: engine, Power: machines, Images: imgs})
+	srv, err := api.New(api.Config{Store: inv, Sealer: sealer, Logger: log, Provisioner: engine, BMC: machines, Images: imgs})
 	if err != nil {
 		ln.Close()
 		return err

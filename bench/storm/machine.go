@@ -34,7 +34,8 @@ const (
 	stImage     = "image"      // GET the image, every byte hashed and checked
 	stDone      = "done"       // POST done
 	stMetadata  = "metadata"   // the installed OS's GET /metadata/meta-data
-	stE2E       = "end-to-end" // job submitted → done (commission) or metadata fetched (provision)
+	stE2E       = "end-to-end" // its job submitted → done (commission) or metadata fetched (provision)
+	stSubmit    = "api-submit" // one API call that submits jobs: a rack commission, a machine provision
 )
 
 // machine is one simulated server: its BMC (a lab/redfish emulator on the
@@ -57,9 +58,24 @@ type machine struct {
 	running sync.WaitGroup
 	written bool // the disk holds the image: a disk boot runs the OS
 
-	// The phase's outcome, set by the boot runs.
+	// The phase's outcome, set by the boot runs, and when the job that
+	// started it was submitted.
 	phase     *phaseRun
 	submitted time.Time
+}
+
+// setSubmitted records when this machine's job was asked for.
+func (m *machine) setSubmitted(t time.Time) {
+	m.mu.Lock()
+	m.submitted = t
+	m.mu.Unlock()
+}
+
+// sinceSubmitted is the end-to-end time so far.
+func (m *machine) sinceSubmitted() time.Duration {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return time.Since(m.submitted)
 }
 
 // phaseRun is one machine's record in one phase (commission or provision).
@@ -250,7 +266,7 @@ func (m *machine) agent(ctx context.Context, ph *phaseRun, p agent.Params) error
 	}
 	// After poweroff: the machine switches itself off, as the agent does.
 	m.BMC.SetPower(false)
-	ph.add(stE2E, time.Since(m.submitted))
+	ph.add(stE2E, m.sinceSubmitted())
 	ph.finish(nil)
 	return nil
 }
@@ -342,7 +358,7 @@ func (m *machine) diskBoot(ctx context.Context, ph *phaseRun) error {
 		return fmt.Errorf("metadata is not this machine's: %q", body)
 	}
 	ph.add(stMetadata, time.Since(t))
-	ph.add(stE2E, time.Since(m.submitted))
+	ph.add(stE2E, m.sinceSubmitted())
 	ph.finish(nil)
 	return nil
 }

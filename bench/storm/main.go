@@ -94,9 +94,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "storm:", err)
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	go func() { <-ctx.Done(); stop() }() // a second Ctrl-C kills at once
-	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	sigCtx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() { <-sigCtx.Done(); stop() }() // a second Ctrl-C kills at once
+	ctx, cancel := context.WithTimeout(sigCtx, cfg.Timeout)
 	err := run(ctx, cfg)
 	cancel()
 	if err != nil {
@@ -355,12 +355,17 @@ func run(ctx context.Context, cfg config) (err error) {
 
 	// Commission: every rack at once, as after racking a row.
 	step(rep, "commissioning %d machines in %d racks", cfg.N, tech.racks)
-	ph, err := b.phase(ctx, rep, svc, tech, "commission", func(ctx context.Context) error {
+	ph, err := b.phase(ctx, rep, svc, tech, "commission", func(ctx context.Context, res *phaseResult) error {
 		for r := range tech.racks {
+			t := time.Now()
+			for _, m := range b.machines[r*cfg.PerRack : min(cfg.N, (r+1)*cfg.PerRack)] {
+				m.setSubmitted(t)
+			}
 			var rc api.RackCommission
 			if err := tech.api.Do(ctx, "POST", "/api/v1/racks/"+rackName(r)+"/commission", nil, &rc); err != nil {
 				return fmt.Errorf("rack commission %s: %w", rackName(r), err)
 			}
+			res.addSubmit(time.Since(t))
 			if len(rc.Skipped) > 0 {
 				return fmt.Errorf("rack commission %s skipped machines: %v", rackName(r), rc.Skipped)
 			}
@@ -384,12 +389,16 @@ func run(ctx context.Context, cfg config) (err error) {
 	}
 
 	step(rep, "provisioning %d machines", cfg.N)
-	ph, err = b.phase(ctx, rep, svc, tech, "provision", func(ctx context.Context) error {
+	ph, err = b.phase(ctx, rep, svc, tech, "provision", func(ctx context.Context, res *phaseResult) error {
+		// Eight at once: a technician's script, not a thousand shells.
 		return forEach(ctx, b.machines, 8, func(ctx context.Context, m *machine) error {
+			t := time.Now()
+			m.setSubmitted(t)
 			var j api.Job
 			if err := tech.api.Do(ctx, "POST", "/api/v1/machines/"+m.Name+"/provision", api.ProvisionRequest{Image: imageName}, &j); err != nil {
 				return fmt.Errorf("provision %s: %w", m.Name, err)
 			}
+			res.addSubmit(time.Since(t))
 			return nil
 		})
 	}, "deployed")
@@ -447,7 +456,7 @@ func randomBytes(n int) []byte {
 // every machine has done its part and the service shows every machine in
 // state want. A failed machine ends it at once.
 func (b *bench) phase(ctx context.Context, rep *report, svc *service, tech *techn, name string,
-	submit func(context.Context) error, want string) (*phaseResult, error) {
+	submit func(context.Context, *phaseResult) error, want string) (*phaseResult, error) {
 	res := &phaseResult{Name: name, Samples: map[string][]time.Duration{}}
 	for _, m := range b.machines {
 		m.mu.Lock()
@@ -457,10 +466,7 @@ func (b *bench) phase(ctx context.Context, rep *report, svc *service, tech *tech
 	res.TxnsBefore, _ = tech.writeTxns(ctx)
 	res.CPUBefore = svc.cpu()
 	start := time.Now()
-	for _, m := range b.machines {
-		m.submitted = start
-	}
-	if err := submit(ctx); err != nil {
+	if err := submit(ctx, res); err != nil {
 		return res, err
 	}
 	res.Submit = time.Since(start)

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -23,6 +24,13 @@ type phaseResult struct {
 	Bytes                 int64
 	Retransmits           int
 	Samples               map[string][]time.Duration
+	submitMu              sync.Mutex
+}
+
+func (p *phaseResult) addSubmit(d time.Duration) {
+	p.submitMu.Lock()
+	p.Samples[stSubmit] = append(p.Samples[stSubmit], d)
+	p.submitMu.Unlock()
 }
 
 type rate struct {
@@ -114,7 +122,7 @@ func pct(s []time.Duration, p float64) time.Duration {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
 
-var stageOrder = []string{stDHCP, stDHCPX, stScript, stBootFiles, stCallHome, stTask, stImage, stDone, stMetadata, stE2E}
+var stageOrder = []string{stSubmit, stDHCP, stDHCPX, stScript, stBootFiles, stCallHome, stTask, stImage, stDone, stMetadata, stE2E}
 
 func (r *report) write(stdout io.Writer, dir string) error {
 	var b strings.Builder

@@ -115,17 +115,5 @@ func (n *nginx) cpu() float64 {
 	return total
 }
 
-func (n *nginx) stop() {
-	select {
-	case <-n.exited:
-		return
-	default:
-	}
-	n.cmd.Process.Signal(syscall.SIGQUIT) // graceful: workers finish, then exit
-	select {
-	case <-n.exited:
-	case <-time.After(20 * time.Second):
-		n.cmd.Process.Kill()
-		<-n.exited
-	}
-}
+// stop: SIGQUIT is nginx's graceful stop (workers finish, then exit).
+func (n *nginx) stop() { stopProcess(n.cmd, n.exited, syscall.SIGQUIT, 20*time.Second) }

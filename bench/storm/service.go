@@ -73,18 +73,23 @@ func startServe(ctx context.Context, ns *netns.Namespace, bin, data, logPath, ex
 
 func (s *service) pid() int { return s.cmd.Process.Pid }
 
-func (s *service) stop() {
+func (s *service) stop() { stopProcess(s.cmd, s.exited, syscall.SIGTERM, 40*time.Second) }
+
+// stopProcess asks a process to stop with sig, kills it after grace, and
+// waits until it has exited (exited is closed by the goroutine that waits
+// for it).
+func stopProcess(cmd *exec.Cmd, exited <-chan struct{}, sig syscall.Signal, grace time.Duration) {
 	select {
-	case <-s.exited:
+	case <-exited:
 		return
 	default:
 	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Process.Signal(sig)
 	select {
-	case <-s.exited:
-	case <-time.After(40 * time.Second):
-		s.cmd.Process.Kill()
-		<-s.exited
+	case <-exited:
+	case <-time.After(grace):
+		cmd.Process.Kill()
+		<-exited
 	}
 }
 

@@ -99,6 +99,13 @@ func New(cfg Config) (*Server, error) {
 	if err := s.reg.Register(&stateCollector{inv: s.inv}); err != nil {
 		return nil, err
 	}
+	// Counted where the store writes; read at scrape time.
+	if err := s.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "metalhall_store_write_transactions_total",
+		Help: "bbolt write transactions since the service started (shared batch transactions count once).",
+	}, func() float64 { return float64(s.inv.WriteTransactions()) })); err != nil {
+		return nil, err
+	}
 	s.routes = append(append(s.routeTable(), s.jobRoutes()...), s.imageRoutes()...)
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))

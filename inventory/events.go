@@ -22,7 +22,7 @@ func (s *Store) AppendEvent(ctx context.Context, e Event) (Event, error) {
 		e.Time = s.now().UTC()
 	}
 	var out Event
-	err := s.db.Batch(func(tx *bolt.Tx) error {
+	err := s.batch(func(tx *bolt.Tx) error {
 		// Batch may run this function twice: compute everything afresh.
 		ev := e
 		b := bkt(tx, bEvents)

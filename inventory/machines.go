@@ -543,7 +543,7 @@ func (s *Store) AssignMachineTenant(ctx context.Context, name, tenant string) (*
 // RecordBMCStatus stores what the BMC said. Many of these arrive together
 // from the power-state sync, so they are batched into shared transactions.
 func (s *Store) RecordBMCStatus(ctx context.Context, name string, st BMCStatus) error {
-	return s.db.Batch(func(tx *bolt.Tx) error {
+	return s.batch(func(tx *bolt.Tx) error {
 		b := bkt(tx, bMachines)
 		var m Machine
 		if err := getJSON(b, []byte(name), &m); err != nil {

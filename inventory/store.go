@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -68,6 +69,15 @@ type Store struct {
 	// only from OnCommit hooks, so it never shows uncommitted state.
 	macMu sync.RWMutex
 	macs  map[[6]byte]MACEntry
+
+	// writeTxns counts write transactions (Store.update calls, and the
+	// shared transactions of Store.batch), so a bench can report what one
+	// provisioned machine costs the single bbolt writer.
+	writeTxns atomic.Uint64
+	// lastBatchTx is the ID of the last write transaction batch counted:
+	// bbolt runs several Batch calls in one transaction, which is one
+	// write, not several.
+	lastBatchTx atomic.Uint64
 }
 
 // MACEntry is what the netboot path needs to know about a MAC.
@@ -206,7 +216,26 @@ func (s *Store) applyMACChanges(ch []macChange) {
 }
 
 // update runs fn in a write transaction.
-func (s *Store) update(fn func(tx *bolt.Tx) error) error { return s.db.Update(fn) }
+func (s *Store) update(fn func(tx *bolt.Tx) error) error {
+	s.writeTxns.Add(1)
+	return s.db.Update(fn)
+}
+
+// batch runs fn in a write transaction shared with concurrent callers
+// (bbolt's Batch: fn may run twice, so it must be idempotent). Each shared
+// transaction is counted once: write transactions are serialised, so a
+// change of transaction ID is a new one.
+func (s *Store) batch(fn func(tx *bolt.Tx) error) error {
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		if id := uint64(tx.ID()); s.lastBatchTx.Swap(id) != id {
+			s.writeTxns.Add(1)
+		}
+		return fn(tx)
+	})
+}
+
+// WriteTransactions is the number of write transactions since Open.
+func (s *Store) WriteTransactions() uint64 { return s.writeTxns.Load() }
 
 // view runs fn in a read transaction.
 func (s *Store) view(fn func(tx *bolt.Tx) error) error { return s.db.View(fn) }

@@ -86,7 +86,7 @@ func (s *Store) Authenticate(ctx context.Context, id string, hash []byte) (*Toke
 
 // TouchToken records when a token was last used.
 func (s *Store) TouchToken(ctx context.Context, id string, at time.Time) error {
-	return s.db.Batch(func(tx *bolt.Tx) error {
+	return s.batch(func(tx *bolt.Tx) error {
 		t, err := get[Token](tx, bTokens, "token", id)
 		if err != nil {
 			return err

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+type phaseResult struct {
+	Name                  string
+	Machines, OK          int
+	Failures              []string
+	Submit, Wall          time.Duration
+	CPUBefore, CPUAfter   float64
+	TxnsBefore, TxnsAfter uint64
+	Bytes                 int64
+	Retransmits           int
+	Samples               map[string][]time.Duration
+	submitMu              sync.Mutex
+}
+
+func (p *phaseResult) addSubmit(d time.Duration) {
+	p.submitMu.Lock()
+	p.Samples[stSubmit] = append(p.Samples[stSubmit], d)
+	p.submitMu.Unlock()
+}
+
+type rate struct {
+	Bytes int64
+	Span  time.Duration
+}
+
+func (r rate) MBps() float64 {
+	if r.Span <= 0 {
+		return 0
+	}
+	return float64(r.Bytes) / 1e6 / r.Span.Seconds()
+}
+
+// streaming is what the storm's image streams added up to.
+type streaming struct {
+	Bytes int64
+	Busy  time.Duration // time with at least one stream running
+	Span  time.Duration // first request to last byte
+	Peak  int           // most streams at once
+}
+
+type sideResult struct {
+	Name      string
+	Wall      time.Duration
+	Bytes     int64
+	CPU       float64
+	PerClient []time.Duration
+}
+
+type report struct {
+	cfg           config
+	args          []string
+	began         time.Time
+	wall          time.Duration
+	info          []string
+	log           []string
+	serveArgs     []string
+	serveLog      string
+	phases        []*phaseResult
+	stormImage    streaming
+	sides         []sideResult
+	hwmAfterStorm int64
+	hwmEnd        int64
+	cpuEnd        float64
+	err           error
+}
+
+func (r *report) machineInfo() {
+	cpu := "?"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	mem := "?"
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		mem = strings.Join(strings.Fields(strings.SplitN(string(b), "\n", 2)[0])[1:], " ")
+	}
+	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	rev, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
+	nginxV, _ := exec.Command("nginx", "-v").CombinedOutput()
+	r.info = append(r.info,
+		fmt.Sprintf("machine: nproc %d, CPU %s, MemTotal %s, kernel %s", runtime.NumCPU(), cpu, mem, strings.TrimSpace(string(kernel))),
+		fmt.Sprintf("tree: %s, %s, %s", strings.TrimSpace(string(rev)), runtime.Version(), strings.TrimSpace(string(nginxV))),
+		"load average at start: "+loadavg())
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// pct is the nearest-rank percentile of sorted samples.
+func pct(s []time.Duration, p float64) time.Duration {
+	if len(s) == 0 {
+		return 0
+	}
+	i := int(float64(len(s))*p/100+0.999999) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
+
+var stageOrder = []string{stSubmit, stDHCP, stDHCPX, stScript, stBootFiles, stCallHome, stTask, stImage, stDone, stMetadata, stE2E}
+
+func (r *report) write(stdout io.Writer, dir string) error {
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	w("# metalhall boot storm, %s", r.began.Format(time.RFC3339))
+	w("command: %s", strings.Join(r.args, " "))
+	for _, l := range r.info {
+		w("%s", l)
+	}
+	w("load average at end: %s", loadavg())
+	w("settings: n=%d per-rack=%d image=%d MiB bootfiles=2x%d KiB max-active=%d streams=%d progress-every=%v",
+		r.cfg.N, r.cfg.PerRack, r.cfg.ImageMiB, r.cfg.BootFileKiB, r.cfg.MaxActive, r.cfg.Streams, r.cfg.ProgressEvery)
+	w("serve: metalhall %s", strings.Join(r.serveArgs, " "))
+	w("")
+	w("## steps")
+	for _, l := range r.log {
+		w("%s", l)
+	}
+	for _, p := range r.phases {
+		w("")
+		w("## %s: %d machines, %d done, %d failed", p.Name, p.Machines, p.OK, len(p.Failures))
+		w("total time %.1f s (submitting the jobs took %.1f s)", p.Wall.Seconds(), p.Submit.Seconds())
+		cpu := p.CPUAfter - p.CPUBefore
+		w("service CPU %.1f s (%.1f ms per machine, %.0f%% of one core over the phase)", cpu, cpu*1000/float64(p.Machines), 100*cpu/p.Wall.Seconds())
+		txns := p.TxnsAfter - p.TxnsBefore
+		w("bbolt write transactions %d (%.1f per machine)", txns, float64(txns)/float64(p.Machines))
+		w("%-11s %8s %9s %9s %9s %9s", "stage", "count", "p50 ms", "p99 ms", "max ms", "mean ms")
+		for _, st := range stageOrder {
+			s := slices.Clone(p.Samples[st])
+			if len(s) == 0 {
+				continue
+			}
+			slices.Sort(s)
+			var sum time.Duration
+			for _, d := range s {
+				sum += d
+			}
+			w("%-11s %8d %9s %9s %9s %9s", st, len(s), ms(pct(s, 50)), ms(pct(s, 99)), ms(s[len(s)-1]), ms(sum/time.Duration(len(s))))
+		}
+		w("DHCP retransmissions (a request sent again after 1, 2, 4, 8 s without an answer): %d", p.Retransmits)
+		if p.Bytes > 0 {
+			w("image bytes streamed and verified: %d", p.Bytes)
+		}
+		for i, f := range p.Failures {
+			if i == 20 {
+				w("... and %d more failures", len(p.Failures)-20)
+				break
+			}
+			w("FAILURE %s", f)
+		}
+	}
+	if r.stormImage.Bytes > 0 {
+		w("")
+		si := r.stormImage
+		w("storm image streaming: %d bytes; %.1f s from the first image request to the last byte (%.1f MB/s over that span); streams running %.1f s of it (%.1f MB/s while any ran); at most %d at once",
+			si.Bytes, si.Span.Seconds(), rate{si.Bytes, si.Span}.MBps(), si.Busy.Seconds(), rate{si.Bytes, si.Busy}.MBps(), si.Peak)
+	}
+	if len(r.sides) > 0 {
+		w("")
+		w("## side by side: the same image to the same %d clients (each from its own address), %d at once, sha256 checked", r.cfg.N, r.cfg.Streams)
+		w("%-10s %8s %10s %12s %12s %12s %10s", "server", "wall s", "MB/s", "client p50", "client p99", "client max", "server CPU")
+		for _, s := range r.sides {
+			rt := rate{s.Bytes, s.Wall}
+			w("%-10s %8.1f %10.1f %10s ms %10s ms %10s ms %8.2f s", s.Name, s.Wall.Seconds(), rt.MBps(),
+				ms(pct(s.PerClient, 50)), ms(pct(s.PerClient, 99)), ms(pct(s.PerClient, 100)), s.CPU)
+		}
+		if len(r.sides) == 2 && r.sides[1].Bytes > 0 {
+			n := rate{r.sides[1].Bytes, r.sides[1].Wall}.MBps()
+			w("ratio metalhall/nginx aggregate rate: side by side %.2f×; the storm's streams inside the jobs, while any ran, %.2f×",
+				rate{r.sides[0].Bytes, r.sides[0].Wall}.MBps()/n, rate{r.stormImage.Bytes, r.stormImage.Busy}.MBps()/n)
+		}
+	}
+	w("")
+	w("service peak RSS (VmHWM): %d KiB after the storm, %d KiB at the end; service CPU over the whole run %.1f s", r.hwmAfterStorm, r.hwmEnd, r.cpuEnd)
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	w("bench process (all simulated machines and clients) CPU: %.1f s user, %.1f s system",
+		time.Duration(ru.Utime.Nano()).Seconds(), time.Duration(ru.Stime.Nano()).Seconds())
+	w("wall time of the whole run: %.1f s", r.wall.Seconds())
+	if r.err != nil {
+		w("")
+		w("RESULT: FAILED: %v", r.err)
+		if r.serveLog != "" {
+			w("last lines of serve.log:")
+			w("%s", tail(r.serveLog, 40))
+		}
+	} else {
+		w("")
+		w("RESULT: ok")
+	}
+	out := b.String()
+	io.WriteString(stdout, out)
+	if dir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	name := fmt.Sprintf("storm-%s-n%d.txt", r.began.Format("20060102T150405Z"), r.cfg.N)
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "storm: wrote %s\n", path)
+	return nil
+}

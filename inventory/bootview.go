@@ -162,7 +162,8 @@ func (v *BootView) JobChanged(id string) <-chan struct{} {
 // collected inside the transaction and applied after the commit; a
 // transaction function that may run twice (DB.Batch) resets it first.
 type viewChanges struct {
-	machines []*Machine // stored records, new or changed
+	machines []*Machine // stored records whose boot fields are new or changed
+	touched  []string   // machines written at all (their jobs' waiters wake)
 	deleted  []string   // machines removed
 	jobs     []*Job     // jobs written; a finished one leaves the queue and its machine
 	subnets  []Subnet
@@ -171,7 +172,7 @@ type viewChanges struct {
 func (c *viewChanges) reset() { *c = viewChanges{} }
 
 func (c *viewChanges) empty() bool {
-	return len(c.machines) == 0 && len(c.deleted) == 0 && len(c.jobs) == 0 && len(c.subnets) == 0
+	return len(c.machines) == 0 && len(c.touched) == 0 && len(c.deleted) == 0 && len(c.jobs) == 0 && len(c.subnets) == 0
 }
 
 // apply publishes a committed change set. Machines go before jobs: a
@@ -206,7 +207,9 @@ func (v *BootView) apply(c *viewChanges) {
 			v.unpublish(old)
 		}
 		v.publish(bm)
-		v.notifyMachine(m.Name)
+	}
+	for _, name := range c.touched {
+		v.notifyMachine(name)
 	}
 	for _, j := range c.jobs {
 		v.applyJob(j)

@@ -191,6 +191,7 @@ func (s *Store) putMachine(tx *bolt.Tx, old, m *Machine, vc *viewChanges) error 
 	if old == nil || old.State != m.State || old.IP != m.IP || !slices.Equal(old.MACs, m.MACs) {
 		vc.machines = append(vc.machines, m)
 	}
+	vc.touched = append(vc.touched, m.Name)
 	return putJSON(bkt(tx, bMachines), []byte(m.Name), m)
 }
 

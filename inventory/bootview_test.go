@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -277,5 +278,60 @@ func TestConcurrentJobUpdatesAndLookups(t *testing.T) {
 	fresh.apply(&vc)
 	if got, want := viewText(v), viewText(fresh); got != want {
 		t.Errorf("view:\n%s\nstore:\n%s", got, want)
+	}
+}
+
+// Job-only updates that arrive while another commits share the next
+// transaction; one that is refused fails alone.
+func TestJobUpdatesShareTransactions(t *testing.T) {
+	inv := newInv(t)
+	viewFixture(t, inv)
+	s, ok := inv.(*Store)
+	if !ok {
+		t.Skip("holds the store's group commit")
+	}
+	j2, j3 := must(inv.ActiveJob(ctx, "m2")), must(inv.ActiveJob(ctx, "m3"))
+	tx0 := committed(t, s)
+	s.jobQ.commit.Lock() // a commit under way
+	const n = 8
+	errs := make(chan error, n+1)
+	for i := range n {
+		go func() {
+			id := []string{j2.ID, j3.ID}[i%2]
+			_, err := inv.UpdateJobOnly(ctx, id, func(j *Job) error { j.Progress.Bytes += 1; return nil })
+			errs <- err
+		}()
+	}
+	go func() {
+		_, err := inv.UpdateJobOnly(ctx, j2.ID, func(*Job) error { return invalid("progress", "refused") })
+		errs <- err
+	}()
+	for { // a barrier: every update has queued
+		s.jobQ.mu.Lock()
+		queued := len(s.jobQ.pending)
+		s.jobQ.mu.Unlock()
+		if queued == n+1 {
+			break
+		}
+		runtime.Gosched()
+	}
+	s.jobQ.commit.Unlock()
+	refused := 0
+	for range n + 1 {
+		if err := <-errs; err != nil {
+			refused++
+			wantErr[*ValidationError](t, err, "refused")
+		}
+	}
+	if refused != 1 {
+		t.Errorf("%d updates refused, want 1", refused)
+	}
+	if got := committed(t, s) - tx0; got != 1 {
+		t.Errorf("%d queued updates took %d transactions, want 1", n+1, got)
+	}
+	for _, id := range []string{j2.ID, j3.ID} {
+		if j := must(inv.Job(ctx, id)); j.Progress.Bytes != n/2 {
+			t.Errorf("job %s progress %d, want %d", id, j.Progress.Bytes, n/2)
+		}
 	}
 }

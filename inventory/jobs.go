@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -292,23 +293,75 @@ func (s *Store) UpdateJob(ctx context.Context, id string, fn func(*Job, *Machine
 // machine record with its inspection each time. A job that fn finishes
 // is no longer its machine's active job; to move the machine too, use
 // UpdateJob.
+//
+// Concurrent calls share write transactions (group commit): while one
+// transaction commits, the updates that arrive meanwhile queue, and the
+// next transaction takes them all. A lone update waits for nothing. fn
+// runs exactly once; its error fails only its own update.
 func (s *Store) UpdateJobOnly(ctx context.Context, id string, fn func(*Job) error) (*Job, error) {
-	var out *Job
-	err := s.write(func(tx *bolt.Tx, vc *viewChanges) error {
-		j, err := getActiveJob(tx, id)
-		if err != nil {
-			return err
-		}
-		if err := fn(j); err != nil {
-			return err
-		}
-		out = j
-		return s.putJob(tx, j, vc)
-	})
-	if err != nil {
-		return nil, err
+	u := &jobUpdate{id: id, fn: fn, done: make(chan struct{})}
+	s.jobQ.mu.Lock()
+	s.jobQ.pending = append(s.jobQ.pending, u)
+	s.jobQ.mu.Unlock()
+
+	s.jobQ.commit.Lock()
+	select {
+	case <-u.done: // an earlier committer took it
+	default:
+		s.jobQ.mu.Lock()
+		batch := s.jobQ.pending
+		s.jobQ.pending = nil
+		s.jobQ.mu.Unlock()
+		s.commitJobUpdates(batch)
 	}
-	return out, nil
+	s.jobQ.commit.Unlock()
+	<-u.done
+	return u.out, u.err
+}
+
+// jobQueue is the group commit of UpdateJobOnly.
+type jobQueue struct {
+	commit  sync.Mutex // one committer at a time
+	mu      sync.Mutex // guards pending
+	pending []*jobUpdate
+}
+
+type jobUpdate struct {
+	id   string
+	fn   func(*Job) error
+	out  *Job
+	err  error
+	done chan struct{}
+}
+
+// commitJobUpdates stores a batch of job updates in one transaction, in
+// the order they arrived. An update whose job is missing or finished, or
+// whose fn refuses, is left out; the others commit.
+func (s *Store) commitJobUpdates(batch []*jobUpdate) {
+	err := s.write(func(tx *bolt.Tx, vc *viewChanges) error {
+		for _, u := range batch {
+			u.out, u.err = nil, nil
+			j, err := getActiveJob(tx, u.id)
+			if err == nil {
+				err = u.fn(j)
+			}
+			if err != nil {
+				u.err = err
+				continue
+			}
+			if err := s.putJob(tx, j, vc); err != nil {
+				return err
+			}
+			u.out = j
+		}
+		return nil
+	})
+	for _, u := range batch {
+		if err != nil {
+			u.out, u.err = nil, err
+		}
+		close(u.done)
+	}
 }
 
 // getActiveJob loads a job that has not finished.

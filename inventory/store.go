@@ -71,6 +71,7 @@ type Store struct {
 	// a writer takes it inside its transaction (under bbolt's writer lock)
 	// and lets go once its changes are applied.
 	applyMu sync.Mutex
+	jobQ    jobQueue // group commit of job-only updates
 }
 
 // MACEntry is what the netboot path needs to know about a MAC.

@@ -335,3 +335,17 @@ func TestJobUpdatesShareTransactions(t *testing.T) {
 		}
 	}
 }
+
+func TestBootViewLookupAllocatesNothing(t *testing.T) {
+	inv := newInv(t)
+	viewFixture(t, inv)
+	v, key := inv.BootView(), macKey(macN(2))
+	allocs := testing.AllocsPerRun(1000, func() {
+		if e, ok := v.Lookup(key); !ok || e.Subnet.Name != "prov" || e.Job.ID == "" {
+			t.Fatal("lookup failed")
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("BootView.Lookup allocates %v times", allocs)
+	}
+}

@@ -50,6 +50,18 @@ func (p *dhcpPath) discover(t *testing.T, mac net.HardwareAddr) (*dhcpv4.DHCPv4,
 	return rep.Packet, why
 }
 
+// commissioning enrolls machine m1 and starts a commission job on it with
+// the steps bmc-check, set-pxe and last, which the tests move by hand.
+func (p *dhcpPath) commissioning(t *testing.T, last string) (*inventory.Machine, net.HardwareAddr, *inventory.Job) {
+	t.Helper()
+	ctx := context.Background()
+	p.l.machine("m1", "r0", 1, inventory.MachineAvailable)
+	m := must(p.l.inv.Machine(ctx, "m1"))
+	steps := []inventory.JobStep{{Name: stepBMCCheck}, {Name: stepSetPXE}, {Name: last}}
+	j := must(p.l.inv.StartJob(ctx, inventory.Job{Machine: "m1", Kind: inventory.JobCommission, Steps: steps}, inventory.MachineCommissioning))
+	return m, must(net.ParseMAC(m.MACs[0])), j
+}
+
 func TestSubnetCreatedAfterStartServesDiscovery(t *testing.T) {
 	p := newDHCPPath(t)
 	unknown := net.HardwareAddr{0x02, 0, 0, 0, 0x0d, 0x01}
@@ -70,11 +82,7 @@ func TestSubnetCreatedAfterStartServesDiscovery(t *testing.T) {
 func TestJobStepChangeIsSeenByTheNextPacket(t *testing.T) {
 	p := newDHCPPath(t)
 	ctx := context.Background()
-	p.l.machine("m1", "r0", 1, inventory.MachineAvailable)
-	m := must(p.l.inv.Machine(ctx, "m1"))
-	mac := must(net.ParseMAC(m.MACs[0]))
-	steps := []inventory.JobStep{{Name: stepBMCCheck}, {Name: stepSetPXE}, {Name: stepPowerCycle}}
-	j := must(p.l.inv.StartJob(ctx, inventory.Job{Machine: "m1", Kind: inventory.JobCommission, Steps: steps}, inventory.MachineCommissioning))
+	m, mac, j := p.commissioning(t, stepPowerCycle)
 
 	// At bmc-check the machine does not boot the agent: a plain lease.
 	rep, why := p.discover(t, mac)
@@ -108,11 +116,7 @@ func TestJobStepChangeIsSeenByTheNextPacket(t *testing.T) {
 func TestConcurrentJobUpdatesAndPackets(t *testing.T) {
 	p := newDHCPPath(t)
 	ctx := context.Background()
-	p.l.machine("m1", "r0", 1, inventory.MachineAvailable)
-	m := must(p.l.inv.Machine(ctx, "m1"))
-	mac := must(net.ParseMAC(m.MACs[0]))
-	steps := []inventory.JobStep{{Name: stepBMCCheck}, {Name: stepSetPXE}, {Name: stepCheckProfile}}
-	j := must(p.l.inv.StartJob(ctx, inventory.Job{Machine: "m1", Kind: inventory.JobCommission, Steps: steps}, inventory.MachineCommissioning))
+	m, mac, j := p.commissioning(t, stepCheckProfile)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for range 2 {

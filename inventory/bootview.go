@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"cmp"
+	"iter"
 	"net"
 	"net/netip"
 	"slices"
@@ -142,6 +143,21 @@ func (v *BootView) Queue() []QueuedJob {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	return slices.Clone(v.queue)
+}
+
+// Queued yields the unfinished jobs, oldest first, without copying the
+// queue; the view's read lock is held while the loop runs, so keep its
+// body short and do not write to the inventory from it.
+func (v *BootView) Queued() iter.Seq[QueuedJob] {
+	return func(yield func(QueuedJob) bool) {
+		v.mu.RLock()
+		defer v.mu.RUnlock()
+		for _, q := range v.queue {
+			if !yield(q) {
+				return
+			}
+		}
+	}
 }
 
 // JobChanged returns a channel closed after the next commit that changes

@@ -2,6 +2,7 @@ package provisioner
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -151,5 +152,33 @@ func TestConcurrentJobUpdatesAndPackets(t *testing.T) {
 	wg.Wait()
 	if rep, _ := p.discover(t, mac); rep == nil || rep.BootFileName != "" {
 		t.Fatalf("at %s the machine boots %q", stepCheckProfile, rep.BootFileName)
+	}
+}
+
+// Queue positions come from the inventory's in-memory queue: they follow
+// submissions and ends at once, with no job decoded.
+func TestQueuePositionsFollowTheQueue(t *testing.T) {
+	l := newLab(t, Config{})
+	l.stop() // nothing runs: every job waits
+	ctx := context.Background()
+	var ids []string
+	for i := 1; i <= 3; i++ {
+		name := fmt.Sprintf("m%d", i)
+		l.machine(name, "r0", i, inventory.MachineAvailable)
+		ids = append(ids, l.submit(Request{Kind: inventory.JobPower, Machine: name, PowerAction: "on"}).ID)
+	}
+	for i, id := range ids {
+		if got := l.eng.QueuePosition(ctx, id); got != i+1 {
+			t.Errorf("%s at %d, want %d", id, got, i+1)
+		}
+	}
+	if _, _, err := l.inv.UpdateJob(ctx, ids[0], func(j *inventory.Job, m *inventory.Machine) error {
+		j.State = inventory.JobCancelled
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if a, b, c := l.eng.QueuePosition(ctx, ids[0]), l.eng.QueuePosition(ctx, ids[1]), l.eng.QueuePosition(ctx, ids[2]); a != 0 || b != 1 || c != 2 {
+		t.Errorf("after the first ended: %d %d %d, want 0 1 2", a, b, c)
 	}
 }

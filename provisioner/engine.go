@@ -269,11 +269,10 @@ func (e *Engine) schedule(ctx context.Context) error {
 // QueuePosition is a job's place among the jobs waiting for a slot (1 is
 // next), or 0 when it is running or finished.
 func (e *Engine) QueuePosition(ctx context.Context, id string) int {
-	jobs := e.inv.BootView().Queue()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	pos := 0
-	for _, j := range jobs {
+	for j := range e.inv.BootView().Queued() {
 		if e.running[j.ID] {
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/metalhall/metalhall/inventory"
 	"github.com/metalhall/metalhall/provisioner"
@@ -190,8 +191,28 @@ func (s *Server) setBootDevice(c *call) (int, any, error) {
 	return http.StatusOK, in, nil
 }
 
+// maxJobWait bounds a long poll of a machine's job.
+const maxJobWait = time.Minute
+
+// machineJob answers a machine's current (or last) job. With
+// ?wait=DURATION&since=UPDATED_AT it answers once the job has changed
+// since the updated_at the caller last saw (at once if it already has),
+// or when the duration (at most a minute) passes: a waiting client wakes
+// on the job's commit instead of polling.
 func (s *Server) machineJob(c *call) (int, any, error) {
 	name := c.r.PathValue("name")
+	q := c.r.URL.Query()
+	if w := q.Get("wait"); w != "" {
+		d, err := time.ParseDuration(w)
+		if err != nil || d <= 0 {
+			return 0, nil, &inventory.ValidationError{Field: "wait", Msg: fmt.Sprintf("%q is not a positive duration (e.g. 30s)", w)}
+		}
+		since, err := time.Parse(time.RFC3339Nano, q.Get("since"))
+		if err != nil {
+			return 0, nil, &inventory.ValidationError{Field: "since", Msg: fmt.Sprintf("%q is not a time in RFC 3339 form: pass the updated_at of the job last seen", q.Get("since"))}
+		}
+		s.waitJobChange(c.ctx(), name, since, min(d, maxJobWait))
+	}
 	j, err := s.inv.ActiveJob(c.ctx(), name)
 	if errors.Is(err, inventory.ErrNotFound) {
 		jobs, lerr := s.inv.MachineJobs(c.ctx(), name)
@@ -260,4 +281,28 @@ func (s *Server) commissionRack(c *call) (int, any, error) {
 	}
 	c.detail = fmt.Sprintf("%d machines commissioning, %d skipped", len(out.Jobs), len(out.Skipped))
 	return http.StatusAccepted, out, nil
+}
+
+// waitJobChange returns when the machine's active job was updated after
+// since, or has ended, or d passes, or ctx ends.
+func (s *Server) waitJobChange(ctx context.Context, machine string, since time.Time, d time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for {
+		j, err := s.inv.ActiveJob(ctx, machine)
+		if err != nil {
+			return // none (it ended), or the store failed: answer now
+		}
+		changed := s.inv.BootView().JobChanged(j.ID)
+		// Read again after taking the channel: a commit between the two
+		// reads would otherwise be missed.
+		if j, err = s.inv.Job(ctx, j.ID); err != nil || j.State.Finished() || !j.UpdatedAt.Equal(since) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
 }

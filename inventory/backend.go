@@ -37,6 +37,7 @@ type Inventory interface {
 	MachineByMAC(ctx context.Context, mac string) (*Machine, error)
 	MachineByIP(ctx context.Context, ip string) (*Machine, error)
 	LookupMAC(mac []byte) (MACEntry, bool)
+	BootView() *BootView
 	Machines(ctx context.Context, f MachineFilter) ([]Machine, error)
 	UpdateMachine(ctx context.Context, name string, fn func(*Machine) error) (*Machine, error)
 	SetMachineState(ctx context.Context, name string, to MachineState, reason, step string) (*Machine, error)
@@ -59,6 +60,14 @@ type Inventory interface {
 	TouchToken(ctx context.Context, id string, at time.Time) error
 	Tokens(ctx context.Context) ([]Token, error)
 	RevokeToken(ctx context.Context, id string) (*Token, error)
+
+	StartJob(ctx context.Context, j Job, machineTo MachineState) (*Job, error)
+	Job(ctx context.Context, id string) (*Job, error)
+	ActiveJob(ctx context.Context, machine string) (*Job, error)
+	ActiveJobs(ctx context.Context) ([]Job, error)
+	MachineJobs(ctx context.Context, machine string) ([]Job, error)
+	UpdateJob(ctx context.Context, id string, fn func(*Job, *Machine) error) (*Job, *Machine, error)
+	UpdateJobOnly(ctx context.Context, id string, fn func(*Job) error) (*Job, error)
 
 	AppendEvent(ctx context.Context, e Event) (Event, error)
 	Events(ctx context.Context, f EventFilter) ([]Event, error)

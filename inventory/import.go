@@ -56,8 +56,7 @@ func (s *Store) ImportRack(ctx context.Context, in RackImport) (*ImportResult, e
 	}
 	now := s.now().UTC()
 	res := &ImportResult{Rack: r.Name}
-	var changes []macChange
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.write(func(tx *bolt.Tx, vc *viewChanges) error {
 		if old, err := get[Rack](tx, bRacks, "rack", r.Name); err == nil {
 			if f := rackDiff(old, &r); f != "" {
 				return &ConflictError{Msg: fmt.Sprintf("rack %q already exists with a different %s: fix the manifest or change the rack first", r.Name, f)}
@@ -85,11 +84,9 @@ func (s *Store) ImportRack(ctx context.Context, in RackImport) (*ImportResult, e
 				continue
 			}
 			m.State, m.CreatedAt, m.UpdatedAt = MachineEnrolled, now, now
-			ch, err := s.enroll(tx, &m, e.SealedPassword)
-			if err != nil {
+			if err := s.enroll(tx, &m, e.SealedPassword, vc); err != nil {
 				return &EntryError{i, m.Name, err}
 			}
-			changes = append(changes, ch...)
 			res.Created = append(res.Created, m.Name)
 		}
 		return nil
@@ -97,7 +94,6 @@ func (s *Store) ImportRack(ctx context.Context, in RackImport) (*ImportResult, e
 	if err != nil {
 		return nil, err
 	}
-	s.applyMACChanges(changes)
 	return res, nil
 }
 

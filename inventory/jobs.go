@@ -3,6 +3,8 @@ package inventory
 import (
 	"context"
 	"fmt"
+	"reflect"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -145,8 +147,7 @@ func orNone(s string) string {
 // empty) in one transaction. A machine has at most one unfinished job.
 func (s *Store) StartJob(ctx context.Context, j Job, machineTo MachineState) (*Job, error) {
 	var out *Job
-	var changes []macChange
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.write(func(tx *bolt.Tx, vc *viewChanges) error {
 		if id := bkt(tx, bActiveJob).Get([]byte(j.Machine)); id != nil {
 			busy, err := get[Job](tx, bJobs, "job", string(id))
 			if err != nil {
@@ -172,29 +173,25 @@ func (s *Store) StartJob(ctx context.Context, j Job, machineTo MachineState) (*J
 			j.Steps[i].State = StepPending
 		}
 		if machineTo != "" && machineTo != m.State {
-			var ch []macChange
-			_, ch, err = s.updateMachine(tx, j.Machine, func(m *Machine) error {
-				m.State = machineTo
-				if j.Kind == JobProvision {
-					m.Image = j.Image
-				}
-				return nil
-			})
-			if err != nil {
+			next := cloneMachine(m)
+			next.State = machineTo
+			if j.Kind == JobProvision {
+				next.Image = j.Image
+			}
+			if _, err := s.storeMachine(tx, m, next, vc); err != nil {
 				return err
 			}
-			changes = ch
 		}
 		if err := putJSON(bkt(tx, bJobs), []byte(j.ID), j); err != nil {
 			return err
 		}
 		out = &j
+		vc.jobs = append(vc.jobs, out)
 		return bkt(tx, bActiveJob).Put([]byte(j.Machine), []byte(j.ID))
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.applyMACChanges(changes)
 	return out, nil
 }
 
@@ -257,44 +254,140 @@ func sortJobs(js []Job) {
 }
 
 // UpdateJob applies fn to a job and its machine and stores both in one
-// transaction; the machine's change goes through its state machine. When
-// the job ends, it is no longer the machine's active job.
+// transaction; the machine's change goes through its state machine. The
+// machine is written only when fn changed it. When the job ends, it is no
+// longer the machine's active job.
 func (s *Store) UpdateJob(ctx context.Context, id string, fn func(*Job, *Machine) error) (*Job, *Machine, error) {
 	var outJ *Job
 	var outM *Machine
-	var changes []macChange
-	err := s.update(func(tx *bolt.Tx) error {
-		j, err := get[Job](tx, bJobs, "job", id)
+	err := s.write(func(tx *bolt.Tx, vc *viewChanges) error {
+		j, err := getActiveJob(tx, id)
 		if err != nil {
 			return err
 		}
-		if j.State.Finished() {
-			return &ConflictError{Msg: fmt.Sprintf("job %s is already %s", id, j.State)}
-		}
-		var jobErr error
-		m, ch, err := s.updateMachine(tx, j.Machine, func(m *Machine) error {
-			jobErr = fn(j, m)
-			return jobErr
-		})
+		old, err := get[Machine](tx, bMachines, "machine", j.Machine)
 		if err != nil {
 			return err
 		}
-		changes = ch
-		j.UpdatedAt = s.now().UTC()
-		if j.State.Finished() {
-			if j.FinishedAt.IsZero() {
-				j.FinishedAt = j.UpdatedAt
-			}
-			if err := bkt(tx, bActiveJob).Delete([]byte(j.Machine)); err != nil {
+		m := cloneMachine(old)
+		if err := fn(j, m); err != nil {
+			return err
+		}
+		if !reflect.DeepEqual(old, m) {
+			if m, err = s.storeMachine(tx, old, m, vc); err != nil {
 				return err
 			}
 		}
 		outJ, outM = j, m
-		return putJSON(bkt(tx, bJobs), []byte(id), j)
+		return s.putJob(tx, j, vc)
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	s.applyMACChanges(changes)
 	return outJ, outM, nil
+}
+
+// UpdateJobOnly applies fn to a job and stores it, without reading or
+// writing its machine: progress reports, the agent's call-home and step
+// marks change the job alone, and must not rewrite (and re-index) the
+// machine record with its inspection each time. A job that fn finishes
+// is no longer its machine's active job; to move the machine too, use
+// UpdateJob.
+//
+// Concurrent calls share write transactions (group commit): while one
+// transaction commits, the updates that arrive meanwhile queue, and the
+// next transaction takes them all. A lone update waits for nothing. fn
+// runs exactly once; its error fails only its own update.
+func (s *Store) UpdateJobOnly(ctx context.Context, id string, fn func(*Job) error) (*Job, error) {
+	u := &jobUpdate{id: id, fn: fn, done: make(chan struct{})}
+	s.jobQ.mu.Lock()
+	s.jobQ.pending = append(s.jobQ.pending, u)
+	s.jobQ.mu.Unlock()
+
+	s.jobQ.commit.Lock()
+	select {
+	case <-u.done: // an earlier committer took it
+	default:
+		s.jobQ.mu.Lock()
+		batch := s.jobQ.pending
+		s.jobQ.pending = nil
+		s.jobQ.mu.Unlock()
+		s.commitJobUpdates(batch)
+	}
+	s.jobQ.commit.Unlock()
+	<-u.done
+	return u.out, u.err
+}
+
+// jobQueue is the group commit of UpdateJobOnly.
+type jobQueue struct {
+	commit  sync.Mutex // one committer at a time
+	mu      sync.Mutex // guards pending
+	pending []*jobUpdate
+}
+
+type jobUpdate struct {
+	id   string
+	fn   func(*Job) error
+	out  *Job
+	err  error
+	done chan struct{}
+}
+
+// commitJobUpdates stores a batch of job updates in one transaction, in
+// the order they arrived. An update whose job is missing or finished, or
+// whose fn refuses, is left out; the others commit.
+func (s *Store) commitJobUpdates(batch []*jobUpdate) {
+	err := s.write(func(tx *bolt.Tx, vc *viewChanges) error {
+		for _, u := range batch {
+			u.out, u.err = nil, nil
+			j, err := getActiveJob(tx, u.id)
+			if err == nil {
+				err = u.fn(j)
+			}
+			if err != nil {
+				u.err = err
+				continue
+			}
+			if err := s.putJob(tx, j, vc); err != nil {
+				return err
+			}
+			u.out = j
+		}
+		return nil
+	})
+	for _, u := range batch {
+		if err != nil {
+			u.out, u.err = nil, err
+		}
+		close(u.done)
+	}
+}
+
+// getActiveJob loads a job that has not finished.
+func getActiveJob(tx *bolt.Tx, id string) (*Job, error) {
+	j, err := get[Job](tx, bJobs, "job", id)
+	if err != nil {
+		return nil, err
+	}
+	if j.State.Finished() {
+		return nil, &ConflictError{Msg: fmt.Sprintf("job %s is already %s", id, j.State)}
+	}
+	return j, nil
+}
+
+// putJob stamps and stores a changed job, and takes a finished one off
+// its machine.
+func (s *Store) putJob(tx *bolt.Tx, j *Job, vc *viewChanges) error {
+	j.UpdatedAt = s.now().UTC()
+	if j.State.Finished() {
+		if j.FinishedAt.IsZero() {
+			j.FinishedAt = j.UpdatedAt
+		}
+		if err := bkt(tx, bActiveJob).Delete([]byte(j.Machine)); err != nil {
+			return err
+		}
+	}
+	vc.jobs = append(vc.jobs, j)
+	return putJSON(bkt(tx, bJobs), []byte(j.ID), j)
 }

@@ -28,27 +28,24 @@ func (s *Store) EnrollMachine(ctx context.Context, e Enrollment) (*Machine, erro
 	}
 	now := s.now().UTC()
 	m.State, m.CreatedAt, m.UpdatedAt = MachineEnrolled, now, now
-	var changes []macChange
-	err := s.update(func(tx *bolt.Tx) (err error) {
-		changes, err = s.enroll(tx, &m, e.SealedPassword)
-		return err
+	err := s.write(func(tx *bolt.Tx, vc *viewChanges) error {
+		return s.enroll(tx, &m, e.SealedPassword, vc)
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.applyMACChanges(changes)
 	return &m, nil
 }
 
-func (s *Store) enroll(tx *bolt.Tx, m *Machine, sealed []byte) ([]macChange, error) {
+func (s *Store) enroll(tx *bolt.Tx, m *Machine, sealed []byte, vc *viewChanges) error {
 	if exists(tx, bMachines, m.Name) {
-		return nil, &ExistsError{Kind: "machine", Name: m.Name}
+		return &ExistsError{Kind: "machine", Name: m.Name}
 	}
 	m.BMC.SecretRef = "" // only the store names secrets
 	if len(sealed) > 0 {
 		m.BMC.SecretRef = "bmc/" + m.Name
 		if err := bkt(tx, bSecrets).Put([]byte(m.BMC.SecretRef), sealed); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if m.Tenant == "" {
@@ -56,7 +53,7 @@ func (s *Store) enroll(tx *bolt.Tx, m *Machine, sealed []byte) ([]macChange, err
 			m.Tenant = r.Tenant // a machine racked in a tenant's rack is the tenant's
 		}
 	}
-	return s.putMachine(tx, nil, m)
+	return s.putMachine(tx, nil, m, vc)
 }
 
 // normaliseMachine validates what a caller may set on a machine and brings
@@ -121,53 +118,87 @@ func normaliseMachine(m *Machine) error {
 
 // putMachine writes m and keeps every index and the rack usage in step with
 // it, in the caller's transaction. old is the stored record (nil for a new
-// machine). Placement is checked here, so no write path can skip it. It
-// returns the changes for the in-memory MAC index, to apply after commit.
-func (s *Store) putMachine(tx *bolt.Tx, old, m *Machine) ([]macChange, error) {
+// machine). Placement is checked here, so no write path can skip it. Only
+// the index entries whose fields changed are touched, and m goes into vc
+// for the boot view only when a field the view shows changed.
+func (s *Store) putMachine(tx *bolt.Tx, old, m *Machine, vc *viewChanges) error {
 	if err := checkPlacement(tx, old, m); err != nil {
-		return nil, err
+		return err
 	}
-	var changes []macChange
 	idxMAC := bkt(tx, bIdxMAC)
 	if old != nil {
 		for _, mac := range old.MACs {
 			if !slices.Contains(m.MACs, mac) {
-				k := macKey(mac)
-				if err := idxMAC.Delete(k); err != nil {
-					return nil, err
+				if err := idxMAC.Delete(macKey(mac)); err != nil {
+					return err
 				}
-				changes = append(changes, macChange{key: [6]byte(k), del: true})
 			}
-		}
-		if err := unindexMachine(tx, old); err != nil {
-			return nil, err
 		}
 	}
 	for _, mac := range m.MACs {
-		k := macKey(mac)
-		if err := idxMAC.Put(k, []byte(m.Name)); err != nil {
-			return nil, err
+		if old != nil && slices.Contains(old.MACs, mac) {
+			continue
 		}
-		changes = append(changes, macChange{key: [6]byte(k), entry: MACEntry{Machine: m.Name, IP: m.IP}})
-	}
-	if err := bkt(tx, bIdxBMC).Put([]byte(m.BMC.Address), []byte(m.Name)); err != nil {
-		return nil, err
-	}
-	if m.IP != "" {
-		if err := bkt(tx, bIdxIP).Put([]byte(m.IP), []byte(m.Name)); err != nil {
-			return nil, err
+		if err := idxMAC.Put(macKey(mac), []byte(m.Name)); err != nil {
+			return err
 		}
 	}
-	var place [4]byte
-	binary.BigEndian.PutUint16(place[0:], uint16(m.Unit))
-	binary.BigEndian.PutUint16(place[2:], uint16(m.Height))
-	if err := bkt(tx, bIdxRackM).Put(rackMachineKey(m.Rack, m.Name), place[:]); err != nil {
-		return nil, err
+	if old == nil || old.BMC.Address != m.BMC.Address {
+		if old != nil {
+			if err := bkt(tx, bIdxBMC).Delete([]byte(old.BMC.Address)); err != nil {
+				return err
+			}
+		}
+		if err := bkt(tx, bIdxBMC).Put([]byte(m.BMC.Address), []byte(m.Name)); err != nil {
+			return err
+		}
 	}
-	if err := adjustUsage(tx, m.Rack, m, +1); err != nil {
-		return nil, err
+	if old == nil || old.IP != m.IP {
+		if old != nil && old.IP != "" {
+			if err := bkt(tx, bIdxIP).Delete([]byte(old.IP)); err != nil {
+				return err
+			}
+		}
+		if m.IP != "" {
+			if err := bkt(tx, bIdxIP).Put([]byte(m.IP), []byte(m.Name)); err != nil {
+				return err
+			}
+		}
 	}
-	return changes, putJSON(bkt(tx, bMachines), []byte(m.Name), m)
+	if old == nil || old.Rack != m.Rack || old.Unit != m.Unit || old.Height != m.Height {
+		if old != nil {
+			if err := bkt(tx, bIdxRackM).Delete(rackMachineKey(old.Rack, old.Name)); err != nil {
+				return err
+			}
+		}
+		var place [4]byte
+		binary.BigEndian.PutUint16(place[0:], uint16(m.Unit))
+		binary.BigEndian.PutUint16(place[2:], uint16(m.Height))
+		if err := bkt(tx, bIdxRackM).Put(rackMachineKey(m.Rack, m.Name), place[:]); err != nil {
+			return err
+		}
+	}
+	if old == nil || usageChanged(old, m) {
+		if old != nil {
+			if err := adjustUsage(tx, old.Rack, old, -1); err != nil {
+				return err
+			}
+		}
+		if err := adjustUsage(tx, m.Rack, m, +1); err != nil {
+			return err
+		}
+	}
+	if old == nil || old.State != m.State || old.IP != m.IP || !slices.Equal(old.MACs, m.MACs) {
+		vc.machines = append(vc.machines, m)
+	}
+	vc.touched = append(vc.touched, m.Name)
+	return putJSON(bkt(tx, bMachines), []byte(m.Name), m)
+}
+
+// usageChanged reports whether a change of a machine moves its rack's
+// usage (machines, units, power, machines by state).
+func usageChanged(old, m *Machine) bool {
+	return old.Rack != m.Rack || old.Height != m.Height || old.PowerW != m.PowerW || old.State != m.State
 }
 
 // unindexMachine removes the index entries of old other than its MACs (the
@@ -430,40 +461,44 @@ func (s *Store) Secret(ctx context.Context, ref string) ([]byte, error) {
 // fn may refuse by returning an error; then nothing changes.
 func (s *Store) UpdateMachine(ctx context.Context, name string, fn func(*Machine) error) (*Machine, error) {
 	var out *Machine
-	var changes []macChange
-	err := s.update(func(tx *bolt.Tx) (err error) {
-		out, changes, err = s.updateMachine(tx, name, fn)
+	err := s.write(func(tx *bolt.Tx, vc *viewChanges) (err error) {
+		out, err = s.updateMachine(tx, name, fn, vc)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.applyMACChanges(changes)
 	return out, nil
 }
 
-func (s *Store) updateMachine(tx *bolt.Tx, name string, fn func(*Machine) error) (*Machine, []macChange, error) {
+func (s *Store) updateMachine(tx *bolt.Tx, name string, fn func(*Machine) error, vc *viewChanges) (*Machine, error) {
 	old, err := get[Machine](tx, bMachines, "machine", name)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	m := cloneMachine(old)
 	if err := fn(m); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	return s.storeMachine(tx, old, m, vc)
+}
+
+// storeMachine checks a change of old into m (fn already applied) and
+// stores it.
+func (s *Store) storeMachine(tx *bolt.Tx, old, m *Machine, vc *viewChanges) (*Machine, error) {
 	if m.Name != old.Name {
-		return nil, nil, invalid("name", "a machine cannot be renamed")
+		return nil, invalid("name", "a machine cannot be renamed")
 	}
 	if m.State != old.State {
 		if err := machineTransition(old, m.State); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		if m.State == MachineMaintenance {
 			m.PrevState = old.State
 		}
 	}
 	if m.State == MachineFailed && (m.Reason == "" || m.FailedStep == "") {
-		return nil, nil, invalid("reason", "a failed machine must carry the reason and the step that failed")
+		return nil, invalid("reason", "a failed machine must carry the reason and the step that failed")
 	}
 	if m.State != MachineFailed && m.State != MachineMaintenance && m.State != old.State {
 		m.FailedStep = ""
@@ -472,11 +507,13 @@ func (s *Store) updateMachine(tx *bolt.Tx, name string, fn func(*Machine) error)
 		}
 	}
 	if err := normaliseMachine(m); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	m.UpdatedAt = s.now().UTC()
-	changes, err := s.putMachine(tx, old, m)
-	return m, changes, err
+	if err := s.putMachine(tx, old, m, vc); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func cloneMachine(m *Machine) *Machine {
@@ -569,8 +606,7 @@ func (s *Store) RecordInspection(ctx context.Context, name string, report json.R
 // DeleteMachine removes a machine that is not in the middle of a job or
 // deployed for a tenant.
 func (s *Store) DeleteMachine(ctx context.Context, name string) error {
-	var changes []macChange
-	err := s.update(func(tx *bolt.Tx) error {
+	return s.write(func(tx *bolt.Tx, vc *viewChanges) error {
 		m, err := get[Machine](tx, bMachines, "machine", name)
 		if err != nil {
 			return err
@@ -581,12 +617,11 @@ func (s *Store) DeleteMachine(ctx context.Context, name string) error {
 			return &ConflictError{Msg: fmt.Sprintf("machine %q is %s: release it or wait for its job before removing it", name, m.State)}
 		}
 		for _, mac := range m.MACs {
-			k := macKey(mac)
-			if err := bkt(tx, bIdxMAC).Delete(k); err != nil {
+			if err := bkt(tx, bIdxMAC).Delete(macKey(mac)); err != nil {
 				return err
 			}
-			changes = append(changes, macChange{key: [6]byte(k), del: true})
 		}
+		vc.deleted = append(vc.deleted, name)
 		if err := unindexMachine(tx, m); err != nil {
 			return err
 		}
@@ -597,9 +632,4 @@ func (s *Store) DeleteMachine(ctx context.Context, name string) error {
 		}
 		return bkt(tx, bMachines).Delete([]byte(name))
 	})
-	if err != nil {
-		return err
-	}
-	s.applyMACChanges(changes)
-	return nil
 }

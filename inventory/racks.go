@@ -217,8 +217,7 @@ func (s *Store) SetRackState(ctx context.Context, name string, to RackState) (*R
 // ("" takes it back).
 func (s *Store) AssignRackTenant(ctx context.Context, name, tenant string) (*Rack, error) {
 	var out *Rack
-	var changes []macChange
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.write(func(tx *bolt.Tx, vc *viewChanges) error {
 		r, err := get[Rack](tx, bRacks, "rack", name)
 		if err != nil {
 			return err
@@ -234,15 +233,12 @@ func (s *Store) AssignRackTenant(ctx context.Context, name, tenant string) (*Rac
 		return rackMachines(tx, name, func(m *Machine) error {
 			old := *m
 			m.Tenant = tenant
-			ch, err := s.putMachine(tx, &old, m)
-			changes = append(changes, ch...)
-			return err
+			return s.putMachine(tx, &old, m, vc)
 		})
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.applyMACChanges(changes)
 	return out, nil
 }
 

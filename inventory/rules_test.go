@@ -340,16 +340,16 @@ func checkIndexes(t *testing.T, s *Store) {
 		compare("rack", bIdxRackM, wantRack, func(v []byte) string {
 			return fmt.Sprint(binary.BigEndian.Uint16(v), "/", binary.BigEndian.Uint16(v[2:]))
 		})
-		s.macMu.RLock()
-		if len(s.macs) != len(wantMAC) {
-			t.Errorf("in-memory MAC index has %d entries, want %d", len(s.macs), len(wantMAC))
+		s.boot.mu.RLock()
+		if len(s.boot.byMAC) != len(wantMAC) {
+			t.Errorf("in-memory MAC index has %d entries, want %d", len(s.boot.byMAC), len(wantMAC))
 		}
 		for k, name := range wantMAC {
-			if s.macs[[6]byte([]byte(k))].Machine != name {
-				t.Errorf("in-memory MAC index: %x → %q, want %q", k, s.macs[[6]byte([]byte(k))].Machine, name)
+			if bm := s.boot.byMAC[[6]byte([]byte(k))]; bm == nil || bm.entry.Machine != name {
+				t.Errorf("in-memory MAC index: %x → %v, want %q", k, bm, name)
 			}
 		}
-		s.macMu.RUnlock()
+		s.boot.mu.RUnlock()
 		return tx.Bucket(bRackUsage).ForEach(func(k, v []byte) error {
 			var got RackUsage
 			getJSON(tx.Bucket(bRackUsage), k, &got)

@@ -283,7 +283,7 @@ func (s *Store) CreateSubnet(ctx context.Context, sn Subnet) (*Subnet, error) {
 		}
 	}
 	sn.CreatedAt = s.now().UTC()
-	err = s.update(func(tx *bolt.Tx) error {
+	err = s.write(func(tx *bolt.Tx, vc *viewChanges) error {
 		if exists(tx, bSubnets, sn.Name) {
 			return &ExistsError{Kind: "subnet", Name: sn.Name}
 		}
@@ -296,6 +296,7 @@ func (s *Store) CreateSubnet(ctx context.Context, sn Subnet) (*Subnet, error) {
 				return &ConflictError{Msg: fmt.Sprintf("subnet %s overlaps subnet %q (%s)", prefix, o.Name, o.CIDR)}
 			}
 		}
+		vc.subnets = append(vc.subnets, sn)
 		return putJSON(bkt(tx, bSubnets), []byte(sn.Name), sn)
 	})
 	if err != nil {

@@ -64,11 +64,15 @@ type Store struct {
 	db  *bolt.DB
 	now func() time.Time
 
-	// macs mirrors idx_mac in memory for the DHCP hot path: a lookup per
-	// packet must not open a transaction. It is rebuilt at Open and changed
-	// only from OnCommit hooks, so it never shows uncommitted state.
-	macMu sync.RWMutex
-	macs  map[[6]byte]MACEntry
+	// boot is the in-memory view of the boot path (MACs, reservations,
+	// subnets, active jobs): a DHCP packet must not open a transaction. It
+	// is rebuilt at Open and changed only after a commit (see write).
+	boot *BootView
+	// applyMu orders the view's updates as their transactions committed:
+	// a writer takes it inside its transaction (under bbolt's writer lock)
+	// and lets go once its changes are applied.
+	applyMu sync.Mutex
+	jobQ    jobQueue // group commit of job-only updates
 
 	// writeTxns counts write transactions (Store.update calls, and the
 	// shared transactions of Store.batch), so a bench can report what one
@@ -101,7 +105,7 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	s := &Store{db: db, now: opts.Now, macs: make(map[[6]byte]MACEntry)}
+	s := &Store{db: db, now: opts.Now, boot: newBootView()}
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -128,17 +132,40 @@ func (s *Store) init() error {
 		if err := meta.Put(keySchema, binary.BigEndian.AppendUint32(nil, SchemaVersion)); err != nil {
 			return err
 		}
-		// Rebuild the in-memory MAC index from the committed one.
-		machines := bkt(tx, bMachines)
-		return bkt(tx, bIdxMAC).ForEach(func(k, v []byte) error {
-			var m Machine
-			if err := getJSON(machines, v, &m); err != nil {
-				return fmt.Errorf("mac index points at %q: %w", v, err)
-			}
-			s.macs[[6]byte(k)] = MACEntry{Machine: m.Name, IP: m.IP}
-			return nil
-		})
+		// Rebuild the boot view from what is committed.
+		var vc viewChanges
+		if err := loadView(tx, &vc); err != nil {
+			return err
+		}
+		s.boot.apply(&vc)
+		return nil
 	})
+}
+
+// loadView collects everything the boot view shows: every machine, every
+// unfinished job, every subnet.
+func loadView(tx *bolt.Tx, vc *viewChanges) error {
+	ms, err := list[Machine](tx, bMachines, nil)
+	if err != nil {
+		return err
+	}
+	for i := range ms {
+		ms[i].Inspection = nil // the view never needs it
+		vc.machines = append(vc.machines, &ms[i])
+	}
+	err = bkt(tx, bActiveJob).ForEach(func(_, id []byte) error {
+		j, err := get[Job](tx, bJobs, "job", string(id))
+		if err != nil {
+			return err
+		}
+		vc.jobs = append(vc.jobs, j)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	vc.subnets, err = list[Subnet](tx, bSubnets, nil)
+	return err
 }
 
 // Close closes the database.
@@ -190,29 +217,43 @@ func (s *Store) LookupMAC(mac []byte) (MACEntry, bool) {
 	if len(mac) != 6 {
 		return MACEntry{}, false
 	}
-	s.macMu.RLock()
-	e, ok := s.macs[[6]byte(mac)]
-	s.macMu.RUnlock()
-	return e, ok
-}
-
-// macChange is applied to the in-memory index after its transaction commits.
-type macChange struct {
-	key   [6]byte
-	entry MACEntry
-	del   bool
-}
-
-func (s *Store) applyMACChanges(ch []macChange) {
-	s.macMu.Lock()
-	for _, c := range ch {
-		if c.del {
-			delete(s.macs, c.key)
-		} else {
-			s.macs[c.key] = c.entry
-		}
+	s.boot.mu.RLock()
+	bm := s.boot.byMAC[[6]byte(mac)]
+	s.boot.mu.RUnlock()
+	if bm == nil {
+		return MACEntry{}, false
 	}
-	s.macMu.Unlock()
+	return MACEntry{Machine: bm.entry.Machine, IP: bm.ipText}, true
+}
+
+// BootView is the in-memory view the boot path reads.
+func (s *Store) BootView() *BootView { return s.boot }
+
+// write runs fn in a write transaction and, once it has committed,
+// publishes what fn collected to the boot view, in commit order.
+func (s *Store) write(fn func(tx *bolt.Tx, vc *viewChanges) error) error {
+	var vc viewChanges
+	locked := false
+	err := s.update(func(tx *bolt.Tx) error {
+		vc.reset()
+		if err := fn(tx, &vc); err != nil {
+			return err
+		}
+		if !vc.empty() {
+			// Still under bbolt's writer lock: the next writer to commit
+			// applies after this one.
+			s.applyMu.Lock()
+			locked = true
+		}
+		return nil
+	})
+	if locked {
+		if err == nil {
+			s.boot.apply(&vc)
+		}
+		s.applyMu.Unlock()
+	}
+	return err
 }
 
 // update runs fn in a write transaction.

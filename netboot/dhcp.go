@@ -297,8 +297,16 @@ func (h *DHCPHandler) reservation(ctx context.Context, req *dhcpv4.DHCPv4, c Cli
 			return h.drop(DropOtherServer)
 		}
 	}
-	res, known, err := h.cfg.Addresses.Lookup(ctx, c.MAC, c.Relay)
-	if err != nil {
+	var (
+		res            Reservation
+		known, decided bool
+		boot           Boot
+		bootErr, err   error
+	)
+	if ba, ok := h.cfg.Addresses.(BootAddresses); ok {
+		res, known, boot, bootErr = ba.LookupBoot(ctx, c)
+		decided = true
+	} else if res, known, err = h.cfg.Addresses.Lookup(ctx, c.MAC, c.Relay); err != nil {
 		h.log.Warn("dhcp: address lookup failed", "mac", c.MAC.String(), "err", err)
 		return h.drop(DropAddresses)
 	}
@@ -311,11 +319,13 @@ func (h *DHCPHandler) reservation(ctx context.Context, req *dhcpv4.DHCPv4, c Cli
 			return h.drop(DropAddresses)
 		}
 	}
-	boot, err := h.cfg.Booter.Boot(ctx, c)
-	if err != nil {
+	if !decided {
+		boot, bootErr = h.cfg.Booter.Boot(ctx, c)
+	}
+	if bootErr != nil {
 		// No reply rather than a plain lease: a plain lease would let the
 		// firmware fall through to an old OS on disk. The client retries.
-		h.log.Warn("dhcp: booter failed", "mac", c.MAC.String(), "err", err)
+		h.log.Warn("dhcp: booter failed", "mac", c.MAC.String(), "err", bootErr)
 		return h.drop(DropBooter)
 	}
 
@@ -335,7 +345,7 @@ func (h *DHCPHandler) reservation(ctx context.Context, req *dhcpv4.DHCPv4, c Cli
 			nak := newReply(req)
 			nak.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeNak))
 			nak.UpdateOption(dhcpv4.OptServerIdentifier(h.sid))
-			h.cfg.Recorder.Event(Event{MAC: c.MAC.String(), Step: StepDHCPNak, Detail: fmt.Sprintf("requested %v, reserved %v", want, res.IP)})
+			h.cfg.Recorder.Event(Event{MAC: c.MAC.String(), Machine: boot.Machine, Step: StepDHCPNak, Detail: fmt.Sprintf("requested %v, reserved %v", want, res.IP)})
 			return &Reply{Packet: nak, Dest: h.destination(req, nak)}, 0
 		}
 		resp.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeAck))
@@ -355,7 +365,7 @@ func (h *DHCPHandler) reservation(ctx context.Context, req *dhcpv4.DHCPv4, c Cli
 	if step == StepDHCPAck && mt == dhcpv4.MessageTypeRequest {
 		h.cfg.Recorder.Lease(Lease{MAC: c.MAC.String(), IP: res.IP, Hostname: res.Hostname, Expires: time.Now().Add(lt)})
 	}
-	h.cfg.Recorder.Event(Event{MAC: c.MAC.String(), Step: step, Detail: eventDetail(res.IP, c, boot, file)})
+	h.cfg.Recorder.Event(Event{MAC: c.MAC.String(), Machine: boot.Machine, Step: step, Detail: eventDetail(res.IP, c, boot, file)})
 	return &Reply{Packet: resp, Dest: h.destination(req, resp)}, 0
 }
 
@@ -406,14 +416,24 @@ func (h *DHCPHandler) proxy(ctx context.Context, req *dhcpv4.DHCPv4, c Client, p
 	if !isPXE(c) {
 		return h.drop(DropNoBoot)
 	}
-	if h.cfg.Addresses != nil && !h.cfg.Discovery {
-		if _, known, err := h.cfg.Addresses.Lookup(ctx, c.MAC, c.Relay); err != nil {
-			return h.drop(DropAddresses)
-		} else if !known {
+	var boot Boot
+	var err error
+	if ba, ok := h.cfg.Addresses.(BootAddresses); ok {
+		var known bool
+		_, known, boot, err = ba.LookupBoot(ctx, c)
+		if !known && !h.cfg.Discovery {
 			return h.drop(DropUnknownMAC)
 		}
+	} else {
+		if h.cfg.Addresses != nil && !h.cfg.Discovery {
+			if _, known, err := h.cfg.Addresses.Lookup(ctx, c.MAC, c.Relay); err != nil {
+				return h.drop(DropAddresses)
+			} else if !known {
+				return h.drop(DropUnknownMAC)
+			}
+		}
+		boot, err = h.cfg.Booter.Boot(ctx, c)
 	}
-	boot, err := h.cfg.Booter.Boot(ctx, c)
 	if err != nil {
 		h.log.Warn("dhcp: booter failed", "mac", c.MAC.String(), "err", err)
 		return h.drop(DropBooter)
@@ -435,7 +455,7 @@ func (h *DHCPHandler) proxy(ctx context.Context, req *dhcpv4.DHCPv4, c Client, p
 			l.Learn(ctx, c.MAC, c.IP)
 		}
 	}
-	h.cfg.Recorder.Event(Event{MAC: c.MAC.String(), Step: step, Detail: "proxy " + eventDetail(netip.Addr{}, c, boot, file)})
+	h.cfg.Recorder.Event(Event{MAC: c.MAC.String(), Machine: boot.Machine, Step: step, Detail: "proxy " + eventDetail(netip.Addr{}, c, boot, file)})
 	dest := h.destination(req, resp)
 	if localPort == proxyPort && peer.Addr().Is4() && !peer.Addr().IsUnspecified() && !c.Relay.IsValid() {
 		// The boot server exchange is unicast: answer where it came from.

@@ -12,8 +12,9 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
-	"time"
+	"sync"
 )
 
 // HTTPConfig configures the HTTP boot handler.
@@ -40,7 +41,25 @@ type HTTPHandler struct {
 	root *os.Root
 	mux  *http.ServeMux
 	log  *slog.Logger
+
+	// served remembers, per client address, what the last script served
+	// there named: kernel and initrd fetches are labelled from the
+	// decision already taken, not by asking the Booter again (pixiecore
+	// style: decide once, carry the decision).
+	mu     sync.Mutex
+	served map[netip.Addr]servedBoot
 }
+
+// servedBoot is a script's decision, as later fetches need it.
+type servedBoot struct {
+	mac, machine string
+	kernel       string   // URL path
+	initrds      []string // URL paths
+}
+
+// servedMax bounds what the handler remembers: one entry per address of
+// the provisioning networks is plenty.
+const servedMax = 1 << 16
 
 // NewHTTPHandler returns the handler. Close it when done.
 func NewHTTPHandler(cfg HTTPConfig) (*HTTPHandler, error) {
@@ -54,7 +73,7 @@ func NewHTTPHandler(cfg HTTPConfig) (*HTTPHandler, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Templates = cfg.Templates.withDefaults()
-	h := &HTTPHandler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	h := &HTTPHandler{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), served: make(map[netip.Addr]servedBoot)}
 	if cfg.IPXERoot != "" {
 		r, err := os.OpenRoot(cfg.IPXERoot)
 		if err != nil {
@@ -148,7 +167,8 @@ func (h *HTTPHandler) serveScript(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "cannot render boot script", http.StatusInternalServerError)
 		return
 	}
-	h.cfg.Recorder.Event(Event{MAC: mac.String(), Step: StepScript, Detail: "boot=" + boot.Kind.String()})
+	h.remember(sourceIP(r), mac.String(), boot)
+	h.cfg.Recorder.Event(Event{MAC: mac.String(), Machine: boot.Machine, Step: StepScript, Detail: "boot=" + boot.Kind.String()})
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Write(script)
@@ -166,7 +186,7 @@ func (h *HTTPHandler) serveIPXE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer f.Close()
-	h.record(r, StepFile, "ipxe/"+name)
+	h.record(r, StepFile, servedBoot{}, "ipxe/"+name)
 	w.Header().Set("Content-Type", "application/octet-stream")
 	http.ServeContent(w, r, name, fi.ModTime(), f)
 }
@@ -188,7 +208,8 @@ func (h *HTTPHandler) serveFile(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	h.record(r, h.classify(r), name)
+	step, sb := h.classify(r)
+	h.record(r, step, sb, name)
 	w.Header().Set("Content-Type", "application/octet-stream")
 	if rs, ok := f.(io.ReadSeeker); ok {
 		http.ServeContent(w, r, name, fi.ModTime(), rs)
@@ -202,44 +223,69 @@ func (h *HTTPHandler) serveFile(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// classify tells a kernel fetch from an initrd fetch by comparing the
-// path with what the requester's Boot names; other files are StepFile.
-func (h *HTTPHandler) classify(r *http.Request) Step {
-	mac := h.owner(r)
-	if mac == nil {
-		return StepFile
+// remember keeps the decision a script carried for the fetches that follow
+// from the same address.
+func (h *HTTPHandler) remember(ip netip.Addr, mac string, b Boot) {
+	if !ip.IsValid() {
+		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
-	defer cancel()
-	b, err := h.cfg.Booter.Boot(ctx, Client{MAC: mac, Arch: ArchUnknown, UserClass: "iPXE", IP: sourceIP(r)})
-	if err != nil {
-		return StepFile
-	}
-	same := func(s string) bool {
-		u, err := url.Parse(s)
-		return err == nil && u.Path == r.URL.Path
-	}
-	if same(b.Kernel) {
-		return StepKernel
-	}
+	sb := servedBoot{mac: mac, machine: b.Machine, kernel: urlPath(b.Kernel)}
 	for _, ird := range b.Initrds {
-		if same(ird) {
-			return StepInitrd
-		}
+		sb.initrds = append(sb.initrds, urlPath(ird))
 	}
-	return StepFile
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.served[ip]; !ok && len(h.served) >= servedMax {
+		clear(h.served)
+	}
+	h.served[ip] = sb
 }
 
-func (h *HTTPHandler) record(r *http.Request, step Step, detail string) {
+func urlPath(s string) string {
+	if s == "" {
+		return ""
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return ""
+	}
+	return u.Path
+}
+
+// classify tells a kernel fetch from an initrd fetch by comparing the
+// path with what the script served to the same address named; other
+// files are StepFile. It also returns that decision (zero when none).
+func (h *HTTPHandler) classify(r *http.Request) (Step, servedBoot) {
+	ip := sourceIP(r)
+	h.mu.Lock()
+	sb, ok := h.served[ip]
+	h.mu.Unlock()
+	if !ok {
+		return StepFile, servedBoot{}
+	}
+	switch {
+	case sb.kernel != "" && sb.kernel == r.URL.Path:
+		return StepKernel, sb
+	case slices.Contains(sb.initrds, r.URL.Path):
+		return StepInitrd, sb
+	}
+	return StepFile, sb
+}
+
+// record reports a file served. The MAC comes from the decision served
+// to the same address when there is one, else from who holds the address.
+func (h *HTTPHandler) record(r *http.Request, step Step, sb servedBoot, detail string) {
 	if r.Method != http.MethodGet {
 		return
 	}
-	mac := ""
-	if m := h.owner(r); m != nil {
-		mac = m.String()
+	mac, machine := sb.mac, sb.machine
+	if mac == "" {
+		if m := h.owner(r); m != nil {
+			mac = m.String()
+		}
 	}
 	if rg := r.Header.Get("Range"); rg != "" {
 		detail += " range=" + truncate(rg, 64)
 	}
-	h.cfg.Recorder.Event(Event{MAC: mac, Step: step, Detail: detail})
+	h.cfg.Recorder.Event(Event{MAC: mac, Machine: machine, Step: step, Detail: detail})
 }

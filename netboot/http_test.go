@@ -146,6 +146,16 @@ func TestHTTPScriptKinds(t *testing.T) {
 
 func TestHTTPFiles(t *testing.T) {
 	f := newHTTPFixture(t)
+	// Before any script, a kernel is just a file of the address's owner.
+	if code, _, _ := f.get(t, "/boot/files/agent/vmlinuz"); code != 200 {
+		t.Fatalf("kernel before the script: %d", code)
+	}
+	// The script's decision labels what follows; the Booter's answer may
+	// change meanwhile without relabelling fetches of the boot under way.
+	if code, _, _ := f.get(t, "/boot/52:54:00:00:00:10.ipxe"); code != 200 {
+		t.Fatalf("script: %d", code)
+	}
+	f.booter.Set(macHere, Boot{Kind: BootLocal})
 	code, body, _ := f.get(t, "/boot/files/agent/vmlinuz", "Range", "bytes=10-")
 	if code != http.StatusPartialContent || body != "kernel" {
 		t.Fatalf("range: %d %q", code, body)
@@ -165,7 +175,7 @@ func TestHTTPFiles(t *testing.T) {
 	for _, e := range f.rec.Events() {
 		steps = append(steps, string(e.Step)+":"+e.MAC)
 	}
-	want := "kernel:52:54:00:00:00:10 initrd:52:54:00:00:00:10 file:52:54:00:00:00:10"
+	want := "file:52:54:00:00:00:10 script:52:54:00:00:00:10 kernel:52:54:00:00:00:10 initrd:52:54:00:00:00:10 file:52:54:00:00:00:10"
 	if got := strings.Join(steps, " "); got != want {
 		t.Errorf("steps %q, want %q", got, want)
 	}

@@ -88,6 +88,10 @@ type Boot struct {
 	// Script, when set, is served verbatim as the iPXE script instead of
 	// rendering the template for Kind.
 	Script string
+	// Machine is the Booter's name for the machine, when it knows it.
+	// netboot carries it into the events of this boot, so the recorder
+	// never has to look the MAC up again.
+	Machine string
 }
 
 // Netboots reports whether the client should get boot options at all.
@@ -140,6 +144,19 @@ type Addresses interface {
 	Owner(ctx context.Context, ip netip.Addr) (net.HardwareAddr, bool)
 }
 
+// BootAddresses is implemented by Addresses that also decide what a MAC
+// boots, from the same lookup: one read of the backend per packet, like
+// smee's GetByMac. When DHCPConfig.Addresses implements it, the DHCP
+// handler calls LookupBoot instead of Addresses.Lookup and Booter.Boot;
+// it must answer as those two would.
+type BootAddresses interface {
+	Addresses
+	// LookupBoot returns the reservation of c.MAC on the segment reached
+	// through c.Relay (ok false for an unknown MAC, as Lookup) and what
+	// c boots (as Booter.Boot).
+	LookupBoot(ctx context.Context, c Client) (r Reservation, ok bool, b Boot, err error)
+}
+
 // LeaseLearner is implemented by Addresses that take what proxy mode
 // learns. In proxy mode another server hands out addresses; the PXE
 // client's REQUEST to that server (port 67, option 50) and its
@@ -168,10 +185,13 @@ const (
 
 // Event is one boot step of one machine.
 type Event struct {
-	Time   time.Time
-	MAC    string // canonical aa:bb:cc:dd:ee:ff; empty when not known (TFTP)
-	Step   Step
-	Detail string
+	Time time.Time
+	MAC  string // canonical aa:bb:cc:dd:ee:ff; empty when not known (TFTP)
+	// Machine is the Booter's name for the MAC (Boot.Machine) when netboot
+	// learnt it on the way; empty when not known.
+	Machine string
+	Step    Step
+	Detail  string
 }
 
 // Lease is an address handed out, for persistence.

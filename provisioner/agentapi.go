@@ -134,7 +134,7 @@ func (e *Engine) agentTask(ctx context.Context, j *inventory.Job, _ []byte) (any
 		taskErr = fmt.Errorf("job %s (%s) has no agent task", j.ID, j.Kind)
 	}
 	now := e.cfg.Now().UTC()
-	if _, _, err := e.inv.UpdateJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) error {
+	if _, err := e.inv.UpdateJobOnly(ctx, j.ID, func(j *inventory.Job) error {
 		j.AgentSeenAt = now
 		if taskErr != nil {
 			j.AgentDone, j.AgentOK, j.AgentError = true, false, taskErr.Error()
@@ -169,7 +169,7 @@ func (e *Engine) agentProgress(ctx context.Context, j *inventory.Job, body []byt
 		return nil, fmt.Errorf("progress is not valid JSON: %w", err)
 	}
 	now := e.cfg.Now().UTC()
-	_, _, err := e.inv.UpdateJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) error {
+	_, err := e.inv.UpdateJobOnly(ctx, j.ID, func(j *inventory.Job) error {
 		j.Progress = inventory.JobProgress{Step: p.Step, Bytes: p.Bytes, Total: p.Total, Rate: p.Rate, At: now}
 		return nil
 	})
@@ -182,7 +182,7 @@ func (e *Engine) agentDone(ctx context.Context, j *inventory.Job, body []byte) (
 		return nil, fmt.Errorf("done is not valid JSON: %w", err)
 	}
 	now := e.cfg.Now().UTC()
-	_, _, err := e.inv.UpdateJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) error {
+	_, err := e.inv.UpdateJobOnly(ctx, j.ID, func(j *inventory.Job) error {
 		j.AgentDone, j.AgentOK, j.AgentError = true, d.OK, d.Error
 		j.Progress.At = now
 		return nil

@@ -12,25 +12,30 @@ import (
 // Boot implements netboot.Booter: a machine whose job needs the agent
 // boots the agent's kernel and initramfs, with the service URL and a
 // job-scoped token on its command line; a deployed machine boots from its
-// disk; anything else gets no boot options.
+// disk; anything else gets no boot options. It reads only the inventory's
+// boot view, in memory.
 func (e *Engine) Boot(ctx context.Context, c netboot.Client) (netboot.Boot, error) {
-	entry, ok := e.inv.LookupMAC(c.MAC)
+	entry, ok := e.inv.BootView().Lookup(c.MAC)
 	if !ok {
 		return netboot.Boot{Kind: netboot.BootNone}, nil
 	}
-	j, err := e.inv.ActiveJob(ctx, entry.Machine)
-	if err != nil {
-		m, merr := e.inv.Machine(ctx, entry.Machine)
-		if merr == nil && m.State == inventory.MachineDeployed {
-			return netboot.Boot{Kind: netboot.BootLocal}, nil
+	return e.bootFor(entry, c)
+}
+
+// bootFor decides what a known machine boots, from its boot view entry.
+func (e *Engine) bootFor(entry inventory.BootEntry, c netboot.Client) (netboot.Boot, error) {
+	j := entry.Job
+	if j.ID == "" {
+		if entry.State == inventory.MachineDeployed {
+			return netboot.Boot{Kind: netboot.BootLocal, Machine: entry.Machine}, nil
 		}
-		return netboot.Boot{Kind: netboot.BootNone}, nil
+		return netboot.Boot{Kind: netboot.BootNone, Machine: entry.Machine}, nil
 	}
-	if j.CancelRequested || !needsAgent(j.StepName()) {
+	if j.Cancelled || !needsAgent(j.Step) {
 		if j.Kind == inventory.JobProvision {
-			return netboot.Boot{Kind: netboot.BootLocal}, nil
+			return netboot.Boot{Kind: netboot.BootLocal, Machine: entry.Machine}, nil
 		}
-		return netboot.Boot{Kind: netboot.BootNone}, nil
+		return netboot.Boot{Kind: netboot.BootNone, Machine: entry.Machine}, nil
 	}
 	if e.cfg.BootKernelURL == "" || e.cfg.BootInitrdURL == "" {
 		return netboot.Boot{}, fmt.Errorf("machine %s needs the agent but no boot environment is registered: run 'metalhall bootenv build'", entry.Machine)
@@ -47,7 +52,7 @@ func (e *Engine) Boot(ctx context.Context, c netboot.Client) (netboot.Boot, erro
 		params = append(params, e.cfg.ExtraKernelParams)
 	}
 	return netboot.Boot{Kind: netboot.BootProvision, Kernel: e.cfg.BootKernelURL,
-		Initrds: []string{e.cfg.BootInitrdURL}, Cmdline: strings.Join(params, " ")}, nil
+		Initrds: []string{e.cfg.BootInitrdURL}, Cmdline: strings.Join(params, " "), Machine: entry.Machine}, nil
 }
 
 var _ netboot.Booter = (*Engine)(nil)

@@ -44,7 +44,7 @@ type Config struct {
 	MetadataTimeout   time.Duration // power cycle to disk → installed OS fetches metadata [15m]
 	BootRetries       int           // re-PXE attempts when a machine is not seen [1]
 	TokenTTL          time.Duration // life of an agent token after its job starts [6h]
-	PollInterval      time.Duration // how often waits look at the job [250ms]
+	PollInterval      time.Duration // how often waits look at the job when no change wakes them [5s]
 	Logger            *slog.Logger
 	TokenKey          []byte // HMAC key for job-scoped agent tokens (32 bytes)
 	Profiles          ProfileSource
@@ -75,7 +75,7 @@ func (c *Config) defaults() {
 	defd(&c.StallTimeout, 5*time.Minute)
 	defd(&c.MetadataTimeout, 15*time.Minute)
 	defd(&c.TokenTTL, 6*time.Hour)
-	defd(&c.PollInterval, 250*time.Millisecond)
+	defd(&c.PollInterval, 5*time.Second)
 	if c.BootRetries < 0 {
 		c.BootRetries = 0
 	} else if c.BootRetries == 0 {
@@ -188,7 +188,7 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*inventory.Job, error) 
 // "cancelled" and the step it was at (it may be half-imaged or half-wiped:
 // only a new job makes it trustworthy again).
 func (e *Engine) Cancel(ctx context.Context, id string) (*inventory.Job, error) {
-	j, _, err := e.inv.UpdateJob(ctx, id, func(j *inventory.Job, m *inventory.Machine) error {
+	j, err := e.inv.UpdateJobOnly(ctx, id, func(j *inventory.Job) error {
 		j.CancelRequested = true
 		return nil
 	})
@@ -227,12 +227,10 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 }
 
-// schedule starts the oldest waiting jobs that fit within the limits.
+// schedule starts the oldest waiting jobs that fit within the limits. It
+// reads the queue the inventory keeps in memory: no job is decoded.
 func (e *Engine) schedule(ctx context.Context) error {
-	jobs, err := e.inv.ActiveJobs(ctx)
-	if err != nil {
-		return err
-	}
+	jobs := e.inv.BootView().Queue()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, j := range jobs {
@@ -252,7 +250,7 @@ func (e *Engine) schedule(ctx context.Context) error {
 			e.streams++
 		}
 		e.wg.Add(1)
-		go func(j inventory.Job) {
+		go func(j inventory.QueuedJob) {
 			defer e.wg.Done()
 			e.work(ctx, j.ID)
 			e.mu.Lock()
@@ -271,14 +269,10 @@ func (e *Engine) schedule(ctx context.Context) error {
 // QueuePosition is a job's place among the jobs waiting for a slot (1 is
 // next), or 0 when it is running or finished.
 func (e *Engine) QueuePosition(ctx context.Context, id string) int {
-	jobs, err := e.inv.ActiveJobs(ctx)
-	if err != nil {
-		return 0
-	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	pos := 0
-	for _, j := range jobs {
+	for j := range e.inv.BootView().Queued() {
 		if e.running[j.ID] {
 			continue
 		}

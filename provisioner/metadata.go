@@ -67,7 +67,7 @@ func (e *Engine) metadataSeen(ctx context.Context, j *inventory.Job) {
 		return
 	}
 	now := e.cfg.Now().UTC()
-	if _, _, err := e.inv.UpdateJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) error {
+	if _, err := e.inv.UpdateJobOnly(ctx, j.ID, func(j *inventory.Job) error {
 		j.MetadataSeenAt = now
 		return nil
 	}); err == nil {

@@ -2,10 +2,12 @@ package provisioner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/metalhall/metalhall/inventory"
@@ -14,45 +16,36 @@ import (
 
 // Addresses gives netboot the inventory's address reservations, and a
 // dynamic range per subnet for machines not enrolled yet (discovery). It
-// reads reservations from the inventory's in-memory MAC index and keeps
-// the subnets in memory, refreshed every few seconds, so a DHCP packet
-// costs no database transaction.
+// reads only the inventory's boot view, in memory: a DHCP packet costs one
+// lookup and no database transaction. Subnets created while the service
+// runs get their dynamic range at the next packet that needs one.
 type Addresses struct {
-	inv   *inventory.Store
+	view  *inventory.BootView
+	boot  *Engine
 	lease time.Duration
 	dyn   *netboot.MemoryAddresses
 
+	segGen atomic.Uint64 // 1 + the view's subnet generation the segments follow; 0: none yet
+
 	mu       sync.Mutex
-	subnets  []netboot.Subnet
-	loadedAt time.Time
+	segments map[string]bool                 // subnets that have a segment in dyn
 	learned  map[netip.Addr]net.HardwareAddr // proxy mode: who took which address elsewhere
 }
 
-// NewAddresses loads the subnets and the unexpired leases.
-func NewAddresses(ctx context.Context, inv *inventory.Store, leaseTime time.Duration) (*Addresses, error) {
+// NewAddresses loads the unexpired leases; booter decides what each MAC
+// boots, from the same lookup (netboot.BootAddresses).
+func NewAddresses(ctx context.Context, inv *inventory.Store, booter *Engine, leaseTime time.Duration) (*Addresses, error) {
+	if booter == nil {
+		return nil, errors.New("provisioner: Addresses need the engine that decides what machines boot")
+	}
 	if leaseTime <= 0 {
 		leaseTime = time.Hour
 	}
-	a := &Addresses{inv: inv, lease: leaseTime, dyn: netboot.NewMemoryAddresses(), learned: map[netip.Addr]net.HardwareAddr{}}
-	subs, err := inv.Subnets(ctx)
-	if err != nil {
+	a := &Addresses{view: inv.BootView(), boot: booter, lease: leaseTime, dyn: netboot.NewMemoryAddresses(),
+		segments: map[string]bool{}, learned: map[netip.Addr]net.HardwareAddr{}}
+	if err := a.syncSegments(); err != nil {
 		return nil, err
 	}
-	for _, sn := range subs {
-		ns := toNetbootSubnet(sn, leaseTime)
-		a.subnets = append(a.subnets, ns)
-		if sn.RangeFirst == "" {
-			continue
-		}
-		first, _ := netip.ParseAddr(sn.RangeFirst)
-		last, _ := netip.ParseAddr(sn.RangeLast)
-		// No relay address: the segment serves on-link clients and clients
-		// relayed from any address inside the subnet.
-		if err := a.dyn.AddSegment(ns, netip.Addr{}, first, last); err != nil {
-			return nil, fmt.Errorf("subnet %q: %w", sn.Name, err)
-		}
-	}
-	a.loadedAt = time.Now()
 	leases, err := inv.Leases(ctx, time.Now())
 	if err != nil {
 		return nil, err
@@ -67,64 +60,93 @@ func NewAddresses(ctx context.Context, inv *inventory.Store, leaseTime time.Dura
 	return a, nil
 }
 
-func toNetbootSubnet(sn inventory.Subnet, lease time.Duration) netboot.Subnet {
-	p, _ := netip.ParsePrefix(sn.CIDR)
-	gw, _ := netip.ParseAddr(sn.Gateway)
-	out := netboot.Subnet{Prefix: p, Gateway: gw, LeaseTime: lease}
-	for _, d := range sn.DNS {
-		if a, err := netip.ParseAddr(d); err == nil {
-			out.DNS = append(out.DNS, a)
-		}
+// syncSegments gives every subnet with a dynamic range its segment, once.
+// It costs an atomic load unless a subnet changed since the last call.
+func (a *Addresses) syncSegments() error {
+	if a.segGen.Load() == a.view.SubnetGeneration()+1 {
+		return nil
 	}
-	return out
-}
-
-func (a *Addresses) subnetList(ctx context.Context) []netboot.Subnet {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if time.Since(a.loadedAt) > 5*time.Second {
-		if subs, err := a.inv.Subnets(ctx); err == nil {
-			a.subnets = a.subnets[:0]
-			for _, sn := range subs {
-				a.subnets = append(a.subnets, toNetbootSubnet(sn, a.lease))
-			}
-			a.loadedAt = time.Now()
-		}
+	subs, gen := a.view.Subnets()
+	if a.segGen.Load() == gen+1 {
+		return nil
 	}
-	return a.subnets
+	var errs []error
+	for _, sn := range subs {
+		if a.segments[sn.Name] || !sn.RangeFirst.IsValid() {
+			continue
+		}
+		// No relay address: the segment serves on-link clients and clients
+		// relayed from any address inside the subnet.
+		if err := a.dyn.AddSegment(a.netbootSubnet(sn), netip.Addr{}, sn.RangeFirst, sn.RangeLast); err != nil {
+			errs = append(errs, fmt.Errorf("subnet %q: %w", sn.Name, err))
+			continue
+		}
+		a.segments[sn.Name] = true
+	}
+	a.segGen.Store(gen + 1)
+	return errors.Join(errs...)
+}
+
+func (a *Addresses) netbootSubnet(sn inventory.BootSubnet) netboot.Subnet {
+	return netboot.Subnet{Prefix: sn.Prefix, Gateway: sn.Gateway, DNS: sn.DNS, LeaseTime: a.lease}
+}
+
+// reservation is an enrolled machine's reserved address on the segment
+// reached through relay.
+func (a *Addresses) reservation(e inventory.BootEntry, relay netip.Addr) (netboot.Reservation, bool) {
+	if !e.IP.IsValid() || !e.Subnet.Prefix.IsValid() {
+		return netboot.Reservation{}, false
+	}
+	if relay.IsValid() && !e.Subnet.Prefix.Contains(relay) {
+		return netboot.Reservation{}, false
+	}
+	return netboot.Reservation{IP: e.IP, Subnet: a.netbootSubnet(e.Subnet), Hostname: e.Machine}, true
 }
 
 // Lookup returns an enrolled machine's reserved address.
 func (a *Addresses) Lookup(ctx context.Context, mac net.HardwareAddr, relay netip.Addr) (netboot.Reservation, bool, error) {
-	e, ok := a.inv.LookupMAC(mac)
+	e, ok := a.view.Lookup(mac)
 	if !ok {
-		return a.dyn.Lookup(ctx, mac, relay)
+		return a.dynLookup(ctx, mac, relay)
 	}
-	if e.IP == "" {
-		return netboot.Reservation{}, false, nil
+	r, ok := a.reservation(e, relay)
+	return r, ok, nil
+}
+
+// LookupBoot implements netboot.BootAddresses: the reservation and the
+// boot decision from one lookup of the MAC.
+func (a *Addresses) LookupBoot(ctx context.Context, c netboot.Client) (netboot.Reservation, bool, netboot.Boot, error) {
+	e, ok := a.view.Lookup(c.MAC)
+	if !ok {
+		r, known, err := a.dynLookup(ctx, c.MAC, c.Relay)
+		return r, known, netboot.Boot{Kind: netboot.BootNone}, err
 	}
-	ip, err := netip.ParseAddr(e.IP)
-	if err != nil {
+	r, known := a.reservation(e, c.Relay)
+	b, err := a.boot.bootFor(e, c)
+	return r, known, b, err
+}
+
+func (a *Addresses) dynLookup(ctx context.Context, mac net.HardwareAddr, relay netip.Addr) (netboot.Reservation, bool, error) {
+	if err := a.syncSegments(); err != nil {
 		return netboot.Reservation{}, false, err
 	}
-	for _, sn := range a.subnetList(ctx) {
-		if sn.Prefix.Contains(ip) && (!relay.IsValid() || sn.Prefix.Contains(relay)) {
-			return netboot.Reservation{IP: ip, Subnet: sn, Hostname: e.Machine}, true, nil
-		}
-	}
-	return netboot.Reservation{}, false, nil
+	return a.dyn.Lookup(ctx, mac, relay)
 }
 
 // Allocate gives an unknown MAC an address from the dynamic range.
 func (a *Addresses) Allocate(ctx context.Context, mac net.HardwareAddr, relay netip.Addr) (netboot.Reservation, error) {
+	if err := a.syncSegments(); err != nil {
+		return netboot.Reservation{}, err
+	}
 	return a.dyn.Allocate(ctx, mac, relay)
 }
 
 // Owner returns the MAC an address belongs to.
 func (a *Addresses) Owner(ctx context.Context, ip netip.Addr) (net.HardwareAddr, bool) {
-	if m, err := a.inv.MachineByIP(ctx, ip.String()); err == nil && len(m.MACs) > 0 {
-		mac, err := net.ParseMAC(m.MACs[0])
-		return mac, err == nil
+	if mac, _, ok := a.view.Owner(ip); ok {
+		return mac, true
 	}
 	a.mu.Lock()
 	mac, ok := a.learned[ip]
@@ -155,12 +177,17 @@ func (a *Addresses) Learn(ctx context.Context, mac net.HardwareAddr, ip netip.Ad
 type BootEvents struct{ Inv *inventory.Store }
 
 // WriteEvents records boot steps on the machines they belong to; a MAC no
-// machine owns is recorded under "mac/<MAC>", so discovery shows it.
+// machine owns is recorded under "mac/<MAC>", so discovery shows it. An
+// event netboot labelled with its machine (the Booter's decision, carried)
+// is not looked up again; only the others (TFTP) are.
 func (b BootEvents) WriteEvents(ctx context.Context, evs []netboot.Event) error {
 	out := make([]inventory.Event, 0, len(evs))
 	for _, e := range evs {
 		subject := "netboot"
-		if e.MAC != "" {
+		switch {
+		case e.Machine != "":
+			subject = "machine/" + e.Machine
+		case e.MAC != "":
 			subject = "mac/" + e.MAC
 			if mac, err := net.ParseMAC(e.MAC); err == nil {
 				if ent, ok := b.Inv.LookupMAC(mac); ok {
@@ -183,7 +210,7 @@ func (b BootEvents) WriteLeases(ctx context.Context, ls []netboot.Lease) error {
 }
 
 var (
-	_ netboot.Addresses    = (*Addresses)(nil)
-	_ netboot.LeaseLearner = (*Addresses)(nil)
-	_ netboot.Sink         = BootEvents{}
+	_ netboot.BootAddresses = (*Addresses)(nil)
+	_ netboot.LeaseLearner  = (*Addresses)(nil)
+	_ netboot.Sink          = BootEvents{}
 )

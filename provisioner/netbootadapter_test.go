@@ -20,7 +20,7 @@ func TestAddressesFromInventory(t *testing.T) {
 	m := must(l.inv.Machine(ctx, "m1"))
 	mac := must(net.ParseMAC(m.MACs[0]))
 
-	a := must(NewAddresses(ctx, l.inv, time.Hour))
+	a := must(NewAddresses(ctx, l.inv, l.eng, time.Hour))
 	r, ok, err := a.Lookup(ctx, mac, netip.Addr{})
 	if err != nil || !ok || r.IP.String() != m.IP || r.Hostname != "m1" || r.Subnet.Gateway.String() != "10.7.0.1" {
 		t.Fatalf("reservation: %+v %v %v", r, ok, err)
@@ -63,7 +63,7 @@ func TestAddressesFromInventory(t *testing.T) {
 	if evs := must(l.inv.Events(ctx, inventory.EventFilter{Subject: "mac/" + unknown.String()})); len(evs) != 1 {
 		t.Fatalf("unknown MAC events: %+v", evs)
 	}
-	again := must(NewAddresses(ctx, l.inv, time.Hour))
+	again := must(NewAddresses(ctx, l.inv, l.eng, time.Hour))
 	if r, ok, _ := again.Lookup(ctx, unknown, netip.MustParseAddr("10.8.0.1")); !ok || r.IP != dyn.IP {
 		t.Fatalf("after restart: %+v %v", r, ok)
 	}

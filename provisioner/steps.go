@@ -114,7 +114,7 @@ func (e *Engine) work(ctx context.Context, id string) {
 // stamps its start; its deadline is measured from there.
 func (e *Engine) markStep(ctx context.Context, id string, i int, st inventory.StepState, errMsg string) (*inventory.Job, error) {
 	now := e.cfg.Now().UTC()
-	j, _, err := e.inv.UpdateJob(ctx, id, func(j *inventory.Job, m *inventory.Machine) error {
+	j, err := e.inv.UpdateJobOnly(ctx, id, func(j *inventory.Job) error {
 		s := &j.Steps[i]
 		switch st {
 		case inventory.StepRunning:
@@ -135,7 +135,7 @@ func (e *Engine) markStep(ctx context.Context, id string, i int, st inventory.St
 // rewind marks every step from name on as pending again and clears what
 // the agent reported, for a fresh boot.
 func (e *Engine) rewind(ctx context.Context, id, name string) error {
-	_, _, err := e.inv.UpdateJob(ctx, id, func(j *inventory.Job, m *inventory.Machine) error {
+	_, err := e.inv.UpdateJobOnly(ctx, id, func(j *inventory.Job) error {
 		from := -1
 		for i, s := range j.Steps {
 			if s.Name == name {
@@ -252,12 +252,10 @@ func bmcStep(err error) error {
 // an error or falls silent for longer than the stall timeout.
 func (e *Engine) waitAgentDone(ctx context.Context, j *inventory.Job, step string) error {
 	for {
-		cur, err := e.inv.Job(ctx, j.ID)
+		changed := e.inv.BootView().JobChanged(j.ID)
+		cur, err := e.current(ctx, j.ID)
 		if err != nil {
 			return err
-		}
-		if cur.CancelRequested {
-			return errCancelled
 		}
 		if cur.AgentDone {
 			if !cur.AgentOK {
@@ -270,26 +268,24 @@ func (e *Engine) waitAgentDone(ctx context.Context, j *inventory.Job, step strin
 			return failf("%s stalled: no word from the agent for %v (last: %s at %d of %d bytes)",
 				step, e.cfg.StallTimeout, orDash(cur.Progress.Step), cur.Progress.Bytes, cur.Progress.Total)
 		}
-		if err := sleep(ctx, e.cfg.PollInterval); err != nil {
+		if err := e.nap(ctx, changed); err != nil {
 			return err
 		}
 	}
 }
 
-// wait polls the job until done says so or the step's deadline passes.
-// The deadline runs from the step's persisted start, or from the engine's
-// start when it was down meanwhile, so a restart neither loses nor
-// shortens a wait.
+// wait looks at the job each time it (or its machine) changes, until done
+// says so or the step's deadline passes. The deadline runs from the
+// step's persisted start, or from the engine's start when it was down
+// meanwhile, so a restart neither loses nor shortens a wait.
 func (e *Engine) wait(ctx context.Context, j *inventory.Job, step string, timeout time.Duration,
 	done func(*inventory.Job) (bool, error), expired func() error) error {
 	start := latest(j.Steps[j.CurrentStep()].StartedAt, e.started)
 	for {
-		cur, err := e.inv.Job(ctx, j.ID)
+		changed := e.inv.BootView().JobChanged(j.ID)
+		cur, err := e.current(ctx, j.ID)
 		if err != nil {
 			return err
-		}
-		if cur.CancelRequested {
-			return errCancelled
 		}
 		ok, err := done(cur)
 		if err != nil || ok {
@@ -298,10 +294,40 @@ func (e *Engine) wait(ctx context.Context, j *inventory.Job, step string, timeou
 		if e.cfg.Now().Sub(start) > timeout {
 			return expired()
 		}
-		if err := sleep(ctx, e.cfg.PollInterval); err != nil {
+		if err := e.nap(ctx, changed); err != nil {
 			return err
 		}
 	}
+}
+
+// current reads a job a worker waits on; errCancelled when its
+// cancellation was asked for.
+func (e *Engine) current(ctx context.Context, id string) (*inventory.Job, error) {
+	cur, err := e.inv.Job(ctx, id)
+	switch {
+	case err != nil:
+		return nil, err
+	case cur.CancelRequested:
+		return nil, errCancelled
+	case cur.State.Finished():
+		return nil, fmt.Errorf("job %s is already %s", id, cur.State)
+	}
+	return cur, nil
+}
+
+// nap waits for the job to change (changed is closed after the commit
+// that changes it), or for the poll interval, the slow fallback that
+// also lets deadlines be noticed.
+func (e *Engine) nap(ctx context.Context, changed <-chan struct{}) error {
+	t := time.NewTimer(e.cfg.PollInterval)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-changed:
+	case <-t.C:
+	}
+	return nil
 }
 
 func latest(ts ...time.Time) time.Time {
@@ -312,17 +338,6 @@ func latest(ts ...time.Time) time.Time {
 		}
 	}
 	return out
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // rackCommissioned moves a commissioning rack to active once every machine

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -121,11 +122,17 @@ func waitForJob(c *cli.Context, machine, id string) error {
 	cl := client(c)
 	w := c.App.Writer
 	seen := map[string]inventory.StepState{}
+	path := "/api/v1/machines/" + api.PathEscape(machine) + "/job"
 	for {
 		var j api.Job
-		if err := cl.Do(c.Context, "GET", "/api/v1/machines/"+api.PathEscape(machine)+"/job", nil, &j); err != nil {
+		if err := cl.Do(c.Context, "GET", path, nil, &j); err != nil {
+			if c.Context.Err() != nil {
+				return errors.New("stopped waiting; the job goes on in the service")
+			}
 			return err
 		}
+		// The next read waits in the service until the job changes.
+		path = "/api/v1/machines/" + api.PathEscape(machine) + "/job?wait=30s&since=" + url.QueryEscape(j.UpdatedAt.Format(time.RFC3339Nano))
 		if j.ID != id {
 			return fmt.Errorf("job %s of %s is no longer its job (now %s)", id, machine, j.ID)
 		}
@@ -155,10 +162,8 @@ func waitForJob(c *cli.Context, machine, id string) error {
 			}
 			return nil
 		}
-		select {
-		case <-c.Context.Done():
+		if c.Context.Err() != nil {
 			return errors.New("stopped waiting; the job goes on in the service")
-		case <-time.After(time.Second):
 		}
 	}
 }

@@ -203,7 +203,7 @@ func serve(ctx context.Context, cfg serveConfig, logw interface{ Write([]byte) (
 		ln.Close()
 		return err
 	}
-	addrs, err := provisioner.NewAddresses(ctx, inv, cfg.LeaseTime)
+	addrs, err := provisioner.NewAddresses(ctx, inv, engine, cfg.LeaseTime)
 	if err != nil {
 		ln.Close()
 		return err

@@ -38,12 +38,12 @@ func runInventory(dir, iface, server, prefix, first, last string, workers, queue
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	addrs, err := provisioner.NewAddresses(ctx, inv, time.Hour)
+	engine, err := provisioner.New(inv, nopBMC{}, provisioner.Config{TokenKey: make([]byte, 32), Logger: log})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	engine, err := provisioner.New(inv, nopBMC{}, provisioner.Config{TokenKey: make([]byte, 32), Logger: log})
+	addrs, err := provisioner.NewAddresses(ctx, inv, engine, time.Hour)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2

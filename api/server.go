@@ -99,7 +99,7 @@ func New(cfg Config) (*Server, error) {
 	if err := s.reg.Register(&stateCollector{inv: s.inv}); err != nil {
 		return nil, err
 	}
-	s.routes = append(append(s.routeTable(), s.jobRoutes()...), s.imageRoutes()...)
+	s.routes = append(append(append(s.routeTable(), s.jobRoutes()...), s.imageRoutes()...), s.eraseRoutes()...)
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
 	}

@@ -55,7 +55,7 @@ func printEraseReport(w io.Writer, rep api.EraseReport, all bool) {
 		var rows [][]string
 		var failed []string
 		for _, d := range r.Disks {
-			rows = append(rows, []string{d.Disk, orDash(d.Model), orDash(d.Serial), fmt.Sprintf("%d GiB", d.SizeBytes>>30),
+			rows = append(rows, []string{d.Disk, orDash(d.Model), orDash(d.Serial), diskSize(d.SizeBytes),
 				orDash(string(d.Method)), orDash(string(d.Level)), string(d.Result), when(d.Started), when(d.Ended), verification(d.Verification)})
 			if d.Result != wire.ErasePassed {
 				failed = append(failed, fmt.Sprintf("  %s: %s", d.Disk, orDash(d.Error)))
@@ -66,6 +66,13 @@ func printEraseReport(w io.Writer, rep api.EraseReport, all bool) {
 			fmt.Fprintf(w, "failed:\n%s\n", strings.Join(failed, "\n"))
 		}
 	}
+}
+
+func diskSize(n int64) string {
+	if n >= 1<<30 {
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	}
+	return fmt.Sprintf("%d MiB", n>>20)
 }
 
 func verification(v wire.EraseVerification) string {

@@ -24,7 +24,7 @@ func TestEraseReportTableShowsEachDiskAndWhyOneFailed(t *testing.T) {
 	var b bytes.Buffer
 	printEraseReport(&b, rep, false)
 	out := b.String()
-	for _, want := range []string{"release job-000009, tenant bank-x", "FAILED", "nvme-format-user-data", "purge", "MHNVME0001",
+	for _, want := range []string{"release job-000009, tenant bank-x", "FAILED", "nvme-format-user-data", "purge", "MHNVME0001", "32.0 GiB",
 		"66/66 samples clean", "vda: verify: 3 of 66 sample blocks still hold the data"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)

@@ -28,6 +28,9 @@ type EraseOptions struct {
 	Log           *slog.Logger
 }
 
+// sanitizeTimeout bounds the wait for one NVMe sanitize to finish.
+const sanitizeTimeout = 6 * time.Hour
+
 // sampleSize is the size of a verification sample: one 4 KiB block,
 // aligned, so it is whole logical blocks on 512 and 4K disks alike.
 const sampleSize = 4096
@@ -293,11 +296,15 @@ func runMethod(ctx context.Context, o EraseOptions, f *os.File, nv *nvmeDev, cap
 	}
 	stop := heartbeat(ctx, o.ProgressEvery, func() { tick(0) })
 	defer stop()
+	// A crypto erase takes seconds and a block erase minutes; a sanitize
+	// still running after hours is stuck, and the drive is no use anyway.
+	sctx, cancel := context.WithTimeout(ctx, sanitizeTimeout)
+	defer cancel()
 	switch m {
 	case wire.EraseNVMeSanitizeCrypto:
-		return nv.sanitize(ctx, sanactCryptoErase, time.Second, tick)
+		return nv.sanitize(sctx, sanactCryptoErase, time.Second, tick)
 	case wire.EraseNVMeSanitizeBlock:
-		return nv.sanitize(ctx, sanactBlockErase, time.Second, tick)
+		return nv.sanitize(sctx, sanactBlockErase, time.Second, tick)
 	case wire.EraseNVMeFormatCrypto:
 		return nv.format(*caps, sesCrypto)
 	case wire.EraseNVMeFormatUserData:

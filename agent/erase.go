@@ -36,13 +36,13 @@ const sanitizeTimeout = 6 * time.Hour
 const sampleSize = 4096
 
 // methodLevel is the NIST SP 800-88 Rev. 1 level each method reaches
-// (Appendix A, NVMe flash): the device's own Sanitize and Format with
-// Secure Erase are purge; overwriting through the block interface only
+// (Appendix A, NVMe and ATA): the device's own Sanitize, Format with
+// Secure Erase and SECURITY ERASE UNIT are purge; overwriting through the block interface only
 // clears (it cannot reach spare and remapped blocks).
 func methodLevel(m wire.EraseMethod) wire.EraseLevel {
 	switch m {
 	case wire.EraseNVMeSanitizeCrypto, wire.EraseNVMeSanitizeBlock, wire.EraseNVMeFormatCrypto,
-		wire.EraseNVMeFormatUserData:
+		wire.EraseNVMeFormatUserData, wire.EraseATASecureEnhanced, wire.EraseATASecure:
 		return wire.LevelPurge
 	case wire.EraseOverwrite:
 		return wire.LevelClear
@@ -50,13 +50,21 @@ func methodLevel(m wire.EraseMethod) wire.EraseLevel {
 	return wire.LevelNone
 }
 
-// planErase lists the methods to try on an NVMe disk, strongest first,
-// overwrite last. Crypto erase comes first: it is as strong as a block
-// erase and takes seconds, not the minutes a block erase may need.
-// Sanitize beats Format because it also covers caches and spare blocks
-// and cannot be interrupted by a reset (it resumes at power-on).
-func planErase(c *nvmeCaps) []wire.EraseMethod {
+// planErase lists the methods to try, strongest first, overwrite last.
+// NVMe: crypto erase comes first: it is as strong as a block erase and
+// takes seconds, not the minutes a block erase may need. Sanitize beats
+// Format because it also covers caches and spare blocks and cannot be
+// interrupted by a reset (it resumes at power-on). ATA: enhanced secure
+// erase also covers reallocated sectors; both only when the Security
+// feature set is usable (not frozen, no unknown password).
+func planErase(c *nvmeCaps, a *ataCaps) []wire.EraseMethod {
 	var p []wire.EraseMethod
+	if a != nil && a.ataUsable() == "" {
+		if a.Enhanced {
+			p = append(p, wire.EraseATASecureEnhanced)
+		}
+		p = append(p, wire.EraseATASecure)
+	}
 	if c != nil {
 		if c.SanitizeCrypto {
 			p = append(p, wire.EraseNVMeSanitizeCrypto)
@@ -205,6 +213,7 @@ func erase(ctx context.Context, o EraseOptions, rec *wire.EraseRecord) error {
 
 	var nv *nvmeDev
 	var caps *nvmeCaps
+	var ata *ataCaps
 	if o.Mode != wire.WipeFull {
 		if nv, caps, err = probeNVMe(f); err != nil {
 			// A disk that says it is NVMe but will not identify still
@@ -213,10 +222,25 @@ func erase(ctx context.Context, o EraseOptions, rec *wire.EraseRecord) error {
 			log.Warn("nvme identify failed", "disk", o.Path, "err", err)
 		}
 		if caps != nil {
+			log.Info("nvme identify", "disk", o.Path, "model", caps.Model, "serial", caps.Serial, "format", caps.Format,
+				"format_crypto", caps.FormatCrypto, "sanitize_crypto", caps.SanitizeCrypto, "sanitize_block", caps.SanitizeBlock)
 			rec.Model, rec.Serial = orElse(caps.Model, rec.Model), orElse(caps.Serial, rec.Serial)
+		} else if err == nil {
+			if ata, err = probeATA(f); err != nil {
+				rec.Attempts = append(rec.Attempts, "ata identify: "+err.Error())
+				log.Warn("ata identify failed", "disk", o.Path, "err", err)
+			}
+			if ata != nil {
+				log.Info("ata identify", "disk", o.Path, "model", ata.Model, "serial", ata.Serial, "security", ata.Security,
+					"frozen", ata.Frozen, "enhanced", ata.Enhanced)
+				rec.Model, rec.Serial = orElse(ata.Model, rec.Model), orElse(ata.Serial, rec.Serial)
+				if why := ata.ataUsable(); why != "" {
+					rec.Attempts = append(rec.Attempts, "ata secure erase: "+why)
+				}
+			}
 		}
 	}
-	plan := planErase(caps)
+	plan := planErase(caps, ata)
 	rec.Supported = plan
 
 	var nb [8]byte
@@ -232,7 +256,7 @@ func erase(ctx context.Context, o EraseOptions, rec *wire.EraseRecord) error {
 			return err
 		}
 		log.Info("erasing", "disk", o.Path, "method", m)
-		err := runMethod(ctx, o, f, nv, caps, m, size)
+		err := runMethod(ctx, o, f, nv, caps, ata, m, size)
 		if err == nil {
 			rec.Method, rec.Level = m, methodLevel(m)
 			break
@@ -280,13 +304,26 @@ func probeNVMe(f *os.File) (*nvmeDev, *nvmeCaps, error) {
 	return nv, &c, nil
 }
 
-func runMethod(ctx context.Context, o EraseOptions, f *os.File, nv *nvmeDev, caps *nvmeCaps, m wire.EraseMethod, size int64) error {
+// probeATA identifies an ATA disk through SG_IO; nil and no error when
+// f has no SCSI/ATA interface (virtio, a file).
+func probeATA(f *os.File) (*ataCaps, error) {
+	if blk, _ := isBlockDevice(f); !blk {
+		return nil, nil
+	}
+	c, err := identifyATA(f)
+	if errors.Is(err, errNotSupported) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func runMethod(ctx context.Context, o EraseOptions, f *os.File, nv *nvmeDev, caps *nvmeCaps, ata *ataCaps, m wire.EraseMethod, size int64) error {
 	if m == wire.EraseOverwrite {
 		_, err := Wipe(ctx, o.Path, wire.WipeFull, o.Progress)
 		return err
-	}
-	if nv == nil || caps == nil {
-		return fmt.Errorf("%w: %s on a disk that is not NVMe", errNotSupported, m)
 	}
 	// The device works on its own; keep the service told we are alive.
 	tick := func(frac float64) {
@@ -296,6 +333,15 @@ func runMethod(ctx context.Context, o EraseOptions, f *os.File, nv *nvmeDev, cap
 	}
 	stop := heartbeat(ctx, o.ProgressEvery, func() { tick(0) })
 	defer stop()
+	if m == wire.EraseATASecureEnhanced || m == wire.EraseATASecure {
+		if ata == nil {
+			return fmt.Errorf("%w: %s on a disk that is not ATA", errNotSupported, m)
+		}
+		return ataSecureErase(f, *ata, m == wire.EraseATASecureEnhanced)
+	}
+	if nv == nil || caps == nil {
+		return fmt.Errorf("%w: %s on a disk that is not NVMe", errNotSupported, m)
+	}
 	// A crypto erase takes seconds and a block erase minutes; a sanitize
 	// still running after hours is stuck, and the drive is no use anyway.
 	sctx, cancel := context.WithTimeout(ctx, sanitizeTimeout)

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+	"unsafe"
 
 	"github.com/metalhall/metalhall/agent/wire"
 )
@@ -30,9 +32,89 @@ func TestPlanEraseStrongestFirstOverwriteLast(t *testing.T) {
 		{"block sanitize only", &nvmeCaps{SanitizeBlock: true},
 			[]wire.EraseMethod{wire.EraseNVMeSanitizeBlock, wire.EraseOverwrite}},
 	} {
-		if got := planErase(tc.caps); !slices.Equal(got, tc.want) {
+		if got := planErase(tc.caps, nil); !slices.Equal(got, tc.want) {
 			t.Errorf("%s: plan %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+func TestPlanEraseUsesATASecureEraseOnlyWhenUsable(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		caps ataCaps
+		want []wire.EraseMethod
+	}{
+		{"no security feature set", ataCaps{}, []wire.EraseMethod{wire.EraseOverwrite}},
+		{"normal only", ataCaps{Security: true}, []wire.EraseMethod{wire.EraseATASecure, wire.EraseOverwrite}},
+		{"enhanced", ataCaps{Security: true, Enhanced: true},
+			[]wire.EraseMethod{wire.EraseATASecureEnhanced, wire.EraseATASecure, wire.EraseOverwrite}},
+		{"frozen by the BIOS", ataCaps{Security: true, Enhanced: true, Frozen: true}, []wire.EraseMethod{wire.EraseOverwrite}},
+		{"someone else's password", ataCaps{Security: true, Enabled: true}, []wire.EraseMethod{wire.EraseOverwrite}},
+		{"locked", ataCaps{Security: true, Enabled: true, Locked: true}, []wire.EraseMethod{wire.EraseOverwrite}},
+	} {
+		if got := planErase(nil, &tc.caps); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: plan %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestATAIdentifyParsesSecurityState(t *testing.T) {
+	b := make([]byte, 512)
+	put := func(word int, v uint16) { binary.LittleEndian.PutUint16(b[2*word:], v) }
+	swapped := func(s string, n int) []byte { // IDENTIFY strings: high byte first
+		p := []byte(s + strings.Repeat(" ", n-len(s)))
+		for i := 0; i+1 < len(p); i += 2 {
+			p[i], p[i+1] = p[i+1], p[i]
+		}
+		return p
+	}
+	copy(b[20:40], swapped("WD-WX12345", 20))
+	copy(b[54:94], swapped("WDC WD40EFRX-68N32N0", 40))
+	put(82, 1<<1|1<<14)
+	put(128, 1|1<<3|1<<5) // supported, frozen, enhanced
+	put(89, 60)           // 120 min
+	put(90, 0x8000|300)   // extended format: 600 min
+	c, err := parseATAIdentify(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Model != "WDC WD40EFRX-68N32N0" || c.Serial != "WD-WX12345" || !c.Security || !c.Frozen || !c.Enhanced || c.Enabled ||
+		c.EraseTime != 120*time.Minute || c.EnhancedTime != 600*time.Minute {
+		t.Errorf("caps %+v", c)
+	}
+	if why := c.ataUsable(); !strings.Contains(why, "frozen") {
+		t.Errorf("frozen disk usable: %q", why)
+	}
+	put(82, 0xFFFF) // a device that answers all ones has no feature sets
+	if c, _ := parseATAIdentify(b); c.Security {
+		t.Error("all-ones word 82 read as security supported")
+	}
+}
+
+// The ioctl structures must match the kernel's layout byte for byte.
+func TestIoctlStructSizes(t *testing.T) {
+	if s := unsafe.Sizeof(nvmePassthru{}); s != 72 {
+		t.Errorf("nvme_passthru_cmd is %d bytes, want 72", s)
+	}
+	if s := unsafe.Sizeof(sgIOHdr{}); s != 88 {
+		t.Errorf("sg_io_hdr is %d bytes, want 88", s)
+	}
+	if o := unsafe.Offsetof(sgIOHdr{}.UsrPtr); o != 56 {
+		t.Errorf("sg_io_hdr.usr_ptr at %d, want 56", o)
+	}
+	if o := unsafe.Offsetof(sgIOHdr{}.Status); o != 64 {
+		t.Errorf("sg_io_hdr.status at %d, want 64", o)
+	}
+}
+
+func TestSenseDescriptorGivesTheATAStatus(t *testing.T) {
+	// Descriptor sense, key 0, "ATA pass-through information available",
+	// with an ATA Status Return descriptor: error 0x04 (abort), status 0x51.
+	s := []byte{0x72, 0x00, 0x00, 0x1D, 0, 0, 0, 14, 0x09, 0x0C, 0x00, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x51}
+	var ae ataError
+	parseSense(s, &ae)
+	if ae.ASCQ != 0x1D || ae.Errb != 0x04 || ae.ATAStatus != 0x51 {
+		t.Errorf("parsed %+v", ae)
 	}
 }
 
@@ -40,6 +122,7 @@ func TestMethodLevelsFollowSP80088(t *testing.T) {
 	for m, want := range map[wire.EraseMethod]wire.EraseLevel{
 		wire.EraseNVMeSanitizeCrypto: wire.LevelPurge, wire.EraseNVMeSanitizeBlock: wire.LevelPurge,
 		wire.EraseNVMeFormatCrypto: wire.LevelPurge, wire.EraseNVMeFormatUserData: wire.LevelPurge,
+		wire.EraseATASecureEnhanced: wire.LevelPurge, wire.EraseATASecure: wire.LevelPurge,
 		wire.EraseOverwrite: wire.LevelClear, wire.EraseFast: wire.LevelNone,
 	} {
 		if got := methodLevel(m); got != want {

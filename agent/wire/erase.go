@@ -7,8 +7,8 @@ import "time"
 // the rest of the protocol so the two change independently.
 
 // WipeCertified erases every disk by the strongest method it supports
-// (NVMe Sanitize or Format with Secure Erase, else a full overwrite; ATA
-// Secure Erase is not done yet), verifies samples, and reports an EraseRecord per disk.
+// (NVMe Sanitize or Format with Secure Erase, ATA Secure Erase, else a
+// full overwrite), verifies samples, and reports an EraseRecord per disk.
 // It is the default for releases.
 const WipeCertified WipeMode = "certified"
 
@@ -16,11 +16,13 @@ const WipeCertified WipeMode = "certified"
 type EraseMethod string
 
 const (
-	EraseNVMeSanitizeCrypto EraseMethod = "nvme-sanitize-crypto"  // Sanitize, crypto erase (SANACT 4)
-	EraseNVMeSanitizeBlock  EraseMethod = "nvme-sanitize-block"   // Sanitize, block erase (SANACT 2)
-	EraseNVMeFormatCrypto   EraseMethod = "nvme-format-crypto"    // Format NVM, SES 2
-	EraseNVMeFormatUserData EraseMethod = "nvme-format-user-data" // Format NVM, SES 1
-	EraseOverwrite          EraseMethod = "overwrite"             // zeros written over every byte and read back
+	EraseNVMeSanitizeCrypto EraseMethod = "nvme-sanitize-crypto"      // Sanitize, crypto erase (SANACT 4)
+	EraseNVMeSanitizeBlock  EraseMethod = "nvme-sanitize-block"       // Sanitize, block erase (SANACT 2)
+	EraseNVMeFormatCrypto   EraseMethod = "nvme-format-crypto"        // Format NVM, SES 2
+	EraseNVMeFormatUserData EraseMethod = "nvme-format-user-data"     // Format NVM, SES 1
+	EraseATASecureEnhanced  EraseMethod = "ata-secure-erase-enhanced" // SECURITY ERASE UNIT, enhanced
+	EraseATASecure          EraseMethod = "ata-secure-erase"          // SECURITY ERASE UNIT, normal
+	EraseOverwrite          EraseMethod = "overwrite"                 // zeros written over every byte and read back
 	// EraseFast is the old fast wipe (discard, zeroed edges), reported
 	// so that a release that chose it says what it did; a full wipe is
 	// reported as EraseOverwrite.

@@ -61,8 +61,8 @@ func (r *Runner) Run(ctx context.Context) (wire.After, error) {
 	}
 	log.Info("task", "job", task.JobID, "kind", task.Kind, "after", after)
 
-	step, detail, err := r.perform(ctx, task, log)
-	done := wire.Done{JobID: task.JobID, OK: err == nil, Step: step, Detail: detail}
+	step, detail, erased, err := r.perform(ctx, task, log)
+	done := wire.Done{JobID: task.JobID, OK: err == nil, Step: step, Detail: detail, Erase: erased}
 	if err != nil {
 		done.Error = err.Error()
 		log.Error("task failed", "step", step, "err", err)
@@ -80,11 +80,21 @@ func (r *Runner) Run(ctx context.Context) (wire.After, error) {
 	return after, err
 }
 
-// perform returns the last step reached, a human summary, and the error.
-func (r *Runner) perform(ctx context.Context, task wire.Task, log *slog.Logger) (string, string, error) {
+// perform returns the last step reached, a human summary, the erase
+// records of a wipe, and the error.
+func (r *Runner) perform(ctx context.Context, task wire.Task, log *slog.Logger) (string, string, []wire.EraseRecord, error) {
+	if task.Kind == wire.KindWipe {
+		return r.erase(ctx, task, log)
+	}
+	step, detail, err := r.performOther(ctx, task, log)
+	return step, detail, nil, err
+}
+
+// inspect sends the inventory: every task starts with it.
+func (r *Runner) inspect(ctx context.Context, task wire.Task, log *slog.Logger) (*wire.Inventory, error) {
 	inv, err := Inspect(r.Root)
 	if err != nil {
-		return wire.StepInspect, "", err
+		return nil, err
 	}
 	inv.JobID = task.JobID
 	inv.Collected = time.Now().UTC()
@@ -92,9 +102,57 @@ func (r *Runner) perform(ctx context.Context, task wire.Task, log *slog.Logger) 
 	err = retry(ictx, "post inspection", log.Warn, func(ctx context.Context) error { return r.Client.Inspection(ctx, inv) })
 	cancel()
 	if err != nil {
-		return wire.StepInspect, "", err
+		return nil, err
 	}
 	log.Info("inspection sent", "cpu", inv.CPU.Model, "memory", inv.MemoryBytes, "disks", len(inv.Disks), "nics", len(inv.NICs), "gpus", gpuSummary(inv.GPUs))
+	return &inv, nil
+}
+
+// erase inspects, then erases every non-removable disk, one after the
+// other, and returns a record for each. A disk that fails does not stop
+// the others: the machine is left as clean as it can be, and the error
+// names every disk that failed.
+func (r *Runner) erase(ctx context.Context, task wire.Task, log *slog.Logger) (string, string, []wire.EraseRecord, error) {
+	inv, err := r.inspect(ctx, task, log)
+	if err != nil {
+		return wire.StepInspect, "", nil, err
+	}
+	progress := r.progressPoster(ctx, task.JobID, log)
+	var recs []wire.EraseRecord
+	var failed []string
+	for _, d := range inv.Disks {
+		if d.Removable {
+			continue // USB sticks and virtual media are not ours to erase
+		}
+		path := filepath.Join(r.DevDir, d.Name)
+		log.Info("erasing", "disk", path, "mode", task.WipeMode)
+		rec, err := Erase(ctx, EraseOptions{Disk: d, Path: path, Mode: task.WipeMode, Progress: progress, ProgressEvery: r.ProgressEvery, Log: log})
+		recs = append(recs, rec)
+		if err != nil {
+			log.Error("erase failed", "disk", path, "err", err)
+			failed = append(failed, fmt.Sprintf("%s: %v", d.Name, err))
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		log.Info("erased", "disk", path, "method", rec.Method, "level", rec.Level, "verification", rec.Verification.Summary)
+	}
+	if len(recs) == 0 {
+		return wire.StepWipe, "", nil, fmt.Errorf("no disk to erase (have %s)", diskNames(inv.Disks))
+	}
+	if len(failed) > 0 {
+		return wire.StepWipe, eraseSummary(recs), recs, fmt.Errorf("erase failed on %d of %d disks: %s", len(failed), len(recs), strings.Join(failed, "; "))
+	}
+	return wire.StepWipe, eraseSummary(recs), recs, nil
+}
+
+// performOther runs the tasks other than wipe.
+func (r *Runner) performOther(ctx context.Context, task wire.Task, log *slog.Logger) (string, string, error) {
+	inv, err := r.inspect(ctx, task, log)
+	if err != nil {
+		return wire.StepInspect, "", err
+	}
 
 	progress := r.progressPoster(ctx, task.JobID, log)
 	switch task.Kind {
@@ -135,21 +193,6 @@ func (r *Runner) perform(ctx context.Context, task wire.Task, log *slog.Logger) 
 		}
 		return wire.StepVerify, fmt.Sprintf("wrote %d bytes to %s (%d skipped as zero, %d resumes) in %s, sha256 %s verified",
 			res.Written, disk.Name, res.Skipped, res.Resumes, res.Elapsed.Round(time.Millisecond), res.SHA256), nil
-	case wire.KindWipe:
-		var done []string
-		for _, d := range inv.Disks {
-			if d.Removable {
-				continue // USB sticks and virtual media are not ours to wipe
-			}
-			path := filepath.Join(r.DevDir, d.Name)
-			log.Info("wiping", "disk", path, "mode", task.WipeMode)
-			res, err := Wipe(ctx, path, task.WipeMode, progress)
-			if err != nil {
-				return wire.StepWipe, strings.Join(done, "; "), err
-			}
-			done = append(done, fmt.Sprintf("%s %s (discard %v)", d.Name, res.Mode, res.Discarded))
-		}
-		return wire.StepWipe, "wiped " + strings.Join(done, "; "), nil
 	}
 	return wire.StepTask, "", fmt.Errorf("unknown task kind %q", task.Kind)
 }

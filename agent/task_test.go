@@ -159,6 +159,32 @@ func TestRunnerWipe(t *testing.T) {
 	if !bytes.Equal(got, make([]byte, 3*MiB)) {
 		t.Error("disk not zeroed")
 	}
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	if svc.done == nil || !svc.done.OK || len(svc.done.Erase) != 1 {
+		t.Fatalf("done %+v", svc.done)
+	}
+	if r := svc.done.Erase[0]; r.Disk != "vda" || r.Method != wire.EraseOverwrite || r.Result != wire.ErasePassed {
+		t.Errorf("erase record %+v", r)
+	}
+}
+
+// TestRunnerEraseFailureFailsTheTaskNamingTheDisk: the disk cannot be
+// opened; done says so, with a failed record for it.
+func TestRunnerEraseFailureFailsTheTaskNamingTheDisk(t *testing.T) {
+	svc := newFakeService(t, wire.Task{JobID: "job-4", Kind: wire.KindWipe, WipeMode: wire.WipeCertified}, nil)
+	dev := devDir(t, 3*MiB)
+	os.Remove(filepath.Join(dev, "vda"))
+	r := &Runner{Client: &Client{BaseURL: svc.URL, Token: "tok"}, Root: "testdata/qemu", DevDir: dev}
+	if _, err := r.Run(context.Background()); err == nil {
+		t.Fatal("no error")
+	}
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	if svc.done == nil || svc.done.OK || !strings.Contains(svc.done.Error, "vda:") || len(svc.done.Erase) != 1 ||
+		svc.done.Erase[0].Result != wire.EraseFailed {
+		t.Errorf("done %+v", svc.done)
+	}
 }
 
 func TestRunnerBadToken(t *testing.T) {

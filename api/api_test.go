@@ -174,6 +174,8 @@ func example(action string) (vars map[string]string, body any) {
 			BMCProtocol: "redfish", BMCUser: "root", BMCPassword: "pw", PowerW: 1000}
 	case "machine.show", "machine.events", "machine.delete":
 		return map[string]string{"name": "ma"}, nil
+	case "machine.erase-report":
+		return map[string]string{"name": "ma"}, nil
 	case "machine.maintenance":
 		return map[string]string{"name": "ma"}, MaintenanceRequest{On: true, Reason: "DIMM"}
 	case "subnet.create":

@@ -38,7 +38,7 @@ type ProvisionRequest struct {
 }
 
 type ReleaseRequest struct {
-	WipeMode string `json:"wipe_mode,omitempty"` // fast (default) or full
+	WipeMode string `json:"wipe_mode,omitempty"` // certified (default), full or fast
 }
 
 type PowerRequest struct {

@@ -181,6 +181,9 @@ func (e *Engine) agentDone(ctx context.Context, j *inventory.Job, body []byte) (
 	if err := json.Unmarshal(body, &d); err != nil {
 		return nil, fmt.Errorf("done is not valid JSON: %w", err)
 	}
+	if err := e.recordErase(ctx, j, &d); err != nil {
+		return nil, err
+	}
 	now := e.cfg.Now().UTC()
 	_, err := e.inv.UpdateJobOnly(ctx, j.ID, func(j *inventory.Job) error {
 		j.AgentDone, j.AgentOK, j.AgentError = true, d.OK, d.Error

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/metalhall/metalhall/agent/wire"
 	"github.com/metalhall/metalhall/inventory"
 )
 
@@ -124,7 +125,7 @@ type Request struct {
 	Image       string   // provision
 	SSHKeys     []string // provision
 	UserData    string   // provision
-	WipeMode    string   // release: fast (default) or full
+	WipeMode    string   // release: certified (default), full or fast
 	PowerAction string   // power: on, off, cycle
 }
 
@@ -156,12 +157,12 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*inventory.Job, error) 
 			return nil, &inventory.ValidationError{Field: "image", Msg: "is required"}
 		}
 	case inventory.JobRelease:
-		switch r.WipeMode {
+		switch wire.WipeMode(r.WipeMode) {
 		case "":
-			r.WipeMode = "fast"
-		case "fast", "full":
+			r.WipeMode = string(wire.WipeCertified)
+		case wire.WipeCertified, wire.WipeFast, wire.WipeFull:
 		default:
-			return nil, &inventory.ValidationError{Field: "wipe_mode", Msg: fmt.Sprintf("%q: use fast or full", r.WipeMode)}
+			return nil, &inventory.ValidationError{Field: "wipe_mode", Msg: fmt.Sprintf("%q: use certified (the default), full or fast", r.WipeMode)}
 		}
 	case inventory.JobPower:
 		switch r.PowerAction {

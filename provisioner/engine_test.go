@@ -229,7 +229,7 @@ func goodAgent(t *testing.T, a *fakeAgent, task wire.Task) {
 		a.call("POST", wire.EndpointProgress, wire.Progress{JobID: task.JobID, Step: wire.StepWrite, Bytes: 1 << 20, Total: 2 << 20}, nil)
 		a.call("POST", wire.EndpointDone, wire.Done{JobID: task.JobID, OK: true, Step: wire.StepVerify, Detail: "sha256 ok"}, nil)
 	case wire.KindWipe:
-		a.call("POST", wire.EndpointDone, wire.Done{JobID: task.JobID, OK: true, Step: wire.StepWipe}, nil)
+		a.call("POST", wire.EndpointDone, wire.Done{JobID: task.JobID, OK: true, Step: wire.StepWipe, Erase: []wire.EraseRecord{passedErase("nvme0n1")}}, nil)
 	case wire.KindInspect:
 		a.call("POST", wire.EndpointDone, wire.Done{JobID: task.JobID, OK: true, Step: wire.StepInspect}, nil)
 	}

@@ -229,8 +229,13 @@ func (e *Engine) exec(ctx context.Context, j *inventory.Job, step string) error 
 		}, func() error { return failf("the agent sent no inspection within %v", e.cfg.InspectTimeout) })
 	case stepCheckProfile:
 		return e.checkProfile(ctx, m)
-	case stepWriteImage, stepWipe:
+	case stepWriteImage:
 		return e.waitAgentDone(ctx, j, step)
+	case stepWipe:
+		if err := e.waitAgentDone(ctx, j, step); err != nil {
+			return err
+		}
+		return e.checkErase(ctx, j)
 	case stepWaitMetadata:
 		return e.wait(ctx, j, step, e.cfg.MetadataTimeout, func(j *inventory.Job) (bool, error) {
 			return !j.MetadataSeenAt.IsZero(), nil

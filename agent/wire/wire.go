@@ -139,6 +139,8 @@ type Done struct {
 	Error  string `json:"error,omitempty"`  // what went wrong, for the operator
 	Step   string `json:"step,omitempty"`   // the step that failed (or the last one)
 	Detail string `json:"detail,omitempty"` // e.g. "wrote 12.3 GiB to nvme0n1, sha256 ok"
+	// Erase has one record per disk for KindWipe (see erase.go).
+	Erase []EraseRecord `json:"erase,omitempty"`
 }
 
 // Error is the body of a non-2xx answer from the service.

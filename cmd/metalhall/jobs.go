@@ -80,8 +80,8 @@ func jobCommands() []*cli.Command {
 				}
 				return in, nil
 			}),
-		jobCommand("release", "wipe a machine's disks and make it available again", "metalhall machine release [--wipe fast|full] [--wait] NAME",
-			[]cli.Flag{&cli.StringFlag{Name: "wipe", Value: "fast", Usage: "fast: partition tables, first and last MiB, discard; full: zero every byte"}},
+		jobCommand("release", "erase a machine's disks and make it available again", "metalhall machine release [--wipe certified|full|fast] [--wait] NAME",
+			[]cli.Flag{&cli.StringFlag{Name: "wipe", Value: "certified", Usage: "certified: each disk's strongest erase (NVMe sanitize/format), verified, see machine erase-report; full: zero every byte; fast: partition tables, first and last MiB, discard (not a sanitization)"}},
 			func(c *cli.Context) (any, error) { return api.ReleaseRequest{WipeMode: c.String("wipe")}, nil }),
 		jobCommand("cancel", "cancel a machine's running job (the machine ends failed, reason cancelled)", "metalhall machine cancel NAME",
 			nil, func(c *cli.Context) (any, error) { return nil, nil }),

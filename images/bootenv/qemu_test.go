@@ -126,7 +126,8 @@ func TestQEMUBootNoURL(t *testing.T) {
 // user-mode network runs with restrict=on, so the only way out of the VM
 // is the one forward to that service. It returns the console, and what
 // the service received.
-func vmTask(t *testing.T, task wire.Task, image []byte, disk string) (string, *wire.Inventory, *wire.Done) {
+// extra are more QEMU arguments (more disks).
+func vmTask(t *testing.T, task wire.Task, image []byte, disk string, extra ...string) (string, *wire.Inventory, *wire.Done) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -166,14 +167,15 @@ func vmTask(t *testing.T, task wire.Task, image []byte, disk string) (string, *w
 		t.Fatal(err)
 	}
 	mac := "52:54:00:4d:48:01"
-	console := bootQEMU(t, ctx,
-		"metalhall.url=http://10.0.2.100:8080 metalhall.token=vmtoken metalhall.mac="+mac,
+	args := []string{
 		// cmd: runs once per guest connection (see TestMain's relay).
 		"-netdev", fmt.Sprintf("user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:8080-cmd:env METALHALL_TEST_RELAY=%s %s",
 			srv.Listener.Addr(), self),
-		"-device", "virtio-net-pci,netdev=n0,mac="+mac,
+		"-device", "virtio-net-pci,netdev=n0,mac=" + mac,
 		"-device", "virtio-rng-pci",
-		"-drive", "file="+disk+",format=raw,if=virtio,cache=unsafe,discard=unmap")
+		"-drive", "file=" + disk + ",format=raw,if=virtio,cache=unsafe,discard=unmap"}
+	console := bootQEMU(t, ctx, "metalhall.url=http://10.0.2.100:8080 metalhall.token=vmtoken metalhall.mac="+mac,
+		append(args, extra...)...)
 	t.Logf("agent lines:\n%s", strings.Join(agentLines(console), "\n"))
 	mu.Lock()
 	defer mu.Unlock()

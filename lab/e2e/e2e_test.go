@@ -208,7 +208,7 @@ func (e *env) setup(ctx context.Context) error {
 		return fmt.Errorf("zstd: %v: %s", err, out)
 	}
 
-	r, err := rack.Up(ctx, rack.Config{Machines: 3, Firmware: "mixed", BMC: "mixed", Dir: filepath.Join(e.dir, "rack"),
+	r, err := rack.Up(ctx, rack.Config{Machines: 3, Firmware: "mixed", BMC: "mixed", Dir: filepath.Join(e.dir, "rack"), NVMeDiskMiB: 32,
 		Profile: "lab-vm", Profiles: map[string]string{"lab-m03": "hgx-h100"}, Log: &testLog{t: e.t}})
 	if err != nil {
 		return err
@@ -467,6 +467,56 @@ func (e *env) release(ctx context.Context, t *testing.T) {
 	}
 	if !bytes.Equal(head, make([]byte, 1<<20)) {
 		t.Errorf("%s: the disk's first MiB is not zeroed after release", n)
+	}
+	e.checkEraseReport(t, ctx, n)
+}
+
+// checkEraseReport: the newest release of machine n erased its virtio
+// disk by overwrite (clear) and its QEMU NVMe disk by Format NVM with
+// user-data secure erase (purge: QEMU 7.2 offers neither Sanitize nor
+// crypto erase), both verified, and every byte of both is zero.
+func (e *env) checkEraseReport(t *testing.T, ctx context.Context, n string) {
+	var rep struct {
+		Reports []struct {
+			Passed bool               `json:"passed"`
+			Disks  []wire.EraseRecord `json:"disks"`
+		} `json:"reports"`
+	}
+	out := e.admin(t, ctx, "machine", "erase-report", "-o", "json", n)
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || len(rep.Reports) == 0 {
+		t.Fatalf("%s: erase report %v: %s", n, err, out)
+	}
+	last := rep.Reports[len(rep.Reports)-1]
+	want := map[string][2]string{
+		"vda":     {string(wire.EraseOverwrite), string(wire.LevelClear)},
+		"nvme0n1": {string(wire.EraseNVMeFormatUserData), string(wire.LevelPurge)},
+	}
+	lm := e.r.Machine(n)
+	for _, d := range last.Disks {
+		w, ok := want[d.Disk]
+		if !ok {
+			t.Errorf("%s: erase record for an unexpected disk %+v", n, d)
+			continue
+		}
+		delete(want, d.Disk)
+		if string(d.Method) != w[0] || string(d.Level) != w[1] || d.Result != wire.ErasePassed || d.Verification.Canary != 0 {
+			t.Errorf("%s: %s erased by %s (%s) %s, %s; want %s (%s) passed", n, d.Disk, d.Method, d.Level, d.Result, d.Verification.Summary, w[0], w[1])
+		}
+		if d.Disk == "nvme0n1" && d.Serial != lm.NVMeSerial() {
+			t.Errorf("%s: nvme serial %q, want %q", n, d.Serial, lm.NVMeSerial())
+		}
+	}
+	if len(want) > 0 || !last.Passed {
+		t.Errorf("%s: erase report passed=%v, no record for %v", n, last.Passed, want)
+	}
+	for _, p := range []string{lm.Disk, lm.NVMeDisk} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := bytes.IndexFunc(b, func(r rune) bool { return r != 0 }); i >= 0 {
+			t.Errorf("%s: %s: byte %d is not zero after the certified erase", n, filepath.Base(p), i)
+		}
 	}
 }
 

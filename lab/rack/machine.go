@@ -57,6 +57,13 @@ func (m *Machine) WaitSerial(ctx context.Context, from int64, marker string) err
 	}
 }
 
+// NVMeSerial is the serial number of the machine's NVMe disk, as its
+// Identify Controller reports it (at most 20 characters).
+func (m *Machine) NVMeSerial() string {
+	s := "MH" + strings.ToUpper(strings.ReplaceAll(m.Name, "-", ""))
+	return s[:min(len(s), 20)]
+}
+
 // ReadDisk returns the first n bytes of the machine's virtual disk.
 func (m *Machine) ReadDisk(n int) ([]byte, error) {
 	f, err := os.Open(m.Disk)
@@ -194,6 +201,11 @@ func (m *Machine) Args(dev string) []string {
 		"-drive", "file=" + m.Disk + ",format=raw,if=none,id=d0",
 		"-device", "virtio-blk-pci,drive=d0,bootindex=" + diskIdx,
 		"-device", "virtio-rng-pci",
+	}
+	if m.NVMeDisk != "" {
+		// No bootindex: the firmware never boots from it.
+		args = append(args, "-drive", "file="+m.NVMeDisk+",format=raw,if=none,id=d1",
+			"-device", "nvme,serial="+m.NVMeSerial()+",drive=d1")
 	}
 	nic := "virtio-net-pci,netdev=n0,mac=" + m.MAC.String() + ",bootindex=" + nicIdx
 	if m.Firmware == qemu.UEFI {

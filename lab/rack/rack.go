@@ -63,6 +63,9 @@ type Config struct {
 	// MemoryMiB per machine (default 512); DiskMiB the size of each
 	// machine's sparse virtual disk (default 64).
 	MemoryMiB, DiskMiB int
+	// NVMeDiskMiB gives every machine a second, emulated NVMe disk of
+	// this size (0: none), for certified erase.
+	NVMeDiskMiB int
 	// Rack, Hall, Phase and Prefix name things in the manifest (defaults
 	// lab-r01, lab-hall, 1, lab-m: machines lab-m01, lab-m02, ...).
 	Rack, Hall, Prefix string
@@ -88,6 +91,7 @@ type Machine struct {
 	// (http://127.0.0.1:PORT or 127.0.0.1:PORT, in the namespace).
 	BMCProtocol, BMCAddress string
 	Dir, Disk, Tap          string
+	NVMeDisk                string // the NVMe disk's file ("" when none)
 
 	r        *Rack
 	redfish  *redfish.Server
@@ -285,6 +289,12 @@ func Up(ctx context.Context, cfg Config) (*Rack, error) {
 		}
 		if err := newDisk(m.Disk, int64(cfg.DiskMiB)<<20); err != nil {
 			return fail(err)
+		}
+		if cfg.NVMeDiskMiB > 0 {
+			m.NVMeDisk = filepath.Join(m.Dir, "nvme.raw")
+			if err := newDisk(m.NVMeDisk, int64(cfg.NVMeDiskMiB)<<20); err != nil {
+				return fail(err)
+			}
 		}
 		if err := ns.AddTap(ctx, m.Tap, r.Bridge); err != nil {
 			return fail(fmt.Errorf("rack: %w", err))

@@ -252,7 +252,7 @@ func hgx(gpus int) wire.Inventory {
 type fakeImages struct{}
 
 func (fakeImages) Spec(ctx context.Context, image string) (*wire.ImageSpec, error) {
-	return &wire.ImageSpec{URL: "/images/" + image, Format: wire.FormatZstd, SHA256: strings.Repeat("ab", 32), UncompressedSize: 2 << 20}, nil
+	return &wire.ImageSpec{URL: "/images/" + image, Format: "raw.zst", SHA256: strings.Repeat("ab", 32), UncompressedSize: 2 << 20}, nil
 }
 
 type profiles map[string]*Profile

@@ -10,7 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/metalhall/metalhall/images/bootenv"
+	"github.com/metalhall/metalhall/agent/bootenv"
 )
 
 // Boot environment file names under DATA_DIR/bootenv, which `serve` hands

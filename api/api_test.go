@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -57,7 +58,7 @@ func newFixture(t *testing.T) *fixture {
 	rand.Read(key)
 	sealer := must(seal.New(key))
 	prov := must(provisioner.New(inv, nopBMC{}, provisioner.Config{TokenKey: key}))
-	imgs := must(images.Open(filepath.Join(t.TempDir(), "images"), inv, images.Options{NoSync: true}))
+	imgs := must(images.Open(filepath.Join(t.TempDir(), "images"), inv, images.Options{NoSync: true, URLPolicy: images.URLPolicy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}}))
 	srv := must(New(Config{Store: inv, Sealer: sealer, Provisioner: prov, BMC: nopBMC{}, Images: imgs}))
 	f := &fixture{t: t, inv: inv, sealer: sealer, srv: srv, tokens: map[string]string{}}
 	f.http = httptest.NewServer(srv.Handler())

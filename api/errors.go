@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/metalhall/metalhall/images"
 	"github.com/metalhall/metalhall/inventory"
 )
 
@@ -59,6 +60,12 @@ func classify(err error) (int, string, string) {
 		return http.StatusConflict, "transition_refused", err.Error()
 	case errors.As(err, &pe):
 		return http.StatusConflict, "placement_refused", err.Error()
+	case errors.Is(err, images.ErrBusy):
+		return http.StatusTooManyRequests, "busy", err.Error()
+	case errors.Is(err, images.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, "too_large", err.Error()
+	case errors.Is(err, images.ErrQuota):
+		return http.StatusRequestEntityTooLarge, "quota_exceeded", err.Error()
 	case errors.Is(err, inventory.ErrNotFound):
 		return http.StatusNotFound, "not_found", err.Error()
 	case errors.Is(err, inventory.ErrExists):

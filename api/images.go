@@ -104,7 +104,8 @@ func (s *Server) importImage(c *call) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	// The body is streamed to disk as it arrives: no size cap but the disk.
+	// The body is streamed to disk as it arrives, within the store's
+	// limits (uncompressed size, tenant quota, imports at once).
 	img, err := s.images.Import(c.ctx(), c.r.Body, opts)
 	if err != nil {
 		return 0, nil, err

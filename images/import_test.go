@@ -277,7 +277,8 @@ func TestImportURL(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(stall)
-	fx := newFixture(t, Options{StallTimeout: 300 * time.Millisecond})
+	// The test server is on loopback, which only an explicit allow opens.
+	fx := newFixture(t, Options{StallTimeout: 300 * time.Millisecond, URLPolicy: mustPolicy(t, "127.0.0.1")})
 
 	img, err := fx.s.ImportURL(ctx, srv.URL+"/img.raw.xz", ImportOptions{Name: "xz", SHA256: sum(xzd), Format: "raw.xz"})
 	if err != nil {

@@ -57,8 +57,9 @@ type Options struct {
 	// in flight included. Staff images are not counted. Default
 	// DefaultTenantQuota; negative: no quota.
 	TenantQuota int64
-	// HTTPClient fetches ImportURL's images. Default NewHTTPClient().
-	HTTPClient *http.Client
+	// URLPolicy says where ImportURL may fetch from; the zero policy
+	// allows nothing.
+	URLPolicy URLPolicy
 	// StallTimeout aborts an ImportURL download when no byte has arrived
 	// for this long. Default one minute.
 	StallTimeout time.Duration
@@ -75,6 +76,7 @@ type Store struct {
 	opts   Options
 	log    *slog.Logger
 	noSync bool
+	client *http.Client // ImportURL's, bound to opts.URLPolicy
 
 	// commit serialises the moments that tie blobs to catalogue entries:
 	// an import's rename + CreateImage, a Delete, a GC sweep. Without it a
@@ -120,9 +122,6 @@ func Open(dir string, cat Catalogue, opts Options) (*Store, error) {
 	if opts.BlockSize < 4096 || opts.BlockSize&(opts.BlockSize-1) != 0 {
 		return nil, fmt.Errorf("image store: block size %d is not a power of two of at least 4096", opts.BlockSize)
 	}
-	if opts.HTTPClient == nil {
-		opts.HTTPClient = NewHTTPClient()
-	}
 	if opts.StallTimeout == 0 {
 		opts.StallTimeout = time.Minute
 	}
@@ -134,6 +133,7 @@ func Open(dir string, cat Catalogue, opts Options) (*Store, error) {
 		importing: make(map[string]bool), temps: make(map[string]bool), inflight: make(map[string]int64),
 		slots: make(chan struct{}, opts.MaxImports),
 	}
+	s.client = newHTTPClient(&s.opts.URLPolicy)
 	for _, d := range []string{s.tmpDir(), filepath.Join(s.dir, "sha256")} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("image store: %w", err)

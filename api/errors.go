@@ -42,10 +42,23 @@ func classify(err error) (int, string, string) {
 		mb *http.MaxBytesError
 		se *json.SyntaxError
 		ue *json.UnmarshalTypeError
+		be *inventory.BusyError
 	)
 	switch {
 	case errors.As(err, &he):
 		return he.status, he.code, he.msg
+	// Lower layers say what is wrong; the hint naming a command or a
+	// setting is added here, where commands are known.
+	case errors.Is(err, images.ErrBusy):
+		return http.StatusTooManyRequests, "busy", err.Error()
+	case errors.Is(err, images.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, "too_large", err.Error() + " (metalhall serve --image-max-size-gib)"
+	case errors.Is(err, images.ErrQuota):
+		return http.StatusRequestEntityTooLarge, "quota_exceeded", err.Error() + " (metalhall image delete NAME)"
+	case errors.Is(err, images.ErrURLRefused):
+		return http.StatusBadRequest, "invalid", err.Error() + " (metalhall serve --image-url-allow CIDR|HOST)"
+	case errors.As(err, &be):
+		return http.StatusConflict, "conflict", fmt.Sprintf("%v (metalhall machine cancel %s)", err, be.Machine)
 	case errors.As(err, &mb):
 		return http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body is larger than %d bytes", mb.Limit)
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -60,12 +73,6 @@ func classify(err error) (int, string, string) {
 		return http.StatusConflict, "transition_refused", err.Error()
 	case errors.As(err, &pe):
 		return http.StatusConflict, "placement_refused", err.Error()
-	case errors.Is(err, images.ErrBusy):
-		return http.StatusTooManyRequests, "busy", err.Error()
-	case errors.Is(err, images.ErrTooLarge):
-		return http.StatusRequestEntityTooLarge, "too_large", err.Error()
-	case errors.Is(err, images.ErrQuota):
-		return http.StatusRequestEntityTooLarge, "quota_exceeded", err.Error()
 	case errors.Is(err, inventory.ErrNotFound):
 		return http.StatusNotFound, "not_found", err.Error()
 	case errors.Is(err, inventory.ErrExists):

@@ -120,7 +120,7 @@ func (s *Server) provisionMachine(c *call) (int, any, error) {
 	}
 	if c.p.Role == inventory.RoleTenant {
 		img, err := s.inv.Image(c.ctx(), in.Image)
-		if err != nil || (img.Tenant != "" && img.Tenant != c.p.Tenant) {
+		if err != nil || !img.VisibleTo(c.p.Tenant) {
 			return 0, nil, notFound("image", in.Image)
 		}
 	}
@@ -245,9 +245,7 @@ func (s *Server) commissionRack(c *call) (int, any, error) {
 	}
 	out := RackCommission{Rack: name, Jobs: []Job{}, Skipped: map[string]string{}}
 	for _, m := range ms {
-		switch m.State {
-		case inventory.MachineEnrolled, inventory.MachineAvailable, inventory.MachineFailed:
-		default:
+		if !inventory.Commissionable(m.State) {
 			out.Skipped[m.Name] = fmt.Sprintf("it is %s", m.State)
 			continue
 		}

@@ -38,7 +38,7 @@ func (e *FormatError) Error() string {
 	case e.Err != nil:
 		return e.Err.Error()
 	}
-	return fmt.Sprintf("declared format %s, but the content is %s: drop --format or fix it", e.Declared, e.Detected)
+	return fmt.Sprintf("declared format %s, but the content is %s: declare %s, or none and let the content decide", e.Declared, e.Detected, e.Detected)
 }
 
 func (e *FormatError) Unwrap() []error {
@@ -52,7 +52,7 @@ func (e *FormatError) Unwrap() []error {
 type TooLargeError struct{ imagefmt.TooLargeError }
 
 func (e *TooLargeError) Error() string {
-	return e.TooLargeError.Error() + ": a disk image this large is refused (the service's --image-max-size)"
+	return fmt.Sprintf("the image decompresses to more than %d bytes, the service's image size limit", e.Limit)
 }
 
 func (e *TooLargeError) Unwrap() []error { return []error{ErrTooLarge, inventory.ErrInvalid} }

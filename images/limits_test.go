@@ -109,7 +109,7 @@ func TestBombStopsAtTheUncompressedSizeCap(t *testing.T) {
 	if !errors.As(err, &tl) || !errors.Is(err, ErrTooLarge) || !errors.Is(err, inventory.ErrInvalid) || tl.Limit != 64<<20 {
 		t.Fatalf("err = %v, want a TooLargeError at 64 MiB", err)
 	}
-	if !strings.Contains(err.Error(), "--image-max-size") {
+	if !strings.Contains(err.Error(), "image size limit") {
 		t.Errorf("the message does not say which setting: %v", err)
 	}
 	fx.wantFiles(t)

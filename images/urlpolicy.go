@@ -89,7 +89,7 @@ type URLRefusedError struct {
 }
 
 func (e *URLRefusedError) Error() string {
-	return fmt.Sprintf("image URL host %s is not an allowed destination (%s): an admin allows destinations with the service's --image-url-allow CIDR|HOST", e.Host, e.Why)
+	return fmt.Sprintf("image URL host %s is not an allowed destination (%s): an admin must add it to the service's image URL allow-list", e.Host, e.Why)
 }
 
 func (e *URLRefusedError) Unwrap() []error { return []error{ErrURLRefused, errInvalidURL} }

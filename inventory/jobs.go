@@ -129,8 +129,8 @@ type BusyError struct {
 }
 
 func (e *BusyError) Error() string {
-	return fmt.Sprintf("machine %q already has %s job %s (%s, step %s): wait for it, or cancel it with 'metalhall job cancel %s'",
-		e.Machine, e.Job.Kind, e.Job.ID, e.Job.State, orNone(e.Job.StepName()), e.Job.ID)
+	return fmt.Sprintf("machine %q already has %s job %s (%s, step %s): wait for it, or cancel it",
+		e.Machine, e.Job.Kind, e.Job.ID, e.Job.State, orNone(e.Job.StepName()))
 }
 func (e *BusyError) Unwrap() error { return ErrConflict }
 

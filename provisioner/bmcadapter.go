@@ -24,7 +24,7 @@ type Machines struct {
 func (a *Machines) Endpoint(ctx context.Context, m *inventory.Machine) (bmc.Endpoint, error) {
 	ep := bmc.Endpoint{Address: m.BMC.Address, Protocol: bmc.Protocol(m.BMC.Protocol), Username: m.BMC.Username}
 	if m.BMC.SecretRef == "" {
-		return ep, fmt.Errorf("machine %q has no BMC password: enroll it with --bmc-password-file", m.Name)
+		return ep, fmt.Errorf("machine %q has no BMC password: enroll it again with its BMC password", m.Name)
 	}
 	sealed, err := a.Inv.Secret(ctx, m.BMC.SecretRef)
 	if err != nil {

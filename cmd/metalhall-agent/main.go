@@ -21,7 +21,7 @@ import (
 
 const usage = `usage:
   metalhall-agent inspect [--root DIR]
-  metalhall-agent write --url URL --target FILE --sha256 HEX --size N [--format raw|gz|zst|xz] [--token T]
+  metalhall-agent write --url URL --target FILE --sha256 HEX --size N [--format raw|raw.gz|raw.zst|raw.xz] [--token T]
   metalhall-agent wipe --target FILE [--mode fast|full]
 As PID 1 (in the initramfs) it runs the task from /proc/cmdline.
 `

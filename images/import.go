@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/metalhall/metalhall/images/imagefmt"
+	"github.com/metalhall/metalhall/internal/atomicfile"
 	"github.com/metalhall/metalhall/inventory"
 )
 
@@ -230,7 +231,7 @@ func (s *Store) commitBlob(ctx context.Context, tmp string, res *ingestResult, i
 		return nil, err
 	}
 	// The map goes first: a blob in place always has its map.
-	if err := s.writeFileAtomic(blockMapPath(blob), data); err != nil {
+	if err := atomicfile.WriteFile(blockMapPath(blob), data, atomicfile.Options{Perm: 0o640, NoSync: s.noSync}); err != nil {
 		return nil, fmt.Errorf("write block map: %w", err)
 	}
 	placed := false
@@ -259,38 +260,11 @@ func (s *Store) commitBlob(ctx context.Context, tmp string, res *ingestResult, i
 	return out, nil
 }
 
-func (s *Store) writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil && !s.noSync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
-}
-
 func (s *Store) syncDir(dir string) error {
 	if s.noSync {
 		return nil
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.SyncDir(dir)
 }
 
 type ingestResult struct {

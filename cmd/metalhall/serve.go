@@ -22,6 +22,7 @@ import (
 	"github.com/metalhall/metalhall/api"
 	"github.com/metalhall/metalhall/bmc"
 	"github.com/metalhall/metalhall/images"
+	"github.com/metalhall/metalhall/internal/atomicfile"
 	"github.com/metalhall/metalhall/inventory"
 	"github.com/metalhall/metalhall/inventory/seal"
 	"github.com/metalhall/metalhall/netboot"
@@ -366,11 +367,9 @@ func bootstrapAdmin(ctx context.Context, inv *inventory.Store, dataDir string, l
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(secret+"\n"), 0o600); err != nil {
-		return fmt.Errorf("writing the admin token: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	// fsynced with its directory: a token lost to a power cut after the
+	// database recorded it would leave nobody able to log in.
+	if err := atomicfile.WriteFile(path, []byte(secret+"\n"), atomicfile.Options{Perm: 0o600}); err != nil {
 		return fmt.Errorf("writing the admin token: %w", err)
 	}
 	log.Info("created the bootstrap admin token: export METALHALL_TOKEN=$(cat "+path+")", "token_id", t.ID, "path", path)

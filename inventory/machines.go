@@ -46,7 +46,7 @@ func (s *Store) enroll(tx *bolt.Tx, m *Machine, sealed []byte) ([]macChange, err
 	}
 	m.BMC.SecretRef = "" // only the store names secrets
 	if len(sealed) > 0 {
-		m.BMC.SecretRef = "bmc/" + m.Name
+		m.BMC.SecretRef = BMCCredential(m.Name).Ref
 		if err := bkt(tx, bSecrets).Put([]byte(m.BMC.SecretRef), sealed); err != nil {
 			return nil, err
 		}

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/metalhall/metalhall/inventory/seal"
 )
 
 func TestImageVisibleToEveryoneWhenSharedAndToItsTenantWhenPrivate(t *testing.T) {
@@ -62,5 +64,26 @@ func TestLowerLayersDoNotQuoteCLISyntax(t *testing.T) {
 				return true
 			})
 		}
+	}
+}
+
+// One credential chooses both where a BMC password is kept and what it is
+// bound to: sealed for one machine, it does not open as another's.
+func TestBMCCredentialBindsThePasswordToItsMachine(t *testing.T) {
+	key := make([]byte, seal.KeySize)
+	s, err := seal.New(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := BMCCredential("gpu-a01-01"), BMCCredential("gpu-a01-02")
+	sealed, err := a.Seal(s, []byte("hunter2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pw, err := (BMC{SecretRef: a.Ref}).Credential().Open(s, sealed); err != nil || string(pw) != "hunter2" {
+		t.Fatalf("open as recorded: %q %v", pw, err)
+	}
+	if _, err := b.Open(s, sealed); err == nil {
+		t.Fatal("a password sealed for one machine opened as another's")
 	}
 }

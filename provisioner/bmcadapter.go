@@ -30,7 +30,7 @@ func (a *Machines) Endpoint(ctx context.Context, m *inventory.Machine) (bmc.Endp
 	if err != nil {
 		return ep, fmt.Errorf("machine %q: BMC password: %w", m.Name, err)
 	}
-	pw, err := a.Sealer.Open(sealed, []byte(m.BMC.SecretRef))
+	pw, err := m.BMC.Credential().Open(a.Sealer, sealed)
 	if err != nil {
 		return ep, fmt.Errorf("machine %q: BMC password: %w (was the data dir's seal.key replaced?)", m.Name, err)
 	}

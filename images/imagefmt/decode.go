@@ -27,7 +27,7 @@ type TooLargeError struct {
 }
 
 func (e *TooLargeError) Error() string {
-	return fmt.Sprintf("the image decompresses to more than %d bytes (%s), the limit", e.Limit, humanBytes(e.Limit))
+	return fmt.Sprintf("the image decompresses to more than %d bytes, the limit", e.Limit)
 }
 
 func (e *TooLargeError) Unwrap() error { return ErrTooLarge }
@@ -139,18 +139,4 @@ func (d *Decoder) checkHead() error {
 func (d *Decoder) Close() error {
 	d.release()
 	return nil
-}
-
-// humanBytes is a size for people: 1.5 GiB.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -23,11 +23,13 @@ import (
 // nopBMC accepts every command and reports power on.
 type nopBMC struct{}
 
-func (nopBMC) SetBootDevice(ctx context.Context, m *inventory.Machine, dev string, persistent bool) error {
+func (nopBMC) SetBootDevice(ctx context.Context, m *inventory.Machine, dev inventory.BootDevice, persistent bool) error {
 	return nil
 }
-func (nopBMC) SetPower(ctx context.Context, m *inventory.Machine, action string) error { return nil }
-func (nopBMC) PowerState(ctx context.Context, m *inventory.Machine) (string, error)    { return "on", nil }
+func (nopBMC) SetPower(ctx context.Context, m *inventory.Machine, action inventory.PowerAction) error {
+	return nil
+}
+func (nopBMC) PowerState(ctx context.Context, m *inventory.Machine) (string, error) { return "on", nil }
 
 type fixture struct {
 	t      *testing.T

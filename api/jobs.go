@@ -21,7 +21,7 @@ type Provisioner interface {
 // through jobs): a machine's power state, and its boot device.
 type BMC interface {
 	PowerState(ctx context.Context, m *inventory.Machine) (string, error)
-	SetBootDevice(ctx context.Context, m *inventory.Machine, device string, persistent bool) error
+	SetBootDevice(ctx context.Context, m *inventory.Machine, device inventory.BootDevice, persistent bool) error
 }
 
 // BootDeviceRequest sets the device a machine boots from next.
@@ -160,7 +160,11 @@ func (s *Server) powerMachine(c *call) (int, any, error) {
 		}
 		return http.StatusOK, PowerStatus{Machine: m.Name, Power: st}, nil
 	}
-	return s.submit(c, provisioner.Request{Kind: inventory.JobPower, PowerAction: in.Action})
+	action, err := inventory.ParsePowerAction(in.Action)
+	if err != nil {
+		return 0, nil, err
+	}
+	return s.submit(c, provisioner.Request{Kind: inventory.JobPower, PowerAction: action})
 }
 
 func (s *Server) setBootDevice(c *call) (int, any, error) {
@@ -168,10 +172,9 @@ func (s *Server) setBootDevice(c *call) (int, any, error) {
 	if err := c.decode(&in); err != nil {
 		return 0, nil, err
 	}
-	switch in.Device {
-	case "pxe", "disk", "bios", "cdrom":
-	default:
-		return 0, nil, &inventory.ValidationError{Field: "device", Msg: fmt.Sprintf("%q: use pxe, disk, bios or cdrom", in.Device)}
+	device, err := inventory.ParseBootDevice(in.Device)
+	if err != nil {
+		return 0, nil, err
 	}
 	if s.bmc == nil {
 		return 0, nil, errNoProvisioner
@@ -184,7 +187,7 @@ func (s *Server) setBootDevice(c *call) (int, any, error) {
 	if j, err := s.inv.ActiveJob(c.ctx(), m.Name); err == nil {
 		return 0, nil, &inventory.BusyError{Machine: m.Name, Job: j}
 	}
-	if err := s.bmc.SetBootDevice(c.ctx(), m, in.Device, in.Persistent); err != nil {
+	if err := s.bmc.SetBootDevice(c.ctx(), m, device, in.Persistent); err != nil {
 		return 0, nil, &httpError{http.StatusBadGateway, "bmc_error", err.Error()}
 	}
 	return http.StatusOK, in, nil

@@ -83,11 +83,11 @@ type Job struct {
 	FromState MachineState `json:"from_state"` // the machine's state before the job
 	Actor     string       `json:"actor,omitempty"`
 
-	Image       string   `json:"image,omitempty"`
-	SSHKeys     []string `json:"ssh_keys,omitempty"`
-	UserData    string   `json:"user_data,omitempty"`
-	WipeMode    string   `json:"wipe_mode,omitempty"`
-	PowerAction string   `json:"power_action,omitempty"`
+	Image       string      `json:"image,omitempty"`
+	SSHKeys     []string    `json:"ssh_keys,omitempty"`
+	UserData    string      `json:"user_data,omitempty"`
+	WipeMode    string      `json:"wipe_mode,omitempty"`
+	PowerAction PowerAction `json:"power_action,omitempty"`
 
 	// What the machine has told us while the job ran.
 	AgentSeenAt    time.Time   `json:"agent_seen_at,omitzero"`

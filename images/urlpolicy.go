@@ -40,6 +40,8 @@ func ParseURLAllow(entries []string) (URLPolicy, error) {
 		switch {
 		case e == "":
 			continue
+		case strings.Contains(e, "://"):
+			return p, fmt.Errorf("image URL allow-list: %q is a URL: give its host name or address alone (no scheme, port or path)", e)
 		case strings.Contains(e, "/"):
 			pfx, err := netip.ParsePrefix(e)
 			if err != nil {
@@ -112,7 +114,9 @@ var special = []netip.Prefix{
 
 // check says whether a connection to a, reached through host, is allowed.
 func (p *URLPolicy) check(ctx context.Context, host string, a netip.Addr) error {
-	a = a.Unmap()
+	// A zone (fe80::1%eth0) would make every prefix test false: judge the
+	// address itself.
+	a = a.Unmap().WithZone("")
 	allowed := false
 	for _, pfx := range p.Allow {
 		if pfx.Contains(a) {

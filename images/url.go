@@ -65,7 +65,13 @@ func (s *Store) ImportURL(ctx context.Context, rawURL string, opts ImportOptions
 			// URL, and for a redirect name a hop the caller never gave.
 			return nil, fmt.Errorf("image %q: fetch %s: %w", opts.Name, where, re)
 		}
-		return nil, fmt.Errorf("image %q: fetch %s: %w", opts.Name, where, err)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("image %q: fetch %s: %w", opts.Name, where, err)
+		}
+		// The destination is allowed, so its answer may be told: a closed
+		// port or an unknown name is the caller's to fix, not a fault of
+		// the service.
+		return nil, fmt.Errorf("image %q: %w", opts.Name, invalid("url", "could not fetch %s: %v", where, errors.Unwrap(err)))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

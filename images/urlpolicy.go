@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/metalhall/metalhall/inventory"
@@ -19,16 +20,23 @@ import (
 //
 // An address must be allowed: inside an Allow prefix, or the resolved
 // address of a host named in Hosts. Even then loopback, link-local,
-// unspecified and multicast addresses, and the addresses Refused returns
-// (the service's own listeners, enrolled BMCs), are refused unless an Allow
-// prefix lies entirely inside that refused range (127.0.0.1/32 allows
-// loopback's 127.0.0.1; 0.0.0.0/0 does not). An empty policy allows
-// nothing: URL import is off until an admin names destinations.
+// unspecified and multicast addresses, and the BMC addresses Refused
+// returns, are refused unless an Allow prefix lies entirely inside that
+// refused range (127.0.0.1/32 allows loopback's 127.0.0.1; 0.0.0.0/0 does
+// not). The service's own listeners (address and port) are refused always:
+// the service never imports from itself. An empty policy allows nothing:
+// URL import is off until an admin names destinations.
 type URLPolicy struct {
 	Allow []netip.Prefix
 	Hosts []string // lower case, no port
 	// Refused is called for each connection. It may be nil.
-	Refused func(ctx context.Context) ([]netip.Addr, error)
+	Refused func(ctx context.Context) (Refusals, error)
+}
+
+// Refusals are destinations of the service's own: see URLPolicy.
+type Refusals struct {
+	Addrs     []netip.Addr     // BMCs: refused unless allowed on their own
+	Listeners []netip.AddrPort // the service itself: refused always
 }
 
 // ParseURLAllow reads the --image-url-allow entries: a CIDR, an address,
@@ -113,7 +121,7 @@ var special = []netip.Prefix{
 }
 
 // check says whether a connection to a, reached through host, is allowed.
-func (p *URLPolicy) check(ctx context.Context, host string, a netip.Addr) error {
+func (p *URLPolicy) check(ctx context.Context, host string, a netip.Addr, port uint16) error {
 	// A zone (fe80::1%eth0) would make every prefix test false: judge the
 	// address itself.
 	a = a.Unmap().WithZone("")
@@ -129,11 +137,16 @@ func (p *URLPolicy) check(ctx context.Context, host string, a netip.Addr) error 
 	}
 	refused := special
 	if p.Refused != nil {
-		addrs, err := p.Refused(ctx)
+		own, err := p.Refused(ctx)
 		if err != nil {
 			return fmt.Errorf("image URL: checking the destination: %w", err)
 		}
-		for _, r := range addrs {
+		for _, l := range own.Listeners {
+			if l.Addr().Unmap().WithZone("") == a && l.Port() == port {
+				return &URLRefusedError{Host: host, Why: "this service's own listener"}
+			}
+		}
+		for _, r := range own.Addrs {
 			r = r.Unmap()
 			refused = append(refused[:len(refused):len(refused)], netip.PrefixFrom(r, r.BitLen()))
 		}
@@ -189,8 +202,12 @@ func (d *dialer) DialContext(ctx context.Context, network, address string) (net.
 		}
 	}
 	var first error
+	pn, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("image URL port %q: %w", port, err)
+	}
 	for _, a := range addrs {
-		if err := d.policy.check(ctx, host, a); err != nil {
+		if err := d.policy.check(ctx, host, a, uint16(pn)); err != nil {
 			// One refused address refuses the host: a name that also
 			// resolves to loopback is not one to fetch from.
 			return nil, err
@@ -221,35 +238,35 @@ type Machines interface {
 // all of them) and the BMC address of every enrolled machine. BMCs named
 // by host name rather than address are not resolved: their addresses are
 // refused only if the allow-list does not name them, like any other.
-func ServiceDestinations(inv Machines, listeners ...net.Addr) func(context.Context) ([]netip.Addr, error) {
-	return func(ctx context.Context) ([]netip.Addr, error) {
-		var out []netip.Addr
+func ServiceDestinations(inv Machines, listeners ...net.Addr) func(context.Context) (Refusals, error) {
+	return func(ctx context.Context) (Refusals, error) {
+		var out Refusals
 		for _, l := range listeners {
 			ap, err := netip.ParseAddrPort(l.String())
 			if err != nil {
 				continue
 			}
 			if !ap.Addr().IsUnspecified() {
-				out = append(out, ap.Addr().Unmap())
+				out.Listeners = append(out.Listeners, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
 				continue
 			}
 			ifaddrs, err := net.InterfaceAddrs()
 			if err != nil {
-				return nil, fmt.Errorf("local addresses: %w", err)
+				return out, fmt.Errorf("local addresses: %w", err)
 			}
 			for _, ia := range ifaddrs {
 				if pfx, err := netip.ParsePrefix(ia.String()); err == nil {
-					out = append(out, pfx.Addr().Unmap())
+					out.Listeners = append(out.Listeners, netip.AddrPortFrom(pfx.Addr().Unmap(), ap.Port()))
 				}
 			}
 		}
 		ms, err := inv.Machines(ctx, inventory.MachineFilter{})
 		if err != nil {
-			return nil, fmt.Errorf("BMC addresses: %w", err)
+			return out, fmt.Errorf("BMC addresses: %w", err)
 		}
 		for _, m := range ms {
 			if a, ok := bmcAddr(m.BMC.Address); ok {
-				out = append(out, a)
+				out.Addrs = append(out.Addrs, a)
 			}
 		}
 		return out, nil

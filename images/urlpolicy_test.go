@@ -62,9 +62,11 @@ func TestURLImportAllowList(t *testing.T) {
 		{"loopback's own address, allowed explicitly", mustPolicy(t, "127.0.0.1"), true, ""},
 		{"loopback's range, allowed explicitly", mustPolicy(t, "127.0.0.0/8"), true, ""},
 		{"a BMC on an allowed range", URLPolicy{Allow: mustPolicy(t, "127.0.0.0/8").Allow,
-			Refused: func(context.Context) ([]netip.Addr, error) {
-				return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+			Refused: func(context.Context) (Refusals, error) {
+				return Refusals{Addrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}, nil
 			}}, false, ""},
+		{"the service's own listener, even allowed explicitly", URLPolicy{Allow: mustPolicy(t, "127.0.0.1").Allow,
+			Refused: ServiceDestinations(noMachines{}, srv.Listener.Addr())}, false, ""},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -148,5 +150,28 @@ func TestParseURLAllowRefusesNonsense(t *testing.T) {
 	p, err := ParseURLAllow([]string{"10.1.0.0/16", "192.0.2.7", "::1", "Images.Example.NET."})
 	if err != nil || len(p.Allow) != 3 || p.Hosts[0] != "images.example.net" || p.Allow[1].Bits() != 32 || p.Allow[2].Bits() != 128 {
 		t.Fatalf("%+v %v", p, err)
+	}
+}
+
+type noMachines struct{}
+
+func (noMachines) Machines(context.Context, inventory.MachineFilter) ([]inventory.Machine, error) {
+	return nil, nil
+}
+
+// An allowed destination's failure is the caller's to see and fix: a
+// closed port there is a clear 400, not an internal error.
+func TestAllowedClosedPortIsAClearError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + ln.Addr().String()
+	ln.Close()
+	fx := newFixture(t, Options{URLPolicy: mustPolicy(t, "127.0.0.1")})
+	_, err = fx.s.ImportURL(ctx, closed+"/img", ImportOptions{Name: "img"})
+	var ve *inventory.ValidationError
+	if !errors.As(err, &ve) || !strings.Contains(err.Error(), "could not fetch") {
+		t.Fatalf("err = %v, want a validation error", err)
 	}
 }

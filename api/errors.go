@@ -36,13 +36,14 @@ func notFound(kind, name string) error {
 func classify(err error) (int, string, string) {
 	var he *httpError
 	var (
-		ve *inventory.ValidationError
-		te *inventory.TransitionError
-		pe *inventory.PlacementError
-		mb *http.MaxBytesError
-		se *json.SyntaxError
-		ue *json.UnmarshalTypeError
-		be *inventory.BusyError
+		ve  *inventory.ValidationError
+		te  *inventory.TransitionError
+		pe  *inventory.PlacementError
+		mb  *http.MaxBytesError
+		se  *json.SyntaxError
+		ue  *json.UnmarshalTypeError
+		be  *inventory.BusyError
+		ure *images.URLRefusedError
 	)
 	switch {
 	case errors.As(err, &he):
@@ -55,7 +56,7 @@ func classify(err error) (int, string, string) {
 		return http.StatusRequestEntityTooLarge, "too_large", err.Error() + " (metalhall serve --image-max-size-gib)"
 	case errors.Is(err, images.ErrQuota):
 		return http.StatusRequestEntityTooLarge, "quota_exceeded", err.Error() + " (metalhall image delete NAME)"
-	case errors.Is(err, images.ErrURLRefused):
+	case errors.As(err, &ure) && !ure.Self:
 		return http.StatusBadRequest, "invalid", err.Error() + " (metalhall serve --image-url-allow CIDR|HOST)"
 	case errors.As(err, &be):
 		return http.StatusConflict, "conflict", fmt.Sprintf("%v (metalhall machine cancel %s)", err, be.Machine)

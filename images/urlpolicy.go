@@ -96,9 +96,13 @@ var ErrURLRefused = errors.New("destination not allowed")
 type URLRefusedError struct {
 	Host string
 	Why  string
+	Self bool // the service's own listener: no allow-list opens it
 }
 
 func (e *URLRefusedError) Error() string {
+	if e.Self {
+		return fmt.Sprintf("image URL host %s is this service's own listener: the service does not import from itself", e.Host)
+	}
 	return fmt.Sprintf("image URL host %s is not an allowed destination (%s): an admin must add it to the service's image URL allow-list", e.Host, e.Why)
 }
 
@@ -143,7 +147,7 @@ func (p *URLPolicy) check(ctx context.Context, host string, a netip.Addr, port u
 		}
 		for _, l := range own.Listeners {
 			if l.Addr().Unmap().WithZone("") == a && l.Port() == port {
-				return &URLRefusedError{Host: host, Why: "this service's own listener"}
+				return &URLRefusedError{Host: host, Self: true}
 			}
 		}
 		for _, r := range own.Addrs {

@@ -44,9 +44,6 @@ func zstdBomb(t *testing.T, gib int) []byte {
 	return b
 }
 
-type zeroReader struct{}
-
-func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
 // The finding: a 512 KiB zstd upload kept the service decoding for 20 s
 // after its client had gone, and was then committed. Here the client

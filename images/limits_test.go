@@ -44,7 +44,6 @@ func zstdBomb(t *testing.T, gib int) []byte {
 	return b
 }
 
-
 // The finding: a 512 KiB zstd upload kept the service decoding for 20 s
 // after its client had gone, and was then committed. Here the client
 // sends a whole bomb (192 GiB of zeros in 6 MiB, which the import's

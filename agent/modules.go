@@ -13,10 +13,6 @@ import (
 	"github.com/ulikunitz/xz"
 )
 
-// ModulesOrderPath is where the boot environment lists the kernel modules
-// to load, one absolute path per line, dependencies first.
-const ModulesOrderPath = "/etc/metalhall/modules.order"
-
 // ReadModulesOrder reads a modules.order file; blank lines and lines
 // starting with # are ignored.
 func ReadModulesOrder(r io.Reader) ([]string, error) {

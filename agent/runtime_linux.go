@@ -101,7 +101,7 @@ func boot(ctx context.Context, log *slog.Logger) (wire.After, error) {
 // (dependencies first). A module that fails is logged and skipped: a
 // driver for absent hardware is no reason not to boot.
 func loadModules(log *slog.Logger) {
-	f, err := os.Open(ModulesOrderPath)
+	f, err := os.Open(wire.ModulesOrderPath)
 	if err != nil {
 		log.Warn("no module list", "err", err)
 		return

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/metalhall/metalhall/agent/wire"
+	"github.com/metalhall/metalhall/images/imagefmt"
 )
 
 // fakeService implements the service side of the wire protocol.
@@ -100,8 +101,8 @@ func devDir(t *testing.T, size int) string {
 func TestRunnerProvision(t *testing.T) {
 	img, data := testImage(t)
 	task := wire.Task{JobID: "job-1", Kind: wire.KindProvision, After: wire.AfterReboot, Image: &wire.ImageSpec{
-		URL: "images/test.zst", Format: wire.FormatZstd, SHA256: sum(img), UncompressedSize: int64(len(img)), BlockMap: data}}
-	svc := newFakeService(t, task, compress(t, wire.FormatZstd, img))
+		URL: "images/test.zst", Format: string(imagefmt.Zstd), SHA256: sum(img), UncompressedSize: int64(len(img)), BlockMap: data}}
+	svc := newFakeService(t, task, compress(t, imagefmt.Zstd, img))
 	dev := devDir(t, 32*MiB)
 	r := &Runner{Client: &Client{BaseURL: svc.URL, Token: "tok"}, Root: "testdata/qemu", DevDir: dev, ProgressEvery: time.Nanosecond}
 	after, err := r.Run(context.Background())
@@ -132,8 +133,8 @@ func TestRunnerProvision(t *testing.T) {
 func TestRunnerProvisionBadChecksum(t *testing.T) {
 	img, _ := testImage(t)
 	task := wire.Task{JobID: "job-2", Kind: wire.KindProvision, Image: &wire.ImageSpec{
-		URL: svcPath, Format: wire.FormatZstd, SHA256: strings.Repeat("0", 64), UncompressedSize: int64(len(img))}}
-	svc := newFakeService(t, task, compress(t, wire.FormatZstd, img))
+		URL: svcPath, Format: string(imagefmt.Zstd), SHA256: strings.Repeat("0", 64), UncompressedSize: int64(len(img))}}
+	svc := newFakeService(t, task, compress(t, imagefmt.Zstd, img))
 	r := &Runner{Client: &Client{BaseURL: svc.URL, Token: "tok"}, Root: "testdata/qemu", DevDir: devDir(t, MiB)}
 	after, err := r.Run(context.Background())
 	if err == nil || after != wire.AfterPoweroff {

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,16 +13,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
-
 	"github.com/metalhall/metalhall/agent/wire"
+	"github.com/metalhall/metalhall/images/imagefmt"
 )
 
 // zeroBlock is the granularity of zero detection when there is no block
-// map; it matches images.DefaultBlockSize so both sides skip the same holes.
-const zeroBlock = 64 << 10
+// map: the image contract's, so both sides skip the same holes.
+const zeroBlock = imagefmt.BlockSize
 
 // chunkSize is how much decompressed data is handled per write. Large
 // enough that a NVMe queue stays busy, small enough to keep RAM low.
@@ -80,8 +76,19 @@ func WriteImage(ctx context.Context, o WriteOptions) (WriteResult, error) {
 	if img.UncompressedSize <= 0 {
 		return res, fmt.Errorf("image %s: uncompressed size is not set", img.URL)
 	}
-	if err := checkBlockMap(img.BlockMap, img.UncompressedSize); err != nil {
-		return res, fmt.Errorf("image %s: block map: %w", img.URL, err)
+	format, err := imagefmt.Parse(string(img.Format))
+	if err != nil {
+		return res, fmt.Errorf("image %s: %w", img.URL, err)
+	}
+	if format == "" {
+		format = imagefmt.Raw
+	}
+	blockMap := make([]imagefmt.Extent, len(img.BlockMap))
+	for i, r := range img.BlockMap {
+		blockMap[i] = imagefmt.Extent{Offset: r.Offset, Length: r.Length}
+	}
+	if _, err := imagefmt.ValidateExtents(blockMap, img.UncompressedSize); err != nil {
+		return res, fmt.Errorf("image %s: %w", img.URL, err)
 	}
 
 	f, err := openTarget(o.Target, img.UncompressedSize)
@@ -98,14 +105,16 @@ func WriteImage(ctx context.Context, o WriteOptions) (WriteResult, error) {
 		return res, err
 	}
 	defer body.Close()
-	dec, closeDec, err := decompressor(img.Format, body)
+	// The decoder stops at the size the service measured at import: a
+	// longer stream is not the image the task names.
+	dec, err := imagefmt.NewDecoder(format, body, img.UncompressedSize)
 	if err != nil {
 		return res, fmt.Errorf("image %s: %w", img.URL, err)
 	}
-	defer closeDec()
+	defer dec.Close()
 
 	prog := newProgressTicker(o.Progress, wire.StepWrite, img.UncompressedSize, o.ProgressEvery)
-	sw := &sparseWriter{f: f, blockMap: img.BlockMap, hash: sha256.New(), prog: prog}
+	sw := &sparseWriter{f: f, blockMap: blockMap, hash: sha256.New(), prog: prog}
 	if err := sw.copyFrom(ctx, dec, img.UncompressedSize, stop); err != nil {
 		return res, fmt.Errorf("image %s to %s: %w", img.URL, o.Target, err)
 	}
@@ -133,17 +142,6 @@ func WriteImage(ctx context.Context, o WriteOptions) (WriteResult, error) {
 	res.SHA256 = got
 	res.Elapsed = time.Since(start)
 	return res, nil
-}
-
-func checkBlockMap(m []wire.Range, size int64) error {
-	var end int64
-	for i, r := range m {
-		if r.Offset < end || r.Length <= 0 || r.Offset+r.Length > size {
-			return fmt.Errorf("range %d [%d,+%d) overlaps, is out of order or outside the %d-byte image", i, r.Offset, r.Length, size)
-		}
-		end = r.Offset + r.Length
-	}
-	return nil
 }
 
 // openTarget opens the target for writing. A regular file is truncated
@@ -192,34 +190,6 @@ func openTarget(path string, size int64) (*os.File, error) {
 	return f, nil
 }
 
-// decompressor wraps r according to the image format.
-func decompressor(f wire.Format, r io.Reader) (io.Reader, func(), error) {
-	switch f {
-	case wire.FormatRaw, "":
-		return r, func() {}, nil
-	case wire.FormatGzip:
-		z, err := gzip.NewReader(r)
-		if err != nil {
-			return nil, nil, fmt.Errorf("gzip: %w", err)
-		}
-		return z, func() { z.Close() }, nil
-	case wire.FormatZstd:
-		// Long windows are what `zstd --long` makes; allow up to 2 GiB.
-		z, err := zstd.NewReader(r, zstd.WithDecoderMaxWindow(1<<31), zstd.WithDecoderLowmem(false))
-		if err != nil {
-			return nil, nil, fmt.Errorf("zstd: %w", err)
-		}
-		return z, z.Close, nil
-	case wire.FormatXz:
-		z, err := xz.NewReader(r)
-		if err != nil {
-			return nil, nil, fmt.Errorf("xz: %w", err)
-		}
-		return z, func() {}, nil
-	}
-	return nil, nil, fmt.Errorf("unknown image format %q (want raw, gz, zst or xz)", f)
-}
-
 // sparseWriter writes the decompressed stream at its offsets, leaving
 // out the zero regions: those named by the block map or, without a map,
 // every all-zero 64 KiB block. Skipped regions on a block device are
@@ -227,7 +197,7 @@ func decompressor(f wire.Format, r io.Reader) (io.Reader, func(), error) {
 // reads zeros there.
 type sparseWriter struct {
 	f        *os.File
-	blockMap []wire.Range
+	blockMap []imagefmt.Extent
 	mapIdx   int
 	hash     hash.Hash
 	prog     *progressTicker
@@ -378,19 +348,17 @@ func (w *sparseWriter) nextSegment(end int64) (int64, bool) {
 	return min(r.Offset+r.Length, end) - w.off, true
 }
 
-var zeros = make([]byte, zeroBlock)
-
 // chunkScan handles the no-block-map case: classify each zeroBlock-sized
 // piece (aligned to the image) and coalesce runs.
 func (w *sparseWriter) chunkScan(p []byte) error {
 	for len(p) > 0 {
 		n := int64(zeroBlock) - w.off%zeroBlock
 		n = min(n, int64(len(p)))
-		data := !bytes.Equal(p[:n], zeros[:n])
+		data := !imagefmt.IsZero(p[:n])
 		// Extend the run while the kind stays the same, to write big.
 		for n < int64(len(p)) {
 			m := min(int64(zeroBlock), int64(len(p))-n)
-			if bytes.Equal(p[n:n+m], zeros[:m]) == data {
+			if imagefmt.IsZero(p[n:n+m]) == data {
 				break
 			}
 			n += m

@@ -24,6 +24,7 @@ import (
 	"github.com/ulikunitz/xz"
 
 	"github.com/metalhall/metalhall/agent/wire"
+	"github.com/metalhall/metalhall/images/imagefmt"
 )
 
 const MiB = 1 << 20
@@ -48,7 +49,7 @@ func testImage(t *testing.T) ([]byte, []wire.Range) {
 
 var compressed sync.Map // format+sha256 -> []byte; xz in pure Go is slow under -race
 
-func compress(t *testing.T, f wire.Format, b []byte) []byte {
+func compress(t *testing.T, f imagefmt.Format, b []byte) []byte {
 	t.Helper()
 	key := string(f) + sum(b)
 	if c, ok := compressed.Load(key); ok {
@@ -59,20 +60,20 @@ func compress(t *testing.T, f wire.Format, b []byte) []byte {
 	return c
 }
 
-func compressUncached(t *testing.T, f wire.Format, b []byte) []byte {
+func compressUncached(t *testing.T, f imagefmt.Format, b []byte) []byte {
 	var out bytes.Buffer
 	switch f {
-	case wire.FormatRaw:
+	case imagefmt.Raw:
 		return b
-	case wire.FormatGzip:
+	case imagefmt.Gzip:
 		z := gzip.NewWriter(&out)
 		z.Write(b)
 		z.Close()
-	case wire.FormatZstd:
+	case imagefmt.Zstd:
 		z, _ := zstd.NewWriter(&out)
 		z.Write(b)
 		z.Close()
-	case wire.FormatXz:
+	case imagefmt.XZ:
 		// Prefer the real xz tool: it is what images are made with, and
 		// the pure-Go encoder takes ~10 s for 16 MiB under -race.
 		if path, err := exec.LookPath("xz"); err == nil {
@@ -161,9 +162,9 @@ func fmtInt(n int) string {
 	}
 }
 
-func writeOpts(url, target string, img []byte, f wire.Format, m []wire.Range) WriteOptions {
+func writeOpts(url, target string, img []byte, f imagefmt.Format, m []wire.Range) WriteOptions {
 	return WriteOptions{
-		Image:  wire.ImageSpec{URL: url, Format: f, SHA256: sum(img), UncompressedSize: int64(len(img)), BlockMap: m},
+		Image:  wire.ImageSpec{URL: url, Format: string(f), SHA256: sum(img), UncompressedSize: int64(len(img)), BlockMap: m},
 		Target: target,
 		Fetch:  FetchOptions{Header: http.Header{"Authorization": {"Bearer tok"}}, Backoff: time.Millisecond, Retries: 3},
 	}
@@ -180,7 +181,7 @@ func allocated(t *testing.T, path string) int64 {
 
 func TestWriteImageFormats(t *testing.T) {
 	img, data := testImage(t)
-	for _, f := range []wire.Format{wire.FormatRaw, wire.FormatGzip, wire.FormatZstd, wire.FormatXz} {
+	for _, f := range []imagefmt.Format{imagefmt.Raw, imagefmt.Gzip, imagefmt.Zstd, imagefmt.XZ} {
 		for _, withMap := range []bool{true, false} {
 			name := string(f) + map[bool]string{true: "-map", false: "-scan"}[withMap]
 			t.Run(name, func(t *testing.T) {
@@ -238,17 +239,17 @@ func TestWriteImageCorruptStream(t *testing.T) {
 	bad := bytes.Clone(img)
 	bad[100] ^= 0xFF
 	srv := newImageServer(t, bad)
-	_, err := WriteImage(context.Background(), writeOpts(srv.URL, filepath.Join(t.TempDir(), "disk"), img, wire.FormatRaw, data))
+	_, err := WriteImage(context.Background(), writeOpts(srv.URL, filepath.Join(t.TempDir(), "disk"), img, imagefmt.Raw, data))
 	if !errors.Is(err, ErrChecksum) || !strings.Contains(err.Error(), "downloaded data has sha256") {
 		t.Fatalf("err = %v, want a downloaded-data checksum error", err)
 	}
 	t.Log(err)
 
 	// A corrupt compressed stream fails in the decompressor.
-	gz := compress(t, wire.FormatGzip, img)
+	gz := compress(t, imagefmt.Gzip, img)
 	gz[len(gz)/2] ^= 0xFF
 	srv2 := newImageServer(t, gz)
-	_, err = WriteImage(context.Background(), writeOpts(srv2.URL, filepath.Join(t.TempDir(), "disk"), img, wire.FormatGzip, data))
+	_, err = WriteImage(context.Background(), writeOpts(srv2.URL, filepath.Join(t.TempDir(), "disk"), img, imagefmt.Gzip, data))
 	if err == nil {
 		t.Fatal("no error for a corrupt gzip stream")
 	}
@@ -260,7 +261,7 @@ func TestWriteImageCorruptStream(t *testing.T) {
 func TestWriteImageReadBackMismatch(t *testing.T) {
 	img, _ := testImage(t)
 	srv := newImageServer(t, img)
-	_, err := WriteImage(context.Background(), writeOpts(srv.URL, filepath.Join(t.TempDir(), "disk"), img, wire.FormatRaw,
+	_, err := WriteImage(context.Background(), writeOpts(srv.URL, filepath.Join(t.TempDir(), "disk"), img, imagefmt.Raw,
 		[]wire.Range{{Offset: 0, Length: MiB}}))
 	if !errors.Is(err, ErrChecksum) || !strings.Contains(err.Error(), "read back") {
 		t.Fatalf("err = %v, want a read-back checksum error", err)
@@ -269,11 +270,11 @@ func TestWriteImageReadBackMismatch(t *testing.T) {
 
 func TestWriteImageResume(t *testing.T) {
 	img, data := testImage(t)
-	body := compress(t, wire.FormatZstd, img)
+	body := compress(t, imagefmt.Zstd, img)
 	srv := newImageServer(t, body)
 	srv.cutOnce = len(body) / 3
 	target := filepath.Join(t.TempDir(), "disk")
-	res, err := WriteImage(context.Background(), writeOpts(srv.URL, target, img, wire.FormatZstd, data))
+	res, err := WriteImage(context.Background(), writeOpts(srv.URL, target, img, imagefmt.Zstd, data))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +301,7 @@ func TestWriteImageGivesUp(t *testing.T) {
 		conn.Close()
 	}))
 	defer srv.Close()
-	_, err := WriteImage(context.Background(), writeOpts(srv.URL, filepath.Join(t.TempDir(), "disk"), img, wire.FormatRaw, nil))
+	_, err := WriteImage(context.Background(), writeOpts(srv.URL, filepath.Join(t.TempDir(), "disk"), img, imagefmt.Raw, nil))
 	if err == nil || !strings.Contains(err.Error(), "server ignored the Range request") {
 		t.Fatalf("err = %v", err)
 	}
@@ -309,7 +310,7 @@ func TestWriteImageGivesUp(t *testing.T) {
 func TestWriteImageHTTPError(t *testing.T) {
 	img, _ := testImage(t)
 	srv := newImageServer(t, img)
-	o := writeOpts(srv.URL, filepath.Join(t.TempDir(), "disk"), img, wire.FormatRaw, nil)
+	o := writeOpts(srv.URL, filepath.Join(t.TempDir(), "disk"), img, imagefmt.Raw, nil)
 	o.Fetch.Header = nil
 	_, err := WriteImage(context.Background(), o)
 	var hs *httpStatusError
@@ -334,7 +335,7 @@ func TestWriteImageStall(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(release)
-	o := writeOpts(srv.URL, filepath.Join(t.TempDir(), "disk"), img, wire.FormatRaw, nil)
+	o := writeOpts(srv.URL, filepath.Join(t.TempDir(), "disk"), img, imagefmt.Raw, nil)
 	o.Fetch.Stall = 200 * time.Millisecond
 	res, err := WriteImage(context.Background(), o)
 	if err != nil {
@@ -357,8 +358,8 @@ func TestWriteImageDiskFull(t *testing.T) {
 	}
 	defer syscall.Unmount(dir, syscall.MNT_DETACH)
 	img, _ := testImage(t)
-	srv := newImageServer(t, compress(t, wire.FormatZstd, img))
-	_, err := WriteImage(context.Background(), writeOpts(srv.URL, filepath.Join(dir, "disk"), img, wire.FormatZstd, nil))
+	srv := newImageServer(t, compress(t, imagefmt.Zstd, img))
+	_, err := WriteImage(context.Background(), writeOpts(srv.URL, filepath.Join(dir, "disk"), img, imagefmt.Zstd, nil))
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("err = %v, want ENOSPC", err)
 	}

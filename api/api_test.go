@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,11 +23,13 @@ import (
 // nopBMC accepts every command and reports power on.
 type nopBMC struct{}
 
-func (nopBMC) SetBootDevice(ctx context.Context, m *inventory.Machine, dev string, persistent bool) error {
+func (nopBMC) SetBootDevice(ctx context.Context, m *inventory.Machine, dev inventory.BootDevice, persistent bool) error {
 	return nil
 }
-func (nopBMC) SetPower(ctx context.Context, m *inventory.Machine, action string) error { return nil }
-func (nopBMC) PowerState(ctx context.Context, m *inventory.Machine) (string, error)    { return "on", nil }
+func (nopBMC) SetPower(ctx context.Context, m *inventory.Machine, action inventory.PowerAction) error {
+	return nil
+}
+func (nopBMC) PowerState(ctx context.Context, m *inventory.Machine) (string, error) { return "on", nil }
 
 type fixture struct {
 	t      *testing.T
@@ -57,7 +60,7 @@ func newFixture(t *testing.T) *fixture {
 	rand.Read(key)
 	sealer := must(seal.New(key))
 	prov := must(provisioner.New(inv, nopBMC{}, provisioner.Config{TokenKey: key}))
-	imgs := must(images.Open(filepath.Join(t.TempDir(), "images"), inv, images.Options{NoSync: true}))
+	imgs := must(images.Open(filepath.Join(t.TempDir(), "images"), inv, images.Options{NoSync: true, URLPolicy: images.URLPolicy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}}))
 	srv := must(New(Config{Store: inv, Sealer: sealer, Provisioner: prov, BMC: nopBMC{}, Images: imgs}))
 	f := &fixture{t: t, inv: inv, sealer: sealer, srv: srv, tokens: map[string]string{}}
 	f.http = httptest.NewServer(srv.Handler())

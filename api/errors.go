@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/metalhall/metalhall/images"
 	"github.com/metalhall/metalhall/inventory"
 )
 
@@ -35,16 +36,30 @@ func notFound(kind, name string) error {
 func classify(err error) (int, string, string) {
 	var he *httpError
 	var (
-		ve *inventory.ValidationError
-		te *inventory.TransitionError
-		pe *inventory.PlacementError
-		mb *http.MaxBytesError
-		se *json.SyntaxError
-		ue *json.UnmarshalTypeError
+		ve  *inventory.ValidationError
+		te  *inventory.TransitionError
+		pe  *inventory.PlacementError
+		mb  *http.MaxBytesError
+		se  *json.SyntaxError
+		ue  *json.UnmarshalTypeError
+		be  *inventory.BusyError
+		ure *images.URLRefusedError
 	)
 	switch {
 	case errors.As(err, &he):
 		return he.status, he.code, he.msg
+	// Lower layers say what is wrong; the hint naming a command or a
+	// setting is added here, where commands are known.
+	case errors.Is(err, images.ErrBusy):
+		return http.StatusTooManyRequests, "busy", err.Error()
+	case errors.Is(err, images.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, "too_large", err.Error() + " (metalhall serve --image-max-size-gib)"
+	case errors.Is(err, images.ErrQuota):
+		return http.StatusRequestEntityTooLarge, "quota_exceeded", err.Error() + " (metalhall image delete NAME)"
+	case errors.As(err, &ure) && !ure.Self:
+		return http.StatusBadRequest, "invalid", err.Error() + " (metalhall serve --image-url-allow CIDR|HOST)"
+	case errors.As(err, &be):
+		return http.StatusConflict, "conflict", fmt.Sprintf("%v (metalhall machine cancel %s)", err, be.Machine)
 	case errors.As(err, &mb):
 		return http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body is larger than %d bytes", mb.Limit)
 	case errors.Is(err, io.ErrUnexpectedEOF):

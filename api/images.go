@@ -51,7 +51,7 @@ func (s *Server) visibleImage(c *call, name string) (*inventory.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.p.Role == inventory.RoleTenant && img.Tenant != "" && img.Tenant != c.p.Tenant {
+	if c.p.Role == inventory.RoleTenant && !img.VisibleTo(c.p.Tenant) {
 		return nil, notFound("image", name)
 	}
 	return img, nil
@@ -66,7 +66,7 @@ func (s *Server) listImages(c *call) (int, any, error) {
 	imgs, err := s.inv.Images(c.ctx())
 	out := []Image{}
 	for _, img := range imgs {
-		if c.p.Role == inventory.RoleTenant && img.Tenant != "" && img.Tenant != c.p.Tenant {
+		if c.p.Role == inventory.RoleTenant && !img.VisibleTo(c.p.Tenant) {
 			continue
 		}
 		out = append(out, Image{Image: img})
@@ -104,7 +104,8 @@ func (s *Server) importImage(c *call) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	// The body is streamed to disk as it arrives: no size cap but the disk.
+	// The body is streamed to disk as it arrives, within the store's
+	// limits (uncompressed size, tenant quota, imports at once).
 	img, err := s.images.Import(c.ctx(), c.r.Body, opts)
 	if err != nil {
 		return 0, nil, err
@@ -156,7 +157,7 @@ func (s *Server) AuthorizeImage(r *http.Request, img *inventory.Image) error {
 	if err != nil {
 		return err
 	}
-	if p.Role == inventory.RoleTenant && img.Tenant != "" && img.Tenant != p.Tenant {
+	if p.Role == inventory.RoleTenant && !img.VisibleTo(p.Tenant) {
 		return fmt.Errorf("image %q: %w", img.Name, inventory.ErrNotFound)
 	}
 	return nil

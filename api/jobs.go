@@ -22,7 +22,7 @@ type Provisioner interface {
 // through jobs): a machine's power state, and its boot device.
 type BMC interface {
 	PowerState(ctx context.Context, m *inventory.Machine) (string, error)
-	SetBootDevice(ctx context.Context, m *inventory.Machine, device string, persistent bool) error
+	SetBootDevice(ctx context.Context, m *inventory.Machine, device inventory.BootDevice, persistent bool) error
 }
 
 // BootDeviceRequest sets the device a machine boots from next.
@@ -121,7 +121,7 @@ func (s *Server) provisionMachine(c *call) (int, any, error) {
 	}
 	if c.p.Role == inventory.RoleTenant {
 		img, err := s.inv.Image(c.ctx(), in.Image)
-		if err != nil || (img.Tenant != "" && img.Tenant != c.p.Tenant) {
+		if err != nil || !img.VisibleTo(c.p.Tenant) {
 			return 0, nil, notFound("image", in.Image)
 		}
 	}
@@ -161,7 +161,11 @@ func (s *Server) powerMachine(c *call) (int, any, error) {
 		}
 		return http.StatusOK, PowerStatus{Machine: m.Name, Power: st}, nil
 	}
-	return s.submit(c, provisioner.Request{Kind: inventory.JobPower, PowerAction: in.Action})
+	action, err := inventory.ParsePowerAction(in.Action)
+	if err != nil {
+		return 0, nil, err
+	}
+	return s.submit(c, provisioner.Request{Kind: inventory.JobPower, PowerAction: action})
 }
 
 func (s *Server) setBootDevice(c *call) (int, any, error) {
@@ -169,10 +173,9 @@ func (s *Server) setBootDevice(c *call) (int, any, error) {
 	if err := c.decode(&in); err != nil {
 		return 0, nil, err
 	}
-	switch in.Device {
-	case "pxe", "disk", "bios", "cdrom":
-	default:
-		return 0, nil, &inventory.ValidationError{Field: "device", Msg: fmt.Sprintf("%q: use pxe, disk, bios or cdrom", in.Device)}
+	device, err := inventory.ParseBootDevice(in.Device)
+	if err != nil {
+		return 0, nil, err
 	}
 	if s.bmc == nil {
 		return 0, nil, errNoProvisioner
@@ -185,7 +188,7 @@ func (s *Server) setBootDevice(c *call) (int, any, error) {
 	if j, err := s.inv.ActiveJob(c.ctx(), m.Name); err == nil {
 		return 0, nil, &inventory.BusyError{Machine: m.Name, Job: j}
 	}
-	if err := s.bmc.SetBootDevice(c.ctx(), m, in.Device, in.Persistent); err != nil {
+	if err := s.bmc.SetBootDevice(c.ctx(), m, device, in.Persistent); err != nil {
 		return 0, nil, &httpError{http.StatusBadGateway, "bmc_error", err.Error()}
 	}
 	return http.StatusOK, in, nil
@@ -266,9 +269,7 @@ func (s *Server) commissionRack(c *call) (int, any, error) {
 	}
 	out := RackCommission{Rack: name, Jobs: []Job{}, Skipped: map[string]string{}}
 	for _, m := range ms {
-		switch m.State {
-		case inventory.MachineEnrolled, inventory.MachineAvailable, inventory.MachineFailed:
-		default:
+		if !inventory.Commissionable(m.State) {
 			out.Skipped[m.Name] = fmt.Sprintf("it is %s", m.State)
 			continue
 		}

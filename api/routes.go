@@ -218,7 +218,7 @@ func (s *Server) enrollment(in MachineEnroll) (inventory.Enrollment, error) {
 	if in.BMCPassword == "" {
 		return inventory.Enrollment{}, &inventory.ValidationError{Field: "bmc_password", Msg: "is required (pass --bmc-password-file)"}
 	}
-	sealed, err := s.sealer.Seal([]byte(in.BMCPassword), []byte("bmc/"+m.Name))
+	sealed, err := inventory.BMCCredential(m.Name).Seal(s.sealer, []byte(in.BMCPassword))
 	if err != nil {
 		return inventory.Enrollment{}, err
 	}

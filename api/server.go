@@ -301,7 +301,7 @@ func (s *Server) checkTenantScope(ctx context.Context, sc scope, name, tenant st
 		}
 	case scopeImage:
 		img, err := s.inv.Image(ctx, name)
-		if err != nil || (img.Tenant != "" && img.Tenant != tenant) {
+		if err != nil || !img.VisibleTo(tenant) {
 			return notFound("image", name)
 		}
 	}

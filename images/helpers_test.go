@@ -16,6 +16,7 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"github.com/metalhall/metalhall/images/imagefmt"
 	"github.com/metalhall/metalhall/inventory"
 	"github.com/ulikunitz/xz"
 )
@@ -104,7 +105,7 @@ func diskImage(n int, seed uint64) []byte {
 	b := make([]byte, n)
 	r := rand.New(rand.NewPCG(seed, 1))
 	for i := 0; i < n; i += 8 {
-		if (i/DefaultBlockSize)%3 == 1 {
+		if (i/imagefmt.BlockSize)%3 == 1 {
 			continue
 		}
 		v := r.Uint64()
@@ -115,22 +116,22 @@ func diskImage(n int, seed uint64) []byte {
 	return b
 }
 
-func compress(t *testing.T, f Format, raw []byte) []byte {
+func compress(t *testing.T, f imagefmt.Format, raw []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	var err error
 	switch f {
-	case FormatRaw:
+	case imagefmt.Raw:
 		return raw
-	case FormatGzip:
+	case imagefmt.Gzip:
 		w := gzip.NewWriter(&buf)
 		w.Write(raw)
 		err = w.Close()
-	case FormatZstd:
+	case imagefmt.Zstd:
 		w, _ := zstd.NewWriter(&buf)
 		w.Write(raw)
 		err = w.Close()
-	case FormatXZ:
+	case imagefmt.XZ:
 		// The pure-Go encoder takes seconds per MiB under -race.
 		if path, e := exec.LookPath("xz"); e == nil {
 			cmd := exec.Command(path, "-0", "-c")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -15,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/metalhall/metalhall/images/imagefmt"
+	"github.com/metalhall/metalhall/internal/atomicfile"
 	"github.com/metalhall/metalhall/inventory"
 )
 
@@ -41,7 +44,9 @@ const (
 
 // Import reads an image from r into the store and adds it to the catalogue.
 // It returns the catalogue entry. On any error — bad input, a mismatched
-// checksum or format, r failing, ctx cancelled — nothing is left behind.
+// checksum or format, r failing, ctx cancelled (the client went away), an
+// image past Options.MaxImageSize or the tenant's quota — nothing is left
+// behind, and decoding stops within one chunk.
 //
 // The stream is read once: each chunk goes, in parallel, to the temp file,
 // to the sha256 of the blob, and to the decompressor (or, for a raw image,
@@ -80,9 +85,9 @@ func (s *Store) importImage(ctx context.Context, r io.Reader, opts ImportOptions
 	if want != "" && !ValidSHA256(want) {
 		return nil, invalid("sha256", "%q is not a sha256 (64 hex digits)", opts.SHA256)
 	}
-	declared, err := ParseFormat(opts.Format)
+	declared, err := imagefmt.Parse(opts.Format)
 	if err != nil {
-		return nil, err
+		return nil, &FormatError{Declared: imagefmt.Format(opts.Format), Err: err}
 	}
 	// Refuse what CreateImage would refuse before streaming gigabytes.
 	if _, err := s.cat.Image(ctx, opts.Name); err == nil {
@@ -95,10 +100,21 @@ func (s *Store) importImage(ctx context.Context, r io.Reader, opts ImportOptions
 			return nil, err
 		}
 	}
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	default:
+		return nil, &BusyError{Limit: cap(s.slots)}
+	}
 	if !s.reserve(opts.Name) {
 		return nil, &inventory.ConflictError{Msg: fmt.Sprintf("image %q is being imported by another request: wait for it, or use another name", opts.Name)}
 	}
 	defer s.release(opts.Name)
+	q, err := s.startQuota(ctx, opts.Tenant)
+	if err != nil {
+		return nil, err
+	}
+	defer q.done()
 
 	tmp, f, err := s.createTemp()
 	if err != nil {
@@ -115,13 +131,13 @@ func (s *Store) importImage(ctx context.Context, r io.Reader, opts ImportOptions
 		s.mu.Unlock()
 	}()
 
-	res, err := s.ingest(ctx, r, f, declared)
+	res, err := s.ingest(ctx, r, f, declared, q)
 	if err != nil {
 		return nil, err
 	}
 	if want != "" && want != res.sha && want != res.bmap.SHA256 {
 		ce := &ChecksumError{Expected: want, Got: res.sha}
-		if res.format != FormatRaw {
+		if res.format != imagefmt.Raw {
 			ce.GotUncompressed = res.bmap.SHA256
 		}
 		return nil, ce
@@ -139,6 +155,11 @@ func (s *Store) importImage(ctx context.Context, r io.Reader, opts ImportOptions
 		Name: opts.Name, Format: string(res.format), SHA256: res.sha, Size: res.size,
 		UncompressedSHA256: res.bmap.SHA256, UncompressedSize: res.bmap.ImageSize,
 		MappedBytes: res.bmap.MappedBytes, BlockMapRef: blockMapRef(res.sha), Tenant: opts.Tenant,
+	}
+	// The client may have gone away after its last byte, while the
+	// decoder caught up: what it did not wait for is not committed.
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	out, err := s.commitBlob(ctx, tmp, res, img)
 	if err != nil {
@@ -193,6 +214,11 @@ func (s *Store) createTemp() (string, *os.File, error) {
 func (s *Store) commitBlob(ctx context.Context, tmp string, res *ingestResult, img inventory.Image) (*inventory.Image, error) {
 	s.commit.Lock()
 	defer s.commit.Unlock()
+	// Commits are serialised, so this count of stored bytes is exact: two
+	// imports that each fit cannot both commit past the quota.
+	if err := s.checkQuota(ctx, img.Tenant, img.Size); err != nil {
+		return nil, err
+	}
 	blob, err := s.BlobPath(res.sha)
 	if err != nil {
 		return nil, err
@@ -200,12 +226,12 @@ func (s *Store) commitBlob(ctx context.Context, tmp string, res *ingestResult, i
 	if err := os.MkdirAll(filepath.Dir(blob), 0o750); err != nil {
 		return nil, err
 	}
-	data, err := res.bmap.marshal()
+	data, err := json.Marshal(res.bmap)
 	if err != nil {
 		return nil, err
 	}
 	// The map goes first: a blob in place always has its map.
-	if err := s.writeFileAtomic(blockMapPath(blob), data); err != nil {
+	if err := atomicfile.WriteFile(blockMapPath(blob), data, atomicfile.Options{Perm: 0o640, NoSync: s.noSync}); err != nil {
 		return nil, fmt.Errorf("write block map: %w", err)
 	}
 	placed := false
@@ -234,45 +260,18 @@ func (s *Store) commitBlob(ctx context.Context, tmp string, res *ingestResult, i
 	return out, nil
 }
 
-func (s *Store) writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil && !s.noSync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
-}
-
 func (s *Store) syncDir(dir string) error {
 	if s.noSync {
 		return nil
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.SyncDir(dir)
 }
 
 type ingestResult struct {
-	format Format
+	format imagefmt.Format
 	sha    string // of the stream as received
 	size   int64
-	bmap   *BlockMap
+	bmap   *imagefmt.BlockMap
 }
 
 // chunk is one buffer of the stream, shared read-only by the consumers;
@@ -337,7 +336,7 @@ func (p *pipeline) consume(fn func([]byte) error, done func(error)) {
 
 // ingest streams r into f and computes everything Import records. A
 // declared format that the first bytes contradict fails at once.
-func (s *Store) ingest(ctx context.Context, r io.Reader, f *os.File, declared Format) (*ingestResult, error) {
+func (s *Store) ingest(ctx context.Context, r io.Reader, f *os.File, declared imagefmt.Format, q *quota) (*ingestResult, error) {
 	p := &pipeline{free: make(chan *chunk, nChunks), failed: make(chan struct{})}
 	for range nChunks {
 		p.free <- &chunk{buf: make([]byte, chunkSize)}
@@ -355,21 +354,33 @@ func (s *Store) ingest(ctx context.Context, r io.Reader, f *os.File, declared Fo
 	}
 	eof := err == io.EOF
 	first.n = n
-	res := &ingestResult{format: DetectFormat(first.buf[:n])}
+	format, err := imagefmt.Detect(first.buf[:n])
+	if err != nil {
+		return nil, &FormatError{Declared: declared, Err: err}
+	}
+	res := &ingestResult{format: format}
 	if declared != "" && declared != res.format {
 		return nil, &FormatError{Declared: declared, Detected: res.format}
 	}
 
 	blobHash := sha256.New()
-	zm := newZeroMapper(s.opts.BlockSize)
+	zm := imagefmt.NewMapper(s.opts.BlockSize)
 	w := newSyncWriter(f, s.noSync)
 	p.consume(w.Write, nil)
 	p.consume(hashWrite(blobHash), nil)
+	p.consume(q.add, nil)
 
 	var decodeDone chan struct{}
 	rawHash := blobHash
-	if res.format == FormatRaw {
-		p.consume(func(b []byte) error { zm.Write(b); return nil }, nil)
+	if res.format == imagefmt.Raw {
+		var seen int64
+		p.consume(func(b []byte) error {
+			if seen += int64(len(b)); seen > s.opts.MaxImageSize {
+				return &TooLargeError{imagefmt.TooLargeError{Limit: s.opts.MaxImageSize}}
+			}
+			zm.Write(b)
+			return nil
+		}, nil)
 	} else {
 		rawHash = sha256.New()
 		pr, pw := io.Pipe()
@@ -393,11 +404,13 @@ func (s *Store) ingest(ctx context.Context, r io.Reader, f *os.File, declared Fo
 			defer close(decodeDone)
 			// The decoder's output goes to two consumers in this one
 			// goroutine: hashing is the slow one, the zero check is cheap.
-			err := decode(res.format, pr, io.MultiWriter(rawHash, zm))
-			if err != nil {
-				if !p.isFailed() {
-					p.fail(&FormatError{Detected: res.format, Msg: fmt.Sprintf("not a valid %s stream: %v", res.format, err)})
-				}
+			// stopWriter ends a decode that no longer matters — the
+			// client went away, another consumer failed — at its next
+			// block: a bomb stops here, not after minutes of CPU.
+			out := &stopWriter{ctx: ctx, p: p, w: io.MultiWriter(rawHash, zm)}
+			err := decode(res.format, pr, out, s.opts.MaxImageSize)
+			if err != nil && !p.isFailed() {
+				p.fail(decodeError(res.format, err, s.opts.MaxImageSize))
 			}
 			// Unblock the feeder if the decoder stopped early: any bytes
 			// still coming are trailing garbage (or the import failed).
@@ -462,7 +475,7 @@ func (s *Store) ingest(ctx context.Context, r io.Reader, f *os.File, declared Fo
 		return nil, err
 	}
 	res.sha = hexSum(blobHash.Sum(nil))
-	res.bmap = zm.finish(hexSum(rawHash.Sum(nil)))
+	res.bmap = zm.Finish(hexSum(rawHash.Sum(nil)))
 	return res, nil
 }
 
@@ -486,13 +499,130 @@ func hashWrite(h hash.Hash) func([]byte) error {
 	return func(b []byte) error { h.Write(b); return nil }
 }
 
-// decode copies the uncompressed stream of r to w.
-func decode(f Format, r io.Reader, w io.Writer) error {
-	dec, closeDec, err := NewDecoder(f, r)
+// decode copies the uncompressed stream of r to w, up to limit bytes.
+func decode(f imagefmt.Format, r io.Reader, w io.Writer, limit int64) error {
+	dec, err := imagefmt.NewDecoder(f, r, limit)
 	if err != nil {
 		return err
 	}
-	defer closeDec()
+	defer dec.Close()
 	_, err = io.Copy(w, dec)
 	return err
+}
+
+// decodeError says what a failed decode means for the import.
+func decodeError(f imagefmt.Format, err error, limit int64) error {
+	var ce *imagefmt.ContainerError
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case errors.As(err, &ce):
+		return &FormatError{Detected: f, Err: ce}
+	case errors.Is(err, imagefmt.ErrTooLarge):
+		return &TooLargeError{imagefmt.TooLargeError{Limit: limit}}
+	}
+	return &FormatError{Detected: f, Msg: fmt.Sprintf("not a valid %s stream: %v", f, err)}
+}
+
+// stopWriter fails its writes once ctx is done or the pipeline has failed.
+type stopWriter struct {
+	ctx context.Context
+	p   *pipeline
+	w   io.Writer
+}
+
+func (s *stopWriter) Write(b []byte) (int, error) {
+	if err := s.ctx.Err(); err != nil {
+		return 0, err
+	}
+	if s.p.isFailed() {
+		return 0, s.p.err
+	}
+	return s.w.Write(b)
+}
+
+// quota tracks one import's bytes against its tenant's image quota.
+type quota struct {
+	s      *Store
+	tenant string
+	stored int64 // the tenant's stored bytes when the import started
+	added  int64 // bytes this import has received
+}
+
+// startQuota counts what the tenant stores now; the import's own bytes
+// join the tenant's in-flight count as they arrive. Staff imports (no
+// tenant) and a negative quota are not limited.
+func (s *Store) startQuota(ctx context.Context, tenant string) (*quota, error) {
+	q := &quota{s: s, tenant: tenant}
+	if tenant == "" || s.opts.TenantQuota < 0 {
+		return q, nil
+	}
+	var err error
+	if q.stored, err = s.tenantBytes(ctx, tenant); err != nil {
+		return nil, err
+	}
+	if q.stored >= s.opts.TenantQuota {
+		return nil, &QuotaError{Tenant: tenant, Quota: s.opts.TenantQuota, Used: q.stored}
+	}
+	return q, nil
+}
+
+// add is a pipeline consumer: it fails the import as soon as the tenant's
+// stored bytes plus all its imports in flight pass the quota.
+func (q *quota) add(b []byte) error {
+	if q.tenant == "" || q.s.opts.TenantQuota < 0 {
+		return nil
+	}
+	n := int64(len(b))
+	q.s.mu.Lock()
+	q.added += n
+	q.s.inflight[q.tenant] += n
+	flying := q.s.inflight[q.tenant]
+	q.s.mu.Unlock()
+	if q.stored+flying > q.s.opts.TenantQuota {
+		return &QuotaError{Tenant: q.tenant, Quota: q.s.opts.TenantQuota, Used: q.stored + flying - q.added, Adding: q.added}
+	}
+	return nil
+}
+
+// done takes the import's bytes out of the in-flight count.
+func (q *quota) done() {
+	if q.added == 0 {
+		return
+	}
+	q.s.mu.Lock()
+	if q.s.inflight[q.tenant] -= q.added; q.s.inflight[q.tenant] <= 0 {
+		delete(q.s.inflight, q.tenant)
+	}
+	q.s.mu.Unlock()
+}
+
+// checkQuota is the authoritative check, made under the commit lock.
+func (s *Store) checkQuota(ctx context.Context, tenant string, size int64) error {
+	if tenant == "" || s.opts.TenantQuota < 0 {
+		return nil
+	}
+	stored, err := s.tenantBytes(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	if stored+size > s.opts.TenantQuota {
+		return &QuotaError{Tenant: tenant, Quota: s.opts.TenantQuota, Used: stored, Adding: size}
+	}
+	return nil
+}
+
+// tenantBytes is the stored size of a tenant's own images.
+func (s *Store) tenantBytes(ctx context.Context, tenant string) (int64, error) {
+	imgs, err := s.cat.Images(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, im := range imgs {
+		if im.Tenant == tenant {
+			n += im.Size
+		}
+	}
+	return n, nil
 }

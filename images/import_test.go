@@ -16,16 +16,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalhall/metalhall/images/imagefmt"
 	"github.com/metalhall/metalhall/inventory"
 )
 
 func TestImportFormats(t *testing.T) {
-	raw := diskImage(1<<20+DefaultBlockSize+12345, 1) // several chunks and a partial last block
+	raw := diskImage(1<<20+imagefmt.BlockSize+12345, 1) // several chunks and a partial last block
 	rawSum := sum(raw)
-	zm := newZeroMapper(DefaultBlockSize)
+	zm := imagefmt.NewMapper(imagefmt.BlockSize)
 	zm.Write(raw)
-	wantMap := zm.finish(rawSum)
-	for _, f := range Formats {
+	wantMap := zm.Finish(rawSum)
+	for _, f := range imagefmt.Formats {
 		t.Run(string(f), func(t *testing.T) {
 			fx := newFixture(t, Options{})
 			blob := compress(t, f, raw)
@@ -76,7 +77,7 @@ func mustImage(t *testing.T, fx *fixture, name string) *inventory.Image {
 func TestImportChecksumMismatch(t *testing.T) {
 	raw := diskImage(2<<20, 2)
 	wrong := sum([]byte("something else"))
-	for _, f := range Formats {
+	for _, f := range imagefmt.Formats {
 		t.Run(string(f), func(t *testing.T) {
 			fx := newFixture(t, Options{})
 			blob := compress(t, f, raw)
@@ -89,7 +90,7 @@ func TestImportChecksumMismatch(t *testing.T) {
 					t.Errorf("error %q does not say %s", err, v)
 				}
 			}
-			if f != FormatRaw && !strings.Contains(err.Error(), sum(raw)) {
+			if f != imagefmt.Raw && !strings.Contains(err.Error(), sum(raw)) {
 				t.Errorf("error %q does not give the uncompressed sha256", err)
 			}
 			fx.wantFiles(t)
@@ -100,8 +101,8 @@ func TestImportChecksumMismatch(t *testing.T) {
 
 func TestImportBadInput(t *testing.T) {
 	raw := diskImage(1<<20, 3)
-	gz := compress(t, FormatGzip, raw)
-	zst := compress(t, FormatZstd, raw)
+	gz := compress(t, imagefmt.Gzip, raw)
+	zst := compress(t, imagefmt.Zstd, raw)
 	cases := []struct {
 		name string
 		data []byte
@@ -116,7 +117,7 @@ func TestImportBadInput(t *testing.T) {
 		{"truncated gzip", gz[:len(gz)-9], ImportOptions{}, ErrFormat},
 		{"gzip with trailing garbage", append(append([]byte{}, gz...), bytes.Repeat([]byte{7}, 100)...), ImportOptions{}, ErrFormat},
 		{"zstd with trailing garbage", append(append([]byte{}, zst...), bytes.Repeat([]byte{7}, 3<<20)...), ImportOptions{}, ErrFormat},
-		{"xz magic, garbage", append(append([]byte{}, magicXZ...), bytes.Repeat([]byte{1}, 5000)...), ImportOptions{}, ErrFormat},
+		{"xz magic, garbage", append([]byte{0xfd, '7', 'z', 'X', 'Z', 0x00}, bytes.Repeat([]byte{1}, 5000)...), ImportOptions{}, ErrFormat},
 		{"empty", nil, ImportOptions{}, inventory.ErrInvalid},
 		{"bad sha", raw, ImportOptions{SHA256: "abc"}, inventory.ErrInvalid},
 		{"bad name", raw, ImportOptions{Name: "../x"}, inventory.ErrInvalid},
@@ -184,7 +185,7 @@ func (f *failingReader) Read(p []byte) (int, error) {
 
 func TestImportInterrupted(t *testing.T) {
 	raw := diskImage(8<<20, 4)
-	zst := compress(t, FormatZstd, raw)
+	zst := compress(t, imagefmt.Zstd, raw)
 	boom := errors.New("connection reset")
 	for _, data := range [][]byte{raw, zst} {
 		fx := newFixture(t, Options{})
@@ -256,7 +257,7 @@ func TestImportHTTPClientDisconnect(t *testing.T) {
 
 func TestImportURL(t *testing.T) {
 	raw := diskImage(1<<20, 6)
-	xzd := compress(t, FormatXZ, raw)
+	xzd := compress(t, imagefmt.XZ, raw)
 	stall := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -276,7 +277,8 @@ func TestImportURL(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(stall)
-	fx := newFixture(t, Options{StallTimeout: 300 * time.Millisecond})
+	// The test server is on loopback, which only an explicit allow opens.
+	fx := newFixture(t, Options{StallTimeout: 300 * time.Millisecond, URLPolicy: mustPolicy(t, "127.0.0.1")})
 
 	img, err := fx.s.ImportURL(ctx, srv.URL+"/img.raw.xz", ImportOptions{Name: "xz", SHA256: sum(xzd), Format: "raw.xz"})
 	if err != nil {
@@ -303,11 +305,11 @@ func TestImportURL(t *testing.T) {
 }
 
 func TestConcurrentImportsAndServes(t *testing.T) {
-	fx := newFixture(t, Options{})
+	fx := newFixture(t, Options{MaxImports: 8})
 	h := fx.s.BlobHandler(HandlerOptions{Authorize: AllowAll})
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	contents := [][]byte{diskImage(2<<20, 10), compress(t, FormatZstd, diskImage(2<<20, 11))}
+	contents := [][]byte{diskImage(2<<20, 10), compress(t, imagefmt.Zstd, diskImage(2<<20, 11))}
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	for i := range 8 {
@@ -371,11 +373,11 @@ func TestOpenRemovesStaleTemps(t *testing.T) {
 // of the stream is read.
 func TestImportFormatMismatchFailsFast(t *testing.T) {
 	fx := newFixture(t, Options{})
-	gz := compress(t, FormatGzip, diskImage(4<<20, 7))
+	gz := compress(t, imagefmt.Gzip, diskImage(4<<20, 7))
 	r := &failingReader{r: bytes.NewReader(gz[:chunkSize+10]), err: errors.New("read past the first chunk")}
 	_, err := fx.s.Import(ctx, r, ImportOptions{Name: "img", Format: "raw.zst"})
 	var fe *FormatError
-	if !errors.As(err, &fe) || fe.Declared != FormatZstd || fe.Detected != FormatGzip {
+	if !errors.As(err, &fe) || fe.Declared != imagefmt.Zstd || fe.Detected != imagefmt.Gzip {
 		t.Fatalf("err = %v, want a format error (declared raw.zst, is raw.gz)", err)
 	}
 	if !strings.Contains(err.Error(), "declared format raw.zst, but the content is raw.gz") {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalhall/metalhall/images/imagefmt"
 	"github.com/metalhall/metalhall/inventory"
 )
 
@@ -123,7 +124,7 @@ func TestServeBlobAndRanges(t *testing.T) {
 
 	// The block map, as JSON.
 	resp, body = get(t, url+"/blockmap")
-	var m BlockMap
+	var m imagefmt.BlockMap
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || jsonDecode(body, &m) != nil ||
 		m.Validate() != nil || m.SHA256 != img.UncompressedSHA256 || m.MappedBytes != img.MappedBytes {
 		t.Fatalf("block map: %s %q %+v", resp.Status, body[:min(len(body), 200)], m)

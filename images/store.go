@@ -26,6 +26,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/metalhall/metalhall/images/imagefmt"
 	"github.com/metalhall/metalhall/inventory"
 )
 
@@ -44,10 +45,21 @@ var _ Catalogue = (*inventory.Store)(nil)
 // Options tune Open.
 type Options struct {
 	// BlockSize is the zero-map granularity, a power of two of at least
-	// 4 KiB. Default DefaultBlockSize.
+	// 4 KiB. Default imagefmt.BlockSize.
 	BlockSize int64
-	// HTTPClient fetches ImportURL's images. Default NewHTTPClient().
-	HTTPClient *http.Client
+	// MaxImageSize caps an image's uncompressed size; a stream that
+	// decodes past it is stopped there. Default DefaultMaxImageSize.
+	MaxImageSize int64
+	// MaxImports is how many imports run at once; more are refused
+	// (ErrBusy). Each costs a decoder's CPU and memory. Default 4.
+	MaxImports int
+	// TenantQuota caps the stored bytes of one tenant's images, imports
+	// in flight included. Staff images are not counted. Default
+	// DefaultTenantQuota; negative: no quota.
+	TenantQuota int64
+	// URLPolicy says where ImportURL may fetch from; the zero policy
+	// allows nothing.
+	URLPolicy URLPolicy
 	// StallTimeout aborts an ImportURL download when no byte has arrived
 	// for this long. Default one minute.
 	StallTimeout time.Duration
@@ -64,6 +76,7 @@ type Store struct {
 	opts   Options
 	log    *slog.Logger
 	noSync bool
+	client *http.Client // ImportURL's, bound to opts.URLPolicy
 
 	// commit serialises the moments that tie blobs to catalogue entries:
 	// an import's rename + CreateImage, a Delete, a GC sweep. Without it a
@@ -73,22 +86,41 @@ type Store struct {
 
 	// mu guards the in-flight state below.
 	mu        sync.Mutex
-	importing map[string]bool // image names being imported
-	temps     map[string]bool // temp files of imports in flight
+	importing map[string]bool  // image names being imported
+	temps     map[string]bool  // temp files of imports in flight
+	inflight  map[string]int64 // bytes received by each tenant's imports in flight
+
+	slots chan struct{} // one per running import; cap Options.MaxImports
 }
+
+// Defaults of Options.
+const (
+	DefaultMaxImageSize = 256 << 30
+	DefaultTenantQuota  = 100 << 30
+	DefaultMaxImports   = 4
+)
 
 // Open opens the blob store under dir (created if needed) with cat as its
 // catalogue. Temp files left by a crash are removed: at Open no import can
 // be in flight, since the database lock keeps a second service out.
 func Open(dir string, cat Catalogue, opts Options) (*Store, error) {
 	if opts.BlockSize == 0 {
-		opts.BlockSize = DefaultBlockSize
+		opts.BlockSize = imagefmt.BlockSize
+	}
+	if opts.MaxImageSize == 0 {
+		opts.MaxImageSize = DefaultMaxImageSize
+	}
+	if opts.MaxImports == 0 {
+		opts.MaxImports = DefaultMaxImports
+	}
+	if opts.TenantQuota == 0 {
+		opts.TenantQuota = DefaultTenantQuota
+	}
+	if opts.MaxImageSize < 0 || opts.MaxImports < 0 {
+		return nil, fmt.Errorf("image store: max image size %d and max imports %d must be positive", opts.MaxImageSize, opts.MaxImports)
 	}
 	if opts.BlockSize < 4096 || opts.BlockSize&(opts.BlockSize-1) != 0 {
 		return nil, fmt.Errorf("image store: block size %d is not a power of two of at least 4096", opts.BlockSize)
-	}
-	if opts.HTTPClient == nil {
-		opts.HTTPClient = NewHTTPClient()
 	}
 	if opts.StallTimeout == 0 {
 		opts.StallTimeout = time.Minute
@@ -98,8 +130,10 @@ func Open(dir string, cat Catalogue, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		dir: filepath.Join(dir, "blobs"), cat: cat, opts: opts, log: opts.Logger, noSync: opts.NoSync,
-		importing: make(map[string]bool), temps: make(map[string]bool),
+		importing: make(map[string]bool), temps: make(map[string]bool), inflight: make(map[string]int64),
+		slots: make(chan struct{}, opts.MaxImports),
 	}
+	s.client = newHTTPClient(&s.opts.URLPolicy)
 	for _, d := range []string{s.tmpDir(), filepath.Join(s.dir, "sha256")} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("image store: %w", err)
@@ -165,7 +199,7 @@ func (s *Store) OpenBlob(sha string) (*os.File, error) {
 }
 
 // BlockMap reads the zero-block map of an image.
-func (s *Store) BlockMap(ctx context.Context, img *inventory.Image) (*BlockMap, error) {
+func (s *Store) BlockMap(ctx context.Context, img *inventory.Image) (*imagefmt.BlockMap, error) {
 	p, err := s.BlobPath(img.SHA256)
 	if err != nil {
 		return nil, fmt.Errorf("image %q: %w", img.Name, err)
@@ -174,9 +208,14 @@ func (s *Store) BlockMap(ctx context.Context, img *inventory.Image) (*BlockMap, 
 	if err != nil {
 		return nil, fmt.Errorf("image %q: block map: %w", img.Name, err)
 	}
-	var m BlockMap
+	var m imagefmt.BlockMap
 	if err := json.Unmarshal(data, &m); err != nil {
 		return nil, fmt.Errorf("image %q: block map: %w", img.Name, err)
+	}
+	// A map stored before MaxExtents existed may be longer: merging its
+	// extents loses nothing but some skipped zeros.
+	if len(m.Extents) > imagefmt.MaxExtents {
+		m.Coarsen(imagefmt.MaxExtents)
 	}
 	if err := m.Validate(); err != nil {
 		return nil, fmt.Errorf("image %q: %w", img.Name, err)

@@ -2,6 +2,7 @@ package images
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,14 +13,16 @@ import (
 	"github.com/metalhall/metalhall/inventory"
 )
 
-// NewHTTPClient is the client ImportURL uses by default. Every phase that
-// can hang has a timeout; the transfer itself has none (a large image on a
-// slow link takes long) and is bounded instead by Options.StallTimeout.
-func NewHTTPClient() *http.Client {
+// newHTTPClient is the client ImportURL uses. Every phase that can hang
+// has a timeout; the transfer itself has none (a large image on a slow
+// link takes long) and is bounded instead by Options.StallTimeout. It
+// connects only where the policy allows, redirects included, and never
+// through a proxy: the policy is checked on the address it connects to.
+func newHTTPClient(policy *URLPolicy) *http.Client {
 	return &http.Client{
 		Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			Proxy:                 nil,
+			DialContext:           (&dialer{policy: policy, d: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}}).DialContext,
 			TLSHandshakeTimeout:   10 * time.Second,
 			ResponseHeaderTimeout: 30 * time.Second,
 			IdleConnTimeout:       90 * time.Second,
@@ -54,9 +57,21 @@ func (s *Store) ImportURL(ctx context.Context, rawURL string, opts ImportOptions
 		return nil, fmt.Errorf("image %q: %w", opts.Name, err)
 	}
 	req.Header.Set("User-Agent", "metalhall")
-	resp, err := s.opts.HTTPClient.Do(req)
+	resp, err := s.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("image %q: fetch %s: %w", opts.Name, where, err)
+		var re *URLRefusedError
+		if errors.As(err, &re) {
+			// The refusal alone: the wrapping *url.Error would repeat the
+			// URL, and for a redirect name a hop the caller never gave.
+			return nil, fmt.Errorf("image %q: fetch %s: %w", opts.Name, where, re)
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("image %q: fetch %s: %w", opts.Name, where, err)
+		}
+		// The destination is allowed, so its answer may be told: a closed
+		// port or an unknown name is the caller's to fix, not a fault of
+		// the service.
+		return nil, fmt.Errorf("image %q: %w", opts.Name, invalid("url", "could not fetch %s: %v", where, errors.Unwrap(err)))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -27,6 +27,14 @@ type Image struct {
 	CreatedAt          time.Time `json:"created_at"`
 }
 
+// VisibleTo is the one rule of image visibility for a tenant: shared
+// images (no tenant) are everyone's, a private image its tenant's alone.
+// For a tenant's caller an image it may not see does not exist. Staff see
+// every image and do not ask.
+func (img *Image) VisibleTo(tenant string) bool {
+	return img.Tenant == "" || img.Tenant == tenant
+}
+
 // CreateImage adds an image to the catalogue.
 func (s *Store) CreateImage(ctx context.Context, img Image) (*Image, error) {
 	if err := checkName("name", img.Name); err != nil {

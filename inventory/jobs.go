@@ -85,11 +85,11 @@ type Job struct {
 	FromState MachineState `json:"from_state"` // the machine's state before the job
 	Actor     string       `json:"actor,omitempty"`
 
-	Image       string   `json:"image,omitempty"`
-	SSHKeys     []string `json:"ssh_keys,omitempty"`
-	UserData    string   `json:"user_data,omitempty"`
-	WipeMode    string   `json:"wipe_mode,omitempty"`
-	PowerAction string   `json:"power_action,omitempty"`
+	Image       string      `json:"image,omitempty"`
+	SSHKeys     []string    `json:"ssh_keys,omitempty"`
+	UserData    string      `json:"user_data,omitempty"`
+	WipeMode    string      `json:"wipe_mode,omitempty"`
+	PowerAction PowerAction `json:"power_action,omitempty"`
 
 	// What the machine has told us while the job ran.
 	AgentSeenAt    time.Time   `json:"agent_seen_at,omitzero"`
@@ -131,8 +131,8 @@ type BusyError struct {
 }
 
 func (e *BusyError) Error() string {
-	return fmt.Sprintf("machine %q already has %s job %s (%s, step %s): wait for it, or cancel it with 'metalhall job cancel %s'",
-		e.Machine, e.Job.Kind, e.Job.ID, e.Job.State, orNone(e.Job.StepName()), e.Job.ID)
+	return fmt.Sprintf("machine %q already has %s job %s (%s, step %s): wait for it, or cancel it",
+		e.Machine, e.Job.Kind, e.Job.ID, e.Job.State, orNone(e.Job.StepName()))
 }
 func (e *BusyError) Unwrap() error { return ErrConflict }
 

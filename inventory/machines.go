@@ -43,7 +43,7 @@ func (s *Store) enroll(tx *bolt.Tx, m *Machine, sealed []byte, vc *viewChanges) 
 	}
 	m.BMC.SecretRef = "" // only the store names secrets
 	if len(sealed) > 0 {
-		m.BMC.SecretRef = "bmc/" + m.Name
+		m.BMC.SecretRef = BMCCredential(m.Name).Ref
 		if err := bkt(tx, bSecrets).Put([]byte(m.BMC.SecretRef), sealed); err != nil {
 			return err
 		}
@@ -284,7 +284,7 @@ func checkPlacement(tx *bolt.Tx, old, m *Machine) error {
 		if total := drawn + m.PowerW; total > r.BudgetW {
 			if r.BudgetW == 0 {
 				return &PlacementError{Limit: "rack-power", Msg: fmt.Sprintf(
-					"machine %q: rack %q has no power budget; set one with --power-kw when creating the rack", m.Name, r.Name)}
+					"machine %q: rack %q has no power budget; give the rack one first", m.Name, r.Name)}
 			}
 			return &PlacementError{Limit: "rack-power", Msg: fmt.Sprintf(
 				"machine %q: rack %q has a power budget of %s kW and its machines draw %s kW; %s kW more would exceed it by %s kW",
@@ -338,7 +338,7 @@ func checkReservation(tx *bolt.Tx, m *Machine) error {
 		}
 		return nil
 	}
-	return invalid("ip", "%s is in no subnet; create one first with 'metalhall subnet create'", a)
+	return invalid("ip", "%s is in no subnet; create a subnet that holds it first", a)
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {

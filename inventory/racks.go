@@ -193,7 +193,7 @@ func (s *Store) SetRackState(ctx context.Context, name string, to RackState) (*R
 			}
 			if p.State == PhasePlanned {
 				return &TransitionError{Kind: "rack", Name: name, From: string(r.State), To: string(to),
-					Reason: fmt.Sprintf("phase %d of hall %q is still planned; start it with 'metalhall phase set-state --to commissioning'", r.Phase, r.Hall)}
+					Reason: fmt.Sprintf("phase %d of hall %q is still planned; move the phase to commissioning first", r.Phase, r.Hall)}
 			}
 		}
 		if to == RackDecommissioned {

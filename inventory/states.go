@@ -54,6 +54,14 @@ func ValidRackState(s RackState) bool { _, ok := rackNext[s]; return ok }
 // MachineCanGo reports whether the state machine allows from → to.
 func MachineCanGo(from, to MachineState) bool { return slices.Contains(machineNext[from], to) }
 
+// Commissionable says whether commissioning a whole rack takes in a
+// machine in state s: the state machine allows s → commissioning, and the
+// machine has not been set aside (maintenance is a technician's decision
+// that a rack-wide action does not override; commission it on its own).
+func Commissionable(s MachineState) bool {
+	return s != MachineMaintenance && MachineCanGo(s, MachineCommissioning)
+}
+
 // RackCanGo reports whether the state machine allows from → to.
 func RackCanGo(from, to RackState) bool { return slices.Contains(rackNext[from], to) }
 

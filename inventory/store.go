@@ -6,12 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/metalhall/metalhall/internal/atomicfile"
 )
 
 // SchemaVersion is the layout this code writes. A database with a higher
@@ -101,7 +102,7 @@ func Open(path string, opts Options) (*Store, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, NoSync: opts.NoSync, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("open %s: %w: stop the other one first, or use another --data-dir", path, ErrInUse)
+			return nil, fmt.Errorf("open %s: %w: stop the other one first, or use another data directory", path, ErrInUse)
 		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -187,26 +188,17 @@ func (s *Store) Backup(w io.Writer) (int64, error) {
 	return n, err
 }
 
-// BackupFile writes a backup to path atomically (temp file, fsync, rename).
+// BackupFile writes a backup to path atomically (temp file, fsync,
+// rename, fsync of the directory).
 func (s *Store) BackupFile(path string) (int64, error) {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	var n int64
+	err := atomicfile.Write(path, atomicfile.Options{Perm: 0o600}, func(w io.Writer) error {
+		var err error
+		n, err = s.Backup(w)
+		return err
+	})
 	if err != nil {
-		return 0, err
-	}
-	n, err := s.Backup(f)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return 0, fmt.Errorf("backup to %s: %w", path, err)
+		return 0, fmt.Errorf("backup: %w", err)
 	}
 	return n, nil
 }

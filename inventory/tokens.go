@@ -45,7 +45,7 @@ func (s *Store) CreateToken(ctx context.Context, t Token) (*Token, error) {
 		return nil, invalid("role", "%q is not a role: use admin, technician or tenant", t.Role)
 	}
 	if (t.Role == RoleTenant) != (t.Tenant != "") {
-		return nil, invalid("tenant", "a tenant token needs --tenant, and only a tenant token may have one")
+		return nil, invalid("tenant", "a tenant token must name its tenant, and only a tenant token may name one")
 	}
 	if len(t.Hash) != sha256.Size {
 		return nil, invalid("hash", "must be a SHA-256")

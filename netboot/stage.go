@@ -2,9 +2,10 @@ package netboot
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/metalhall/metalhall/internal/atomicfile"
 )
 
 // DebianIPXEDir is where Debian's ipxe package puts the iPXE binaries.
@@ -44,21 +45,6 @@ func copyFile(dst, src string) error {
 		return err
 	}
 	defer in.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".stage-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := io.Copy(tmp, in); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), dst)
+	_, err = atomicfile.Copy(dst, in, atomicfile.Options{Perm: 0o644})
+	return err
 }

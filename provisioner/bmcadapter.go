@@ -24,13 +24,13 @@ type Machines struct {
 func (a *Machines) Endpoint(ctx context.Context, m *inventory.Machine) (bmc.Endpoint, error) {
 	ep := bmc.Endpoint{Address: m.BMC.Address, Protocol: bmc.Protocol(m.BMC.Protocol), Username: m.BMC.Username}
 	if m.BMC.SecretRef == "" {
-		return ep, fmt.Errorf("machine %q has no BMC password: enroll it with --bmc-password-file", m.Name)
+		return ep, fmt.Errorf("machine %q has no BMC password: enroll it again with its BMC password", m.Name)
 	}
 	sealed, err := a.Inv.Secret(ctx, m.BMC.SecretRef)
 	if err != nil {
 		return ep, fmt.Errorf("machine %q: BMC password: %w", m.Name, err)
 	}
-	pw, err := a.Sealer.Open(sealed, []byte(m.BMC.SecretRef))
+	pw, err := m.BMC.Credential().Open(a.Sealer, sealed)
 	if err != nil {
 		return ep, fmt.Errorf("machine %q: BMC password: %w (was the data dir's seal.key replaced?)", m.Name, err)
 	}
@@ -38,23 +38,23 @@ func (a *Machines) Endpoint(ctx context.Context, m *inventory.Machine) (bmc.Endp
 	return ep, nil
 }
 
-// SetBootDevice sets "pxe" or "disk" in UEFI mode, the mode of every
+// SetBootDevice sets the boot device in UEFI mode, the mode of every
 // current GPU server platform.
-func (a *Machines) SetBootDevice(ctx context.Context, m *inventory.Machine, device string, persistent bool) error {
+func (a *Machines) SetBootDevice(ctx context.Context, m *inventory.Machine, device inventory.BootDevice, persistent bool) error {
 	ep, err := a.Endpoint(ctx, m)
 	if err != nil {
 		return err
 	}
-	return a.Ctl.SetBootDevice(ctx, ep, bmc.BootOptions{Device: bmc.BootDevice(device), Persistent: persistent, UEFI: true})
+	return a.Ctl.SetBootDevice(ctx, ep, bmc.BootOptions{Device: bmcBootDevice[device], Persistent: persistent, UEFI: true})
 }
 
-// SetPower runs on, off or cycle and waits until the BMC reports it.
-func (a *Machines) SetPower(ctx context.Context, m *inventory.Machine, action string) error {
+// SetPower runs a power action and waits until the BMC reports it.
+func (a *Machines) SetPower(ctx context.Context, m *inventory.Machine, action inventory.PowerAction) error {
 	ep, err := a.Endpoint(ctx, m)
 	if err != nil {
 		return err
 	}
-	err = a.Ctl.SetPower(ctx, ep, bmc.PowerAction(action))
+	err = a.Ctl.SetPower(ctx, ep, bmcPowerAction[action])
 	a.record(ctx, m.Name, err)
 	return err
 }
@@ -105,6 +105,16 @@ func (a *Machines) RecordBMCStatus(ctx context.Context, machine string, st bmc.S
 	return a.Inv.RecordBMCStatus(ctx, machine, inventory.BMCStatus{Power: string(st.Power), Reachable: st.Reachable,
 		LastError: st.LastError, ReadAt: st.ReadAt.UTC()})
 }
+
+// The inventory's verbs as package bmc names them. bmc imports no project
+// package, so the mapping lives here, in the adapter; a verb missing from
+// a map reaches bmc as "" and is refused there.
+var (
+	bmcPowerAction = map[inventory.PowerAction]bmc.PowerAction{
+		inventory.PowerOn: bmc.ActionOn, inventory.PowerOff: bmc.ActionOff, inventory.PowerCycle: bmc.ActionCycle}
+	bmcBootDevice = map[inventory.BootDevice]bmc.BootDevice{
+		inventory.BootPXE: bmc.BootPXE, inventory.BootDisk: bmc.BootDisk, inventory.BootBIOS: bmc.BootBIOS, inventory.BootCDROM: bmc.BootCDROM}
+)
 
 var _ BMC = (*Machines)(nil)
 var _ bmc.StatusSink = (*Machines)(nil)

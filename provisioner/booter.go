@@ -38,7 +38,7 @@ func (e *Engine) bootFor(entry inventory.BootEntry, c netboot.Client) (netboot.B
 		return netboot.Boot{Kind: netboot.BootNone, Machine: entry.Machine}, nil
 	}
 	if e.cfg.BootKernelURL == "" || e.cfg.BootInitrdURL == "" {
-		return netboot.Boot{}, fmt.Errorf("machine %s needs the agent but no boot environment is registered: run 'metalhall bootenv build'", entry.Machine)
+		return netboot.Boot{}, fmt.Errorf("machine %s needs the agent but no boot environment is registered: build the agent's boot environment first", entry.Machine)
 	}
 	params := []string{
 		// The last console= becomes /dev/console, where the agent logs:

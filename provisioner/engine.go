@@ -25,10 +25,10 @@ import (
 // BMC is the out-of-band control the engine needs (package bmc, adapted
 // with the machine's unsealed credentials).
 type BMC interface {
-	// SetBootDevice sets "pxe" or "disk", once or persistently.
-	SetBootDevice(ctx context.Context, m *inventory.Machine, device string, persistent bool) error
-	// SetPower runs "on", "off" or "cycle" and returns when it took effect.
-	SetPower(ctx context.Context, m *inventory.Machine, action string) error
+	// SetBootDevice sets the boot device, once or persistently.
+	SetBootDevice(ctx context.Context, m *inventory.Machine, device inventory.BootDevice, persistent bool) error
+	// SetPower runs a power action and returns when it took effect.
+	SetPower(ctx context.Context, m *inventory.Machine, action inventory.PowerAction) error
 	// PowerState reads "on", "off" or "unknown".
 	PowerState(ctx context.Context, m *inventory.Machine) (string, error)
 }
@@ -122,11 +122,11 @@ type Request struct {
 	Kind        inventory.JobKind
 	Machine     string
 	Actor       string
-	Image       string   // provision
-	SSHKeys     []string // provision
-	UserData    string   // provision
-	WipeMode    string   // release: certified (default), full or fast
-	PowerAction string   // power: on, off, cycle
+	Image       string                // provision
+	SSHKeys     []string              // provision
+	UserData    string                // provision
+	WipeMode    string                // release: certified (default), full or fast
+	PowerAction inventory.PowerAction // power
 }
 
 // plan is the steps of each kind of job, in order, and the machine state
@@ -165,10 +165,8 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*inventory.Job, error) 
 			return nil, &inventory.ValidationError{Field: "wipe_mode", Msg: fmt.Sprintf("%q: use certified (the default), full or fast", r.WipeMode)}
 		}
 	case inventory.JobPower:
-		switch r.PowerAction {
-		case "on", "off", "cycle":
-		default:
-			return nil, &inventory.ValidationError{Field: "action", Msg: fmt.Sprintf("%q: use on, off or cycle", r.PowerAction)}
+		if _, err := inventory.ParsePowerAction(string(r.PowerAction)); err != nil {
+			return nil, err
 		}
 	}
 	j := inventory.Job{Machine: r.Machine, Kind: r.Kind, Actor: r.Actor, Image: r.Image, SSHKeys: r.SSHKeys,

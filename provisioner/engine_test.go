@@ -119,24 +119,24 @@ func (b *fakeBMC) count(machine, call string) int {
 	return n
 }
 
-func (b *fakeBMC) SetBootDevice(ctx context.Context, m *inventory.Machine, dev string, persistent bool) error {
-	if err := b.hit(ctx, "boot "+dev); err != nil {
+func (b *fakeBMC) SetBootDevice(ctx context.Context, m *inventory.Machine, dev inventory.BootDevice, persistent bool) error {
+	if err := b.hit(ctx, "boot "+string(dev)); err != nil {
 		return err
 	}
-	if err := b.enter(m, "boot "+dev); err != nil {
+	if err := b.enter(m, "boot "+string(dev)); err != nil {
 		return err
 	}
 	b.mu.Lock()
-	b.boot[m.Name] = dev
+	b.boot[m.Name] = string(dev)
 	b.mu.Unlock()
 	return nil
 }
 
-func (b *fakeBMC) SetPower(ctx context.Context, m *inventory.Machine, action string) error {
-	if err := b.hit(ctx, "power "+action); err != nil {
+func (b *fakeBMC) SetPower(ctx context.Context, m *inventory.Machine, action inventory.PowerAction) error {
+	if err := b.hit(ctx, "power "+string(action)); err != nil {
 		return err
 	}
-	if err := b.enter(m, "power "+action); err != nil {
+	if err := b.enter(m, "power "+string(action)); err != nil {
 		return err
 	}
 	b.mu.Lock()
@@ -252,7 +252,7 @@ func hgx(gpus int) wire.Inventory {
 type fakeImages struct{}
 
 func (fakeImages) Spec(ctx context.Context, image string) (*wire.ImageSpec, error) {
-	return &wire.ImageSpec{URL: "/images/" + image, Format: wire.FormatZstd, SHA256: strings.Repeat("ab", 32), UncompressedSize: 2 << 20}, nil
+	return &wire.ImageSpec{URL: "/images/" + image, Format: "raw.zst", SHA256: strings.Repeat("ab", 32), UncompressedSize: 2 << 20}, nil
 }
 
 type profiles map[string]*Profile

@@ -8,6 +8,7 @@ import (
 
 	"github.com/metalhall/metalhall/agent/wire"
 	"github.com/metalhall/metalhall/images"
+	"github.com/metalhall/metalhall/images/imagefmt"
 	"github.com/metalhall/metalhall/inventory"
 )
 
@@ -19,8 +20,6 @@ type ImageStore struct {
 	BaseURL string
 }
 
-var wireFormats = map[string]wire.Format{"raw": wire.FormatRaw, "raw.gz": wire.FormatGzip, "raw.zst": wire.FormatZstd, "raw.xz": wire.FormatXz}
-
 // Spec is the agent's view of an image: where to stream it, how it is
 // compressed, what checksum the written disk must have, and which regions
 // hold data.
@@ -29,18 +28,18 @@ func (s ImageStore) Spec(ctx context.Context, name string) (*wire.ImageSpec, err
 	if err != nil {
 		return nil, err
 	}
-	format, ok := wireFormats[img.Format]
-	if !ok {
+	format, err := imagefmt.Parse(img.Format)
+	if err != nil || format == "" {
 		return nil, fmt.Errorf("image %q has format %q, which the agent cannot write", name, img.Format)
 	}
-	spec := &wire.ImageSpec{URL: strings.TrimRight(s.BaseURL, "/") + "/images/" + img.SHA256, Format: format, Size: img.Size,
+	spec := &wire.ImageSpec{URL: strings.TrimRight(s.BaseURL, "/") + "/images/" + img.SHA256, Format: string(format), Size: img.Size,
 		SHA256: img.UncompressedSHA256, UncompressedSize: img.UncompressedSize}
 	bm, err := s.Store.BlockMap(ctx, img)
 	if err != nil {
 		return nil, fmt.Errorf("image %q: block map: %w", name, err)
 	}
 	for _, e := range bm.Extents {
-		spec.BlockMap = append(spec.BlockMap, wire.Range{Offset: e[0], Length: e[1]})
+		spec.BlockMap = append(spec.BlockMap, wire.Range{Offset: e.Offset, Length: e.Length})
 	}
 	return spec, nil
 }

@@ -201,15 +201,15 @@ func (e *Engine) exec(ctx context.Context, j *inventory.Job, step string) error 
 		}
 		return nil
 	case stepSetPXE:
-		return bmcStep(e.bmc.SetBootDevice(ctx, m, "pxe", false))
+		return bmcStep(e.bmc.SetBootDevice(ctx, m, inventory.BootPXE, false))
 	case stepPowerCycle:
-		return bmcStep(e.bmc.SetPower(ctx, m, "cycle"))
+		return bmcStep(e.bmc.SetPower(ctx, m, inventory.PowerCycle))
 	case stepSetDiskBoot:
-		return bmcStep(e.bmc.SetBootDevice(ctx, m, "disk", true))
+		return bmcStep(e.bmc.SetBootDevice(ctx, m, inventory.BootDisk, true))
 	case stepBootDisk:
-		return bmcStep(e.bmc.SetPower(ctx, m, "cycle"))
+		return bmcStep(e.bmc.SetPower(ctx, m, inventory.PowerCycle))
 	case stepPowerOff:
-		return bmcStep(e.bmc.SetPower(ctx, m, "off"))
+		return bmcStep(e.bmc.SetPower(ctx, m, inventory.PowerOff))
 	case stepPower:
 		return bmcStep(e.bmc.SetPower(ctx, m, j.PowerAction))
 	case stepWaitAgent:

@@ -47,16 +47,6 @@ const (
 	KindWipe      TaskKind = "wipe"      // inspect, then wipe every disk (WipeMode)
 )
 
-// Format is the compression of an image stream.
-type Format string
-
-const (
-	FormatRaw  Format = "raw"
-	FormatGzip Format = "gz"
-	FormatZstd Format = "zst"
-	FormatXz   Format = "xz"
-)
-
 // WipeMode says how thoroughly disks are wiped.
 type WipeMode string
 
@@ -93,7 +83,7 @@ type Task struct {
 // ImageSpec describes the image stream to write.
 type ImageSpec struct {
 	URL    string `json:"url"`    // absolute, or relative to metalhall.url; must serve Range requests
-	Format Format `json:"format"` // compression of the stream at URL
+	Format string `json:"format"` // compression of the stream at URL, as images/imagefmt names it: raw, raw.gz, raw.zst, raw.xz
 	Size   int64  `json:"size"`   // bytes at URL (compressed); 0 if unknown
 	// SHA256 is the hex sha256 of the UNCOMPRESSED image, i.e. of the
 	// bytes that end up on disk. The agent verifies it by reading back.

@@ -8,13 +8,13 @@ import (
 // The JSON field names are the protocol: this pins them.
 func TestTaskJSON(t *testing.T) {
 	task := Task{JobID: "j1", Kind: KindProvision, TargetDisk: "nvme0n1", After: AfterReboot, Image: &ImageSpec{
-		URL: "/images/ubuntu.zst", Format: FormatZstd, Size: 100, SHA256: "ab", UncompressedSize: 400,
+		URL: "/images/ubuntu.zst", Format: "raw.zst", Size: 100, SHA256: "ab", UncompressedSize: 400,
 		BlockMap: []Range{{Offset: 0, Length: 65536}}}}
 	b, err := json.Marshal(task)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"job_id":"j1","kind":"provision","image":{"url":"/images/ubuntu.zst","format":"zst","size":100,"sha256":"ab","uncompressed_size":400,"block_map":[{"offset":0,"length":65536}]},"target_disk":"nvme0n1","after":"reboot"}`
+	want := `{"job_id":"j1","kind":"provision","image":{"url":"/images/ubuntu.zst","format":"raw.zst","size":100,"sha256":"ab","uncompressed_size":400,"block_map":[{"offset":0,"length":65536}]},"target_disk":"nvme0n1","after":"reboot"}`
 	if string(b) != want {
 		t.Errorf("got  %s\nwant %s", b, want)
 	}

@@ -32,6 +32,7 @@ import (
 
 	"github.com/metalhall/metalhall/agent"
 	"github.com/metalhall/metalhall/agent/wire"
+	"github.com/metalhall/metalhall/images/imagefmt"
 )
 
 const imageSize = 512 << 20
@@ -113,7 +114,7 @@ func BenchmarkWrite(b *testing.B) {
 			for b.Loop() {
 				var err error
 				res, err = agent.WriteImage(context.Background(), agent.WriteOptions{
-					Image:  wire.ImageSpec{URL: url, Format: wire.FormatZstd, SHA256: img.sha, UncompressedSize: imageSize, BlockMap: img.blockMap},
+					Image:  wire.ImageSpec{URL: url, Format: string(imagefmt.Zstd), SHA256: img.sha, UncompressedSize: imageSize, BlockMap: img.blockMap},
 					Target: target,
 				})
 				if err != nil {

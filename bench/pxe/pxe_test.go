@@ -30,7 +30,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/metalhall/metalhall/images/bootenv"
+	"github.com/metalhall/metalhall/agent/bootenv"
 	"github.com/metalhall/metalhall/lab/demoos"
 	"github.com/metalhall/metalhall/lab/netns"
 	"github.com/metalhall/metalhall/lab/qemu"

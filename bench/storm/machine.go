@@ -19,6 +19,7 @@ import (
 
 	"github.com/metalhall/metalhall/agent"
 	"github.com/metalhall/metalhall/agent/wire"
+	"github.com/metalhall/metalhall/images/imagefmt"
 	"github.com/metalhall/metalhall/lab/netns"
 	"github.com/metalhall/metalhall/lab/redfish"
 )
@@ -276,7 +277,7 @@ func (m *machine) agent(ctx context.Context, ph *phaseRun, p agent.Params) error
 // ProgressEvery and at the end.
 func (m *machine) stream(ctx context.Context, ph *phaseRun, c *agent.Client, task wire.Task) (int64, error) {
 	spec := task.Image
-	if spec.Format != wire.FormatRaw {
+	if spec.Format != string(imagefmt.Raw) {
 		return 0, fmt.Errorf("image format %q: the storm streams raw images", spec.Format)
 	}
 	url := spec.URL

@@ -21,7 +21,7 @@ import (
 
 const usage = `usage:
   metalhall-agent inspect [--root DIR]
-  metalhall-agent write --url URL --target FILE --sha256 HEX --size N [--format raw|gz|zst|xz] [--token T]
+  metalhall-agent write --url URL --target FILE --sha256 HEX --size N [--format raw|raw.gz|raw.zst|raw.xz] [--token T]
   metalhall-agent wipe --target FILE [--mode fast|full]
 As PID 1 (in the initramfs) it runs the task from /proc/cmdline.
 `
@@ -63,7 +63,7 @@ func run(ctx context.Context, args []string) error {
 		target := fs.String("target", "", "block device or file to write")
 		sum := fs.String("sha256", "", "sha256 of the uncompressed image")
 		size := fs.Int64("size", 0, "uncompressed size in bytes")
-		format := fs.String("format", "raw", "raw, gz, zst or xz")
+		format := fs.String("format", "raw", "raw, raw.gz, raw.zst or raw.xz")
 		token := fs.String("token", "", "bearer token for the image server")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
@@ -72,7 +72,7 @@ func run(ctx context.Context, args []string) error {
 			return fmt.Errorf("write: --url and --target are required")
 		}
 		o := agent.WriteOptions{
-			Image:  wire.ImageSpec{URL: *url, Format: wire.Format(*format), SHA256: *sum, UncompressedSize: *size},
+			Image:  wire.ImageSpec{URL: *url, Format: *format, SHA256: *sum, UncompressedSize: *size},
 			Target: *target, Log: log, ProgressEvery: 2 * time.Second,
 			Progress: func(p wire.Progress) {
 				log.Info("progress", "step", p.Step, "bytes", p.Bytes, "total", p.Total, "MB/s", p.Rate/1e6)

@@ -4,13 +4,12 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/metalhall/metalhall/api"
+	"github.com/metalhall/metalhall/internal/atomicfile"
 	"github.com/metalhall/metalhall/inventory"
 )
 
@@ -193,22 +192,8 @@ func backupCommand() *cli.Command {
 				return err
 			}
 			defer body.Close()
-			tmp, err := os.CreateTemp(filepath.Dir(out), ".metalhall-backup-*")
+			n, err := atomicfile.Copy(out, body, atomicfile.Options{Perm: 0o600})
 			if err != nil {
-				return err
-			}
-			n, err := io.Copy(tmp, body)
-			if err == nil {
-				err = tmp.Sync()
-			}
-			if cerr := tmp.Close(); err == nil {
-				err = cerr
-			}
-			if err == nil {
-				err = os.Rename(tmp.Name(), out)
-			}
-			if err != nil {
-				os.Remove(tmp.Name())
 				return fmt.Errorf("backup: %w (nothing written to %s)", err, out)
 			}
 			fmt.Fprintf(c.App.Writer, "backup written to %s (%d bytes)\n", out, n)

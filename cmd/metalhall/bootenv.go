@@ -10,7 +10,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/metalhall/metalhall/images/bootenv"
+	"github.com/metalhall/metalhall/agent/bootenv"
+	"github.com/metalhall/metalhall/internal/atomicfile"
 )
 
 // Boot environment file names under DATA_DIR/bootenv, which `serve` hands
@@ -65,30 +66,28 @@ func bootenvBuild(c *cli.Context) error {
 	if e := c.String("extra-modules"); e != "" {
 		extra = strings.Split(e, ",")
 	}
-	initrd, err := os.CreateTemp(out, ".initrd-*")
-	if err != nil {
+	// Each file is replaced whole: a service booting machines meanwhile
+	// serves the old environment or the new one, never half of one.
+	var m bootenv.Manifest
+	err := atomicfile.Write(filepath.Join(out, bootenvInitrd), atomicfile.Options{Perm: 0o644}, func(w io.Writer) error {
+		var err error
+		m, err = bootenv.Build(c.Context, bootenv.Options{Kernel: c.String("kernel"), ModulesDir: c.String("modules"),
+			ExtraModules: extra, AgentBinary: agent, Compression: bootenv.Compression(c.String("compression")), Out: w})
 		return err
-	}
-	defer os.Remove(initrd.Name())
-	m, err := bootenv.Build(c.Context, bootenv.Options{Kernel: c.String("kernel"), ModulesDir: c.String("modules"),
-		ExtraModules: extra, AgentBinary: agent, Compression: bootenv.Compression(c.String("compression")), Out: initrd})
-	if err == nil {
-		err = initrd.Sync()
-	}
-	if cerr := initrd.Close(); err == nil {
-		err = cerr
-	}
+	})
 	if err != nil {
 		return fmt.Errorf("bootenv build: %w", err)
 	}
-	if err := copyFileAtomic(c.String("kernel"), filepath.Join(out, bootenvKernel)); err != nil {
+	kernel, err := os.Open(c.String("kernel"))
+	if err != nil {
 		return err
 	}
-	if err := os.Rename(initrd.Name(), filepath.Join(out, bootenvInitrd)); err != nil {
+	defer kernel.Close()
+	if _, err := atomicfile.Copy(filepath.Join(out, bootenvKernel), kernel, atomicfile.Options{Perm: 0o644}); err != nil {
 		return err
 	}
 	mj, _ := json.MarshalIndent(m, "", "  ")
-	if err := os.WriteFile(filepath.Join(out, bootenvManifest), mj, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(out, bootenvManifest), mj, atomicfile.Options{Perm: 0o644}); err != nil {
 		return err
 	}
 	return show(c, m, func(w io.Writer) {
@@ -97,28 +96,4 @@ func bootenvBuild(c *cli.Context) error {
 			fmt.Fprintf(w, "not in this kernel (skipped): %s\n", strings.Join(m.Missing, ", "))
 		}
 	})
-}
-
-func copyFileAtomic(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".copy-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := io.Copy(tmp, in); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), dst)
 }

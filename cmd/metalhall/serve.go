@@ -22,6 +22,7 @@ import (
 	"github.com/metalhall/metalhall/api"
 	"github.com/metalhall/metalhall/bmc"
 	"github.com/metalhall/metalhall/images"
+	"github.com/metalhall/metalhall/internal/atomicfile"
 	"github.com/metalhall/metalhall/inventory"
 	"github.com/metalhall/metalhall/inventory/seal"
 	"github.com/metalhall/metalhall/netboot"
@@ -51,6 +52,10 @@ func serveFlags() []cli.Flag {
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "stall-timeout", Value: 5 * time.Minute, EnvVars: env("STALL_TIMEOUT"), Usage: "longest silence of an agent writing or wiping"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "metadata-timeout", Value: 15 * time.Minute, EnvVars: env("METADATA_TIMEOUT"), Usage: "disk boot → installed OS fetches its metadata"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "profiles-dir", EnvVars: env("PROFILES_DIR"), Usage: "hardware profiles, NAME.yaml (default DATA_DIR/profiles)"}),
+		altsrc.NewInt64Flag(&cli.Int64Flag{Name: "image-max-size-gib", Value: images.DefaultMaxImageSize >> 30, EnvVars: env("IMAGE_MAX_SIZE_GIB"), Usage: "largest uncompressed image an import accepts, GiB"}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "image-imports", Value: images.DefaultMaxImports, EnvVars: env("IMAGE_IMPORTS"), Usage: "image imports running at once; more are refused"}),
+		altsrc.NewInt64Flag(&cli.Int64Flag{Name: "image-tenant-quota-gib", Value: images.DefaultTenantQuota >> 30, EnvVars: env("IMAGE_TENANT_QUOTA_GIB"), Usage: "stored image bytes per tenant, GiB (-1: no quota)"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "image-url-allow", EnvVars: env("IMAGE_URL_ALLOW"), Usage: "CIDR, address or host name `image import --url` may fetch from (repeatable; none: URL import is off)"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, EnvVars: env("SHUTDOWN_TIMEOUT"), Usage: "how long in-flight requests get on SIGTERM"}),
 	}
 }
@@ -75,7 +80,20 @@ Example:
 			if err := noArgs(c); err != nil {
 				return err
 			}
+			urlPolicy, err := images.ParseURLAllow(c.StringSlice("image-url-allow"))
+			if err != nil {
+				return err
+			}
+			quota := c.Int64("image-tenant-quota-gib")
+			if c.Int64("image-max-size-gib") <= 0 || c.Int("image-imports") <= 0 || quota == 0 || quota < -1 {
+				return fmt.Errorf("--image-max-size-gib and --image-imports must be positive, --image-tenant-quota-gib positive or -1 (no quota)")
+			}
+			if quota > 0 {
+				quota <<= 30
+			}
 			cfg := serveConfig{
+				Images: images.Options{MaxImageSize: c.Int64("image-max-size-gib") << 30, MaxImports: c.Int("image-imports"),
+					TenantQuota: quota, URLPolicy: urlPolicy},
 				DataDir: c.String("data-dir"), Listen: c.String("listen"), LogFormat: c.String("log-format"),
 				LogLevel: c.String("log-level"), DHCPMode: c.String("dhcp-mode"), ShutdownTimeout: c.Duration("shutdown-timeout"),
 				Advertise: c.String("advertise-address"), BMCConcurrency: c.Int("bmc-concurrency"),
@@ -91,6 +109,7 @@ Example:
 }
 
 type serveConfig struct {
+	Images              images.Options // limits and URL allow-list; serve adds the rest
 	DataDir, Listen     string
 	LogFormat, LogLevel string
 	DHCPMode            string
@@ -170,7 +189,10 @@ func serve(ctx context.Context, cfg serveConfig, logw interface{ Write([]byte) (
 		return err
 	}
 
-	imgs, err := images.Open(filepath.Join(cfg.DataDir, "images"), inv, images.Options{Logger: log})
+	iopts := cfg.Images
+	iopts.Logger = log
+	iopts.URLPolicy.Refused = images.ServiceDestinations(inv, ln.Addr())
+	imgs, err := images.Open(filepath.Join(cfg.DataDir, "images"), inv, iopts)
 	if err != nil {
 		ln.Close()
 		return err
@@ -345,11 +367,9 @@ func bootstrapAdmin(ctx context.Context, inv *inventory.Store, dataDir string, l
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(secret+"\n"), 0o600); err != nil {
-		return fmt.Errorf("writing the admin token: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	// fsynced with its directory: a token lost to a power cut after the
+	// database recorded it would leave nobody able to log in.
+	if err := atomicfile.WriteFile(path, []byte(secret+"\n"), atomicfile.Options{Perm: 0o600}); err != nil {
 		return fmt.Errorf("writing the admin token: %w", err)
 	}
 	log.Info("created the bootstrap admin token: export METALHALL_TOKEN=$(cat "+path+")", "token_id", t.ID, "path", path)

@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+
+	"github.com/metalhall/metalhall/internal/atomicfile"
 )
 
 // KeySize is the key length in bytes (AES-256).
@@ -56,19 +58,16 @@ func LoadOrCreateKey(path string) ([]byte, bool, error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, false, err
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	// Whole or not at all, and never over an existing key: a crash while
+	// creating it must not leave a short key file behind.
+	err = atomicfile.WriteFile(path, key, atomicfile.Options{Perm: 0o600, Exclusive: true})
+	if atomicfile.IsExist(err) {
+		return LoadOrCreateKey(path) // another process created it first
+	}
 	if err != nil {
 		return nil, false, fmt.Errorf("sealing key: %w", err)
 	}
-	if _, err := f.Write(key); err != nil {
-		f.Close()
-		return nil, false, fmt.Errorf("sealing key: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return nil, false, err
-	}
-	return key, true, f.Close()
+	return key, true, nil
 }
 
 // Seal encrypts plaintext; associated binds the ciphertext to its use (for

@@ -22,7 +22,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/metalhall/metalhall/images/bootenv"
+	"github.com/metalhall/metalhall/agent/bootenv"
 	"github.com/metalhall/metalhall/lab/qemu"
 )
 

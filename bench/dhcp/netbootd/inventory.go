@@ -19,9 +19,11 @@ import (
 // nopBMC: the benchmark runs no jobs, so the engine never calls it.
 type nopBMC struct{}
 
-func (nopBMC) SetBootDevice(context.Context, *inventory.Machine, string, bool) error { return nil }
-func (nopBMC) SetPower(context.Context, *inventory.Machine, string) error            { return nil }
-func (nopBMC) PowerState(context.Context, *inventory.Machine) (string, error)        { return "on", nil }
+func (nopBMC) SetBootDevice(context.Context, *inventory.Machine, inventory.BootDevice, bool) error {
+	return nil
+}
+func (nopBMC) SetPower(context.Context, *inventory.Machine, inventory.PowerAction) error { return nil }
+func (nopBMC) PowerState(context.Context, *inventory.Machine) (string, error)            { return "on", nil }
 
 // runInventory serves DHCP the way `metalhall serve` does and prints, at
 // exit, what was persisted and the peak RSS.

@@ -204,7 +204,7 @@ func TestQEMUProvision(t *testing.T) {
 	zw.Close()
 	sum := sha256.Sum256(img)
 	task := wire.Task{JobID: "vm-job", Kind: wire.KindProvision, After: wire.AfterPoweroff, Image: &wire.ImageSpec{
-		URL: "/images/vm.zst", Format: wire.FormatZstd, Size: int64(zst.Len()), SHA256: hex.EncodeToString(sum[:]),
+		URL: "/images/vm.zst", Format: "raw.zst", Size: int64(zst.Len()), SHA256: hex.EncodeToString(sum[:]),
 		UncompressedSize: int64(len(img)), BlockMap: []wire.Range{{Offset: 0, Length: 4 << 20}, {Offset: 15 << 20, Length: 1 << 20}}}}
 	// Old data everywhere: the holes must come out zero (BLKZEROOUT).
 	disk := filepath.Join(t.TempDir(), "disk.raw")

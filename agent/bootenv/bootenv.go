@@ -23,6 +23,8 @@ import (
 	"github.com/cavaliergopher/cpio"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/metalhall/metalhall/agent/wire"
 )
 
 // Compression of the initramfs. The kernel must have the matching
@@ -34,11 +36,6 @@ const (
 	Zstd Compression = "zstd"
 	None Compression = "none"
 )
-
-// ModulesOrderPath is where the archive lists the modules to load, one
-// absolute path per line, dependencies first. The agent reads it
-// (agent.ModulesOrderPath; the two must agree).
-const ModulesOrderPath = "/etc/metalhall/modules.order"
 
 // ManifestPath is where the archive keeps its own manifest as JSON.
 const ManifestPath = "/etc/metalhall/bootenv.json"
@@ -289,7 +286,7 @@ func Build(ctx context.Context, o Options) (Manifest, error) {
 		m.Modules = append(m.Modules, Module{Name: n, Path: "/" + p, Size: int64(len(b)), Requested: requested[n]})
 		orderFile.WriteString("/" + p + "\n")
 	}
-	a.file(strings.TrimPrefix(ModulesOrderPath, "/"), 0o644, []byte(orderFile.String()))
+	a.file(strings.TrimPrefix(wire.ModulesOrderPath, "/"), 0o644, []byte(orderFile.String()))
 	mj, _ := json.MarshalIndent(m, "", "  ")
 	a.file(strings.TrimPrefix(ManifestPath, "/"), 0o644, append(mj, '\n'))
 	if a.err == nil {

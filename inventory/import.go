@@ -92,6 +92,9 @@ func (s *Store) ImportRack(ctx context.Context, in RackImport) (*ImportResult, e
 			changes = append(changes, ch...)
 			res.Created = append(res.Created, m.Name)
 		}
+		// Everything is written, nothing committed: where a crash test
+		// kills the service (cmd/metalhall TestServiceKilledDuringImport).
+		testGate("import-commit")
 		return nil
 	})
 	if err != nil {

@@ -16,7 +16,7 @@ TEST_DEBS := ipmitool openipmi qemu-system-x86 ipxe-qemu ovmf ipxe \
              syslinux syslinux-common syslinux-efi mtools dosfstools dnsmasq-base
 BENCH_DEBS := kea-admin kea-dhcp4-server dnsmasq nginx curl
 
-.PHONY: all build agent test test-short e2e demo fuzz deps bench-deps run bench lint fmt clean
+.PHONY: all build agent test test-stress test-short e2e demo fuzz deps bench-deps run bench lint fmt clean
 
 all: build
 
@@ -62,6 +62,12 @@ e2e: deps
 # and provisioned through metalhall (root; about 2 minutes here).
 demo: deps
 	scripts/demo.sh
+
+# test-stress runs the concurrency tests (listed in scripts/test-stress.sh)
+# 20 times each under the race detector while busy loops load the CPUs:
+# they must not fail. COUNT=N and LOAD=N change the defaults.
+test-stress: deps
+	GO=$(GO) scripts/test-stress.sh
 
 # test-short skips the tests that boot VMs or start simulators.
 test-short:

@@ -2,7 +2,8 @@
 #
 # `make test` is what CI runs (.ci/run). It installs the Debian packages the
 # tests talk to (real peers: ipmi_sim, QEMU with iPXE, a Debian kernel) when
-# they are missing, then runs every Go test with the race detector.
+# they are missing (as root; otherwise it stops, unless ALLOW_SKIPS=1), then
+# runs every Go test with the race detector and ends with a summary.
 
 GO        ?= go
 BIN       := bin
@@ -30,7 +31,9 @@ define apt_install
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run as root to install them)"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing"; \
+	    if [ "$(ALLOW_SKIPS)" = 1 ]; then echo "ALLOW_SKIPS=1: going on without them; the tests that need them skip and are listed at the end"; \
+	    else echo "run as root so that make can install them, or set ALLOW_SKIPS=1 to go on without them (their tests then skip)"; exit 1; fi; \
 	  else echo "installing:$$missing"; apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi; \
 	fi
@@ -42,9 +45,13 @@ deps:
 bench-deps: deps
 	$(call apt_install,$(BENCH_DEBS))
 
+# The tests run through scripts/testsummary: it prints what go test would,
+# then a summary of tests run and skipped, and fails when a test skipped
+# for want of a package deps installs or of root while running as root
+# (ALLOW_SKIPS=1 lists such skips without failing).
 test: deps
 	$(GO) vet $(PKGS)
-	$(GO) test -race -count=1 -timeout 60m $(PKGS)
+	{ $(GO) test -json -race -count=1 -timeout 60m $(PKGS) 2>&1 || echo '{"Action":"go-test-exit"}'; } | ALLOW_SKIPS=$(ALLOW_SKIPS) $(GO) run ./scripts/testsummary
 	$(GO) test -run '^$$' -fuzz '^FuzzHandleDHCP$$' -fuzztime 150000x ./netboot
 
 # fuzz runs the DHCP handler's fuzz target for longer than make test does.

@@ -94,7 +94,7 @@ func (s *Store) ImportRack(ctx context.Context, in RackImport) (*ImportResult, e
 		}
 		// Everything is written, nothing committed: where a crash test
 		// kills the service (cmd/metalhall TestServiceKilledDuringImport).
-		testGate("import-commit")
+		s.gate("import-commit")
 		return nil
 	})
 	if err != nil {

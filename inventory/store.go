@@ -56,12 +56,18 @@ type Options struct {
 	NoSync bool
 	// Now is the clock; tests may fix it.
 	Now func() time.Time
+
+	// gate is a crash test's hold point inside write transactions
+	// (testgate.go); the package's own tests set it, builds with the
+	// metalhall_testgates tag default it to the FIFO gate.
+	gate func(point string)
 }
 
 // Store is the inventory over one bbolt file. It is safe for concurrent use.
 type Store struct {
-	db  *bolt.DB
-	now func() time.Time
+	db   *bolt.DB
+	now  func() time.Time
+	gate func(point string) // see Options.gate
 
 	// macs mirrors idx_mac in memory for the DHCP hot path: a lookup per
 	// packet must not open a transaction. It is rebuilt at Open and changed
@@ -91,7 +97,10 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	s := &Store{db: db, now: opts.Now, macs: make(map[[6]byte]MACEntry)}
+	s := &Store{db: db, now: opts.Now, gate: opts.gate, macs: make(map[[6]byte]MACEntry)}
+	if s.gate == nil {
+		s.gate = defaultGate
+	}
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)

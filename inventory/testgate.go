@@ -1,5 +1,3 @@
-//go:build metalhall_testgates
-
 package inventory
 
 import (
@@ -8,13 +6,14 @@ import (
 	"path/filepath"
 )
 
-// testGate holds the calling goroutine at a named point, so that a crash
-// test can kill the process exactly there. It exists only in binaries built
-// with the metalhall_testgates tag (the crash tests build theirs so), and
-// acts only when $METALHALL_TEST_GATE_DIR holds the FIFO POINT.reached: it
-// writes one line to that FIFO (the open blocks until the test reads), then
-// waits until the test writes to POINT.release and closes it.
-func testGate(point string) {
+// fifoGate holds the calling goroutine at a named point so that a crash test
+// can kill the process exactly there. It acts only when
+// $METALHALL_TEST_GATE_DIR holds the FIFO POINT.reached: it writes one line
+// to that FIFO (the open blocks until the test reads), then waits until the
+// test writes to POINT.release and closes it. The service uses it only when
+// built with the metalhall_testgates tag (testgate_on.go), as the crash tests
+// build it; the package's own tests pass it in Options.
+func fifoGate(point string) {
 	dir := os.Getenv("METALHALL_TEST_GATE_DIR")
 	if dir == "" {
 		return

@@ -2,6 +2,6 @@
 
 package inventory
 
-// testGate is a crash test's hold point; see testgate.go. Without the
-// metalhall_testgates build tag it does nothing.
-func testGate(string) {}
+// defaultGate does nothing: without the metalhall_testgates build tag the
+// service has no hold points (testgate.go).
+func defaultGate(string) {}

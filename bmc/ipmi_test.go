@@ -142,15 +142,12 @@ func TestIPMIDeadPort(t *testing.T) {
 	}
 	addr := pc.LocalAddr().String()
 	pc.Close()
+	// The RMCP ping finds the port dead at once; ipmitool alone would wait
+	// ~25 s per cipher suite and be cut by the 10 s OpTimeout, a timeout.
+	// So "unreachable" is the proof the ping decided, with no clock.
 	c := testController(t, Config{OpTimeout: 10 * time.Second, Retries: -1})
-	start := time.Now()
 	_, err = c.PowerState(ctxT(t, 60*time.Second), Endpoint{Address: addr, Protocol: IPMI, Username: "u", Password: "p"})
 	wantKind(t, err, KindUnreachable)
-	// The RMCP ping answers at once; ipmitool alone waits ~25 s per
-	// cipher suite on a dead address.
-	if d := time.Since(start); d > 1500*time.Millisecond {
-		t.Fatalf("dead IPMI port took %v to report", d)
-	}
 }
 
 func TestIPMIHungBMCDoesNotBlockOthers(t *testing.T) {

@@ -49,6 +49,17 @@ func TestHugeNumbersAreRefused(t *testing.T) {
 		t.Fatalf("machines at impossible units were stored: %v", ms)
 	}
 
+	// A maintenance reason is a sentence, not a megabyte.
+	e := machine("mreason", "r1", 30, macN(990))
+	must(inv.EnrollMachine(ctx, e))
+	wantErr[*ValidationError](t, must2(inv.SetMaintenance(ctx, "mreason", true, strings.Repeat("r", 2000))), "reason")
+	if m := must(inv.Machine(ctx, "mreason")); m.State != MachineEnrolled {
+		t.Fatalf("refused maintenance changed the machine: %s", m.State)
+	}
+	if err := inv.DeleteMachine(ctx, "mreason"); err != nil {
+		t.Fatal(err)
+	}
+
 	// Names and BMC fields longer than any real one.
 	long := strings.Repeat("a", 300)
 	for field, mut := range map[string]func(*Enrollment){

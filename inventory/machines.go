@@ -508,6 +508,9 @@ func (s *Store) SetMachineState(ctx context.Context, name string, to MachineStat
 // SetMaintenance puts a machine into maintenance (on) or returns it to the
 // state it was in before (off).
 func (s *Store) SetMaintenance(ctx context.Context, name string, on bool, reason string) (*Machine, error) {
+	if len(reason) > maxReason {
+		return nil, invalid("reason", "is %d characters long, more than %d", len(reason), maxReason)
+	}
 	return s.UpdateMachine(ctx, name, func(m *Machine) error {
 		if on {
 			if m.State == MachineMaintenance {

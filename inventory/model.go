@@ -251,6 +251,7 @@ const (
 	MaxPhaseBudgetW int64 = 10_000_000_000 // 10 GW
 	maxBMCUser            = 64             // IPMI allows 16, Redfish services about as few
 	maxBMCAddress         = 255            // a DNS name (253) and a port, or a URL of one
+	maxReason             = 1024           // a maintenance reason: a sentence, not a log
 )
 
 // KWToW converts a kilowatt figure to whole watts, refusing negatives and

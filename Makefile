@@ -2,7 +2,8 @@
 #
 # `make test` is what CI runs (.ci/run). It installs the Debian packages the
 # tests talk to (real peers: ipmi_sim, QEMU with iPXE, a Debian kernel) when
-# they are missing, then runs every Go test with the race detector.
+# they are missing (as root; otherwise it stops, unless ALLOW_SKIPS=1), then
+# runs every Go test with the race detector and ends with a summary.
 
 GO        ?= go
 BIN       := bin
@@ -17,7 +18,7 @@ TEST_DEBS := ipmitool openipmi qemu-system-x86 ipxe-qemu ovmf ipxe \
              qemu-utils
 BENCH_DEBS := kea-admin kea-dhcp4-server dnsmasq nginx curl
 
-.PHONY: all build agent test test-short e2e demo fuzz deps bench-deps run bench lint fmt clean
+.PHONY: all build agent test test-stress test-short e2e demo fuzz deps bench-deps run bench lint fmt clean
 
 all: build
 
@@ -31,7 +32,9 @@ define apt_install
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run as root to install them)"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing"; \
+	    if [ "$(ALLOW_SKIPS)" = 1 ]; then echo "ALLOW_SKIPS=1: going on without them; the tests that need them skip and are listed at the end"; \
+	    else echo "run as root so that make can install them, or set ALLOW_SKIPS=1 to go on without them (their tests then skip)"; exit 1; fi; \
 	  else echo "installing:$$missing"; apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi; \
 	fi
@@ -43,9 +46,13 @@ deps:
 bench-deps: deps
 	$(call apt_install,$(BENCH_DEBS))
 
+# The tests run through scripts/testsummary: it prints what go test would,
+# then a summary of tests run and skipped, and fails when a test skipped
+# for want of a package deps installs or of root while running as root
+# (ALLOW_SKIPS=1 lists such skips without failing).
 test: deps
 	$(GO) vet $(PKGS)
-	$(GO) test -race -count=1 -timeout 60m $(PKGS)
+	{ $(GO) test -json -race -count=1 -timeout 60m $(PKGS) 2>&1 || echo '{"Action":"go-test-exit"}'; } | ALLOW_SKIPS=$(ALLOW_SKIPS) $(GO) run ./scripts/testsummary
 	$(GO) test -run '^$$' -fuzz '^FuzzHandleDHCP$$' -fuzztime 150000x ./netboot
 
 # fuzz runs the DHCP handler's fuzz target for longer than make test does.
@@ -63,6 +70,12 @@ e2e: deps
 # and provisioned through metalhall (root; about 2 minutes here).
 demo: deps
 	scripts/demo.sh
+
+# test-stress runs the concurrency tests (listed in scripts/test-stress.sh)
+# 20 times each under the race detector while busy loops load the CPUs:
+# they must not fail. COUNT=N and LOAD=N change the defaults.
+test-stress: deps
+	GO=$(GO) scripts/test-stress.sh
 
 # test-short skips the tests that boot VMs or start simulators.
 test-short:

@@ -67,6 +67,16 @@ func ParseManifest(data []byte, format string) (*Manifest, error) {
 }
 
 func parseYAMLManifest(data []byte) (*Manifest, error) {
+	// Anchors and aliases are refused before anything is decoded: a small
+	// manifest aliasing one machine thousands of times would otherwise be
+	// expanded, and each copy's password sealed. A rack manifest has no
+	// use for them.
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err == nil {
+		if n := firstAlias(&root); n != nil {
+			return nil, badRequest("manifest line %d: YAML anchors and aliases (&name, *name) are not accepted: write each machine out in full", n.Line)
+		}
+	}
 	var m Manifest
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -78,9 +88,8 @@ func parseYAMLManifest(data []byte) (*Manifest, error) {
 		msg = goTypeName.ReplaceAllString(msg, "")
 		return nil, badRequest("manifest: %s", strings.ReplaceAll(msg, "\n ", ""))
 	}
-	// A second pass over the node tree finds where each machine starts.
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err == nil && len(root.Content) > 0 {
+	// The node tree says where each machine starts.
+	if len(root.Content) > 0 {
 		doc := root.Content[0]
 		for i := 0; i+1 < len(doc.Content); i += 2 {
 			if doc.Content[i].Value == "machines" {
@@ -93,6 +102,19 @@ func parseYAMLManifest(data []byte) (*Manifest, error) {
 		}
 	}
 	return &m, nil
+}
+
+// firstAlias returns the first node that defines or uses an anchor.
+func firstAlias(n *yaml.Node) *yaml.Node {
+	if n.Kind == yaml.AliasNode || n.Anchor != "" {
+		return n
+	}
+	for _, c := range n.Content {
+		if a := firstAlias(c); a != nil {
+			return a
+		}
+	}
+	return nil
 }
 
 // goTypeName is how yaml.v3 names our Go types in its errors; people
@@ -225,6 +247,9 @@ func (s *Server) importRack(c *call) (int, any, error) {
 	}
 	if len(m.Machines) == 0 {
 		return 0, nil, badRequest("manifest lists no machines")
+	}
+	if len(m.Machines) > inventory.MaxRackUnits {
+		return 0, nil, badRequest("manifest lists %d machines; a rack holds at most %d (one per unit)", len(m.Machines), inventory.MaxRackUnits)
 	}
 	for i, mm := range m.Machines {
 		e, err := s.enrollment(MachineEnroll{Name: mm.Name, Rack: m.Rack.Name, Unit: mm.Unit, Height: mm.Height, MACs: mm.MACs,

@@ -9,7 +9,8 @@ import (
 
 // OpenAPI describes the API in OpenAPI 3. It is generated from the same
 // route table that serves requests, so the description cannot fall behind
-// the routes; openapi_test.go checks the generator against the mux.
+// the routes; TestOpenAPIMatchesRoutes (api_test.go) checks the document
+// against the mux by sending it requests.
 func (s *Server) OpenAPI() map[string]any {
 	paths := map[string]map[string]any{}
 	schemas := map[string]any{}

@@ -206,6 +206,10 @@ func (s *Server) enrollMachine(c *call) (int, any, error) {
 	return http.StatusCreated, machineView(*m), nil
 }
 
+// maxBMCPassword caps BMC passwords (IPMI 2.0 takes 20 bytes, Redfish
+// services rarely more than 64): each is sealed, on every import.
+const maxBMCPassword = 256
+
 // enrollment validates an enrollment request and seals its BMC password
 // before anything reaches the store.
 func (s *Server) enrollment(in MachineEnroll) (inventory.Enrollment, error) {
@@ -217,6 +221,10 @@ func (s *Server) enrollment(in MachineEnroll) (inventory.Enrollment, error) {
 	}
 	if in.BMCPassword == "" {
 		return inventory.Enrollment{}, &inventory.ValidationError{Field: "bmc_password", Msg: "is required (pass --bmc-password-file)"}
+	}
+	if len(in.BMCPassword) > maxBMCPassword {
+		return inventory.Enrollment{}, &inventory.ValidationError{Field: "bmc_password",
+			Msg: fmt.Sprintf("is %d bytes long, more than the %d any BMC takes: check the password file", len(in.BMCPassword), maxBMCPassword)}
 	}
 	sealed, err := inventory.BMCCredential(m.Name).Seal(s.sealer, []byte(in.BMCPassword))
 	if err != nil {

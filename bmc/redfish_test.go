@@ -262,8 +262,8 @@ func TestRedfishHangTimesOutWithoutBlockingOthers(t *testing.T) {
 	// MaxConcurrent 2 and two operations queued on the hung BMC: the
 	// second waits on the BMC's lock, not on a global slot, so the healthy
 	// BMC still gets the other slot at once.
-	c := testController(t, Config{MaxConcurrent: 2, OpTimeout: 3 * time.Second, Retries: -1})
-	ctx := ctxT(t, 30*time.Second)
+	c := testController(t, Config{MaxConcurrent: 2, OpTimeout: 5 * time.Second, Retries: -1})
+	ctx := ctxT(t, 60*time.Second)
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
@@ -275,14 +275,18 @@ func TestRedfishHangTimesOutWithoutBlockingOthers(t *testing.T) {
 			errs <- err
 		}()
 	}
-	time.Sleep(50 * time.Millisecond)
-	start := time.Now()
+	// Both are in: one inside the hung BMC, one waiting for its lock.
+	waitUntil(t, "one request inside the hung BMC and another waiting for it", func() bool {
+		return slow.inFlight.Load() == 1 && c.locks.users(slow.ep.lockKey()) == 2
+	})
 	if st, err := c.PowerState(ctx, fast.ep); err != nil || st != PowerOn {
 		t.Fatalf("healthy BMC: %q, %v", st, err)
 	}
-	// Well under the hung BMC's 3 s timeout, with room for a loaded CI.
-	if d := time.Since(start); d > 1500*time.Millisecond {
-		t.Fatalf("healthy BMC took %v while another hung", d)
+	// The healthy BMC answered while both were still stuck on the hung one.
+	select {
+	case err := <-errs:
+		t.Fatalf("an operation on the hung BMC ended (%v) before the healthy BMC answered", err)
+	default:
 	}
 	wg.Wait()
 	close(errs)

@@ -89,6 +89,9 @@ func (s *Store) ImportRack(ctx context.Context, in RackImport) (*ImportResult, e
 			}
 			res.Created = append(res.Created, m.Name)
 		}
+		// Everything is written, nothing committed: where a crash test
+		// kills the service (cmd/metalhall TestServiceKilledDuringImport).
+		s.gate("import-commit")
 		return nil
 	})
 	if err != nil {

@@ -81,7 +81,7 @@ func TestMain(m *testing.M) {
 // crashChild imports racks of 40 machines one after another and says so
 // after each commit, until its parent kills it.
 func crashChild(path string) {
-	s, err := Open(path, Options{})
+	s, err := Open(path, Options{gate: fifoGate})
 	if err != nil {
 		fmt.Println("open:", err)
 		os.Exit(1)
@@ -100,8 +100,10 @@ func crashChild(path string) {
 	}
 }
 
-// TestCrashDuringImport kills a process with SIGKILL while it is importing
-// racks and checks that each rack is then entirely there or entirely absent.
+// TestCrashDuringImport kills a process with SIGKILL while it is inside an
+// import's write transaction (every machine written, nothing committed:
+// the test gate holds it there) after a given number of committed imports,
+// and checks that exactly the committed racks are there, each entire.
 func TestCrashDuringImport(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts child processes; skipped in -short")
@@ -111,9 +113,30 @@ func TestCrashDuringImport(t *testing.T) {
 	hallFixture(t, inv)
 	inv.Close()
 
-	for round, after := range []time.Duration{0, 3 * time.Millisecond, 7 * time.Millisecond} {
+	for round, committed := range []int{0, 2} {
+		gates := t.TempDir()
+		for _, f := range []string{"import-commit.reached", "import-commit.release"} {
+			if err := syscall.Mkfifo(filepath.Join(gates, f), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// reached returns once the child is held at the gate; the limit
+		// only keeps a broken child from hanging the run.
+		reached := func() {
+			t.Helper()
+			done := make(chan error, 1)
+			go func() { _, err := os.ReadFile(filepath.Join(gates, "import-commit.reached")); done <- err }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(2 * time.Minute):
+				t.Fatalf("round %d: the child never reached the import gate", round)
+			}
+		}
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), crashChildEnv+"="+path)
+		cmd.Env = append(os.Environ(), crashChildEnv+"="+path, "METALHALL_TEST_GATE_DIR="+gates)
 		out, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -122,14 +145,16 @@ func TestCrashDuringImport(t *testing.T) {
 			t.Fatal(err)
 		}
 		sc := bufio.NewScanner(out)
-		commits := 0
-		for sc.Scan() && commits < 2 {
-			if !strings.HasPrefix(sc.Text(), "committed") {
-				t.Fatalf("child: %s", sc.Text())
+		for i := 0; i < committed; i++ {
+			reached()
+			if err := os.WriteFile(filepath.Join(gates, "import-commit.release"), []byte("go\n"), 0o600); err != nil {
+				t.Fatal(err)
 			}
-			commits++
+			if !sc.Scan() || sc.Text() != fmt.Sprint("committed ", i) {
+				t.Fatalf("round %d: child: %q, want committed %d", round, sc.Text(), i)
+			}
 		}
-		time.Sleep(after) // land somewhere inside the next transaction
+		reached() // inside the next import's transaction
 		cmd.Process.Signal(syscall.SIGKILL)
 		go func() {
 			for sc.Scan() {
@@ -145,11 +170,13 @@ func TestCrashDuringImport(t *testing.T) {
 		if err != nil {
 			t.Fatalf("round %d: reopen after kill: %v", round, err)
 		}
+		var got []string
 		racks := must(s.Racks(ctx, RackFilter{}))
 		for _, r := range racks {
 			if r.Name == "r1" {
 				continue
 			}
+			got = append(got, r.Name)
 			if u := must(s.RackUsage(ctx, r.Name)); u.Machines != 40 {
 				t.Errorf("round %d: rack %s has %d of 40 machines", round, r.Name, u.Machines)
 			}
@@ -157,18 +184,22 @@ func TestCrashDuringImport(t *testing.T) {
 				t.Errorf("round %d: rack %s lists %d of 40 machines", round, r.Name, len(ms))
 			}
 		}
+		var want []string
+		for i := 0; i < committed; i++ {
+			want = append(want, fmt.Sprintf("c%03d", i))
+		}
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("round %d: racks %v after the kill, want exactly the committed %v", round, got, want)
+		}
 		checkIndexes(t, s)
 		// The next child starts again at rack c000: clear what landed.
-		for _, r := range racks {
-			if r.Name == "r1" {
-				continue
-			}
-			for _, m := range must(s.Machines(ctx, MachineFilter{Rack: r.Name})) {
+		for _, r := range got {
+			for _, m := range must(s.Machines(ctx, MachineFilter{Rack: r})) {
 				if err := s.DeleteMachine(ctx, m.Name); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if err := s.DeleteRack(ctx, r.Name); err != nil {
+			if err := s.DeleteRack(ctx, r); err != nil {
 				t.Fatal(err)
 			}
 		}

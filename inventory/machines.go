@@ -68,8 +68,8 @@ func normaliseMachine(m *Machine) error {
 	if m.Height == 0 {
 		m.Height = 1
 	}
-	if m.Unit < 1 {
-		return invalid("unit", "must be 1 or more (the lowest U the machine occupies)")
+	if m.Unit < 1 || m.Unit > MaxRackUnits {
+		return invalid("unit", "must be between 1 and %d (the lowest U the machine occupies), got %d", MaxRackUnits, m.Unit)
 	}
 	if m.Height < 1 || m.Height > 16 {
 		return invalid("height", "must be between 1 and 16 U, got %d", m.Height)
@@ -99,6 +99,9 @@ func normaliseMachine(m *Machine) error {
 	}
 	if m.BMC.Username == "" {
 		return invalid("bmc_user", "is required")
+	}
+	if len(m.BMC.Username) > maxBMCUser {
+		return invalid("bmc_user", "is %d characters long, more than the %d a BMC user may have", len(m.BMC.Username), maxBMCUser)
 	}
 	if m.PowerW < 0 || m.PowerW > 200_000 {
 		return invalid("power_w", "must be between 0 and 200000 W, got %d", m.PowerW)
@@ -542,6 +545,9 @@ func (s *Store) SetMachineState(ctx context.Context, name string, to MachineStat
 // SetMaintenance puts a machine into maintenance (on) or returns it to the
 // state it was in before (off).
 func (s *Store) SetMaintenance(ctx context.Context, name string, on bool, reason string) (*Machine, error) {
+	if len(reason) > maxReason {
+		return nil, invalid("reason", "is %d characters long, more than %d", len(reason), maxReason)
+	}
 	return s.UpdateMachine(ctx, name, func(m *Machine) error {
 		if on {
 			if m.State == MachineMaintenance {

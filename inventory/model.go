@@ -219,6 +219,9 @@ func checkBMCAddress(s string) error {
 	if s == "" {
 		return invalid("bmc_address", "is required")
 	}
+	if len(s) > maxBMCAddress {
+		return invalid("bmc_address", "is %d characters long, more than the %d a host:port or URL may have", len(s), maxBMCAddress)
+	}
 	h := strings.TrimPrefix(strings.TrimPrefix(s, "https://"), "http://")
 	if host, port, err := net.SplitHostPort(h); err == nil {
 		h = host
@@ -239,10 +242,26 @@ func FormatKW(w int64) string {
 	return s
 }
 
-// KWToW converts a kilowatt figure to whole watts, refusing negatives.
+// Upper bounds on the numbers a caller gives, far above any real site and
+// far below where sums over them (a phase's allocation, a rack's draw)
+// could overflow int64 and let something past a budget.
+const (
+	MaxRackUnits          = 64             // units in a rack, so also the highest unit
+	MaxRackBudgetW  int64 = 2_000_000      // 2 MW: several times today's densest GPU rack
+	MaxPhaseBudgetW int64 = 10_000_000_000 // 10 GW
+	maxBMCUser            = 64             // IPMI allows 16, Redfish services about as few
+	maxBMCAddress         = 255            // a DNS name (253) and a port, or a URL of one
+	maxReason             = 1024           // a maintenance reason: a sentence, not a log
+)
+
+// KWToW converts a kilowatt figure to whole watts, refusing negatives and
+// figures beyond any budget (MaxPhaseBudgetW).
 func KWToW(field string, kw float64) (int64, error) {
 	if kw < 0 || kw != kw {
 		return 0, invalid(field, "must be a positive number of kW")
+	}
+	if max := float64(MaxPhaseBudgetW) / 1000; kw > max {
+		return 0, invalid(field, "%g kW is more than any budget may be (at most %s kW)", kw, FormatKW(MaxPhaseBudgetW))
 	}
 	return int64(kw*1000 + 0.5), nil
 }

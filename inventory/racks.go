@@ -47,11 +47,14 @@ func validateRack(r *Rack) error {
 	if r.Units == 0 {
 		r.Units = 48
 	}
-	if r.Units < 1 || r.Units > 64 {
-		return invalid("units", "must be between 1 and 64, got %d", r.Units)
+	if r.Units < 1 || r.Units > MaxRackUnits {
+		return invalid("units", "must be between 1 and %d, got %d", MaxRackUnits, r.Units)
 	}
 	if r.BudgetW < 0 {
 		return invalid("power_kw", "must not be negative")
+	}
+	if r.BudgetW > MaxRackBudgetW {
+		return invalid("power_kw", "must be at most %s kW for a rack, got %s kW", FormatKW(MaxRackBudgetW), FormatKW(r.BudgetW))
 	}
 	if len(r.Row) > 32 {
 		return invalid("row", "is longer than 32 characters")

@@ -99,6 +99,9 @@ func (s *Store) CreatePhase(ctx context.Context, p Phase) (*Phase, error) {
 	if p.BudgetW <= 0 {
 		return nil, invalid("power_kw", "must be greater than 0")
 	}
+	if p.BudgetW > MaxPhaseBudgetW {
+		return nil, invalid("power_kw", "must be at most %s kW for a phase, got %s kW", FormatKW(MaxPhaseBudgetW), FormatKW(p.BudgetW))
+	}
 	if err := checkDate("target_date", p.TargetDate); err != nil {
 		return nil, err
 	}

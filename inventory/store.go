@@ -58,12 +58,18 @@ type Options struct {
 	NoSync bool
 	// Now is the clock; tests may fix it.
 	Now func() time.Time
+
+	// gate is a crash test's hold point inside write transactions
+	// (testgate.go); the package's own tests set it, builds with the
+	// metalhall_testgates tag default it to the FIFO gate.
+	gate func(point string)
 }
 
 // Store is the inventory over one bbolt file. It is safe for concurrent use.
 type Store struct {
-	db  *bolt.DB
-	now func() time.Time
+	db   *bolt.DB
+	now  func() time.Time
+	gate func(point string) // see Options.gate
 
 	// boot is the in-memory view of the boot path (MACs, reservations,
 	// subnets, active jobs): a DHCP packet must not open a transaction. It
@@ -106,7 +112,10 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	s := &Store{db: db, now: opts.Now, boot: newBootView()}
+	s := &Store{db: db, now: opts.Now, gate: opts.gate, boot: newBootView()}
+	if s.gate == nil {
+		s.gate = defaultGate
+	}
 	if err := s.init(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)

@@ -67,16 +67,25 @@ func (e *Engine) CheckBootToken(ctx context.Context, mac net.HardwareAddr, token
 // AgentHandler serves the agent's endpoints under wire.PathPrefix.
 func (e *Engine) AgentHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+wire.PathPrefix+wire.EndpointTask, e.agentCall(e.agentTask))
-	mux.HandleFunc("POST "+wire.PathPrefix+wire.EndpointInspection, e.agentCall(e.agentInspection))
-	mux.HandleFunc("POST "+wire.PathPrefix+wire.EndpointProgress, e.agentCall(e.agentProgress))
-	mux.HandleFunc("POST "+wire.PathPrefix+wire.EndpointDone, e.agentCall(e.agentDone))
+	mux.HandleFunc("GET "+wire.PathPrefix+wire.EndpointTask, e.agentCall(e.agentTask, maxAgentMessage))
+	mux.HandleFunc("POST "+wire.PathPrefix+wire.EndpointInspection, e.agentCall(e.agentInspection, maxInspection))
+	mux.HandleFunc("POST "+wire.PathPrefix+wire.EndpointProgress, e.agentCall(e.agentProgress, maxAgentMessage))
+	mux.HandleFunc("POST "+wire.PathPrefix+wire.EndpointDone, e.agentCall(e.agentDone, maxAgentMessage))
 	return mux
 }
 
+// Body limits of the agent's calls. An 8-GPU HGX server's inspection report
+// is about 16 KiB, and it is stored on the machine record as it came: 1 MiB
+// leaves room for the largest servers and keeps a misbehaving agent from
+// bloating the database.
+const (
+	maxInspection   = 1 << 20
+	maxAgentMessage = 64 << 10
+)
+
 type agentFunc func(ctx context.Context, j *inventory.Job, body []byte) (any, error)
 
-func (e *Engine) agentCall(fn agentFunc) http.HandlerFunc {
+func (e *Engine) agentCall(fn agentFunc, limit int64) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		j, err := e.jobForToken(r.Context(), tok)
@@ -84,9 +93,15 @@ func (e *Engine) agentCall(fn agentFunc) http.HandlerFunc {
 			writeAgent(w, http.StatusUnauthorized, wire.Error{Error: err.Error()})
 			return
 		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 8<<20))
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 		if err != nil {
-			writeAgent(w, http.StatusRequestEntityTooLarge, wire.Error{Error: err.Error()})
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				writeAgent(w, http.StatusRequestEntityTooLarge, wire.Error{Error: fmt.Sprintf(
+					"request body is larger than the %s this call accepts", formatSize(limit))})
+				return
+			}
+			writeAgent(w, http.StatusBadRequest, wire.Error{Error: err.Error()})
 			return
 		}
 		out, err := fn(r.Context(), j, body)
@@ -100,6 +115,13 @@ func (e *Engine) agentCall(fn agentFunc) http.HandlerFunc {
 		}
 		writeAgent(w, http.StatusOK, out)
 	}
+}
+
+func formatSize(n int64) string {
+	if n >= 1<<20 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d KiB", n>>10)
 }
 
 func writeAgent(w http.ResponseWriter, status int, v any) {

@@ -54,7 +54,7 @@ type fakeBMC struct {
 	calls    []string
 	inflight atomic.Int64
 	maxSeen  atomic.Int64
-	hold     time.Duration // each call takes this long
+	gate     *callGate // when set, holds every call until the test opens it
 	fail     map[string]error
 	silent   map[string]bool // machines that never boot
 	pauses   map[string]*pause
@@ -100,11 +100,29 @@ func (b *fakeBMC) enter(m *inventory.Machine, call string) error {
 			break
 		}
 	}
-	time.Sleep(b.hold)
+	b.mu.Lock()
+	g := b.gate
+	b.mu.Unlock()
+	if g != nil {
+		g.arrive <- m.Name + " " + call
+		<-g.open
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.calls = append(b.calls, m.Name+" "+call)
 	return b.fail[m.Name]
+}
+
+// callGate holds BMC calls: each announces itself on arrive (buffered, so
+// the count of calls in flight is exact before the test looks), then waits
+// until open is closed.
+type callGate struct {
+	arrive chan string
+	open   chan struct{}
+}
+
+func newCallGate() *callGate {
+	return &callGate{arrive: make(chan string, 100), open: make(chan struct{})}
 }
 
 func (b *fakeBMC) count(machine, call string) int {
@@ -522,22 +540,58 @@ func TestOneJobPerMachineAndCancel(t *testing.T) {
 	}
 }
 
+// TestSchedulerLimits holds every BMC call until three jobs are inside
+// one (MaxJobs 3, at most 2 per rack), checks who runs and who waits, then
+// lets them all go.
 func TestSchedulerLimits(t *testing.T) {
 	l := newLab(t, Config{MaxJobs: 3, MaxPerRack: 2})
-	l.bmc.hold = 30 * time.Millisecond
+	g := newCallGate()
+	l.bmc.mu.Lock()
+	l.bmc.gate = g
+	l.bmc.mu.Unlock()
 	var ids []string
 	for i := 1; i <= 6; i++ {
 		name := fmt.Sprintf("m%d", i)
 		l.machine(name, fmt.Sprintf("r%d", i%2), i, inventory.MachineAvailable)
 		ids = append(ids, l.submit(Request{Kind: inventory.JobPower, Machine: name, PowerAction: "cycle"}).ID)
 	}
+	// A held call keeps its job running, so three arrivals are three jobs.
+	perRack := map[string]int{}
+	for range 3 {
+		select {
+		case c := <-g.arrive:
+			var n int
+			fmt.Sscanf(c, "m%d", &n)
+			perRack[fmt.Sprintf("r%d", n%2)]++
+		case <-time.After(time.Minute): // a hang guard, not a timing
+			t.Fatalf("fewer than 3 jobs ever reached the BMC (MaxJobs 3, 2 per rack): %v", perRack)
+		}
+	}
+	for rack, n := range perRack {
+		if n > 2 {
+			t.Errorf("%d jobs of rack %s at the BMC at once, MaxPerRack 2", n, rack)
+		}
+	}
+	if n := l.bmc.inflight.Load(); n != 3 {
+		t.Errorf("%d BMC calls in flight, want 3", n)
+	}
+	waiting := 0
+	for _, id := range ids {
+		if l.eng.QueuePosition(context.Background(), id) > 0 {
+			waiting++
+		}
+	}
+	if waiting != 3 {
+		t.Errorf("%d jobs waiting for a slot while 3 run, want 3", waiting)
+	}
+	close(g.open)
 	for _, id := range ids {
 		if j := l.waitJob(id); j.State != inventory.JobSucceeded {
 			t.Fatalf("%s: %s %s", id, j.State, j.Error)
 		}
 	}
-	if max := l.bmc.maxSeen.Load(); max > 3 || max < 2 {
-		t.Fatalf("%d BMC calls at once, want 2..3 (MaxJobs 3, 2 per rack)", max)
+	if max := l.bmc.maxSeen.Load(); max != 3 {
+		t.Fatalf("%d BMC calls at once, want 3 (MaxJobs 3, 2 per rack)", max)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/metalhall/metalhall/agent/wire"
 	"github.com/metalhall/metalhall/api"
+	"github.com/metalhall/metalhall/inventory"
 	"github.com/metalhall/metalhall/lab/redfish"
 )
 
@@ -32,13 +33,14 @@ const (
 
 // gates hold the fake machine at a stage until the test lets it go on.
 type gates struct {
-	mu   sync.Mutex
-	cond *sync.Cond
-	held map[string]bool
+	mu      sync.Mutex
+	cond    *sync.Cond
+	held    map[string]bool
+	waiting map[string]bool // held stages something is waiting at
 }
 
 func newGates() *gates {
-	g := &gates{held: map[string]bool{}}
+	g := &gates{held: map[string]bool{}, waiting: map[string]bool{}}
 	g.cond = sync.NewCond(&g.mu)
 	return g
 }
@@ -53,9 +55,18 @@ func (g *gates) openAll() {
 func (g *gates) pass(stage string) {
 	g.mu.Lock()
 	for g.held[stage] {
+		g.waiting[stage] = true
 		g.cond.Wait()
 	}
+	delete(g.waiting, stage)
 	g.mu.Unlock()
+}
+
+// isWaiting reports whether something is held at stage now.
+func (g *gates) isWaiting(stage string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.waiting[stage]
 }
 
 // fakeMachine is what a real server does when its Redfish BMC powers it
@@ -149,10 +160,16 @@ func TestProvisionSurvivesSIGKILLAtEveryStep(t *testing.T) {
 	var rf *redfish.Server
 	rf = redfish.NewServer(redfish.Config{Username: "root", Password: "pw", Latency: 100 * time.Millisecond,
 		Hooks: redfish.Hooks{OnPower: func(on bool) error {
+			// Held here, the service is inside its power-cycle step
+			// (boot target Pxe) or its boot-disk step (Hdd).
+			g.pass("power-" + rf.Boot().Target)
 			if on {
 				go fm.boot(rf.Boot().Target)
 			}
 			return nil
+		}, OnBoot: func(target string) {
+			// Held here, the service is inside set-pxe or set-disk-boot.
+			g.pass("boot-" + target)
 		}}})
 	bmc := httptest.NewServer(rf)
 	t.Cleanup(bmc.Close)
@@ -184,12 +201,13 @@ func TestProvisionSurvivesSIGKILLAtEveryStep(t *testing.T) {
 		}
 		return j
 	}
-	holdFor := map[string]string{"wait-agent": "task", "write-image": "done", "wait-metadata": "metadata"}
+	// Every step is held at a point only that step reaches, so the kill
+	// lands inside it, whatever the machine's speed.
+	holdFor := map[string]string{"set-pxe": "boot-Pxe", "power-cycle": "power-Pxe", "wait-agent": "task", "write-image": "done",
+		"set-disk-boot": "boot-Hdd", "boot-disk": "power-Hdd", "wait-metadata": "metadata"}
 	for _, step := range []string{"set-pxe", "power-cycle", "wait-agent", "write-image", "set-disk-boot", "boot-disk", "wait-metadata"} {
 		t.Run(step, func(t *testing.T) {
-			if stage, ok := holdFor[step]; ok {
-				g.hold(stage)
-			}
+			g.hold(holdFor[step])
 			sp.mustCLI("machine", "provision", "--image", "demo", "m1")
 			deadline := time.Now().Add(60 * time.Second)
 			for j := job(); j.StepName() != step; j = job() {
@@ -198,7 +216,34 @@ func TestProvisionSurvivesSIGKILLAtEveryStep(t *testing.T) {
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
+			// The step is where the test holds it: the kill lands inside.
+			for !g.isWaiting(holdFor[step]) {
+				if time.Now().After(deadline) {
+					t.Fatalf("step %s never reached its hold point %s", step, holdFor[step])
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
 			sp.kill()
+			// The state at the kill, read from the database the dead
+			// service left: the job inside the step, the machine
+			// provisioning.
+			func() {
+				inv, err := inventory.Open(filepath.Join(sp.dir, "metalhall.db"), inventory.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer inv.Close()
+				j, err := inv.ActiveJob(context.Background(), "m1")
+				if err != nil {
+					t.Fatalf("no active job at the kill: %v", err)
+				}
+				if j.StepName() != step || j.State.Finished() {
+					t.Fatalf("at the kill: job %s at step %q, want running at %s", j.State, j.StepName(), step)
+				}
+				if m, err := inv.Machine(context.Background(), "m1"); err != nil || m.State != inventory.MachineProvisioning {
+					t.Fatalf("at the kill: machine %+v %v, want provisioning", m, err)
+				}
+			}()
 			sp.start()
 			g.openAll()
 			deadline = time.Now().Add(90 * time.Second)

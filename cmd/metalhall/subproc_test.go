@@ -23,6 +23,9 @@ type subproc struct {
 	flags []string
 	cmd   *exec.Cmd
 	token string
+	// env is added to the service's environment at the next start (a
+	// test gate directory, see inventory/testgate.go).
+	env []string
 }
 
 func newSubproc(t *testing.T, flags ...string) *subproc {
@@ -31,7 +34,9 @@ func newSubproc(t *testing.T, flags ...string) *subproc {
 		t.Skip("builds and runs the binary; skipped in -short")
 	}
 	bin := filepath.Join(t.TempDir(), "metalhall")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+	// The test gates (inventory/testgate.go) let crash tests kill the
+	// service at an exact point; they act only when a test arms them.
+	if out, err := exec.Command("go", "build", "-tags", "metalhall_testgates", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	addr := freeAddr(t)
@@ -53,6 +58,9 @@ func (s *subproc) start() {
 	s.t.Helper()
 	s.cmd = exec.Command(s.bin, append([]string{"serve", "--data-dir", s.dir, "--listen", s.addr}, s.flags...)...)
 	s.cmd.Stderr = os.Stderr
+	if s.env != nil {
+		s.cmd.Env = append(os.Environ(), s.env...)
+	}
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}

@@ -18,10 +18,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -454,7 +456,7 @@ func (e *env) provision(ctx context.Context, t *testing.T) {
 func (e *env) release(ctx context.Context, t *testing.T) {
 	n := "lab-m02"
 	if m, err := e.show(ctx, e.token, n); err != nil || m.State != "deployed" {
-		t.Skipf("%s is not deployed (%s %v)", n, m.State, err)
+		t.Fatalf("%s is %s (%v), want deployed: an earlier scenario failed", n, m.State, err)
 	}
 	e.admin(t, ctx, "machine", "release", n)
 	got := e.waitState(t, ctx, 8*time.Minute, []string{"available"}, n)
@@ -564,7 +566,7 @@ func (e *env) tenantReimage(ctx context.Context, t *testing.T) {
 	if !strings.Contains(lm.Serial(from), demoos.Marker+" demo OS v2") {
 		t.Errorf("lab-m01: the v2 demo OS marker is not on its console")
 	}
-	if m.Image != "" && m.Image != "demo-v2" {
+	if m.Image != "demo-v2" {
 		t.Errorf("lab-m01: image %q, want demo-v2", m.Image)
 	}
 }
@@ -572,7 +574,7 @@ func (e *env) tenantReimage(ctx context.Context, t *testing.T) {
 func (e *env) corruptImage(ctx context.Context, t *testing.T) {
 	n := "lab-m02"
 	if m, err := e.show(ctx, e.token, n); err != nil || m.State != "available" {
-		t.Skipf("%s is not available (%s %v)", n, m.State, err)
+		t.Fatalf("%s is %s (%v), want available: an earlier scenario failed", n, m.State, err)
 	}
 	// Import a fresh image (its own blob), then flip bytes in the blob.
 	img := append([]byte(nil), e.images["demo-v1"]...)
@@ -637,7 +639,7 @@ func (e *env) killService9(ctx context.Context, t *testing.T) {
 	for _, n := range names {
 		m, err := e.show(ctx, e.token, n)
 		if err != nil || (m.State != "available" && m.State != "deployed") {
-			t.Skipf("%s is %s (%v), not available or deployed", n, m.State, err)
+			t.Fatalf("%s is %s (%v), want available or deployed: an earlier scenario failed", n, m.State, err)
 		}
 		from[n] = e.r.Machine(n).SerialSize()
 	}
@@ -659,6 +661,12 @@ func (e *env) killService9(ctx context.Context, t *testing.T) {
 	for _, n := range names {
 		m, _ := e.show(ctx, e.token, n)
 		states = append(states, n+"="+m.State)
+	}
+	// The kill lands mid-provision, or it proves nothing.
+	for i, n := range names {
+		if !strings.HasSuffix(states[i], "=provisioning") {
+			t.Fatalf("%s is not provisioning at the kill (%v): the kill did not land mid-provision", n, states)
+		}
 	}
 	t.Logf("SIGKILL to the service with %v", states)
 	e.killService()
@@ -699,6 +707,11 @@ func (e *env) bootStorm(ctx context.Context, t *testing.T) {
 		}
 		want[lm.Name] = m.State
 		from[lm.Name] = lm.SerialSize()
+	}
+	// The machines scenarios 2-5a left deployed, all of them: a storm of
+	// fewer machines, or of none, proves nothing.
+	if got := slices.Sorted(maps.Keys(want)); !slices.Equal(got, []string{"lab-m01", "lab-m02"}) {
+		t.Fatalf("deployed machines before the storm: %v, want lab-m01 and lab-m02", got)
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, len(want))
@@ -752,7 +765,7 @@ func (e *env) hungBMC(ctx context.Context, t *testing.T) {
 	n := "lab-m01"
 	m, err := e.show(ctx, e.token, n)
 	if err != nil || m.State != "deployed" {
-		t.Skipf("%s is not deployed (%s %v)", n, m.State, err)
+		t.Fatalf("%s is %s (%v), want deployed: an earlier scenario failed", n, m.State, err)
 	}
 	lm := e.r.Machine(n)
 	if err := lm.HangBMC(true); err != nil {

@@ -47,14 +47,27 @@ func TestUpDiskBootDown(t *testing.T) {
 			t.Fatal(err)
 		}
 		os.Truncate(m.Disk, 64<<20)
-		m.setBoot("disk")
-		if err := m.setPower(true); err != nil {
-			t.Fatal(err)
+		// Through the machine's BMC, as metalhall does: ipmi_sim records
+		// the commands and the rack applies them to QEMU.
+		host, port, _ := strings.Cut(m.BMCAddress, ":")
+		for _, cmd := range [][]string{{"chassis", "bootdev", "disk"}, {"chassis", "power", "on"}} {
+			args := append([]string{"-I", "lanplus", "-H", host, "-p", port, "-U", r.BMCUser, "-E", "-C", "3", "-N", "1", "-R", "3"}, cmd...)
+			c := r.Command(ctx, "ipmitool", args...)
+			c.Env = append(os.Environ(), "IPMI_PASSWORD="+r.BMCPassword)
+			if out, err := c.CombinedOutput(); err != nil {
+				t.Fatalf("%s: ipmitool %v: %v\n%s", m.Name, cmd, err, out)
+			}
 		}
 	}
 	for _, m := range r.Machines {
 		if err := m.WaitSerial(ctx, 0, "metalhall-demo-os: starting"); err != nil {
 			t.Errorf("%v\n%s", err, m.Serial(0))
+		}
+		// Powered on once, through the BMC, from the disk it was told
+		// (ipmi_sim hands its chassis script "default" for a hard-disk
+		// boot, as in lab/e2e).
+		if n, dev := m.Boots(); n != 1 || (dev != "disk" && dev != "default") {
+			t.Errorf("%s: %d power-ons, last from %q; want 1, from the disk", m.Name, n, dev)
 		}
 	}
 	ns := r.NS.Name

@@ -75,6 +75,8 @@ type Store struct {
 	mu        sync.Mutex
 	importing map[string]bool // image names being imported
 	temps     map[string]bool // temp files of imports in flight
+
+	metrics *storeMetrics
 }
 
 // Open opens the blob store under dir (created if needed) with cat as its
@@ -100,6 +102,7 @@ func Open(dir string, cat Catalogue, opts Options) (*Store, error) {
 		dir: filepath.Join(dir, "blobs"), cat: cat, opts: opts, log: opts.Logger, noSync: opts.NoSync,
 		importing: make(map[string]bool), temps: make(map[string]bool),
 	}
+	s.metrics = newStoreMetrics(s)
 	for _, d := range []string{s.tmpDir(), filepath.Join(s.dir, "sha256")} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("image store: %w", err)

@@ -40,6 +40,8 @@ type HTTPHandler struct {
 	root *os.Root
 	mux  *http.ServeMux
 	log  *slog.Logger
+
+	counted *httpMetrics
 }
 
 // NewHTTPHandler returns the handler. Close it when done.
@@ -65,6 +67,7 @@ func NewHTTPHandler(cfg HTTPConfig) (*HTTPHandler, error) {
 	h.mux.HandleFunc("GET /boot/{script}", h.serveScript)
 	h.mux.HandleFunc("GET /boot/ipxe/{file}", h.serveIPXE)
 	h.mux.HandleFunc("GET /boot/files/{path...}", h.serveFile)
+	h.counted = newHTTPMetrics(h.mux)
 	return h, nil
 }
 
@@ -76,7 +79,7 @@ func (h *HTTPHandler) Close() error {
 	return nil
 }
 
-func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.counted.ServeHTTP(w, r) }
 
 func sourceIP(r *http.Request) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)

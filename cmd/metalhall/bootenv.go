@@ -11,13 +11,14 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/metalhall/metalhall/images/bootenv"
+	"github.com/metalhall/metalhall/service"
 )
 
 // Boot environment file names under DATA_DIR/bootenv, which `serve` hands
 // out at /boot/files/.
 const (
-	bootenvKernel   = "vmlinuz"
-	bootenvInitrd   = "initrd.img"
+	bootenvKernel   = service.BootenvKernel
+	bootenvInitrd   = service.BootenvInitrd
 	bootenvManifest = "manifest.json"
 )
 

@@ -5,16 +5,22 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/metalhall/metalhall/service"
 )
 
-// freeAddr returns a loopback address nobody listens on right now.
+// freeAddr returns a loopback address nobody listens on right now: for a
+// service the test must restart on the same address (a separate process),
+// or for an address where no service should answer. In-process services
+// get listeners the test holds (startService).
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -25,40 +31,79 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// startService runs `metalhall serve` in-process until the test ends.
-func startService(t *testing.T) (url, token string) {
+// loopbackListener is a listener on a free loopback port, held from now on.
+func loopbackListener(t *testing.T) net.Listener {
 	t.Helper()
-	dir := t.TempDir()
-	addr := freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int)
-	var logs bytes.Buffer
-	go func() {
-		done <- run(ctx, []string{"metalhall", "serve", "--data-dir", dir, "--listen", addr, "--power-sync-interval", "0"}, &logs, &logs)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if code := <-done; code != 0 {
-			t.Errorf("serve exited %d: %s", code, logs.String())
-		}
-	})
-	url = "http://" + addr
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if resp, err := http.Get(url + "/healthz"); err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("service did not come up: %s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return url, strings.TrimSpace(string(tok))
+	return ln
+}
+
+// runningService is a service running in-process until the test ends.
+type runningService struct {
+	svc   *service.Service
+	dir   string
+	token string
+	logs  *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer the service's logger and the test may use
+// at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) { b.mu.Lock(); defer b.mu.Unlock(); return b.b.Write(p) }
+func (b *syncBuffer) String() string              { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
+
+// startServiceWith builds the service on listeners the test holds (no
+// port is picked, released and bound again), runs it, and stops and closes
+// it when the test ends. edit may change the configuration first.
+func startServiceWith(t *testing.T, edit func(*service.Config)) *runningService {
+	t.Helper()
+	rs := &runningService{dir: t.TempDir(), logs: &syncBuffer{}}
+	cfg := service.Config{DataDir: rs.dir, AdminListener: loopbackListener(t), ProvisionListener: loopbackListener(t),
+		Logger: slog.New(slog.NewTextHandler(rs.logs, nil)), Version: "test"}
+	if edit != nil {
+		edit(&cfg)
+	}
+	svc, err := service.New(context.Background(), cfg)
+	if err != nil {
+		svc.Close()
+		cfg.AdminListener.Close()
+		cfg.ProvisionListener.Close()
+		t.Fatalf("service.New: %v", err)
+	}
+	rs.svc = svc
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("service stopped with %v: %s", err, rs.logs.String())
+		}
+		if err := svc.Close(); err != nil {
+			t.Errorf("closing the service: %v", err)
+		}
+	})
+	tok, err := os.ReadFile(filepath.Join(rs.dir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs.token = strings.TrimSpace(string(tok))
+	return rs
+}
+
+// startService runs the service in-process until the test ends. Its
+// listeners are bound before New returns, so it answers at once.
+func startService(t *testing.T) (url, token string) {
+	t.Helper()
+	rs := startServiceWith(t, nil)
+	return rs.svc.AdminURL(), rs.token
 }
 
 type cliRunner struct {
@@ -225,11 +270,10 @@ func TestSecondServeOnSameDataDirFailsAtOnce(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	addr := freeAddr(t)
 	done := make(chan int)
-	var logs bytes.Buffer
+	var logs syncBuffer
 	go func() {
-		done <- run(ctx, []string{"metalhall", "serve", "--data-dir", dir, "--listen", addr, "--power-sync-interval", "0"}, &logs, &logs)
+		done <- run(ctx, []string{"metalhall", "serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--provision-listen", "127.0.0.1:0", "--power-sync-interval", "0"}, &logs, &logs)
 	}()
 	for i := 0; i < 200; i++ {
 		if _, err := os.Stat(filepath.Join(dir, "admin.token")); err == nil {
@@ -239,7 +283,7 @@ func TestSecondServeOnSameDataDirFailsAtOnce(t *testing.T) {
 	}
 	var errb bytes.Buffer
 	start := time.Now()
-	code := run(context.Background(), []string{"metalhall", "serve", "--data-dir", dir, "--listen", freeAddr(t)}, &errb, &errb)
+	code := run(context.Background(), []string{"metalhall", "serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--provision-listen", "127.0.0.1:0"}, &errb, &errb)
 	if code == 0 || !strings.Contains(errb.String(), "already in use by another metalhall") {
 		t.Fatalf("second serve: exit %d: %s", code, errb.String())
 	}
@@ -258,7 +302,7 @@ func TestServeConfigPrecedence(t *testing.T) {
 	os.WriteFile(cfg, []byte(fmt.Sprintf("data-dir: %s\nlog-format: yaml-is-not-a-format\n", filepath.Join(dir, "from-file"))), 0o600)
 	// The file's bad log format is used when nothing overrides it...
 	var errb bytes.Buffer
-	code := run(context.Background(), []string{"metalhall", "serve", "--config", cfg, "--listen", freeAddr(t)}, &errb, &errb)
+	code := run(context.Background(), []string{"metalhall", "serve", "--config", cfg, "--listen", "127.0.0.1:0", "--provision-listen", "127.0.0.1:0"}, &errb, &errb)
 	if code != exitUsage || !strings.Contains(errb.String(), "--log-format") {
 		t.Fatalf("config file not read: %d %s", code, errb.String())
 	}
@@ -266,12 +310,12 @@ func TestServeConfigPrecedence(t *testing.T) {
 	t.Setenv("METALHALL_LOG_FORMAT", "json")
 	t.Setenv("METALHALL_DHCP_MODE", "bogus")
 	errb.Reset()
-	code = run(context.Background(), []string{"metalhall", "serve", "--config", cfg, "--listen", freeAddr(t)}, &errb, &errb)
+	code = run(context.Background(), []string{"metalhall", "serve", "--config", cfg, "--listen", "127.0.0.1:0", "--provision-listen", "127.0.0.1:0"}, &errb, &errb)
 	if code != exitUsage || !strings.Contains(errb.String(), `--dhcp-mode "bogus"`) {
 		t.Fatalf("env over file: %d %s", code, errb.String())
 	}
 	errb.Reset()
-	code = run(context.Background(), []string{"metalhall", "serve", "--config", cfg, "--dhcp-mode", "nonsense", "--listen", freeAddr(t)}, &errb, &errb)
+	code = run(context.Background(), []string{"metalhall", "serve", "--config", cfg, "--dhcp-mode", "nonsense", "--listen", "127.0.0.1:0", "--provision-listen", "127.0.0.1:0"}, &errb, &errb)
 	if code != exitUsage || !strings.Contains(errb.String(), `--dhcp-mode "nonsense"`) {
 		t.Fatalf("flag over env: %d %s", code, errb.String())
 	}

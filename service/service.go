@@ -63,6 +63,8 @@ type Config struct {
 	// AdminListener carries the API and /metrics. When nil, the service
 	// binds AdminAddr (default 127.0.0.1:8280). Tests hand in a listener
 	// they already hold, so no port is picked, released and bound again.
+	// A listener handed in belongs to the service from New on: Close (or a
+	// failed New) closes it.
 	AdminListener net.Listener
 	AdminAddr     string
 	// ProvisionListener carries what machines use: /boot/, the agent's
@@ -147,6 +149,12 @@ func New(ctx context.Context, cfg Config) (s *Service, err error) {
 			s.Close()
 		}
 	}()
+	// Listeners handed in are the service's from now on, whatever happens.
+	for _, ln := range []net.Listener{cfg.AdminListener, cfg.ProvisionListener} {
+		if ln != nil {
+			s.onClose(closeListener(ln))
+		}
+	}
 	if err := s.provision(ctx); err != nil {
 		return s, err
 	}
@@ -333,8 +341,8 @@ func (s *Service) listen() error {
 			return fmt.Errorf("admin listener on %s: %w", cfg.AdminAddr, err)
 		}
 		s.adminLn = ln
+		s.onClose(closeListener(ln))
 	}
-	s.onClose(closeListener(s.adminLn))
 	if s.provLn = cfg.ProvisionListener; s.provLn == nil {
 		addr := cfg.ProvisionAddr
 		if addr == "" {
@@ -345,8 +353,8 @@ func (s *Service) listen() error {
 			return fmt.Errorf("provisioning listener on %s: %w", addr, err)
 		}
 		s.provLn = ln
+		s.onClose(closeListener(ln))
 	}
-	s.onClose(closeListener(s.provLn))
 
 	tlsCfg, info, err := adminTLS(cfg.TLS, cfg.DataDir, s.adminLn.Addr(), s.log)
 	if err != nil {

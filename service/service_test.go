@@ -61,9 +61,6 @@ func start(t *testing.T, dir string, edit func(*service.Config)) *running {
 	}
 	svc, err := service.New(context.Background(), cfg)
 	if err != nil {
-		svc.Close()
-		cfg.AdminListener.Close()
-		cfg.ProvisionListener.Close()
 		t.Fatalf("New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -182,8 +179,8 @@ func TestSecondServiceOnSameDataDirFailsAtOnce(t *testing.T) {
 	dir := t.TempDir()
 	start(t, dir, nil)
 	svc, err := service.New(context.Background(), service.Config{DataDir: dir, AdminListener: listener(t), ProvisionListener: listener(t)})
-	defer svc.Close()
 	if !errors.Is(err, service.ErrDataDirInUse) {
+		svc.Close()
 		t.Fatalf("second New: %v, want ErrDataDirInUse", err)
 	}
 }

@@ -56,8 +56,12 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) { b.mu.Lock(); defer b.mu.Unlock(); return b.b.Write(p) }
-func (b *syncBuffer) String() string              { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
 
 // startServiceWith builds the service on listeners the test holds (no
 // port is picked, released and bound again), runs it, and stops and closes
@@ -72,9 +76,6 @@ func startServiceWith(t *testing.T, edit func(*service.Config)) *runningService 
 	}
 	svc, err := service.New(context.Background(), cfg)
 	if err != nil {
-		svc.Close()
-		cfg.AdminListener.Close()
-		cfg.ProvisionListener.Close()
 		t.Fatalf("service.New: %v", err)
 	}
 	rs.svc = svc

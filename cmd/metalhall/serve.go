@@ -145,13 +145,15 @@ func newLogger(w interface{ Write([]byte) (int, error) }, format, level string) 
 // stops taking requests, lets in-flight ones finish, and closes the
 // database.
 func serve(ctx context.Context, cfg service.Config) error {
+	// New releases what it took when it fails; once it succeeded, Close
+	// releases everything, also after Run failed.
 	svc, err := service.New(ctx, cfg)
-	defer svc.Close()
 	if err != nil {
 		if errors.Is(err, service.ErrDataDirInUse) {
 			return fmt.Errorf("data dir %s is already in use by another metalhall: stop it first, or use another --data-dir", cfg.DataDir)
 		}
 		return err
 	}
+	defer svc.Close()
 	return svc.Run(ctx)
 }

@@ -15,16 +15,16 @@ import (
 // runs it, so tests can kill it with SIGKILL and start it again on the same
 // data dir.
 type subproc struct {
-	t     *testing.T
-	bin   string
-	dir   string
-	url   string
-	addr  string
+	t    *testing.T
+	bin  string
+	dir  string
+	url  string
+	addr string
 	// prov is the provisioning listener: what the machines reach.
 	prov, provURL string
-	flags []string
-	cmd   *exec.Cmd
-	token string
+	flags         []string
+	cmd           *exec.Cmd
+	token         string
 }
 
 func newSubproc(t *testing.T, flags ...string) *subproc {

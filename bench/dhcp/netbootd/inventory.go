@@ -37,11 +37,11 @@ func runInventory(dir, iface, server, prefix, first, last string, workers, queue
 	}
 	svc, err := service.New(ctx, service.Config{DataDir: dir, DHCPMode: netboot.ModeReservation, Interface: iface,
 		Advertise: netip.MustParseAddr(server), Discovery: true, DHCPWorkers: workers, DHCPQueue: queue, Logger: log})
-	defer svc.Close()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
+	defer svc.Close()
 	err = svc.Run(ctx)
 	st := svc.Netboot().Stats().DHCP
 	leases, _ := svc.Inventory().Leases(context.Background(), time.Now())

@@ -56,9 +56,6 @@ func formatList() string {
 	return b.String()
 }
 
-// magicLen is how many leading bytes detection needs.
-const magicLen = 6
-
 var (
 	magicGzip = []byte{0x1f, 0x8b}
 	magicZstd = []byte{0x28, 0xb5, 0x2f, 0xfd}

@@ -102,6 +102,10 @@ func run(n int, bin, agent, dir string, keep bool) int {
 	if d.bin, err = filepath.Abs(bin); err == nil {
 		d.agent, err = filepath.Abs(agent)
 	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
+		return 2
+	}
 	for _, p := range []string{d.bin, d.agent} {
 		if _, err := os.Stat(p); err != nil {
 			fmt.Fprintf(os.Stderr, "demo: %s missing: run `make build` first\n", p)

@@ -13,7 +13,8 @@ PKGS      := ./...
 # after one `apt-get update` (a fresh machine has empty package lists).
 TEST_DEBS := ipmitool openipmi qemu-system-x86 ipxe-qemu ovmf ipxe \
              linux-image-amd64 busybox-static cpio zstd xz-utils iproute2 \
-             syslinux syslinux-common syslinux-efi mtools dosfstools dnsmasq-base
+             syslinux syslinux-common syslinux-efi mtools dosfstools dnsmasq-base \
+             prometheus
 BENCH_DEBS := kea-admin kea-dhcp4-server dnsmasq nginx curl
 
 .PHONY: all build agent test test-short e2e demo fuzz deps bench-deps run bench lint fmt clean
@@ -22,6 +23,7 @@ all: build
 
 build:
 	$(GO) build -o $(BIN)/metalhall ./cmd/metalhall
+	$(GO) build -o $(BIN)/metalhall-lab ./cmd/metalhall-lab
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/metalhall-agent ./cmd/metalhall-agent
 
 # deps installs the Debian packages in $(1) that are not installed yet.
@@ -42,8 +44,7 @@ deps:
 bench-deps: deps
 	$(call apt_install,$(BENCH_DEBS))
 
-test: deps
-	$(GO) vet $(PKGS)
+test: deps lint
 	$(GO) test -race -count=1 -timeout 60m $(PKGS)
 	$(GO) test -run '^$$' -fuzz '^FuzzHandleDHCP$$' -fuzztime 150000x ./netboot
 
@@ -73,9 +74,18 @@ run: build
 bench: bench-deps
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./bench/...
 
-lint:
+# lint: gofmt, go vet and staticcheck, all with zero findings. staticcheck
+# is installed through the module proxy, pinned, only when missing.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
+
+lint: $(STATICCHECK)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(STATICCHECK) $(PKGS)
+
+$(STATICCHECK):
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -7,39 +7,50 @@ package api_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
-	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 
-	"github.com/metalhall/metalhall/api"
 	"github.com/metalhall/metalhall/inventory"
-	"github.com/metalhall/metalhall/inventory/seal"
+	"github.com/metalhall/metalhall/service"
 )
 
 const clients = 64
 
+// setup runs the service through its composition root, on loopback
+// listeners the benchmark holds, and seeds a rack of 40 machines.
 func setup(b *testing.B) (url, token string) {
 	b.Helper()
 	ctx := context.Background()
-	inv, err := inventory.Open(filepath.Join(b.TempDir(), "db"), inventory.Options{})
+	hold := func() net.Listener {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		return ln
+	}
+	dir := b.TempDir()
+	svc, err := service.New(ctx, service.Config{DataDir: dir, AdminListener: hold(), ProvisionListener: hold()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { inv.Close() })
-	key := make([]byte, 32)
-	rand.Read(key)
-	sealer, _ := seal.New(key)
-	srv, err := api.New(api.Config{Store: inv, Sealer: sealer})
-	if err != nil {
-		b.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	b.Cleanup(hs.Close)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(runCtx) }()
+	b.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+		svc.Close()
+	})
+	inv := svc.Inventory()
 	inv.CreateSite(ctx, inventory.Site{Name: "s"})
 	inv.CreateHall(ctx, inventory.Hall{Name: "h", Site: "s"})
 	inv.CreatePhase(ctx, inventory.Phase{Hall: "h", Number: 1, BudgetW: 10_000_000})
@@ -52,11 +63,11 @@ func setup(b *testing.B) (url, token string) {
 			b.Fatal(err)
 		}
 	}
-	tok, _, err := api.NewToken(ctx, inv, inventory.RoleAdmin, "", "bench")
+	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
 	if err != nil {
 		b.Fatal(err)
 	}
-	return hs.URL, tok
+	return svc.AdminURL(), strings.TrimSpace(string(tok))
 }
 
 func httpClient() *http.Client {

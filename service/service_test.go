@@ -1,85 +1,26 @@
 package service_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/metalhall/metalhall/agent/wire"
 	"github.com/metalhall/metalhall/api"
 	"github.com/metalhall/metalhall/inventory"
 	"github.com/metalhall/metalhall/service"
+	"github.com/metalhall/metalhall/service/servicetest"
 )
 
-func listener(t *testing.T) net.Listener {
+func start(t *testing.T, dir string, edit func(*service.Config)) *servicetest.Running {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ln
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
-
-type running struct {
-	svc   *service.Service
-	dir   string
-	token string
-	logs  *syncBuffer
-}
-
-// start builds a service on listeners the test holds and runs it until
-// the test ends.
-func start(t *testing.T, dir string, edit func(*service.Config)) *running {
-	t.Helper()
-	logs := &syncBuffer{}
-	cfg := service.Config{DataDir: dir, AdminListener: listener(t), ProvisionListener: listener(t),
-		Logger: slog.New(slog.NewTextHandler(logs, nil))}
-	if edit != nil {
-		edit(&cfg)
-	}
-	svc, err := service.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v\n%s", err, logs.String())
-		}
-		if err := svc.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &running{svc: svc, dir: dir, token: strings.TrimSpace(string(tok)), logs: logs}
+	return servicetest.Start(t, dir, edit)
 }
 
 func get(t *testing.T, c *http.Client, url, token string) (int, string) {
@@ -108,21 +49,21 @@ func auditCount(t *testing.T, inv *inventory.Store) int {
 
 func TestProvisioningListenerServesOnlyWhatMachinesUse(t *testing.T) {
 	r := start(t, t.TempDir(), nil)
-	admin, prov := r.svc.AdminURL(), r.svc.ProvisionURL()
+	admin, prov := r.AdminURL(), r.ProvisionURL()
 	if admin == prov {
 		t.Fatalf("one URL for both listeners: %s", admin)
 	}
-	before := auditCount(t, r.svc.Inventory())
+	before := auditCount(t, r.Inventory())
 	// Not there on the provisioning side, with or without a valid token,
 	// and nothing is written for trying.
 	for _, path := range []string{"/api/v1/sites", "/api/v1/machines/m1", "/api/v1/openapi.json", "/metrics", "/healthz", "/ui/"} {
-		for _, tok := range []string{"", r.token} {
+		for _, tok := range []string{"", r.Token} {
 			if code, body := get(t, http.DefaultClient, prov+path, tok); code != http.StatusNotFound {
 				t.Errorf("provisioning %s (token %v): %d %s", path, tok != "", code, body)
 			}
 		}
 	}
-	if after := auditCount(t, r.svc.Inventory()); after != before {
+	if after := auditCount(t, r.Inventory()); after != before {
 		t.Errorf("requests on the provisioning listener wrote %d audit events", after-before)
 	}
 	// What machines use is there: an agent endpoint without a token is
@@ -137,7 +78,7 @@ func TestProvisioningListenerServesOnlyWhatMachinesUse(t *testing.T) {
 		t.Errorf("/boot/ on the provisioning listener did not reach the boot handler")
 	}
 	// And the admin side carries the API and /metrics, not the boot path.
-	if code, body := get(t, http.DefaultClient, admin+"/api/v1/sites", r.token); code != http.StatusOK {
+	if code, body := get(t, http.DefaultClient, admin+"/api/v1/sites", r.Token); code != http.StatusOK {
 		t.Errorf("admin API: %d %s", code, body)
 	}
 	if code, _ := get(t, http.DefaultClient, admin+"/metrics", ""); code != http.StatusOK {
@@ -152,7 +93,7 @@ func TestProvisioningListenerServesOnlyWhatMachinesUse(t *testing.T) {
 
 func TestNewFailingHalfWayReleasesWhatItTook(t *testing.T) {
 	dir := t.TempDir()
-	held := listener(t)
+	held := servicetest.Listener(t)
 	defer held.Close()
 	// The database opens, then the provisioning address is taken: New
 	// fails, and must have closed the database and the admin listener.
@@ -170,7 +111,7 @@ func TestNewFailingHalfWayReleasesWhatItTook(t *testing.T) {
 	svc.Close() // twice is fine too
 	// The database is free again: a second New on the same dir works.
 	r := start(t, dir, nil)
-	if r.token == "" {
+	if r.Token == "" {
 		t.Fatal("no admin token")
 	}
 }
@@ -178,7 +119,7 @@ func TestNewFailingHalfWayReleasesWhatItTook(t *testing.T) {
 func TestSecondServiceOnSameDataDirFailsAtOnce(t *testing.T) {
 	dir := t.TempDir()
 	start(t, dir, nil)
-	svc, err := service.New(context.Background(), service.Config{DataDir: dir, AdminListener: listener(t), ProvisionListener: listener(t)})
+	svc, err := service.New(context.Background(), service.Config{DataDir: dir, AdminListener: servicetest.Listener(t), ProvisionListener: servicetest.Listener(t)})
 	if !errors.Is(err, service.ErrDataDirInUse) {
 		svc.Close()
 		t.Fatalf("second New: %v, want ErrDataDirInUse", err)
@@ -193,10 +134,10 @@ func TestMetricsPassPromtoolCheck(t *testing.T) {
 	r := start(t, t.TempDir(), nil)
 	// Traffic first, so the labelled series exist: an API request, a
 	// provisioning-side 404 and an image blob request.
-	get(t, http.DefaultClient, r.svc.AdminURL()+"/api/v1/sites", r.token)
-	get(t, http.DefaultClient, r.svc.ProvisionURL()+"/boot/files/nothing", "")
-	get(t, http.DefaultClient, r.svc.ProvisionURL()+"/images/"+strings.Repeat("0", 64), "")
-	code, body := get(t, http.DefaultClient, r.svc.AdminURL()+"/metrics", "")
+	get(t, http.DefaultClient, r.AdminURL()+"/api/v1/sites", r.Token)
+	get(t, http.DefaultClient, r.ProvisionURL()+"/boot/files/nothing", "")
+	get(t, http.DefaultClient, r.ProvisionURL()+"/images/"+strings.Repeat("0", 64), "")
+	code, body := get(t, http.DefaultClient, r.AdminURL()+"/metrics", "")
 	if code != http.StatusOK {
 		t.Fatalf("/metrics: %d", code)
 	}
@@ -217,20 +158,20 @@ func TestMetricsPassPromtoolCheck(t *testing.T) {
 func TestTLSOnTheAdminListenerIsPinnedByFingerprint(t *testing.T) {
 	dir := t.TempDir()
 	r := start(t, dir, func(c *service.Config) { c.TLS.Force = true })
-	if !strings.HasPrefix(r.svc.AdminURL(), "https://") || r.svc.TLS() == nil {
-		t.Fatalf("admin URL %s without TLS", r.svc.AdminURL())
+	if !strings.HasPrefix(r.AdminURL(), "https://") || r.TLS() == nil {
+		t.Fatalf("admin URL %s without TLS", r.AdminURL())
 	}
 	fp, err := os.ReadFile(filepath.Join(dir, service.FingerprintFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.TrimSpace(string(fp)) != r.svc.TLS().Fingerprint {
-		t.Fatalf("fingerprint file %q, service %q", fp, r.svc.TLS().Fingerprint)
+	if strings.TrimSpace(string(fp)) != r.TLS().Fingerprint {
+		t.Fatalf("fingerprint file %q, service %q", fp, r.TLS().Fingerprint)
 	}
-	if !strings.Contains(r.logs.String(), r.svc.TLS().Fingerprint) {
+	if !strings.Contains(r.Logs.String(), r.TLS().Fingerprint) {
 		t.Error("the generated certificate's fingerprint is not logged")
 	}
-	c := api.NewClient(r.svc.AdminURL(), r.token)
+	c := api.NewClient(r.AdminURL(), r.Token)
 	if err := c.UseTLS(api.TLSOptions{Fingerprint: string(fp)}); err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +179,7 @@ func TestTLSOnTheAdminListenerIsPinnedByFingerprint(t *testing.T) {
 	if err := c.Do(context.Background(), "GET", "/api/v1/sites", nil, &sites); err != nil {
 		t.Fatalf("pinned client: %v", err)
 	}
-	bad := api.NewClient(r.svc.AdminURL(), r.token)
+	bad := api.NewClient(r.AdminURL(), r.Token)
 	if err := bad.UseTLS(api.TLSOptions{Fingerprint: strings.Repeat("ab", 32)}); err != nil {
 		t.Fatal(err)
 	}
@@ -247,15 +188,15 @@ func TestTLSOnTheAdminListenerIsPinnedByFingerprint(t *testing.T) {
 		t.Fatalf("wrong pin: %v, want a PinMismatch", err)
 	}
 	// Provisioning stays plain HTTP: PXE firmware and the agent fetch it.
-	if !strings.HasPrefix(r.svc.ProvisionURL(), "http://") {
-		t.Errorf("provisioning URL %s", r.svc.ProvisionURL())
+	if !strings.HasPrefix(r.ProvisionURL(), "http://") {
+		t.Errorf("provisioning URL %s", r.ProvisionURL())
 	}
 }
 
 func TestGeneratedCertificateIsKeptAcrossRestarts(t *testing.T) {
 	dir := t.TempDir()
 	first := func() string {
-		svc, err := service.New(context.Background(), service.Config{DataDir: dir, AdminListener: listener(t), ProvisionListener: listener(t),
+		svc, err := service.New(context.Background(), service.Config{DataDir: dir, AdminListener: servicetest.Listener(t), ProvisionListener: servicetest.Listener(t),
 			TLS: service.TLSConfig{Force: true}})
 		if err != nil {
 			t.Fatal(err)
@@ -271,8 +212,8 @@ func TestGeneratedCertificateIsKeptAcrossRestarts(t *testing.T) {
 func TestLoopbackAdminListenerServesPlainHTTP(t *testing.T) {
 	dir := t.TempDir()
 	r := start(t, dir, nil)
-	if !strings.HasPrefix(r.svc.AdminURL(), "http://") || r.svc.TLS() != nil {
-		t.Fatalf("loopback admin listener: %s", r.svc.AdminURL())
+	if !strings.HasPrefix(r.AdminURL(), "http://") || r.TLS() != nil {
+		t.Fatalf("loopback admin listener: %s", r.AdminURL())
 	}
 	if _, err := os.Stat(filepath.Join(dir, service.FingerprintFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a fingerprint file for a plain listener: %v", err)

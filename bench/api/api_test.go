@@ -9,16 +9,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/metalhall/metalhall/inventory"
-	"github.com/metalhall/metalhall/service"
+	"github.com/metalhall/metalhall/service/servicetest"
 )
 
 const clients = 64
@@ -28,28 +24,7 @@ const clients = 64
 func setup(b *testing.B) (url, token string) {
 	b.Helper()
 	ctx := context.Background()
-	hold := func() net.Listener {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		return ln
-	}
-	dir := b.TempDir()
-	svc, err := service.New(ctx, service.Config{DataDir: dir, AdminListener: hold(), ProvisionListener: hold()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(runCtx) }()
-	b.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			b.Error(err)
-		}
-		svc.Close()
-	})
+	svc := servicetest.Start(b, "", nil)
 	inv := svc.Inventory()
 	inv.CreateSite(ctx, inventory.Site{Name: "s"})
 	inv.CreateHall(ctx, inventory.Hall{Name: "h", Site: "s"})
@@ -63,11 +38,7 @@ func setup(b *testing.B) (url, token string) {
 			b.Fatal(err)
 		}
 	}
-	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	return svc.AdminURL(), strings.TrimSpace(string(tok))
+	return svc.AdminURL(), svc.Token
 }
 
 func httpClient() *http.Client {

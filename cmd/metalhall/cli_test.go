@@ -5,16 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/metalhall/metalhall/service"
+	"github.com/metalhall/metalhall/service/servicetest"
 )
 
 // freeAddr returns a loopback address nobody listens on right now: for a
@@ -31,80 +29,12 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// loopbackListener is a listener on a free loopback port, held from now on.
-func loopbackListener(t *testing.T) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ln
-}
-
-// runningService is a service running in-process until the test ends.
-type runningService struct {
-	svc   *service.Service
-	dir   string
-	token string
-	logs  *syncBuffer
-}
-
-// syncBuffer is a bytes.Buffer the service's logger and the test may use
-// at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
-
-// startServiceWith builds the service on listeners the test holds (no
-// port is picked, released and bound again), runs it, and stops and closes
-// it when the test ends. edit may change the configuration first.
-func startServiceWith(t *testing.T, edit func(*service.Config)) *runningService {
-	t.Helper()
-	rs := &runningService{dir: t.TempDir(), logs: &syncBuffer{}}
-	cfg := service.Config{DataDir: rs.dir, AdminListener: loopbackListener(t), ProvisionListener: loopbackListener(t),
-		Logger: slog.New(slog.NewTextHandler(rs.logs, nil)), Version: "test"}
-	if edit != nil {
-		edit(&cfg)
-	}
-	svc, err := service.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("service.New: %v", err)
-	}
-	rs.svc = svc
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("service stopped with %v: %s", err, rs.logs.String())
-		}
-		if err := svc.Close(); err != nil {
-			t.Errorf("closing the service: %v", err)
-		}
-	})
-	tok, err := os.ReadFile(filepath.Join(rs.dir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs.token = strings.TrimSpace(string(tok))
-	return rs
-}
-
 // startService runs the service in-process until the test ends. Its
 // listeners are bound before New returns, so it answers at once.
 func startService(t *testing.T) (url, token string) {
 	t.Helper()
-	rs := startServiceWith(t, nil)
-	return rs.svc.AdminURL(), rs.token
+	rs := servicetest.Start(t, "", nil)
+	return rs.AdminURL(), rs.Token
 }
 
 type cliRunner struct {
@@ -272,7 +202,7 @@ func TestSecondServeOnSameDataDirFailsAtOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan int)
-	var logs syncBuffer
+	var logs servicetest.SyncBuffer
 	go func() {
 		done <- run(ctx, []string{"metalhall", "serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--provision-listen", "127.0.0.1:0", "--power-sync-interval", "0"}, &logs, &logs)
 	}()

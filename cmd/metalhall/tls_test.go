@@ -7,19 +7,20 @@ import (
 	"testing"
 
 	"github.com/metalhall/metalhall/service"
+	"github.com/metalhall/metalhall/service/servicetest"
 )
 
 func TestCLIPinsTheServiceCertificate(t *testing.T) {
-	rs := startServiceWith(t, func(c *service.Config) { c.TLS.Force = true })
-	url := rs.svc.AdminURL()
+	rs := servicetest.Start(t, "", func(c *service.Config) { c.TLS.Force = true })
+	url := rs.AdminURL()
 	if !strings.HasPrefix(url, "https://") {
 		t.Fatalf("admin URL %s", url)
 	}
-	fp, err := os.ReadFile(filepath.Join(rs.dir, service.FingerprintFile))
+	fp, err := os.ReadFile(filepath.Join(rs.Dir, service.FingerprintFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli := cliRunner{t, url, rs.token}
+	cli := cliRunner{t, url, rs.Token}
 
 	// The right pin, from the flag and from the environment.
 	cli.ok("--tls-fingerprint", strings.TrimSpace(string(fp)), "site", "create", "pinned")
@@ -30,7 +31,7 @@ func TestCLIPinsTheServiceCertificate(t *testing.T) {
 	t.Setenv("METALHALL_TLS_FINGERPRINT", "")
 
 	// The certificate as a CA file works too.
-	cli.ok("--ca-file", filepath.Join(rs.dir, service.GeneratedCertFile), "site", "list")
+	cli.ok("--ca-file", filepath.Join(rs.Dir, service.GeneratedCertFile), "site", "list")
 
 	// A wrong pin: refused before the token is sent, with a message that
 	// says what to compare.

@@ -324,11 +324,23 @@ func (s *Service) provision(ctx context.Context) error {
 	provMux.Handle("/boot/", httpBoot)
 	provMux.Handle(wire.PathPrefix, engine.AgentHandler())
 	provMux.Handle("/metadata/", engine.MetadataHandler())
-	provMux.Handle("/images/", imgs.BlobHandler(images.HandlerOptions{Authorize: engine.AuthorizeImage}))
+	provMux.Handle("/images/", imgs.BlobHandler(images.HandlerOptions{Authorize: agentOnly(engine)}))
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	s.adminSrv = &http.Server{Handler: adminMux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
 	s.provSrv = &http.Server{Handler: provMux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
 	return nil
+}
+
+// agentOnly admits an agent to the image its job writes; to anyone else,
+// API tokens included, a blob on the provisioning listener does not exist.
+func agentOnly(engine *provisioner.Engine) func(*http.Request, *inventory.Image) error {
+	return func(r *http.Request, img *inventory.Image) error {
+		err := engine.AuthorizeImage(r, img)
+		if errors.Is(err, provisioner.ErrNotAgent) {
+			return fmt.Errorf("image %q: %w", img.Name, inventory.ErrNotFound)
+		}
+		return err
+	}
 }
 
 // listen binds (or takes) both listeners, wraps the admin one in TLS when

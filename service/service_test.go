@@ -219,3 +219,21 @@ func TestLoopbackAdminListenerServesPlainHTTP(t *testing.T) {
 		t.Errorf("a fingerprint file for a plain listener: %v", err)
 	}
 }
+
+func TestImageBlobsAreForAgentsOnTheProvisioningListener(t *testing.T) {
+	r := start(t, t.TempDir(), nil)
+	c := api.NewClient(r.AdminURL(), r.Token)
+	var img api.Image
+	if err := c.DoRaw(context.Background(), "POST", "/api/v1/images?name=os", "application/octet-stream", strings.NewReader("an image"), &img); err != nil {
+		t.Fatal(err)
+	}
+	// Staff read it from the admin listener with their token...
+	if code, body := get(t, http.DefaultClient, r.AdminURL()+"/images/"+img.SHA256, r.Token); code != http.StatusOK || body != "an image" {
+		t.Fatalf("admin listener: %d %q", code, body)
+	}
+	// ...but on the provisioning listener only an agent's job token opens
+	// it; an API token finds nothing there.
+	if code, _ := get(t, http.DefaultClient, r.ProvisionURL()+"/images/"+img.SHA256, r.Token); code != http.StatusNotFound {
+		t.Fatalf("provisioning listener with an API token: %d, want 404", code)
+	}
+}

@@ -15,7 +15,7 @@ PKGS      := ./...
 TEST_DEBS := ipmitool openipmi qemu-system-x86 ipxe-qemu ovmf ipxe \
              linux-image-amd64 busybox-static cpio zstd xz-utils iproute2 \
              syslinux syslinux-common syslinux-efi mtools dosfstools dnsmasq-base \
-             qemu-utils
+             qemu-utils prometheus
 BENCH_DEBS := kea-admin kea-dhcp4-server dnsmasq nginx curl
 
 .PHONY: all build agent test test-stress test-short e2e demo fuzz deps bench-deps run bench lint fmt clean
@@ -24,6 +24,7 @@ all: build
 
 build:
 	$(GO) build -o $(BIN)/metalhall ./cmd/metalhall
+	$(GO) build -o $(BIN)/metalhall-lab ./cmd/metalhall-lab
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/metalhall-agent ./cmd/metalhall-agent
 
 # deps installs the Debian packages in $(1) that are not installed yet.
@@ -50,8 +51,7 @@ bench-deps: deps
 # then a summary of tests run and skipped, and fails when a test skipped
 # for want of a package deps installs or of root while running as root
 # (ALLOW_SKIPS=1 lists such skips without failing).
-test: deps
-	$(GO) vet $(PKGS)
+test: deps lint
 	{ $(GO) test -json -race -count=1 -timeout 60m $(PKGS) 2>&1 || echo '{"Action":"go-test-exit"}'; } | ALLOW_SKIPS=$(ALLOW_SKIPS) $(GO) run ./scripts/testsummary
 	$(GO) test -run '^$$' -fuzz '^FuzzHandleDHCP$$' -fuzztime 150000x ./netboot
 
@@ -87,9 +87,18 @@ run: build
 bench: bench-deps
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 60m ./bench/...
 
-lint:
+# lint: gofmt, go vet and staticcheck, all with zero findings. staticcheck
+# is installed through the module proxy, pinned, only when missing.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
+
+lint: $(STATICCHECK)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(STATICCHECK) $(PKGS)
+
+$(STATICCHECK):
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -201,10 +201,8 @@ func parseCSVManifest(data []byte) (*Manifest, error) {
 		if err != nil {
 			return nil, err
 		}
-		var macs []string
-		for _, mac := range strings.FieldsFunc(get("macs"), func(r rune) bool { return r == ';' || r == ' ' || r == '|' }) {
-			macs = append(macs, mac)
-		}
+		var macs []string // nil when the row has none
+		macs = append(macs, strings.FieldsFunc(get("macs"), func(r rune) bool { return r == ';' || r == ' ' || r == '|' })...)
 		m.Machines = append(m.Machines, ManifestMachine{Name: get("name"), Unit: int(unit), Height: int(height), MACs: macs,
 			BMC:    ManifestBMC{Address: get("bmc_address"), Protocol: get("bmc_protocol"), User: get("bmc_user"), Password: get("bmc_password")},
 			PowerW: power, Profile: get("profile"), IP: get("ip"), line: line})

@@ -70,6 +70,7 @@ type Controller struct {
 	locks    addrLocks
 	ipmitool string
 	ipmiErr  error
+	metrics  *metrics
 }
 
 // New returns a Controller. It never fails: a missing ipmitool is reported
@@ -104,6 +105,7 @@ func New(cfg Config) *Controller {
 		sem: make(chan struct{}, cfg.MaxConcurrent),
 	}
 	c.locks.m = make(map[string]*addrLock)
+	c.metrics = newMetrics(c)
 	c.ipmitool, c.ipmiErr = findIPMITool(cfg.IPMIToolPath)
 	return c
 }
@@ -361,7 +363,8 @@ func (c *Controller) run(ctx context.Context, ep Endpoint, op string, budget tim
 	return c.runRetries(ctx, ep, op, budget, c.cfg.Retries, body)
 }
 
-func (c *Controller) runRetries(ctx context.Context, ep Endpoint, op string, budget time.Duration, retries int, body func(context.Context, *session) error) error {
+func (c *Controller) runRetries(ctx context.Context, ep Endpoint, op string, budget time.Duration, retries int, body func(context.Context, *session) error) (err error) {
+	defer func() { c.metrics.observe(op, ep.Protocol, err) }()
 	mkErr := func(kind ErrorKind, err error) *Error {
 		return &Error{Kind: kind, Address: ep.Address, Protocol: ep.Protocol, Op: op, Err: err}
 	}

@@ -57,8 +57,8 @@ func (s *Store) BlobHandler(opts HandlerOptions) http.Handler {
 	if opts.Authorize == nil {
 		opts.Authorize = func(*http.Request, *inventory.Image) error { return errors.New("image serving is not configured") }
 	}
-	return &blobHandler{s: s, opts: opts, sem: make(chan struct{}, opts.MaxConcurrent),
-		retryAfter: strconv.Itoa(int((opts.RetryAfter + time.Second - 1) / time.Second))}
+	return s.metrics.counted(&blobHandler{s: s, opts: opts, sem: make(chan struct{}, opts.MaxConcurrent),
+		retryAfter: strconv.Itoa(int((opts.RetryAfter + time.Second - 1) / time.Second))})
 }
 
 type blobHandler struct {

@@ -91,6 +91,8 @@ type Store struct {
 	inflight  map[string]int64 // bytes received by each tenant's imports in flight
 
 	slots chan struct{} // one per running import; cap Options.MaxImports
+
+	metrics *storeMetrics
 }
 
 // Defaults of Options.
@@ -134,6 +136,7 @@ func Open(dir string, cat Catalogue, opts Options) (*Store, error) {
 		slots: make(chan struct{}, opts.MaxImports),
 	}
 	s.client = newHTTPClient(&s.opts.URLPolicy)
+	s.metrics = newStoreMetrics(s)
 	for _, d := range []string{s.tmpDir(), filepath.Join(s.dir, "sha256")} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("image store: %w", err)

@@ -46,8 +46,9 @@ type HTTPHandler struct {
 	// there named: kernel and initrd fetches are labelled from the
 	// decision already taken, not by asking the Booter again (pixiecore
 	// style: decide once, carry the decision).
-	mu     sync.Mutex
-	served map[netip.Addr]servedBoot
+	mu      sync.Mutex
+	served  map[netip.Addr]servedBoot
+	counted *httpMetrics
 }
 
 // servedBoot is a script's decision, as later fetches need it.
@@ -84,6 +85,7 @@ func NewHTTPHandler(cfg HTTPConfig) (*HTTPHandler, error) {
 	h.mux.HandleFunc("GET /boot/{script}", h.serveScript)
 	h.mux.HandleFunc("GET /boot/ipxe/{file}", h.serveIPXE)
 	h.mux.HandleFunc("GET /boot/files/{path...}", h.serveFile)
+	h.counted = newHTTPMetrics(h.mux)
 	return h, nil
 }
 
@@ -95,7 +97,7 @@ func (h *HTTPHandler) Close() error {
 	return nil
 }
 
-func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.counted.ServeHTTP(w, r) }
 
 func sourceIP(r *http.Request) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)

@@ -56,6 +56,13 @@ type Server struct {
 	log  *slog.Logger
 	dhcp *DHCPServer // nil in ModeOff
 	tftp *TFTPServer // nil without TFTPRoot
+
+	// Bound by Listen, handed to Serve.
+	dhcpConns []*net.UDPConn
+	tftpConn  *net.UDPConn
+	listened  bool
+	served    bool
+	closeOnce sync.Once
 }
 
 // Stats are a Server's counters.
@@ -64,7 +71,8 @@ type Stats struct {
 	TFTP TFTPStats
 }
 
-// NewServer checks cfg and returns a Server; Run starts it.
+// NewServer checks cfg and returns a Server; Listen binds its sockets and
+// Serve runs them (Run does both).
 func NewServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -116,16 +124,21 @@ func (s *Server) Stats() Stats {
 	return st
 }
 
-// Run opens the sockets, serves until ctx is done, then stops (call it
-// once per Server: stopping releases the TFTP root): it
-// closes the DHCP sockets, lets running TFTP transfers finish (pin/tftp
-// Shutdown) and returns. Socket errors at start are returned at once.
+// Run opens the sockets and serves until ctx is done: Listen, then Serve.
 func (s *Server) Run(ctx context.Context) error {
-	var dhcpConns []*net.UDPConn
-	closeAll := func() {
-		for _, c := range dhcpConns {
-			c.Close()
-		}
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	return s.Serve(ctx)
+}
+
+// Listen binds the DHCP and TFTP sockets and returns a bind error at once,
+// so a service fails its start instead of finding out later (no sleeping
+// and hoping). Call it once, before Serve; Close releases the sockets of a
+// Server that never served.
+func (s *Server) Listen() error {
+	if s.listened {
+		return errors.New("netboot: Listen called twice")
 	}
 	if s.dhcp != nil {
 		ports := []uint16{s.cfg.DHCPPort}
@@ -137,25 +150,66 @@ func (s *Server) Run(ctx context.Context) error {
 			// address never sees broadcast DISCOVERs.
 			c, err := server4.NewIPv4UDPConn(s.cfg.Interface, &net.UDPAddr{IP: net.IPv4zero, Port: int(p)})
 			if err != nil {
-				closeAll()
+				s.closeSockets()
 				return fmt.Errorf("netboot: DHCP socket on %q port %d: %w", s.cfg.Interface, p, err)
 			}
 			// A power restoration is a burst of thousands of DISCOVERs: let
 			// the kernel hold more than the default (best effort: capped by
 			// net.core.rmem_max).
 			_ = c.SetReadBuffer(4 << 20)
-			dhcpConns = append(dhcpConns, c)
+			s.dhcpConns = append(s.dhcpConns, c)
 		}
 	}
-	var tftpConn *net.UDPConn
 	if s.tftp != nil {
 		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(s.cfg.TFTPListen))
 		if err != nil {
-			closeAll()
+			s.closeSockets()
 			return fmt.Errorf("netboot: TFTP socket %s: %w", s.cfg.TFTPListen, err)
 		}
-		tftpConn = c
+		s.tftpConn = c
 	}
+	s.listened = true
+	return nil
+}
+
+func (s *Server) closeSockets() {
+	for _, c := range s.dhcpConns {
+		c.Close()
+	}
+	s.dhcpConns = nil
+	if s.tftpConn != nil {
+		s.tftpConn.Close()
+		s.tftpConn = nil
+	}
+}
+
+// Close releases what Listen bound and the TFTP root, for a Server whose
+// Serve never ran or has returned. It is safe to call more than once.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		if !s.served {
+			s.closeSockets()
+		}
+		if s.tftp != nil {
+			s.tftp.Close()
+		}
+	})
+	return nil
+}
+
+// Serve serves on the sockets Listen bound until ctx is done, then stops
+// (call it once per Server: stopping releases the TFTP root): it closes
+// the DHCP sockets, lets running TFTP transfers finish (pin/tftp Shutdown)
+// and returns.
+func (s *Server) Serve(ctx context.Context) error {
+	if !s.listened {
+		return errors.New("netboot: Serve called before Listen")
+	}
+	if s.served {
+		return errors.New("netboot: Serve called twice")
+	}
+	s.served = true
+	dhcpConns, tftpConn := s.dhcpConns, s.tftpConn
 	s.log.Info("netboot: serving", "mode", s.cfg.Mode, "interface", s.cfg.Interface, "advertise", s.cfg.Advertise, "tftp", s.tftp != nil)
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -184,9 +238,7 @@ func (s *Server) Run(ctx context.Context) error {
 		<-ctx.Done()
 	}
 	wg.Wait()
-	if s.tftp != nil {
-		s.tftp.Close()
-	}
+	s.Close()
 	select {
 	case err := <-errc:
 		return err

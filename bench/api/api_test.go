@@ -7,39 +7,25 @@ package api_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 
-	"github.com/metalhall/metalhall/api"
 	"github.com/metalhall/metalhall/inventory"
-	"github.com/metalhall/metalhall/inventory/seal"
+	"github.com/metalhall/metalhall/service/servicetest"
 )
 
 const clients = 64
 
+// setup runs the service through its composition root, on loopback
+// listeners the benchmark holds, and seeds a rack of 40 machines.
 func setup(b *testing.B) (url, token string) {
 	b.Helper()
 	ctx := context.Background()
-	inv, err := inventory.Open(filepath.Join(b.TempDir(), "db"), inventory.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { inv.Close() })
-	key := make([]byte, 32)
-	rand.Read(key)
-	sealer, _ := seal.New(key)
-	srv, err := api.New(api.Config{Store: inv, Sealer: sealer})
-	if err != nil {
-		b.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	b.Cleanup(hs.Close)
+	svc := servicetest.Start(b, "", nil)
+	inv := svc.Inventory()
 	inv.CreateSite(ctx, inventory.Site{Name: "s"})
 	inv.CreateHall(ctx, inventory.Hall{Name: "h", Site: "s"})
 	inv.CreatePhase(ctx, inventory.Phase{Hall: "h", Number: 1, BudgetW: 10_000_000})
@@ -52,11 +38,7 @@ func setup(b *testing.B) (url, token string) {
 			b.Fatal(err)
 		}
 	}
-	tok, _, err := api.NewToken(ctx, inv, inventory.RoleAdmin, "", "bench")
-	if err != nil {
-		b.Fatal(err)
-	}
-	return hs.URL, tok
+	return svc.AdminURL(), svc.Token
 }
 
 func httpClient() *http.Client {

@@ -267,7 +267,10 @@ func (m *mhSide) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cmd := r.Command(context.Background(), m.bin, "serve", "--data-dir", m.data, "--listen", "0.0.0.0:8280",
+	cmd := r.Command(context.Background(), m.bin, "serve", "--data-dir", m.data, "--listen", "127.0.0.1:8280",
+		// Machines reach the provisioning listener on the bridge; the API
+		// stays on the namespace's loopback.
+		"--provision-listen", net.JoinHostPort(r.Server.String(), "8280"),
 		"--netboot-interface", r.Bridge, "--dhcp-mode", "reservation", "--advertise-address", r.Server.String(),
 		"--power-sync-interval", "0", "--boot-timeout", "4m", "--stall-timeout", "2m", "--metadata-timeout", "4m")
 	cmd.Stdout, cmd.Stderr = lf, lf

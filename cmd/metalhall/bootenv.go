@@ -12,13 +12,14 @@ import (
 
 	"github.com/metalhall/metalhall/agent/bootenv"
 	"github.com/metalhall/metalhall/internal/atomicfile"
+	"github.com/metalhall/metalhall/service"
 )
 
 // Boot environment file names under DATA_DIR/bootenv, which `serve` hands
 // out at /boot/files/.
 const (
-	bootenvKernel   = "vmlinuz"
-	bootenvInitrd   = "initrd.img"
+	bootenvKernel   = service.BootenvKernel
+	bootenvInitrd   = service.BootenvInitrd
 	bootenvManifest = "manifest.json"
 )
 

@@ -6,15 +6,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/metalhall/metalhall/service/servicetest"
 )
 
-// freeAddr returns a loopback address nobody listens on right now.
+// freeAddr returns a loopback address nobody listens on right now: for a
+// service the test must restart on the same address (a separate process),
+// or for an address where no service should answer. In-process services
+// get listeners the test holds (startService).
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -25,40 +29,12 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// startService runs `metalhall serve` in-process until the test ends.
+// startService runs the service in-process until the test ends. Its
+// listeners are bound before New returns, so it answers at once.
 func startService(t *testing.T) (url, token string) {
 	t.Helper()
-	dir := t.TempDir()
-	addr := freeAddr(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int)
-	var logs bytes.Buffer
-	go func() {
-		done <- run(ctx, []string{"metalhall", "serve", "--data-dir", dir, "--listen", addr, "--power-sync-interval", "0"}, &logs, &logs)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if code := <-done; code != 0 {
-			t.Errorf("serve exited %d: %s", code, logs.String())
-		}
-	})
-	url = "http://" + addr
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if resp, err := http.Get(url + "/healthz"); err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("service did not come up: %s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return url, strings.TrimSpace(string(tok))
+	rs := servicetest.Start(t, "", nil)
+	return rs.AdminURL(), rs.Token
 }
 
 type cliRunner struct {
@@ -225,11 +201,10 @@ func TestSecondServeOnSameDataDirFailsAtOnce(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	addr := freeAddr(t)
 	done := make(chan int)
-	var logs bytes.Buffer
+	var logs servicetest.SyncBuffer
 	go func() {
-		done <- run(ctx, []string{"metalhall", "serve", "--data-dir", dir, "--listen", addr, "--power-sync-interval", "0"}, &logs, &logs)
+		done <- run(ctx, []string{"metalhall", "serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--provision-listen", "127.0.0.1:0", "--power-sync-interval", "0"}, &logs, &logs)
 	}()
 	for i := 0; i < 200; i++ {
 		if _, err := os.Stat(filepath.Join(dir, "admin.token")); err == nil {
@@ -239,7 +214,7 @@ func TestSecondServeOnSameDataDirFailsAtOnce(t *testing.T) {
 	}
 	var errb bytes.Buffer
 	start := time.Now()
-	code := run(context.Background(), []string{"metalhall", "serve", "--data-dir", dir, "--listen", freeAddr(t)}, &errb, &errb)
+	code := run(context.Background(), []string{"metalhall", "serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--provision-listen", "127.0.0.1:0"}, &errb, &errb)
 	if code == 0 || !strings.Contains(errb.String(), "already in use by another metalhall") {
 		t.Fatalf("second serve: exit %d: %s", code, errb.String())
 	}
@@ -258,7 +233,7 @@ func TestServeConfigPrecedence(t *testing.T) {
 	os.WriteFile(cfg, []byte(fmt.Sprintf("data-dir: %s\nlog-format: yaml-is-not-a-format\n", filepath.Join(dir, "from-file"))), 0o600)
 	// The file's bad log format is used when nothing overrides it...
 	var errb bytes.Buffer
-	code := run(context.Background(), []string{"metalhall", "serve", "--config", cfg, "--listen", freeAddr(t)}, &errb, &errb)
+	code := run(context.Background(), []string{"metalhall", "serve", "--config", cfg, "--listen", "127.0.0.1:0", "--provision-listen", "127.0.0.1:0"}, &errb, &errb)
 	if code != exitUsage || !strings.Contains(errb.String(), "--log-format") {
 		t.Fatalf("config file not read: %d %s", code, errb.String())
 	}
@@ -266,12 +241,12 @@ func TestServeConfigPrecedence(t *testing.T) {
 	t.Setenv("METALHALL_LOG_FORMAT", "json")
 	t.Setenv("METALHALL_DHCP_MODE", "bogus")
 	errb.Reset()
-	code = run(context.Background(), []string{"metalhall", "serve", "--config", cfg, "--listen", freeAddr(t)}, &errb, &errb)
+	code = run(context.Background(), []string{"metalhall", "serve", "--config", cfg, "--listen", "127.0.0.1:0", "--provision-listen", "127.0.0.1:0"}, &errb, &errb)
 	if code != exitUsage || !strings.Contains(errb.String(), `--dhcp-mode "bogus"`) {
 		t.Fatalf("env over file: %d %s", code, errb.String())
 	}
 	errb.Reset()
-	code = run(context.Background(), []string{"metalhall", "serve", "--config", cfg, "--dhcp-mode", "nonsense", "--listen", freeAddr(t)}, &errb, &errb)
+	code = run(context.Background(), []string{"metalhall", "serve", "--config", cfg, "--dhcp-mode", "nonsense", "--listen", "127.0.0.1:0", "--provision-listen", "127.0.0.1:0"}, &errb, &errb)
 	if code != exitUsage || !strings.Contains(errb.String(), `--dhcp-mode "nonsense"`) {
 		t.Fatalf("flag over env: %d %s", code, errb.String())
 	}

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -55,7 +56,14 @@ func explain(err error) (string, int) {
 	var ae *api.APIError
 	var ue *api.Unreachable
 	var usage usageError
+	var pin *api.PinMismatch
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
 	switch {
+	case errors.As(err, &pin):
+		return pin.Error() + ": compare --tls-fingerprint / METALHALL_TLS_FINGERPRINT with DATA_DIR/tls.fingerprint on the service", exitUnreachable
+	case errors.As(err, &unknownCA), errors.As(err, &hostname):
+		return err.Error() + ": pin the service's certificate with --tls-fingerprint (DATA_DIR/tls.fingerprint on the service) or give its CA with --ca-file", exitUnreachable
 	case errors.As(err, &ue):
 		return ue.Error(), exitUnreachable
 	case errors.As(err, &ae):
@@ -102,9 +110,12 @@ placement or power rule.`,
 		EnableBashCompletion: true,
 		// Errors are printed once, by run, as one line.
 		ExitErrHandler: func(*cli.Context, error) {},
+		Before:         checkTLSFlags,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "server", Value: "http://127.0.0.1:8280", EnvVars: []string{"METALHALL_SERVER"}, Usage: "URL of the metalhall service"},
 			&cli.StringFlag{Name: "token", EnvVars: []string{"METALHALL_TOKEN"}, Usage: "API token (the first admin token is in DATA_DIR/admin.token)"},
+			&cli.StringFlag{Name: "tls-fingerprint", EnvVars: []string{"METALHALL_TLS_FINGERPRINT"}, Usage: "SHA-256 fingerprint of the service's TLS certificate to trust (the service writes it to DATA_DIR/tls.fingerprint)"},
+			&cli.StringFlag{Name: "ca-file", EnvVars: []string{"METALHALL_CA_FILE"}, Usage: "PEM CA bundle the service's TLS certificate must chain to (instead of the system's)"},
 			outputFlag(),
 		},
 		Commands: []*cli.Command{

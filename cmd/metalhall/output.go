@@ -37,7 +37,24 @@ func checkFormat(f string) (string, error) {
 
 // client is the API client for the global --server and --token.
 func client(c *cli.Context) *api.Client {
-	return api.NewClient(c.String("server"), c.String("token"))
+	cl := api.NewClient(c.String("server"), c.String("token"))
+	// Checked once, before any command runs (see checkTLSFlags): an error
+	// here cannot happen.
+	_ = cl.UseTLS(tlsOptions(c))
+	return cl
+}
+
+func tlsOptions(c *cli.Context) api.TLSOptions {
+	return api.TLSOptions{Fingerprint: c.String("tls-fingerprint"), CAFile: c.String("ca-file")}
+}
+
+// checkTLSFlags refuses a malformed pin or an unreadable CA file before a
+// command sends anything.
+func checkTLSFlags(c *cli.Context) error {
+	if err := api.NewClient(c.String("server"), "").UseTLS(tlsOptions(c)); err != nil {
+		return usagef("%v (--tls-fingerprint / --ca-file)", err)
+	}
+	return nil
 }
 
 // show prints v as JSON, or calls table to print it for people.

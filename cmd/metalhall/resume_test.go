@@ -156,7 +156,7 @@ func (f *fakeMachine) boot(target string) {
 func TestProvisionSurvivesSIGKILLAtEveryStep(t *testing.T) {
 	sp := newSubproc(t, "--boot-timeout", "60s", "--stall-timeout", "60s", "--metadata-timeout", "60s")
 	g := newGates()
-	fm := newFakeMachine(t, sp.url, g)
+	fm := newFakeMachine(t, sp.provURL, g)
 	var rf *redfish.Server
 	rf = redfish.NewServer(redfish.Config{Username: "root", Password: "pw", Latency: 100 * time.Millisecond,
 		Hooks: redfish.Hooks{OnPower: func(on bool) error {

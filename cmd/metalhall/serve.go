@@ -2,44 +2,37 @@ package main
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"net/netip"
-	"os"
-	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
 
-	"github.com/metalhall/metalhall/agent/wire"
-	"github.com/metalhall/metalhall/api"
-	"github.com/metalhall/metalhall/bmc"
 	"github.com/metalhall/metalhall/images"
-	"github.com/metalhall/metalhall/internal/atomicfile"
-	"github.com/metalhall/metalhall/inventory"
-	"github.com/metalhall/metalhall/inventory/seal"
 	"github.com/metalhall/metalhall/netboot"
 	"github.com/metalhall/metalhall/provisioner"
+	"github.com/metalhall/metalhall/service"
 )
 
 func serveFlags() []cli.Flag {
 	env := func(n string) []string { return []string{"METALHALL_" + n} }
 	return []cli.Flag{
 		&cli.StringFlag{Name: "config", EnvVars: env("CONFIG"), Usage: "YAML file with any of these settings (flags and environment win over it)"},
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "data-dir", Value: "./metalhall-data", EnvVars: env("DATA_DIR"), Usage: "holds the database, the sealing key, the admin token and the image store"}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8280", EnvVars: env("LISTEN"), Usage: "address of the HTTP API"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "data-dir", Value: "./metalhall-data", EnvVars: env("DATA_DIR"), Usage: "holds the database, the sealing key, the admin token, the TLS certificate and the image store"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8280", EnvVars: env("LISTEN"), Usage: "address of the admin listener: the API and /metrics (TLS unless it is loopback)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "provision-listen", EnvVars: env("PROVISION_LISTEN"), Usage: "address of the provisioning listener machines reach: boot files, agent, metadata, images (default: ADVERTISE_ADDRESS:8281, or the --listen host on port 8281)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "tls-cert", EnvVars: env("TLS_CERT"), Usage: "PEM certificate of the admin listener (default: one generated into DATA_DIR at first start)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "tls-key", EnvVars: env("TLS_KEY"), Usage: "PEM private key of --tls-cert"}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "tls", EnvVars: env("TLS"), Usage: "serve TLS on the admin listener even on loopback"}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "insecure", EnvVars: env("INSECURE"), Usage: "serve the admin listener over plain HTTP on a non-loopback address (tokens cross the network in the clear)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: env("LOG_FORMAT"), Usage: "text or json"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: env("LOG_LEVEL"), Usage: "debug, info, warn or error"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "netboot-interface", EnvVars: env("NETBOOT_INTERFACE"), Usage: "interface on the provisioning network for DHCP and TFTP"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "dhcp-mode", Value: "off", EnvVars: env("DHCP_MODE"), Usage: "reservation, proxy or off"}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "advertise-address", EnvVars: env("ADVERTISE_ADDRESS"), Usage: "address machines reach this service at (boot URLs)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "advertise-address", EnvVars: env("ADVERTISE_ADDRESS"), Usage: "address machines reach this service at (DHCP server identifier, boot URLs)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ipxe-dir", Value: "/usr/lib/ipxe", EnvVars: env("IPXE_DIR"), Usage: "iPXE binaries served over TFTP and HTTP (Debian package ipxe)"}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "discovery", EnvVars: env("DISCOVERY"), Usage: "give unknown MACs an address from the subnet's dynamic range and record them"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "lease-time", Value: time.Hour, EnvVars: env("LEASE_TIME"), Usage: "DHCP lease time"}),
@@ -48,14 +41,14 @@ func serveFlags() []cli.Flag {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-jobs", Value: 64, EnvVars: env("MAX_JOBS"), Usage: "jobs running at once"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-jobs-per-rack", Value: 8, EnvVars: env("MAX_JOBS_PER_RACK"), Usage: "jobs running at once in one rack"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-image-streams", Value: 32, EnvVars: env("MAX_IMAGE_STREAMS"), Usage: "machines streaming images at once"}),
-		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "boot-timeout", Value: 5 * time.Minute, EnvVars: env("BOOT_TIMEOUT"), Usage: "power cycle → agent calls home"}),
-		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "stall-timeout", Value: 5 * time.Minute, EnvVars: env("STALL_TIMEOUT"), Usage: "longest silence of an agent writing or wiping"}),
-		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "metadata-timeout", Value: 15 * time.Minute, EnvVars: env("METADATA_TIMEOUT"), Usage: "disk boot → installed OS fetches its metadata"}),
-		altsrc.NewStringFlag(&cli.StringFlag{Name: "profiles-dir", EnvVars: env("PROFILES_DIR"), Usage: "hardware profiles, NAME.yaml (default DATA_DIR/profiles)"}),
 		altsrc.NewInt64Flag(&cli.Int64Flag{Name: "image-max-size-gib", Value: images.DefaultMaxImageSize >> 30, EnvVars: env("IMAGE_MAX_SIZE_GIB"), Usage: "largest uncompressed image an import accepts, GiB"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "image-imports", Value: images.DefaultMaxImports, EnvVars: env("IMAGE_IMPORTS"), Usage: "image imports running at once; more are refused"}),
 		altsrc.NewInt64Flag(&cli.Int64Flag{Name: "image-tenant-quota-gib", Value: images.DefaultTenantQuota >> 30, EnvVars: env("IMAGE_TENANT_QUOTA_GIB"), Usage: "stored image bytes per tenant, GiB (-1: no quota)"}),
 		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "image-url-allow", EnvVars: env("IMAGE_URL_ALLOW"), Usage: "CIDR, address or host name `image import --url` may fetch from (repeatable; none: URL import is off)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "boot-timeout", Value: 5 * time.Minute, EnvVars: env("BOOT_TIMEOUT"), Usage: "power cycle → agent calls home"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "stall-timeout", Value: 5 * time.Minute, EnvVars: env("STALL_TIMEOUT"), Usage: "longest silence of an agent writing or wiping"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "metadata-timeout", Value: 15 * time.Minute, EnvVars: env("METADATA_TIMEOUT"), Usage: "disk boot → installed OS fetches its metadata"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "profiles-dir", EnvVars: env("PROFILES_DIR"), Usage: "hardware profiles, NAME.yaml (default DATA_DIR/profiles)"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, EnvVars: env("SHUTDOWN_TIMEOUT"), Usage: "how long in-flight requests get on SIGTERM"}),
 	}
 }
@@ -65,63 +58,90 @@ func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "serve",
 		Usage: "run the metalhall service",
-		Description: `Runs the HTTP API (and, as configured, netboot and image serving) on one
-embedded database. On first start it creates DATA_DIR with the database,
-a 256-bit sealing key and a bootstrap admin token in DATA_DIR/admin.token.
+		Description: `Runs the admin listener (the API and /metrics) and the provisioning
+listener (what machines fetch: boot scripts and files, the agent's endpoints,
+metadata, images), and, as configured, DHCP and TFTP, on one embedded
+database. On first start it creates DATA_DIR with the database, a 256-bit
+sealing key and a bootstrap admin token in DATA_DIR/admin.token.
+
+The admin listener serves TLS unless it is bound to loopback (or --insecure
+is given): the --tls-cert certificate, or one generated into DATA_DIR at
+first start whose SHA-256 fingerprint is logged and written to
+DATA_DIR/tls.fingerprint for the CLI to pin (--tls-fingerprint).
 
 Settings come from flags, then METALHALL_* environment variables, then the
 --config YAML file (keys are the flag names), in that order.
 
 Example:
-  metalhall serve --data-dir /var/lib/metalhall --listen 10.0.0.5:8280`,
+  metalhall serve --data-dir /var/lib/metalhall --listen 10.0.0.5:8280 \
+                  --advertise-address 10.1.0.5    # provisioning on 10.1.0.5:8281`,
 		Flags:  flags,
 		Before: altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config")),
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
 			}
-			urlPolicy, err := images.ParseURLAllow(c.StringSlice("image-url-allow"))
+			log, err := newLogger(c.App.ErrWriter, c.String("log-format"), c.String("log-level"))
 			if err != nil {
 				return err
 			}
-			quota := c.Int64("image-tenant-quota-gib")
-			if c.Int64("image-max-size-gib") <= 0 || c.Int("image-imports") <= 0 || quota == 0 || quota < -1 {
-				return fmt.Errorf("--image-max-size-gib and --image-imports must be positive, --image-tenant-quota-gib positive or -1 (no quota)")
+			cfg, err := serviceConfig(c)
+			if err != nil {
+				return err
 			}
-			if quota > 0 {
-				quota <<= 30
-			}
-			cfg := serveConfig{
-				Images: images.Options{MaxImageSize: c.Int64("image-max-size-gib") << 30, MaxImports: c.Int("image-imports"),
-					TenantQuota: quota, URLPolicy: urlPolicy},
-				DataDir: c.String("data-dir"), Listen: c.String("listen"), LogFormat: c.String("log-format"),
-				LogLevel: c.String("log-level"), DHCPMode: c.String("dhcp-mode"), ShutdownTimeout: c.Duration("shutdown-timeout"),
-				Advertise: c.String("advertise-address"), BMCConcurrency: c.Int("bmc-concurrency"),
-				Interface: c.String("netboot-interface"), IPXEDir: c.String("ipxe-dir"), Discovery: c.Bool("discovery"), LeaseTime: c.Duration("lease-time"),
-				PowerSync: c.Duration("power-sync-interval"), ProfilesDir: c.String("profiles-dir"),
-				Engine: provisioner.Config{MaxJobs: c.Int("max-jobs"), MaxPerRack: c.Int("max-jobs-per-rack"),
-					MaxImageStreams: c.Int("max-image-streams"), BootTimeout: c.Duration("boot-timeout"),
-					StallTimeout: c.Duration("stall-timeout"), MetadataTimeout: c.Duration("metadata-timeout")},
-			}
-			return serve(c.Context, cfg, c.App.ErrWriter)
+			cfg.Logger = log
+			return serve(c.Context, cfg)
 		},
 	}
 }
 
-type serveConfig struct {
-	Images              images.Options // limits and URL allow-list; serve adds the rest
-	DataDir, Listen     string
-	LogFormat, LogLevel string
-	DHCPMode            string
-	ShutdownTimeout     time.Duration
-	Advertise           string
-	BMCConcurrency      int
-	PowerSync           time.Duration
-	ProfilesDir         string
-	Engine              provisioner.Config
-	Interface, IPXEDir  string
-	Discovery           bool
-	LeaseTime           time.Duration
+// serviceConfig turns the serve flags into the service's configuration,
+// refusing values that cannot be right with the flag's name.
+func serviceConfig(c *cli.Context) (service.Config, error) {
+	mode, ok := map[string]netboot.Mode{"off": netboot.ModeOff, "reservation": netboot.ModeReservation, "proxy": netboot.ModeProxy}[c.String("dhcp-mode")]
+	if !ok {
+		return service.Config{}, usagef("--dhcp-mode %q: use reservation, proxy or off", c.String("dhcp-mode"))
+	}
+	var adv netip.Addr
+	if a := c.String("advertise-address"); a != "" {
+		var err error
+		if adv, err = netip.ParseAddr(a); err != nil {
+			return service.Config{}, usagef("--advertise-address %q is not an IP address", a)
+		}
+	}
+	if mode != netboot.ModeOff && (c.String("netboot-interface") == "" || !adv.IsValid()) {
+		return service.Config{}, usagef("--dhcp-mode %s needs --netboot-interface and --advertise-address (this service's address on that network)", c.String("dhcp-mode"))
+	}
+	if (c.String("tls-cert") == "") != (c.String("tls-key") == "") {
+		return service.Config{}, usagef("--tls-cert and --tls-key go together: give both, or neither for a generated certificate")
+	}
+	if c.Bool("insecure") && (c.Bool("tls") || c.String("tls-cert") != "") {
+		return service.Config{}, usagef("--insecure turns TLS off: drop it, or drop --tls / --tls-cert")
+	}
+	urlPolicy, err := images.ParseURLAllow(c.StringSlice("image-url-allow"))
+	if err != nil {
+		return service.Config{}, usagef("--image-url-allow: %v", err)
+	}
+	quota := c.Int64("image-tenant-quota-gib")
+	if c.Int64("image-max-size-gib") <= 0 || c.Int("image-imports") <= 0 || quota == 0 || quota < -1 {
+		return service.Config{}, usagef("--image-max-size-gib and --image-imports must be positive, --image-tenant-quota-gib positive or -1 (no quota)")
+	}
+	if quota > 0 {
+		quota <<= 30
+	}
+	return service.Config{
+		DataDir: c.String("data-dir"), AdminAddr: c.String("listen"), ProvisionAddr: c.String("provision-listen"),
+		TLS:      service.TLSConfig{CertFile: c.String("tls-cert"), KeyFile: c.String("tls-key"), Force: c.Bool("tls"), Insecure: c.Bool("insecure")},
+		DHCPMode: mode, Interface: c.String("netboot-interface"), Advertise: adv, IPXEDir: c.String("ipxe-dir"),
+		Discovery: c.Bool("discovery"), LeaseTime: c.Duration("lease-time"),
+		BMCConcurrency: c.Int("bmc-concurrency"), PowerSync: c.Duration("power-sync-interval"), ProfilesDir: c.String("profiles-dir"),
+		Engine: provisioner.Config{MaxJobs: c.Int("max-jobs"), MaxPerRack: c.Int("max-jobs-per-rack"),
+			MaxImageStreams: c.Int("max-image-streams"), BootTimeout: c.Duration("boot-timeout"),
+			StallTimeout: c.Duration("stall-timeout"), MetadataTimeout: c.Duration("metadata-timeout")},
+		Images: images.Options{MaxImageSize: c.Int64("image-max-size-gib") << 30, MaxImports: c.Int("image-imports"),
+			TenantQuota: quota, URLPolicy: urlPolicy},
+		ShutdownTimeout: c.Duration("shutdown-timeout"), Version: version,
+	}, nil
 }
 
 func newLogger(w interface{ Write([]byte) (int, error) }, format, level string) (*slog.Logger, error) {
@@ -142,236 +162,16 @@ func newLogger(w interface{ Write([]byte) (int, error) }, format, level string) 
 // serve runs the service until ctx is cancelled (SIGTERM/SIGINT), then
 // stops taking requests, lets in-flight ones finish, and closes the
 // database.
-func serve(ctx context.Context, cfg serveConfig, logw interface{ Write([]byte) (int, error) }) error {
-	log, err := newLogger(logw, cfg.LogFormat, cfg.LogLevel)
+func serve(ctx context.Context, cfg service.Config) error {
+	// New releases what it took when it fails; once it succeeded, Close
+	// releases everything, also after Run failed.
+	svc, err := service.New(ctx, cfg)
 	if err != nil {
-		return err
-	}
-	mode, ok := map[string]netboot.Mode{"off": netboot.ModeOff, "reservation": netboot.ModeReservation, "proxy": netboot.ModeProxy}[cfg.DHCPMode]
-	if !ok {
-		return usagef("--dhcp-mode %q: use reservation, proxy or off", cfg.DHCPMode)
-	}
-	if mode != netboot.ModeOff && (cfg.Interface == "" || cfg.Advertise == "") {
-		return usagef("--dhcp-mode %s needs --netboot-interface and --advertise-address (this service's address on that network)", cfg.DHCPMode)
-	}
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
-	inv, err := inventory.Open(filepath.Join(cfg.DataDir, "metalhall.db"), inventory.Options{})
-	if err != nil {
-		if errors.Is(err, inventory.ErrInUse) {
+		if errors.Is(err, service.ErrDataDirInUse) {
 			return fmt.Errorf("data dir %s is already in use by another metalhall: stop it first, or use another --data-dir", cfg.DataDir)
 		}
 		return err
 	}
-	defer inv.Close()
-	key, created, err := seal.LoadOrCreateKey(filepath.Join(cfg.DataDir, "seal.key"))
-	if err != nil {
-		return err
-	}
-	if created {
-		log.Info("created sealing key", "path", filepath.Join(cfg.DataDir, "seal.key"))
-	}
-	sealer, err := seal.New(key)
-	if err != nil {
-		return err
-	}
-	if err := bootstrapAdmin(ctx, inv, cfg.DataDir, log); err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
-	}
-	baseURL, err := advertisedURL(cfg.Advertise, ln.Addr())
-	if err != nil {
-		ln.Close()
-		return err
-	}
-
-	iopts := cfg.Images
-	iopts.Logger = log
-	iopts.URLPolicy.Refused = images.ServiceDestinations(inv, ln.Addr())
-	imgs, err := images.Open(filepath.Join(cfg.DataDir, "images"), inv, iopts)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	if rep, err := imgs.GC(ctx); err != nil {
-		log.Warn("image store garbage collection", "err", err)
-	} else if rep != nil {
-		log.Debug("image store garbage collection", "report", fmt.Sprintf("%+v", *rep))
-	}
-	ctl := bmc.New(bmc.Config{MaxConcurrent: cfg.BMCConcurrency, Logger: log})
-	if err := ctl.CheckIPMITool(); err != nil {
-		log.Warn("IPMI machines cannot be controlled", "err", err)
-	}
-	machines := &provisioner.Machines{Inv: inv, Sealer: sealer, Ctl: ctl}
-	ecfg := cfg.Engine
-	ecfg.Logger, ecfg.ServiceURL = log, baseURL
-	ecfg.TokenKey = deriveKey(key, "metalhall agent tokens")
-	ecfg.Images = provisioner.ImageStore{Inv: inv, Store: imgs, BaseURL: baseURL}
-	if cfg.ProfilesDir == "" {
-		cfg.ProfilesDir = filepath.Join(cfg.DataDir, "profiles")
-	}
-	ecfg.Profiles = provisioner.ProfileDir(cfg.ProfilesDir)
-	bootDir := filepath.Join(cfg.DataDir, "bootenv")
-	ecfg.BootKernelURL, ecfg.BootInitrdURL = baseURL+"/boot/files/"+bootenvKernel, baseURL+"/boot/files/"+bootenvInitrd
-	if _, err := os.Stat(filepath.Join(bootDir, bootenvInitrd)); err != nil {
-		log.Warn("no agent boot environment yet: machines cannot be commissioned or provisioned until 'metalhall bootenv build' writes one", "dir", bootDir)
-	}
-	engine, err := provisioner.New(inv, machines, ecfg)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	addrs, err := provisioner.NewAddresses(ctx, inv, engine, cfg.LeaseTime)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	recorder := netboot.NewAsyncRecorder(provisioner.BootEvents{Inv: inv}, netboot.AsyncRecorderConfig{Logger: log})
-	os.MkdirAll(bootDir, 0o755)
-	// A copy of the iPXE binaries of our own: the TFTP and HTTP roots are
-	// confined with os.Root, and Debian's ipxe.efi is a symlink out of its
-	// directory.
-	ipxeRoot := filepath.Join(cfg.DataDir, "ipxe")
-	if err := netboot.StageIPXE(ipxeRoot, cfg.IPXEDir); err != nil {
-		if mode != netboot.ModeOff {
-			ln.Close()
-			return fmt.Errorf("iPXE binaries: %w (install the Debian package ipxe, or set --ipxe-dir)", err)
-		}
-		log.Warn("no iPXE binaries to serve", "dir", cfg.IPXEDir, "err", err)
-	}
-	httpBoot, err := netboot.NewHTTPHandler(netboot.HTTPConfig{Booter: engine, Addresses: addrs, CheckToken: engine.CheckBootToken,
-		IPXERoot: ipxeRoot, Files: os.DirFS(bootDir), Recorder: recorder, Logger: log})
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	defer httpBoot.Close()
-	srv, err := api.New(api.Config{Store: inv, Sealer: sealer, Logger: log, Provisioner: engine, BMC: machines, Images: imgs})
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	srv.Handle("/images/", imgs.BlobHandler(images.HandlerOptions{Authorize: func(r *http.Request, img *inventory.Image) error {
-		if err := engine.AuthorizeImage(r, img); !errors.Is(err, provisioner.ErrNotAgent) {
-			return err
-		}
-		return srv.AuthorizeImage(r, img)
-	}}))
-	srv.Handle(wire.PathPrefix, engine.AgentHandler())
-	srv.Handle("/boot/", httpBoot)
-	srv.Handle("/metadata/", engine.MetadataHandler())
-
-	// Background work: the job engine and the power-state sync. Both stop
-	// with runCtx, after the HTTP server has stopped taking requests.
-	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopRun()
-	var bg sync.WaitGroup
-	bg.Add(1)
-	go func() { defer bg.Done(); engine.Run(runCtx) }()
-	bg.Add(1)
-	go func() { defer bg.Done(); recorder.Run(runCtx) }()
-	if mode != netboot.ModeOff {
-		adv, _ := netip.ParseAddr(cfg.Advertise)
-		nb, err := netboot.NewServer(netboot.Config{Interface: cfg.Interface, Mode: mode, Advertise: adv, HTTPBaseURL: baseURL,
-			Discovery: cfg.Discovery, TFTPRoot: ipxeRoot, Booter: engine, Addresses: addrs, Recorder: recorder, Logger: log})
-		if err != nil {
-			ln.Close()
-			return err
-		}
-		errc := make(chan error, 1)
-		bg.Add(1)
-		go func() {
-			defer bg.Done()
-			err := nb.Run(runCtx)
-			if err != nil && runCtx.Err() == nil {
-				log.Error("netboot stopped", "err", err)
-			}
-			errc <- err
-		}()
-		select { // a DHCP or TFTP port that cannot be bound fails the start
-		case err := <-errc:
-			ln.Close()
-			return fmt.Errorf("netboot: %w", err)
-		case <-time.After(200 * time.Millisecond):
-		}
-		log.Info("netboot serving", "interface", cfg.Interface, "mode", cfg.DHCPMode, "advertise", cfg.Advertise)
-	}
-	if cfg.PowerSync > 0 {
-		bg.Add(1)
-		go func() { defer bg.Done(); ctl.SyncPower(runCtx, machines, cfg.PowerSync) }()
-	}
-	hs := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	log.Info("metalhall serving", "listen", ln.Addr().String(), "data_dir", cfg.DataDir, "version", version)
-
-	select {
-	case err := <-errc:
-		return fmt.Errorf("http server: %w", err)
-	case <-ctx.Done():
-	}
-	log.Info("shutting down: finishing in-flight requests", "timeout", cfg.ShutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		log.Warn("in-flight requests cut short", "err", err)
-	}
-	// Jobs park where they are persisted and resume on the next start.
-	stopRun()
-	bg.Wait()
-	log.Info("stopped")
-	return nil
-}
-
-// advertisedURL is the base URL machines reach the service at.
-func advertisedURL(advertise string, listen net.Addr) (string, error) {
-	_, port, _ := net.SplitHostPort(listen.String())
-	if advertise == "" {
-		return "http://" + listen.String(), nil
-	}
-	if ip := net.ParseIP(advertise); ip == nil {
-		return "", usagef("--advertise-address %q is not an IP address", advertise)
-	}
-	return "http://" + net.JoinHostPort(advertise, port), nil
-}
-
-// deriveKey derives a purpose-bound key from the sealing key, so one
-// secret file serves both without one use weakening the other.
-func deriveKey(key []byte, purpose string) []byte {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(purpose))
-	return m.Sum(nil)
-}
-
-// bootstrapAdmin creates the first admin token when the database has no
-// token at all, and writes it where only the operator can read it.
-func bootstrapAdmin(ctx context.Context, inv *inventory.Store, dataDir string, log *slog.Logger) error {
-	tokens, err := inv.Tokens(ctx)
-	if err != nil {
-		return err
-	}
-	if len(tokens) > 0 {
-		return nil
-	}
-	path := filepath.Join(dataDir, "admin.token")
-	secret, t, err := api.NewToken(ctx, inv, inventory.RoleAdmin, "", "bootstrap admin")
-	if err != nil {
-		return err
-	}
-	// fsynced with its directory: a token lost to a power cut after the
-	// database recorded it would leave nobody able to log in.
-	if err := atomicfile.WriteFile(path, []byte(secret+"\n"), atomicfile.Options{Perm: 0o600}); err != nil {
-		return fmt.Errorf("writing the admin token: %w", err)
-	}
-	log.Info("created the bootstrap admin token: export METALHALL_TOKEN=$(cat "+path+")", "token_id", t.ID, "path", path)
-	return nil
+	defer svc.Close()
+	return svc.Run(ctx)
 }

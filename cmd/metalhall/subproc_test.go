@@ -15,14 +15,16 @@ import (
 // runs it, so tests can kill it with SIGKILL and start it again on the same
 // data dir.
 type subproc struct {
-	t     *testing.T
-	bin   string
-	dir   string
-	url   string
-	addr  string
-	flags []string
-	cmd   *exec.Cmd
-	token string
+	t    *testing.T
+	bin  string
+	dir  string
+	url  string
+	addr string
+	// prov is the provisioning listener: what the machines reach.
+	prov, provURL string
+	flags         []string
+	cmd           *exec.Cmd
+	token         string
 	// env is added to the service's environment at the next start (a
 	// test gate directory, see inventory/testgate.go).
 	env []string
@@ -39,8 +41,10 @@ func newSubproc(t *testing.T, flags ...string) *subproc {
 	if out, err := exec.Command("go", "build", "-tags", "metalhall_testgates", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	addr := freeAddr(t)
-	s := &subproc{t: t, bin: bin, dir: t.TempDir(), addr: addr, url: "http://" + addr,
+	// The binary is killed and started again on the same addresses, so it
+	// binds them itself (a held listener cannot cross a SIGKILL).
+	addr, prov := freeAddr(t), freeAddr(t)
+	s := &subproc{t: t, bin: bin, dir: t.TempDir(), addr: addr, url: "http://" + addr, prov: prov, provURL: "http://" + prov,
 		// The power-state sync would contact every enrolled BMC: tests
 		// decide themselves which BMCs are talked to.
 		flags: append([]string{"--log-level", "error", "--power-sync-interval", "0"}, flags...)}
@@ -56,7 +60,7 @@ func newSubproc(t *testing.T, flags ...string) *subproc {
 
 func (s *subproc) start() {
 	s.t.Helper()
-	s.cmd = exec.Command(s.bin, append([]string{"serve", "--data-dir", s.dir, "--listen", s.addr}, s.flags...)...)
+	s.cmd = exec.Command(s.bin, append([]string{"serve", "--data-dir", s.dir, "--listen", s.addr, "--provision-listen", s.prov}, s.flags...)...)
 	s.cmd.Stderr = os.Stderr
 	if s.env != nil {
 		s.cmd.Env = append(os.Environ(), s.env...)

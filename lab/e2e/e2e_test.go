@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -233,7 +234,10 @@ func (e *env) startService(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cmd := e.r.Command(context.Background(), e.bin, "serve", "--data-dir", e.data, "--listen", "0.0.0.0:8280",
+	cmd := e.r.Command(context.Background(), e.bin, "serve", "--data-dir", e.data, "--listen", "127.0.0.1:8280",
+		// Machines reach the provisioning listener on the bridge; the API
+		// stays on the namespace's loopback.
+		"--provision-listen", net.JoinHostPort(e.r.Server.String(), "8280"),
 		"--netboot-interface", e.r.Bridge, "--dhcp-mode", "reservation", "--advertise-address", e.r.Server.String(),
 		"--power-sync-interval", "0", "--boot-timeout", "4m", "--stall-timeout", "2m", "--metadata-timeout", "4m")
 	cmd.Stdout, cmd.Stderr = lf, lf

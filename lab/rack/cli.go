@@ -9,8 +9,8 @@ import (
 	"syscall"
 )
 
-// RunUp is the body of `metalhall lab up` (for the CLI to wire, like
-// `lab bmc`): it brings a rack up, prints its machines, its manifest and
+// RunUp is the body of `metalhall-lab up` (wired in cmd/metalhall-lab,
+// like `bmc`): it brings a rack up, prints its machines, its manifest and
 // how to run the service on it, and keeps it up (this process hosts the
 // Redfish emulators and follows ipmi_sim) until ctx ends or SIGINT/SIGTERM
 // arrives; then it takes it down.
@@ -41,14 +41,14 @@ func RunUp(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintf(out, "  %-8s %-4s %-7s BMC %-24s MAC %s IP %s\n", m.Name, m.Firmware, m.BMCProtocol, m.BMCAddress, m.MAC, m.IP)
 	}
 	fmt.Fprintf(out, "manifest: %s\n", r.Manifest)
-	fmt.Fprintf(out, "run the service on it (another terminal):\n  ip netns exec %s metalhall serve --listen 0.0.0.0:8280 --netboot-interface %s --dhcp-mode reservation --advertise-address %s --data-dir DIR\n", r.NS.Name, r.Bridge, r.Server)
+	fmt.Fprintf(out, "run the service on it (another terminal):\n  ip netns exec %s metalhall serve --listen 127.0.0.1:8280 --provision-listen %s:8280 --netboot-interface %s --dhcp-mode reservation --advertise-address %s --data-dir DIR\n", r.NS.Name, r.Server, r.Bridge, r.Server)
 	fmt.Fprintf(out, "and its CLI:\n  ip netns exec %s metalhall subnet create --cidr %s --gateway %s lab-net\n", r.NS.Name, r.Subnet, r.Server)
-	fmt.Fprintf(out, "Ctrl-C takes the rack down (or `metalhall lab down --dir %s` after a crash)\n", r.Dir)
+	fmt.Fprintf(out, "Ctrl-C takes the rack down (or `metalhall-lab down --dir %s` after a crash)\n", r.Dir)
 	<-ctx.Done()
 	return r.Down()
 }
 
-// RunDown is the body of `metalhall lab down`: it removes what a rack in
+// RunDown is the body of `metalhall-lab down`: it removes what a rack in
 // -dir left behind (idempotent).
 func RunDown(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("lab down", flag.ContinueOnError)

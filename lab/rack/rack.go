@@ -117,7 +117,6 @@ type Rack struct {
 	Manifest string
 
 	log      *log.Logger
-	fleetLns []net.Listener
 	httpSrvs []*http.Server
 	stop     chan struct{}
 	wg       sync.WaitGroup

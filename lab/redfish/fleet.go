@@ -82,7 +82,7 @@ func (f *Fleet) Close() {
 	f.wg.Wait()
 }
 
-// Run is the entry point of `metalhall lab bmc` (to be wired into the CLI):
+// Run is the entry point of `metalhall-lab bmc` (cmd/metalhall-lab):
 // it serves a fleet of emulated Redfish BMCs until ctx is done or SIGINT /
 // SIGTERM arrives, and prints one line per BMC to out.
 //

@@ -13,61 +13,42 @@ import (
 
 	"github.com/metalhall/metalhall/inventory"
 	"github.com/metalhall/metalhall/netboot"
-	"github.com/metalhall/metalhall/provisioner"
+	"github.com/metalhall/metalhall/service"
 )
 
-// nopBMC: the benchmark runs no jobs, so the engine never calls it.
-type nopBMC struct{}
-
-func (nopBMC) SetBootDevice(context.Context, *inventory.Machine, inventory.BootDevice, bool) error {
-	return nil
-}
-func (nopBMC) SetPower(context.Context, *inventory.Machine, inventory.PowerAction) error { return nil }
-func (nopBMC) PowerState(context.Context, *inventory.Machine) (string, error)            { return "on", nil }
-
-// runInventory serves DHCP the way `metalhall serve` does and prints, at
-// exit, what was persisted and the peak RSS.
+// runInventory serves DHCP through the service's composition root, as
+// `metalhall serve` does, and prints, at exit, what was persisted and the
+// peak RSS.
 func runInventory(dir, iface, server, prefix, first, last string, workers, queue int, log *slog.Logger) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The segment exists before the service starts, as an operator's
+	// would.
 	inv, err := inventory.Open(filepath.Join(dir, "metalhall.db"), inventory.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	defer inv.Close()
-	if _, err := inv.CreateSubnet(ctx, inventory.Subnet{Name: "bench", CIDR: prefix, Gateway: server, RangeFirst: first, RangeLast: last}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	engine, err := provisioner.New(inv, nopBMC{}, provisioner.Config{TokenKey: make([]byte, 32), Logger: log})
+	_, err = inv.CreateSubnet(ctx, inventory.Subnet{Name: "bench", CIDR: prefix, Gateway: server, RangeFirst: first, RangeLast: last})
+	inv.Close()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	addrs, err := provisioner.NewAddresses(ctx, inv, engine, time.Hour)
+	svc, err := service.New(ctx, service.Config{DataDir: dir, DHCPMode: netboot.ModeReservation, Interface: iface,
+		Advertise: netip.MustParseAddr(server), Discovery: true, DHCPWorkers: workers, DHCPQueue: queue, Logger: log})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	rec := netboot.NewAsyncRecorder(provisioner.BootEvents{Inv: inv}, netboot.AsyncRecorderConfig{Logger: log})
-	srv, err := netboot.NewServer(netboot.Config{Interface: iface, Mode: netboot.ModeReservation, Advertise: netip.MustParseAddr(server),
-		HTTPBaseURL: "http://" + server + ":8280", Discovery: true, Workers: workers, QueueSize: queue,
-		Booter: engine, Addresses: addrs, Recorder: rec, Logger: log})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	recDone := make(chan struct{})
-	go func() { rec.Run(ctx); close(recDone) }()
-	err = srv.Run(ctx)
-	<-recDone
-	st := srv.Stats().DHCP
-	leases, _ := inv.Leases(context.Background(), time.Now())
+	defer svc.Close()
+	err = svc.Run(ctx)
+	st := svc.Netboot().Stats().DHCP
+	leases, _ := svc.Inventory().Leases(context.Background(), time.Now())
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	fmt.Printf("netbootd(inventory): received=%d replied=%d dropped=%v recorder=%+v leases_persisted=%d peak_rss_mib=%.1f\n",
-		st.Received, st.Replied, st.Dropped, rec.Stats(), len(leases), float64(ru.Maxrss)/1024)
+		st.Received, st.Replied, st.Dropped, svc.RecorderStats(), len(leases), float64(ru.Maxrss)/1024)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -100,6 +101,10 @@ func run(n int, bin, agent, dir string, keep bool) int {
 	var err error
 	if d.bin, err = filepath.Abs(bin); err == nil {
 		d.agent, err = filepath.Abs(agent)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
+		return 2
 	}
 	for _, p := range []string{d.bin, d.agent} {
 		if _, err := os.Stat(p); err != nil {
@@ -249,7 +254,10 @@ func (d *demo) startService(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cmd := d.r.Command(context.Background(), d.bin, "serve", "--data-dir", d.data, "--listen", "0.0.0.0:8280",
+	cmd := d.r.Command(context.Background(), d.bin, "serve", "--data-dir", d.data, "--listen", "127.0.0.1:8280",
+		// Machines reach the provisioning listener on the bridge; the API
+		// stays on the namespace's loopback.
+		"--provision-listen", net.JoinHostPort(d.r.Server.String(), "8280"),
 		"--netboot-interface", d.r.Bridge, "--dhcp-mode", "reservation", "--advertise-address", d.r.Server.String(),
 		"--power-sync-interval", "0", "--boot-timeout", "5m", "--metadata-timeout", "5m")
 	cmd.Stdout, cmd.Stderr = lf, lf

@@ -1,0 +1,30 @@
+package provisioner
+
+import "github.com/prometheus/client_golang/prometheus"
+
+var (
+	jobsRunningDesc  = prometheus.NewDesc("metalhall_jobs_running", "Jobs with a worker running them now.", nil, nil)
+	imageStreamsDesc = prometheus.NewDesc("metalhall_jobs_image_streams", "Provision jobs running now, each streaming or about to stream an image (bounded by the engine's image-stream limit).", nil, nil)
+	jobLimitDesc     = prometheus.NewDesc("metalhall_jobs_running_limit", "Jobs the engine runs at once at most.", nil, nil)
+)
+
+// Collector returns the engine's scheduling gauges, read at scrape time
+// from what the scheduler itself keeps.
+func (e *Engine) Collector() prometheus.Collector { return engineCollector{e} }
+
+type engineCollector struct{ e *Engine }
+
+func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- jobsRunningDesc
+	ch <- imageStreamsDesc
+	ch <- jobLimitDesc
+}
+
+func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
+	c.e.mu.Lock()
+	running, streams := len(c.e.running), c.e.streams
+	c.e.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(jobsRunningDesc, prometheus.GaugeValue, float64(running))
+	ch <- prometheus.MustNewConstMetric(imageStreamsDesc, prometheus.GaugeValue, float64(streams))
+	ch <- prometheus.MustNewConstMetric(jobLimitDesc, prometheus.GaugeValue, float64(c.e.cfg.MaxJobs))
+}

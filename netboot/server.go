@@ -38,6 +38,7 @@ type Config struct {
 	// TFTPListen is the TFTP socket; default 0.0.0.0:69.
 	TFTPListen        netip.AddrPort
 	TFTPMaxConcurrent int
+	TFTPPerSource     int // transfers at once from one address (default 4)
 
 	Workers   int           // DHCP workers, default 4
 	QueueSize int           // DHCP queue, default 1024
@@ -92,7 +93,7 @@ func NewServer(cfg Config) (*Server, error) {
 		s.dhcp = NewDHCPServer(h, DHCPServerConfig{Workers: cfg.Workers, QueueSize: cfg.QueueSize, Timeout: cfg.Timeout, Logger: cfg.Logger})
 	}
 	if cfg.TFTPRoot != "" {
-		t, err := NewTFTPServer(TFTPConfig{Root: cfg.TFTPRoot, MaxConcurrent: cfg.TFTPMaxConcurrent, Recorder: cfg.Recorder, Addresses: cfg.Addresses, Logger: cfg.Logger})
+		t, err := NewTFTPServer(TFTPConfig{Root: cfg.TFTPRoot, MaxConcurrent: cfg.TFTPMaxConcurrent, PerSource: cfg.TFTPPerSource, Recorder: cfg.Recorder, Addresses: cfg.Addresses, Logger: cfg.Logger})
 		if err != nil {
 			return nil, err
 		}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/ipv4"
 )
 
 // TFTP opcodes (RFC 1350, RFC 2347).
@@ -63,6 +65,13 @@ type tftpGate struct {
 	userDL   time.Time                    // the read deadline pin/tftp asked for
 	setDL    time.Time                    // the deadline set on conn now
 	dlDirty  bool
+
+	// The write queue (see WriteTo).
+	wmu   sync.Mutex
+	wq    []ipv4.Message
+	wbufs []*[]byte
+	wake  chan struct{}
+	bufs  sync.Pool
 }
 
 type tftpXfer struct {
@@ -96,10 +105,13 @@ var busyPacket = tftpError(0, errTFTPBusy.Error())
 var writePacket = tftpError(2, "read-only server")
 
 func newTFTPGate(conn *net.UDPConn, max, perSource int, firstACK, stall time.Duration, stats *tftpCounters) *tftpGate {
-	return &tftpGate{
+	g := &tftpGate{
 		conn: conn, max: max, perSource: perSource, firstACK: firstACK, stall: stall, stats: stats,
 		xfers: make(map[netip.AddrPort]*tftpXfer), bySource: make(map[netip.Addr]int),
+		wake: make(chan struct{}, 1),
 	}
+	g.bufs.New = func() any { b := make([]byte, 0, 1500); return &b }
+	return g
 }
 
 // ReadFrom returns the next packet pin/tftp should see.
@@ -120,7 +132,7 @@ func (g *tftpGate) ReadFrom(p []byte) (int, net.Addr, error) {
 			g.mu.Unlock()
 			return copy(p, pk.b), net.UDPAddrFromAddrPort(pk.from), nil
 		}
-		dl := g.wake()
+		dl := g.wakeAt()
 		if dl != g.setDL || g.dlDirty {
 			g.setDL, g.dlDirty = dl, false
 			g.conn.SetReadDeadline(dl)
@@ -141,16 +153,16 @@ func (g *tftpGate) ReadFrom(p []byte) (int, net.Addr, error) {
 			return 0, nil, err
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		if g.pass(p[:n], from) {
+		if g.pass(p[:n], from, time.Now()) {
 			return n, net.UDPAddrFromAddrPort(from), nil
 		}
 	}
 }
 
-// wake is when ReadFrom must stop waiting for the socket: pin/tftp's own
+// wakeAt is when ReadFrom must stop waiting for the socket: pin/tftp's own
 // deadline, the first-ACK deadline of the oldest unanswered transfer, or
 // the next prod of an ending one. Called with mu held, after expire.
-func (g *tftpGate) wake() time.Time {
+func (g *tftpGate) wakeAt() time.Time {
 	dl := g.userDL
 	earlier := func(t time.Time) {
 		if dl.IsZero() || t.Before(dl) {
@@ -223,8 +235,9 @@ func (g *tftpGate) release(a netip.Addr) {
 	}
 }
 
-// pass decides whether pin/tftp sees a packet. Called without mu.
-func (g *tftpGate) pass(b []byte, from netip.AddrPort) bool {
+// pass decides whether pin/tftp sees a packet that arrived at now.
+// Called without mu.
+func (g *tftpGate) pass(b []byte, from netip.AddrPort, now time.Time) bool {
 	if len(b) < 4 {
 		return false
 	}
@@ -237,7 +250,7 @@ func (g *tftpGate) pass(b []byte, from netip.AddrPort) bool {
 		if x == nil || x.ending {
 			return false
 		}
-		x.lastACK = time.Now()
+		x.lastACK = now
 		return true
 	case tftpERROR:
 		return x != nil && !x.ending
@@ -250,7 +263,7 @@ func (g *tftpGate) pass(b []byte, from netip.AddrPort) bool {
 		if !hasNUL(b[2:]) {
 			return false
 		}
-		return g.admit(from)
+		return g.admit(from, now)
 	case tftpWRQ:
 		g.stats.denied.Add(1)
 		g.conn.WriteToUDPAddrPort(writePacket, from)
@@ -269,8 +282,7 @@ func hasNUL(b []byte) bool {
 
 // admit makes room for a new transfer from peer or refuses it as busy.
 // Called with mu held.
-func (g *tftpGate) admit(peer netip.AddrPort) bool {
-	now := time.Now()
+func (g *tftpGate) admit(peer netip.AddrPort, now time.Time) bool {
 	src := peer.Addr()
 	// Transfers being ended still hold a goroutine until pin/tftp stops
 	// them: bound them too.
@@ -347,14 +359,76 @@ func (g *tftpGate) done(peer netip.AddrPort) {
 	}
 }
 
-// WriteTo sends a transfer's packet. pin/tftp calls it under its server
-// lock, so it stays a single syscall.
+// WriteTo queues a transfer's packet for the writer. pin/tftp calls it
+// holding the lock its loop needs for every incoming packet, so it must
+// not wait for a system call; the writer sends what has queued up with
+// one sendmmsg. A full queue drops the packet, as a full socket buffer
+// would: the transfer retransmits.
 func (g *tftpGate) WriteTo(b []byte, addr net.Addr) (int, error) {
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok {
 		return 0, errors.New("TFTP: not a UDP address")
 	}
-	return g.conn.WriteToUDP(b, ua)
+	buf := g.bufs.Get().(*[]byte)
+	*buf = append((*buf)[:0], b...)
+	g.wmu.Lock()
+	if len(g.wq) >= maxWriteQueue {
+		g.wmu.Unlock()
+		g.bufs.Put(buf)
+		g.stats.dropped.Add(1)
+		return len(b), nil
+	}
+	g.wq = append(g.wq, ipv4.Message{Buffers: [][]byte{*buf}, Addr: ua})
+	g.wbufs = append(g.wbufs, buf)
+	first := len(g.wq) == 1
+	g.wmu.Unlock()
+	if first {
+		select {
+		case g.wake <- struct{}{}:
+		default:
+		}
+	}
+	return len(b), nil
+}
+
+// maxWriteQueue bounds the packets waiting for the writer.
+const maxWriteQueue = 4096
+
+// writer sends queued packets until stop is closed, then sends what is
+// left.
+func (g *tftpGate) writer(stop <-chan struct{}) {
+	pc := ipv4.NewPacketConn(g.conn)
+	var msgs []ipv4.Message
+	var bufs []*[]byte
+	for {
+		stopping := false
+		select {
+		case <-g.wake:
+		case <-stop:
+			stopping = true
+		}
+		g.wmu.Lock()
+		msgs, g.wq = g.wq, msgs[:0]
+		bufs, g.wbufs = g.wbufs, bufs[:0]
+		g.wmu.Unlock()
+		for sent := 0; sent < len(msgs); {
+			n, err := pc.WriteBatch(msgs[sent:], 0)
+			if err != nil {
+				// The packet at the head was refused (e.g. no route to a
+				// spoofed source): skip it, as a failed sendto would.
+				n = max(n, 1)
+			}
+			sent += n
+		}
+		for i, b := range bufs {
+			g.bufs.Put(b)
+			bufs[i] = nil
+			msgs[i] = ipv4.Message{}
+		}
+		if stopping {
+			return
+		}
+	}
 }
 
 // SetReadDeadline is pin/tftp's shutdown signal: it wakes a blocked

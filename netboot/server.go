@@ -28,6 +28,9 @@ type Config struct {
 	HTTPBaseURL string
 	Discovery   bool
 	BootFiles   BootFiles
+	// DHCPRelays are the relay agents (or prefixes) whose giaddr is
+	// accepted besides those inside a known segment (DHCPConfig.Relays).
+	DHCPRelays []netip.Prefix
 
 	DHCPPort   uint16 // default 67
 	ProxyPort  uint16 // proxy mode's boot server port, default 4011
@@ -83,7 +86,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Mode != ModeOff {
 		h, err := NewDHCPHandler(DHCPConfig{
 			Mode: cfg.Mode, ServerIP: cfg.Advertise, HTTPBase: cfg.HTTPBaseURL,
-			Discovery: cfg.Discovery, BootFiles: cfg.BootFiles,
+			Discovery: cfg.Discovery, BootFiles: cfg.BootFiles, Relays: cfg.DHCPRelays,
 			ServerPort: cfg.DHCPPort, ClientPort: cfg.ClientPort,
 			Booter: cfg.Booter, Addresses: cfg.Addresses, Recorder: cfg.Recorder, Logger: cfg.Logger,
 		})

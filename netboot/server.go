@@ -42,6 +42,10 @@ type Config struct {
 	TFTPListen        netip.AddrPort
 	TFTPMaxConcurrent int
 	TFTPPerSource     int // transfers at once from one address (default 4)
+	// TFTPMaxBlockSize caps blksize; default: the listening address's
+	// interface MTU - 32, or 1468 when listening on 0.0.0.0 (set it for
+	// jumbo frames).
+	TFTPMaxBlockSize int
 
 	Workers   int           // DHCP workers, default 4
 	QueueSize int           // DHCP queue, default 1024
@@ -96,7 +100,7 @@ func NewServer(cfg Config) (*Server, error) {
 		s.dhcp = NewDHCPServer(h, DHCPServerConfig{Workers: cfg.Workers, QueueSize: cfg.QueueSize, Timeout: cfg.Timeout, Logger: cfg.Logger})
 	}
 	if cfg.TFTPRoot != "" {
-		t, err := NewTFTPServer(TFTPConfig{Root: cfg.TFTPRoot, MaxConcurrent: cfg.TFTPMaxConcurrent, PerSource: cfg.TFTPPerSource, Recorder: cfg.Recorder, Addresses: cfg.Addresses, Logger: cfg.Logger})
+		t, err := NewTFTPServer(TFTPConfig{Root: cfg.TFTPRoot, MaxConcurrent: cfg.TFTPMaxConcurrent, PerSource: cfg.TFTPPerSource, MaxBlockSize: cfg.TFTPMaxBlockSize, Recorder: cfg.Recorder, Addresses: cfg.Addresses, Logger: cfg.Logger})
 		if err != nil {
 			return nil, err
 		}

@@ -245,3 +245,25 @@ func TestTFTPBusyWhenAllSlotsAnswer(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
+
+// blksize is negotiated down to MaxBlockSize, and a bad cap is refused.
+func TestTFTPBlockSizeCap(t *testing.T) {
+	root, big := tftpRoot(t)
+	addr, _, _ := startTFTPConfig(t, TFTPConfig{Root: root, Timeout: time.Second, MaxBlockSize: 1024})
+	p := newRawPeer(t, net.IPv4(127, 0, 2, 5), addr)
+	p.request("undionly.kpxe") // asks for 1468
+	op, blk, rest := p.next()
+	opts := "\x00" + string([]byte{byte(blk >> 8), byte(blk)}) + rest // an OACK has no block number
+	if op != 6 || !strings.Contains(opts, "\x00blksize\x001024\x00") {
+		t.Fatalf("opcode %d options %q, want blksize 1024", op, opts)
+	}
+	p.send(5, 0)
+	if got, _, err := fetch(t, addr, "undionly.kpxe", 1468); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("fetch at the cap: %d bytes, %v", len(got), err)
+	}
+	for _, n := range []int{100, 511, 70000} {
+		if _, err := NewTFTPServer(TFTPConfig{Root: root, MaxBlockSize: n}); err == nil || !strings.Contains(err.Error(), "512..65464") {
+			t.Errorf("MaxBlockSize %d: %v", n, err)
+		}
+	}
+}

@@ -63,7 +63,7 @@ type TFTPServer struct {
 }
 
 type tftpCounters struct {
-	served, denied, busy, failed, shed, expired, dropped atomic.Uint64
+	served, denied, busy, failed, shed, expired atomic.Uint64
 }
 
 // TFTPStats are the TFTP counters.
@@ -78,8 +78,6 @@ type TFTPStats struct {
 	// Expired counts transfers ended because their client never sent
 	// the first ACK within FirstACKWait.
 	Expired uint64
-	// Dropped counts packets not sent because the send queue was full.
-	Dropped uint64
 }
 
 // The errors a client sees. pin/tftp sends the handler's error text
@@ -142,7 +140,7 @@ func NewTFTPServer(cfg TFTPConfig) (*TFTPServer, error) {
 func (t *TFTPServer) Stats() TFTPStats {
 	s := &t.stats
 	return TFTPStats{Served: s.served.Load(), Denied: s.denied.Load(), Busy: s.busy.Load(), Failed: s.failed.Load(),
-		Shed: s.shed.Load(), Expired: s.expired.Load(), Dropped: s.dropped.Load()}
+		Shed: s.shed.Load(), Expired: s.expired.Load()}
 }
 
 // Serve serves on conn until ctx is done, then stops with Shutdown and
@@ -172,11 +170,6 @@ func (t *TFTPServer) Serve(ctx context.Context, conn *net.UDPConn) error {
 	t.mu.Lock()
 	t.gate = g
 	t.mu.Unlock()
-
-	wstop := make(chan struct{})
-	wdone := make(chan struct{})
-	go func() { defer close(wdone); g.writer(wstop) }()
-	defer func() { close(wstop); <-wdone }()
 
 	stop := make(chan struct{})
 	stopped := make(chan struct{})

@@ -9,8 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/net/ipv4"
 )
 
 // TFTP opcodes (RFC 1350, RFC 2347).
@@ -65,13 +63,6 @@ type tftpGate struct {
 	userDL   time.Time                    // the read deadline pin/tftp asked for
 	setDL    time.Time                    // the deadline set on conn now
 	dlDirty  bool
-
-	// The write queue (see WriteTo).
-	wmu   sync.Mutex
-	wq    []ipv4.Message
-	wbufs []*[]byte
-	wake  chan struct{}
-	bufs  sync.Pool
 }
 
 type tftpXfer struct {
@@ -105,13 +96,10 @@ var busyPacket = tftpError(0, errTFTPBusy.Error())
 var writePacket = tftpError(2, "read-only server")
 
 func newTFTPGate(conn *net.UDPConn, max, perSource int, firstACK, stall time.Duration, stats *tftpCounters) *tftpGate {
-	g := &tftpGate{
+	return &tftpGate{
 		conn: conn, max: max, perSource: perSource, firstACK: firstACK, stall: stall, stats: stats,
 		xfers: make(map[netip.AddrPort]*tftpXfer), bySource: make(map[netip.Addr]int),
-		wake: make(chan struct{}, 1),
 	}
-	g.bufs.New = func() any { b := make([]byte, 0, 1500); return &b }
-	return g
 }
 
 // ReadFrom returns the next packet pin/tftp should see.
@@ -359,76 +347,17 @@ func (g *tftpGate) done(peer netip.AddrPort) {
 	}
 }
 
-// WriteTo queues a transfer's packet for the writer. pin/tftp calls it
-// holding the lock its loop needs for every incoming packet, so it must
-// not wait for a system call; the writer sends what has queued up with
-// one sendmmsg. A full queue drops the packet, as a full socket buffer
-// would: the transfer retransmits.
+// WriteTo sends a transfer's packet. pin/tftp calls it holding the lock
+// its loop takes for every incoming packet: one sendto, nothing more.
+// (A queue drained with sendmmsg by a writer goroutine was tried: it
+// saved no CPU in bench/dhcp/run_tftp.sh, the queue rarely held more
+// than one packet.)
 func (g *tftpGate) WriteTo(b []byte, addr net.Addr) (int, error) {
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok {
 		return 0, errors.New("TFTP: not a UDP address")
 	}
-	buf := g.bufs.Get().(*[]byte)
-	*buf = append((*buf)[:0], b...)
-	g.wmu.Lock()
-	if len(g.wq) >= maxWriteQueue {
-		g.wmu.Unlock()
-		g.bufs.Put(buf)
-		g.stats.dropped.Add(1)
-		return len(b), nil
-	}
-	g.wq = append(g.wq, ipv4.Message{Buffers: [][]byte{*buf}, Addr: ua})
-	g.wbufs = append(g.wbufs, buf)
-	first := len(g.wq) == 1
-	g.wmu.Unlock()
-	if first {
-		select {
-		case g.wake <- struct{}{}:
-		default:
-		}
-	}
-	return len(b), nil
-}
-
-// maxWriteQueue bounds the packets waiting for the writer.
-const maxWriteQueue = 4096
-
-// writer sends queued packets until stop is closed, then sends what is
-// left.
-func (g *tftpGate) writer(stop <-chan struct{}) {
-	pc := ipv4.NewPacketConn(g.conn)
-	var msgs []ipv4.Message
-	var bufs []*[]byte
-	for {
-		stopping := false
-		select {
-		case <-g.wake:
-		case <-stop:
-			stopping = true
-		}
-		g.wmu.Lock()
-		msgs, g.wq = g.wq, msgs[:0]
-		bufs, g.wbufs = g.wbufs, bufs[:0]
-		g.wmu.Unlock()
-		for sent := 0; sent < len(msgs); {
-			n, err := pc.WriteBatch(msgs[sent:], 0)
-			if err != nil {
-				// The packet at the head was refused (e.g. no route to a
-				// spoofed source): skip it, as a failed sendto would.
-				n = max(n, 1)
-			}
-			sent += n
-		}
-		for i, b := range bufs {
-			g.bufs.Put(b)
-			bufs[i] = nil
-			msgs[i] = ipv4.Message{}
-		}
-		if stopping {
-			return
-		}
-	}
+	return g.conn.WriteToUDP(b, ua)
 }
 
 // SetReadDeadline is pin/tftp's shutdown signal: it wakes a blocked

@@ -87,6 +87,14 @@ type DHCPConfig struct {
 	// Ports replies go to; 67 and 68 unless set (tests use others).
 	ServerPort, ClientPort uint16
 
+	// Relays lists the relay agents (addresses as /32, or prefixes) whose
+	// giaddr is accepted besides those inside the subnet of the address
+	// the request resolves to (a relay's giaddr is its address on the
+	// client's segment). A relayed request from any other giaddr is
+	// dropped and counted: its reply would go to whatever address the
+	// sender wrote there.
+	Relays []netip.Prefix
+
 	Booter    Booter
 	Addresses Addresses // required in ModeReservation; optional in ModeProxy
 	Recorder  Recorder
@@ -98,19 +106,20 @@ type DropReason int
 
 // The drop reasons, exported as the label of a counter.
 const (
-	DropMalformed   DropReason = iota // not a parseable BOOTREQUEST from an Ethernet client
-	DropMessageType                   // a type we do not answer (RELEASE, DECLINE, or on the wrong port)
-	DropOtherServer                   // REQUEST addressed to another server (option 54)
-	DropUnknownMAC                    // MAC with no reservation, discovery off
-	DropNoBoot                        // proxy mode: client not PXE, or the Booter says no network boot
-	DropBooter                        // the Booter failed
-	DropAddresses                     // Addresses failed (e.g. range exhausted)
-	DropQueueFull                     // worker queue full
-	DropSend                          // writing the reply failed
+	DropMalformed    DropReason = iota // not a parseable BOOTREQUEST from an Ethernet client
+	DropMessageType                    // a type we do not answer (RELEASE, DECLINE, or on the wrong port)
+	DropOtherServer                    // REQUEST addressed to another server (option 54)
+	DropUnknownMAC                     // MAC with no reservation, discovery off
+	DropNoBoot                         // proxy mode: client not PXE, or the Booter says no network boot
+	DropBooter                         // the Booter failed
+	DropAddresses                      // Addresses failed (e.g. range exhausted)
+	DropQueueFull                      // worker queue full
+	DropSend                           // writing the reply failed
+	DropUnknownRelay                   // giaddr is neither a configured relay nor on a known segment
 	numDropReasons
 )
 
-var dropNames = [numDropReasons]string{"malformed", "message_type", "other_server", "unknown_mac", "no_boot", "booter_error", "addresses_error", "queue_full", "send_error"}
+var dropNames = [numDropReasons]string{"malformed", "message_type", "other_server", "unknown_mac", "no_boot", "booter_error", "addresses_error", "queue_full", "send_error", "unknown_relay"}
 
 func (r DropReason) String() string {
 	if r >= 0 && r < numDropReasons {
@@ -189,6 +198,11 @@ func NewDHCPHandler(cfg DHCPConfig) (*DHCPHandler, error) {
 	}
 	if cfg.HTTPBase == "" {
 		return nil, errors.New("DHCP handler: HTTP base URL required (iPXE fetches its script from it)")
+	}
+	for _, p := range cfg.Relays {
+		if !p.IsValid() || !p.Addr().Is4() {
+			return nil, fmt.Errorf("DHCP handler: relay %v: want an IPv4 address or prefix", p)
+		}
 	}
 	cfg.HTTPBase = strings.TrimRight(cfg.HTTPBase, "/")
 	cfg.BootFiles = cfg.BootFiles.withDefaults()
@@ -314,10 +328,16 @@ func (h *DHCPHandler) reservation(ctx context.Context, req *dhcpv4.DHCPv4, c Cli
 		if !h.cfg.Discovery {
 			return h.drop(DropUnknownMAC)
 		}
+		if !h.relayAccepted(c.Relay, nil) {
+			return h.drop(DropUnknownRelay)
+		}
 		if res, err = h.cfg.Addresses.Allocate(ctx, c.MAC, c.Relay); err != nil {
 			h.log.Warn("dhcp: no dynamic address for unknown MAC", "mac", c.MAC.String(), "relay", c.Relay, "err", err)
 			return h.drop(DropAddresses)
 		}
+	}
+	if !h.relayAccepted(c.Relay, &res) {
+		return h.drop(DropUnknownRelay)
 	}
 	if !decided {
 		boot, bootErr = h.cfg.Booter.Boot(ctx, c)
@@ -416,23 +436,35 @@ func (h *DHCPHandler) proxy(ctx context.Context, req *dhcpv4.DHCPv4, c Client, p
 	if !isPXE(c) {
 		return h.drop(DropNoBoot)
 	}
-	var boot Boot
-	var err error
+	var (
+		boot Boot
+		err  error
+		res  *Reservation // the address the request resolves to; nil: none
+	)
 	if ba, ok := h.cfg.Addresses.(BootAddresses); ok {
-		var known bool
-		_, known, boot, err = ba.LookupBoot(ctx, c)
-		if !known && !h.cfg.Discovery {
+		r, known, b, berr := ba.LookupBoot(ctx, c)
+		boot, err = b, berr
+		if known {
+			res = &r
+		} else if !h.cfg.Discovery {
 			return h.drop(DropUnknownMAC)
 		}
 	} else {
-		if h.cfg.Addresses != nil && !h.cfg.Discovery {
-			if _, known, err := h.cfg.Addresses.Lookup(ctx, c.MAC, c.Relay); err != nil {
+		if h.cfg.Addresses != nil && (!h.cfg.Discovery || c.Relay.IsValid()) {
+			r, known, lerr := h.cfg.Addresses.Lookup(ctx, c.MAC, c.Relay)
+			switch {
+			case lerr != nil:
 				return h.drop(DropAddresses)
-			} else if !known {
+			case known:
+				res = &r
+			case !h.cfg.Discovery:
 				return h.drop(DropUnknownMAC)
 			}
 		}
 		boot, err = h.cfg.Booter.Boot(ctx, c)
+	}
+	if !h.relayAccepted(c.Relay, res) {
+		return h.drop(DropUnknownRelay)
 	}
 	if err != nil {
 		h.log.Warn("dhcp: booter failed", "mac", c.MAC.String(), "err", err)
@@ -464,6 +496,22 @@ func (h *DHCPHandler) proxy(ctx context.Context, req *dhcpv4.DHCPv4, c Client, p
 	return &Reply{Packet: resp, Dest: dest}, 0
 }
 
+// relayAccepted reports whether a request relayed through relay may be
+// answered: relay is one of the configured relays, or it lies in the
+// subnet of res, the address the request resolves to (nil: none yet).
+// A request that is not relayed is always accepted.
+func (h *DHCPHandler) relayAccepted(relay netip.Addr, res *Reservation) bool {
+	if !relay.IsValid() {
+		return true
+	}
+	for _, p := range h.cfg.Relays {
+		if p.Contains(relay) {
+			return true
+		}
+	}
+	return res != nil && res.Subnet.Prefix.IsValid() && res.Subnet.Prefix.Contains(relay)
+}
+
 // newReply builds the reply skeleton by hand rather than with
 // dhcpv4.NewReplyFromRequest, which draws a random transaction ID from
 // crypto/rand only to overwrite it.
@@ -483,8 +531,15 @@ func newReply(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 	if req.MessageType() == dhcpv4.MessageTypeInform || req.MessageType() == dhcpv4.MessageTypeRequest {
 		r.ClientIPAddr = req.ClientIPAddr
 	}
-	// RFC 3046: echo the relay agent information; RFC 6842: the client id.
-	for _, code := range []dhcpv4.OptionCode{dhcpv4.OptionRelayAgentInformation, dhcpv4.OptionClientIdentifier} {
+	// RFC 6842: echo the client id. RFC 3046: echo the relay agent
+	// information to the relay, which strips it; only a relay adds it,
+	// so a request that was not relayed gets none back (a client could
+	// otherwise make every reply carry a kilobyte of its choosing).
+	codes := []dhcpv4.OptionCode{dhcpv4.OptionClientIdentifier}
+	if _, relayed := addr4(req.GatewayIPAddr); relayed {
+		codes = append(codes, dhcpv4.OptionRelayAgentInformation)
+	}
+	for _, code := range codes {
 		if v := req.GetOneOption(code); v != nil {
 			r.UpdateOption(dhcpv4.OptGeneric(code, v))
 		}

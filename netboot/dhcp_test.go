@@ -1,6 +1,7 @@
 package netboot
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"net/netip"
@@ -296,6 +297,80 @@ func TestRelay(t *testing.T) {
 	}
 }
 
+// A giaddr is where the reply goes: one that is neither a configured
+// relay nor on a segment the request resolves to gets nothing, and is
+// counted.
+func TestRelayFromUnknownGiaddrDropped(t *testing.T) {
+	f := newFixture(t)
+	f.booter.SetDiscovery(&Boot{Kind: BootDiscovery, Kernel: httpBase + "/boot/files/vmlinuz"})
+	ctx := context.Background()
+	const stranger = "10.66.0.1" // no segment, not configured
+	for _, mode := range []Mode{ModeReservation, ModeProxy} {
+		for _, disc := range []bool{false, true} {
+			h := f.handler(t, mode, disc)
+			for _, mac := range []net.HardwareAddr{macRelayed, macKnown, macUnknown} {
+				p := pkt{mt: dhcpv4.MessageTypeDiscover, mac: mac, arch: archp(0), vendor: "PXEClient", giaddr: stranger}
+				rep, why := h.Handle(ctx, p.build(t), netip.MustParseAddrPort(stranger+":67"), 67)
+				if rep != nil {
+					t.Errorf("%v discovery=%v %v: replied to %v", mode, disc, mac, rep.Dest)
+				}
+				// A reserved MAC is unknown on the stranger's segment first
+				// when discovery is off; otherwise the relay is the reason.
+				if disc && why != DropUnknownRelay {
+					t.Errorf("%v discovery=%v %v: dropped as %v, want unknown_relay", mode, disc, mac, why)
+				}
+			}
+			if disc && h.Stats().Dropped["unknown_relay"] != 3 {
+				t.Errorf("%v discovery=%v: stats %+v", mode, disc, h.Stats())
+			}
+		}
+	}
+	// A configured relay is accepted wherever its address is.
+	h, err := NewDHCPHandler(DHCPConfig{Mode: ModeProxy, ServerIP: serverIP, HTTPBase: httpBase, Discovery: true,
+		Booter: f.booter, Addresses: f.addrs, Relays: []netip.Prefix{netip.MustParsePrefix("10.66.0.0/24")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pkt{mt: dhcpv4.MessageTypeDiscover, mac: macUnknown, arch: archp(0), vendor: "PXEClient", giaddr: stranger}
+	if rep, why := h.Handle(ctx, p.build(t), netip.MustParseAddrPort(stranger+":67"), 67); rep == nil || rep.Dest.Addr != netip.MustParseAddrPort(stranger+":67") {
+		t.Errorf("configured relay: %+v %v", rep, why)
+	}
+}
+
+// Option 82 belongs to the relay: it is echoed to a relay and never on a
+// request that was not relayed, whatever the client put in it.
+func TestOption82OnlyOnRelayed(t *testing.T) {
+	f := newFixture(t)
+	h := f.handler(t, ModeReservation, false)
+	big := dhcpv4.OptRelayAgentInfo(dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(1), bytes.Repeat([]byte{'x'}, 250)),
+		dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(2), bytes.Repeat([]byte{'y'}, 250)),
+		dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(9), bytes.Repeat([]byte{'z'}, 500)))
+	d, err := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover), dhcpv4.WithHwAddr(macKnown),
+		dhcpv4.WithOption(dhcpv4.OptClientArch(iana.INTEL_X86PC)), dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient")),
+		dhcpv4.WithOption(big))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.GetOneOption(dhcpv4.OptionRelayAgentInformation)) < 1000 {
+		t.Fatalf("test packet: option 82 of %d bytes", len(d.GetOneOption(dhcpv4.OptionRelayAgentInformation)))
+	}
+	rep, why := h.Handle(context.Background(), d.ToBytes(), peer, 67)
+	if rep == nil {
+		t.Fatalf("no reply: %v", why)
+	}
+	if rep.Packet.Options.Has(dhcpv4.OptionRelayAgentInformation) {
+		t.Errorf("option 82 echoed on a request that was not relayed (%d bytes)", len(rep.Packet.ToBytes()))
+	}
+	p := pkt{mt: dhcpv4.MessageTypeDiscover, mac: macRelayed, arch: archp(0), vendor: "PXEClient", giaddr: relayIP.String()}
+	rep, why = h.Handle(context.Background(), p.build(t), netip.AddrPortFrom(relayIP, 67), 67)
+	if rep == nil {
+		t.Fatalf("relayed: no reply: %v", why)
+	}
+	if got := rep.Packet.GetOneOption(dhcpv4.OptionRelayAgentInformation); !bytes.Contains(got, []byte("port7")) {
+		t.Errorf("relayed: option 82 %q, want it echoed", got)
+	}
+}
+
 func TestProxyMode(t *testing.T) {
 	f := newFixture(t)
 	h := f.handler(t, ModeProxy, false)
@@ -431,6 +506,8 @@ func TestNewDHCPHandlerChecks(t *testing.T) {
 		"no booter":    {Mode: ModeProxy, ServerIP: serverIP, HTTPBase: httpBase},
 		"no addresses": {Mode: ModeReservation, ServerIP: serverIP, HTTPBase: httpBase, Booter: b},
 		"no http":      {Mode: ModeProxy, ServerIP: serverIP, Booter: b},
+		"ipv6 relay":   {Mode: ModeProxy, ServerIP: serverIP, HTTPBase: httpBase, Booter: b, Relays: []netip.Prefix{netip.MustParsePrefix("fd00::1/128")}},
+		"zero relay":   {Mode: ModeProxy, ServerIP: serverIP, HTTPBase: httpBase, Booter: b, Relays: []netip.Prefix{{}}},
 	} {
 		if _, err := NewDHCPHandler(cfg); err == nil {
 			t.Errorf("%s: accepted", name)

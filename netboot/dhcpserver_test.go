@@ -2,6 +2,7 @@ package netboot
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -34,8 +35,9 @@ func startLoopback(t *testing.T, booter Booter, addrs *MemoryAddresses, cfg DHCP
 		t.Fatal(err)
 	}
 	cport := uint16(client.LocalAddr().(*net.UDPAddr).Port)
+	// The client socket plays the relay agent at 127.0.0.1.
 	h, err := NewDHCPHandler(DHCPConfig{Mode: ModeReservation, ServerIP: netip.MustParseAddr("127.0.0.1"), HTTPBase: "http://127.0.0.1:1",
-		ServerPort: cport, ClientPort: cport, Booter: booter, Addresses: addrs})
+		ServerPort: cport, ClientPort: cport, Booter: booter, Addresses: addrs, Relays: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,23 +78,43 @@ func relayedDiscover(t testing.TB, mac net.HardwareAddr) []byte {
 }
 
 func (l *loopbackServer) send(t testing.TB, b []byte) {
-	if _, err := l.client.WriteToUDP(b, l.server.LocalAddr().(*net.UDPAddr)); err != nil {
+	t.Helper()
+	if err := l.trySend(b); err != nil {
 		t.Fatal(err)
 	}
 }
 
+// trySend and tryRecv are for goroutines other than the test's own,
+// where t.Fatal would end only that goroutine and can leave the test
+// waiting for it forever: they return errors for the test to report.
+func (l *loopbackServer) trySend(b []byte) error {
+	_, err := l.client.WriteToUDP(b, l.server.LocalAddr().(*net.UDPAddr))
+	return err
+}
+
 func (l *loopbackServer) recv(t testing.TB, timeout time.Duration) *dhcpv4.DHCPv4 {
+	t.Helper()
+	d, err := l.tryRecv(timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// tryRecv returns the next reply, nil when none came within timeout, or
+// an error when one came that does not parse.
+func (l *loopbackServer) tryRecv(timeout time.Duration) (*dhcpv4.DHCPv4, error) {
 	buf := make([]byte, 1500)
 	l.client.SetReadDeadline(time.Now().Add(timeout))
 	n, _, err := l.client.ReadFromUDP(buf)
 	if err != nil {
-		return nil
+		return nil, nil
 	}
 	d, err := dhcpv4.FromBytes(buf[:n])
 	if err != nil {
-		t.Fatalf("reply does not parse: %v", err)
+		return nil, fmt.Errorf("reply does not parse: %w", err)
 	}
-	return d
+	return d, nil
 }
 
 func TestDHCPServerLoopback(t *testing.T) {
@@ -152,7 +174,11 @@ func TestDHCPServerQueueFullDrops(t *testing.T) {
 	g := &gateBooter{gate: make(chan struct{}), started: make(chan struct{})}
 	l := startLoopback(t, g, loopbackAddrs(t, macs...), DHCPServerConfig{Workers: 1, QueueSize: 2, Timeout: 30 * time.Second})
 	l.send(t, relayedDiscover(t, macs[0]))
-	<-g.started // the only worker is now stuck on the first packet
+	select { // the only worker is now stuck on the first packet
+	case <-g.started:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the booter was never called; stats %+v", l.srv.Stats())
+	}
 	for _, m := range macs[1:] {
 		l.send(t, relayedDiscover(t, m))
 	}
@@ -187,14 +213,28 @@ func TestDHCPServerConcurrent(t *testing.T) {
 	// A window of packets in flight keeps the socket buffers (capped by
 	// net.core.rmem_max) from overflowing: this test is about races, not load.
 	window := make(chan struct{}, 32)
-	got := make(chan int)
+	got := make(chan int, 1)
+	// Packets are built here: pkt.build may call t.Fatal, which only
+	// works on the test's goroutine.
+	discovers := make([][]byte, len(macs))
+	for i, m := range macs {
+		discovers[i] = relayedDiscover(t, m)
+	}
 	go func() {
 		n := 0
-		for n < clients*per && l.recv(t, 3*time.Second) != nil {
+		defer func() { got <- n }() // whatever happens, the test gets a count
+		for n < clients*per {
+			r, err := l.tryRecv(3 * time.Second)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if r == nil {
+				return
+			}
 			n++
 			<-window
 		}
-		got <- n
 	}()
 	var wg sync.WaitGroup
 	for c := range clients {
@@ -206,7 +246,10 @@ func TestDHCPServerConcurrent(t *testing.T) {
 				case window <- struct{}{}:
 				case <-time.After(time.Second):
 				}
-				l.send(t, relayedDiscover(t, macs[c*per+i]))
+				if err := l.trySend(discovers[c*per+i]); err != nil {
+					t.Error(err)
+					return
+				}
 			}
 		}()
 	}

@@ -165,8 +165,8 @@ func e2eBoot(t *testing.T, fw qemu.Firmware, chain, proxy bool) {
 	}
 	defer hh.Close()
 
-	// Every socket is opened on a thread inside the namespace; TFTP's loop
-	// stays on that thread (pin/tftp opens a socket per transfer there).
+	// Every socket is opened on a thread inside the namespace (TFTP
+	// answers every transfer from its one socket).
 	srvCtx, stopSrv := context.WithCancel(ctx)
 	srvDone := make(chan error, 1)
 	ready := make(chan error, 1)
@@ -184,8 +184,14 @@ func e2eBoot(t *testing.T, fw qemu.Firmware, chain, proxy bool) {
 			return srv.Run(srvCtx)
 		})
 	}()
-	if err := <-ready; err != nil {
-		t.Fatal(err)
+	// ns.Run can fail before the function runs, and then ready never comes.
+	select {
+	case err := <-ready:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case err := <-srvDone:
+		t.Fatalf("server: %v", err)
 	}
 	defer func() {
 		stopSrv()

@@ -28,6 +28,9 @@ type Config struct {
 	HTTPBaseURL string
 	Discovery   bool
 	BootFiles   BootFiles
+	// DHCPRelays are the relay agents (or prefixes) whose giaddr is
+	// accepted besides those inside a known segment (DHCPConfig.Relays).
+	DHCPRelays []netip.Prefix
 
 	DHCPPort   uint16 // default 67
 	ProxyPort  uint16 // proxy mode's boot server port, default 4011
@@ -38,6 +41,11 @@ type Config struct {
 	// TFTPListen is the TFTP socket; default 0.0.0.0:69.
 	TFTPListen        netip.AddrPort
 	TFTPMaxConcurrent int
+	TFTPPerSource     int // transfers at once from one address (default 4)
+	// TFTPMaxBlockSize caps blksize; default: the listening address's
+	// interface MTU - 32, or 1468 when listening on 0.0.0.0 (set it for
+	// jumbo frames).
+	TFTPMaxBlockSize int
 
 	Workers   int           // DHCP workers, default 4
 	QueueSize int           // DHCP queue, default 1024
@@ -90,7 +98,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.Mode != ModeOff {
 		h, err := NewDHCPHandler(DHCPConfig{
 			Mode: cfg.Mode, ServerIP: cfg.Advertise, HTTPBase: cfg.HTTPBaseURL,
-			Discovery: cfg.Discovery, BootFiles: cfg.BootFiles,
+			Discovery: cfg.Discovery, BootFiles: cfg.BootFiles, Relays: cfg.DHCPRelays,
 			ServerPort: cfg.DHCPPort, ClientPort: cfg.ClientPort,
 			Booter: cfg.Booter, Addresses: cfg.Addresses, Recorder: cfg.Recorder, Logger: cfg.Logger,
 		})
@@ -100,7 +108,7 @@ func NewServer(cfg Config) (*Server, error) {
 		s.dhcp = NewDHCPServer(h, DHCPServerConfig{Workers: cfg.Workers, QueueSize: cfg.QueueSize, Timeout: cfg.Timeout, Logger: cfg.Logger})
 	}
 	if cfg.TFTPRoot != "" {
-		t, err := NewTFTPServer(TFTPConfig{Root: cfg.TFTPRoot, MaxConcurrent: cfg.TFTPMaxConcurrent, Recorder: cfg.Recorder, Addresses: cfg.Addresses, Logger: cfg.Logger})
+		t, err := NewTFTPServer(TFTPConfig{Root: cfg.TFTPRoot, MaxConcurrent: cfg.TFTPMaxConcurrent, PerSource: cfg.TFTPPerSource, MaxBlockSize: cfg.TFTPMaxBlockSize, Recorder: cfg.Recorder, Addresses: cfg.Addresses, Logger: cfg.Logger})
 		if err != nil {
 			return nil, err
 		}

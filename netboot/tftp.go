@@ -1,6 +1,7 @@
 package netboot
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,9 +22,23 @@ import (
 // TFTPConfig configures a TFTPServer.
 type TFTPConfig struct {
 	Root          string        // directory served read-only (e.g. /usr/lib/ipxe)
-	MaxConcurrent int           // transfers at once; more are refused as busy (default 64)
+	MaxConcurrent int           // transfers at once (default 64); see tftpGate for who makes room
+	PerSource     int           // transfers at once from one source address (default 4)
 	Timeout       time.Duration // per-packet retransmit timeout (default 2s)
-	Recorder      Recorder
+	// FirstACKWait is how long a new transfer waits for its client's
+	// first ACK before it is ended (default 1s). A machine on the
+	// provisioning network answers in milliseconds; a spoofed request
+	// never does.
+	FirstACKWait time.Duration
+	// MaxBlockSize caps the blksize option (RFC 2348). Default: the MTU
+	// of the interface holding the listening address less 32 bytes of
+	// IPv4, UDP and TFTP headers, or 1468 (Ethernet) when listening on
+	// every address.
+	MaxBlockSize int
+	// CacheBytes bounds the file bytes kept in memory (default 64 MiB);
+	// files larger than an eighth of it are read from disk each time.
+	CacheBytes int64
+	Recorder   Recorder
 	// Addresses, if set, names the MAC of a transfer's peer in events
 	// (TFTP itself carries no MAC).
 	Addresses Addresses
@@ -33,21 +49,35 @@ type TFTPConfig struct {
 // unchanged, so every name is checked here and opened through os.Root,
 // which also refuses symlinks that leave the root.
 type TFTPServer struct {
-	root   *os.Root
-	srv    *tftp.Server
-	sem    chan struct{}
-	rec    Recorder
-	addrs  Addresses
-	log    *slog.Logger
-	served atomic.Uint64
-	denied atomic.Uint64
-	busy   atomic.Uint64
-	failed atomic.Uint64
+	cfg   TFTPConfig
+	root  *os.Root
+	srv   *tftp.Server
+	cache tftpCache
+	rec   Recorder
+	addrs Addresses
+	log   *slog.Logger
+	stats tftpCounters
+
+	mu   sync.Mutex
+	gate *tftpGate // set by Serve
+}
+
+type tftpCounters struct {
+	served, denied, busy, failed, shed, expired atomic.Uint64
 }
 
 // TFTPStats are the TFTP counters.
 type TFTPStats struct {
-	Served, Denied, Busy, Failed uint64
+	Served, Denied, Failed uint64
+	// Busy counts requests refused because every slot (in all, or of
+	// their source) was held by a client that answers.
+	Busy uint64
+	// Shed counts transfers ended to make room for a new request: the
+	// oldest unanswered one, or one whose client went silent.
+	Shed uint64
+	// Expired counts transfers ended because their client never sent
+	// the first ACK within FirstACKWait.
+	Expired uint64
 }
 
 // The errors a client sees. pin/tftp sends the handler's error text
@@ -65,6 +95,9 @@ func NewTFTPServer(cfg TFTPConfig) (*TFTPServer, error) {
 	if cfg.Root == "" {
 		return nil, errors.New("TFTP: root directory required")
 	}
+	if cfg.MaxBlockSize != 0 && (cfg.MaxBlockSize < 512 || cfg.MaxBlockSize > 65464) {
+		return nil, fmt.Errorf("TFTP: maximum block size %d is outside 512..65464 (RFC 2348)", cfg.MaxBlockSize)
+	}
 	root, err := os.OpenRoot(cfg.Root)
 	if err != nil {
 		return nil, fmt.Errorf("TFTP: opening root %s: %w", cfg.Root, err)
@@ -72,8 +105,17 @@ func NewTFTPServer(cfg TFTPConfig) (*TFTPServer, error) {
 	if cfg.MaxConcurrent <= 0 {
 		cfg.MaxConcurrent = 64
 	}
+	if cfg.PerSource <= 0 {
+		cfg.PerSource = 4
+	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 2 * time.Second
+	}
+	if cfg.FirstACKWait <= 0 {
+		cfg.FirstACKWait = time.Second
+	}
+	if cfg.CacheBytes <= 0 {
+		cfg.CacheBytes = 64 << 20
 	}
 	if cfg.Recorder == nil {
 		cfg.Recorder = NopRecorder{}
@@ -81,39 +123,68 @@ func NewTFTPServer(cfg TFTPConfig) (*TFTPServer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	t := &TFTPServer{root: root, sem: make(chan struct{}, cfg.MaxConcurrent), rec: cfg.Recorder, addrs: cfg.Addresses, log: cfg.Logger}
-	// A nil write handler makes pin/tftp refuse every WRQ.
+	t := &TFTPServer{cfg: cfg, root: root, rec: cfg.Recorder, addrs: cfg.Addresses, log: cfg.Logger}
+	t.cache.init(cfg.CacheBytes)
+	// A nil write handler makes pin/tftp refuse every WRQ (the gate
+	// refuses them before that).
 	t.srv = tftp.NewServer(t.read, nil)
 	t.srv.SetTimeout(cfg.Timeout)
 	t.srv.SetRetries(5)
+	// Retransmit on the timeout alone: pin/tftp's default backoff sleeps
+	// up to a second more, during which the transfer cannot be ended.
+	t.srv.SetBackoff(func(int) time.Duration { return 0 })
 	return t, nil
 }
 
 // Stats returns the counters.
 func (t *TFTPServer) Stats() TFTPStats {
-	return TFTPStats{Served: t.served.Load(), Denied: t.denied.Load(), Busy: t.busy.Load(), Failed: t.failed.Load()}
+	s := &t.stats
+	return TFTPStats{Served: s.served.Load(), Denied: s.denied.Load(), Busy: s.busy.Load(), Failed: s.failed.Load(),
+		Shed: s.shed.Load(), Expired: s.expired.Load()}
 }
 
-// Serve serves on conn until ctx is done, then stops with Shutdown
-// (closing conn ourselves would make pin/tftp's loop spin) and waits for
-// running transfers. pin/tftp opens one socket per transfer from the
-// goroutine that runs its loop, which is the caller's: run Serve on a
-// thread in the right network namespace (see lab/netns.Run).
+// Serve serves on conn until ctx is done, then stops with Shutdown and
+// waits for running transfers (unanswered ones end within FirstACKWait).
+// pin/tftp runs in its single-port mode behind tftpGate: every transfer
+// is answered from conn, no socket is opened per transfer, and the gate
+// sees every packet (see tftpGate for the limits it enforces). Serve
+// owns conn from the call on.
 func (t *TFTPServer) Serve(ctx context.Context, conn *net.UDPConn) error {
+	blk := t.cfg.MaxBlockSize
+	if blk == 0 {
+		blk = 1468
+		if ua, ok := conn.LocalAddr().(*net.UDPAddr); ok {
+			if a, ok := netip.AddrFromSlice(ua.IP); ok {
+				if mtu := mtuOf(a); mtu > 0 {
+					blk = min(max(mtu-32, 512), 65464)
+				}
+			}
+		}
+	}
+	// Behind the gate pin/tftp cannot read the interface's MTU: negotiate
+	// up to blk, whatever the client asks beyond it.
+	t.srv.SetBlockSizeNegotiation(false)
+	t.srv.SetBlockSize(blk)
+	t.srv.EnableSinglePort()
+	g := newTFTPGate(conn, t.cfg.MaxConcurrent, t.cfg.PerSource, t.cfg.FirstACKWait, t.cfg.Timeout, &t.stats)
+	t.mu.Lock()
+	t.gate = g
+	t.mu.Unlock()
+
 	stop := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
 		select {
 		case <-ctx.Done():
+			g.stopping.Store(true)
 			t.srv.Shutdown()
 		case <-stop:
 		}
 	}()
-	err := t.srv.Serve(conn)
+	err := t.srv.Serve(g)
 	close(stop)
 	<-stopped
-	// Shutdown closes conn only if Serve had registered it already.
 	conn.Close()
 	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("TFTP: %w", err)
@@ -150,59 +221,131 @@ func CleanTFTPName(name string) (string, bool) {
 }
 
 func (t *TFTPServer) read(filename string, rf io.ReaderFrom) error {
-	peer, mac := "", ""
-	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
-		ra := ot.RemoteAddr()
-		peer = ra.IP.String()
-		if a, ok := netip.AddrFromSlice(ra.IP.To4()); ok && t.addrs != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			if m, ok := t.addrs.Owner(ctx, a); ok {
-				mac = m.String()
-			}
-			cancel()
-		}
+	ot, ok := rf.(tftp.OutgoingTransfer)
+	if !ok {
+		return errTFTPNotFound // not pin/tftp's sender: cannot happen
 	}
+	ra := ot.RemoteAddr()
+	peerAP := ra.AddrPort()
+	peerAP = netip.AddrPortFrom(peerAP.Addr().Unmap(), peerAP.Port())
+	t.mu.Lock()
+	g := t.gate
+	t.mu.Unlock()
+	defer g.done(peerAP)
+	peer := peerAP.Addr().String()
+
 	name, ok := CleanTFTPName(filename)
 	if !ok {
-		t.denied.Add(1)
+		t.stats.denied.Add(1)
 		t.log.Warn("tftp: refused filename", "peer", peer, "name", truncate(filename, 80))
 		return errTFTPNotFound
 	}
-	// Bound concurrent transfers. Returning an error makes pin/tftp send
-	// it and close the transfer socket (returning nil would leak it).
-	select {
-	case t.sem <- struct{}{}:
-	default:
-		t.busy.Add(1)
-		return errTFTPBusy
-	}
-	defer func() { <-t.sem }()
-	f, err := t.root.Open(name)
+	src, size, closeSrc, err := t.open(name)
 	if err != nil {
-		t.denied.Add(1)
+		t.stats.denied.Add(1)
 		return errTFTPNotFound
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		t.denied.Add(1)
-		return errTFTPNotFound
-	}
-	if ot, ok := rf.(tftp.OutgoingTransfer); ok {
-		ot.SetSize(fi.Size()) // answers the tsize option
-	}
-	n, err := rf.ReadFrom(f)
+	defer closeSrc()
+	ot.SetSize(size) // answers the tsize option
+	n, err := rf.ReadFrom(src)
 	if err != nil {
-		t.failed.Add(1)
+		t.stats.failed.Add(1)
 		// UEFI PXE asks for the size first (tsize) and then aborts that
 		// transfer on purpose before fetching for real: not worth a warning.
 		t.log.Debug("tftp: transfer ended early", "peer", peer, "file", name, "sent", n, "err", err)
-		// ReadFrom already aborted the transfer and closed its socket.
+		// ReadFrom already aborted the transfer and closed it.
 		return nil
 	}
-	t.served.Add(1)
+	t.stats.served.Add(1)
+	// The MAC only labels the event: look it up once the client has its
+	// file, not while it waits.
+	mac := ""
+	if t.addrs != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if m, ok := t.addrs.Owner(ctx, peerAP.Addr()); ok {
+			mac = m.String()
+		}
+		cancel()
+	}
 	t.rec.Event(Event{MAC: mac, Step: StepTFTP, Detail: fmt.Sprintf("file=%s bytes=%d peer=%s", name, n, peer)})
 	return nil
+}
+
+// open returns the file's bytes to send and its size: from memory when
+// it is cached and unchanged, else from the file (and cached if small).
+// The name is always opened through the root, so confinement and a
+// replaced or removed file are checked on every request; what the cache
+// saves is a read system call per block.
+func (t *TFTPServer) open(name string) (io.Reader, int64, func(), error) {
+	f, fi, err := openRegular(t.root, name)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if data, ok := t.cache.get(name, fi); ok {
+		f.Close()
+		return bytes.NewReader(data), fi.Size(), func() {}, nil
+	}
+	if fi.Size() <= t.cache.maxFile() {
+		data := make([]byte, fi.Size())
+		_, err := io.ReadFull(f, data)
+		f.Close()
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		t.cache.put(name, fi, data)
+		return bytes.NewReader(data), fi.Size(), func() {}, nil
+	}
+	return f, fi.Size(), func() { f.Close() }, nil
+}
+
+// tftpCache keeps small files in memory, keyed by name and checked
+// against the file's identity, size and modification time on each use.
+type tftpCache struct {
+	mu    sync.Mutex
+	limit int64
+	used  int64
+	files map[string]cachedFile
+}
+
+type cachedFile struct {
+	fi   fs.FileInfo
+	data []byte
+}
+
+func (c *tftpCache) init(limit int64) {
+	c.limit = limit
+	c.files = make(map[string]cachedFile)
+}
+
+func (c *tftpCache) maxFile() int64 { return c.limit / 8 }
+
+func (c *tftpCache) get(name string, fi fs.FileInfo) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cf, ok := c.files[name]
+	if !ok {
+		return nil, false
+	}
+	if !os.SameFile(cf.fi, fi) || cf.fi.Size() != fi.Size() || !cf.fi.ModTime().Equal(fi.ModTime()) {
+		delete(c.files, name)
+		c.used -= int64(len(cf.data))
+		return nil, false
+	}
+	return cf.data, true
+}
+
+func (c *tftpCache) put(name string, fi fs.FileInfo, data []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.files[name]; ok {
+		c.used -= int64(len(old.data))
+		delete(c.files, name)
+	}
+	if c.used+int64(len(data)) > c.limit {
+		return // full: served from disk until a restart; a TFTP root holds a few binaries
+	}
+	c.files[name] = cachedFile{fi: fi, data: data}
+	c.used += int64(len(data))
 }
 
 func truncate(s string, n int) string {

@@ -17,8 +17,14 @@ import (
 
 func startTFTP(t *testing.T, root string) (addr string, srv *TFTPServer, rec *MemoryRecorder) {
 	t.Helper()
+	return startTFTPConfig(t, TFTPConfig{Root: root, Timeout: time.Second})
+}
+
+func startTFTPConfig(t *testing.T, cfg TFTPConfig) (addr string, srv *TFTPServer, rec *MemoryRecorder) {
+	t.Helper()
 	rec = NewMemoryRecorder()
-	srv, err := NewTFTPServer(TFTPConfig{Root: root, Recorder: rec, Timeout: time.Second})
+	cfg.Recorder = rec
+	srv, err := NewTFTPServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,36 +179,5 @@ func TestTFTPRefusesWrite(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "upload.bin")); err == nil {
 		t.Fatal("file written")
-	}
-}
-
-func TestTFTPConcurrencyBound(t *testing.T) {
-	root, _ := tftpRoot(t)
-	srv, err := NewTFTPServer(TFTPConfig{Root: root, MaxConcurrent: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	srv.sem <- struct{}{} // one transfer running
-	addr, _, _ := func() (string, *TFTPServer, *MemoryRecorder) {
-		conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { srv.Serve(ctx, conn); close(done) }()
-		t.Cleanup(func() { cancel(); <-done })
-		return conn.LocalAddr().String(), srv, nil
-	}()
-	if _, _, err := fetch(t, addr, "efi/ipxe.efi", 0); err == nil || !strings.Contains(err.Error(), "busy") {
-		t.Fatalf("want busy, got %v", err)
-	}
-	<-srv.sem
-	if _, _, err := fetch(t, addr, "efi/ipxe.efi", 0); err != nil {
-		t.Fatalf("after release: %v", err)
-	}
-	if srv.Stats().Busy != 1 {
-		t.Errorf("stats %+v", srv.Stats())
 	}
 }

@@ -86,6 +86,9 @@ type Config struct {
 	IPXEDir   string // default /usr/lib/ipxe
 	Discovery bool
 	LeaseTime time.Duration // default 1h
+	// DHCPRelays are the relay agents whose giaddr is accepted besides
+	// relays inside a known subnet.
+	DHCPRelays []netip.Prefix
 	// DHCP workers and queue size; 0: netboot's defaults.
 	DHCPWorkers, DHCPQueue int
 
@@ -306,7 +309,7 @@ func (s *Service) provision(ctx context.Context) error {
 
 	if cfg.DHCPMode != netboot.ModeOff {
 		nb, err := netboot.NewServer(netboot.Config{Interface: cfg.Interface, Mode: cfg.DHCPMode, Advertise: cfg.Advertise, HTTPBaseURL: baseURL,
-			Discovery: cfg.Discovery, TFTPRoot: ipxeRoot, Workers: cfg.DHCPWorkers, QueueSize: cfg.DHCPQueue, Booter: engine, Addresses: addrs, Recorder: s.recorder, Logger: log})
+			Discovery: cfg.Discovery, DHCPRelays: cfg.DHCPRelays, TFTPRoot: ipxeRoot, Workers: cfg.DHCPWorkers, QueueSize: cfg.DHCPQueue, Booter: engine, Addresses: addrs, Recorder: s.recorder, Logger: log})
 		if err != nil {
 			return err
 		}

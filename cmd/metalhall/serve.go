@@ -34,6 +34,7 @@ func serveFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "dhcp-mode", Value: "off", EnvVars: env("DHCP_MODE"), Usage: "reservation, proxy or off"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "advertise-address", EnvVars: env("ADVERTISE_ADDRESS"), Usage: "address machines reach this service at (DHCP server identifier, boot URLs)"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "ipxe-dir", Value: "/usr/lib/ipxe", EnvVars: env("IPXE_DIR"), Usage: "iPXE binaries served over TFTP and HTTP (Debian package ipxe)"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "dhcp-relay", EnvVars: env("DHCP_RELAY"), Usage: "address or prefix of a DHCP relay whose giaddr is accepted (repeatable); relays inside a known subnet need none"}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "discovery", EnvVars: env("DISCOVERY"), Usage: "give unknown MACs an address from the subnet's dynamic range and record them"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "lease-time", Value: time.Hour, EnvVars: env("LEASE_TIME"), Usage: "DHCP lease time"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "bmc-concurrency", Value: 64, EnvVars: env("BMC_CONCURRENCY"), Usage: "BMC operations in flight at once (one per BMC)"}),
@@ -118,6 +119,18 @@ func serviceConfig(c *cli.Context) (service.Config, error) {
 	if c.Bool("insecure") && (c.Bool("tls") || c.String("tls-cert") != "") {
 		return service.Config{}, usagef("--insecure turns TLS off: drop it, or drop --tls / --tls-cert")
 	}
+	var relays []netip.Prefix
+	for _, r := range c.StringSlice("dhcp-relay") {
+		p, err := netip.ParsePrefix(r)
+		if err != nil {
+			a, aerr := netip.ParseAddr(r)
+			if aerr != nil || !a.Is4() {
+				return service.Config{}, usagef("--dhcp-relay %q: give an IPv4 address or prefix, e.g. 10.1.7.1 or 10.1.0.0/16", r)
+			}
+			p = netip.PrefixFrom(a, 32)
+		}
+		relays = append(relays, p.Masked())
+	}
 	urlPolicy, err := images.ParseURLAllow(c.StringSlice("image-url-allow"))
 	if err != nil {
 		return service.Config{}, usagef("--image-url-allow: %v", err)
@@ -133,7 +146,7 @@ func serviceConfig(c *cli.Context) (service.Config, error) {
 		DataDir: c.String("data-dir"), AdminAddr: c.String("listen"), ProvisionAddr: c.String("provision-listen"),
 		TLS:      service.TLSConfig{CertFile: c.String("tls-cert"), KeyFile: c.String("tls-key"), Force: c.Bool("tls"), Insecure: c.Bool("insecure")},
 		DHCPMode: mode, Interface: c.String("netboot-interface"), Advertise: adv, IPXEDir: c.String("ipxe-dir"),
-		Discovery: c.Bool("discovery"), LeaseTime: c.Duration("lease-time"),
+		Discovery: c.Bool("discovery"), DHCPRelays: relays, LeaseTime: c.Duration("lease-time"),
 		BMCConcurrency: c.Int("bmc-concurrency"), PowerSync: c.Duration("power-sync-interval"), ProfilesDir: c.String("profiles-dir"),
 		Engine: provisioner.Config{MaxJobs: c.Int("max-jobs"), MaxPerRack: c.Int("max-jobs-per-rack"),
 			MaxImageStreams: c.Int("max-image-streams"), BootTimeout: c.Duration("boot-timeout"),

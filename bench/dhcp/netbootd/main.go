@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -49,7 +50,19 @@ func main() {
 	tftpMax := flag.Int("tftp-max", 64, "concurrent TFTP transfers")
 	noDHCP := flag.Bool("no-dhcp", false, "TFTP only")
 	invDir := flag.String("inventory", "", "use the service's inventory-backed path with a database in this directory")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "cpu profile:", err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if *invDir != "" {
 		os.Exit(runInventory(*invDir, *iface, *server, *prefix, *first, *last, *workers, *queue, log))

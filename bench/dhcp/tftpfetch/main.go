@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -22,7 +23,21 @@ func main() {
 	conc := flag.Int("c", 32, "concurrent clients")
 	total := flag.Int("n", 256, "fetches in all")
 	blk := flag.Int("blksize", 1468, "blksize option")
+	srcBase := flag.String("source-base", "", "first of -sources consecutive local IPv4 addresses; client i fetches from address i mod -sources (machines each have their own)")
+	sources := flag.Int("sources", 1, "how many source addresses from -source-base")
 	flag.Parse()
+	var srcs []string
+	if *srcBase != "" {
+		a, err := netip.ParseAddr(*srcBase)
+		if err != nil || !a.Is4() {
+			fmt.Fprintf(os.Stderr, "-source-base %q: want an IPv4 address\n", *srcBase)
+			os.Exit(2)
+		}
+		for range max(*sources, 1) {
+			srcs = append(srcs, a.String())
+			a = a.Next()
+		}
+	}
 
 	var next, ok, failed atomic.Int64
 	var bytes atomic.Int64
@@ -30,7 +45,7 @@ func main() {
 	sums := map[[32]byte]int{}
 	start := time.Now()
 	var wg sync.WaitGroup
-	for range *conc {
+	for w := range *conc {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -39,6 +54,12 @@ func main() {
 				if err != nil {
 					failed.Add(1)
 					continue
+				}
+				if len(srcs) > 0 {
+					if err := c.SetLocalAddr(srcs[w%len(srcs)]); err != nil {
+						failed.Add(1)
+						continue
+					}
 				}
 				c.SetBlockSize(*blk)
 				c.SetTimeout(2 * time.Second)

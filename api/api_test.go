@@ -182,6 +182,8 @@ func example(action string) (vars map[string]string, body any) {
 		return nil, TenantCreate{Name: "tc"}
 	case "tenant.assign":
 		return map[string]string{"name": "ta"}, TenantAssign{Rack: "rempty"}
+	case "tenant.unassign":
+		return map[string]string{"name": "ta"}, TenantAssign{Machine: "ma"}
 	case "token.create":
 		return nil, TokenCreate{Role: "technician", Label: "ci"}
 	case "token.revoke":
@@ -250,7 +252,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 				}
 				if rt.action == "machine.job" || rt.action == "machine.cancel" {
 					// These act on a running job: give the machine one.
-					must(f.srv.prov.Submit(context.Background(), provisioner.Request{Kind: inventory.JobPower, Machine: vars["name"], PowerAction: "on"}))
+					must(f.srv.prov.Submit(context.Background(), provisioner.Request{Kind: inventory.JobPower, Machine: vars["name"], PowerAction: "on", ActorRole: roleOf(role)}))
 				}
 				before := len(must(f.inv.Events(context.Background(), inventory.EventFilter{})))
 				status, data := f.do(role, rt.method, path, body)

@@ -82,6 +82,12 @@ type Job struct {
 	Steps     []JobStep    `json:"steps"`
 	FromState MachineState `json:"from_state"` // the machine's state before the job
 	Actor     string       `json:"actor,omitempty"`
+	// ActorRole is the role of the token that asked for the job: a tenant
+	// may cancel only jobs a tenant token asked for.
+	ActorRole Role `json:"actor_role,omitempty"`
+	// Tenancy is the machine's tenancy when the job was asked for (see
+	// Machine.Tenancy): the job, its keys and user data belong to it.
+	Tenancy string `json:"tenancy,omitempty"`
 
 	Image       string   `json:"image,omitempty"`
 	SSHKeys     []string `json:"ssh_keys,omitempty"`
@@ -168,15 +174,18 @@ func (s *Store) StartJob(ctx context.Context, j Job, machineTo MachineState) (*J
 		now := s.now().UTC()
 		j.ID = fmt.Sprintf("job-%06d", seq)
 		j.Rack, j.State, j.FromState, j.CreatedAt, j.UpdatedAt = m.Rack, JobQueued, m.State, now, now
+		j.Tenancy = m.Tenancy
 		for i := range j.Steps {
 			j.Steps[i].State = StepPending
 		}
-		if machineTo != "" && machineTo != m.State {
+		if (machineTo != "" && machineTo != m.State) || (j.Kind == JobProvision && !m.NeedsErase) {
 			var ch []macChange
 			_, ch, err = s.updateMachine(tx, j.Machine, func(m *Machine) error {
-				m.State = machineTo
+				if machineTo != "" {
+					m.State = machineTo
+				}
 				if j.Kind == JobProvision {
-					m.Image = j.Image
+					m.Image, m.NeedsErase = j.Image, true
 				}
 				return nil
 			})

@@ -127,6 +127,16 @@ func (s *Store) putMachine(tx *bolt.Tx, old, m *Machine) ([]macChange, error) {
 	if err := checkPlacement(tx, old, m); err != nil {
 		return nil, err
 	}
+	if old == nil || old.Tenant != m.Tenant || m.Tenancy == "" {
+		id, err := newTenancy(tx)
+		if err != nil {
+			return nil, err
+		}
+		m.Tenancy = id
+		if err := bkt(tx, bIdxTenancy).Put([]byte(m.Name), []byte(id)); err != nil {
+			return nil, err
+		}
+	}
 	var changes []macChange
 	idxMAC := bkt(tx, bIdxMAC)
 	if old != nil {
@@ -529,15 +539,27 @@ func (s *Store) SetMaintenance(ctx context.Context, name string, on bool, reason
 	})
 }
 
-// AssignMachineTenant gives a machine to a tenant ("" takes it back).
+// AssignMachineTenant gives a machine to a tenant ("" takes it back). A
+// machine changes tenant only with no job running and, when a tenant had
+// it, only once released (HandoverError).
 func (s *Store) AssignMachineTenant(ctx context.Context, name, tenant string) (*Machine, error) {
-	return s.UpdateMachine(ctx, name, func(m *Machine) error {
-		if tenant != "" && m.Tenant != "" && m.Tenant != tenant && m.State == MachineDeployed {
-			return &ConflictError{Msg: fmt.Sprintf("machine %q is deployed for tenant %q: release it first", name, m.Tenant)}
-		}
-		m.Tenant = tenant
-		return nil
+	var out *Machine
+	var changes []macChange
+	err := s.update(func(tx *bolt.Tx) (err error) {
+		out, changes, err = s.updateMachine(tx, name, func(m *Machine) error {
+			if err := checkHandover(tx, m, tenant); err != nil {
+				return err
+			}
+			m.Tenant = tenant
+			return nil
+		})
+		return err
 	})
+	if err != nil {
+		return nil, err
+	}
+	s.applyMACChanges(changes)
+	return out, nil
 }
 
 // RecordBMCStatus stores what the BMC said. Many of these arrive together
@@ -594,6 +616,9 @@ func (s *Store) DeleteMachine(ctx context.Context, name string) error {
 			if err := bkt(tx, bSecrets).Delete([]byte(m.BMC.SecretRef)); err != nil {
 				return err
 			}
+		}
+		if err := bkt(tx, bIdxTenancy).Delete([]byte(name)); err != nil {
+			return err
 		}
 		return bkt(tx, bMachines).Delete([]byte(name))
 	})

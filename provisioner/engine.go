@@ -54,6 +54,11 @@ type Config struct {
 	BootKernelURL     string // the agent's kernel
 	BootInitrdURL     string // the agent's initramfs
 	ExtraKernelParams string
+
+	// NetbootReady says why the service cannot netboot machines now (no
+	// boot environment, DHCP off), or nil when it can. Jobs that need a
+	// netboot are refused at once while it fails. nil: no check.
+	NetbootReady func(context.Context) error
 }
 
 func (c *Config) defaults() {
@@ -126,6 +131,10 @@ type Request struct {
 	UserData    string   // provision
 	WipeMode    string   // release: fast (default) or full
 	PowerAction string   // power: on, off, cycle
+
+	// ActorRole is the role of the token that asked: tenants may cancel
+	// only what tenants asked for.
+	ActorRole inventory.Role
 }
 
 // plan is the steps of each kind of job, in order, and the machine state
@@ -170,7 +179,10 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*inventory.Job, error) 
 			return nil, &inventory.ValidationError{Field: "action", Msg: fmt.Sprintf("%q: use on, off or cycle", r.PowerAction)}
 		}
 	}
-	j := inventory.Job{Machine: r.Machine, Kind: r.Kind, Actor: r.Actor, Image: r.Image, SSHKeys: r.SSHKeys,
+	if err := e.canStart(ctx, r); err != nil {
+		return nil, err
+	}
+	j := inventory.Job{Machine: r.Machine, Kind: r.Kind, Actor: r.Actor, ActorRole: r.ActorRole, Image: r.Image, SSHKeys: r.SSHKeys,
 		UserData: r.UserData, WipeMode: r.WipeMode, PowerAction: r.PowerAction}
 	for _, s := range steps {
 		j.Steps = append(j.Steps, inventory.JobStep{Name: s})
@@ -179,7 +191,13 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*inventory.Job, error) 
 	if err != nil {
 		return nil, err
 	}
-	e.event(ctx, out, "job.queued", fmt.Sprintf("%s job %s queued by %s", out.Kind, out.ID, orDash(r.Actor)))
+	// The token ID goes in the event's actor, not its text, so that views
+	// for tenants can leave staff token IDs out.
+	ev := inventory.Event{Actor: orDash(r.Actor), Role: string(r.ActorRole), Subject: "machine/" + out.Machine, Tenancy: out.Tenancy,
+		Action: "job.queued", Detail: fmt.Sprintf("%s job %s queued", out.Kind, out.ID)}
+	if _, err := e.inv.AppendEvent(context.WithoutCancel(ctx), ev); err != nil {
+		e.log.Error("recording event", "machine", out.Machine, "err", err)
+	}
 	e.poke()
 	return out, nil
 }
@@ -300,7 +318,7 @@ func (e *Engine) event(ctx context.Context, j *inventory.Job, action, detail str
 	case "job.cancelled":
 		outcome = "refused"
 	}
-	ev := inventory.Event{Actor: "provisioner", Subject: "machine/" + j.Machine, Action: action, Outcome: outcome, Detail: detail}
+	ev := inventory.Event{Actor: "provisioner", Subject: "machine/" + j.Machine, Tenancy: j.Tenancy, Action: action, Outcome: outcome, Detail: detail}
 	if _, err := e.inv.AppendEvent(context.WithoutCancel(ctx), ev); err != nil {
 		e.log.Error("recording event", "machine", j.Machine, "err", err)
 	}

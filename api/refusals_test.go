@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/metalhall/metalhall/inventory"
 )
@@ -16,6 +17,8 @@ import (
 // anything on the provisioning network can send them.
 func TestTenThousandUnauthenticatedRequestsLeaveTheDatabaseAlone(t *testing.T) {
 	f := newFixture(t)
+	// One record for the whole run, however slow the machine.
+	f.srv.refused.every = time.Hour
 	dbSize := func() int64 {
 		fi, err := os.Stat(f.inv.Path())
 		if err != nil {
@@ -28,8 +31,14 @@ func TestTenThousandUnauthenticatedRequestsLeaveTheDatabaseAlone(t *testing.T) {
 	paths := []string{
 		"/api/v1/machines/" + long + "/events",
 		"/api/v1/machines/ma/events",
-		"/api/v1/racks/" + long,
+		"/api/v1/racks/ra",
 		"/api/v1/sites",
+		"/api/v1/machines/ma/job",
+		"/api/v1/images",
+		"/api/v1/machines/mb",
+		"/api/v1/audit",
+		"/api/v1/racks/" + long,
+		"/api/v1/tokens",
 	}
 	const n, workers = 10_000, 8
 	work := make(chan int)
@@ -87,8 +96,8 @@ func TestTenThousandUnauthenticatedRequestsLeaveTheDatabaseAlone(t *testing.T) {
 			t.Errorf("audit subject of %d bytes", len(e.Subject))
 		}
 	}
-	if records == 0 || records > 2 {
-		t.Errorf("%d aggregated refusal records, want 1 or 2", records)
+	if records != 1 {
+		t.Errorf("%d aggregated refusal records, want 1", records)
 	}
 	status, data = f.do("", "GET", "/metrics", nil)
 	if status != http.StatusOK || !strings.Contains(string(data), "metalhall_api_unauthenticated_total") {

@@ -32,6 +32,12 @@ func (e *Engine) Boot(ctx context.Context, c netboot.Client) (netboot.Boot, erro
 		}
 		return netboot.Boot{Kind: netboot.BootNone}, nil
 	}
+	// The script carries the job's token: only once the machine is
+	// really netbooting for this job.
+	e.noteNetboot(j, c)
+	if e.cfg.ScriptAfterDHCP && !isDHCP(c) && !e.netbooting(j) {
+		return netboot.Boot{Kind: netboot.BootNone}, nil
+	}
 	if e.cfg.BootKernelURL == "" || e.cfg.BootInitrdURL == "" {
 		return netboot.Boot{}, fmt.Errorf("machine %s needs the agent but no boot environment is registered: run 'metalhall bootenv build'", entry.Machine)
 	}

@@ -59,6 +59,16 @@ type Config struct {
 	// boot environment, DHCP off), or nil when it can. Jobs that need a
 	// netboot are refused at once while it fails. nil: no check.
 	NetbootReady func(context.Context) error
+	// AddressOwner is the DHCP view of who holds which address; the
+	// default AgentSource uses it for machines without a reservation.
+	AddressOwner AddressOwner
+	// AgentSource decides whether a request may use a job's agent token
+	// from its source address [MachineAddress(AddressOwner)].
+	AgentSource AgentSource
+	// ScriptAfterDHCP serves the boot script (it carries the job's token)
+	// only after the machine's PXE DHCP request for the job was seen. Set
+	// it when this service answers DHCP; without DHCP it never sees one.
+	ScriptAfterDHCP bool
 }
 
 func (c *Config) defaults() {
@@ -92,6 +102,9 @@ func (c *Config) defaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.AgentSource == nil {
+		c.AgentSource = MachineAddress(c.AddressOwner)
+	}
 }
 
 // Engine runs jobs.
@@ -103,6 +116,8 @@ type Engine struct {
 	started time.Time
 
 	wake chan struct{} // a job was submitted or cancelled
+
+	netboot netbootSeen // PXE DHCP requests seen per job
 
 	mu      sync.Mutex
 	running map[string]bool // job IDs with a worker

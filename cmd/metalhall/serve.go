@@ -198,12 +198,26 @@ func serve(ctx context.Context, cfg serveConfig, logw interface{ Write([]byte) (
 	if _, err := os.Stat(filepath.Join(bootDir, bootenvInitrd)); err != nil {
 		log.Warn("no agent boot environment yet: machines cannot be commissioned or provisioned until 'metalhall bootenv build' writes one", "dir", bootDir)
 	}
-	engine, err := provisioner.New(inv, machines, ecfg)
+	// Jobs that netboot are refused at once without a boot environment,
+	// rather than failing minutes later with the machine left on.
+	ecfg.NetbootReady = func(context.Context) error {
+		for _, f := range []string{bootenvKernel, bootenvInitrd} {
+			if _, err := os.Stat(filepath.Join(bootDir, f)); err != nil {
+				return fmt.Errorf("no agent boot environment in %s: build one with 'metalhall bootenv build'", bootDir)
+			}
+		}
+		return nil
+	}
+	ecfg.ScriptAfterDHCP = mode != netboot.ModeOff
+	addrs, err := provisioner.NewAddresses(ctx, inv, cfg.LeaseTime)
 	if err != nil {
 		ln.Close()
 		return err
 	}
-	addrs, err := provisioner.NewAddresses(ctx, inv, cfg.LeaseTime)
+	// Agent tokens are used only from their machine's address, as the
+	// DHCP view knows it.
+	ecfg.AddressOwner = addrs.Owner
+	engine, err := provisioner.New(inv, machines, ecfg)
 	if err != nil {
 		ln.Close()
 		return err

@@ -371,7 +371,12 @@ func (s *Server) createToken(c *call) (int, any, error) {
 	if err := c.decode(&in); err != nil {
 		return 0, nil, err
 	}
-	secret, t, err := NewToken(c.ctx(), s.inv, inventory.Role(in.Role), in.Tenant, in.Label)
+	ttl, err := tokenTTL(inventory.Role(in.Role), in.TTL)
+	if err != nil {
+		return 0, nil, err
+	}
+	secret, t, err := newToken(c.ctx(), s.inv, inventory.Token{Role: inventory.Role(in.Role), Tenant: in.Tenant, Label: in.Label,
+		ExpiresAt: time.Now().Add(ttl).UTC()})
 	if err != nil {
 		return 0, nil, err
 	}

@@ -338,6 +338,10 @@ func (s *Server) authenticate(r *http.Request) (Principal, error) {
 		return Principal{}, errUnauthorized
 	}
 	t, err := s.inv.Authenticate(r.Context(), id, hash)
+	var expired *inventory.ExpiredError
+	if errors.As(err, &expired) {
+		return Principal{}, &httpError{http.StatusUnauthorized, "token_expired", expired.Error()}
+	}
 	if err != nil {
 		return Principal{}, errUnauthorized
 	}

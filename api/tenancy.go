@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -214,4 +215,46 @@ func safeSubject(subject string) string {
 		q = q[:120] + "…"
 	}
 	return q
+}
+
+// DefaultTokenTTL is how long a token works when its creator does not
+// say: the more it may do, the shorter. The bootstrap admin token, which
+// the service writes at first start, does not expire.
+var DefaultTokenTTL = map[inventory.Role]time.Duration{
+	inventory.RoleAdmin:      30 * 24 * time.Hour,
+	inventory.RoleTechnician: 90 * 24 * time.Hour,
+	inventory.RoleTenant:     365 * 24 * time.Hour,
+}
+
+// maxTokenTTL bounds what may be asked for.
+const maxTokenTTL = 5 * 365 * 24 * time.Hour
+
+// tokenTTL reads a TTL ("720h", "90d"), or the role's default for "".
+func tokenTTL(role inventory.Role, s string) (time.Duration, error) {
+	if s == "" {
+		if d, ok := DefaultTokenTTL[role]; ok {
+			return d, nil
+		}
+		return 0, &inventory.ValidationError{Field: "role", Msg: fmt.Sprintf("%q is not a role: use admin, technician or tenant", role)}
+	}
+	var d time.Duration
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err == nil && (n < 0 || n > int(maxTokenTTL/(24*time.Hour))) {
+			n = -1 // out of range, said below
+		}
+		if err != nil {
+			return 0, &inventory.ValidationError{Field: "ttl", Msg: fmt.Sprintf("%q is not a duration: use e.g. 90d or 720h", s)}
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, &inventory.ValidationError{Field: "ttl", Msg: fmt.Sprintf("%q is not a duration: use e.g. 90d or 720h", s)}
+		}
+	}
+	if d < time.Minute || d > maxTokenTTL {
+		return 0, &inventory.ValidationError{Field: "ttl", Msg: fmt.Sprintf("%q is out of range: between 1m and %dd", s, int(maxTokenTTL/(24*time.Hour)))}
+	}
+	return d, nil
 }

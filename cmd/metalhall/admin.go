@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -104,24 +105,48 @@ func tenantCommand() *cli.Command {
 					fmt.Fprintf(w, "%s assigned to tenant %s\n", what, c.String("tenant"))
 				})
 			}},
+		{Name: "unassign", Usage: "take a released rack (and its machines) or machine back from a tenant",
+			UsageText: "metalhall tenant unassign --tenant TENANT (--rack RACK | --machine MACHINE)",
+			Flags:     []cli.Flag{&cli.StringFlag{Name: "tenant", Required: true}, &cli.StringFlag{Name: "rack"}, &cli.StringFlag{Name: "machine"}, outputFlag()},
+			Action: func(c *cli.Context) error {
+				if err := noArgs(c); err != nil {
+					return err
+				}
+				in := api.TenantAssign{Rack: c.String("rack"), Machine: c.String("machine")}
+				if (in.Rack == "") == (in.Machine == "") {
+					return usagef("tenant unassign: give exactly one of --rack or --machine")
+				}
+				var out api.TenantAssign
+				if err := client(c).Do(c.Context, "POST", "/api/v1/tenants/"+api.PathEscape(c.String("tenant"))+"/unassign", in, &out); err != nil {
+					return err
+				}
+				return show(c, out, func(w io.Writer) {
+					what := "rack " + in.Rack
+					if in.Machine != "" {
+						what = "machine " + in.Machine
+					}
+					fmt.Fprintf(w, "%s taken back from tenant %s\n", what, c.String("tenant"))
+				})
+			}},
 	}}
 }
 
 func tokenCommand() *cli.Command {
 	return &cli.Command{Name: "token", Usage: "API tokens (admin)", Subcommands: []*cli.Command{
 		{Name: "create", Usage: "create a token; its secret is printed once",
-			UsageText: "metalhall token create --role admin|technician|tenant [--tenant TENANT] [--label TEXT]",
-			Flags:     []cli.Flag{&cli.StringFlag{Name: "role", Required: true}, &cli.StringFlag{Name: "tenant"}, &cli.StringFlag{Name: "label"}, outputFlag()},
+			UsageText: "metalhall token create --role admin|technician|tenant [--tenant TENANT] [--label TEXT] [--ttl 90d|720h]",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "role", Required: true}, &cli.StringFlag{Name: "tenant"}, &cli.StringFlag{Name: "label"},
+				&cli.StringFlag{Name: "ttl", Usage: "how long the token works, e.g. 90d or 720h (default: admin 30d, technician 90d, tenant 365d)"}, outputFlag()},
 			Action: func(c *cli.Context) error {
 				if err := noArgs(c); err != nil {
 					return err
 				}
 				var out api.TokenCreated
-				if err := client(c).Do(c.Context, "POST", "/api/v1/tokens", api.TokenCreate{Role: c.String("role"), Tenant: c.String("tenant"), Label: c.String("label")}, &out); err != nil {
+				if err := client(c).Do(c.Context, "POST", "/api/v1/tokens", api.TokenCreate{Role: c.String("role"), Tenant: c.String("tenant"), Label: c.String("label"), TTL: c.String("ttl")}, &out); err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) {
-					fmt.Fprintf(w, "token %s (%s) created. Its secret, shown only now:\n%s\n", out.ID, out.Role, out.Secret)
+					fmt.Fprintf(w, "token %s (%s, expires %s) created. Its secret, shown only now:\n%s\n", out.ID, out.Role, when(out.ExpiresAt), out.Secret)
 				})
 			}},
 		{Name: "list", Usage: "list tokens", Flags: []cli.Flag{outputFlag()}, Action: func(c *cli.Context) error {
@@ -133,12 +158,15 @@ func tokenCommand() *cli.Command {
 				rows := [][]string{}
 				for _, t := range out {
 					state := "active"
-					if !t.RevokedAt.IsZero() {
+					switch {
+					case !t.RevokedAt.IsZero():
 						state = "revoked " + when(t.RevokedAt)
+					case !t.ExpiresAt.IsZero() && time.Now().After(t.ExpiresAt):
+						state = "expired"
 					}
-					rows = append(rows, []string{t.ID, t.Role, orDash(t.Tenant), orDash(t.Label), when(t.CreatedAt), when(t.LastUsedAt), state})
+					rows = append(rows, []string{t.ID, t.Role, orDash(t.Tenant), orDash(t.Label), when(t.CreatedAt), when(t.LastUsedAt), when(t.ExpiresAt), state})
 				}
-				printTable(w, []string{"ID", "ROLE", "TENANT", "LABEL", "CREATED", "LAST USED", "STATE"}, rows)
+				printTable(w, []string{"ID", "ROLE", "TENANT", "LABEL", "CREATED", "LAST USED", "EXPIRES", "STATE"}, rows)
 			})
 		}},
 		{Name: "revoke", Usage: "revoke a token", UsageText: "metalhall token revoke ID", Flags: []cli.Flag{outputFlag()},

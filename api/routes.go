@@ -345,15 +345,8 @@ func (s *Server) listTenants(c *call) (int, any, error) {
 }
 
 func (s *Server) assignTenant(c *call) (int, any, error) {
-	var in TenantAssign
-	if err := c.decode(&in); err != nil {
-		return 0, nil, err
-	}
-	tenant := c.r.PathValue("name")
-	if (in.Rack == "") == (in.Machine == "") {
-		return 0, nil, badRequest("give exactly one of rack or machine")
-	}
-	if _, err := s.inv.Tenant(c.ctx(), tenant); err != nil {
+	in, tenant, err := s.tenantAssignment(c)
+	if err != nil {
 		return 0, nil, err
 	}
 	if in.Rack != "" {
@@ -362,7 +355,7 @@ func (s *Server) assignTenant(c *call) (int, any, error) {
 		return http.StatusOK, in, err
 	}
 	c.subject, c.detail = "machine/"+in.Machine, "to tenant "+tenant
-	_, err := s.inv.AssignMachineTenant(c.ctx(), in.Machine, tenant)
+	_, err = s.inv.AssignMachineTenant(c.ctx(), in.Machine, tenant)
 	return http.StatusOK, in, err
 }
 

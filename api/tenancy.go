@@ -86,16 +86,24 @@ func orDash(s string) string {
 	return s
 }
 
-func (s *Server) unassignTenant(c *call) (int, any, error) {
+// tenantAssignment reads an assign or unassign request: exactly one of a
+// rack or a machine, and the tenant named in the path.
+func (s *Server) tenantAssignment(c *call) (TenantAssign, string, error) {
 	var in TenantAssign
 	if err := c.decode(&in); err != nil {
-		return 0, nil, err
+		return in, "", err
 	}
 	tenant := c.r.PathValue("name")
 	if (in.Rack == "") == (in.Machine == "") {
-		return 0, nil, badRequest("give exactly one of rack or machine")
+		return in, "", badRequest("give exactly one of rack or machine")
 	}
-	if _, err := s.inv.Tenant(c.ctx(), tenant); err != nil {
+	_, err := s.inv.Tenant(c.ctx(), tenant)
+	return in, tenant, err
+}
+
+func (s *Server) unassignTenant(c *call) (int, any, error) {
+	in, tenant, err := s.tenantAssignment(c)
+	if err != nil {
 		return 0, nil, err
 	}
 	if in.Rack != "" {

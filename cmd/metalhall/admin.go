@@ -82,53 +82,37 @@ func tenantCommand() *cli.Command {
 				printTable(w, []string{"NAME", "CREATED"}, rows)
 			})
 		}},
-		{Name: "assign", Usage: "hand a rack (and its machines) or one machine to a tenant",
-			UsageText: "metalhall tenant assign --tenant TENANT (--rack RACK | --machine MACHINE)",
-			Flags:     []cli.Flag{&cli.StringFlag{Name: "tenant", Required: true}, &cli.StringFlag{Name: "rack"}, &cli.StringFlag{Name: "machine"}, outputFlag()},
-			Action: func(c *cli.Context) error {
-				if err := noArgs(c); err != nil {
-					return err
-				}
-				in := api.TenantAssign{Rack: c.String("rack"), Machine: c.String("machine")}
-				if (in.Rack == "") == (in.Machine == "") {
-					return usagef("tenant assign: give exactly one of --rack or --machine")
-				}
-				var out api.TenantAssign
-				if err := client(c).Do(c.Context, "POST", "/api/v1/tenants/"+api.PathEscape(c.String("tenant"))+"/assign", in, &out); err != nil {
-					return err
-				}
-				return show(c, out, func(w io.Writer) {
-					what := "rack " + in.Rack
-					if in.Machine != "" {
-						what = "machine " + in.Machine
-					}
-					fmt.Fprintf(w, "%s assigned to tenant %s\n", what, c.String("tenant"))
-				})
-			}},
-		{Name: "unassign", Usage: "take a released rack (and its machines) or machine back from a tenant",
-			UsageText: "metalhall tenant unassign --tenant TENANT (--rack RACK | --machine MACHINE)",
-			Flags:     []cli.Flag{&cli.StringFlag{Name: "tenant", Required: true}, &cli.StringFlag{Name: "rack"}, &cli.StringFlag{Name: "machine"}, outputFlag()},
-			Action: func(c *cli.Context) error {
-				if err := noArgs(c); err != nil {
-					return err
-				}
-				in := api.TenantAssign{Rack: c.String("rack"), Machine: c.String("machine")}
-				if (in.Rack == "") == (in.Machine == "") {
-					return usagef("tenant unassign: give exactly one of --rack or --machine")
-				}
-				var out api.TenantAssign
-				if err := client(c).Do(c.Context, "POST", "/api/v1/tenants/"+api.PathEscape(c.String("tenant"))+"/unassign", in, &out); err != nil {
-					return err
-				}
-				return show(c, out, func(w io.Writer) {
-					what := "rack " + in.Rack
-					if in.Machine != "" {
-						what = "machine " + in.Machine
-					}
-					fmt.Fprintf(w, "%s taken back from tenant %s\n", what, c.String("tenant"))
-				})
-			}},
+		tenantMoveCommand("assign", "hand a rack (and its machines) or one machine to a tenant", "assigned to"),
+		tenantMoveCommand("unassign", "take a released rack (and its machines) or machine back from a tenant", "taken back from"),
 	}}
+}
+
+// tenantMoveCommand is tenant assign and unassign: one rack or one
+// machine, to or from the tenant named.
+func tenantMoveCommand(verb, usage, done string) *cli.Command {
+	return &cli.Command{Name: verb, Usage: usage,
+		UsageText: "metalhall tenant " + verb + " --tenant TENANT (--rack RACK | --machine MACHINE)",
+		Flags:     []cli.Flag{&cli.StringFlag{Name: "tenant", Required: true}, &cli.StringFlag{Name: "rack"}, &cli.StringFlag{Name: "machine"}, outputFlag()},
+		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			in := api.TenantAssign{Rack: c.String("rack"), Machine: c.String("machine")}
+			if (in.Rack == "") == (in.Machine == "") {
+				return usagef("tenant %s: give exactly one of --rack or --machine", verb)
+			}
+			var out api.TenantAssign
+			if err := client(c).Do(c.Context, "POST", "/api/v1/tenants/"+api.PathEscape(c.String("tenant"))+"/"+verb, in, &out); err != nil {
+				return err
+			}
+			return show(c, out, func(w io.Writer) {
+				what := "rack " + in.Rack
+				if in.Machine != "" {
+					what = "machine " + in.Machine
+				}
+				fmt.Fprintf(w, "%s %s tenant %s\n", what, done, c.String("tenant"))
+			})
+		}}
 }
 
 func tokenCommand() *cli.Command {

@@ -106,8 +106,13 @@ func (s *Server) submit(c *call, r provisioner.Request) (int, any, error) {
 // admins, and adds the queue position.
 func (s *Server) jobView(c *call, j *inventory.Job) Job {
 	out := Job{Job: *j}
+	out.Sealed = nil
 	if c.p.Role == inventory.RoleTechnician {
 		out.SSHKeys, out.UserData = nil, ""
+	} else if keys, userData, err := provisioner.OpenSecrets(s.sealer, j); err == nil {
+		out.SSHKeys, out.UserData = keys, userData
+	} else {
+		s.log.Error("opening a job's keys and user data", "job", j.ID, "err", err)
 	}
 	if c.p.Role == inventory.RoleTenant && j.ActorRole != inventory.RoleTenant {
 		out.Actor = staffActor

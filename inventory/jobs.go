@@ -94,6 +94,8 @@ type Job struct {
 	UserData    string   `json:"user_data,omitempty"`
 	WipeMode    string   `json:"wipe_mode,omitempty"`
 	PowerAction string   `json:"power_action,omitempty"`
+	// Sealed holds SSHKeys and UserData sealed (they are then empty).
+	Sealed []byte `json:"sealed,omitempty"`
 
 	// What the machine has told us while the job ran.
 	AgentSeenAt    time.Time   `json:"agent_seen_at,omitzero"`

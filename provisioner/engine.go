@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/metalhall/metalhall/inventory"
+	"github.com/metalhall/metalhall/inventory/seal"
 )
 
 // BMC is the out-of-band control the engine needs (package bmc, adapted
@@ -65,6 +66,9 @@ type Config struct {
 	// AgentSource decides whether a request may use a job's agent token
 	// from its source address [MachineAddress(AddressOwner)].
 	AgentSource AgentSource
+	// Sealer seals provision jobs' SSH keys and user data at rest; nil
+	// stores them in clear.
+	Sealer *seal.Sealer
 	// ScriptAfterDHCP serves the boot script (it carries the job's token)
 	// only after the machine's PXE DHCP request for the job was seen. Set
 	// it when this service answers DHCP; without DHCP it never sees one.
@@ -201,6 +205,9 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*inventory.Job, error) 
 		UserData: r.UserData, WipeMode: r.WipeMode, PowerAction: r.PowerAction}
 	for _, s := range steps {
 		j.Steps = append(j.Steps, inventory.JobStep{Name: s})
+	}
+	if err := sealSecrets(e.cfg.Sealer, &j); err != nil {
+		return nil, err
 	}
 	out, err := e.inv.StartJob(ctx, j, to)
 	if err != nil {

@@ -31,7 +31,12 @@ func (e *Engine) MetadataHandler() http.Handler {
 		// tenancy's, never after a release or during a wipe.
 		keys, userData := []string(nil), ""
 		if j := e.deployment(r.Context(), m); j != nil {
-			keys, userData = j.SSHKeys, j.UserData
+			var err error
+			if keys, userData, err = OpenSecrets(e.cfg.Sealer, j); err != nil {
+				e.log.Error("metadata", "machine", m.Name, "err", err)
+				http.Error(w, "metadata unavailable", http.StatusInternalServerError)
+				return
+			}
 			if !j.State.Finished() {
 				e.metadataSeen(r.Context(), j)
 			}

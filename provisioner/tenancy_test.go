@@ -1,6 +1,7 @@
 package provisioner
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/metalhall/metalhall/agent/wire"
 	"github.com/metalhall/metalhall/inventory"
+	"github.com/metalhall/metalhall/inventory/seal"
 	"github.com/metalhall/metalhall/netboot"
 )
 
@@ -210,5 +212,38 @@ func TestAgentDoneNeedsTheWorkBehindIt(t *testing.T) {
 	}
 	if j.State != inventory.JobSucceeded {
 		t.Fatalf("provision after a proper report: %s %s", j.State, j.Error)
+	}
+}
+
+func TestUserDataAndKeysAreSealedAtRest(t *testing.T) {
+	sealer := must(seal.New([]byte("0123456789abcdef0123456789abcdef")))
+	l := newLab(t, Config{Sealer: sealer})
+	l.machine("m1", "r0", 1, inventory.MachineAvailable)
+	j := l.waitJob(l.submit(Request{Kind: inventory.JobProvision, Machine: "m1", Image: "ubuntu", UserData: "password: hunter2", SSHKeys: []string{"ssh-ed25519 AAAAsecretkey"}}).ID)
+	if j.State != inventory.JobSucceeded {
+		t.Fatalf("provision: %s %s", j.State, j.Error)
+	}
+	if j.UserData != "" || len(j.SSHKeys) != 0 || len(j.Sealed) == 0 {
+		t.Fatalf("stored job holds keys %v, user data %q, sealed %d bytes", j.SSHKeys, j.UserData, len(j.Sealed))
+	}
+	var db bytes.Buffer
+	must(l.inv.Backup(&db))
+	for _, secret := range []string{"hunter2", "AAAAsecretkey"} {
+		if bytes.Contains(db.Bytes(), []byte(secret)) {
+			t.Errorf("%q is in the database file in clear", secret)
+		}
+	}
+	// The machine itself still gets them.
+	if got := l.metadata("m1", "user-data"); got != "password: hunter2" {
+		t.Errorf("metadata user-data %q", got)
+	}
+	if got := l.metadata("m1", "public-keys"); got != "ssh-ed25519 AAAAsecretkey" {
+		t.Errorf("metadata public-keys %q", got)
+	}
+	// Sealed for this machine: the blob opens for no other.
+	moved := *j
+	moved.Machine = "m2"
+	if _, _, err := OpenSecrets(sealer, &moved); err == nil {
+		t.Error("a job's sealed secrets open for another machine")
 	}
 }

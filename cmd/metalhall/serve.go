@@ -209,6 +209,7 @@ func serve(ctx context.Context, cfg serveConfig, logw interface{ Write([]byte) (
 		return nil
 	}
 	ecfg.ScriptAfterDHCP = mode != netboot.ModeOff
+	ecfg.Sealer = sealer // provision jobs' keys and user data, at rest
 	addrs, err := provisioner.NewAddresses(ctx, inv, cfg.LeaseTime)
 	if err != nil {
 		ln.Close()

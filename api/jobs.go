@@ -114,8 +114,13 @@ func (s *Server) jobView(c *call, j *inventory.Job) Job {
 	} else {
 		s.log.Error("opening a job's keys and user data", "job", j.ID, "err", err)
 	}
-	if c.p.Role == inventory.RoleTenant && j.ActorRole != inventory.RoleTenant {
-		out.Actor = staffActor
+	if c.p.Role == inventory.RoleTenant {
+		if j.ActorRole != inventory.RoleTenant {
+			out.Actor = staffActor
+		}
+		if m, err := s.inv.Machine(c.ctx(), j.Machine); err == nil {
+			hideBMCInJob(m, &out)
+		}
 	}
 	if s.prov != nil && !j.State.Finished() {
 		out.QueuePosition = s.prov.QueuePosition(c.ctx(), j.ID)

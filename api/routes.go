@@ -286,6 +286,7 @@ func (s *Server) machineEvents(c *call) (int, any, error) {
 		}
 		f.Limit = n
 	}
+	var seen []inventory.Machine
 	if c.p.Role == inventory.RoleTenant {
 		// Only this tenancy's events: not those of the machine's earlier
 		// tenants, nor of staff before it was handed over.
@@ -296,10 +297,10 @@ func (s *Server) machineEvents(c *call) (int, any, error) {
 		if m.Tenancy == "" {
 			return http.StatusOK, []inventory.Event{}, nil
 		}
-		f.Tenancy = m.Tenancy
+		f.Tenancy, seen = m.Tenancy, []inventory.Machine{*m}
 	}
 	out, err := s.inv.Events(c.ctx(), f)
-	return http.StatusOK, c.viewEvents(out), err
+	return http.StatusOK, c.viewEvents(out, seen...), err
 }
 
 func (s *Server) deleteMachine(c *call) (int, any, error) {

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -24,16 +25,50 @@ func (c *call) viewMachine(m inventory.Machine) Machine {
 	if c.p.Role == inventory.RoleTenant {
 		out.BMC = inventory.BMC{}
 		out.BMCStatus.LastError = ""
+		out.Reason = hideBMC(&m, out.Reason)
 	}
 	return out
+}
+
+// hideBMC takes a machine's BMC address out of text a tenant reads:
+// failure reasons and event details quote it ("BMC 10.1.7.7 refused the
+// credentials").
+func hideBMC(m *inventory.Machine, s string) string {
+	addr := m.BMC.Address
+	if addr == "" || s == "" {
+		return s
+	}
+	host := strings.TrimPrefix(strings.TrimPrefix(addr, "https://"), "http://")
+	host = strings.TrimSuffix(host, "/")
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	for _, v := range []string{addr, strings.TrimSuffix(addr, "/"), host} {
+		if v != "" {
+			s = strings.ReplaceAll(s, v, "(BMC)")
+		}
+	}
+	return s
+}
+
+// hideBMCInJob takes the BMC address out of a job's errors for a tenant.
+func hideBMCInJob(m *inventory.Machine, j *Job) {
+	j.Error, j.AgentError = hideBMC(m, j.Error), hideBMC(m, j.AgentError)
+	steps := make([]inventory.JobStep, len(j.Steps))
+	for i, st := range j.Steps {
+		st.Error, st.Detail = hideBMC(m, st.Error), hideBMC(m, st.Detail)
+		steps[i] = st
+	}
+	j.Steps = steps
 }
 
 // staffActor stands in for a staff token ID in what a tenant sees.
 const staffActor = "operator"
 
 // viewEvents keeps, for a tenant, only events it may see — not another
-// tenant's requests — with staff token IDs replaced; staff see all.
-func (c *call) viewEvents(evs []inventory.Event) []inventory.Event {
+// tenant's requests — with staff token IDs replaced and BMC addresses of
+// the machines (by subject) taken out; staff see all.
+func (c *call) viewEvents(evs []inventory.Event, machines ...inventory.Machine) []inventory.Event {
 	if c.p.Role != inventory.RoleTenant {
 		return nonNil(evs)
 	}
@@ -45,6 +80,11 @@ func (c *call) viewEvents(evs []inventory.Event) []inventory.Event {
 		switch inventory.Role(e.Role) {
 		case inventory.RoleAdmin, inventory.RoleTechnician:
 			e.Actor, e.Role = staffActor, ""
+		}
+		for i := range machines {
+			if e.Subject == "machine/"+machines[i].Name {
+				e.Detail = hideBMC(&machines[i], e.Detail)
+			}
 		}
 		out = append(out, e)
 	}
@@ -160,7 +200,7 @@ func (s *Server) tenantAudit(c *call, f inventory.EventFilter) ([]inventory.Even
 		}
 	}
 	evs, err := s.inv.Events(c.ctx(), f)
-	return c.viewEvents(evs), err
+	return c.viewEvents(evs, ms...), err
 }
 
 // refusals counts requests refused for want of a valid token. They cost a

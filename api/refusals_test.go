@@ -128,3 +128,21 @@ func TestControlCharactersInPathsAreRefusedAndChangeNothing(t *testing.T) {
 		t.Errorf("a 300-byte name: %d, want 400", status)
 	}
 }
+
+// A refused create whose name cannot be a subject is still audited, with
+// the name escaped and cut short.
+func TestRefusedBadNamesAreAuditedEscaped(t *testing.T) {
+	f := newFixture(t)
+	name := "s\x00\x1b[2J" + strings.Repeat("x", 5000)
+	if status, data := f.do("admin", "POST", "/api/v1/sites", SiteCreate{Name: name}); status != http.StatusBadRequest {
+		t.Fatalf("site create with a bad name: %d %s", status, data)
+	}
+	evs := must(f.inv.Events(context.Background(), inventory.EventFilter{}))
+	last := evs[len(evs)-1]
+	if last.Action != "site.create" || last.Outcome != "refused" || len(last.Subject) > inventory.MaxSubjectLen || inventory.CheckSubject(last.Subject) != nil {
+		t.Fatalf("audit record of the refusal: %+v", last)
+	}
+	if !strings.Contains(last.Subject, `\x00\x1b[2J`) {
+		t.Errorf("subject %q does not show the escaped name", last.Subject)
+	}
+}

@@ -39,6 +39,7 @@ var (
 
 	keySchema            = []byte("schema_version")
 	keyEventIndexChecked = []byte("event_index_checked")
+	keyTenancies         = []byte("tenancies_given")
 
 	allBuckets = [][]byte{bMeta, bSites, bHalls, bPhases, bRacks, bRackUsage, bMachines, bSecrets,
 		bSubnets, bTenants, bEvents, bIdxMAC, bIdxBMC, bIdxIP, bIdxRackM, bIdxPhaseR, bIdxSubject}
@@ -126,6 +127,14 @@ func (s *Store) init() error {
 				return fmt.Errorf("repairing the event index: %w", err)
 			}
 			if err := meta.Put(keyEventIndexChecked, []byte{1}); err != nil {
+				return err
+			}
+		}
+		if meta.Get(keyTenancies) == nil {
+			if err := s.migrateTenancies(tx); err != nil {
+				return fmt.Errorf("giving machines their tenancies: %w", err)
+			}
+			if err := meta.Put(keyTenancies, []byte{1}); err != nil {
 				return err
 			}
 		}

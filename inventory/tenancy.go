@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -113,4 +114,63 @@ func repairEventIndex(tx *bolt.Tx) (int, error) {
 		}
 	}
 	return len(bad), nil
+}
+
+// migrateTenancies gives every machine of a database written before
+// tenancies its first one. A deployed machine's newest successful
+// provision job joins it, so that the installed OS keeps getting its
+// metadata; every other earlier job and event stays outside any tenancy,
+// where no tenant sees it.
+func (s *Store) migrateTenancies(tx *bolt.Tx) error {
+	var legacy []*Machine
+	if err := bkt(tx, bMachines).ForEach(func(k, v []byte) error {
+		var m Machine
+		if err := json.Unmarshal(v, &m); err != nil {
+			return fmt.Errorf("machine %q: %w", k, err)
+		}
+		if m.Tenancy == "" {
+			legacy = append(legacy, &m)
+		}
+		return nil
+	}); err != nil || len(legacy) == 0 {
+		return err
+	}
+	deployed := map[string]string{} // machine → its newest succeeded provision job
+	if err := bkt(tx, bJobs).ForEach(func(k, v []byte) error {
+		var j Job
+		if err := json.Unmarshal(v, &j); err != nil {
+			return fmt.Errorf("job %q: %w", k, err)
+		}
+		if j.Kind == JobProvision && j.State == JobSucceeded {
+			deployed[j.Machine] = j.ID // keys are in order: the last one wins
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, m := range legacy {
+		id, err := newTenancy(tx)
+		if err != nil {
+			return err
+		}
+		m.Tenancy = id
+		// Only the tenancy changes: no index or usage is touched.
+		if err := putJSON(bkt(tx, bMachines), []byte(m.Name), m); err != nil {
+			return err
+		}
+		if err := bkt(tx, bIdxTenancy).Put([]byte(m.Name), []byte(id)); err != nil {
+			return err
+		}
+		if jobID, ok := deployed[m.Name]; ok && m.State == MachineDeployed {
+			j, err := get[Job](tx, bJobs, "job", jobID)
+			if err != nil {
+				return err
+			}
+			j.Tenancy = id
+			if err := putJSON(bkt(tx, bJobs), []byte(j.ID), j); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

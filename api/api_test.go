@@ -187,6 +187,8 @@ func example(action string) (vars map[string]string, body any) {
 		return nil, TenantCreate{Name: "tc"}
 	case "tenant.assign":
 		return map[string]string{"name": "ta"}, TenantAssign{Rack: "rempty"}
+	case "tenant.unassign":
+		return map[string]string{"name": "ta"}, TenantAssign{Machine: "ma"}
 	case "token.create":
 		return nil, TokenCreate{Role: "technician", Label: "ci"}
 	case "token.revoke":

@@ -25,6 +25,11 @@ type Principal struct {
 // NewToken creates and stores a token and returns the secret form, which
 // is shown once and never stored.
 func NewToken(ctx context.Context, inv *inventory.Store, role inventory.Role, tenant, label string) (string, *inventory.Token, error) {
+	return newToken(ctx, inv, inventory.Token{Role: role, Tenant: tenant, Label: label})
+}
+
+// newToken stores t with a new ID and secret hash.
+func newToken(ctx context.Context, inv *inventory.Store, t inventory.Token) (string, *inventory.Token, error) {
 	idb := make([]byte, 8)
 	secret := make([]byte, 32)
 	if _, err := rand.Read(idb); err != nil {
@@ -36,11 +41,12 @@ func NewToken(ctx context.Context, inv *inventory.Store, role inventory.Role, te
 	id := hex.EncodeToString(idb)
 	enc := base64.RawURLEncoding.EncodeToString(secret)
 	hash := sha256.Sum256([]byte(enc))
-	t, err := inv.CreateToken(ctx, inventory.Token{ID: id, Role: role, Tenant: tenant, Label: label, Hash: hash[:]})
+	t.ID, t.Hash = id, hash[:]
+	out, err := inv.CreateToken(ctx, t)
 	if err != nil {
 		return "", nil, err
 	}
-	return tokenPrefix + id + "_" + enc, t, nil
+	return tokenPrefix + id + "_" + enc, out, nil
 }
 
 // parseToken splits a presented token into its ID and the hash of its

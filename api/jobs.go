@@ -85,7 +85,16 @@ func (s *Server) submit(c *call, r provisioner.Request) (int, any, error) {
 	if s.prov == nil {
 		return 0, nil, errNoProvisioner
 	}
-	r.Machine, r.Actor = c.r.PathValue("name"), c.p.TokenID
+	r.Machine, r.Actor, r.ActorRole = c.r.PathValue("name"), c.p.TokenID, c.p.Role
+	if c.p.Role == inventory.RoleTenant {
+		m, err := s.inv.Machine(c.ctx(), r.Machine)
+		if err != nil {
+			return 0, nil, err
+		}
+		if err := c.checkTenantJob(m, r.Kind); err != nil {
+			return 0, nil, err
+		}
+	}
 	j, err := s.prov.Submit(c.ctx(), r)
 	if err != nil {
 		return 0, nil, err
@@ -98,8 +107,21 @@ func (s *Server) submit(c *call, r provisioner.Request) (int, any, error) {
 // admins, and adds the queue position.
 func (s *Server) jobView(c *call, j *inventory.Job) Job {
 	out := Job{Job: *j}
+	out.Sealed = nil
 	if c.p.Role == inventory.RoleTechnician {
 		out.SSHKeys, out.UserData = nil, ""
+	} else if keys, userData, err := provisioner.OpenSecrets(s.sealer, j); err == nil {
+		out.SSHKeys, out.UserData = keys, userData
+	} else {
+		s.log.Error("opening a job's keys and user data", "job", j.ID, "err", err)
+	}
+	if c.p.Role == inventory.RoleTenant {
+		if j.ActorRole != inventory.RoleTenant {
+			out.Actor = staffActor
+		}
+		if m, err := s.inv.Machine(c.ctx(), j.Machine); err == nil {
+			hideBMCInJob(m, &out)
+		}
 	}
 	if s.prov != nil && !j.State.Finished() {
 		out.QueuePosition = s.prov.QueuePosition(c.ctx(), j.ID)
@@ -165,6 +187,9 @@ func (s *Server) powerMachine(c *call) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
+	if err := provisioner.CheckPowerOn(c.ctx(), s.inv, c.r.PathValue("name"), action); err != nil {
+		return 0, nil, err
+	}
 	return s.submit(c, provisioner.Request{Kind: inventory.JobPower, PowerAction: action})
 }
 
@@ -216,16 +241,30 @@ func (s *Server) machineJob(c *call) (int, any, error) {
 		}
 		s.waitJobChange(c.ctx(), name, since, min(d, maxJobWait))
 	}
+	m, err := s.inv.Machine(c.ctx(), name)
+	if err != nil {
+		return 0, nil, err
+	}
+	// A tenant sees its own tenancy's newest job only: never one of an
+	// earlier tenant of the machine, with its keys and user data.
 	j, err := s.inv.ActiveJob(c.ctx(), name)
+	if err == nil && !c.jobVisible(j, m) {
+		j, err = nil, &inventory.NotFoundError{Kind: "active job of machine", Name: name}
+	}
 	if errors.Is(err, inventory.ErrNotFound) {
 		jobs, lerr := s.inv.MachineJobs(c.ctx(), name)
 		if lerr != nil {
 			return 0, nil, lerr
 		}
-		if len(jobs) == 0 {
+		for i := len(jobs) - 1; i >= 0 && j == nil; i-- {
+			if c.jobVisible(&jobs[i], m) {
+				j = &jobs[i]
+			}
+		}
+		if j == nil {
 			return 0, nil, notFound("job of machine", name)
 		}
-		j, err = &jobs[len(jobs)-1], nil
+		err = nil
 	}
 	if err != nil {
 		return 0, nil, err
@@ -242,6 +281,15 @@ func (s *Server) cancelJob(c *call) (int, any, error) {
 		return 0, nil, err
 	}
 	c.detail = "job " + j.ID
+	if c.p.Role == inventory.RoleTenant {
+		m, err := s.inv.Machine(c.ctx(), j.Machine)
+		if err != nil {
+			return 0, nil, err
+		}
+		if err := c.checkTenantCancel(j, m); err != nil {
+			return 0, nil, err
+		}
+	}
 	j, err = s.prov.Cancel(c.ctx(), j.ID)
 	if err != nil {
 		return 0, nil, err
@@ -273,7 +321,7 @@ func (s *Server) commissionRack(c *call) (int, any, error) {
 			out.Skipped[m.Name] = fmt.Sprintf("it is %s", m.State)
 			continue
 		}
-		j, err := s.prov.Submit(c.ctx(), provisioner.Request{Kind: inventory.JobCommission, Machine: m.Name, Actor: c.p.TokenID})
+		j, err := s.prov.Submit(c.ctx(), provisioner.Request{Kind: inventory.JobCommission, Machine: m.Name, Actor: c.p.TokenID, ActorRole: c.p.Role})
 		if err != nil {
 			out.Skipped[m.Name] = err.Error()
 			continue

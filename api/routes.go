@@ -44,12 +44,13 @@ func (s *Server) routeTable() []route {
 		{method: "POST", pattern: "/api/v1/tenants", action: "tenant.create", summary: "Create a tenant", roles: admin, body: TenantCreate{}, reply: inventory.Tenant{}, handle: s.createTenant},
 		{method: "GET", pattern: "/api/v1/tenants", action: "tenant.list", summary: "List tenants", roles: staff, reply: []inventory.Tenant{}, handle: s.listTenants},
 		{method: "POST", pattern: "/api/v1/tenants/{name}/assign", action: "tenant.assign", summary: "Hand a rack or a machine to a tenant", roles: staff, body: TenantAssign{}, reply: TenantAssign{}, handle: s.assignTenant},
+		{method: "POST", pattern: "/api/v1/tenants/{name}/unassign", action: "tenant.unassign", summary: "Take a released rack or machine back from a tenant", roles: staff, body: TenantAssign{}, reply: TenantAssign{}, handle: s.unassignTenant},
 
 		{method: "POST", pattern: "/api/v1/tokens", action: "token.create", summary: "Create a token (its secret is shown once)", roles: admin, body: TokenCreate{}, reply: TokenCreated{}, handle: s.createToken},
 		{method: "GET", pattern: "/api/v1/tokens", action: "token.list", summary: "List tokens", roles: admin, reply: []Token{}, handle: s.listTokens},
 		{method: "DELETE", pattern: "/api/v1/tokens/{name}", action: "token.revoke", summary: "Revoke a token", roles: admin, reply: Token{}, handle: s.revokeToken},
 
-		{method: "GET", pattern: "/api/v1/audit", action: "audit.list", summary: "The audit trail (since=RFC3339, actor=TOKEN_ID)", roles: admin, reply: []inventory.Event{}, handle: s.listAudit},
+		{method: "GET", pattern: "/api/v1/audit", action: "audit.list", summary: "The audit trail (since=RFC3339, actor=TOKEN_ID); a tenant sees its own requests and what was done to its machines", roles: everyone, reply: []inventory.Event{}, handle: s.listAudit},
 		{method: "GET", pattern: "/api/v1/backup", action: "backup", summary: "A consistent copy of the database", roles: admin, raw: true, audited: true, handle: s.backup},
 	}
 }
@@ -170,7 +171,7 @@ func (s *Server) showRack(c *call) (int, any, error) {
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Unit > ms[j].Unit })
 	out := RackDetail{Rack: *r, Usage: *u, Machines: []Machine{}}
 	for _, m := range ms {
-		out.Machines = append(out.Machines, machineView(m))
+		out.Machines = append(out.Machines, c.viewMachine(m))
 	}
 	return http.StatusOK, out, nil
 }
@@ -250,7 +251,7 @@ func (s *Server) listMachines(c *call) (int, any, error) {
 	ms, err := s.inv.Machines(c.ctx(), f)
 	out := make([]Machine, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, machineView(m))
+		out = append(out, c.viewMachine(m))
 	}
 	return http.StatusOK, out, err
 }
@@ -260,7 +261,7 @@ func (s *Server) showMachine(c *call) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	return http.StatusOK, machineView(*m), nil
+	return http.StatusOK, c.viewMachine(*m), nil
 }
 
 func (s *Server) maintenance(c *call) (int, any, error) {
@@ -293,8 +294,21 @@ func (s *Server) machineEvents(c *call) (int, any, error) {
 		}
 		f.Limit = n
 	}
+	var seen []inventory.Machine
+	if c.p.Role == inventory.RoleTenant {
+		// Only this tenancy's events: not those of the machine's earlier
+		// tenants, nor of staff before it was handed over.
+		m, err := s.inv.Machine(c.ctx(), c.r.PathValue("name"))
+		if err != nil {
+			return 0, nil, err
+		}
+		if m.Tenancy == "" {
+			return http.StatusOK, []inventory.Event{}, nil
+		}
+		f.Tenancy, seen = m.Tenancy, []inventory.Machine{*m}
+	}
 	out, err := s.inv.Events(c.ctx(), f)
-	return http.StatusOK, nonNil(out), err
+	return http.StatusOK, c.viewEvents(out, seen...), err
 }
 
 func (s *Server) deleteMachine(c *call) (int, any, error) {
@@ -340,15 +354,8 @@ func (s *Server) listTenants(c *call) (int, any, error) {
 }
 
 func (s *Server) assignTenant(c *call) (int, any, error) {
-	var in TenantAssign
-	if err := c.decode(&in); err != nil {
-		return 0, nil, err
-	}
-	tenant := c.r.PathValue("name")
-	if (in.Rack == "") == (in.Machine == "") {
-		return 0, nil, badRequest("give exactly one of rack or machine")
-	}
-	if _, err := s.inv.Tenant(c.ctx(), tenant); err != nil {
+	in, tenant, err := s.tenantAssignment(c)
+	if err != nil {
 		return 0, nil, err
 	}
 	if in.Rack != "" {
@@ -357,7 +364,7 @@ func (s *Server) assignTenant(c *call) (int, any, error) {
 		return http.StatusOK, in, err
 	}
 	c.subject, c.detail = "machine/"+in.Machine, "to tenant "+tenant
-	_, err := s.inv.AssignMachineTenant(c.ctx(), in.Machine, tenant)
+	_, err = s.inv.AssignMachineTenant(c.ctx(), in.Machine, tenant)
 	return http.StatusOK, in, err
 }
 
@@ -366,7 +373,12 @@ func (s *Server) createToken(c *call) (int, any, error) {
 	if err := c.decode(&in); err != nil {
 		return 0, nil, err
 	}
-	secret, t, err := NewToken(c.ctx(), s.inv, inventory.Role(in.Role), in.Tenant, in.Label)
+	ttl, err := tokenTTL(inventory.Role(in.Role), in.TTL)
+	if err != nil {
+		return 0, nil, err
+	}
+	secret, t, err := newToken(c.ctx(), s.inv, inventory.Token{Role: inventory.Role(in.Role), Tenant: in.Tenant, Label: in.Label,
+		ExpiresAt: time.Now().Add(ttl).UTC()})
 	if err != nil {
 		return 0, nil, err
 	}
@@ -400,6 +412,10 @@ func (s *Server) listAudit(c *call) (int, any, error) {
 			return 0, nil, badRequest("since %q is not an RFC 3339 time such as 2026-11-24T09:00:00Z", since)
 		}
 		f.Since = t
+	}
+	if c.p.Role == inventory.RoleTenant {
+		out, err := s.tenantAudit(c, f)
+		return http.StatusOK, out, err
 	}
 	out, err := s.inv.Events(c.ctx(), f)
 	return http.StatusOK, nonNil(out), err

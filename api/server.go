@@ -44,6 +44,9 @@ type Config struct {
 	BMC BMC
 	// Images imports and deletes images; nil answers those with 503.
 	Images ImageStore
+	// RefusalAuditEvery is how often at most one audit record sums up the
+	// requests refused for want of a valid token [1m].
+	RefusalAuditEvery time.Duration
 }
 
 // Server serves the API.
@@ -64,6 +67,8 @@ type Server struct {
 
 	touchMu sync.Mutex
 	touched map[string]time.Time // token ID → last recorded use
+
+	refused *refusals
 }
 
 // New builds the API server.
@@ -104,6 +109,13 @@ func New(cfg Config) (*Server, error) {
 		Name: "metalhall_store_write_transactions_total",
 		Help: "bbolt write transactions since the service started (shared batch transactions count once).",
 	}, func() float64 { return float64(s.inv.WriteTransactions()) })); err != nil {
+		return nil, err
+	}
+	if cfg.RefusalAuditEvery <= 0 {
+		cfg.RefusalAuditEvery = time.Minute
+	}
+	var err error
+	if s.refused, err = newRefusals(s.reg, cfg.RefusalAuditEvery); err != nil {
 		return nil, err
 	}
 	s.routes = append(append(append(s.routeTable(), s.jobRoutes()...), s.imageRoutes()...), s.eraseRoutes()...)
@@ -228,6 +240,13 @@ func (s *Server) wrap(rt route) http.Handler {
 		c := &call{s: s, w: sw, r: r}
 		if name := r.PathValue("name"); name != "" {
 			c.subject = subjectOf(rt, name)
+			// A name no object can have is refused before anything else
+			// happens, and nothing is written about it.
+			if err := inventory.CheckSubject(c.subject); err != nil {
+				writeJSON(sw, http.StatusBadRequest, Error{Message: fmt.Sprintf("the name in the path is not a valid name: %v", err), Code: "bad_request"})
+				s.requests.WithLabelValues(rt.pattern, fmt.Sprint(sw.status)).Inc()
+				return
+			}
 		}
 		status, body, err := s.serve(c, rt)
 		outcome := "ok"
@@ -247,7 +266,11 @@ func (s *Server) wrap(rt route) http.Handler {
 		}
 		s.requests.WithLabelValues(rt.pattern, fmt.Sprint(sw.status)).Inc()
 		s.latency.WithLabelValues(rt.pattern).Observe(time.Since(start).Seconds())
-		refusedAccess := sw.status == http.StatusUnauthorized || sw.status == http.StatusForbidden ||
+		if sw.status == http.StatusUnauthorized {
+			s.refused.note(s, rt)
+			return
+		}
+		refusedAccess := sw.status == http.StatusForbidden ||
 			(sw.status == http.StatusNotFound && c.p.Role == inventory.RoleTenant)
 		if mutating || rt.audited || refusedAccess {
 			s.audit(c, rt, outcome)
@@ -322,6 +345,10 @@ func (s *Server) authenticate(r *http.Request) (Principal, error) {
 		return Principal{}, errUnauthorized
 	}
 	t, err := s.inv.Authenticate(r.Context(), id, hash)
+	var expired *inventory.ExpiredError
+	if errors.As(err, &expired) {
+		return Principal{}, &httpError{http.StatusUnauthorized, "token_expired", expired.Error()}
+	}
 	if err != nil {
 		return Principal{}, errUnauthorized
 	}
@@ -351,7 +378,7 @@ func (s *Server) audit(c *call, rt route, outcome string) {
 	if actor == "" {
 		actor = "anonymous"
 	}
-	subject := c.subject
+	subject := safeSubject(c.subject)
 	if subject == "" {
 		subject = "api"
 	}

@@ -100,6 +100,10 @@ type TokenCreate struct {
 	Role   string `json:"role"`
 	Tenant string `json:"tenant,omitempty"`
 	Label  string `json:"label,omitempty"`
+
+	// TTL is how long the token works: a Go duration ("720h") or days
+	// ("90d"). Empty: the role's default (DefaultTokenTTL).
+	TTL string `json:"ttl,omitempty"`
 }
 
 // Token is a token as listed: never its secret or hash.
@@ -111,6 +115,7 @@ type Token struct {
 	CreatedAt  time.Time `json:"created_at"`
 	LastUsedAt time.Time `json:"last_used_at,omitzero"`
 	RevokedAt  time.Time `json:"revoked_at,omitzero"`
+	ExpiresAt  time.Time `json:"expires_at,omitzero"`
 }
 
 // TokenCreated carries the secret token, shown this once.
@@ -121,7 +126,7 @@ type TokenCreated struct {
 
 func tokenView(t inventory.Token) Token {
 	return Token{ID: t.ID, Role: string(t.Role), Tenant: t.Tenant, Label: t.Label,
-		CreatedAt: t.CreatedAt, LastUsedAt: t.LastUsedAt, RevokedAt: t.RevokedAt}
+		CreatedAt: t.CreatedAt, LastUsedAt: t.LastUsedAt, RevokedAt: t.RevokedAt, ExpiresAt: t.ExpiresAt}
 }
 
 // Error is the body of every error response.

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -17,6 +18,9 @@ import (
 func (s *Store) AppendEvent(ctx context.Context, e Event) (Event, error) {
 	if e.Subject == "" || e.Action == "" {
 		return Event{}, invalid("event", "subject and action are required")
+	}
+	if err := CheckSubject(e.Subject); err != nil {
+		return Event{}, err
 	}
 	if e.Time.IsZero() {
 		e.Time = s.now().UTC()
@@ -31,6 +35,7 @@ func (s *Store) AppendEvent(ctx context.Context, e Event) (Event, error) {
 			return err
 		}
 		ev.Seq = seq
+		stampTenancy(tx, &ev)
 		if err := putJSON(b, u64(seq), ev); err != nil {
 			return err
 		}
@@ -54,9 +59,14 @@ type EventFilter struct {
 	Subject string    // exact, e.g. "machine/gpu-a01-07"
 	Actor   string    // token ID
 	Tenant  string    // only events about this tenant's objects
+	Tenancy string    // only events of this tenancy (Machine.Tenancy)
 	Since   time.Time // at or after
 	After   uint64    // sequence numbers greater than this (for --follow)
 	Limit   int       // newest Limit events; 0 means 1000
+
+	// Tenancies widens Tenant: events of these tenancies are kept too
+	// (a tenant's audit view: its requests, and all on its machines).
+	Tenancies []string
 }
 
 // Events returns events in order of sequence.
@@ -66,7 +76,8 @@ func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 	}
 	var out []Event
 	keep := func(e *Event) bool {
-		return (f.Actor == "" || e.Actor == f.Actor) && (f.Tenant == "" || e.Tenant == f.Tenant) &&
+		return (f.Actor == "" || e.Actor == f.Actor) && (f.Tenant == "" || e.Tenant == f.Tenant || (e.Tenancy != "" && slices.Contains(f.Tenancies, e.Tenancy))) &&
+			(f.Tenancy == "" || e.Tenancy == f.Tenancy) &&
 			(f.Since.IsZero() || !e.Time.Before(f.Since)) && e.Seq > f.After
 	}
 	err := s.view(func(tx *bolt.Tx) error {
@@ -82,6 +93,9 @@ func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 				k, _ = c.Prev()
 			}
 			for ; k != nil && bytes.HasPrefix(k, prefix) && len(out) < f.Limit; k, _ = c.Prev() {
+				if len(k) != len(prefix)+8 {
+					continue // another subject that starts with this one and a NUL
+				}
 				var e Event
 				if err := getJSON(events, k[len(prefix):], &e); err != nil {
 					return fmt.Errorf("event index: %w", err)

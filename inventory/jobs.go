@@ -84,12 +84,20 @@ type Job struct {
 	Steps     []JobStep    `json:"steps"`
 	FromState MachineState `json:"from_state"` // the machine's state before the job
 	Actor     string       `json:"actor,omitempty"`
+	// ActorRole is the role of the token that asked for the job: a tenant
+	// may cancel only jobs a tenant token asked for.
+	ActorRole Role `json:"actor_role,omitempty"`
+	// Tenancy is the machine's tenancy when the job was asked for (see
+	// Machine.Tenancy): the job, its keys and user data belong to it.
+	Tenancy string `json:"tenancy,omitempty"`
 
 	Image       string      `json:"image,omitempty"`
 	SSHKeys     []string    `json:"ssh_keys,omitempty"`
 	UserData    string      `json:"user_data,omitempty"`
 	WipeMode    string      `json:"wipe_mode,omitempty"`
 	PowerAction PowerAction `json:"power_action,omitempty"`
+	// Sealed holds SSHKeys and UserData sealed (they are then empty).
+	Sealed []byte `json:"sealed,omitempty"`
 
 	// What the machine has told us while the job ran.
 	AgentSeenAt    time.Time   `json:"agent_seen_at,omitzero"`
@@ -169,14 +177,17 @@ func (s *Store) StartJob(ctx context.Context, j Job, machineTo MachineState) (*J
 		now := s.now().UTC()
 		j.ID = fmt.Sprintf("job-%06d", seq)
 		j.Rack, j.State, j.FromState, j.CreatedAt, j.UpdatedAt = m.Rack, JobQueued, m.State, now, now
+		j.Tenancy = m.Tenancy
 		for i := range j.Steps {
 			j.Steps[i].State = StepPending
 		}
-		if machineTo != "" && machineTo != m.State {
+		if (machineTo != "" && machineTo != m.State) || (j.Kind == JobProvision && !m.NeedsErase) {
 			next := cloneMachine(m)
-			next.State = machineTo
+			if machineTo != "" {
+				next.State = machineTo
+			}
 			if j.Kind == JobProvision {
-				next.Image = j.Image
+				next.Image, next.NeedsErase = j.Image, true
 			}
 			if _, err := s.storeMachine(tx, m, next, vc); err != nil {
 				return err

@@ -56,6 +56,9 @@ func (s *Store) AppendEvents(ctx context.Context, evs []Event) error {
 			if e.Subject == "" || e.Action == "" {
 				return invalid("event", "subject and action are required")
 			}
+			if err := CheckSubject(e.Subject); err != nil {
+				return err
+			}
 			if e.Time.IsZero() {
 				e.Time = now
 			}
@@ -64,6 +67,7 @@ func (s *Store) AppendEvents(ctx context.Context, evs []Event) error {
 				return err
 			}
 			e.Seq = seq
+			stampTenancy(tx, &e)
 			if err := putJSON(b, u64(seq), e); err != nil {
 				return err
 			}

@@ -128,6 +128,16 @@ func (s *Store) putMachine(tx *bolt.Tx, old, m *Machine, vc *viewChanges) error 
 	if err := checkPlacement(tx, old, m); err != nil {
 		return err
 	}
+	if old == nil || old.Tenant != m.Tenant || m.Tenancy == "" {
+		id, err := newTenancy(tx)
+		if err != nil {
+			return err
+		}
+		m.Tenancy = id
+		if err := bkt(tx, bIdxTenancy).Put([]byte(m.Name), []byte(id)); err != nil {
+			return err
+		}
+	}
 	idxMAC := bkt(tx, bIdxMAC)
 	if old != nil {
 		for _, mac := range old.MACs {
@@ -572,15 +582,25 @@ func (s *Store) SetMaintenance(ctx context.Context, name string, on bool, reason
 	})
 }
 
-// AssignMachineTenant gives a machine to a tenant ("" takes it back).
+// AssignMachineTenant gives a machine to a tenant ("" takes it back). A
+// machine changes tenant only with no job running and, when a tenant had
+// it, only once released (HandoverError).
 func (s *Store) AssignMachineTenant(ctx context.Context, name, tenant string) (*Machine, error) {
-	return s.UpdateMachine(ctx, name, func(m *Machine) error {
-		if tenant != "" && m.Tenant != "" && m.Tenant != tenant && m.State == MachineDeployed {
-			return &ConflictError{Msg: fmt.Sprintf("machine %q is deployed for tenant %q: release it first", name, m.Tenant)}
-		}
-		m.Tenant = tenant
-		return nil
+	var out *Machine
+	err := s.write(func(tx *bolt.Tx, vc *viewChanges) (err error) {
+		out, err = s.updateMachine(tx, name, func(m *Machine) error {
+			if err := checkHandover(tx, m, tenant); err != nil {
+				return err
+			}
+			m.Tenant = tenant
+			return nil
+		}, vc)
+		return err
 	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // RecordBMCStatus stores what the BMC said. Many of these arrive together
@@ -635,6 +655,9 @@ func (s *Store) DeleteMachine(ctx context.Context, name string) error {
 			if err := bkt(tx, bSecrets).Delete([]byte(m.BMC.SecretRef)); err != nil {
 				return err
 			}
+		}
+		if err := bkt(tx, bIdxTenancy).Delete([]byte(name)); err != nil {
+			return err
 		}
 		return bkt(tx, bMachines).Delete([]byte(name))
 	})

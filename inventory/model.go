@@ -132,6 +132,14 @@ type Machine struct {
 	Image       string          `json:"image,omitempty"` // what it is deployed with
 	CreatedAt   time.Time       `json:"created_at"`
 	UpdatedAt   time.Time       `json:"updated_at"`
+
+	// Tenancy is the ID of the span of time the machine has been with its
+	// tenant (or with nobody): new on every change of tenant.
+	Tenancy string `json:"tenancy,omitempty"`
+	// NeedsErase is set when an image is written to the machine and
+	// cleared by a successful release: a tenant's machine goes to another
+	// tenant only without it.
+	NeedsErase bool `json:"needs_erase,omitempty"`
 }
 
 // Subnet is a provisioning network with an optional dynamic range.
@@ -164,6 +172,10 @@ type Event struct {
 	Action  string    `json:"action"`
 	Outcome string    `json:"outcome,omitempty"` // ok, refused, failed
 	Detail  string    `json:"detail,omitempty"`
+
+	// Tenancy is, for a machine event, the machine's tenancy when it was
+	// written: tenants see only their own tenancy's events.
+	Tenancy string `json:"tenancy,omitempty"`
 }
 
 // Names are handles people type: letters, digits, '-', '_' and '.', starting

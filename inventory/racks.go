@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -233,7 +234,24 @@ func (s *Store) AssignRackTenant(ctx context.Context, name, tenant string) (*Rac
 			return err
 		}
 		out = r
+		// Every machine must be ready to change hands, as for a machine
+		// assignment; the refusal names all that are not.
+		var refused []string
+		if err := rackMachines(tx, name, func(m *Machine) error {
+			if err := checkHandover(tx, m, tenant); err != nil {
+				refused = append(refused, err.Error())
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if len(refused) > 0 {
+			return &ConflictError{Msg: fmt.Sprintf("rack %q cannot change tenant: %s", name, strings.Join(refused, "; "))}
+		}
 		return rackMachines(tx, name, func(m *Machine) error {
+			if m.Tenant == tenant {
+				return nil
+			}
 			old := *m
 			m.Tenant = tenant
 			return s.putMachine(tx, &old, m, vc)

@@ -40,7 +40,9 @@ var (
 	bIdxPhaseR  = []byte("idx_phase_rack")    // hall \x00 phase(4) rack → nil
 	bIdxSubject = []byte("idx_event_subject") // subject \x00 seq(8) → nil
 
-	keySchema = []byte("schema_version")
+	keySchema            = []byte("schema_version")
+	keyEventIndexChecked = []byte("event_index_checked")
+	keyTenancies         = []byte("tenancies_given")
 
 	allBuckets = [][]byte{bMeta, bSites, bHalls, bPhases, bRacks, bRackUsage, bMachines, bSecrets,
 		bSubnets, bTenants, bEvents, bIdxMAC, bIdxBMC, bIdxIP, bIdxRackM, bIdxPhaseR, bIdxSubject}
@@ -142,6 +144,24 @@ func (s *Store) init() error {
 		}
 		if err := meta.Put(keySchema, binary.BigEndian.AppendUint32(nil, SchemaVersion)); err != nil {
 			return err
+		}
+		// Subjects are checked before they are written now, so the event
+		// index needs repairing once, not on every start.
+		if meta.Get(keyEventIndexChecked) == nil {
+			if _, err := repairEventIndex(tx); err != nil {
+				return fmt.Errorf("repairing the event index: %w", err)
+			}
+			if err := meta.Put(keyEventIndexChecked, []byte{1}); err != nil {
+				return err
+			}
+		}
+		if meta.Get(keyTenancies) == nil {
+			if err := s.migrateTenancies(tx); err != nil {
+				return fmt.Errorf("giving machines their tenancies: %w", err)
+			}
+			if err := meta.Put(keyTenancies, []byte{1}); err != nil {
+				return err
+			}
 		}
 		// Rebuild the boot view from what is committed.
 		var vc viewChanges

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -37,6 +38,25 @@ type Token struct {
 	CreatedAt  time.Time `json:"created_at"`
 	LastUsedAt time.Time `json:"last_used_at,omitzero"`
 	RevokedAt  time.Time `json:"revoked_at,omitzero"`
+
+	// ExpiresAt is when the token stops working; zero: never.
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+}
+
+// Live reports whether the token works at now: not revoked, not expired.
+func (t *Token) Live(now time.Time) bool {
+	return t.RevokedAt.IsZero() && (t.ExpiresAt.IsZero() || now.Before(t.ExpiresAt))
+}
+
+// ExpiredError is a token presented with its right secret after it
+// expired: its holder learns that, and whom to ask.
+type ExpiredError struct {
+	ID string
+	At time.Time
+}
+
+func (e *ExpiredError) Error() string {
+	return fmt.Sprintf("token %s expired at %s: ask an admin for a new one", e.ID, e.At.UTC().Format(time.RFC3339))
 }
 
 // CreateToken stores a token whose secret hashes to hash.
@@ -57,6 +77,9 @@ func (s *Store) CreateToken(ctx context.Context, t Token) (*Token, error) {
 		return nil, invalid("label", "is longer than 200 characters")
 	}
 	t.CreatedAt = s.now().UTC()
+	if !t.ExpiresAt.IsZero() && !t.ExpiresAt.After(t.CreatedAt) {
+		return nil, invalid("ttl", "the token would expire at %s, which is not in the future", t.ExpiresAt.UTC().Format(time.RFC3339))
+	}
 	err := s.update(func(tx *bolt.Tx) error {
 		if t.Tenant != "" && !exists(tx, bTenants, t.Tenant) {
 			return &NotFoundError{Kind: "tenant", Name: t.Tenant}
@@ -80,6 +103,9 @@ func (s *Store) Authenticate(ctx context.Context, id string, hash []byte) (*Toke
 	err := s.view(func(tx *bolt.Tx) (err error) { t, err = get[Token](tx, bTokens, "token", id); return })
 	if err != nil || subtle.ConstantTimeCompare(t.Hash, hash) != 1 || !t.RevokedAt.IsZero() {
 		return nil, &NotFoundError{Kind: "token", Name: id}
+	}
+	if !t.Live(s.now()) {
+		return nil, &ExpiredError{ID: t.ID, At: t.ExpiresAt}
 	}
 	return t, nil
 }
@@ -114,7 +140,28 @@ func (s *Store) RevokeToken(ctx context.Context, id string) (*Token, error) {
 		if !t.RevokedAt.IsZero() {
 			return &ConflictError{Msg: fmt.Sprintf("token %q was already revoked at %s", id, t.RevokedAt.Format(time.RFC3339))}
 		}
-		t.RevokedAt = s.now().UTC()
+		now := s.now()
+		if t.Role == RoleAdmin && t.Live(now) {
+			// Revoking the last working admin token would lock every
+			// admin out for good.
+			others := 0
+			if err := bkt(tx, bTokens).ForEach(func(k, v []byte) error {
+				var o Token
+				if err := json.Unmarshal(v, &o); err != nil {
+					return fmt.Errorf("token %q: %w", k, err)
+				}
+				if o.ID != t.ID && o.Role == RoleAdmin && o.Live(now) {
+					others++
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			if others == 0 {
+				return &ConflictError{Msg: fmt.Sprintf("token %q is the last working admin token: create another admin token before revoking it", id)}
+			}
+		}
+		t.RevokedAt = now.UTC()
 		out = t
 		return putJSON(bkt(tx, bTokens), []byte(id), t)
 	})

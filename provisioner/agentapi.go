@@ -61,7 +61,7 @@ func (e *Engine) CheckBootToken(ctx context.Context, mac net.HardwareAddr, token
 		return false
 	}
 	entry, ok := e.inv.LookupMAC(mac)
-	return ok && entry.Machine == j.Machine
+	return ok && entry.Machine == j.Machine && (!e.cfg.ScriptAfterDHCP || e.netbooting(j.ID))
 }
 
 // AgentHandler serves the agent's endpoints under wire.PathPrefix.
@@ -91,6 +91,10 @@ func (e *Engine) agentCall(fn agentFunc, limit int64) http.HandlerFunc {
 		j, err := e.jobForToken(r.Context(), tok)
 		if err != nil {
 			writeAgent(w, http.StatusUnauthorized, wire.Error{Error: err.Error()})
+			return
+		}
+		if err := e.checkSource(r, j); err != nil {
+			writeAgent(w, http.StatusForbidden, wire.Error{Error: err.Error()})
 			return
 		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
@@ -207,7 +211,12 @@ func (e *Engine) agentDone(ctx context.Context, j *inventory.Job, body []byte) (
 		return nil, err
 	}
 	now := e.cfg.Now().UTC()
-	_, err := e.inv.UpdateJobOnly(ctx, j.ID, func(j *inventory.Job) error {
+	_, _, err := e.inv.UpdateJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) error {
+		if d.OK {
+			if err := doneAccepted(j, m); err != nil {
+				return err
+			}
+		}
 		j.AgentDone, j.AgentOK, j.AgentError = true, d.OK, d.Error
 		j.Progress.At = now
 		return nil

@@ -37,6 +37,12 @@ func (e *Engine) bootFor(entry inventory.BootEntry, c netboot.Client) (netboot.B
 		}
 		return netboot.Boot{Kind: netboot.BootNone, Machine: entry.Machine}, nil
 	}
+	// The script carries the job's token: only once the machine is
+	// really netbooting for this job.
+	e.noteNetboot(j, c)
+	if e.cfg.ScriptAfterDHCP && !isDHCP(c) && !e.netbooting(j.ID) {
+		return netboot.Boot{Kind: netboot.BootNone}, nil
+	}
 	if e.cfg.BootKernelURL == "" || e.cfg.BootInitrdURL == "" {
 		return netboot.Boot{}, fmt.Errorf("machine %s needs the agent but no boot environment is registered: build the agent's boot environment first", entry.Machine)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/metalhall/metalhall/agent/wire"
 	"github.com/metalhall/metalhall/inventory"
+	"github.com/metalhall/metalhall/inventory/seal"
 )
 
 // BMC is the out-of-band control the engine needs (package bmc, adapted
@@ -55,6 +56,24 @@ type Config struct {
 	BootKernelURL     string // the agent's kernel
 	BootInitrdURL     string // the agent's initramfs
 	ExtraKernelParams string
+
+	// NetbootReady says why the service cannot netboot machines now (no
+	// boot environment, DHCP off), or nil when it can. Jobs that need a
+	// netboot are refused at once while it fails. nil: no check.
+	NetbootReady func(context.Context) error
+	// AddressOwner is the DHCP view of who holds which address; the
+	// default AgentSource uses it for machines without a reservation.
+	AddressOwner AddressOwner
+	// AgentSource decides whether a request may use a job's agent token
+	// from its source address [MachineAddress(AddressOwner)].
+	AgentSource AgentSource
+	// Sealer seals provision jobs' SSH keys and user data at rest; nil
+	// stores them in clear.
+	Sealer *seal.Sealer
+	// ScriptAfterDHCP serves the boot script (it carries the job's token)
+	// only after the machine's PXE DHCP request for the job was seen. Set
+	// it when this service answers DHCP; without DHCP it never sees one.
+	ScriptAfterDHCP bool
 }
 
 func (c *Config) defaults() {
@@ -88,6 +107,9 @@ func (c *Config) defaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.AgentSource == nil {
+		c.AgentSource = MachineAddress(c.AddressOwner)
+	}
 }
 
 // Engine runs jobs.
@@ -99,6 +121,8 @@ type Engine struct {
 	started time.Time
 
 	wake chan struct{} // a job was submitted or cancelled
+
+	netboot netbootSeen // PXE DHCP requests seen per job
 
 	mu      sync.Mutex
 	running map[string]bool // job IDs with a worker
@@ -127,6 +151,10 @@ type Request struct {
 	UserData    string                // provision
 	WipeMode    string                // release: certified (default), full or fast
 	PowerAction inventory.PowerAction // power
+
+	// ActorRole is the role of the token that asked: tenants may cancel
+	// only what tenants asked for.
+	ActorRole inventory.Role
 }
 
 // plan is the steps of each kind of job, in order, and the machine state
@@ -169,16 +197,28 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*inventory.Job, error) 
 			return nil, err
 		}
 	}
-	j := inventory.Job{Machine: r.Machine, Kind: r.Kind, Actor: r.Actor, Image: r.Image, SSHKeys: r.SSHKeys,
+	if err := e.canStart(ctx, r); err != nil {
+		return nil, err
+	}
+	j := inventory.Job{Machine: r.Machine, Kind: r.Kind, Actor: r.Actor, ActorRole: r.ActorRole, Image: r.Image, SSHKeys: r.SSHKeys,
 		UserData: r.UserData, WipeMode: r.WipeMode, PowerAction: r.PowerAction}
 	for _, s := range steps {
 		j.Steps = append(j.Steps, inventory.JobStep{Name: s})
+	}
+	if err := sealSecrets(e.cfg.Sealer, &j); err != nil {
+		return nil, err
 	}
 	out, err := e.inv.StartJob(ctx, j, to)
 	if err != nil {
 		return nil, err
 	}
-	e.event(ctx, out, "job.queued", fmt.Sprintf("%s job %s queued by %s", out.Kind, out.ID, orDash(r.Actor)))
+	// The token ID goes in the event's actor, not its text, so that views
+	// for tenants can leave staff token IDs out.
+	ev := inventory.Event{Actor: orDash(r.Actor), Role: string(r.ActorRole), Subject: "machine/" + out.Machine, Tenancy: out.Tenancy,
+		Action: "job.queued", Detail: fmt.Sprintf("%s job %s queued", out.Kind, out.ID)}
+	if _, err := e.inv.AppendEvent(context.WithoutCancel(ctx), ev); err != nil {
+		e.log.Error("recording event", "machine", out.Machine, "err", err)
+	}
 	e.poke()
 	return out, nil
 }
@@ -293,7 +333,7 @@ func (e *Engine) event(ctx context.Context, j *inventory.Job, action, detail str
 	case "job.cancelled":
 		outcome = "refused"
 	}
-	ev := inventory.Event{Actor: "provisioner", Subject: "machine/" + j.Machine, Action: action, Outcome: outcome, Detail: detail}
+	ev := inventory.Event{Actor: "provisioner", Subject: "machine/" + j.Machine, Tenancy: j.Tenancy, Action: action, Outcome: outcome, Detail: detail}
 	if _, err := e.inv.AppendEvent(context.WithoutCancel(ctx), ev); err != nil {
 		e.log.Error("recording event", "machine", j.Machine, "err", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -303,6 +304,10 @@ func newLab(t *testing.T, cfg Config) *lab {
 	cfg.TokenKey = []byte("0123456789abcdef0123456789abcdef")
 	cfg.ServiceURL, cfg.BootKernelURL, cfg.BootInitrdURL = "http://10.7.0.1:8280", "http://10.7.0.1:8280/boot/vmlinuz", "http://10.7.0.1:8280/boot/initrd"
 	cfg.PollInterval = 5 * time.Millisecond
+	if cfg.AgentSource == nil {
+		// Every fake agent calls from 127.0.0.1, whatever its machine.
+		cfg.AgentSource = func(context.Context, *inventory.Machine, netip.Addr) error { return nil }
+	}
 	if cfg.Images == nil {
 		cfg.Images = fakeImages{}
 	}

@@ -56,6 +56,9 @@ func (e *Engine) AuthorizeImage(r *http.Request, img *inventory.Image) error {
 	if err != nil {
 		return err
 	}
+	if err := e.checkSource(r, j); err != nil {
+		return err
+	}
 	if j.Kind != inventory.JobProvision || j.Image != img.Name {
 		return fmt.Errorf("job %s does not write image %q: %w", j.ID, img.Name, inventory.ErrNotFound)
 	}

@@ -27,13 +27,19 @@ func (e *Engine) MetadataHandler() http.Handler {
 			http.NotFound(w, r)
 			return
 		}
-		j, _ := e.inv.ActiveJob(r.Context(), m.Name)
+		// Only the current tenancy's current deployment: never another
+		// tenancy's, never after a release or during a wipe.
 		keys, userData := []string(nil), ""
-		if j != nil && j.Kind == inventory.JobProvision {
-			keys, userData = j.SSHKeys, j.UserData
-			e.metadataSeen(r.Context(), j)
-		} else if last := e.lastProvision(r.Context(), m.Name); last != nil {
-			keys, userData = last.SSHKeys, last.UserData
+		if j := e.deployment(r.Context(), m); j != nil {
+			var err error
+			if keys, userData, err = OpenSecrets(e.cfg.Sealer, j); err != nil {
+				e.log.Error("metadata", "machine", m.Name, "err", err)
+				http.Error(w, "metadata unavailable", http.StatusInternalServerError)
+				return
+			}
+			if !j.State.Finished() {
+				e.metadataSeen(r.Context(), j)
+			}
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		switch strings.TrimPrefix(r.URL.Path, "/metadata/") {
@@ -73,18 +79,4 @@ func (e *Engine) metadataSeen(ctx context.Context, j *inventory.Job) {
 	}); err == nil {
 		e.event(ctx, j, "metadata.fetched", "the installed OS fetched its metadata")
 	}
-}
-
-// lastProvision is the machine's newest successful provision job.
-func (e *Engine) lastProvision(ctx context.Context, machine string) *inventory.Job {
-	jobs, err := e.inv.MachineJobs(ctx, machine)
-	if err != nil {
-		return nil
-	}
-	for i := len(jobs) - 1; i >= 0; i-- {
-		if jobs[i].Kind == inventory.JobProvision && jobs[i].State == inventory.JobSucceeded {
-			return &jobs[i]
-		}
-	}
-	return nil
 }

@@ -164,7 +164,7 @@ func (e *Engine) finish(ctx context.Context, j *inventory.Job, st inventory.JobS
 			case inventory.JobProvision:
 				m.State = inventory.MachineDeployed
 			case inventory.JobRelease:
-				m.State, m.Image = inventory.MachineAvailable, ""
+				m.State, m.Image, m.NeedsErase = inventory.MachineAvailable, "", false
 			}
 		case j.Kind != inventory.JobPower:
 			m.State, m.Reason, m.FailedStep = inventory.MachineFailed, reason, step

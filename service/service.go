@@ -273,13 +273,32 @@ func (s *Service) provision(ctx context.Context) error {
 	if _, err := os.Stat(filepath.Join(bootDir, BootenvInitrd)); err != nil {
 		log.Warn("no agent boot environment yet: machines cannot be commissioned or provisioned until one is built", "dir", bootDir)
 	}
+	// Jobs that netboot are refused at once without a boot environment,
+	// rather than failing minutes later with the machine left on.
+	ecfg.NetbootReady = func(context.Context) error {
+		for _, f := range []string{BootenvKernel, BootenvInitrd} {
+			if _, err := os.Stat(filepath.Join(bootDir, f)); err != nil {
+				return fmt.Errorf("no agent boot environment in %s: build one first", bootDir)
+			}
+		}
+		return nil
+	}
+	// The boot script carries the job's token: with DHCP on, it is served
+	// only once this service has seen the machine netboot.
+	ecfg.ScriptAfterDHCP = cfg.DHCPMode != netboot.ModeOff
+	ecfg.Sealer = sealer // provision jobs' keys and user data, at rest
+	// Agent tokens are used only from their machine's address, as the DHCP
+	// view knows it. The view needs the engine (it answers the boot
+	// decision in the same lookup), so the engine asks it through addrs,
+	// set below, before anything is served.
+	var addrs *provisioner.Addresses
+	ecfg.AddressOwner = func(ctx context.Context, ip netip.Addr) (net.HardwareAddr, bool) { return addrs.Owner(ctx, ip) }
 	engine, err := provisioner.New(inv, s.machines, ecfg)
 	if err != nil {
 		return err
 	}
 	s.engine = engine
-	addrs, err := provisioner.NewAddresses(ctx, inv, engine, cfg.LeaseTime)
-	if err != nil {
+	if addrs, err = provisioner.NewAddresses(ctx, inv, engine, cfg.LeaseTime); err != nil {
 		return err
 	}
 	s.recorder = netboot.NewAsyncRecorder(provisioner.BootEvents{Inv: inv}, netboot.AsyncRecorderConfig{Logger: log})

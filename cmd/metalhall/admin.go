@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -80,47 +81,55 @@ func tenantCommand() *cli.Command {
 				printTable(w, []string{"NAME", "CREATED"}, rows)
 			})
 		}},
-		{Name: "assign", Usage: "hand a rack (and its machines) or one machine to a tenant",
-			UsageText: "metalhall tenant assign --tenant TENANT (--rack RACK | --machine MACHINE)",
-			Flags:     []cli.Flag{&cli.StringFlag{Name: "tenant", Required: true}, &cli.StringFlag{Name: "rack"}, &cli.StringFlag{Name: "machine"}, outputFlag()},
-			Action: func(c *cli.Context) error {
-				if err := noArgs(c); err != nil {
-					return err
-				}
-				in := api.TenantAssign{Rack: c.String("rack"), Machine: c.String("machine")}
-				if (in.Rack == "") == (in.Machine == "") {
-					return usagef("tenant assign: give exactly one of --rack or --machine")
-				}
-				var out api.TenantAssign
-				if err := client(c).Do(c.Context, "POST", "/api/v1/tenants/"+api.PathEscape(c.String("tenant"))+"/assign", in, &out); err != nil {
-					return err
-				}
-				return show(c, out, func(w io.Writer) {
-					what := "rack " + in.Rack
-					if in.Machine != "" {
-						what = "machine " + in.Machine
-					}
-					fmt.Fprintf(w, "%s assigned to tenant %s\n", what, c.String("tenant"))
-				})
-			}},
+		tenantMoveCommand("assign", "hand a rack (and its machines) or one machine to a tenant", "assigned to"),
+		tenantMoveCommand("unassign", "take a released rack (and its machines) or machine back from a tenant", "taken back from"),
 	}}
+}
+
+// tenantMoveCommand is tenant assign and unassign: one rack or one
+// machine, to or from the tenant named.
+func tenantMoveCommand(verb, usage, done string) *cli.Command {
+	return &cli.Command{Name: verb, Usage: usage,
+		UsageText: "metalhall tenant " + verb + " --tenant TENANT (--rack RACK | --machine MACHINE)",
+		Flags:     []cli.Flag{&cli.StringFlag{Name: "tenant", Required: true}, &cli.StringFlag{Name: "rack"}, &cli.StringFlag{Name: "machine"}, outputFlag()},
+		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			in := api.TenantAssign{Rack: c.String("rack"), Machine: c.String("machine")}
+			if (in.Rack == "") == (in.Machine == "") {
+				return usagef("tenant %s: give exactly one of --rack or --machine", verb)
+			}
+			var out api.TenantAssign
+			if err := client(c).Do(c.Context, "POST", "/api/v1/tenants/"+api.PathEscape(c.String("tenant"))+"/"+verb, in, &out); err != nil {
+				return err
+			}
+			return show(c, out, func(w io.Writer) {
+				what := "rack " + in.Rack
+				if in.Machine != "" {
+					what = "machine " + in.Machine
+				}
+				fmt.Fprintf(w, "%s %s tenant %s\n", what, done, c.String("tenant"))
+			})
+		}}
 }
 
 func tokenCommand() *cli.Command {
 	return &cli.Command{Name: "token", Usage: "API tokens (admin)", Subcommands: []*cli.Command{
 		{Name: "create", Usage: "create a token; its secret is printed once",
-			UsageText: "metalhall token create --role admin|technician|tenant [--tenant TENANT] [--label TEXT]",
-			Flags:     []cli.Flag{&cli.StringFlag{Name: "role", Required: true}, &cli.StringFlag{Name: "tenant"}, &cli.StringFlag{Name: "label"}, outputFlag()},
+			UsageText: "metalhall token create --role admin|technician|tenant [--tenant TENANT] [--label TEXT] [--ttl 90d|720h]",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "role", Required: true}, &cli.StringFlag{Name: "tenant"}, &cli.StringFlag{Name: "label"},
+				&cli.StringFlag{Name: "ttl", Usage: "how long the token works, e.g. 90d or 720h (default: admin 30d, technician 90d, tenant 365d)"}, outputFlag()},
 			Action: func(c *cli.Context) error {
 				if err := noArgs(c); err != nil {
 					return err
 				}
 				var out api.TokenCreated
-				if err := client(c).Do(c.Context, "POST", "/api/v1/tokens", api.TokenCreate{Role: c.String("role"), Tenant: c.String("tenant"), Label: c.String("label")}, &out); err != nil {
+				if err := client(c).Do(c.Context, "POST", "/api/v1/tokens", api.TokenCreate{Role: c.String("role"), Tenant: c.String("tenant"), Label: c.String("label"), TTL: c.String("ttl")}, &out); err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) {
-					fmt.Fprintf(w, "token %s (%s) created. Its secret, shown only now:\n%s\n", out.ID, out.Role, out.Secret)
+					fmt.Fprintf(w, "token %s (%s, expires %s) created. Its secret, shown only now:\n%s\n", out.ID, out.Role, when(out.ExpiresAt), out.Secret)
 				})
 			}},
 		{Name: "list", Usage: "list tokens", Flags: []cli.Flag{outputFlag()}, Action: func(c *cli.Context) error {
@@ -132,12 +141,15 @@ func tokenCommand() *cli.Command {
 				rows := [][]string{}
 				for _, t := range out {
 					state := "active"
-					if !t.RevokedAt.IsZero() {
+					switch {
+					case !t.RevokedAt.IsZero():
 						state = "revoked " + when(t.RevokedAt)
+					case !t.ExpiresAt.IsZero() && time.Now().After(t.ExpiresAt):
+						state = "expired"
 					}
-					rows = append(rows, []string{t.ID, t.Role, orDash(t.Tenant), orDash(t.Label), when(t.CreatedAt), when(t.LastUsedAt), state})
+					rows = append(rows, []string{t.ID, t.Role, orDash(t.Tenant), orDash(t.Label), when(t.CreatedAt), when(t.LastUsedAt), when(t.ExpiresAt), state})
 				}
-				printTable(w, []string{"ID", "ROLE", "TENANT", "LABEL", "CREATED", "LAST USED", "STATE"}, rows)
+				printTable(w, []string{"ID", "ROLE", "TENANT", "LABEL", "CREATED", "LAST USED", "EXPIRES", "STATE"}, rows)
 			})
 		}},
 		{Name: "revoke", Usage: "revoke a token", UsageText: "metalhall token revoke ID", Flags: []cli.Flag{outputFlag()},

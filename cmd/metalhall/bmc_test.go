@@ -42,6 +42,13 @@ func TestTechnicianPowersRealBMCs(t *testing.T) {
 	c.ok("machine", "enroll", "--rack", "r1", "--unit", "3", "--mac", "52:54:00:00:aa:03", "--bmc-address", "http://"+strings.TrimPrefix(hs.URL, "http://")+"/",
 		"--bmc-protocol", "redfish", "--bmc-user", "root", "--bmc-password-file", pw("bad", "wrong"), "rf-badpw")
 
+	// A planned rack in a planned phase has no power: nothing is switched on.
+	if code, _, errs := c.run("machine", "power", "--action", "on", "rf-1"); code != exitConflict || !strings.Contains(errs, "planned") || rf.Power() {
+		t.Fatalf("power on in a planned rack: exit %d %s (BMC power %v)", code, errs, rf.Power())
+	}
+	c.ok("phase", "set-state", "--hall", "h1", "--number", "1", "--to", "commissioning")
+	c.ok("rack", "set-state", "--to", "installed", "r1")
+
 	// Redfish.
 	c.ok("machine", "power", "--action", "on", "rf-1")
 	if !rf.Power() {

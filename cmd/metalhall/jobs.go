@@ -145,7 +145,7 @@ func waitForJob(c *cli.Context, machine, id string) error {
 						line += fmt.Sprintf(" (%s)", s.EndedAt.Sub(s.StartedAt).Round(100*time.Millisecond))
 					}
 					if s.Error != "" {
-						line += ": " + s.Error
+						line += ": " + clean(s.Error)
 					}
 					fmt.Fprintln(w, line)
 				}
@@ -238,7 +238,7 @@ func printRackCommission(w io.Writer, rc api.RackCommission) {
 	}
 	sort.Strings(names)
 	for _, m := range names {
-		fmt.Fprintf(w, "  skipped %s: %s\n", m, rc.Skipped[m])
+		fmt.Fprintf(w, "  skipped %s: %s\n", m, clean(rc.Skipped[m]))
 	}
 }
 

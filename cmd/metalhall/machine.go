@@ -242,6 +242,6 @@ func printEvents(w io.Writer, evs []inventory.Event, header bool) {
 		return
 	}
 	for _, r := range rows {
-		fmt.Fprintln(w, strings.Join(r, "  "))
+		fmt.Fprintln(w, strings.Join(cleanAll(r), "  "))
 	}
 }

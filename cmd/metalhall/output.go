@@ -78,9 +78,39 @@ func printTable(w io.Writer, headers []string, rows [][]string) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(headers, "\t"))
 	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
+		fmt.Fprintln(tw, strings.Join(cleanAll(r), "\t"))
 	}
 	tw.Flush()
+}
+
+// clean neutralises control characters in text that came from the service
+// (names, reasons, agent messages) before it reaches a terminal: an
+// escape sequence in a machine's failure reason must not move the cursor,
+// retitle the window or hide lines. They are shown escaped, as \x1b.
+func clean(s string) string {
+	if !strings.ContainsFunc(s, isControl) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if isControl(r) {
+			fmt.Fprintf(&b, "\\x%02x", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// isControl is C0 (tab and newline included: they break tables), DEL and C1.
+func isControl(r rune) bool { return r < 0x20 || (r >= 0x7f && r <= 0x9f) }
+
+func cleanAll(cells []string) []string {
+	out := make([]string, len(cells))
+	for i, c := range cells {
+		out[i] = clean(c)
+	}
+	return out
 }
 
 // printFields prints "key: value" lines, aligned.
@@ -90,7 +120,7 @@ func printFields(w io.Writer, kv ...string) {
 		if kv[i+1] == "" {
 			continue
 		}
-		fmt.Fprintf(tw, "%s:\t%s\n", kv[i], kv[i+1])
+		fmt.Fprintf(tw, "%s:\t%s\n", kv[i], clean(kv[i+1]))
 	}
 	tw.Flush()
 }

@@ -177,6 +177,12 @@ func TestProvisionSurvivesSIGKILLAtEveryStep(t *testing.T) {
 	dir := t.TempDir()
 	pw := filepath.Join(dir, "pw")
 	os.WriteFile(pw, []byte("pw"), 0o600)
+	// The engine refuses netboot jobs without a boot environment; the fake
+	// machine only reads its script, so any two files do.
+	os.MkdirAll(filepath.Join(sp.dir, "bootenv"), 0o755)
+	for _, f := range []string{bootenvKernel, bootenvInitrd} {
+		os.WriteFile(filepath.Join(sp.dir, "bootenv", f), []byte("boot"), 0o644)
+	}
 	img := filepath.Join(dir, "os.raw")
 	os.WriteFile(img, bytes.Repeat([]byte("metalhall demo os "), 60_000), 0o600)
 	for _, args := range [][]string{

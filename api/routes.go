@@ -50,7 +50,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", pattern: "/api/v1/tokens", action: "token.list", summary: "List tokens", roles: admin, reply: []Token{}, handle: s.listTokens},
 		{method: "DELETE", pattern: "/api/v1/tokens/{name}", action: "token.revoke", summary: "Revoke a token", roles: admin, reply: Token{}, handle: s.revokeToken},
 
-		{method: "GET", pattern: "/api/v1/audit", action: "audit.list", summary: "The audit trail (since=RFC3339, actor=TOKEN_ID); a tenant sees its own requests and what was done to its machines", roles: everyone, reply: []inventory.Event{}, handle: s.listAudit},
+		{method: "GET", pattern: "/api/v1/audit", action: "audit.list", summary: "The audit trail (since=RFC3339, actor=TOKEN_ID); a tenant sees its own requests and what was done to its machines", roles: admin | tenant, reply: []inventory.Event{}, handle: s.listAudit},
 		{method: "GET", pattern: "/api/v1/backup", action: "backup", summary: "A consistent copy of the database", roles: admin, raw: true, audited: true, handle: s.backup},
 	}
 }

@@ -71,6 +71,7 @@ func TestReleaseWithAFailedDiskFailsTheMachine(t *testing.T) {
 func TestReleaseDoneWithoutEraseRecordsFails(t *testing.T) {
 	l := newLab(t, Config{})
 	l.script = func(t *testing.T, a *fakeAgent, task wire.Task) {
+		a.call("POST", wire.EndpointInspection, hgx(8), nil)
 		a.call("POST", wire.EndpointDone, wire.Done{JobID: task.JobID, OK: true, Step: wire.StepWipe, Detail: "wiped"}, nil)
 	}
 	l.machine("m1", "r0", 1, inventory.MachineDeployed)

@@ -189,7 +189,7 @@ func TestAgentDoneNeedsTheWorkBehindIt(t *testing.T) {
 		// "Wiped" at once, with no inspection of the disks it wiped.
 		refused <- a.call("POST", wire.EndpointDone, wire.Done{JobID: task.JobID, OK: true, Step: wire.StepWipe}, nil)
 		a.call("POST", wire.EndpointInspection, hgx(8), nil)
-		a.call("POST", wire.EndpointDone, wire.Done{JobID: task.JobID, OK: true, Step: wire.StepWipe}, nil)
+		a.call("POST", wire.EndpointDone, wire.Done{JobID: task.JobID, OK: true, Step: wire.StepWipe, Erase: []wire.EraseRecord{passedErase("nvme0n1")}}, nil)
 	}
 	j := l.waitJob(l.submit(Request{Kind: inventory.JobRelease, Machine: "m1"}).ID)
 	if err := <-refused; err == nil || !strings.Contains(err.Error(), "no inspection") {

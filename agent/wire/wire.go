@@ -159,6 +159,9 @@ type Inventory struct {
 	NICs        []NIC       `json:"nics"`
 	PCI         []PCIDevice `json:"pci"`
 	GPUs        []GPUGroup  `json:"gpus"`
+	// Hardware holds the facts acceptance checks judge (accept.go);
+	// absent from agents older than acceptance.
+	Hardware *Hardware `json:"hardware,omitempty"`
 }
 
 // System is the DMI identity of the machine.

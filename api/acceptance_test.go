@@ -1,0 +1,61 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	"github.com/metalhall/metalhall/inventory"
+	"github.com/metalhall/metalhall/provisioner"
+)
+
+// TestRackAcceptanceListsEachMachineAndTheFixList: a failed report puts
+// its findings on the rack's fix list with the unit and machine; the
+// machine's history keeps every report; tenants see none of it.
+func TestRackAcceptanceListsEachMachineAndTheFixList(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	file := func(passed bool) string {
+		j := must(f.srv.prov.Submit(ctx, provisioner.Request{Kind: inventory.JobPower, Machine: "ma", PowerAction: "on"}))
+		c := inventory.Check{Name: "pcie", Required: true, Result: inventory.CheckPassed, Summary: "28 of 28 links at their maximum speed and width"}
+		if !passed {
+			c.Result, c.Summary = inventory.CheckFailed, "27 of 28 links at their maximum speed and width"
+			c.Findings = []inventory.Finding{{Subject: "GPU 0000:9a:00.0", Problem: "at PCIe Gen4 x8, expected Gen5 x16", Fix: "reseat"}}
+		}
+		must(f.inv.RecordAcceptance(ctx, inventory.AcceptanceReport{Job: j.ID, Profile: "hgx-h100", Checks: []inventory.Check{c}}))
+		if _, _, err := f.inv.UpdateJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) error { j.State = inventory.JobSucceeded; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return j.ID
+	}
+	file(true)
+	failed := file(false)
+
+	var ra RackAcceptance
+	status, data := f.do("technician", "GET", "/api/v1/racks/ra/acceptance", nil)
+	if status != 200 || json.Unmarshal(data, &ra) != nil {
+		t.Fatalf("technician: %d %s", status, data)
+	}
+	want := []string{"U1 ma: GPU 0000:9a:00.0 at PCIe Gen4 x8, expected Gen5 x16 — reseat"}
+	if !reflect.DeepEqual(ra.FixList, want) || ra.Failed != 1 || ra.Passed != 0 || len(ra.Machines) != 1 ||
+		ra.Machines[0].Result != "failed" || ra.Machines[0].Job != failed {
+		t.Errorf("rack acceptance = %+v", ra)
+	}
+	var ma MachineAcceptance
+	status, data = f.do("technician", "GET", "/api/v1/machines/ma/acceptance", nil)
+	if status != 200 || json.Unmarshal(data, &ma) != nil || len(ma.Reports) != 2 || !ma.Reports[0].Passed || ma.Reports[1].Passed {
+		t.Fatalf("machine acceptance: %d %s", status, data)
+	}
+	var rb RackAcceptance
+	status, data = f.do("admin", "GET", "/api/v1/racks/rb/acceptance", nil)
+	if status != 200 || json.Unmarshal(data, &rb) != nil || rb.NotRun != 1 || rb.Machines[0].Result != "none" || len(rb.FixList) != 0 {
+		t.Errorf("rack without reports: %d %s", status, data)
+	}
+	if status, _ := f.do("tenant-a", "GET", "/api/v1/racks/ra/acceptance", nil); status != 403 && status != 404 {
+		t.Errorf("tenant on rack acceptance: %d", status)
+	}
+	if status, _ := f.do("technician", "GET", "/api/v1/racks/nosuch/acceptance", nil); status != 404 {
+		t.Errorf("unknown rack: %d", status)
+	}
+}

@@ -132,8 +132,10 @@ func (a *Acceptance) validate() error {
 	if a.NVMe != nil && (a.NVMe.MaxPercentageUsed < 0 || a.NVMe.Count < 0) {
 		bad = append(bad, "nvme: count and max_percentage_used must not be negative")
 	}
-	if a.GPUDiag != nil && (a.GPUDiag.Level < 1 || a.GPUDiag.Level > 4) {
-		bad = append(bad, fmt.Sprintf("gpu_diagnostics.level: %d; DCGM levels are 1 to 4", a.GPUDiag.Level))
+	if a.GPUDiag != nil && (a.GPUDiag.Level < 1 || a.GPUDiag.Level > 2) {
+		// Levels 3 and 4 run 15 minutes and more: longer than the agent's
+		// bounded run inside commissioning's wait for the inspection.
+		bad = append(bad, fmt.Sprintf("gpu_diagnostics.level: %d; commissioning runs DCGM levels 1 or 2 (3 and 4 take 15 minutes or more)", a.GPUDiag.Level))
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("acceptance: %s", strings.Join(bad, "; "))
@@ -626,4 +628,20 @@ func (e *Engine) accept(ctx context.Context, j *inventory.Job, m *inventory.Mach
 	fails := rec.Failures()
 	e.event(ctx, j, "acceptance.failed", fmt.Sprintf("acceptance (profile %q) failed: %s", p.Name, strings.Join(fails, "; ")))
 	return failf("acceptance (profile %q) failed: %s", p.Name, strings.Join(fails, "; "))
+}
+
+// acceptanceTask says what the agent runs beyond the inspection for a
+// machine's profile: the GPU diagnostic when the profile asks for it. A
+// profile that cannot be read asks nothing here; the check-profile step
+// fails on it with the reason.
+func (e *Engine) acceptanceTask(ctx context.Context, machine string) *wire.AcceptanceTask {
+	m, err := e.inv.Machine(ctx, machine)
+	if err != nil || m.Profile == "" || e.cfg.Profiles == nil {
+		return nil
+	}
+	p, err := e.cfg.Profiles.Profile(ctx, m.Profile)
+	if err != nil || p.Acceptance == nil || p.Acceptance.GPUDiag == nil {
+		return nil
+	}
+	return &wire.AcceptanceTask{DCGMLevel: p.Acceptance.GPUDiag.Level}
 }

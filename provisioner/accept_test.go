@@ -134,7 +134,7 @@ func TestBadAcceptanceProfileIsRefusedWithTheReason(t *testing.T) {
 	for yaml, want := range map[string]string{
 		"acceptance:\n  optional: [pci]\n":             `optional: "pci" is not a check`,
 		"acceptance:\n  pcie: {kinds: [gpu, fpga]}\n":  `pcie.kinds: "fpga" is not gpu, nic or nvme`,
-		"acceptance:\n  gpu_diagnostics: {level: 9}\n": "gpu_diagnostics.level: 9; DCGM levels are 1 to 4",
+		"acceptance:\n  gpu_diagnostics: {level: 9}\n": "gpu_diagnostics.level: 9; commissioning runs DCGM levels 1 or 2",
 		"acceptance:\n  infiniband: {port: 8}\n":       "field port not found",
 		"acceptance:\n  memory: {dimms: -1}\n":         "memory: dimms and min_gib must not be negative",
 	} {
@@ -195,5 +195,41 @@ func TestFailedAcceptanceKeepsTheMachineFromAvailable(t *testing.T) {
 	latest := must(l.inv.LatestAcceptance(ctx, []string{"m1"}))
 	if latest["m1"] == nil || latest["m1"].Job != j2.ID {
 		t.Errorf("latest = %+v", latest["m1"])
+	}
+}
+
+func TestFailedGPUDiagnosticNamesTheGPUAndDCGMsWords(t *testing.T) {
+	p := loadProfile(t, strings.Replace(hgxProfile, "  gpu_diagnostics: {level: 1}\n  firmware", "  gpu_diagnostics: {level: 2}\n  firmware", 1))
+	inv := agentInventory(t, "hgx-h100")
+	inv.Hardware.DCGM = &wire.DCGMResult{Ran: true, Level: 2, Tests: []wire.DCGMTest{
+		{Category: "Deployment", Name: "Denylist", GPU: -1, Result: "Pass"},
+		{Category: "Hardware", Name: "GPU Memory", GPU: 3, Result: "Fail", Info: "Pending page retirements together with a DBE were detected on GPU 3."},
+		{Category: "Integration", Name: "PCIe", GPU: 0, Result: "Warn", Info: "PCIe replay rate high on GPU 0."}}}
+	p.Acceptance.Optional = nil
+	r := Accept(p, inv)
+	want := []string{`GPU 3 failed DCGM test "GPU Memory": Pending page retirements together with a DBE were detected on GPU 3. — see DCGM's advice; replace the GPU if it fails again`}
+	if r.Passed || !reflect.DeepEqual(r.Failures(), want) {
+		t.Errorf("fix list %q", r.Failures())
+	}
+}
+
+func TestCommissionAsksTheAgentForTheProfilesGPUDiagnostic(t *testing.T) {
+	l := newLab(t, Config{Profiles: profiles{"hgx-h100": loadProfile(t, hgxProfile)}})
+	got := make(chan *wire.AcceptanceTask, 1)
+	l.script = func(t *testing.T, a *fakeAgent, task wire.Task) {
+		select {
+		case got <- task.Acceptance:
+		default:
+		}
+		a.call("POST", wire.EndpointInspection, agentInventory(t, "hgx-h100"), nil)
+		a.call("POST", wire.EndpointDone, wire.Done{JobID: task.JobID, OK: true}, nil)
+	}
+	l.machine("m1", "r0", 1, inventory.MachineEnrolled)
+	j := l.waitJob(l.submit(Request{Kind: inventory.JobCommission, Machine: "m1"}).ID)
+	if j.State != inventory.JobSucceeded {
+		t.Fatalf("job %s: %s", j.State, j.Error)
+	}
+	if a := <-got; a == nil || a.DCGMLevel != 1 {
+		t.Errorf("task acceptance = %+v, want DCGM level 1", a)
 	}
 }

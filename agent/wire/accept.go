@@ -118,3 +118,11 @@ type DCGMTest struct {
 	Result   string `json:"result"` // Pass, Fail, Warn, Skip
 	Info     string `json:"info,omitempty"`
 }
+
+// AcceptanceTask is what a commissioning asks the agent to run beyond
+// the inspection (Task.Acceptance).
+type AcceptanceTask struct {
+	// DCGMLevel: run `dcgmi diag -r LEVEL -j` (1 or 2) and put its result
+	// in Hardware.DCGM; 0 does not run it.
+	DCGMLevel int `json:"dcgm_level,omitempty"`
+}

@@ -88,6 +88,8 @@ type Task struct {
 	TargetDisk string   `json:"target_disk,omitempty"`
 	WipeMode   WipeMode `json:"wipe_mode,omitempty"` // for KindWipe; default fast
 	After      After    `json:"after,omitempty"`     // default poweroff
+	// Acceptance is set for commissioning with an acceptance suite.
+	Acceptance *AcceptanceTask `json:"acceptance,omitempty"`
 }
 
 // ImageSpec describes the image stream to write.

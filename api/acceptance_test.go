@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/metalhall/metalhall/agent/wire"
 	"github.com/metalhall/metalhall/inventory"
 	"github.com/metalhall/metalhall/provisioner"
 )
@@ -57,5 +58,46 @@ func TestRackAcceptanceListsEachMachineAndTheFixList(t *testing.T) {
 	}
 	if status, _ := f.do("technician", "GET", "/api/v1/racks/nosuch/acceptance", nil); status != 404 {
 		t.Errorf("unknown rack: %d", status)
+	}
+}
+
+// TestRackFirmwareNamesTheMachinesThatDrift: two machines in one rack,
+// one on an older BIOS and HCA firmware; the drift lines name it.
+func TestRackFirmwareNamesTheMachinesThatDrift(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	must(f.inv.EnrollMachine(ctx, inventory.Enrollment{Machine: inventory.Machine{Name: "ma2", Rack: "ra", Unit: 17,
+		MACs: []string{"52:54:00:00:00:17"}, PowerW: 10_200,
+		BMC: inventory.BMC{Address: "10.0.0.17", Protocol: inventory.ProtocolIPMI, Username: "admin"}}}))
+	inspect := func(m, bios, ib string) {
+		inv := wire.Inventory{System: wire.System{BIOSVersion: bios}, Hardware: &wire.Hardware{
+			NVMe:    []wire.NVMeHealth{{Disk: "nvme0n1", Firmware: "GDC7302Q"}},
+			IBPorts: []wire.IBPort{{Device: "mlx5_0", Port: 1, Firmware: ib}, {Device: "mlx5_1", Port: 1, Firmware: ib}}}}
+		must(f.inv.RecordInspection(ctx, m, must(json.Marshal(inv))))
+	}
+	inspect("ma", "2.1", "28.39.1002")
+	inspect("ma2", "2.0", "28.37.1014")
+	var rf RackFirmware
+	status, data := f.do("technician", "GET", "/api/v1/racks/ra/firmware", nil)
+	if status != 200 || json.Unmarshal(data, &rf) != nil {
+		t.Fatalf("%d %s", status, data)
+	}
+	want := []string{"BIOS: 2.0 on U17 ma2; 2.1 on U1 ma", "InfiniBand: 28.37.1014 on U17 ma2; 28.39.1002 on U1 ma"}
+	if !reflect.DeepEqual(rf.Drift, want) {
+		t.Errorf("drift = %q, want %q", rf.Drift, want)
+	}
+	if len(rf.Machines) != 2 || rf.Machines[0].Machine != "ma2" || rf.Machines[0].BIOS != "2.0" ||
+		!reflect.DeepEqual(rf.Machines[0].InfiniBand, []string{"28.37.1014"}) || !reflect.DeepEqual(rf.Machines[1].NVMe, []string{"GDC7302Q"}) {
+		t.Errorf("machines = %+v", rf.Machines)
+	}
+}
+
+func TestDriftLineCountsTheMajorityAndNamesTheRest(t *testing.T) {
+	got := driftLine("BIOS", map[string][]string{"2.1": {"U1 a", "U3 b", "U5 c"}, "2.0": {"U17 d"}})
+	if want := "BIOS: 2.1 on 3 machines; 2.0 on U17 d"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := driftLine("BIOS", map[string][]string{"2.1": {"U1 a", "U3 b"}}); got != "" {
+		t.Errorf("no drift gave %q", got)
 	}
 }

@@ -14,7 +14,7 @@ import (
 // rackWithAcceptance is the rack command with its acceptance listing.
 func rackWithAcceptance() *cli.Command {
 	cmd := rackCommand()
-	cmd.Subcommands = append(cmd.Subcommands, rackAcceptanceCommand())
+	cmd.Subcommands = append(cmd.Subcommands, rackAcceptanceCommand(), rackFirmwareCommand())
 	return cmd
 }
 
@@ -113,4 +113,45 @@ func acceptanceLine(r *inventory.AcceptanceReport) string {
 		s += ": " + strings.Join(f, "; ")
 	}
 	return s
+}
+
+func rackFirmwareCommand() *cli.Command {
+	return &cli.Command{Name: "firmware", Usage: "in-band firmware of every machine (BIOS, NVMe, InfiniBand) from its latest inspection, and the drift",
+		UsageText: "metalhall rack firmware [-o json] NAME",
+		Flags:     []cli.Flag{outputFlag()},
+		Action: func(c *cli.Context) error {
+			n, err := name(c, "rack")
+			if err != nil {
+				return err
+			}
+			var rf api.RackFirmware
+			if err := client(c).Do(c.Context, "GET", "/api/v1/racks/"+api.PathEscape(n)+"/firmware", nil, &rf); err != nil {
+				return err
+			}
+			return show(c, rf, func(w io.Writer) { printRackFirmware(w, rf) })
+		}}
+}
+
+func printRackFirmware(w io.Writer, rf api.RackFirmware) {
+	var rows [][]string
+	var below []string
+	for _, m := range rf.Machines {
+		if !m.Inspected {
+			rows = append(rows, []string{fmt.Sprintf("U%d", m.Unit), m.Machine, "not inspected yet", "-", "-"})
+			continue
+		}
+		rows = append(rows, []string{fmt.Sprintf("U%d", m.Unit), m.Machine, orDash(m.BIOS), orDash(strings.Join(m.NVMe, ",")), orDash(strings.Join(m.InfiniBand, ","))})
+		for _, b := range m.BelowBaseline {
+			below = append(below, fmt.Sprintf("U%d %s: %s", m.Unit, m.Machine, b))
+		}
+	}
+	printTable(w, []string{"UNIT", "MACHINE", "BIOS", "NVME", "INFINIBAND"}, rows)
+	if len(rf.Drift) == 0 {
+		fmt.Fprintf(w, "\nrack %s: no drift between machines\n", rf.Rack)
+	} else {
+		fmt.Fprintf(w, "\ndrift:\n  %s\n", strings.Join(rf.Drift, "\n  "))
+	}
+	if len(below) > 0 {
+		fmt.Fprintf(w, "below the profile's baseline:\n  %s\n", strings.Join(below, "\n  "))
+	}
 }

@@ -83,7 +83,24 @@ func TestAcceptanceCommandsAgainstTheService(t *testing.T) {
 	if out := admin.ok("rack", "acceptance", "-o", "json", "r1"); !strings.Contains(out, `"fix_list": []`) || !strings.Contains(out, `"result": "none"`) {
 		t.Errorf("json: %s", out)
 	}
+	if out := admin.ok("rack", "firmware", "r1"); !strings.Contains(out, "not inspected yet") || !strings.Contains(out, "no drift") {
+		t.Errorf("rack firmware: %s", out)
+	}
 	if code, _, errs := admin.run("rack", "acceptance", "nosuch"); code != exitNotFound || !strings.Contains(errs, `"nosuch" not found`) {
 		t.Errorf("unknown rack: %d %s", code, errs)
+	}
+}
+
+func TestRackFirmwareTableShowsDriftAndBaseline(t *testing.T) {
+	rf := api.RackFirmware{Rack: "a01", Drift: []string{"BIOS: 2.1 on 3 machines; 2.0 on U17 gpu-a01-05"}, Machines: []api.MachineFirmware{
+		{Machine: "gpu-a01-05", Unit: 17, Inspected: true, BIOS: "2.0", NVMe: []string{"GDC7302Q"}, InfiniBand: []string{"28.39.1002"},
+			BelowBaseline: []string{"BIOS firmware 2.0 below baseline 2.1 — update the BIOS to 2.1 or later"}}}}
+	var b bytes.Buffer
+	printRackFirmware(&b, rf)
+	for _, want := range []string{"GDC7302Q", "28.39.1002", "drift:\n  BIOS: 2.1 on 3 machines; 2.0 on U17 gpu-a01-05",
+		"U17 gpu-a01-05: BIOS firmware 2.0 below baseline 2.1 — update the BIOS to 2.1 or later"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
 	}
 }

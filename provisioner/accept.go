@@ -26,6 +26,7 @@ type Acceptance struct {
 	InfiniBand *InfiniBandCheck `yaml:"infiniband" json:"infiniband,omitempty"`
 	GPUDiag    *GPUDiagCheck    `yaml:"gpu_diagnostics" json:"gpu_diagnostics,omitempty"`
 	Firmware   *FirmwareCheck   `yaml:"firmware" json:"firmware,omitempty"`
+	Cabling    *CablingCheck    `yaml:"cabling" json:"cabling,omitempty"`
 	Optional   []string         `yaml:"optional" json:"optional,omitempty"`
 }
 
@@ -41,9 +42,10 @@ const (
 	checkInfiniBand = "infiniband"
 	checkGPUDiag    = "gpu_diagnostics"
 	checkFirmware   = "firmware"
+	checkCabling    = "cabling"
 )
 
-var checkNames = []string{checkInventory, checkPCIe, checkMemory, checkECC, checkCPU, checkNVMe, checkEthernet, checkInfiniBand, checkGPUDiag, checkFirmware}
+var checkNames = []string{checkInventory, checkPCIe, checkMemory, checkECC, checkCPU, checkNVMe, checkEthernet, checkInfiniBand, checkGPUDiag, checkFirmware, checkCabling}
 
 // PCIeCheck: every GPU, NIC and NVMe link at the speed and width the
 // device can do (its max_link_*). Kinds narrows it ("gpu", "nic",
@@ -108,6 +110,15 @@ type FirmwareCheck struct {
 	InfiniBand string `yaml:"infiniband" json:"infiniband,omitempty"`
 }
 
+// CablingCheck: the agent listens ListenSeconds on every Ethernet port
+// for the switch's LLDP announcement and records each neighbour; each
+// port in Ports must have link and hear one. (Checking neighbours
+// against a cabling plan is not done yet.)
+type CablingCheck struct {
+	ListenSeconds int      `yaml:"listen_seconds" json:"listen_seconds"`
+	Ports         []string `yaml:"ports" json:"ports,omitempty"`
+}
+
 // validate says what is wrong with a profile's acceptance section.
 func (a *Acceptance) validate() error {
 	var bad []string
@@ -136,6 +147,9 @@ func (a *Acceptance) validate() error {
 		// Levels 3 and 4 run 15 minutes and more: longer than the agent's
 		// bounded run inside commissioning's wait for the inspection.
 		bad = append(bad, fmt.Sprintf("gpu_diagnostics.level: %d; commissioning runs DCGM levels 1 or 2 (3 and 4 take 15 minutes or more)", a.GPUDiag.Level))
+	}
+	if a.Cabling != nil && (a.Cabling.ListenSeconds < 1 || a.Cabling.ListenSeconds > 120) {
+		bad = append(bad, fmt.Sprintf("cabling.listen_seconds: %d; 1 to 120 (switches announce every 30 s by default: 35 hears one)", a.Cabling.ListenSeconds))
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("acceptance: %s", strings.Join(bad, "; "))
@@ -194,6 +208,9 @@ func Accept(p *Profile, inv *wire.Inventory) inventory.AcceptanceReport {
 	}
 	if a.Firmware != nil {
 		add(checkFirmware, firmwareCheck(a.Firmware, hw, inv))
+	}
+	if a.Cabling != nil {
+		add(checkCabling, cablingCheck(a.Cabling, hw))
 	}
 	r.Settle()
 	return r
@@ -612,6 +629,53 @@ func versionParts(v string) []string {
 	return out
 }
 
+func cablingCheck(cc *CablingCheck, hw *wire.Hardware) inventory.Check {
+	var c inventory.Check
+	if hw.LLDP == nil {
+		c.Result = inventory.CheckNotRun
+		c.Summary = "not run: the agent did not listen for LLDP (an agent older than the cabling check?)"
+		return c
+	}
+	heard := 0
+	for _, p := range hw.LLDP {
+		if p.Neighbor != nil {
+			heard++
+		}
+	}
+	for _, want := range cc.Ports {
+		i := slices.IndexFunc(hw.LLDP, func(p wire.LLDPPort) bool { return p.Interface == want })
+		if i < 0 {
+			c.Findings = append(c.Findings, inventory.Finding{Subject: "Ethernet port " + want, Problem: "not found", Fix: "check the NIC is fitted and enabled in the BIOS"})
+			continue
+		}
+		p := hw.LLDP[i]
+		subject := p.Interface
+		if p.PCIAddress != "" {
+			subject += " (" + p.PCIAddress + ")"
+		}
+		switch {
+		case !p.Carrier:
+			c.Findings = append(c.Findings, inventory.Finding{Subject: subject, Problem: "has no link", Fix: "check the cable and the switch port"})
+		case p.Neighbor == nil && p.Error != "":
+			c.Findings = append(c.Findings, inventory.Finding{Subject: subject, Problem: "could not be listened on: " + p.Error, Fix: ""})
+		case p.Neighbor == nil:
+			c.Findings = append(c.Findings, inventory.Finding{Subject: subject, Problem: fmt.Sprintf("heard no LLDP within %d s", cc.ListenSeconds),
+				Fix: "check LLDP is enabled on the switch port"})
+		}
+	}
+	var seen []string
+	for _, p := range hw.LLDP {
+		if p.Neighbor != nil {
+			seen = append(seen, fmt.Sprintf("%s sees %s %s", p.Interface, orDash(p.Neighbor.SystemName), p.Neighbor.PortID))
+		}
+	}
+	c.Summary = fmt.Sprintf("%d of %d Ethernet ports heard a neighbour", heard, len(hw.LLDP))
+	if len(seen) > 0 {
+		c.Summary += ": " + strings.Join(seen, ", ")
+	}
+	return c
+}
+
 // accept runs the acceptance suite, records its report and fails the step
 // with the fix list when a required check did not pass.
 func (e *Engine) accept(ctx context.Context, j *inventory.Job, m *inventory.Machine, p *Profile, inv *wire.Inventory) error {
@@ -631,7 +695,8 @@ func (e *Engine) accept(ctx context.Context, j *inventory.Job, m *inventory.Mach
 }
 
 // acceptanceTask says what the agent runs beyond the inspection for a
-// machine's profile: the GPU diagnostic when the profile asks for it. A
+// machine's profile: the GPU diagnostic and the LLDP listening, when the
+// profile asks for them. A
 // profile that cannot be read asks nothing here; the check-profile step
 // fails on it with the reason.
 func (e *Engine) acceptanceTask(ctx context.Context, machine string) *wire.AcceptanceTask {
@@ -640,8 +705,22 @@ func (e *Engine) acceptanceTask(ctx context.Context, machine string) *wire.Accep
 		return nil
 	}
 	p, err := e.cfg.Profiles.Profile(ctx, m.Profile)
-	if err != nil || p.Acceptance == nil || p.Acceptance.GPUDiag == nil {
+	if err != nil {
 		return nil
 	}
-	return &wire.AcceptanceTask{DCGMLevel: p.Acceptance.GPUDiag.Level}
+	return e.acceptanceTaskFor(p)
+}
+
+func (e *Engine) acceptanceTaskFor(p *Profile) *wire.AcceptanceTask {
+	if p.Acceptance == nil || (p.Acceptance.GPUDiag == nil && p.Acceptance.Cabling == nil) {
+		return nil
+	}
+	t := &wire.AcceptanceTask{}
+	if g := p.Acceptance.GPUDiag; g != nil {
+		t.DCGMLevel = g.Level
+	}
+	if c := p.Acceptance.Cabling; c != nil {
+		t.LLDPSeconds = c.ListenSeconds
+	}
+	return t
 }

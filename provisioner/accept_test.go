@@ -137,6 +137,7 @@ func TestBadAcceptanceProfileIsRefusedWithTheReason(t *testing.T) {
 		"acceptance:\n  gpu_diagnostics: {level: 9}\n": "gpu_diagnostics.level: 9; commissioning runs DCGM levels 1 or 2",
 		"acceptance:\n  infiniband: {port: 8}\n":       "field port not found",
 		"acceptance:\n  memory: {dimms: -1}\n":         "memory: dimms and min_gib must not be negative",
+		"acceptance:\n  cabling: {}\n":                 "cabling.listen_seconds: 0; 1 to 120",
 	} {
 		dir := t.TempDir()
 		os.WriteFile(filepath.Join(dir, "p.yaml"), []byte(yaml), 0o644)
@@ -231,5 +232,30 @@ func TestCommissionAsksTheAgentForTheProfilesGPUDiagnostic(t *testing.T) {
 	}
 	if a := <-got; a == nil || a.DCGMLevel != 1 {
 		t.Errorf("task acceptance = %+v, want DCGM level 1", a)
+	}
+}
+
+func TestCablingRecordsNeighboursAndNamesDeadPorts(t *testing.T) {
+	p := loadProfile(t, "acceptance:\n  cabling: {listen_seconds: 35, ports: [eno1, eno2]}\n")
+	inv := agentInventory(t, "hgx-h100")
+	inv.Hardware.LLDP = []wire.LLDPPort{
+		{Interface: "eno1", PCIAddress: "0000:c1:00.0", MAC: "3c:ec:ef:8a:2b:10", Carrier: true,
+			Neighbor: &wire.LLDPNeighbor{ChassisID: "0c:42:a1:00:00:00", PortID: "Ethernet12", SystemName: "leaf-03"}},
+		{Interface: "eno2", PCIAddress: "0000:c1:00.1", MAC: "3c:ec:ef:8a:2b:11"}}
+	r := Accept(p, inv)
+	want := []string{"eno2 (0000:c1:00.1) has no link — check the cable and the switch port"}
+	if r.Passed || !reflect.DeepEqual(r.Failures(), want) {
+		t.Errorf("fix list %q", r.Failures())
+	}
+	if s := r.Checks[1].Summary; s != "1 of 2 Ethernet ports heard a neighbour: eno1 sees leaf-03 Ethernet12" {
+		t.Errorf("summary %q", s)
+	}
+	inv.Hardware.LLDP[1].Carrier = true
+	r = Accept(p, inv)
+	if got := r.Failures(); !reflect.DeepEqual(got, []string{"eno2 (0000:c1:00.1) heard no LLDP within 35 s — check LLDP is enabled on the switch port"}) {
+		t.Errorf("silent port: %q", got)
+	}
+	if task := (&Engine{}).acceptanceTaskFor(p); task == nil || task.LLDPSeconds != 35 || task.DCGMLevel != 0 {
+		t.Errorf("task = %+v", task)
 	}
 }

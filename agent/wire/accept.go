@@ -15,6 +15,8 @@ type Hardware struct {
 	DMIError string `json:"dmi_error,omitempty"`
 	// DCGM is the GPU diagnostic's outcome; nil when it was not asked for.
 	DCGM *DCGMResult `json:"dcgm,omitempty"`
+	// LLDP is what each Ethernet port heard; nil when it was not asked for.
+	LLDP []LLDPPort `json:"lldp,omitempty"`
 }
 
 // Device kinds whose PCIe links are checked.
@@ -125,4 +127,27 @@ type AcceptanceTask struct {
 	// DCGMLevel: run `dcgmi diag -r LEVEL -j` (1 or 2) and put its result
 	// in Hardware.DCGM; 0 does not run it.
 	DCGMLevel int `json:"dcgm_level,omitempty"`
+	// LLDPSeconds: listen this long on every Ethernet port for the
+	// switch's LLDP announcement (switches send every 30 s by default).
+	LLDPSeconds int `json:"lldp_seconds,omitempty"`
+}
+
+// LLDPPort is what the agent heard on one Ethernet port while it listened
+// for LLDP: the switch and port at the other end of the cable, or nothing
+// (Neighbor nil) when no announcement came within the listening time.
+type LLDPPort struct {
+	Interface  string        `json:"interface"`
+	PCIAddress string        `json:"pci_address,omitempty"`
+	MAC        string        `json:"mac"`
+	Carrier    bool          `json:"carrier"`
+	Neighbor   *LLDPNeighbor `json:"neighbor,omitempty"`
+	Error      string        `json:"error,omitempty"` // why the port could not be listened on
+}
+
+// LLDPNeighbor is one LLDP announcement's identity TLVs.
+type LLDPNeighbor struct {
+	ChassisID       string `json:"chassis_id"`
+	PortID          string `json:"port_id"`
+	PortDescription string `json:"port_description,omitempty"`
+	SystemName      string `json:"system_name,omitempty"`
 }

@@ -101,3 +101,24 @@ func TestDriftLineCountsTheMajorityAndNamesTheRest(t *testing.T) {
 		t.Errorf("no drift gave %q", got)
 	}
 }
+
+func TestRackCablingListsObservedCables(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	inv := wire.Inventory{Hardware: &wire.Hardware{LLDP: []wire.LLDPPort{
+		{Interface: "eno1", PCIAddress: "0000:c1:00.0", MAC: "3c:ec:ef:8a:2b:10", Carrier: true,
+			Neighbor: &wire.LLDPNeighbor{ChassisID: "0c:42:a1:00:00:00", PortID: "Ethernet12", SystemName: "leaf-03"}},
+		{Interface: "eno2", MAC: "3c:ec:ef:8a:2b:11", Carrier: true},
+		{Interface: "eno3", MAC: "3c:ec:ef:8a:2b:12"}}}}
+	must(f.inv.RecordInspection(ctx, "ma", must(json.Marshal(inv))))
+	var rc RackCabling
+	status, data := f.do("technician", "GET", "/api/v1/racks/ra/cabling", nil)
+	if status != 200 || json.Unmarshal(data, &rc) != nil || len(rc.Ports) != 3 {
+		t.Fatalf("%d %s", status, data)
+	}
+	want := Cable{Machine: "ma", Unit: 1, Interface: "eno1", PCIAddress: "0000:c1:00.0", MAC: "3c:ec:ef:8a:2b:10", Status: "connected",
+		Switch: "leaf-03", SwitchChassisID: "0c:42:a1:00:00:00", SwitchPort: "Ethernet12"}
+	if rc.Ports[0] != want || rc.Ports[1].Status != "silent" || rc.Ports[2].Status != "no-link" {
+		t.Errorf("ports = %+v", rc.Ports)
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/csv"
 	"fmt"
 	"io"
 	"strings"
@@ -14,7 +15,7 @@ import (
 // rackWithAcceptance is the rack command with its acceptance listing.
 func rackWithAcceptance() *cli.Command {
 	cmd := rackCommand()
-	cmd.Subcommands = append(cmd.Subcommands, rackAcceptanceCommand(), rackFirmwareCommand())
+	cmd.Subcommands = append(cmd.Subcommands, rackAcceptanceCommand(), rackFirmwareCommand(), rackCablingCommand())
 	return cmd
 }
 
@@ -154,4 +155,50 @@ func printRackFirmware(w io.Writer, rf api.RackFirmware) {
 	if len(below) > 0 {
 		fmt.Fprintf(w, "below the profile's baseline:\n  %s\n", strings.Join(below, "\n  "))
 	}
+}
+
+func rackCablingCommand() *cli.Command {
+	return &cli.Command{Name: "cabling", Usage: "the cables each machine's Ethernet ports saw over LLDP at commissioning; --csv in NetBox's cable-import columns",
+		UsageText: "metalhall rack cabling [--csv] [-o json] NAME",
+		Flags:     []cli.Flag{&cli.BoolFlag{Name: "csv", Usage: "NetBox cable import CSV of the connected ports"}, outputFlag()},
+		Action: func(c *cli.Context) error {
+			n, err := name(c, "rack")
+			if err != nil {
+				return err
+			}
+			var rc api.RackCabling
+			if err := client(c).Do(c.Context, "GET", "/api/v1/racks/"+api.PathEscape(n)+"/cabling", nil, &rc); err != nil {
+				return err
+			}
+			if c.Bool("csv") {
+				return writeNetBoxCables(c.App.Writer, rc)
+			}
+			return show(c, rc, func(w io.Writer) { printRackCabling(w, rc) })
+		}}
+}
+
+func printRackCabling(w io.Writer, rc api.RackCabling) {
+	if len(rc.Ports) == 0 {
+		fmt.Fprintf(w, "rack %s: no LLDP observations yet (a profile with a cabling check records them at commissioning)\n", rc.Rack)
+		return
+	}
+	var rows [][]string
+	for _, p := range rc.Ports {
+		rows = append(rows, []string{fmt.Sprintf("U%d", p.Unit), p.Machine, p.Interface, orDash(p.PCIAddress), p.Status, orDash(p.Switch), orDash(p.SwitchPort), orDash(p.PortDescription)})
+	}
+	printTable(w, []string{"UNIT", "MACHINE", "PORT", "PCI", "STATUS", "SWITCH", "SWITCH PORT", "PORT DESCRIPTION"}, rows)
+}
+
+// writeNetBoxCables writes the connected ports as NetBox's cable bulk
+// import expects them: both ends as dcim.interface, by device and name.
+func writeNetBoxCables(w io.Writer, rc api.RackCabling) error {
+	cw := csv.NewWriter(w)
+	cw.Write([]string{"side_a_device", "side_a_type", "side_a_name", "side_b_device", "side_b_type", "side_b_name", "status"})
+	for _, p := range rc.Ports {
+		if p.Status == "connected" {
+			cw.Write([]string{p.Machine, "dcim.interface", p.Interface, p.Switch, "dcim.interface", p.SwitchPort, "connected"})
+		}
+	}
+	cw.Flush()
+	return cw.Error()
 }

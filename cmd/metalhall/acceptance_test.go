@@ -86,6 +86,9 @@ func TestAcceptanceCommandsAgainstTheService(t *testing.T) {
 	if out := admin.ok("rack", "firmware", "r1"); !strings.Contains(out, "not inspected yet") || !strings.Contains(out, "no drift") {
 		t.Errorf("rack firmware: %s", out)
 	}
+	if out := admin.ok("rack", "cabling", "--csv", "r1"); out != "side_a_device,side_a_type,side_a_name,side_b_device,side_b_type,side_b_name,status\n" {
+		t.Errorf("rack cabling --csv: %q", out)
+	}
 	if code, _, errs := admin.run("rack", "acceptance", "nosuch"); code != exitNotFound || !strings.Contains(errs, `"nosuch" not found`) {
 		t.Errorf("unknown rack: %d %s", code, errs)
 	}
@@ -102,5 +105,25 @@ func TestRackFirmwareTableShowsDriftAndBaseline(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}
+	}
+}
+
+func TestRackCablingCSVHasNetBoxColumns(t *testing.T) {
+	rc := api.RackCabling{Rack: "a01", Ports: []api.Cable{
+		{Machine: "gpu-a01-05", Unit: 17, Interface: "eno1", Status: "connected", Switch: "leaf-03", SwitchPort: "Ethernet12"},
+		{Machine: "gpu-a01-05", Unit: 17, Interface: "eno2", Status: "no-link"}}}
+	var b bytes.Buffer
+	if err := writeNetBoxCables(&b, rc); err != nil {
+		t.Fatal(err)
+	}
+	want := "side_a_device,side_a_type,side_a_name,side_b_device,side_b_type,side_b_name,status\n" +
+		"gpu-a01-05,dcim.interface,eno1,leaf-03,dcim.interface,Ethernet12,connected\n"
+	if b.String() != want {
+		t.Errorf("csv:\n%s\nwant:\n%s", b.String(), want)
+	}
+	b.Reset()
+	printRackCabling(&b, rc)
+	if !strings.Contains(b.String(), "no-link") || !strings.Contains(b.String(), "leaf-03") {
+		t.Errorf("table:\n%s", b.String())
 	}
 }

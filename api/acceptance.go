@@ -60,22 +60,32 @@ func (s *Server) machineAcceptance(c *call) (int, any, error) {
 	return http.StatusOK, MachineAcceptance{Machine: name, Reports: reps}, nil
 }
 
-func (s *Server) rackAcceptance(c *call) (int, any, error) {
-	name := c.r.PathValue("name")
-	if _, err := s.inv.Rack(c.ctx(), name); err != nil {
-		return 0, nil, err
+// rackReports reads a rack's machines, top of the rack first (as a
+// technician walks it with the list), and each one's latest acceptance
+// report.
+func (s *Server) rackReports(c *call, rack string) ([]inventory.Machine, map[string]*inventory.AcceptanceReport, error) {
+	if _, err := s.inv.Rack(c.ctx(), rack); err != nil {
+		return nil, nil, err
 	}
-	ms, err := s.inv.Machines(c.ctx(), inventory.MachineFilter{Rack: name})
+	ms, err := s.inv.Machines(c.ctx(), inventory.MachineFilter{Rack: rack})
 	if err != nil {
-		return 0, nil, err
+		return nil, nil, err
 	}
-	// Top of the rack first, as a technician walks it with the list.
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Unit > ms[j].Unit })
 	names := make([]string, len(ms))
 	for i, m := range ms {
 		names[i] = m.Name
 	}
 	latest, err := s.inv.LatestAcceptance(c.ctx(), names)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ms, latest, nil
+}
+
+func (s *Server) rackAcceptance(c *call) (int, any, error) {
+	name := c.r.PathValue("name")
+	ms, latest, err := s.rackReports(c, name)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -3,10 +3,8 @@ package api
 import (
 	"encoding/json"
 	"net/http"
-	"sort"
 
 	"github.com/metalhall/metalhall/agent/wire"
-	"github.com/metalhall/metalhall/inventory"
 )
 
 // RackCabling is every Ethernet port of a rack's machines with what its
@@ -42,14 +40,10 @@ func (s *Server) cablingRoutes() []route {
 
 func (s *Server) rackCabling(c *call) (int, any, error) {
 	name := c.r.PathValue("name")
-	if _, err := s.inv.Rack(c.ctx(), name); err != nil {
-		return 0, nil, err
-	}
-	ms, err := s.inv.Machines(c.ctx(), inventory.MachineFilter{Rack: name})
+	ms, _, err := s.rackReports(c, name)
 	if err != nil {
 		return 0, nil, err
 	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].Unit > ms[j].Unit })
 	out := RackCabling{Rack: name, Ports: []Cable{}}
 	for _, m := range ms {
 		var inv wire.Inventory

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/metalhall/metalhall/agent/wire"
-	"github.com/metalhall/metalhall/inventory"
 )
 
 // RackFirmware is the in-band firmware of every machine of a rack, from
@@ -46,19 +45,7 @@ func (s *Server) firmwareRoutes() []route {
 
 func (s *Server) rackFirmware(c *call) (int, any, error) {
 	name := c.r.PathValue("name")
-	if _, err := s.inv.Rack(c.ctx(), name); err != nil {
-		return 0, nil, err
-	}
-	ms, err := s.inv.Machines(c.ctx(), inventory.MachineFilter{Rack: name})
-	if err != nil {
-		return 0, nil, err
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].Unit > ms[j].Unit })
-	names := make([]string, len(ms))
-	for i, m := range ms {
-		names[i] = m.Name
-	}
-	latest, err := s.inv.LatestAcceptance(c.ctx(), names)
+	ms, latest, err := s.rackReports(c, name)
 	if err != nil {
 		return 0, nil, err
 	}

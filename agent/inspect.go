@@ -38,6 +38,7 @@ func Inspect(root string) (wire.Inventory, error) {
 		return inv, err
 	}
 	inv.GPUs = summariseGPUs(inv.PCI)
+	inv.Hardware = inspectHardware(root, &inv)
 	return inv, nil
 }
 

@@ -96,6 +96,14 @@ func (r *Runner) inspect(ctx context.Context, task wire.Task, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
+	if a := task.Acceptance; a != nil && a.DCGMLevel > 0 && inv.Hardware != nil {
+		log.Info("running GPU diagnostics", "level", a.DCGMLevel)
+		inv.Hardware.DCGM = runDCGM(ctx, a.DCGMLevel)
+	}
+	if a := task.Acceptance; a != nil && a.LLDPSeconds > 0 && inv.Hardware != nil {
+		log.Info("listening for LLDP", "seconds", a.LLDPSeconds)
+		inv.Hardware.LLDP = listenLLDP(ctx, inv.NICs, time.Duration(a.LLDPSeconds)*time.Second)
+	}
 	inv.JobID = task.JobID
 	inv.Collected = time.Now().UTC()
 	ictx, cancel := context.WithTimeout(ctx, 2*time.Minute)

@@ -179,6 +179,8 @@ func example(action string) (vars map[string]string, body any) {
 		return map[string]string{"name": "ma"}, nil
 	case "machine.erase-report":
 		return map[string]string{"name": "ma"}, nil
+	case "machine.acceptance", "rack.acceptance", "rack.firmware", "rack.cabling":
+		return map[string]string{"name": map[string]string{"machine.acceptance": "ma", "rack.acceptance": "ra", "rack.firmware": "ra", "rack.cabling": "ra"}[action]}, nil
 	case "machine.maintenance":
 		return map[string]string{"name": "ma"}, MaintenanceRequest{On: true, Reason: "DIMM"}
 	case "subnet.create":

@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -118,7 +119,8 @@ func New(cfg Config) (*Server, error) {
 	if s.refused, err = newRefusals(s.reg, cfg.RefusalAuditEvery); err != nil {
 		return nil, err
 	}
-	s.routes = append(append(append(s.routeTable(), s.jobRoutes()...), s.imageRoutes()...), s.eraseRoutes()...)
+	s.routes = slices.Concat(s.routeTable(), s.jobRoutes(), s.imageRoutes(), s.eraseRoutes(),
+		s.acceptanceRoutes(), s.firmwareRoutes(), s.cablingRoutes())
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
 	}

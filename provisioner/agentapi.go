@@ -144,6 +144,7 @@ func (e *Engine) agentTask(ctx context.Context, j *inventory.Job, _ []byte) (any
 	switch j.Kind {
 	case inventory.JobCommission:
 		t.Kind = wire.KindInspect
+		t.Acceptance = e.acceptanceTask(ctx, j.Machine)
 	case inventory.JobRelease:
 		t.Kind, t.WipeMode = wire.KindWipe, wire.WipeMode(j.WipeMode)
 	case inventory.JobProvision:

@@ -31,6 +31,9 @@ type Profile struct {
 	// non-removable disk, which on an HGX server is a data NVMe, not the
 	// boot one: set it for GPU servers.
 	OSDisk string `yaml:"os_disk" json:"os_disk,omitempty"`
+	// Acceptance is the suite commissioning runs (accept.go). Absent: the
+	// machine is only matched against the fields above, as before.
+	Acceptance *Acceptance `yaml:"acceptance" json:"acceptance,omitempty"`
 }
 
 // ProfileSource finds profiles by name.
@@ -61,12 +64,18 @@ func (d ProfileDir) Profile(ctx context.Context, name string) (*Profile, error) 
 		return nil, fmt.Errorf("profile %q: %v", name, err)
 	}
 	p.Name = name
+	if p.Acceptance != nil {
+		if err := p.Acceptance.validate(); err != nil {
+			return nil, fmt.Errorf("profile %q: %w", name, err)
+		}
+	}
 	return &p, nil
 }
 
 // checkProfile compares the machine's inspection with its profile and
-// lists every mismatch.
-func (e *Engine) checkProfile(ctx context.Context, m *inventory.Machine) error {
+// lists every mismatch. A profile with an acceptance suite runs it too,
+// and keeps its report on the machine whatever the verdict.
+func (e *Engine) checkProfile(ctx context.Context, j *inventory.Job, m *inventory.Machine) error {
 	if m.Profile == "" {
 		return nil
 	}
@@ -80,6 +89,9 @@ func (e *Engine) checkProfile(ctx context.Context, m *inventory.Machine) error {
 	var inv wire.Inventory
 	if err := json.Unmarshal(m.Inspection, &inv); err != nil {
 		return failf("no usable inspection to compare with profile %q", p.Name)
+	}
+	if p.Acceptance != nil {
+		return e.accept(ctx, j, m, p, &inv)
 	}
 	if miss := Mismatches(p, &inv); len(miss) > 0 {
 		return failf("does not match profile %q: %s", p.Name, strings.Join(miss, "; "))

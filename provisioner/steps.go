@@ -228,7 +228,7 @@ func (e *Engine) exec(ctx context.Context, j *inventory.Job, step string) error 
 			return err == nil && !m.InspectedAt.Before(j.AgentSeenAt), err
 		}, func() error { return failf("the agent sent no inspection within %v", e.cfg.InspectTimeout) })
 	case stepCheckProfile:
-		return e.checkProfile(ctx, m)
+		return e.checkProfile(ctx, j, m)
 	case stepWriteImage:
 		return e.waitAgentDone(ctx, j, step)
 	case stepWipe:

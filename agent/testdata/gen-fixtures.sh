@@ -141,6 +141,50 @@ for a in 45 46 47 48 c5 c6 c7 c8; do
 	i=$((i + 1))
 done
 
+# PCIe links (current vs max). GPUs and CX-7 at Gen5 x16, NVMe at Gen4
+# x4, the X550 at Gen3 x4: every link at its maximum, as on a healthy
+# machine. Faults are injected by the tests, on a copy.
+link() {
+	d=$R/sys/bus/pci/devices/$1
+	echo "$2 GT/s PCIe" >"$d/current_link_speed"; echo "$3" >"$d/current_link_width"
+	echo "$2 GT/s PCIe" >"$d/max_link_speed"; echo "$3" >"$d/max_link_width"
+}
+for a in 18 2a 3a 5d 9a ab ba db 19 2b 3b 5e 9b ac bb dc; do link 0000:$a:00.0 32.0 16; done
+for a in 01 02 45 46 47 48 c5 c6 c7 c8; do link 0000:$a:00.0 16.0 4; done
+link 0000:c1:00.0 8.0 4; link 0000:c1:00.1 8.0 4
+# InfiniBand: one mlx5 device per CX-7, port 1 ACTIVE at NDR 400.
+mkdir -p $R/sys/class/infiniband
+i=0
+for a in 19 2b 3b 5e 9b ac bb dc; do
+	dev=$R/sys/bus/pci/devices/0000:$a:00.0
+	real=$R/sys/devices/pci0000:$a/0000:$a:01.0/0000:$a:00.0
+	ib=$real/infiniband/mlx5_$i
+	mkdir -p "$ib/ports/1/gids"
+	guid=a088:c203:005e:1a$(printf %02x $((0xb0 + i)))
+	echo "$guid" >"$ib/node_guid"; echo 28.39.1002 >"$ib/fw_ver"
+	echo "4: ACTIVE" >"$ib/ports/1/state"; echo "5: LinkUp" >"$ib/ports/1/phys_state"
+	echo "400 Gb/sec (4X NDR)" >"$ib/ports/1/rate"; echo InfiniBand >"$ib/ports/1/link_layer"
+	echo "fe80:0000:0000:0000:$guid" >"$ib/ports/1/gids/0"
+	ln -sfn ../../../0000:$a:00.0 "$ib/device"
+	ln -sfn "../../devices/pci0000:$a/0000:$a:01.0/0000:$a:00.0/infiniband/mlx5_$i" $R/sys/class/infiniband/mlx5_$i
+	i=$((i + 1))
+done
+# EDAC: one memory controller per socket (i10nm_edac), 8 DIMMs each, no
+# errors.
+for mc in 0 1; do
+	m=$R/sys/devices/system/edac/mc/mc$mc
+	mkdir -p $m
+	echo 0 >$m/ce_count; echo 0 >$m/ue_count; echo i10nm_edac >$m/mc_name
+	for c in 0 1 2 3 4 5 6 7; do
+		mkdir -p $m/dimm$c
+		echo "CPU_SrcID#${mc}_MC#$((c / 2))_Chan#$((c % 2))_DIMM#0" >$m/dimm$c/dimm_label
+		echo 0 >$m/dimm$c/dimm_ce_count; echo 0 >$m/dimm$c/dimm_ue_count
+	done
+done
+# SMBIOS table (16 x 128 GB DDR5) and each NVMe's SMART log page: binary,
+# written by gen-binary.go.
+(cd .. && go run testdata/gen-binary.go testdata/$R)
+
 # ---------------------------------------------------------------- qemu
 R=qemu
 rm -rf $R

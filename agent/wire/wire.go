@@ -78,6 +78,8 @@ type Task struct {
 	TargetDisk string   `json:"target_disk,omitempty"`
 	WipeMode   WipeMode `json:"wipe_mode,omitempty"` // for KindWipe; default fast
 	After      After    `json:"after,omitempty"`     // default poweroff
+	// Acceptance is set for commissioning with an acceptance suite.
+	Acceptance *AcceptanceTask `json:"acceptance,omitempty"`
 }
 
 // ImageSpec describes the image stream to write.
@@ -149,6 +151,9 @@ type Inventory struct {
 	NICs        []NIC       `json:"nics"`
 	PCI         []PCIDevice `json:"pci"`
 	GPUs        []GPUGroup  `json:"gpus"`
+	// Hardware holds the facts acceptance checks judge (accept.go);
+	// absent from agents older than acceptance.
+	Hardware *Hardware `json:"hardware,omitempty"`
 }
 
 // System is the DMI identity of the machine.

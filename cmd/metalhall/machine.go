@@ -20,6 +20,7 @@ func machineCommand() *cli.Command {
 	cmd.Subcommands = append(cmd.Subcommands, jobCommands()...)
 	cmd.Subcommands = append(cmd.Subcommands, bootDeviceCommand())
 	cmd.Subcommands = append(cmd.Subcommands, eraseReportCommand())
+	cmd.Subcommands = append(cmd.Subcommands, machineAcceptanceCommand())
 	return cmd
 }
 
@@ -101,10 +102,17 @@ Example:
 				if err := client(c).Do(c.Context, "GET", "/api/v1/machines/"+api.PathEscape(n)+"/job", nil, &j); err == nil {
 					job = &j
 				}
+				// Staff see the latest acceptance result; others get no report.
+				var acc *inventory.AcceptanceReport
+				var ma api.MachineAcceptance
+				if err := client(c).Do(c.Context, "GET", "/api/v1/machines/"+api.PathEscape(n)+"/acceptance", nil, &ma); err == nil && len(ma.Reports) > 0 {
+					acc = &ma.Reports[len(ma.Reports)-1]
+				}
 				view := struct {
 					api.Machine
-					Job *api.Job `json:"job,omitempty"`
-				}{m, job}
+					Job        *api.Job                    `json:"job,omitempty"`
+					Acceptance *inventory.AcceptanceReport `json:"acceptance,omitempty"`
+				}{m, job, acc}
 				return show(c, view, func(w io.Writer) {
 					printFields(w, "name", m.Name, "state", string(m.State), "reason", m.Reason, "failed step", m.FailedStep,
 						"rack", fmt.Sprintf("%s U%d-U%d (%dU)", m.Rack, m.Unit, m.Unit+m.Height-1, m.Height),
@@ -113,7 +121,7 @@ Example:
 						"bmc", fmt.Sprintf("%s %s (user %s)", m.BMC.Protocol, m.BMC.Address, m.BMC.Username),
 						"bmc reachable", bmcHealth(m.BMCStatus), "bmc last error", m.BMCStatus.LastError,
 						"power state", fmt.Sprintf("%s (read %s)", orDash(m.BMCStatus.Power), when(m.BMCStatus.ReadAt)),
-						"inspected", when(m.InspectedAt), "job", jobLine(job), "created", when(m.CreatedAt), "updated", when(m.UpdatedAt))
+						"inspected", when(m.InspectedAt), "acceptance", acceptanceLine(acc), "job", jobLine(job), "created", when(m.CreatedAt), "updated", when(m.UpdatedAt))
 				})
 			}},
 		{Name: "maintenance", Usage: "put a machine in or out of maintenance", UsageText: "metalhall machine maintenance --on|--off [--reason TEXT] NAME",

@@ -120,7 +120,7 @@ placement or power rule.`,
 		},
 		Commands: []*cli.Command{
 			serveCommand(),
-			siteCommand(), hallCommand(), phaseCommand(), rackCommand(), machineCommand(),
+			siteCommand(), hallCommand(), phaseCommand(), rackWithAcceptance(), machineCommand(),
 			imageCommand(), subnetCommand(), tenantCommand(), tokenCommand(), auditCommand(), backupCommand(),
 			bootenvCommand(), labCommand(), completionCommand(),
 		},

@@ -46,6 +46,22 @@ func (k ErrorKind) String() string {
 	return "protocol error"
 }
 
+// Code is the kind as a stable token for records and scripts: auth,
+// unreachable, timeout, unsupported or protocol.
+func (k ErrorKind) Code() string {
+	switch k {
+	case KindUnreachable:
+		return "unreachable"
+	case KindAuth:
+		return "auth"
+	case KindUnsupported:
+		return "unsupported"
+	case KindTimeout:
+		return "timeout"
+	}
+	return "protocol"
+}
+
 // Error is every error the Controller returns for an operation on a BMC.
 // Use errors.As to get it and switch on Kind.
 type Error struct {

@@ -2,7 +2,6 @@ package bmc
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 )
@@ -99,16 +98,7 @@ func (c *Controller) readStatus(ctx context.Context, ep Endpoint) Status {
 		st, err = s.powerState(ctx)
 		return err
 	})
-	out := Status{Power: PowerUnknown, ReadAt: time.Now().UTC()}
-	if err != nil {
-		out.LastError = err.Error()
-		var e *Error
-		// A BMC that refused our password did answer: it is reachable.
-		out.Reachable = errors.As(err, &e) && (e.Kind == KindAuth || e.Kind == KindProtocol || e.Kind == KindUnsupported)
-		return out
-	}
-	out.Power, out.Reachable = st, true
-	return out
+	return StatusOf(st, err, time.Now())
 }
 
 // runOnce is run without retries.

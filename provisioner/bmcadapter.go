@@ -22,7 +22,8 @@ type Machines struct {
 
 // Endpoint is a machine's BMC with its password unsealed.
 func (a *Machines) Endpoint(ctx context.Context, m *inventory.Machine) (bmc.Endpoint, error) {
-	ep := bmc.Endpoint{Address: m.BMC.Address, Protocol: bmc.Protocol(m.BMC.Protocol), Username: m.BMC.Username}
+	ep := bmc.Endpoint{Address: m.BMC.Address, Protocol: bmc.Protocol(m.BMC.Protocol), Username: m.BMC.Username,
+		Auth: bmc.AuthMode(m.BMC.Auth), System: m.BMC.System}
 	if m.BMC.SecretRef == "" {
 		return ep, fmt.Errorf("machine %q has no BMC password: enroll it with --bmc-password-file", m.Name)
 	}
@@ -45,7 +46,9 @@ func (a *Machines) SetBootDevice(ctx context.Context, m *inventory.Machine, devi
 	if err != nil {
 		return err
 	}
-	return a.Ctl.SetBootDevice(ctx, ep, bmc.BootOptions{Device: bmc.BootDevice(device), Persistent: persistent, UEFI: true})
+	err = a.Ctl.SetBootDevice(ctx, ep, bmc.BootOptions{Device: bmc.BootDevice(device), Persistent: persistent, UEFI: true})
+	a.record(ctx, m, "", err)
+	return err
 }
 
 // SetPower runs on, off or cycle and waits until the BMC reports it.
@@ -55,7 +58,14 @@ func (a *Machines) SetPower(ctx context.Context, m *inventory.Machine, action st
 		return err
 	}
 	err = a.Ctl.SetPower(ctx, ep, bmc.PowerAction(action))
-	a.record(ctx, m.Name, err)
+	var reached bmc.PowerState
+	if err == nil {
+		reached = bmc.PowerOn
+		if action == string(bmc.ActionOff) || action == string(bmc.ActionSoft) {
+			reached = bmc.PowerOff
+		}
+	}
+	a.record(ctx, m, reached, err)
 	return err
 }
 
@@ -66,18 +76,20 @@ func (a *Machines) PowerState(ctx context.Context, m *inventory.Machine) (string
 		return "unknown", err
 	}
 	st, err := a.Ctl.PowerState(ctx, ep)
-	a.record(ctx, m.Name, err)
+	a.record(ctx, m, st, err)
 	return string(st), err
 }
 
-// record notes a command's outcome on the machine, so a failing BMC shows
-// in `machine list` at once rather than at the next sync.
-func (a *Machines) record(ctx context.Context, name string, err error) {
-	if err == nil {
-		return
+// record notes every command's outcome on the machine, classified as the
+// power sync classifies its reads, so `machine list` shows a failing BMC at
+// once and a recovered one too. power is what the command read or reached;
+// empty: it learned nothing of the power, and the last known state is kept.
+func (a *Machines) record(ctx context.Context, m *inventory.Machine, power bmc.PowerState, err error) {
+	st := bmc.StatusOf(power, err, time.Now())
+	if power == "" && m.BMCStatus.Power != "" {
+		st.Power = bmc.PowerState(m.BMCStatus.Power)
 	}
-	a.Inv.RecordBMCStatus(context.WithoutCancel(ctx), name, inventory.BMCStatus{Power: "unknown", LastError: err.Error(),
-		ReadAt: time.Now().UTC()})
+	a.RecordBMCStatus(context.WithoutCancel(ctx), m.Name, st)
 }
 
 // BMCTargets lists every machine that is not retired, with its endpoint.
@@ -103,7 +115,7 @@ func (a *Machines) BMCTargets(ctx context.Context) ([]bmc.Target, error) {
 // RecordBMCStatus stores one sync result.
 func (a *Machines) RecordBMCStatus(ctx context.Context, machine string, st bmc.Status) error {
 	return a.Inv.RecordBMCStatus(ctx, machine, inventory.BMCStatus{Power: string(st.Power), Reachable: st.Reachable,
-		LastError: st.LastError, ReadAt: st.ReadAt.UTC()})
+		Outcome: st.Outcome, LastError: st.LastError, ReadAt: st.ReadAt.UTC()})
 }
 
 var _ BMC = (*Machines)(nil)

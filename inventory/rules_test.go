@@ -221,6 +221,11 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"power_w", func(e *Enrollment) { e.Machine.PowerW = -1 }},
 		{"ip", func(e *Enrollment) { e.Machine.IP = "10.0.0.300" }},
 		{"ip", func(e *Enrollment) { e.Machine.IP = "10.9.9.9" }}, // in no subnet
+		{"bmc_address", func(e *Enrollment) { e.Machine.BMC.Address = "ftp://10.1.7.7" }},
+		{"bmc_auth", func(e *Enrollment) {
+			e.Machine.BMC.Protocol, e.Machine.BMC.Address, e.Machine.BMC.Auth = ProtocolRedfish, "h:8000", "digest"
+		}},
+		{"bmc_system", func(e *Enrollment) { e.Machine.BMC.System = "System_0" }}, // an IPMI BMC
 	}
 	for _, b := range bad {
 		e := machine("m1", "r1", 1, macN(1))
@@ -315,7 +320,7 @@ func checkIndexes(t *testing.T, s *Store) {
 			for _, mac := range m.MACs {
 				wantMAC[string(macKey(mac))] = m.Name
 			}
-			wantBMC[m.BMC.Address] = m.Name
+			wantBMC[m.BMC.Key()] = m.Name
 			wantRack[string(rackMachineKey(m.Rack, m.Name))] = fmt.Sprint(m.Unit, "/", m.Height)
 			u := usage[m.Rack]
 			if u == nil {
@@ -461,5 +466,31 @@ func TestLookupMACAllocatesNothing(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("LookupMAC allocates %v times", allocs)
+	}
+}
+
+func TestOneBMCWhateverTheSpellingOfItsAddress(t *testing.T) {
+	inv := newInv(t)
+	hallFixture(t, inv)
+	first := machine("m1", "r1", 1, macN(1))
+	first.Machine.BMC = BMC{Address: "http://bmc-7.lab:8000/", Protocol: ProtocolRedfish, Username: "admin"}
+	stored := must(inv.EnrollMachine(ctx, first))
+	if stored.BMC.Address != "http://bmc-7.lab:8000" {
+		t.Errorf("stored address %q, want the trailing slash gone", stored.BMC.Address)
+	}
+	for i, addr := range []string{"bmc-7.lab:8000", "http://bmc-7.lab:8000", "HTTP://BMC-7.lab:8000/", "http://bmc-7.lab:8000/"} {
+		e := machine(fmt.Sprintf("m%d", i+2), "r1", i+2, macN(i+2))
+		e.Machine.BMC = BMC{Address: addr, Protocol: ProtocolRedfish, Username: "admin"}
+		pe := wantErr[*PlacementError](t, must2(inv.EnrollMachine(ctx, e)), "m1")
+		if pe.Limit != "bmc-address" {
+			t.Errorf("%s: limit %q, want bmc-address", addr, pe.Limit)
+		}
+	}
+	// An upper-case scheme is accepted, stored in lower case; another
+	// port is another BMC.
+	e := machine("m9", "r1", 9, macN(9))
+	e.Machine.BMC = BMC{Address: "HTTP://bmc-7.lab:8001", Protocol: ProtocolRedfish, Username: "admin", System: "System_0", Auth: "basic"}
+	if got := must(inv.EnrollMachine(ctx, e)); got.BMC.Address != "http://bmc-7.lab:8001" || got.BMC.System != "System_0" || got.BMC.Auth != "basic" {
+		t.Errorf("stored BMC %+v", got.BMC)
 	}
 }

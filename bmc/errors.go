@@ -256,7 +256,10 @@ func kindOf(p Protocol, err, ctxErr error) ErrorKind {
 func httpStatusIn(msg string, lo, hi int) bool {
 	for code := lo; code <= hi; code++ {
 		c := fmt.Sprint(code)
+		// `"401: ...` is gofish's error quoted inside bmclib's JSON list of
+		// failed links.
 		if strings.HasPrefix(msg, c+":") || strings.Contains(msg, " "+c+":") || strings.Contains(msg, ": "+c+" ") ||
+			strings.Contains(msg, `"`+c+":") ||
 			strings.Contains(msg, "status code "+c) || strings.Contains(msg, "http "+c) {
 			return true
 		}

@@ -377,8 +377,8 @@ func TestRedfishConcurrentFleet(t *testing.T) {
 		}
 	}
 	for i, b := range f.BMCs {
-		if !b.Power() || b.Boot().Target != "Pxe" {
-			t.Fatalf("BMC %d: power %v boot %+v", i, b.Power(), b.Boot())
+		if !b.Power() || b.LastBoot() != "Pxe" {
+			t.Fatalf("BMC %d: power %v booted %q", i, b.Power(), b.LastBoot())
 		}
 	}
 	if m := one.maxIn.Load(); m != 1 {

@@ -22,6 +22,8 @@ func TestTechnicianPowersRealBMCs(t *testing.T) {
 	rf := redfish.NewServer(redfish.Config{Username: "root", Password: "rf-pw"})
 	hs := httptest.NewServer(rf)
 	t.Cleanup(hs.Close)
+	hs2 := httptest.NewServer(redfish.NewServer(redfish.Config{Username: "root", Password: "rf-pw"}))
+	t.Cleanup(hs2.Close)
 
 	url, tok := startService(t)
 	c := cliRunner{t, url, tok}
@@ -39,7 +41,15 @@ func TestTechnicianPowersRealBMCs(t *testing.T) {
 		"--bmc-protocol", "redfish", "--bmc-user", "root", "--bmc-password-file", pw("rf", "rf-pw"), "rf-1")
 	c.ok("machine", "enroll", "--rack", "r1", "--unit", "2", "--mac", "52:54:00:00:aa:02", "--bmc-address", sim.Addr(),
 		"--bmc-protocol", "ipmi", "--bmc-user", "admin", "--bmc-password-file", pw("ipmi", "ipmi-pw"), "ipmi-1")
-	c.ok("machine", "enroll", "--rack", "r1", "--unit", "3", "--mac", "52:54:00:00:aa:03", "--bmc-address", "http://"+strings.TrimPrefix(hs.URL, "http://")+"/",
+	// The same BMC spelled another way is the same BMC.
+	for _, addr := range []string{hs.URL + "/", strings.TrimPrefix(hs.URL, "http://"), "HTTP://" + strings.TrimPrefix(hs.URL, "http://")} {
+		code, _, errs := c.run("machine", "enroll", "--rack", "r1", "--unit", "3", "--mac", "52:54:00:00:aa:03", "--bmc-address", addr,
+			"--bmc-protocol", "redfish", "--bmc-user", "root", "--bmc-password-file", pw("rf", "rf-pw"), "rf-again")
+		if code == 0 || !strings.Contains(errs, `already belongs to machine "rf-1"`) {
+			t.Fatalf("enrolling %s again: exit %d %s", addr, code, errs)
+		}
+	}
+	c.ok("machine", "enroll", "--rack", "r1", "--unit", "3", "--mac", "52:54:00:00:aa:03", "--bmc-address", hs2.URL+"/",
 		"--bmc-protocol", "redfish", "--bmc-user", "root", "--bmc-password-file", pw("bad", "wrong"), "rf-badpw")
 
 	// Redfish.
@@ -81,11 +91,21 @@ func TestTechnicianPowersRealBMCs(t *testing.T) {
 	var m struct {
 		BMCStatus struct {
 			LastError string `json:"last_error"`
+			Outcome   string `json:"outcome"`
+			Reachable bool   `json:"reachable"`
+			Power     string `json:"power"`
 		} `json:"bmc_status"`
 	}
 	json.Unmarshal([]byte(c.ok("machine", "show", "-o", "json", "rf-badpw")), &m)
-	if !strings.Contains(m.BMCStatus.LastError, "wrong credentials (Redfish)") {
-		t.Fatalf("machine's BMC error: %q", m.BMCStatus.LastError)
+	if !strings.Contains(m.BMCStatus.LastError, "wrong credentials (Redfish)") || m.BMCStatus.Outcome != "auth" || !m.BMCStatus.Reachable {
+		t.Fatalf("machine's BMC status: %+v", m.BMCStatus)
+	}
+	// Success is recorded too, with what was read.
+	c.ok("machine", "power", "--action", "status", "rf-1")
+	m.BMCStatus.LastError = ""
+	json.Unmarshal([]byte(c.ok("machine", "show", "-o", "json", "rf-1")), &m)
+	if m.BMCStatus.Outcome != "ok" || !m.BMCStatus.Reachable || m.BMCStatus.Power != "off" || m.BMCStatus.LastError != "" {
+		t.Fatalf("machine's BMC status after a good read: %+v", m.BMCStatus)
 	}
 	// Every power action is audited.
 	if out := c.ok("audit", "list"); strings.Count(out, "machine.power") < 6 {

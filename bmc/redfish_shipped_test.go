@@ -190,3 +190,32 @@ func TestOneClassificationOfEveryOutcome(t *testing.T) {
 		t.Fatalf("sync status %+v", st)
 	}
 }
+
+func TestRedfishSensorsAndMeasuredPower(t *testing.T) {
+	b := startRedfish(t, redfish.Config{Baseboard: true, InletCelsius: 27.5, WattsOn: 9800})
+	c := testController(t, Config{})
+	ctx := ctxT(t, 30*time.Second)
+	off, err := c.Sensors(ctx, b.ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetPower(ctx, b.ep, ActionOn); err != nil {
+		t.Fatal(err)
+	}
+	on, err := c.Sensors(ctx, b.ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in, ok := on.Inlet(); !ok || in != 27.5 {
+		t.Fatalf("inlet %v %v, want 27.5", in, ok)
+	}
+	if !on.PowerMeasured || on.ConsumedWatts != 9800 || off.ConsumedWatts >= on.ConsumedWatts {
+		t.Fatalf("power: off %+v on %+v", off, on)
+	}
+	if len(on.Fans) != 4 || on.Fans[0].Units != "RPM" || on.Fans[0].Reading <= off.Fans[0].Reading {
+		t.Fatalf("fans: off %+v on %+v", off.Fans, on.Fans)
+	}
+	if len(on.PSUs) != 2 || on.PSUs[0].Health != "OK" || on.PSUs[0].State != "Enabled" {
+		t.Fatalf("PSUs %+v", on.PSUs)
+	}
+}

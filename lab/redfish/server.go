@@ -44,6 +44,12 @@ type Config struct {
 	// MACs of the system's Ethernet interfaces.
 	MACs []string
 
+	// InletCelsius is the inlet temperature the chassis reports (default
+	// 24). WattsOn is the power drawn while on (default 1000; 5% of it
+	// while off, for the BMC and fans on standby).
+	InletCelsius float64
+	WattsOn      float64
+
 	// NoSessions models BMCs without a SessionService (sushy-tools, some
 	// OEM firmware): the service root links no Sessions, logins are 404,
 	// and only HTTP basic auth is accepted.
@@ -382,8 +388,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"@odata.id": chPath, "@odata.type": "#Chassis.v1_14_0.Chassis", "Id": "1", "Name": "Chassis",
 			"ChassisType": "RackMount", "Manufacturer": s.cfg.Vendor, "Model": s.cfg.Model, "SerialNumber": s.cfg.Serial,
 			"PowerState": s.powerString(),
+			"Thermal":    link(chPath + "/Thermal"),
+			"Power":      link(chPath + "/Power"),
 			"Links":      map[string]any{"ComputerSystems": []any{link(s.sysPath)}, "ManagedBy": []any{link(mgrPath)}},
 		})
+	case p == chPath+"/Thermal":
+		s.thermal(w)
+	case p == chPath+"/Power":
+		s.powerReadings(w)
 	default:
 		writeError(w, http.StatusNotFound, "Base.1.8.ResourceMissingAtURI", "no resource at "+r.URL.Path)
 	}
@@ -480,6 +492,64 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request, id string) {
 	default:
 		writeJSON(w, http.StatusOK, sessionBody(id, s.cfg.Username))
 	}
+}
+
+// thermal answers the chassis Thermal resource: the inlet temperature and
+// four fans, as the Redfish Thermal schema (still what most shipping BMCs
+// serve next to the newer ThermalSubsystem).
+func (s *Server) thermal(w http.ResponseWriter) {
+	inlet := s.cfg.InletCelsius
+	if inlet == 0 {
+		inlet = 24
+	}
+	rpm := 4200
+	if s.powerString() == "On" {
+		rpm = 9600
+	}
+	ok := map[string]any{"State": "Enabled", "Health": "OK"}
+	var fans []any
+	for i := range 4 {
+		fans = append(fans, map[string]any{
+			"@odata.id": fmt.Sprintf("%s/Thermal#/Fans/%d", chPath, i), "MemberId": fmt.Sprint(i),
+			"Name": fmt.Sprintf("Fan %d", i), "PhysicalContext": "Backplane", "Reading": rpm, "ReadingUnits": "RPM", "Status": ok,
+		})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"@odata.id": chPath + "/Thermal", "@odata.type": "#Thermal.v1_7_0.Thermal", "Id": "Thermal", "Name": "Thermal",
+		"Temperatures": []any{map[string]any{
+			"@odata.id": chPath + "/Thermal#/Temperatures/0", "MemberId": "0", "Name": "Inlet Temp",
+			"PhysicalContext": "Intake", "ReadingCelsius": inlet, "UpperThresholdCritical": 45, "Status": ok,
+		}},
+		"Fans": fans,
+	})
+}
+
+// powerReadings answers the chassis Power resource: what the chassis
+// draws (PowerControl) and its two power supplies.
+func (s *Server) powerReadings(w http.ResponseWriter) {
+	watts := s.cfg.WattsOn
+	if watts == 0 {
+		watts = 1000
+	}
+	if s.powerString() != "On" {
+		watts *= 0.05
+	}
+	var psus []any
+	for i := range 2 {
+		psus = append(psus, map[string]any{
+			"@odata.id": fmt.Sprintf("%s/Power#/PowerSupplies/%d", chPath, i), "MemberId": fmt.Sprint(i),
+			"Name": fmt.Sprintf("PSU %d", i), "PowerCapacityWatts": 3000, "LineInputVoltage": 230,
+			"Status": map[string]any{"State": "Enabled", "Health": "OK"},
+		})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"@odata.id": chPath + "/Power", "@odata.type": "#Power.v1_7_0.Power", "Id": "Power", "Name": "Power",
+		"PowerControl": []any{map[string]any{
+			"@odata.id": chPath + "/Power#/PowerControl/0", "MemberId": "0", "Name": "Chassis Power Control",
+			"PowerConsumedWatts": watts, "PowerCapacityWatts": 6000,
+		}},
+		"PowerSupplies": psus,
+	})
 }
 
 func (s *Server) powerString() string {

@@ -56,6 +56,8 @@ type ManifestBMC struct {
 	// basic) are optional, for Redfish BMCs only.
 	System string `yaml:"system,omitempty" json:"system,omitempty"`
 	Auth   string `yaml:"auth,omitempty" json:"auth,omitempty"`
+	// BootMode is uefi (default) or legacy, for BIOS machines.
+	BootMode string `yaml:"boot_mode,omitempty" json:"boot_mode,omitempty"`
 }
 
 // ParseManifest reads a YAML or CSV manifest. Every problem it finds names
@@ -109,7 +111,7 @@ var csvColumns = []string{"rack", "hall", "phase", "row", "units", "rack_power_k
 	"name", "unit", "height", "macs", "bmc_address", "bmc_protocol", "bmc_user", "bmc_password", "power_w", "profile", "ip"}
 
 // csvOptionalColumns may be left out of a CSV manifest.
-var csvOptionalColumns = []string{"bmc_system", "bmc_auth"}
+var csvOptionalColumns = []string{"bmc_system", "bmc_auth", "bmc_boot_mode"}
 
 func parseCSVManifest(data []byte) (*Manifest, error) {
 	r := csv.NewReader(bytes.NewReader(data))
@@ -192,7 +194,7 @@ func parseCSVManifest(data []byte) (*Manifest, error) {
 		}
 		m.Machines = append(m.Machines, ManifestMachine{Name: get("name"), Unit: int(unit), Height: int(height), MACs: macs,
 			BMC: ManifestBMC{Address: get("bmc_address"), Protocol: get("bmc_protocol"), User: get("bmc_user"), Password: get("bmc_password"),
-				System: get("bmc_system"), Auth: get("bmc_auth")},
+				System: get("bmc_system"), Auth: get("bmc_auth"), BootMode: get("bmc_boot_mode")},
 			PowerW: power, Profile: get("profile"), IP: get("ip"), line: line})
 	}
 	return &m, nil
@@ -237,7 +239,7 @@ func (s *Server) importRack(c *call) (int, any, error) {
 	for i, mm := range m.Machines {
 		e, err := s.enrollment(MachineEnroll{Name: mm.Name, Rack: m.Rack.Name, Unit: mm.Unit, Height: mm.Height, MACs: mm.MACs,
 			BMCAddress: mm.BMC.Address, BMCProtocol: mm.BMC.Protocol, BMCUser: mm.BMC.User, BMCPassword: mm.BMC.Password,
-			BMCSystem: mm.BMC.System, BMCAuth: mm.BMC.Auth,
+			BMCSystem: mm.BMC.System, BMCAuth: mm.BMC.Auth, BMCBootMode: mm.BMC.BootMode,
 			PowerW: mm.PowerW, Profile: mm.Profile, IP: mm.IP})
 		if err != nil {
 			return 0, nil, fmt.Errorf("manifest line %d, machine %d %q: %w", mm.line, i+1, mm.Name, err)

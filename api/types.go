@@ -64,6 +64,9 @@ type MachineEnroll struct {
 	// ComputerSystem to drive and the auth mode (session or basic).
 	BMCSystem string `json:"bmc_system,omitempty"`
 	BMCAuth   string `json:"bmc_auth,omitempty"`
+	// BMCBootMode is uefi (default) or legacy: the mode boot overrides
+	// ask for.
+	BMCBootMode string `json:"bmc_boot_mode,omitempty"`
 }
 
 // Machine is a machine as the API shows it: the stored record without the

@@ -145,6 +145,8 @@ func machineDiff(a, b *Machine) string {
 		return "BMC system"
 	case a.BMC.Auth != b.BMC.Auth:
 		return "BMC auth mode"
+	case a.BMC.BootMode != b.BMC.BootMode:
+		return "BMC boot mode"
 	case a.PowerW != b.PowerW:
 		return "rated power"
 	case a.Profile != b.Profile:

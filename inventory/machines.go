@@ -107,6 +107,11 @@ func normaliseMachine(m *Machine) error {
 	default:
 		return invalid("bmc_auth", "%q is not an auth mode: use session or basic, or leave it empty (a session when the BMC offers one)", m.BMC.Auth)
 	}
+	switch m.BMC.BootMode {
+	case "", "uefi", "legacy":
+	default:
+		return invalid("bmc_boot_mode", "%q is not a boot mode: use uefi or legacy (BIOS)", m.BMC.BootMode)
+	}
 	if (m.BMC.Auth != "" || m.BMC.System != "") && m.BMC.Protocol != ProtocolRedfish {
 		return invalid("bmc_system", "BMC auth mode and system are for Redfish BMCs only; this one speaks %s", m.BMC.Protocol)
 	}

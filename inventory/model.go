@@ -104,6 +104,9 @@ type BMC struct {
 	// session when the BMC offers one). Both are for Redfish only.
 	System string `json:"system,omitempty"`
 	Auth   string `json:"auth,omitempty"`
+	// BootMode is the firmware's boot mode that boot overrides ask for:
+	// "legacy" for BIOS machines, "uefi" or empty for UEFI ones.
+	BootMode string `json:"boot_mode,omitempty"`
 }
 
 // BMCStatus is what the last contact with the BMC said.

@@ -226,6 +226,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 			e.Machine.BMC.Protocol, e.Machine.BMC.Address, e.Machine.BMC.Auth = ProtocolRedfish, "h:8000", "digest"
 		}},
 		{"bmc_system", func(e *Enrollment) { e.Machine.BMC.System = "System_0" }}, // an IPMI BMC
+		{"bmc_boot_mode", func(e *Enrollment) { e.Machine.BMC.BootMode = "csm" }},
 	}
 	for _, b := range bad {
 		e := machine("m1", "r1", 1, macN(1))

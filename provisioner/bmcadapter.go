@@ -39,14 +39,16 @@ func (a *Machines) Endpoint(ctx context.Context, m *inventory.Machine) (bmc.Endp
 	return ep, nil
 }
 
-// SetBootDevice sets "pxe" or "disk" in UEFI mode, the mode of every
-// current GPU server platform.
+// SetBootDevice sets "pxe" or "disk" in the machine's boot mode: UEFI,
+// the mode of every current GPU server platform, unless the machine is
+// set to legacy (BIOS) boot.
 func (a *Machines) SetBootDevice(ctx context.Context, m *inventory.Machine, device string, persistent bool) error {
 	ep, err := a.Endpoint(ctx, m)
 	if err != nil {
 		return err
 	}
-	err = a.Ctl.SetBootDevice(ctx, ep, bmc.BootOptions{Device: bmc.BootDevice(device), Persistent: persistent, UEFI: true})
+	err = a.Ctl.SetBootDevice(ctx, ep, bmc.BootOptions{Device: bmc.BootDevice(device), Persistent: persistent,
+		UEFI: m.BMC.BootMode != "legacy"})
 	a.record(ctx, m, "", err)
 	return err
 }

@@ -24,6 +24,9 @@ func TestTechnicianPowersRealBMCs(t *testing.T) {
 	t.Cleanup(hs.Close)
 	hs2 := httptest.NewServer(redfish.NewServer(redfish.Config{Username: "root", Password: "rf-pw"}))
 	t.Cleanup(hs2.Close)
+	bios := redfish.NewServer(redfish.Config{Username: "root", Password: "rf-pw"})
+	hs3 := httptest.NewServer(bios)
+	t.Cleanup(hs3.Close)
 
 	url, tok := startService(t)
 	c := cliRunner{t, url, tok}
@@ -51,6 +54,13 @@ func TestTechnicianPowersRealBMCs(t *testing.T) {
 	}
 	c.ok("machine", "enroll", "--rack", "r1", "--unit", "3", "--mac", "52:54:00:00:aa:03", "--bmc-address", hs2.URL+"/",
 		"--bmc-protocol", "redfish", "--bmc-user", "root", "--bmc-password-file", pw("bad", "wrong"), "rf-badpw")
+	// A BIOS machine gets legacy boot overrides.
+	c.ok("machine", "enroll", "--rack", "r1", "--unit", "4", "--mac", "52:54:00:00:aa:04", "--bmc-address", hs3.URL,
+		"--bmc-protocol", "redfish", "--bmc-user", "root", "--bmc-password-file", pw("rf", "rf-pw"), "--bmc-boot-mode", "legacy", "rf-bios")
+	c.ok("machine", "boot-device", "--device", "pxe", "rf-bios")
+	if b := bios.Boot(); b.Target != "Pxe" || b.Mode != "Legacy" {
+		t.Fatalf("BIOS machine's boot override %+v, want Pxe in Legacy mode", b)
+	}
 
 	// Redfish.
 	c.ok("machine", "power", "--action", "on", "rf-1")

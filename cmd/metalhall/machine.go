@@ -28,7 +28,7 @@ func machineInventoryCommand() *cli.Command {
 		{Name: "enroll", Usage: "enroll a machine in a rack",
 			UsageText: `metalhall machine enroll --rack RACK --unit U [--height H] --mac MAC[,MAC...]
     --bmc-address ADDR[:PORT] --bmc-protocol ipmi|redfish --bmc-user USER
-    --bmc-password-file FILE [--bmc-system SYSTEM] [--bmc-auth session|basic]
+    --bmc-password-file FILE [--bmc-system SYSTEM] [--bmc-auth session|basic] [--bmc-boot-mode uefi|legacy]
     [--power-w W] [--profile PROFILE] [--ip IP] NAME
 
 Example:
@@ -42,6 +42,7 @@ Example:
 				&cli.StringFlag{Name: "bmc-user", Required: true}, &cli.StringFlag{Name: "bmc-password-file", Required: true, Usage: "file holding the BMC password (never on the command line)"},
 				&cli.StringFlag{Name: "bmc-system", Usage: "Redfish only: the ComputerSystem to drive, by Id or Name (default: the one that can be reset and boot-overridden)"},
 				&cli.StringFlag{Name: "bmc-auth", Usage: "Redfish only: session or basic (default: a session when the BMC offers one)"},
+				&cli.StringFlag{Name: "bmc-boot-mode", Usage: "uefi (default) or legacy: the firmware boot mode boot overrides ask for"},
 				&cli.Int64Flag{Name: "power-w", Usage: "rated power in watts"}, &cli.StringFlag{Name: "profile", Usage: "hardware profile to commission against"},
 				&cli.StringFlag{Name: "ip", Usage: "reserved address on a provisioning subnet"}, outputFlag(),
 			},
@@ -57,7 +58,7 @@ Example:
 				in := api.MachineEnroll{Name: n, Rack: c.String("rack"), Unit: c.Int("unit"), Height: c.Int("height"),
 					MACs: strings.Split(c.String("mac"), ","), BMCAddress: c.String("bmc-address"), BMCProtocol: c.String("bmc-protocol"),
 					BMCUser: c.String("bmc-user"), BMCPassword: strings.TrimRight(string(pw), "\r\n"),
-					BMCSystem: c.String("bmc-system"), BMCAuth: c.String("bmc-auth"),
+					BMCSystem: c.String("bmc-system"), BMCAuth: c.String("bmc-auth"), BMCBootMode: c.String("bmc-boot-mode"),
 					PowerW: c.Int64("power-w"), Profile: c.String("profile"), IP: c.String("ip")}
 				var out api.Machine
 				if err := client(c).Do(c.Context, "POST", "/api/v1/machines", in, &out); err != nil {

@@ -256,6 +256,10 @@ type Status struct {
 	// LastError is empty on success, otherwise the *Error's text.
 	LastError string
 	ReadAt    time.Time
+	// ConsumedWatts is the machine's measured draw, where the power sync
+	// could read one (Redfish PowerControl); WattsMeasured says so.
+	ConsumedWatts float64
+	WattsMeasured bool
 }
 
 // OutcomeOK is the Outcome of a contact that succeeded.

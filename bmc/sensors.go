@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/stmcginnis/gofish"
 	"github.com/stmcginnis/gofish/redfish"
 	"slices"
 	"strings"
@@ -69,37 +70,37 @@ func (c *Controller) Sensors(ctx context.Context, ep Endpoint) (Sensors, error) 
 	return out, err
 }
 
+// redfishPowerAndDraw reads the driven system's power state and its
+// chassis' consumed watts. A BMC without a Power resource still gives the
+// state: measured is false.
+func (s *session) redfishPowerAndDraw(ctx context.Context) (st PowerState, watts float64, measured bool, err error) {
+	gf, sys, err := s.gofishSystem(ctx)
+	if err != nil {
+		return PowerUnknown, 0, false, err
+	}
+	st = normalisePower(string(sys.PowerState))
+	ch, err := systemChassis(gf, sys)
+	if err != nil {
+		return st, 0, false, nil
+	}
+	if pw, err := ch.Power(); err == nil && pw != nil {
+		for _, pc := range pw.PowerControl {
+			watts += float64(pc.PowerConsumedWatts)
+			measured = true
+		}
+	}
+	return st, watts, measured, nil
+}
+
 func (s *session) redfishSensors(ctx context.Context) (Sensors, error) {
 	var out Sensors
 	gf, sys, err := s.gofishSystem(ctx)
 	if err != nil {
 		return out, err
 	}
-	chassis, err := gf.Service.Chassis()
+	ch, err := systemChassis(gf, sys)
 	if err != nil {
-		return out, fmt.Errorf("list chassis: %w", err)
-	}
-	if len(chassis) == 0 {
-		return out, fmt.Errorf("the BMC lists no chassis: %w", errUnsupported)
-	}
-	// The system's own chassis (its first Links.Chassis): GPU servers
-	// list more (baseboards, trays), with their own sensors.
-	var links struct {
-		Links struct {
-			Chassis []struct {
-				ID string `json:"@odata.id"`
-			}
-		}
-	}
-	_ = json.Unmarshal(sys.RawData, &links)
-	slices.SortFunc(chassis, func(a, b *redfish.Chassis) int { return cmpID(a.ID, b.ID) })
-	ch := chassis[0]
-	if len(links.Links.Chassis) > 0 {
-		for _, c := range chassis {
-			if strings.TrimSuffix(c.ODataID, "/") == strings.TrimSuffix(links.Links.Chassis[0].ID, "/") {
-				ch = c
-			}
-		}
+		return out, err
 	}
 	if th, err := ch.Thermal(); err == nil && th != nil {
 		for _, t := range th.Temperatures {
@@ -122,4 +123,34 @@ func (s *session) redfishSensors(ctx context.Context) (Sensors, error) {
 		}
 	}
 	return out, nil
+}
+
+// systemChassis is the chassis the system links first: GPU servers list
+// dozens (baseboards, trays, GPUs), each with its own sensors, so the
+// machine's own is fetched directly rather than by listing them all.
+func systemChassis(gf *gofish.APIClient, sys *redfish.ComputerSystem) (*redfish.Chassis, error) {
+	var links struct {
+		Links struct {
+			Chassis []struct {
+				ID string `json:"@odata.id"`
+			}
+		}
+	}
+	_ = json.Unmarshal(sys.RawData, &links)
+	if len(links.Links.Chassis) > 0 && links.Links.Chassis[0].ID != "" {
+		ch, err := redfish.GetChassis(gf, links.Links.Chassis[0].ID)
+		if err != nil {
+			return nil, fmt.Errorf("the system's chassis: %w", err)
+		}
+		return ch, nil
+	}
+	chassis, err := gf.Service.Chassis()
+	if err != nil {
+		return nil, fmt.Errorf("list chassis: %w", err)
+	}
+	if len(chassis) == 0 {
+		return nil, fmt.Errorf("the BMC lists no chassis: %w", errUnsupported)
+	}
+	slices.SortFunc(chassis, func(a, b *redfish.Chassis) int { return cmpID(a.ID, b.ID) })
+	return chassis[0], nil
 }

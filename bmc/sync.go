@@ -93,12 +93,23 @@ feed:
 // readStatus reads one BMC's power once, without retries.
 func (c *Controller) readStatus(ctx context.Context, ep Endpoint) Status {
 	var st PowerState
+	var watts float64
+	var measured bool
 	err := c.runOnce(ctx, ep, "power-sync", func(ctx context.Context, s *session) error {
+		if ep.Protocol == Redfish && c.cfg.registry == nil {
+			// One gofish session reads both the power state and the
+			// draw, instead of a bmclib login and a gofish one.
+			var err error
+			st, watts, measured, err = s.redfishPowerAndDraw(ctx)
+			return err
+		}
 		var err error
 		st, err = s.powerState(ctx)
 		return err
 	})
-	return StatusOf(st, err, time.Now())
+	out := StatusOf(st, err, time.Now())
+	out.ConsumedWatts, out.WattsMeasured = watts, measured && err == nil
+	return out
 }
 
 // runOnce is run without retries.

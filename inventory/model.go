@@ -115,7 +115,10 @@ type BMCStatus struct {
 	Reachable bool   `json:"reachable"`
 	// Outcome classifies the last contact: ok, auth, unreachable, timeout,
 	// unsupported or protocol.
-	Outcome   string    `json:"outcome,omitempty"`
+	Outcome string `json:"outcome,omitempty"`
+	// ConsumedW is the machine's measured draw at its last power sync,
+	// where the BMC reports one (0: not measured).
+	ConsumedW int64     `json:"consumed_w,omitempty"`
 	LastError string    `json:"last_error,omitempty"`
 	ReadAt    time.Time `json:"read_at,omitzero"`
 }

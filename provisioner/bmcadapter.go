@@ -3,6 +3,7 @@ package provisioner
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/metalhall/metalhall/bmc"
@@ -91,6 +92,10 @@ func (a *Machines) record(ctx context.Context, m *inventory.Machine, power bmc.P
 	if power == "" && m.BMCStatus.Power != "" {
 		st.Power = bmc.PowerState(m.BMCStatus.Power)
 	}
+	// Commands do not measure the draw: keep the sync's last reading.
+	if m.BMCStatus.ConsumedW > 0 {
+		st.ConsumedWatts, st.WattsMeasured = float64(m.BMCStatus.ConsumedW), true
+	}
 	a.RecordBMCStatus(context.WithoutCancel(ctx), m.Name, st)
 }
 
@@ -117,7 +122,15 @@ func (a *Machines) BMCTargets(ctx context.Context) ([]bmc.Target, error) {
 // RecordBMCStatus stores one sync result.
 func (a *Machines) RecordBMCStatus(ctx context.Context, machine string, st bmc.Status) error {
 	return a.Inv.RecordBMCStatus(ctx, machine, inventory.BMCStatus{Power: string(st.Power), Reachable: st.Reachable,
-		Outcome: st.Outcome, LastError: st.LastError, ReadAt: st.ReadAt.UTC()})
+		Outcome: st.Outcome, LastError: st.LastError, ReadAt: st.ReadAt.UTC(), ConsumedW: consumedW(st)})
+}
+
+// consumedW is the measured draw in whole watts, 0 when not measured.
+func consumedW(st bmc.Status) int64 {
+	if !st.WattsMeasured || st.ConsumedWatts < 0 {
+		return 0
+	}
+	return int64(math.Round(st.ConsumedWatts))
 }
 
 var _ BMC = (*Machines)(nil)

@@ -118,6 +118,7 @@ Example:
 						"bmc", fmt.Sprintf("%s %s (user %s)", m.BMC.Protocol, m.BMC.Address, m.BMC.Username),
 						"bmc reachable", bmcHealth(m.BMCStatus), "bmc last error", m.BMCStatus.LastError,
 						"power state", fmt.Sprintf("%s (read %s)", orDash(m.BMCStatus.Power), when(m.BMCStatus.ReadAt)),
+						"measured draw", measuredDraw(m.BMCStatus),
 						"inspected", when(m.InspectedAt), "job", jobLine(job), "created", when(m.CreatedAt), "updated", when(m.UpdatedAt))
 				})
 			}},
@@ -175,6 +176,13 @@ func jobLine(j *api.Job) string {
 		s += ": " + j.Error
 	}
 	return s
+}
+
+func measuredDraw(s inventory.BMCStatus) string {
+	if s.ConsumedW <= 0 {
+		return "-"
+	}
+	return inventory.FormatKW(s.ConsumedW) + " kW"
 }
 
 func bmcHealth(s inventory.BMCStatus) string {

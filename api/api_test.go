@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/metalhall/metalhall/bmc"
 	"github.com/metalhall/metalhall/images"
 	"github.com/metalhall/metalhall/inventory"
 	"github.com/metalhall/metalhall/inventory/seal"
@@ -27,6 +28,9 @@ func (nopBMC) SetBootDevice(ctx context.Context, m *inventory.Machine, dev strin
 }
 func (nopBMC) SetPower(ctx context.Context, m *inventory.Machine, action string) error { return nil }
 func (nopBMC) PowerState(ctx context.Context, m *inventory.Machine) (string, error)    { return "on", nil }
+func (nopBMC) EventLog(ctx context.Context, m *inventory.Machine) ([]bmc.Event, error) {
+	return []bmc.Event{{ID: "1", Message: "BMC started"}}, nil
+}
 
 type fixture struct {
 	t      *testing.T
@@ -174,7 +178,7 @@ func example(action string) (vars map[string]string, body any) {
 			BMCProtocol: "redfish", BMCUser: "root", BMCPassword: "pw", PowerW: 1000}
 	case "machine.show", "machine.events", "machine.delete":
 		return map[string]string{"name": "ma"}, nil
-	case "machine.erase-report":
+	case "machine.erase-report", "machine.sel":
 		return map[string]string{"name": "ma"}, nil
 	case "machine.maintenance":
 		return map[string]string{"name": "ma"}, MaintenanceRequest{On: true, Reason: "DIMM"}

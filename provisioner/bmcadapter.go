@@ -99,6 +99,17 @@ func (a *Machines) record(ctx context.Context, m *inventory.Machine, power bmc.P
 	a.RecordBMCStatus(context.WithoutCancel(ctx), m.Name, st)
 }
 
+// EventLog reads the machine's system event log from its BMC.
+func (a *Machines) EventLog(ctx context.Context, m *inventory.Machine) ([]bmc.Event, error) {
+	ep, err := a.Endpoint(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := a.Ctl.EventLog(ctx, ep)
+	a.record(ctx, m, "", err)
+	return ev, err
+}
+
 // BMCTargets lists every machine that is not retired, with its endpoint.
 func (a *Machines) BMCTargets(ctx context.Context) ([]bmc.Target, error) {
 	ms, err := a.Inv.Machines(ctx, inventory.MachineFilter{})

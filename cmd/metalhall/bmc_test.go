@@ -78,6 +78,10 @@ func TestTechnicianPowersRealBMCs(t *testing.T) {
 	if rf.Power() {
 		t.Fatal("power off did not reach the Redfish BMC")
 	}
+	// The event log, read on demand, shows what the BMC did.
+	if out := c.ok("machine", "sel", "rf-1"); !strings.Contains(out, "ComputerSystem.Reset On") || !strings.Contains(out, "ComputerSystem.Reset ForceOff") {
+		t.Fatalf("machine sel:\n%s", out)
+	}
 
 	// IPMI.
 	c.ok("machine", "power", "--action", "on", "ipmi-1")

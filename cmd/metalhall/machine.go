@@ -19,7 +19,7 @@ func machineCommand() *cli.Command {
 	cmd := machineInventoryCommand()
 	cmd.Subcommands = append(cmd.Subcommands, jobCommands()...)
 	cmd.Subcommands = append(cmd.Subcommands, bootDeviceCommand())
-	cmd.Subcommands = append(cmd.Subcommands, eraseReportCommand())
+	cmd.Subcommands = append(cmd.Subcommands, eraseReportCommand(), selCommand())
 	return cmd
 }
 

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/metalhall/metalhall/bmc"
 	"github.com/metalhall/metalhall/images"
@@ -533,5 +534,32 @@ func TestTokensAreShownOnceAndRevocable(t *testing.T) {
 	forged := created.Secret[:len(created.Secret)-4] + "AAAA"
 	if status, _ := f.do(forged, "GET", "/api/v1/machines", nil); status != 401 {
 		t.Fatalf("forged token: %d", status)
+	}
+}
+
+// TestPowerOnPastTheRackBudgetIsRefusedUnlessStaffForceIt: the
+// energisation interlock, judged by measured draw.
+func TestPowerOnPastTheRackBudgetIsRefusedUnlessStaffForceIt(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	// An unrated machine in rack ra (44 kW) drawing 40 kW.
+	must(f.inv.EnrollMachine(ctx, inventory.Enrollment{Machine: inventory.Machine{Name: "mx", Rack: "ra", Unit: 10,
+		MACs: []string{"52:54:00:00:0a:0a"}, BMC: inventory.BMC{Address: "10.0.9.10", Protocol: inventory.ProtocolIPMI, Username: "admin"}}}))
+	if err := f.inv.RecordBMCStatus(ctx, "mx", inventory.BMCStatus{Power: "on", Reachable: true, Outcome: "ok", ConsumedW: 40_000, ReadAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	status, data := f.do("tenant-a", "POST", "/api/v1/machines/ma/power", PowerRequest{Action: "on"})
+	if status != http.StatusConflict || !strings.Contains(string(data), "past its 44 kW budget by 6.2 kW") {
+		t.Fatalf("power on past the budget: %d %s", status, data)
+	}
+	if status, data := f.do("tenant-a", "POST", "/api/v1/machines/ma/power", PowerRequest{Action: "on", Force: true}); status != http.StatusForbidden {
+		t.Fatalf("a tenant forced it: %d %s", status, data)
+	}
+	if status, data := f.do("technician", "POST", "/api/v1/machines/ma/power", PowerRequest{Action: "on", Force: true}); status != http.StatusAccepted {
+		t.Fatalf("staff could not force it: %d %s", status, data)
+	}
+	// Powering off is never refused.
+	if status, data := f.do("tenant-a", "POST", "/api/v1/machines/mx/power", PowerRequest{Action: "off"}); status == http.StatusConflict {
+		t.Fatalf("power off refused: %d %s", status, data)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -493,5 +494,42 @@ func TestOneBMCWhateverTheSpellingOfItsAddress(t *testing.T) {
 	e.Machine.BMC = BMC{Address: "HTTP://bmc-7.lab:8001", Protocol: ProtocolRedfish, Username: "admin", System: "System_0", Auth: "basic"}
 	if got := must(inv.EnrollMachine(ctx, e)); got.BMC.Address != "http://bmc-7.lab:8001" || got.BMC.System != "System_0" || got.BMC.Auth != "basic" {
 		t.Errorf("stored BMC %+v", got.BMC)
+	}
+}
+
+func TestEnergisationJudgedByMeasuredDraw(t *testing.T) {
+	// Placement keeps the ratings within the budget (8 + 12 = 20 kW); a
+	// machine drawing more than its rating (burn-in, a wrong rating) is
+	// what the interlock catches.
+	inv := newInv(t)
+	hallFixture(t, inv)
+	must(inv.CreateRack(ctx, Rack{Name: "r20", Hall: "h1", Phase: 1, Units: 48, BudgetW: 20_000}))
+	for i, w := range []int64{8_000, 12_000} {
+		e := machine(fmt.Sprintf("p%d", i), "r20", i+1, macN(200+i))
+		e.Machine.PowerW = w
+		must(inv.EnrollMachine(ctx, e))
+	}
+	record := func(st BMCStatus) {
+		t.Helper()
+		st.Reachable, st.Outcome, st.ReadAt = true, "ok", time.Now()
+		if err := inv.RecordBMCStatus(ctx, "p0", st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// p0 on, not measured: counted at its rating, 8 + 12 fits.
+	record(BMCStatus{Power: "on"})
+	if err := EnergisationCheck(ctx, inv, "p1"); err != nil {
+		t.Fatal(err)
+	}
+	// p0 measured at 9.5 kW: 9.5 + 12 does not.
+	record(BMCStatus{Power: "on", ConsumedW: 9_500})
+	pe := wantErr[*PlacementError](t, EnergisationCheck(ctx, inv, "p1"), "p1", "9.5 kW", "21.5 kW", "20 kW", "by 1.5 kW")
+	if pe.Limit != "rack-power-measured" {
+		t.Fatalf("limit %q", pe.Limit)
+	}
+	// p0 measured at 7 kW: fits.
+	record(BMCStatus{Power: "on", ConsumedW: 7_000})
+	if err := EnergisationCheck(ctx, inv, "p1"); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -496,11 +496,18 @@ func TestHealthAndMetrics(t *testing.T) {
 		t.Fatalf("healthz %d %s", status, data)
 	}
 	f.do("admin", "GET", "/api/v1/machines", nil)
+	if err := f.inv.RecordBMCStatus(context.Background(), "ma", inventory.BMCStatus{Power: "on", Reachable: true, Outcome: "ok", ConsumedW: 9800, ReadAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
 	status, data := f.do("", "GET", "/metrics", nil)
 	for _, want := range []string{
 		`metalhall_api_requests_total{code="200",route="/api/v1/machines"} 1`,
 		`metalhall_machines{state="available"} 2`,
 		`metalhall_racks{state="installed"} 2`,
+		`metalhall_machines_bmc_outcome{outcome="ok"} 1`,
+		`metalhall_machines_bmc_outcome{outcome="unknown"} 1`,
+		`metalhall_rack_measured_watts{rack="ra"} 9800`,
+		`metalhall_rack_budget_watts{rack="ra"} 44000`,
 		`metalhall_api_request_duration_seconds_bucket`,
 	} {
 		if status != 200 || !strings.Contains(string(data), want) {

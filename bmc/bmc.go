@@ -260,6 +260,9 @@ type Status struct {
 	// could read one (Redfish PowerControl); WattsMeasured says so.
 	ConsumedWatts float64
 	WattsMeasured bool
+	// Sensors is what the power sync read of the machine's health
+	// (Redfish Thermal and Power); empty where it read none.
+	Sensors Sensors
 }
 
 // OutcomeOK is the Outcome of a contact that succeeded.

@@ -70,26 +70,20 @@ func (c *Controller) Sensors(ctx context.Context, ep Endpoint) (Sensors, error) 
 	return out, err
 }
 
-// redfishPowerAndDraw reads the driven system's power state and its
-// chassis' consumed watts. A BMC without a Power resource still gives the
-// state: measured is false.
-func (s *session) redfishPowerAndDraw(ctx context.Context) (st PowerState, watts float64, measured bool, err error) {
+// redfishPowerAndSensors reads the driven system's power state and its
+// chassis' sensors in one session. A BMC without Thermal or Power still
+// gives the state.
+func (s *session) redfishPowerAndSensors(ctx context.Context) (PowerState, Sensors, error) {
 	gf, sys, err := s.gofishSystem(ctx)
 	if err != nil {
-		return PowerUnknown, 0, false, err
+		return PowerUnknown, Sensors{}, err
 	}
-	st = normalisePower(string(sys.PowerState))
+	st := normalisePower(string(sys.PowerState))
 	ch, err := systemChassis(gf, sys)
 	if err != nil {
-		return st, 0, false, nil
+		return st, Sensors{}, nil
 	}
-	if pw, err := ch.Power(); err == nil && pw != nil {
-		for _, pc := range pw.PowerControl {
-			watts += float64(pc.PowerConsumedWatts)
-			measured = true
-		}
-	}
-	return st, watts, measured, nil
+	return st, chassisSensors(ch), nil
 }
 
 func (s *session) redfishSensors(ctx context.Context) (Sensors, error) {
@@ -102,6 +96,13 @@ func (s *session) redfishSensors(ctx context.Context) (Sensors, error) {
 	if err != nil {
 		return out, err
 	}
+	return chassisSensors(ch), nil
+}
+
+// chassisSensors reads a chassis' Thermal and Power resources; either may
+// be missing.
+func chassisSensors(ch *redfish.Chassis) Sensors {
+	var out Sensors
 	if th, err := ch.Thermal(); err == nil && th != nil {
 		for _, t := range th.Temperatures {
 			ctxName := string(t.PhysicalContext)
@@ -122,7 +123,7 @@ func (s *session) redfishSensors(ctx context.Context) (Sensors, error) {
 			out.PSUs = append(out.PSUs, PSU{Name: p.Name, State: string(p.Status.State), Health: string(p.Status.Health)})
 		}
 	}
-	return out, nil
+	return out
 }
 
 // systemChassis is the chassis the system links first: GPU servers list

@@ -93,14 +93,13 @@ feed:
 // readStatus reads one BMC's power once, without retries.
 func (c *Controller) readStatus(ctx context.Context, ep Endpoint) Status {
 	var st PowerState
-	var watts float64
-	var measured bool
+	var sensors Sensors
 	err := c.runOnce(ctx, ep, "power-sync", func(ctx context.Context, s *session) error {
 		if ep.Protocol == Redfish && c.cfg.registry == nil {
-			// One gofish session reads both the power state and the
-			// draw, instead of a bmclib login and a gofish one.
+			// One gofish session reads the power state, the draw and
+			// the sensors, instead of a bmclib login and a gofish one.
 			var err error
-			st, watts, measured, err = s.redfishPowerAndDraw(ctx)
+			st, sensors, err = s.redfishPowerAndSensors(ctx)
 			return err
 		}
 		var err error
@@ -108,7 +107,10 @@ func (c *Controller) readStatus(ctx context.Context, ep Endpoint) Status {
 		return err
 	})
 	out := StatusOf(st, err, time.Now())
-	out.ConsumedWatts, out.WattsMeasured = watts, measured && err == nil
+	if err == nil {
+		out.Sensors = sensors
+		out.ConsumedWatts, out.WattsMeasured = sensors.ConsumedWatts, sensors.PowerMeasured
+	}
 	return out
 }
 

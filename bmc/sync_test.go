@@ -81,6 +81,12 @@ func TestSyncPower(t *testing.T) {
 	if st := sink.rounds("mb")[0]; !st.WattsMeasured || st.ConsumedWatts != 50 {
 		t.Fatalf("mb: draw %+v", st)
 	}
+	// And the sensors, in the same session.
+	if st := sink.rounds("ma")[0]; len(st.Sensors.Fans) != 4 || len(st.Sensors.PSUs) != 2 {
+		t.Fatalf("ma: sensors %+v", st.Sensors)
+	} else if in, ok := st.Sensors.Inlet(); !ok || in != 24 {
+		t.Fatalf("ma: inlet %v %v", in, ok)
+	}
 	if st := sink.rounds("badpw")[0]; !st.Reachable || st.Power != PowerUnknown || st.LastError == "" || st.Outcome != "auth" || st.WattsMeasured {
 		t.Fatalf("badpw: %+v", st)
 	}

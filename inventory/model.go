@@ -118,9 +118,23 @@ type BMCStatus struct {
 	Outcome string `json:"outcome,omitempty"`
 	// ConsumedW is the machine's measured draw at its last power sync,
 	// where the BMC reports one (0: not measured).
-	ConsumedW int64     `json:"consumed_w,omitempty"`
-	LastError string    `json:"last_error,omitempty"`
-	ReadAt    time.Time `json:"read_at,omitzero"`
+	ConsumedW int64 `json:"consumed_w,omitempty"`
+	// Sensors is the health the last power sync read, where the BMC
+	// reports it.
+	Sensors   *SensorSummary `json:"sensors,omitempty"`
+	LastError string         `json:"last_error,omitempty"`
+	ReadAt    time.Time      `json:"read_at,omitzero"`
+}
+
+// SensorSummary is a machine's health as its BMC last reported it: the
+// inlet temperature, and how many fans and power supplies report healthy.
+type SensorSummary struct {
+	InletC   float64 `json:"inlet_c,omitempty"`
+	HasInlet bool    `json:"has_inlet,omitempty"`
+	Fans     int     `json:"fans"`
+	FansOK   int     `json:"fans_ok"`
+	PSUs     int     `json:"psus"`
+	PSUsOK   int     `json:"psus_ok"`
 }
 
 // Machine is one server.

@@ -92,11 +92,14 @@ func (a *Machines) record(ctx context.Context, m *inventory.Machine, power bmc.P
 	if power == "" && m.BMCStatus.Power != "" {
 		st.Power = bmc.PowerState(m.BMCStatus.Power)
 	}
-	// Commands do not measure the draw: keep the sync's last reading.
+	// Commands do not measure the draw nor read sensors: keep the sync's
+	// last readings.
 	if m.BMCStatus.ConsumedW > 0 {
 		st.ConsumedWatts, st.WattsMeasured = float64(m.BMCStatus.ConsumedW), true
 	}
-	a.RecordBMCStatus(context.WithoutCancel(ctx), m.Name, st)
+	bs := inventory.BMCStatus{Power: string(st.Power), Reachable: st.Reachable, Outcome: st.Outcome,
+		LastError: st.LastError, ReadAt: st.ReadAt.UTC(), ConsumedW: consumedW(st), Sensors: m.BMCStatus.Sensors}
+	a.Inv.RecordBMCStatus(context.WithoutCancel(ctx), m.Name, bs)
 }
 
 // EventLog reads the machine's system event log from its BMC.
@@ -133,7 +136,29 @@ func (a *Machines) BMCTargets(ctx context.Context) ([]bmc.Target, error) {
 // RecordBMCStatus stores one sync result.
 func (a *Machines) RecordBMCStatus(ctx context.Context, machine string, st bmc.Status) error {
 	return a.Inv.RecordBMCStatus(ctx, machine, inventory.BMCStatus{Power: string(st.Power), Reachable: st.Reachable,
-		Outcome: st.Outcome, LastError: st.LastError, ReadAt: st.ReadAt.UTC(), ConsumedW: consumedW(st)})
+		Outcome: st.Outcome, LastError: st.LastError, ReadAt: st.ReadAt.UTC(), ConsumedW: consumedW(st),
+		Sensors: sensorSummary(st.Sensors)})
+}
+
+// sensorSummary keeps what `machine show` and the metrics need of a
+// sensor read; nil when the BMC reported none.
+func sensorSummary(s bmc.Sensors) *inventory.SensorSummary {
+	if len(s.Temperatures) == 0 && len(s.Fans) == 0 && len(s.PSUs) == 0 {
+		return nil
+	}
+	out := &inventory.SensorSummary{Fans: len(s.Fans), PSUs: len(s.PSUs)}
+	out.InletC, out.HasInlet = s.Inlet()
+	for _, f := range s.Fans {
+		if f.Health == "" || f.Health == "OK" {
+			out.FansOK++
+		}
+	}
+	for _, p := range s.PSUs {
+		if (p.Health == "" || p.Health == "OK") && (p.State == "" || p.State == "Enabled") {
+			out.PSUsOK++
+		}
+	}
+	return out
 }
 
 // consumedW is the measured draw in whole watts, 0 when not measured.

@@ -118,7 +118,7 @@ Example:
 						"bmc", fmt.Sprintf("%s %s (user %s)", m.BMC.Protocol, m.BMC.Address, m.BMC.Username),
 						"bmc reachable", bmcHealth(m.BMCStatus), "bmc last error", m.BMCStatus.LastError,
 						"power state", fmt.Sprintf("%s (read %s)", orDash(m.BMCStatus.Power), when(m.BMCStatus.ReadAt)),
-						"measured draw", measuredDraw(m.BMCStatus),
+						"measured draw", measuredDraw(m.BMCStatus), "sensors", sensorLine(m.BMCStatus.Sensors),
 						"inspected", when(m.InspectedAt), "job", jobLine(job), "created", when(m.CreatedAt), "updated", when(m.UpdatedAt))
 				})
 			}},
@@ -176,6 +176,17 @@ func jobLine(j *api.Job) string {
 		s += ": " + j.Error
 	}
 	return s
+}
+
+func sensorLine(s *inventory.SensorSummary) string {
+	if s == nil {
+		return "-"
+	}
+	inlet := "inlet -"
+	if s.HasInlet {
+		inlet = fmt.Sprintf("inlet %.1f °C", s.InletC)
+	}
+	return fmt.Sprintf("%s, fans %d/%d OK, PSUs %d/%d OK", inlet, s.FansOK, s.Fans, s.PSUsOK, s.PSUs)
 }
 
 func measuredDraw(s inventory.BMCStatus) string {

@@ -273,6 +273,12 @@ func (s *session) newClient(ctx context.Context) (*bmclib.Client, *http.Client, 
 			if err != nil {
 				return nil, nil, err
 			}
+			if s.gf != nil {
+				// Discovery's session is done with: BMCs have few
+				// sessions, so it ends before bmclib opens its own.
+				s.gf.Logout()
+				s.gf = nil
+			}
 			reg = registrar.NewRegistry()
 			hc = s.newHTTPClient(ctx)
 			drv := bmcredfish.New(host, ep.Username, ep.Password, logr.Discard(),

@@ -13,7 +13,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/metalhall/metalhall/bmc"
 	"github.com/metalhall/metalhall/images"
 	"github.com/metalhall/metalhall/inventory"
 	"github.com/metalhall/metalhall/inventory/seal"
@@ -30,6 +32,9 @@ func (nopBMC) SetPower(ctx context.Context, m *inventory.Machine, action invento
 	return nil
 }
 func (nopBMC) PowerState(ctx context.Context, m *inventory.Machine) (string, error) { return "on", nil }
+func (nopBMC) EventLog(ctx context.Context, m *inventory.Machine) ([]bmc.Event, error) {
+	return []bmc.Event{{ID: "1", Message: "BMC started"}}, nil
+}
 
 type fixture struct {
 	t      *testing.T
@@ -177,7 +182,7 @@ func example(action string) (vars map[string]string, body any) {
 			BMCProtocol: "redfish", BMCUser: "root", BMCPassword: "pw", PowerW: 1000}
 	case "machine.show", "machine.events", "machine.delete":
 		return map[string]string{"name": "ma"}, nil
-	case "machine.erase-report":
+	case "machine.erase-report", "machine.sel":
 		return map[string]string{"name": "ma"}, nil
 	case "machine.acceptance", "rack.acceptance", "rack.firmware", "rack.cabling":
 		return map[string]string{"name": map[string]string{"machine.acceptance": "ma", "rack.acceptance": "ra", "rack.firmware": "ra", "rack.cabling": "ra"}[action]}, nil
@@ -466,11 +471,18 @@ func TestHealthAndMetrics(t *testing.T) {
 		t.Fatalf("healthz %d %s", status, data)
 	}
 	f.do("admin", "GET", "/api/v1/machines", nil)
+	if err := f.inv.RecordBMCStatus(context.Background(), "ma", inventory.BMCStatus{Power: "on", Reachable: true, Outcome: "ok", ConsumedW: 9800, ReadAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
 	status, data := f.do("", "GET", "/metrics", nil)
 	for _, want := range []string{
 		`metalhall_api_requests_total{code="200",route="/api/v1/machines"} 1`,
 		`metalhall_machines{state="available"} 2`,
 		`metalhall_racks{state="installed"} 2`,
+		`metalhall_machines_bmc_outcome{outcome="ok"} 1`,
+		`metalhall_machines_bmc_outcome{outcome="unknown"} 1`,
+		`metalhall_rack_measured_watts{rack="ra"} 9800`,
+		`metalhall_rack_budget_watts{rack="ra"} 44000`,
 		`metalhall_api_request_duration_seconds_bucket`,
 	} {
 		if status != 200 || !strings.Contains(string(data), want) {
@@ -504,5 +516,32 @@ func TestTokensAreShownOnceAndRevocable(t *testing.T) {
 	forged := created.Secret[:len(created.Secret)-4] + "AAAA"
 	if status, _ := f.do(forged, "GET", "/api/v1/machines", nil); status != 401 {
 		t.Fatalf("forged token: %d", status)
+	}
+}
+
+// TestPowerOnPastTheRackBudgetIsRefusedUnlessStaffForceIt: the
+// energisation interlock, judged by measured draw.
+func TestPowerOnPastTheRackBudgetIsRefusedUnlessStaffForceIt(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	// An unrated machine in rack ra (44 kW) drawing 40 kW.
+	must(f.inv.EnrollMachine(ctx, inventory.Enrollment{Machine: inventory.Machine{Name: "mx", Rack: "ra", Unit: 10,
+		MACs: []string{"52:54:00:00:0a:0a"}, BMC: inventory.BMC{Address: "10.0.9.10", Protocol: inventory.ProtocolIPMI, Username: "admin"}}}))
+	if err := f.inv.RecordBMCStatus(ctx, "mx", inventory.BMCStatus{Power: "on", Reachable: true, Outcome: "ok", ConsumedW: 40_000, ReadAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	status, data := f.do("tenant-a", "POST", "/api/v1/machines/ma/power", PowerRequest{Action: "on"})
+	if status != http.StatusConflict || !strings.Contains(string(data), "past its 44 kW budget by 6.2 kW") {
+		t.Fatalf("power on past the budget: %d %s", status, data)
+	}
+	if status, data := f.do("tenant-a", "POST", "/api/v1/machines/ma/power", PowerRequest{Action: "on", Force: true}); status != http.StatusForbidden {
+		t.Fatalf("a tenant forced it: %d %s", status, data)
+	}
+	if status, data := f.do("technician", "POST", "/api/v1/machines/ma/power", PowerRequest{Action: "on", Force: true}); status != http.StatusAccepted {
+		t.Fatalf("staff could not force it: %d %s", status, data)
+	}
+	// Powering off is never refused.
+	if status, data := f.do("tenant-a", "POST", "/api/v1/machines/mx/power", PowerRequest{Action: "off"}); status == http.StatusConflict {
+		t.Fatalf("power off refused: %d %s", status, data)
 	}
 }

@@ -43,6 +43,9 @@ type ReleaseRequest struct {
 
 type PowerRequest struct {
 	Action string `json:"action"` // on, off, cycle, status
+	// Force powers on a machine even when that takes its rack past its
+	// power budget by measured draw (staff only).
+	Force bool `json:"force,omitempty"`
 }
 
 // PowerStatus answers a power status request.
@@ -189,6 +192,25 @@ func (s *Server) powerMachine(c *call) (int, any, error) {
 	}
 	if err := provisioner.CheckPowerOn(c.ctx(), s.inv, c.r.PathValue("name"), action); err != nil {
 		return 0, nil, err
+	}
+	if in.Force && c.p.Role == inventory.RoleTenant {
+		return 0, nil, &httpError{http.StatusForbidden, "forbidden", "only staff may force a power-on past the rack's power budget"}
+	}
+	if in.Force {
+		c.detail += " force"
+	}
+	if (action == inventory.PowerOn || action == inventory.PowerCycle) && !in.Force {
+		// The energisation interlock: a machine that is off and would take
+		// its rack past its budget stays off.
+		m, err := s.inv.Machine(c.ctx(), c.r.PathValue("name"))
+		if err != nil {
+			return 0, nil, err
+		}
+		if m.BMCStatus.Power != "on" {
+			if err := inventory.EnergisationCheck(c.ctx(), s.inv, m.Name); err != nil {
+				return 0, nil, err
+			}
+		}
 	}
 	return s.submit(c, provisioner.Request{Kind: inventory.JobPower, PowerAction: action})
 }

@@ -52,6 +52,12 @@ type ManifestBMC struct {
 	Protocol string `yaml:"protocol" json:"protocol"`
 	User     string `yaml:"user" json:"user"`
 	Password string `yaml:"password" json:"password"`
+	// System (Redfish ComputerSystem Id or Name) and Auth (session or
+	// basic) are optional, for Redfish BMCs only.
+	System string `yaml:"system,omitempty" json:"system,omitempty"`
+	Auth   string `yaml:"auth,omitempty" json:"auth,omitempty"`
+	// BootMode is uefi (default) or legacy, for BIOS machines.
+	BootMode string `yaml:"boot_mode,omitempty" json:"boot_mode,omitempty"`
 }
 
 // ParseManifest reads a YAML or CSV manifest. Every problem it finds names
@@ -126,6 +132,9 @@ var goTypeName = regexp.MustCompile(` in type [\w.]+`)
 var csvColumns = []string{"rack", "hall", "phase", "row", "units", "rack_power_kw",
 	"name", "unit", "height", "macs", "bmc_address", "bmc_protocol", "bmc_user", "bmc_password", "power_w", "profile", "ip"}
 
+// csvOptionalColumns may be left out of a CSV manifest.
+var csvOptionalColumns = []string{"bmc_system", "bmc_auth", "bmc_boot_mode"}
+
 func parseCSVManifest(data []byte) (*Manifest, error) {
 	r := csv.NewReader(bytes.NewReader(data))
 	r.FieldsPerRecord = -1
@@ -147,7 +156,7 @@ func parseCSVManifest(data []byte) (*Manifest, error) {
 		}
 	}
 	for h := range col {
-		if !slices.Contains(csvColumns, h) {
+		if !slices.Contains(csvColumns, h) && !slices.Contains(csvOptionalColumns, h) {
 			return nil, badRequest("manifest line 1: unknown column %q", h)
 		}
 	}
@@ -155,7 +164,7 @@ func parseCSVManifest(data []byte) (*Manifest, error) {
 	for i, row := range rows[1:] {
 		line := i + 2
 		get := func(c string) string {
-			if col[c] < len(row) {
+			if i, ok := col[c]; ok && i < len(row) {
 				return strings.TrimSpace(row[col[c]])
 			}
 			return ""
@@ -204,7 +213,8 @@ func parseCSVManifest(data []byte) (*Manifest, error) {
 		var macs []string // nil when the row has none
 		macs = append(macs, strings.FieldsFunc(get("macs"), func(r rune) bool { return r == ';' || r == ' ' || r == '|' })...)
 		m.Machines = append(m.Machines, ManifestMachine{Name: get("name"), Unit: int(unit), Height: int(height), MACs: macs,
-			BMC:    ManifestBMC{Address: get("bmc_address"), Protocol: get("bmc_protocol"), User: get("bmc_user"), Password: get("bmc_password")},
+			BMC: ManifestBMC{Address: get("bmc_address"), Protocol: get("bmc_protocol"), User: get("bmc_user"), Password: get("bmc_password"),
+				System: get("bmc_system"), Auth: get("bmc_auth"), BootMode: get("bmc_boot_mode")},
 			PowerW: power, Profile: get("profile"), IP: get("ip"), line: line})
 	}
 	return &m, nil
@@ -252,6 +262,7 @@ func (s *Server) importRack(c *call) (int, any, error) {
 	for i, mm := range m.Machines {
 		e, err := s.enrollment(MachineEnroll{Name: mm.Name, Rack: m.Rack.Name, Unit: mm.Unit, Height: mm.Height, MACs: mm.MACs,
 			BMCAddress: mm.BMC.Address, BMCProtocol: mm.BMC.Protocol, BMCUser: mm.BMC.User, BMCPassword: mm.BMC.Password,
+			BMCSystem: mm.BMC.System, BMCAuth: mm.BMC.Auth, BMCBootMode: mm.BMC.BootMode,
 			PowerW: mm.PowerW, Profile: mm.Profile, IP: mm.IP})
 		if err != nil {
 			return 0, nil, fmt.Errorf("manifest line %d, machine %d %q: %w", mm.line, i+1, mm.Name, err)

@@ -215,7 +215,8 @@ const maxBMCPassword = 256
 // before anything reaches the store.
 func (s *Server) enrollment(in MachineEnroll) (inventory.Enrollment, error) {
 	m := inventory.Machine{Name: in.Name, Rack: in.Rack, Unit: in.Unit, Height: in.Height, MACs: in.MACs,
-		BMC:    inventory.BMC{Address: in.BMCAddress, Protocol: inventory.BMCProtocol(in.BMCProtocol), Username: in.BMCUser},
+		BMC: inventory.BMC{Address: in.BMCAddress, Protocol: inventory.BMCProtocol(in.BMCProtocol), Username: in.BMCUser,
+			System: in.BMCSystem, Auth: in.BMCAuth, BootMode: in.BMCBootMode},
 		PowerW: in.PowerW, Profile: in.Profile, IP: in.IP}
 	if err := inventory.ValidateMachine(&m); err != nil {
 		return inventory.Enrollment{}, err

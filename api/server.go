@@ -105,6 +105,9 @@ func New(cfg Config) (*Server, error) {
 	if err := s.reg.Register(&stateCollector{inv: s.inv}); err != nil {
 		return nil, err
 	}
+	if err := s.reg.Register(&bmcCollector{inv: s.inv}); err != nil {
+		return nil, err
+	}
 	// Counted where the store writes; read at scrape time.
 	if err := s.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "metalhall_store_write_transactions_total",
@@ -120,7 +123,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.routes = slices.Concat(s.routeTable(), s.jobRoutes(), s.imageRoutes(), s.eraseRoutes(),
-		s.acceptanceRoutes(), s.firmwareRoutes(), s.cablingRoutes())
+		s.acceptanceRoutes(), s.firmwareRoutes(), s.cablingRoutes(), s.healthRoutes())
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
 	}

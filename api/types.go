@@ -60,6 +60,13 @@ type MachineEnroll struct {
 	PowerW      int64    `json:"power_w,omitempty"`
 	Profile     string   `json:"profile,omitempty"`
 	IP          string   `json:"ip,omitempty"`
+	// BMCSystem and BMCAuth are optional, for Redfish BMCs: the
+	// ComputerSystem to drive and the auth mode (session or basic).
+	BMCSystem string `json:"bmc_system,omitempty"`
+	BMCAuth   string `json:"bmc_auth,omitempty"`
+	// BMCBootMode is uefi (default) or legacy: the mode boot overrides
+	// ask for.
+	BMCBootMode string `json:"bmc_boot_mode,omitempty"`
 }
 
 // Machine is a machine as the API shows it: the stored record without the

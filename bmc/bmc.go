@@ -14,6 +14,7 @@
 package bmc
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -40,6 +41,13 @@ type Endpoint struct {
 	Username string
 	// Password is kept in memory only; String and LogValue omit it.
 	Password string
+	// Auth is how to log in to a Redfish BMC (default: a session when the
+	// BMC offers one, basic auth otherwise). IPMI ignores it.
+	Auth AuthMode
+	// System names the Redfish ComputerSystem to drive, by Id or Name.
+	// Empty: the only one, or the only one that can be both reset and
+	// boot-overridden. IPMI ignores it.
+	System string
 }
 
 // String describes the endpoint without its password.
@@ -238,11 +246,48 @@ type Target struct {
 	Endpoint Endpoint
 }
 
-// Status is what SyncPower learned about one machine's BMC.
+// Status is what one contact with a machine's BMC said: a power read by
+// SyncPower, or the outcome of a command.
 type Status struct {
 	Power     PowerState
 	Reachable bool
+	// Outcome classifies the contact: OutcomeOK, or an ErrorKind's Code.
+	Outcome string
 	// LastError is empty on success, otherwise the *Error's text.
 	LastError string
 	ReadAt    time.Time
+	// ConsumedWatts is the machine's measured draw, where the power sync
+	// could read one (Redfish PowerControl); WattsMeasured says so.
+	ConsumedWatts float64
+	WattsMeasured bool
+	// Sensors is what the power sync read of the machine's health
+	// (Redfish Thermal and Power); empty where it read none.
+	Sensors Sensors
+}
+
+// OutcomeOK is the Outcome of a contact that succeeded.
+const OutcomeOK = "ok"
+
+// StatusOf is the one classification of a contact's outcome, for commands
+// and the power sync alike. power is what was read (PowerUnknown when
+// nothing was). A BMC that refused the password, could not do the
+// operation or answered wrongly did answer: it is reachable.
+func StatusOf(power PowerState, err error, at time.Time) Status {
+	if power == "" {
+		power = PowerUnknown
+	}
+	st := Status{Power: power, ReadAt: at.UTC()}
+	if err == nil {
+		st.Reachable, st.Outcome = true, OutcomeOK
+		return st
+	}
+	st.LastError = err.Error()
+	kind := KindProtocol
+	var e *Error
+	if errors.As(err, &e) {
+		kind = e.Kind
+	}
+	st.Outcome = kind.Code()
+	st.Reachable = kind == KindAuth || kind == KindProtocol || kind == KindUnsupported
+	return st
 }

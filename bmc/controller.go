@@ -71,6 +71,7 @@ type Controller struct {
 	ipmitool string
 	ipmiErr  error
 	metrics  *metrics
+	targets  redfishTargets
 }
 
 // New returns a Controller. It never fails: a missing ipmitool is reported
@@ -190,6 +191,12 @@ type session struct {
 	cl *bmclib.Client
 	gf *gofish.APIClient
 	hc *http.Client // ours, given to bmclib's Redfish provider
+	// gfBasic: gf logged in with basic auth (no session to close).
+	gfBasic bool
+	// target is the Redfish auth mode and system, once known.
+	target *redfishTarget
+	// transports bound every HTTP request of the attempt by its deadline.
+	transports []*deadlineTransport
 	// committed is set by the body once it sent a command that must not be
 	// repeated (a power cycle): failures after it are not retried.
 	committed bool
@@ -199,7 +206,7 @@ func (s *session) client(ctx context.Context) (*bmclib.Client, error) {
 	if s.cl != nil {
 		return s.cl, nil
 	}
-	cl, hc, err := s.c.newClient(ctx, s.ep)
+	cl, hc, err := s.newClient(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -221,6 +228,10 @@ func (s *session) close() {
 	// run out of sessions), so give it a short context of its own.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	grace, _ := ctx.Deadline()
+	for _, t := range s.transports {
+		t.setDeadline(grace)
+	}
 	if s.cl != nil {
 		_ = s.cl.Close(ctx)
 	}
@@ -234,7 +245,8 @@ func (s *session) close() {
 	}
 }
 
-func (c *Controller) newClient(ctx context.Context, ep Endpoint) (*bmclib.Client, *http.Client, error) {
+func (s *session) newClient(ctx context.Context) (*bmclib.Client, *http.Client, error) {
+	c, ep := s.c, s.ep
 	scheme, host, port, err := ep.hostPort()
 	if err != nil {
 		return nil, nil, err
@@ -259,10 +271,21 @@ func (c *Controller) newClient(ctx context.Context, ep Endpoint) (*bmclib.Client
 			host = "http://" + host
 		}
 		if c.cfg.registry == nil {
+			t, err := s.redfishTarget(ctx)
+			if err != nil {
+				return nil, nil, err
+			}
+			if s.gf != nil {
+				// Discovery's session is done with: BMCs have few
+				// sessions, so it ends before bmclib opens its own.
+				s.gf.Logout()
+				s.gf = nil
+			}
 			reg = registrar.NewRegistry()
-			hc = newHTTPClient()
+			hc = s.newHTTPClient(ctx)
 			drv := bmcredfish.New(host, ep.Username, ep.Password, logr.Discard(),
-				bmcredfish.WithPort(port), bmcredfish.WithHttpClient(hc))
+				bmcredfish.WithPort(port), bmcredfish.WithHttpClient(hc),
+				bmcredfish.WithUseBasicAuth(t.basicAuth), bmcredfish.WithSystemName(t.systemName))
 			reg.Register(bmcredfish.ProviderName, bmcredfish.ProviderProtocol, bmcredfish.Features, nil, drv)
 		}
 	case IPMI:
@@ -302,58 +325,29 @@ func (c *Controller) newClient(ctx context.Context, ep Endpoint) (*bmclib.Client
 
 var errUnsupported = errors.New("not supported")
 
-// newHTTPClient is a fresh client per operation, as bmclib's own: the
+// newHTTPClient is a fresh client per attempt, as bmclib's own: the
 // Redfish provider overwrites its Timeout at Open, so it cannot be shared.
+// Every request it sends ends by the attempt's deadline (deadlineTransport).
 // Unlike bmclib's default it keeps the connection alive within the
-// operation (one TCP/TLS handshake instead of one per request, which
+// attempt (one TCP/TLS handshake instead of one per request, which
 // matters with thousands of BMCs); session.close closes it. BMC
 // certificates are self-signed, so TLS is not verified (as in bmclib).
-func newHTTPClient() *http.Client {
+func (s *session) newHTTPClient(ctx context.Context) *http.Client {
 	jar, _ := cookiejar.New(nil)
-	return &http.Client{
-		Timeout: 2 * time.Minute, // replaced by what is left of the operation at Open
-		Jar:     jar,
-		Transport: &http.Transport{
-			DialContext:           (&net.Dialer{Timeout: 30 * time.Second}).DialContext,
-			TLSClientConfig:       &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // BMCs ship self-signed certificates
-			TLSHandshakeTimeout:   30 * time.Second,
-			ResponseHeaderTimeout: 2 * time.Minute,
-			MaxIdleConnsPerHost:   1,
-		},
-	}
-}
-
-// gofishClient opens a gofish client for the Redfish resources bmclib does
-// not expose (GPUs, NICs), with the same HTTP client rules as newClient.
-func (s *session) gofishClient(ctx context.Context) (*gofish.APIClient, error) {
-	if s.gf != nil {
-		return s.gf, nil
-	}
-	scheme, host, port, err := s.ep.hostPort()
-	if err != nil {
-		return nil, err
-	}
-	if scheme == "" {
-		scheme = "https"
-	}
+	dt := &deadlineTransport{base: &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: 30 * time.Second}).DialContext,
+		TLSClientConfig:       &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // BMCs ship self-signed certificates
+		TLSHandshakeTimeout:   30 * time.Second,
+		ResponseHeaderTimeout: 2 * time.Minute,
+		MaxIdleConnsPerHost:   1,
+	}}
 	timeout := s.c.cfg.OpTimeout
 	if dl, ok := ctx.Deadline(); ok {
+		dt.setDeadline(dl)
 		timeout = time.Until(dl)
 	}
-	hc := newHTTPClient()
-	hc.Timeout = timeout
-	gf, err := gofish.ConnectContext(ctx, gofish.ClientConfig{
-		Endpoint:   scheme + "://" + net.JoinHostPort(host, port),
-		Username:   s.ep.Username,
-		Password:   s.ep.Password,
-		Insecure:   true,
-		HTTPClient: hc,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("login: %w", err)
-	}
-	s.gf = gf
-	return gf, nil
+	s.transports = append(s.transports, dt)
+	return &http.Client{Timeout: timeout, Jar: jar, Transport: dt}
 }
 
 // run runs body against ep under the Controller's limits: the per-BMC
@@ -429,6 +423,9 @@ func (c *Controller) attempt(ctx context.Context, ep Endpoint, budget time.Durat
 	if err == nil {
 		return false, nil
 	}
+	// Discover again next time: the failure may be a stale choice (a
+	// renamed system, a BMC that stopped offering sessions).
+	c.targets.drop(ep)
 	var be *Error
 	if errors.As(err, &be) {
 		return s.committed, be
@@ -587,12 +584,48 @@ func (c *Controller) SetBootDevice(ctx context.Context, ep Endpoint, opt BootOpt
 			}
 			return fmt.Errorf("read back boot override: %w", err)
 		}
-		if got.Device != opt.Device {
-			return &Error{Kind: KindProtocol, Address: s.ep.Address, Protocol: s.ep.Protocol,
-				Err: fmt.Errorf("BMC accepted boot device %s but then reported %q: it reverted the override", opt.Device, got.Raw)}
+		if err := s.verifyBoot(opt, got); err != nil {
+			return &Error{Kind: KindProtocol, Address: s.ep.Address, Protocol: s.ep.Protocol, Err: err}
 		}
 		return nil
 	})
+}
+
+// verifyBoot compares the override read back with the one asked for: the
+// device, once vs every boot, and the mode (where the BMC reports one).
+// BMCs accept overrides and then keep another (sushy-tools stays
+// "Continuous" when asked for "Once").
+func (s *session) verifyBoot(want BootOptions, got BootOverride) error {
+	if got.Device != want.Device {
+		return fmt.Errorf("BMC accepted boot device %s but then reported %q: it reverted the override", want.Device, got.Raw)
+	}
+	if s.ep.Protocol == IPMI {
+		// ipmi_sim reads a persistent override back as "next boot
+		// only" (TestIPMIBoot): on IPMI only the device is checked.
+		return nil
+	}
+	if got.Persistent != want.Persistent {
+		return fmt.Errorf("BMC accepted boot device %s %s but reports it %s", want.Device, persistence(want.Persistent), persistence(got.Persistent))
+	}
+	modeKnown := s.target == nil || s.target.reportsMode
+	if modeKnown && got.UEFI != want.UEFI {
+		return fmt.Errorf("BMC accepted boot device %s in %s mode but reports %s mode", want.Device, bootMode(want.UEFI), bootMode(got.UEFI))
+	}
+	return nil
+}
+
+func persistence(p bool) string {
+	if p {
+		return "for every boot"
+	}
+	return "for the next boot only"
+}
+
+func bootMode(uefi bool) string {
+	if uefi {
+		return "UEFI"
+	}
+	return "legacy (BIOS)"
 }
 
 // BootOverride reads the boot override: on Redfish through bmclib, on IPMI
@@ -644,18 +677,10 @@ func (c *Controller) Inventory(ctx context.Context, ep Endpoint) (Inventory, err
 
 func (s *session) redfishInventory(ctx context.Context) (Inventory, error) {
 	var inv Inventory
-	gf, err := s.gofishClient(ctx)
+	gf, sys, err := s.gofishSystem(ctx)
 	if err != nil {
 		return inv, err
 	}
-	systems, err := gf.Service.Systems()
-	if err != nil {
-		return inv, fmt.Errorf("list systems: %w", err)
-	}
-	if len(systems) == 0 {
-		return inv, errors.New("BMC reports no ComputerSystem")
-	}
-	sys := systems[0]
 	inv.Vendor, inv.Model, inv.Serial, inv.BIOSVersion = sys.Manufacturer, sys.Model, sys.SerialNumber, sys.BIOSVersion
 	if ms, err := gf.Service.Managers(); err == nil && len(ms) > 0 {
 		inv.BMCFirmware = ms[0].FirmwareVersion

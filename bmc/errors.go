@@ -46,6 +46,22 @@ func (k ErrorKind) String() string {
 	return "protocol error"
 }
 
+// Code is the kind as a stable token for records and scripts: auth,
+// unreachable, timeout, unsupported or protocol.
+func (k ErrorKind) Code() string {
+	switch k {
+	case KindUnreachable:
+		return "unreachable"
+	case KindAuth:
+		return "auth"
+	case KindUnsupported:
+		return "unsupported"
+	case KindTimeout:
+		return "timeout"
+	}
+	return "protocol"
+}
+
 // Error is every error the Controller returns for an operation on a BMC.
 // Use errors.As to get it and switch on Kind.
 type Error struct {
@@ -240,7 +256,10 @@ func kindOf(p Protocol, err, ctxErr error) ErrorKind {
 func httpStatusIn(msg string, lo, hi int) bool {
 	for code := lo; code <= hi; code++ {
 		c := fmt.Sprint(code)
+		// `"401: ...` is gofish's error quoted inside bmclib's JSON list of
+		// failed links.
 		if strings.HasPrefix(msg, c+":") || strings.Contains(msg, " "+c+":") || strings.Contains(msg, ": "+c+" ") ||
+			strings.Contains(msg, `"`+c+":") ||
 			strings.Contains(msg, "status code "+c) || strings.Contains(msg, "http "+c) {
 			return true
 		}

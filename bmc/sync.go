@@ -2,7 +2,6 @@ package bmc
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 )
@@ -94,20 +93,24 @@ feed:
 // readStatus reads one BMC's power once, without retries.
 func (c *Controller) readStatus(ctx context.Context, ep Endpoint) Status {
 	var st PowerState
+	var sensors Sensors
 	err := c.runOnce(ctx, ep, "power-sync", func(ctx context.Context, s *session) error {
+		if ep.Protocol == Redfish && c.cfg.registry == nil {
+			// One gofish session reads the power state, the draw and
+			// the sensors, instead of a bmclib login and a gofish one.
+			var err error
+			st, sensors, err = s.redfishPowerAndSensors(ctx)
+			return err
+		}
 		var err error
 		st, err = s.powerState(ctx)
 		return err
 	})
-	out := Status{Power: PowerUnknown, ReadAt: time.Now().UTC()}
-	if err != nil {
-		out.LastError = err.Error()
-		var e *Error
-		// A BMC that refused our password did answer: it is reachable.
-		out.Reachable = errors.As(err, &e) && (e.Kind == KindAuth || e.Kind == KindProtocol || e.Kind == KindUnsupported)
-		return out
+	out := StatusOf(st, err, time.Now())
+	if err == nil {
+		out.Sensors = sensors
+		out.ConsumedWatts, out.WattsMeasured = sensors.ConsumedWatts, sensors.PowerMeasured
 	}
-	out.Power, out.Reachable = st, true
 	return out
 }
 

@@ -73,10 +73,24 @@ func TestSyncPower(t *testing.T) {
 	if st := sink.rounds("mb")[0]; st.Power != PowerOff || !st.Reachable {
 		t.Fatalf("mb: %+v", st)
 	}
-	if st := sink.rounds("badpw")[0]; !st.Reachable || st.Power != PowerUnknown || st.LastError == "" {
+	// The sync reads the measured draw too: 1000 W on, 5% of it off (the
+	// emulator's defaults).
+	if st := sink.rounds("ma")[0]; !st.WattsMeasured || st.ConsumedWatts != 1000 || st.Outcome != OutcomeOK {
+		t.Fatalf("ma: draw %+v", st)
+	}
+	if st := sink.rounds("mb")[0]; !st.WattsMeasured || st.ConsumedWatts != 50 {
+		t.Fatalf("mb: draw %+v", st)
+	}
+	// And the sensors, in the same session.
+	if st := sink.rounds("ma")[0]; len(st.Sensors.Fans) != 4 || len(st.Sensors.PSUs) != 2 {
+		t.Fatalf("ma: sensors %+v", st.Sensors)
+	} else if in, ok := st.Sensors.Inlet(); !ok || in != 24 {
+		t.Fatalf("ma: inlet %v %v", in, ok)
+	}
+	if st := sink.rounds("badpw")[0]; !st.Reachable || st.Power != PowerUnknown || st.LastError == "" || st.Outcome != "auth" || st.WattsMeasured {
 		t.Fatalf("badpw: %+v", st)
 	}
-	if st := sink.rounds("dead")[0]; st.Reachable || st.LastError == "" {
+	if st := sink.rounds("dead")[0]; st.Reachable || st.LastError == "" || st.Outcome != "unreachable" {
 		t.Fatalf("dead: %+v", st)
 	}
 	if n := c.locks.size(); n != 0 {

@@ -138,12 +138,18 @@ func machineDiff(a, b *Machine) string {
 		return fmt.Sprintf("height (stored %d, manifest %d)", a.Height, b.Height)
 	case !slices.Equal(a.MACs, b.MACs):
 		return "MAC list"
-	case a.BMC.Address != b.BMC.Address:
+	case a.BMC.Key() != b.BMC.Key():
 		return "BMC address"
 	case a.BMC.Protocol != b.BMC.Protocol:
 		return "BMC protocol"
 	case a.BMC.Username != b.BMC.Username:
 		return "BMC user"
+	case a.BMC.System != b.BMC.System:
+		return "BMC system"
+	case a.BMC.Auth != b.BMC.Auth:
+		return "BMC auth mode"
+	case a.BMC.BootMode != b.BMC.BootMode:
+		return "BMC boot mode"
 	case a.PowerW != b.PowerW:
 		return "rated power"
 	case a.Profile != b.Profile:

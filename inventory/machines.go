@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -92,6 +93,7 @@ func normaliseMachine(m *Machine) error {
 	if err := checkBMCAddress(m.BMC.Address); err != nil {
 		return err
 	}
+	m.BMC.Address = normaliseBMCAddress(m.BMC.Address)
 	switch m.BMC.Protocol {
 	case ProtocolIPMI, ProtocolRedfish:
 	default:
@@ -102,6 +104,22 @@ func normaliseMachine(m *Machine) error {
 	}
 	if len(m.BMC.Username) > maxBMCUser {
 		return invalid("bmc_user", "is %d characters long, more than the %d a BMC user may have", len(m.BMC.Username), maxBMCUser)
+	}
+	switch m.BMC.Auth {
+	case "", "session", "basic":
+	default:
+		return invalid("bmc_auth", "%q is not an auth mode: use session or basic, or leave it empty (a session when the BMC offers one)", m.BMC.Auth)
+	}
+	switch m.BMC.BootMode {
+	case "", "uefi", "legacy":
+	default:
+		return invalid("bmc_boot_mode", "%q is not a boot mode: use uefi or legacy (BIOS)", m.BMC.BootMode)
+	}
+	if (m.BMC.Auth != "" || m.BMC.System != "") && m.BMC.Protocol != ProtocolRedfish {
+		return invalid("bmc_system", "BMC auth mode and system are for Redfish BMCs only; this one speaks %s", m.BMC.Protocol)
+	}
+	if strings.ContainsAny(m.BMC.System, " /?#\x00") || len(m.BMC.System) > 128 {
+		return invalid("bmc_system", "%q is not a Redfish system Id or Name", m.BMC.System)
 	}
 	if m.PowerW < 0 || m.PowerW > 200_000 {
 		return invalid("power_w", "must be between 0 and 200000 W, got %d", m.PowerW)
@@ -156,13 +174,13 @@ func (s *Store) putMachine(tx *bolt.Tx, old, m *Machine, vc *viewChanges) error 
 			return err
 		}
 	}
-	if old == nil || old.BMC.Address != m.BMC.Address {
+	if old == nil || old.BMC.Key() != m.BMC.Key() {
 		if old != nil {
-			if err := bkt(tx, bIdxBMC).Delete([]byte(old.BMC.Address)); err != nil {
+			if err := unindexBMC(tx, old); err != nil {
 				return err
 			}
 		}
-		if err := bkt(tx, bIdxBMC).Put([]byte(m.BMC.Address), []byte(m.Name)); err != nil {
+		if err := bkt(tx, bIdxBMC).Put([]byte(m.BMC.Key()), []byte(m.Name)); err != nil {
 			return err
 		}
 	}
@@ -214,10 +232,24 @@ func usageChanged(old, m *Machine) bool {
 	return old.Rack != m.Rack || old.Height != m.Height || old.PowerW != m.PowerW || old.State != m.State
 }
 
+// unindexBMC removes old's BMC index entry, under its canonical key and,
+// for records indexed before addresses were normalised, its raw address.
+func unindexBMC(tx *bolt.Tx, old *Machine) error {
+	idx := bkt(tx, bIdxBMC)
+	for _, k := range []string{old.BMC.Key(), old.BMC.Address} {
+		if owner := idx.Get([]byte(k)); owner != nil && string(owner) == old.Name {
+			if err := idx.Delete([]byte(k)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // unindexMachine removes the index entries of old other than its MACs (the
 // caller handles those) and takes it out of its rack's usage.
 func unindexMachine(tx *bolt.Tx, old *Machine) error {
-	if err := bkt(tx, bIdxBMC).Delete([]byte(old.BMC.Address)); err != nil {
+	if err := unindexBMC(tx, old); err != nil {
 		return err
 	}
 	if old.IP != "" {
@@ -310,8 +342,10 @@ func checkPlacement(tx *bolt.Tx, old, m *Machine) error {
 			return &PlacementError{Limit: "mac", Msg: fmt.Sprintf("machine %q: MAC %s already belongs to machine %q", m.Name, mac, owner)}
 		}
 	}
-	if owner := bkt(tx, bIdxBMC).Get([]byte(m.BMC.Address)); owner != nil && string(owner) != m.Name {
-		return &PlacementError{Limit: "bmc-address", Msg: fmt.Sprintf("machine %q: BMC address %s already belongs to machine %q", m.Name, m.BMC.Address, owner)}
+	for _, k := range []string{m.BMC.Key(), m.BMC.Address} {
+		if owner := bkt(tx, bIdxBMC).Get([]byte(k)); owner != nil && string(owner) != m.Name {
+			return &PlacementError{Limit: "bmc-address", Msg: fmt.Sprintf("machine %q: BMC address %s already belongs to machine %q (the same BMC, %s)", m.Name, m.BMC.Address, owner, m.BMC.Key())}
+		}
 	}
 	if m.IP != "" && (old == nil || old.IP != m.IP) {
 		if owner := bkt(tx, bIdxIP).Get([]byte(m.IP)); owner != nil && string(owner) != m.Name {

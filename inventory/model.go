@@ -99,14 +99,42 @@ type BMC struct {
 	Protocol  BMCProtocol `json:"protocol"`
 	Username  string      `json:"username"`
 	SecretRef string      `json:"secret_ref,omitempty"`
+	// System is the Redfish ComputerSystem to drive (Id or Name); empty:
+	// chosen by the service. Auth is "session", "basic" or empty (a
+	// session when the BMC offers one). Both are for Redfish only.
+	System string `json:"system,omitempty"`
+	Auth   string `json:"auth,omitempty"`
+	// BootMode is the firmware's boot mode that boot overrides ask for:
+	// "legacy" for BIOS machines, "uefi" or empty for UEFI ones.
+	BootMode string `json:"boot_mode,omitempty"`
 }
 
 // BMCStatus is what the last contact with the BMC said.
 type BMCStatus struct {
-	Power     string    `json:"power,omitempty"` // on, off, unknown
-	Reachable bool      `json:"reachable"`
-	LastError string    `json:"last_error,omitempty"`
-	ReadAt    time.Time `json:"read_at,omitzero"`
+	Power     string `json:"power,omitempty"` // on, off, unknown
+	Reachable bool   `json:"reachable"`
+	// Outcome classifies the last contact: ok, auth, unreachable, timeout,
+	// unsupported or protocol.
+	Outcome string `json:"outcome,omitempty"`
+	// ConsumedW is the machine's measured draw at its last power sync,
+	// where the BMC reports one (0: not measured).
+	ConsumedW int64 `json:"consumed_w,omitempty"`
+	// Sensors is the health the last power sync read, where the BMC
+	// reports it.
+	Sensors   *SensorSummary `json:"sensors,omitempty"`
+	LastError string         `json:"last_error,omitempty"`
+	ReadAt    time.Time      `json:"read_at,omitzero"`
+}
+
+// SensorSummary is a machine's health as its BMC last reported it: the
+// inlet temperature, and how many fans and power supplies report healthy.
+type SensorSummary struct {
+	InletC   float64 `json:"inlet_c,omitempty"`
+	HasInlet bool    `json:"has_inlet,omitempty"`
+	Fans     int     `json:"fans"`
+	FansOK   int     `json:"fans_ok"`
+	PSUs     int     `json:"psus"`
+	PSUsOK   int     `json:"psus_ok"`
 }
 
 // Machine is one server.
@@ -234,7 +262,14 @@ func checkBMCAddress(s string) error {
 	if len(s) > maxBMCAddress {
 		return invalid("bmc_address", "is %d characters long, more than the %d a host:port or URL may have", len(s), maxBMCAddress)
 	}
-	h := strings.TrimPrefix(strings.TrimPrefix(s, "https://"), "http://")
+	h := s
+	if i := strings.Index(h, "://"); i >= 0 {
+		if sc := strings.ToLower(h[:i]); sc != "http" && sc != "https" {
+			return invalid("bmc_address", "%q has scheme %q: use http://, https:// or none", s, h[:i])
+		}
+		h = h[i+3:]
+	}
+	h = strings.TrimSuffix(h, "/")
 	if host, port, err := net.SplitHostPort(h); err == nil {
 		h = host
 		if port == "" {
@@ -245,6 +280,42 @@ func checkBMCAddress(s string) error {
 		return invalid("bmc_address", "%q is not a host or host:port", s)
 	}
 	return nil
+}
+
+// normaliseBMCAddress spells a checked BMC address one way: scheme in
+// lower case, no trailing slash.
+func normaliseBMCAddress(s string) string {
+	s = strings.TrimSuffix(strings.TrimSpace(s), "/")
+	if i := strings.Index(s, "://"); i >= 0 {
+		s = strings.ToLower(s[:i]) + s[i:]
+	}
+	return s
+}
+
+// Key identifies the BMC whatever the spelling of its address: host (in
+// lower case) and port, with the protocol's default port ("http://h:80/",
+// "h:80" and "HTTP://h:80" are one BMC). The BMC address index uses it.
+func (b BMC) Key() string {
+	a := normaliseBMCAddress(b.Address)
+	scheme := ""
+	if i := strings.Index(a, "://"); i >= 0 {
+		scheme, a = a[:i], a[i+3:]
+	}
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		host, port = strings.Trim(a, "[]"), ""
+	}
+	if port == "" {
+		switch {
+		case b.Protocol == ProtocolIPMI:
+			port = "623"
+		case scheme == "http":
+			port = "80"
+		default:
+			port = "443"
+		}
+	}
+	return net.JoinHostPort(strings.ToLower(host), port)
 }
 
 // FormatKW renders watts as kilowatts for people: 44000 -> "44", 10200 -> "10.2".

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -308,6 +309,12 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"power_w", func(e *Enrollment) { e.Machine.PowerW = -1 }},
 		{"ip", func(e *Enrollment) { e.Machine.IP = "10.0.0.300" }},
 		{"ip", func(e *Enrollment) { e.Machine.IP = "10.9.9.9" }}, // in no subnet
+		{"bmc_address", func(e *Enrollment) { e.Machine.BMC.Address = "ftp://10.1.7.7" }},
+		{"bmc_auth", func(e *Enrollment) {
+			e.Machine.BMC.Protocol, e.Machine.BMC.Address, e.Machine.BMC.Auth = ProtocolRedfish, "h:8000", "digest"
+		}},
+		{"bmc_system", func(e *Enrollment) { e.Machine.BMC.System = "System_0" }}, // an IPMI BMC
+		{"bmc_boot_mode", func(e *Enrollment) { e.Machine.BMC.BootMode = "csm" }},
 	}
 	for _, b := range bad {
 		e := machine("m1", "r1", 1, macN(1))
@@ -402,7 +409,7 @@ func checkIndexes(t *testing.T, s *Store) {
 			for _, mac := range m.MACs {
 				wantMAC[string(macKey(mac))] = m.Name
 			}
-			wantBMC[m.BMC.Address] = m.Name
+			wantBMC[m.BMC.Key()] = m.Name
 			wantRack[string(rackMachineKey(m.Rack, m.Name))] = fmt.Sprint(m.Unit, "/", m.Height)
 			u := usage[m.Rack]
 			if u == nil {
@@ -548,5 +555,68 @@ func TestLookupMACAllocatesNothing(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("LookupMAC allocates %v times", allocs)
+	}
+}
+
+func TestOneBMCWhateverTheSpellingOfItsAddress(t *testing.T) {
+	inv := newInv(t)
+	hallFixture(t, inv)
+	first := machine("m1", "r1", 1, macN(1))
+	first.Machine.BMC = BMC{Address: "http://bmc-7.lab:8000/", Protocol: ProtocolRedfish, Username: "admin"}
+	stored := must(inv.EnrollMachine(ctx, first))
+	if stored.BMC.Address != "http://bmc-7.lab:8000" {
+		t.Errorf("stored address %q, want the trailing slash gone", stored.BMC.Address)
+	}
+	for i, addr := range []string{"bmc-7.lab:8000", "http://bmc-7.lab:8000", "HTTP://BMC-7.lab:8000/", "http://bmc-7.lab:8000/"} {
+		e := machine(fmt.Sprintf("m%d", i+2), "r1", i+2, macN(i+2))
+		e.Machine.BMC = BMC{Address: addr, Protocol: ProtocolRedfish, Username: "admin"}
+		pe := wantErr[*PlacementError](t, must2(inv.EnrollMachine(ctx, e)), "m1")
+		if pe.Limit != "bmc-address" {
+			t.Errorf("%s: limit %q, want bmc-address", addr, pe.Limit)
+		}
+	}
+	// An upper-case scheme is accepted, stored in lower case; another
+	// port is another BMC.
+	e := machine("m9", "r1", 9, macN(9))
+	e.Machine.BMC = BMC{Address: "HTTP://bmc-7.lab:8001", Protocol: ProtocolRedfish, Username: "admin", System: "System_0", Auth: "basic"}
+	if got := must(inv.EnrollMachine(ctx, e)); got.BMC.Address != "http://bmc-7.lab:8001" || got.BMC.System != "System_0" || got.BMC.Auth != "basic" {
+		t.Errorf("stored BMC %+v", got.BMC)
+	}
+}
+
+func TestEnergisationJudgedByMeasuredDraw(t *testing.T) {
+	// Placement keeps the ratings within the budget (8 + 12 = 20 kW); a
+	// machine drawing more than its rating (burn-in, a wrong rating) is
+	// what the interlock catches.
+	inv := newInv(t)
+	hallFixture(t, inv)
+	must(inv.CreateRack(ctx, Rack{Name: "r20", Hall: "h1", Phase: 1, Units: 48, BudgetW: 20_000}))
+	for i, w := range []int64{8_000, 12_000} {
+		e := machine(fmt.Sprintf("p%d", i), "r20", i+1, macN(200+i))
+		e.Machine.PowerW = w
+		must(inv.EnrollMachine(ctx, e))
+	}
+	record := func(st BMCStatus) {
+		t.Helper()
+		st.Reachable, st.Outcome, st.ReadAt = true, "ok", time.Now()
+		if err := inv.RecordBMCStatus(ctx, "p0", st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// p0 on, not measured: counted at its rating, 8 + 12 fits.
+	record(BMCStatus{Power: "on"})
+	if err := EnergisationCheck(ctx, inv, "p1"); err != nil {
+		t.Fatal(err)
+	}
+	// p0 measured at 9.5 kW: 9.5 + 12 does not.
+	record(BMCStatus{Power: "on", ConsumedW: 9_500})
+	pe := wantErr[*PlacementError](t, EnergisationCheck(ctx, inv, "p1"), "p1", "9.5 kW", "21.5 kW", "20 kW", "by 1.5 kW")
+	if pe.Limit != "rack-power-measured" {
+		t.Fatalf("limit %q", pe.Limit)
+	}
+	// p0 measured at 7 kW: fits.
+	record(BMCStatus{Power: "on", ConsumedW: 7_000})
+	if err := EnergisationCheck(ctx, inv, "p1"); err != nil {
+		t.Fatal(err)
 	}
 }

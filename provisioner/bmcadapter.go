@@ -3,6 +3,7 @@ package provisioner
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/metalhall/metalhall/bmc"
@@ -22,7 +23,8 @@ type Machines struct {
 
 // Endpoint is a machine's BMC with its password unsealed.
 func (a *Machines) Endpoint(ctx context.Context, m *inventory.Machine) (bmc.Endpoint, error) {
-	ep := bmc.Endpoint{Address: m.BMC.Address, Protocol: bmc.Protocol(m.BMC.Protocol), Username: m.BMC.Username}
+	ep := bmc.Endpoint{Address: m.BMC.Address, Protocol: bmc.Protocol(m.BMC.Protocol), Username: m.BMC.Username,
+		Auth: bmc.AuthMode(m.BMC.Auth), System: m.BMC.System}
 	if m.BMC.SecretRef == "" {
 		return ep, fmt.Errorf("machine %q has no BMC password: enroll it again with its BMC password", m.Name)
 	}
@@ -38,14 +40,18 @@ func (a *Machines) Endpoint(ctx context.Context, m *inventory.Machine) (bmc.Endp
 	return ep, nil
 }
 
-// SetBootDevice sets the boot device in UEFI mode, the mode of every
-// current GPU server platform.
+// SetBootDevice sets the boot device in the machine's boot mode: UEFI,
+// the mode of every current GPU server platform, unless the machine is
+// set to legacy (BIOS) boot.
 func (a *Machines) SetBootDevice(ctx context.Context, m *inventory.Machine, device inventory.BootDevice, persistent bool) error {
 	ep, err := a.Endpoint(ctx, m)
 	if err != nil {
 		return err
 	}
-	return a.Ctl.SetBootDevice(ctx, ep, bmc.BootOptions{Device: bmcBootDevice[device], Persistent: persistent, UEFI: true})
+	err = a.Ctl.SetBootDevice(ctx, ep, bmc.BootOptions{Device: bmcBootDevice[device], Persistent: persistent,
+		UEFI: m.BMC.BootMode != "legacy"})
+	a.record(ctx, m, "", err)
+	return err
 }
 
 // SetPower runs a power action and waits until the BMC reports it.
@@ -55,7 +61,14 @@ func (a *Machines) SetPower(ctx context.Context, m *inventory.Machine, action in
 		return err
 	}
 	err = a.Ctl.SetPower(ctx, ep, bmcPowerAction[action])
-	a.record(ctx, m.Name, err)
+	var reached bmc.PowerState
+	if err == nil {
+		reached = bmc.PowerOn
+		if action == inventory.PowerOff {
+			reached = bmc.PowerOff
+		}
+	}
+	a.record(ctx, m, reached, err)
 	return err
 }
 
@@ -66,18 +79,38 @@ func (a *Machines) PowerState(ctx context.Context, m *inventory.Machine) (string
 		return "unknown", err
 	}
 	st, err := a.Ctl.PowerState(ctx, ep)
-	a.record(ctx, m.Name, err)
+	a.record(ctx, m, st, err)
 	return string(st), err
 }
 
-// record notes a command's outcome on the machine, so a failing BMC shows
-// in `machine list` at once rather than at the next sync.
-func (a *Machines) record(ctx context.Context, name string, err error) {
-	if err == nil {
-		return
+// record notes every command's outcome on the machine, classified as the
+// power sync classifies its reads, so `machine list` shows a failing BMC at
+// once and a recovered one too. power is what the command read or reached;
+// empty: it learned nothing of the power, and the last known state is kept.
+func (a *Machines) record(ctx context.Context, m *inventory.Machine, power bmc.PowerState, err error) {
+	st := bmc.StatusOf(power, err, time.Now())
+	if power == "" && m.BMCStatus.Power != "" {
+		st.Power = bmc.PowerState(m.BMCStatus.Power)
 	}
-	a.Inv.RecordBMCStatus(context.WithoutCancel(ctx), name, inventory.BMCStatus{Power: "unknown", LastError: err.Error(),
-		ReadAt: time.Now().UTC()})
+	// Commands do not measure the draw nor read sensors: keep the sync's
+	// last readings.
+	if m.BMCStatus.ConsumedW > 0 {
+		st.ConsumedWatts, st.WattsMeasured = float64(m.BMCStatus.ConsumedW), true
+	}
+	bs := inventory.BMCStatus{Power: string(st.Power), Reachable: st.Reachable, Outcome: st.Outcome,
+		LastError: st.LastError, ReadAt: st.ReadAt.UTC(), ConsumedW: consumedW(st), Sensors: m.BMCStatus.Sensors}
+	a.Inv.RecordBMCStatus(context.WithoutCancel(ctx), m.Name, bs)
+}
+
+// EventLog reads the machine's system event log from its BMC.
+func (a *Machines) EventLog(ctx context.Context, m *inventory.Machine) ([]bmc.Event, error) {
+	ep, err := a.Endpoint(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := a.Ctl.EventLog(ctx, ep)
+	a.record(ctx, m, "", err)
+	return ev, err
 }
 
 // BMCTargets lists every machine that is not retired, with its endpoint.
@@ -103,7 +136,37 @@ func (a *Machines) BMCTargets(ctx context.Context) ([]bmc.Target, error) {
 // RecordBMCStatus stores one sync result.
 func (a *Machines) RecordBMCStatus(ctx context.Context, machine string, st bmc.Status) error {
 	return a.Inv.RecordBMCStatus(ctx, machine, inventory.BMCStatus{Power: string(st.Power), Reachable: st.Reachable,
-		LastError: st.LastError, ReadAt: st.ReadAt.UTC()})
+		Outcome: st.Outcome, LastError: st.LastError, ReadAt: st.ReadAt.UTC(), ConsumedW: consumedW(st),
+		Sensors: sensorSummary(st.Sensors)})
+}
+
+// sensorSummary keeps what `machine show` and the metrics need of a
+// sensor read; nil when the BMC reported none.
+func sensorSummary(s bmc.Sensors) *inventory.SensorSummary {
+	if len(s.Temperatures) == 0 && len(s.Fans) == 0 && len(s.PSUs) == 0 {
+		return nil
+	}
+	out := &inventory.SensorSummary{Fans: len(s.Fans), PSUs: len(s.PSUs)}
+	out.InletC, out.HasInlet = s.Inlet()
+	for _, f := range s.Fans {
+		if f.Health == "" || f.Health == "OK" {
+			out.FansOK++
+		}
+	}
+	for _, p := range s.PSUs {
+		if (p.Health == "" || p.Health == "OK") && (p.State == "" || p.State == "Enabled") {
+			out.PSUsOK++
+		}
+	}
+	return out
+}
+
+// consumedW is the measured draw in whole watts, 0 when not measured.
+func consumedW(st bmc.Status) int64 {
+	if !st.WattsMeasured || st.ConsumedWatts < 0 {
+		return 0
+	}
+	return int64(math.Round(st.ConsumedWatts))
 }
 
 // The inventory's verbs as package bmc names them. bmc imports no project

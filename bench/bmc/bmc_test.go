@@ -137,7 +137,7 @@ func BenchmarkPXECycle(b *testing.B) {
 		bad := 0
 		for _, m := range fleet.BMCs {
 			requests += m.Requests()
-			if !m.Power() || m.Boot().Target != "Pxe" || m.Sessions() != 0 {
+			if !m.Power() || m.LastBoot() != "Pxe" || m.Sessions() != 0 {
 				bad++
 			}
 		}

@@ -22,6 +22,11 @@ func TestTechnicianPowersRealBMCs(t *testing.T) {
 	rf := redfish.NewServer(redfish.Config{Username: "root", Password: "rf-pw"})
 	hs := httptest.NewServer(rf)
 	t.Cleanup(hs.Close)
+	hs2 := httptest.NewServer(redfish.NewServer(redfish.Config{Username: "root", Password: "rf-pw"}))
+	t.Cleanup(hs2.Close)
+	bios := redfish.NewServer(redfish.Config{Username: "root", Password: "rf-pw"})
+	hs3 := httptest.NewServer(bios)
+	t.Cleanup(hs3.Close)
 
 	url, tok := startService(t)
 	c := cliRunner{t, url, tok}
@@ -39,8 +44,23 @@ func TestTechnicianPowersRealBMCs(t *testing.T) {
 		"--bmc-protocol", "redfish", "--bmc-user", "root", "--bmc-password-file", pw("rf", "rf-pw"), "rf-1")
 	c.ok("machine", "enroll", "--rack", "r1", "--unit", "2", "--mac", "52:54:00:00:aa:02", "--bmc-address", sim.Addr(),
 		"--bmc-protocol", "ipmi", "--bmc-user", "admin", "--bmc-password-file", pw("ipmi", "ipmi-pw"), "ipmi-1")
-	c.ok("machine", "enroll", "--rack", "r1", "--unit", "3", "--mac", "52:54:00:00:aa:03", "--bmc-address", "http://"+strings.TrimPrefix(hs.URL, "http://")+"/",
+	// The same BMC spelled another way is the same BMC.
+	for _, addr := range []string{hs.URL + "/", strings.TrimPrefix(hs.URL, "http://"), "HTTP://" + strings.TrimPrefix(hs.URL, "http://")} {
+		code, _, errs := c.run("machine", "enroll", "--rack", "r1", "--unit", "3", "--mac", "52:54:00:00:aa:03", "--bmc-address", addr,
+			"--bmc-protocol", "redfish", "--bmc-user", "root", "--bmc-password-file", pw("rf", "rf-pw"), "rf-again")
+		if code == 0 || !strings.Contains(errs, `already belongs to machine "rf-1"`) {
+			t.Fatalf("enrolling %s again: exit %d %s", addr, code, errs)
+		}
+	}
+	c.ok("machine", "enroll", "--rack", "r1", "--unit", "3", "--mac", "52:54:00:00:aa:03", "--bmc-address", hs2.URL+"/",
 		"--bmc-protocol", "redfish", "--bmc-user", "root", "--bmc-password-file", pw("bad", "wrong"), "rf-badpw")
+	// A BIOS machine gets legacy boot overrides.
+	c.ok("machine", "enroll", "--rack", "r1", "--unit", "4", "--mac", "52:54:00:00:aa:04", "--bmc-address", hs3.URL,
+		"--bmc-protocol", "redfish", "--bmc-user", "root", "--bmc-password-file", pw("rf", "rf-pw"), "--bmc-boot-mode", "legacy", "rf-bios")
+	c.ok("machine", "boot-device", "--device", "pxe", "rf-bios")
+	if b := bios.Boot(); b.Target != "Pxe" || b.Mode != "Legacy" {
+		t.Fatalf("BIOS machine's boot override %+v, want Pxe in Legacy mode", b)
+	}
 
 	// A planned rack in a planned phase has no power: nothing is switched on.
 	if code, _, errs := c.run("machine", "power", "--action", "on", "rf-1"); code != exitConflict || !strings.Contains(errs, "planned") || rf.Power() {
@@ -65,6 +85,10 @@ func TestTechnicianPowersRealBMCs(t *testing.T) {
 	if rf.Power() {
 		t.Fatal("power off did not reach the Redfish BMC")
 	}
+	// The event log, read on demand, shows what the BMC did.
+	if out := c.ok("machine", "sel", "rf-1"); !strings.Contains(out, "ComputerSystem.Reset On") || !strings.Contains(out, "ComputerSystem.Reset ForceOff") {
+		t.Fatalf("machine sel:\n%s", out)
+	}
 
 	// IPMI.
 	c.ok("machine", "power", "--action", "on", "ipmi-1")
@@ -88,11 +112,21 @@ func TestTechnicianPowersRealBMCs(t *testing.T) {
 	var m struct {
 		BMCStatus struct {
 			LastError string `json:"last_error"`
+			Outcome   string `json:"outcome"`
+			Reachable bool   `json:"reachable"`
+			Power     string `json:"power"`
 		} `json:"bmc_status"`
 	}
 	json.Unmarshal([]byte(c.ok("machine", "show", "-o", "json", "rf-badpw")), &m)
-	if !strings.Contains(m.BMCStatus.LastError, "wrong credentials (Redfish)") {
-		t.Fatalf("machine's BMC error: %q", m.BMCStatus.LastError)
+	if !strings.Contains(m.BMCStatus.LastError, "wrong credentials (Redfish)") || m.BMCStatus.Outcome != "auth" || !m.BMCStatus.Reachable {
+		t.Fatalf("machine's BMC status: %+v", m.BMCStatus)
+	}
+	// Success is recorded too, with what was read.
+	c.ok("machine", "power", "--action", "status", "rf-1")
+	m.BMCStatus.LastError = ""
+	json.Unmarshal([]byte(c.ok("machine", "show", "-o", "json", "rf-1")), &m)
+	if m.BMCStatus.Outcome != "ok" || !m.BMCStatus.Reachable || m.BMCStatus.Power != "off" || m.BMCStatus.LastError != "" {
+		t.Fatalf("machine's BMC status after a good read: %+v", m.BMCStatus)
 	}
 	// Every power action is audited.
 	if out := c.ok("audit", "list"); strings.Count(out, "machine.power") < 6 {

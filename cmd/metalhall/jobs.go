@@ -86,8 +86,9 @@ func jobCommands() []*cli.Command {
 		jobCommand("cancel", "cancel a machine's running job (the machine ends failed, reason cancelled)", "metalhall machine cancel NAME",
 			nil, func(c *cli.Context) (any, error) { return nil, nil }),
 		{Name: "power", Usage: "power a machine on, off or cycle it, or read its power state",
-			UsageText: "metalhall machine power --action on|off|cycle|status NAME",
-			Flags:     []cli.Flag{&cli.StringFlag{Name: "action", Required: true}, outputFlag()},
+			UsageText: "metalhall machine power --action on|off|cycle|status [--force] NAME",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "action", Required: true},
+				&cli.BoolFlag{Name: "force", Usage: "staff: power on even past the rack's power budget by measured draw"}, outputFlag()},
 			Action: func(c *cli.Context) error {
 				n, err := name(c, "machine")
 				if err != nil {
@@ -103,7 +104,7 @@ func jobCommands() []*cli.Command {
 					return show(c, st, func(w io.Writer) { fmt.Fprintf(w, "%s is %s\n", st.Machine, st.Power) })
 				}
 				var j api.Job
-				if err := client(c).Do(c.Context, "POST", path, api.PowerRequest{Action: action}, &j); err != nil {
+				if err := client(c).Do(c.Context, "POST", path, api.PowerRequest{Action: action, Force: c.Bool("force")}, &j); err != nil {
 					return err
 				}
 				// Power commands are short: always wait for them.

@@ -19,8 +19,7 @@ func machineCommand() *cli.Command {
 	cmd := machineInventoryCommand()
 	cmd.Subcommands = append(cmd.Subcommands, jobCommands()...)
 	cmd.Subcommands = append(cmd.Subcommands, bootDeviceCommand())
-	cmd.Subcommands = append(cmd.Subcommands, eraseReportCommand())
-	cmd.Subcommands = append(cmd.Subcommands, machineAcceptanceCommand())
+	cmd.Subcommands = append(cmd.Subcommands, eraseReportCommand(), selCommand(), machineAcceptanceCommand())
 	return cmd
 }
 
@@ -29,7 +28,8 @@ func machineInventoryCommand() *cli.Command {
 		{Name: "enroll", Usage: "enroll a machine in a rack",
 			UsageText: `metalhall machine enroll --rack RACK --unit U [--height H] --mac MAC[,MAC...]
     --bmc-address ADDR[:PORT] --bmc-protocol ipmi|redfish --bmc-user USER
-    --bmc-password-file FILE [--power-w W] [--profile PROFILE] [--ip IP] NAME
+    --bmc-password-file FILE [--bmc-system SYSTEM] [--bmc-auth session|basic] [--bmc-boot-mode uefi|legacy]
+    [--power-w W] [--profile PROFILE] [--ip IP] NAME
 
 Example:
   metalhall machine enroll --rack a01 --unit 1 --height 8 --mac 52:54:00:12:34:56 \
@@ -40,6 +40,9 @@ Example:
 				&cli.IntFlag{Name: "height", Value: 1, Usage: "height in U"}, &cli.StringFlag{Name: "mac", Required: true, Usage: "MAC address(es), comma-separated"},
 				&cli.StringFlag{Name: "bmc-address", Required: true}, &cli.StringFlag{Name: "bmc-protocol", Required: true, Usage: "ipmi or redfish"},
 				&cli.StringFlag{Name: "bmc-user", Required: true}, &cli.StringFlag{Name: "bmc-password-file", Required: true, Usage: "file holding the BMC password (never on the command line)"},
+				&cli.StringFlag{Name: "bmc-system", Usage: "Redfish only: the ComputerSystem to drive, by Id or Name (default: the one that can be reset and boot-overridden)"},
+				&cli.StringFlag{Name: "bmc-auth", Usage: "Redfish only: session or basic (default: a session when the BMC offers one)"},
+				&cli.StringFlag{Name: "bmc-boot-mode", Usage: "uefi (default) or legacy: the firmware boot mode boot overrides ask for"},
 				&cli.Int64Flag{Name: "power-w", Usage: "rated power in watts"}, &cli.StringFlag{Name: "profile", Usage: "hardware profile to commission against"},
 				&cli.StringFlag{Name: "ip", Usage: "reserved address on a provisioning subnet"}, outputFlag(),
 			},
@@ -55,6 +58,7 @@ Example:
 				in := api.MachineEnroll{Name: n, Rack: c.String("rack"), Unit: c.Int("unit"), Height: c.Int("height"),
 					MACs: strings.Split(c.String("mac"), ","), BMCAddress: c.String("bmc-address"), BMCProtocol: c.String("bmc-protocol"),
 					BMCUser: c.String("bmc-user"), BMCPassword: strings.TrimRight(string(pw), "\r\n"),
+					BMCSystem: c.String("bmc-system"), BMCAuth: c.String("bmc-auth"), BMCBootMode: c.String("bmc-boot-mode"),
 					PowerW: c.Int64("power-w"), Profile: c.String("profile"), IP: c.String("ip")}
 				var out api.Machine
 				if err := client(c).Do(c.Context, "POST", "/api/v1/machines", in, &out); err != nil {
@@ -121,6 +125,7 @@ Example:
 						"bmc", fmt.Sprintf("%s %s (user %s)", m.BMC.Protocol, m.BMC.Address, m.BMC.Username),
 						"bmc reachable", bmcHealth(m.BMCStatus), "bmc last error", m.BMCStatus.LastError,
 						"power state", fmt.Sprintf("%s (read %s)", orDash(m.BMCStatus.Power), when(m.BMCStatus.ReadAt)),
+						"measured draw", measuredDraw(m.BMCStatus), "sensors", sensorLine(m.BMCStatus.Sensors),
 						"inspected", when(m.InspectedAt), "acceptance", acceptanceLine(acc), "job", jobLine(job), "created", when(m.CreatedAt), "updated", when(m.UpdatedAt))
 				})
 			}},
@@ -180,10 +185,30 @@ func jobLine(j *api.Job) string {
 	return s
 }
 
+func sensorLine(s *inventory.SensorSummary) string {
+	if s == nil {
+		return "-"
+	}
+	inlet := "inlet -"
+	if s.HasInlet {
+		inlet = fmt.Sprintf("inlet %.1f °C", s.InletC)
+	}
+	return fmt.Sprintf("%s, fans %d/%d OK, PSUs %d/%d OK", inlet, s.FansOK, s.Fans, s.PSUsOK, s.PSUs)
+}
+
+func measuredDraw(s inventory.BMCStatus) string {
+	if s.ConsumedW <= 0 {
+		return "-"
+	}
+	return inventory.FormatKW(s.ConsumedW) + " kW"
+}
+
 func bmcHealth(s inventory.BMCStatus) string {
 	switch {
 	case s.ReadAt.IsZero():
 		return "unknown"
+	case s.Outcome != "":
+		return s.Outcome
 	case s.Reachable:
 		return "ok"
 	}

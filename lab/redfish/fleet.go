@@ -98,6 +98,9 @@ func Run(ctx context.Context, args []string, out io.Writer, log *slog.Logger) er
 	latency := fs.Duration("latency", 0, "added latency per request")
 	gpus := fs.Int("gpus", 8, "GPUs reported per system")
 	on := fs.Bool("power-on", false, "start with every system powered on")
+	noSess := fs.Bool("no-sessions", false, "no SessionService: HTTP basic auth only (as sushy-tools)")
+	baseboard := fs.Bool("baseboard", false, "list a host System_0 and a GPU baseboard HGX_Baseboard_0 (as GB300 BMCs)")
+	onceCont := fs.Bool("once-as-continuous", false, "keep every boot override Continuous, even when asked for Once (as sushy-tools)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -110,6 +113,7 @@ func Run(ctx context.Context, args []string, out io.Writer, log *slog.Logger) er
 	f, err := StartFleet(*host, *n, *base, func(i int) Config {
 		return Config{
 			Username: *user, Password: *pass, Latency: *latency, GPUs: *gpus, PowerOn: *on,
+			NoSessions: *noSess, Baseboard: *baseboard, OnceAsContinuous: *onceCont,
 			Serial: fmt.Sprintf("EMU%05d", i+1),
 			MACs:   []string{fmt.Sprintf("52:54:00:%02x:%02x:%02x", byte(i>>16), byte(i>>8), byte(i))},
 		}

@@ -44,6 +44,24 @@ type Config struct {
 	// MACs of the system's Ethernet interfaces.
 	MACs []string
 
+	// InletCelsius is the inlet temperature the chassis reports (default
+	// 24). WattsOn is the power drawn while on (default 1000; 5% of it
+	// while off, for the BMC and fans on standby).
+	InletCelsius float64
+	WattsOn      float64
+
+	// NoSessions models BMCs without a SessionService (sushy-tools, some
+	// OEM firmware): the service root links no Sessions, logins are 404,
+	// and only HTTP basic auth is accepted.
+	NoSessions bool
+	// Baseboard lists the systems the way NVIDIA HGX/GB200/GB300 BMCs do:
+	// the host as System_0 (with ComputerSystem.Reset and Boot) and the
+	// GPU baseboard as HGX_Baseboard_0 (with neither).
+	Baseboard bool
+	// OnceAsContinuous keeps every boot override as Continuous, even when
+	// asked for Once, as sushy-tools does.
+	OnceAsContinuous bool
+
 	Hooks Hooks
 }
 
@@ -70,7 +88,10 @@ type BootOverride struct {
 // Server is one emulated BMC. It is an http.Handler; use it with
 // httptest.NewServer or any http.Server.
 type Server struct {
-	cfg Config
+	cfg     Config
+	sysPath string // the host system
+	// lastBoot is the override target the last power-on booted with.
+	lastBoot string
 
 	mu       sync.Mutex
 	on       bool
@@ -118,6 +139,10 @@ func NewServer(cfg Config) *Server {
 		sessions: make(map[string]string),
 		revertIn: -1,
 		hangC:    make(chan struct{}),
+		sysPath:  root + "/Systems/1",
+	}
+	if cfg.Baseboard {
+		s.sysPath = root + "/Systems/" + hostSystemID
 	}
 	s.latency.Store(int64(cfg.Latency))
 	s.sel = append(s.sel, selEntry{ID: "1", Created: time.Now().UTC().Format(time.RFC3339), Message: "BMC emulator started"})
@@ -180,6 +205,15 @@ func (s *Server) Boot() BootOverride {
 	return s.boot
 }
 
+// LastBoot is the boot override target ("Pxe", "Hdd", "None", ...) that
+// the last power-on booted with: a one-time override is gone from Boot
+// once it was used.
+func (s *Server) LastBoot() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastBoot
+}
+
 // Resets returns the ResetTypes received so far, oldest first.
 func (s *Server) Resets() []string {
 	s.mu.Lock()
@@ -201,8 +235,14 @@ func (s *Server) Requests() int64 { return s.requests.Load() }
 // --- HTTP ---
 
 const (
+	// hostSystemID and baseboardID are the Ids of a GB300 capture's host
+	// and GPU baseboard systems (Config.Baseboard).
+	hostSystemID = "System_0"
+	baseboardID  = "HGX_Baseboard_0"
+)
+
+const (
 	root     = "/redfish/v1"
-	sysPath  = root + "/Systems/1"
 	mgrPath  = root + "/Managers/1"
 	chPath   = root + "/Chassis/1"
 	sessPath = root + "/SessionService/Sessions"
@@ -247,7 +287,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.serviceRoot(w)
 		return
-	case p == sessPath && r.Method == http.MethodPost:
+	case p == sessPath && r.Method == http.MethodPost && !s.cfg.NoSessions:
 		s.login(w, r)
 		return
 	}
@@ -258,6 +298,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	switch {
+	case s.cfg.NoSessions && (p == root+"/SessionService" || strings.HasPrefix(p, root+"/SessionService/")):
+		writeError(w, http.StatusNotFound, "Base.1.8.ResourceMissingAtURI", "no resource at "+r.URL.Path)
 	case p == root+"/SessionService":
 		writeJSON(w, http.StatusOK, map[string]any{
 			"@odata.id": root + "/SessionService", "@odata.type": "#SessionService.v1_1_8.SessionService",
@@ -275,33 +317,39 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case strings.HasPrefix(p, sessPath+"/"):
 		s.session(w, r, strings.TrimPrefix(p, sessPath+"/"))
 	case p == root+"/Systems":
-		writeCollection(w, p, "#ComputerSystemCollection.ComputerSystemCollection", "Computer System Collection", []string{sysPath})
-	case p == sysPath && r.Method == http.MethodGet:
+		members := []string{s.sysPath}
+		if s.cfg.Baseboard {
+			members = append(members, root+"/Systems/"+baseboardID)
+		}
+		writeCollection(w, p, "#ComputerSystemCollection.ComputerSystemCollection", "Computer System Collection", members)
+	case s.cfg.Baseboard && p == root+"/Systems/"+baseboardID && r.Method == http.MethodGet:
+		s.baseboard(w)
+	case p == s.sysPath && r.Method == http.MethodGet:
 		s.system(w)
-	case p == sysPath && r.Method == http.MethodPatch:
+	case p == s.sysPath && r.Method == http.MethodPatch:
 		s.patchSystem(w, r)
-	case p == sysPath+"/Actions/ComputerSystem.Reset" && r.Method == http.MethodPost:
+	case p == s.sysPath+"/Actions/ComputerSystem.Reset" && r.Method == http.MethodPost:
 		s.reset(w, r)
-	case p == sysPath+"/Processors":
+	case p == s.sysPath+"/Processors":
 		var ids []string
-		ids = append(ids, sysPath+"/Processors/CPU0")
+		ids = append(ids, s.sysPath+"/Processors/CPU0")
 		for i := 0; i < s.cfg.GPUs; i++ {
-			ids = append(ids, fmt.Sprintf("%s/Processors/GPU%d", sysPath, i))
+			ids = append(ids, fmt.Sprintf("%s/Processors/GPU%d", s.sysPath, i))
 		}
 		writeCollection(w, p, "#ProcessorCollection.ProcessorCollection", "Processors", ids)
-	case strings.HasPrefix(p, sysPath+"/Processors/"):
-		s.processor(w, strings.TrimPrefix(p, sysPath+"/Processors/"))
-	case p == sysPath+"/EthernetInterfaces":
+	case strings.HasPrefix(p, s.sysPath+"/Processors/"):
+		s.processor(w, strings.TrimPrefix(p, s.sysPath+"/Processors/"))
+	case p == s.sysPath+"/EthernetInterfaces":
 		var ids []string
 		for i := range s.cfg.MACs {
-			ids = append(ids, fmt.Sprintf("%s/EthernetInterfaces/%d", sysPath, i))
+			ids = append(ids, fmt.Sprintf("%s/EthernetInterfaces/%d", s.sysPath, i))
 		}
 		writeCollection(w, p, "#EthernetInterfaceCollection.EthernetInterfaceCollection", "Ethernet Interfaces", ids)
-	case strings.HasPrefix(p, sysPath+"/EthernetInterfaces/"):
-		s.ethernet(w, strings.TrimPrefix(p, sysPath+"/EthernetInterfaces/"))
-	case p == sysPath+"/Storage":
-		writeCollection(w, p, "#StorageCollection.StorageCollection", "Storage", []string{sysPath + "/Storage/1"})
-	case p == sysPath+"/Storage/1":
+	case strings.HasPrefix(p, s.sysPath+"/EthernetInterfaces/"):
+		s.ethernet(w, strings.TrimPrefix(p, s.sysPath+"/EthernetInterfaces/"))
+	case p == s.sysPath+"/Storage":
+		writeCollection(w, p, "#StorageCollection.StorageCollection", "Storage", []string{s.sysPath + "/Storage/1"})
+	case p == s.sysPath+"/Storage/1":
 		writeJSON(w, http.StatusOK, map[string]any{
 			"@odata.id": p, "@odata.type": "#Storage.v1_9_0.Storage", "Id": "1", "Name": "NVMe",
 			"Drives": []any{link(chPath + "/Drives/0")}, "Drives@odata.count": 1,
@@ -320,7 +368,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"ManagerType": "BMC", "FirmwareVersion": s.cfg.FirmwareVersion, "Model": "EmuBMC",
 			"Status":      map[string]any{"State": "Enabled", "Health": "OK"},
 			"LogServices": link(mgrPath + "/LogServices"),
-			"Links":       map[string]any{"ManagerForServers": []any{link(sysPath)}, "ManagerForChassis": []any{link(chPath)}},
+			"Links":       map[string]any{"ManagerForServers": []any{link(s.sysPath)}, "ManagerForChassis": []any{link(chPath)}},
 		})
 	case p == mgrPath+"/LogServices":
 		writeCollection(w, p, "#LogServiceCollection.LogServiceCollection", "Log Services", []string{mgrPath + "/LogServices/SEL"})
@@ -340,14 +388,31 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"@odata.id": chPath, "@odata.type": "#Chassis.v1_14_0.Chassis", "Id": "1", "Name": "Chassis",
 			"ChassisType": "RackMount", "Manufacturer": s.cfg.Vendor, "Model": s.cfg.Model, "SerialNumber": s.cfg.Serial,
 			"PowerState": s.powerString(),
-			"Links":      map[string]any{"ComputerSystems": []any{link(sysPath)}, "ManagedBy": []any{link(mgrPath)}},
+			"Thermal":    link(chPath + "/Thermal"),
+			"Power":      link(chPath + "/Power"),
+			"Links":      map[string]any{"ComputerSystems": []any{link(s.sysPath)}, "ManagedBy": []any{link(mgrPath)}},
 		})
+	case p == chPath+"/Thermal":
+		s.thermal(w)
+	case p == chPath+"/Power":
+		s.powerReadings(w)
 	default:
 		writeError(w, http.StatusNotFound, "Base.1.8.ResourceMissingAtURI", "no resource at "+r.URL.Path)
 	}
 }
 
 func (s *Server) serviceRoot(w http.ResponseWriter) {
+	if s.cfg.NoSessions {
+		writeJSON(w, http.StatusOK, map[string]any{
+			"@odata.id": root + "/", "@odata.type": "#ServiceRoot.v1_5_0.ServiceRoot",
+			"Id": "RedvirtService", "Name": "Redvirt Service", "RedfishVersion": "1.5.0",
+			"UUID":     "85775665-c110-4b85-8989-e6162170b3ec",
+			"Systems":  link(root + "/Systems"),
+			"Chassis":  link(root + "/Chassis"),
+			"Managers": link(root + "/Managers"),
+		})
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"@odata.id": root + "/", "@odata.type": "#ServiceRoot.v1_5_0.ServiceRoot",
 		"Id": "RootService", "Name": "Root Service", "RedfishVersion": "1.6.0",
@@ -367,7 +432,7 @@ func (s *Server) credentialsOK(user, pass string) bool {
 }
 
 func (s *Server) authorized(r *http.Request) bool {
-	if tok := r.Header.Get("X-Auth-Token"); tok != "" {
+	if tok := r.Header.Get("X-Auth-Token"); tok != "" && !s.cfg.NoSessions {
 		s.mu.Lock()
 		_, ok := s.sessions[tok]
 		s.mu.Unlock()
@@ -429,6 +494,64 @@ func (s *Server) session(w http.ResponseWriter, r *http.Request, id string) {
 	}
 }
 
+// thermal answers the chassis Thermal resource: the inlet temperature and
+// four fans, as the Redfish Thermal schema (still what most shipping BMCs
+// serve next to the newer ThermalSubsystem).
+func (s *Server) thermal(w http.ResponseWriter) {
+	inlet := s.cfg.InletCelsius
+	if inlet == 0 {
+		inlet = 24
+	}
+	rpm := 4200
+	if s.powerString() == "On" {
+		rpm = 9600
+	}
+	ok := map[string]any{"State": "Enabled", "Health": "OK"}
+	var fans []any
+	for i := range 4 {
+		fans = append(fans, map[string]any{
+			"@odata.id": fmt.Sprintf("%s/Thermal#/Fans/%d", chPath, i), "MemberId": fmt.Sprint(i),
+			"Name": fmt.Sprintf("Fan %d", i), "PhysicalContext": "Backplane", "Reading": rpm, "ReadingUnits": "RPM", "Status": ok,
+		})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"@odata.id": chPath + "/Thermal", "@odata.type": "#Thermal.v1_7_0.Thermal", "Id": "Thermal", "Name": "Thermal",
+		"Temperatures": []any{map[string]any{
+			"@odata.id": chPath + "/Thermal#/Temperatures/0", "MemberId": "0", "Name": "Inlet Temp",
+			"PhysicalContext": "Intake", "ReadingCelsius": inlet, "UpperThresholdCritical": 45, "Status": ok,
+		}},
+		"Fans": fans,
+	})
+}
+
+// powerReadings answers the chassis Power resource: what the chassis
+// draws (PowerControl) and its two power supplies.
+func (s *Server) powerReadings(w http.ResponseWriter) {
+	watts := s.cfg.WattsOn
+	if watts == 0 {
+		watts = 1000
+	}
+	if s.powerString() != "On" {
+		watts *= 0.05
+	}
+	var psus []any
+	for i := range 2 {
+		psus = append(psus, map[string]any{
+			"@odata.id": fmt.Sprintf("%s/Power#/PowerSupplies/%d", chPath, i), "MemberId": fmt.Sprint(i),
+			"Name": fmt.Sprintf("PSU %d", i), "PowerCapacityWatts": 3000, "LineInputVoltage": 230,
+			"Status": map[string]any{"State": "Enabled", "Health": "OK"},
+		})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"@odata.id": chPath + "/Power", "@odata.type": "#Power.v1_7_0.Power", "Id": "Power", "Name": "Power",
+		"PowerControl": []any{map[string]any{
+			"@odata.id": chPath + "/Power#/PowerControl/0", "MemberId": "0", "Name": "Chassis Power Control",
+			"PowerConsumedWatts": watts, "PowerCapacityWatts": 6000,
+		}},
+		"PowerSupplies": psus,
+	})
+}
+
 func (s *Server) powerString() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -436,6 +559,25 @@ func (s *Server) powerString() string {
 		return "On"
 	}
 	return "Off"
+}
+
+func (s *Server) systemName() string {
+	if s.cfg.Baseboard {
+		return hostSystemID
+	}
+	return "System"
+}
+
+// baseboard is the GPU baseboard of a GB300-like BMC: a ComputerSystem
+// with no Reset action and no Boot object, which cannot be driven.
+func (s *Server) baseboard(w http.ResponseWriter) {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"@odata.id": root + "/Systems/" + baseboardID, "@odata.type": "#ComputerSystem.v1_20_0.ComputerSystem",
+		"Id": baseboardID, "Name": baseboardID, "SystemType": "Physical",
+		"Manufacturer": "NVIDIA", "Model": "GB300 NVL72 Baseboard", "PowerState": s.powerString(),
+		"Status": map[string]any{"State": "Enabled", "Health": "OK"},
+		"Links":  map[string]any{"Chassis": []any{link(chPath)}},
+	})
 }
 
 func (s *Server) system(w http.ResponseWriter) {
@@ -447,8 +589,8 @@ func (s *Server) system(w http.ResponseWriter) {
 	}
 	s.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{
-		"@odata.id": sysPath, "@odata.type": "#ComputerSystem.v1_13_0.ComputerSystem",
-		"Id": "1", "Name": "System", "SystemType": "Physical",
+		"@odata.id": s.sysPath, "@odata.type": "#ComputerSystem.v1_13_0.ComputerSystem",
+		"Id": s.sysPath[len(root+"/Systems/"):], "Name": s.systemName(), "SystemType": "Physical",
 		"Manufacturer": s.cfg.Vendor, "Model": s.cfg.Model, "SerialNumber": s.cfg.Serial,
 		"BiosVersion": s.cfg.BIOSVersion, "PowerState": power,
 		"Status": map[string]any{"State": "Enabled", "Health": "OK"},
@@ -460,12 +602,12 @@ func (s *Server) system(w http.ResponseWriter) {
 			"BootSourceOverrideEnabled@Redfish.AllowableValues": []string{"Disabled", "Once", "Continuous"},
 			"BootSourceOverrideMode@Redfish.AllowableValues":    []string{"Legacy", "UEFI"},
 		},
-		"Processors":         link(sysPath + "/Processors"),
-		"EthernetInterfaces": link(sysPath + "/EthernetInterfaces"),
-		"Storage":            link(sysPath + "/Storage"),
+		"Processors":         link(s.sysPath + "/Processors"),
+		"EthernetInterfaces": link(s.sysPath + "/EthernetInterfaces"),
+		"Storage":            link(s.sysPath + "/Storage"),
 		"Actions": map[string]any{
 			"#ComputerSystem.Reset": map[string]any{
-				"target":                            sysPath + "/Actions/ComputerSystem.Reset",
+				"target":                            s.sysPath + "/Actions/ComputerSystem.Reset",
 				"ResetType@Redfish.AllowableValues": resetTypes,
 			},
 		},
@@ -502,6 +644,9 @@ func (s *Server) patchSystem(w http.ResponseWriter, r *http.Request) {
 	}
 	if v := req.Boot.BootSourceOverrideEnabled; v != nil && *v != "" {
 		nb.Enabled = *v
+		if nb.Enabled == "Once" && s.cfg.OnceAsContinuous {
+			nb.Enabled = "Continuous"
+		}
 	}
 	if v := req.Boot.BootSourceOverrideMode; v != nil && *v != "" {
 		nb.Mode = *v
@@ -594,13 +739,21 @@ func (s *Server) setPower(on bool) error {
 		}
 	}
 	s.mu.Lock()
+	if on && !s.on {
+		s.lastBoot = s.boot.Target
+	}
+	if on && !s.on && s.boot.Enabled == "Once" {
+		// A one-time override is used by the boot it applies to, and the
+		// BMC then reports it gone, as real BMCs do.
+		s.boot.Target, s.boot.Enabled = "None", "Disabled"
+	}
 	s.on = on
 	s.mu.Unlock()
 	return nil
 }
 
 func (s *Server) processor(w http.ResponseWriter, id string) {
-	p := sysPath + "/Processors/" + id
+	p := s.sysPath + "/Processors/" + id
 	if id == "CPU0" {
 		writeJSON(w, http.StatusOK, map[string]any{
 			"@odata.id": p, "@odata.type": "#Processor.v1_7_0.Processor", "Id": id, "Name": id,
@@ -629,7 +782,7 @@ func (s *Server) ethernet(w http.ResponseWriter, id string) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
-		"@odata.id": sysPath + "/EthernetInterfaces/" + id, "@odata.type": "#EthernetInterface.v1_6_0.EthernetInterface",
+		"@odata.id": s.sysPath + "/EthernetInterfaces/" + id, "@odata.type": "#EthernetInterface.v1_6_0.EthernetInterface",
 		"Id": id, "Name": "eth" + id, "MACAddress": s.cfg.MACs[n], "SpeedMbps": 100000,
 		"Status": map[string]any{"State": "Enabled", "Health": "OK"},
 	})

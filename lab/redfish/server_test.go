@@ -211,3 +211,79 @@ func (w *syncWriter) String() string {
 	defer w.mu.Unlock()
 	return w.b.String()
 }
+
+// TestBMCsAsShipped checks the modes that reproduce real BMCs, with gofish
+// itself: no SessionService, a host and a GPU baseboard, once-as-continuous.
+func TestBMCsAsShipped(t *testing.T) {
+	s, url := start(t, Config{NoSessions: true, Baseboard: true, OnceAsContinuous: true})
+	if _, err := connect(t, url, "admin", "pw", false); err == nil {
+		t.Fatal("a session login worked against a BMC without sessions")
+	}
+	c, err := connect(t, url, "admin", "pw", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	systems, err := c.Service.Systems()
+	if err != nil || len(systems) != 2 {
+		t.Fatalf("systems: %d, %v", len(systems), err)
+	}
+	byID := map[string]*rf.ComputerSystem{}
+	for _, sys := range systems {
+		byID[sys.ID] = sys
+	}
+	host, board := byID["System_0"], byID["HGX_Baseboard_0"]
+	if host == nil || board == nil {
+		t.Fatalf("systems %v", byID)
+	}
+	if len(host.SupportedResetTypes) == 0 || host.Boot.BootSourceOverrideTarget == "" {
+		t.Fatalf("host: reset %v boot %+v", host.SupportedResetTypes, host.Boot)
+	}
+	if len(board.SupportedResetTypes) != 0 || board.Boot.BootSourceOverrideTarget != "" {
+		t.Fatalf("baseboard can be driven: reset %v boot %+v", board.SupportedResetTypes, board.Boot)
+	}
+	if err := host.SetBoot(rf.Boot{BootSourceOverrideTarget: rf.PxeBootSourceOverrideTarget, BootSourceOverrideEnabled: rf.OnceBootSourceOverrideEnabled}); err != nil {
+		t.Fatal(err)
+	}
+	if b := s.Boot(); b.Target != "Pxe" || b.Enabled != "Continuous" {
+		t.Fatalf("boot = %+v, want Pxe kept Continuous", b)
+	}
+	if err := host.Reset(rf.OnResetType); err != nil {
+		t.Fatal(err)
+	}
+	if b := s.Boot(); b.Target != "Pxe" || s.LastBoot() != "Pxe" {
+		t.Fatalf("continuous override gone after a boot: %+v (booted %q)", b, s.LastBoot())
+	}
+	chassis, err := c.Service.Chassis()
+	if err != nil || len(chassis) != 1 {
+		t.Fatalf("chassis %v %v", chassis, err)
+	}
+	pw, err := chassis[0].Power()
+	if err != nil || len(pw.PowerControl) != 1 || pw.PowerControl[0].PowerConsumedWatts != 1000 || len(pw.PowerSupplies) != 2 {
+		t.Fatalf("power %+v %v", pw, err)
+	}
+	th, err := chassis[0].Thermal()
+	if err != nil || len(th.Temperatures) != 1 || th.Temperatures[0].ReadingCelsius != 24 || len(th.Fans) != 4 {
+		t.Fatalf("thermal %+v %v", th, err)
+	}
+}
+
+func TestOnceOverrideIsUsedByTheNextPowerOn(t *testing.T) {
+	s, url := start(t, Config{})
+	c, err := connect(t, url, "admin", "pw", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	systems, err := c.Service.Systems()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := systems[0].SetBoot(rf.Boot{BootSourceOverrideTarget: rf.PxeBootSourceOverrideTarget, BootSourceOverrideEnabled: rf.OnceBootSourceOverrideEnabled}); err != nil {
+		t.Fatal(err)
+	}
+	if err := systems[0].Reset(rf.OnResetType); err != nil {
+		t.Fatal(err)
+	}
+	if b := s.Boot(); b.Target != "None" || b.Enabled != "Disabled" || s.LastBoot() != "Pxe" {
+		t.Fatalf("after the boot: %+v, booted %q", b, s.LastBoot())
+	}
+}

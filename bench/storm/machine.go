@@ -178,8 +178,8 @@ func (m *machine) netboot(ctx context.Context, ph *phaseRun) error {
 	if err != nil {
 		return fmt.Errorf("iPXE DHCP: %w", err)
 	}
-	if !strings.Contains(res.BootFile, "/boot/") {
-		return fmt.Errorf("iPXE DHCP: boot file %q is not a script URL", res.BootFile)
+	if !strings.HasPrefix(res.BootFile, m.b.provURL+"/boot/") {
+		return fmt.Errorf("iPXE DHCP: boot file %q is not a script URL on the provisioning listener %s", res.BootFile, m.b.provURL)
 	}
 	t := time.Now()
 	script, _, err := m.get(ctx, res.BootFile, "", nil)
@@ -328,8 +328,13 @@ func (m *machine) stream(ctx context.Context, ph *phaseRun, c *agent.Client, tas
 	ph.mu.Lock()
 	ph.bytes += n
 	ph.mu.Unlock()
-	if err := c.Progress(ctx, wire.Progress{JobID: task.JobID, Step: wire.StepVerify, Bytes: n, Total: n}); err != nil {
-		return n, fmt.Errorf("progress: %w", err)
+	// The real agent ends each phase with a report: the write's last
+	// (agent.WriteImage's ticker finishes), then the read-back's.
+	rate := int64(float64(n) / max(el.Seconds(), 1e-6))
+	for _, st := range []string{wire.StepWrite, wire.StepVerify} {
+		if err := c.Progress(ctx, wire.Progress{JobID: task.JobID, Step: st, Bytes: n, Total: n, Rate: rate}); err != nil {
+			return n, fmt.Errorf("progress (%s): %w", st, err)
+		}
 	}
 	return n, nil
 }
@@ -351,7 +356,7 @@ func (m *machine) diskBoot(ctx context.Context, ph *phaseRun) error {
 		return fmt.Errorf("OS DHCP: %w", err)
 	}
 	t := time.Now()
-	body, _, err := m.get(ctx, m.b.baseURL+"/metadata/meta-data", "", nil)
+	body, _, err := m.get(ctx, m.b.provURL+"/metadata/meta-data", "", nil)
 	if err != nil {
 		return fmt.Errorf("metadata: %w", err)
 	}

@@ -499,6 +499,7 @@ func (b *bench) phase(ctx context.Context, rep *report, svc *service, tech *tech
 		}
 		res.Bytes += p.bytes
 		res.Retransmits += p.retransmits
+		res.CutOff += p.cutOff
 		p.mu.Unlock()
 	}
 	res.Machines = len(b.machines)

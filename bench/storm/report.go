@@ -23,6 +23,7 @@ type phaseResult struct {
 	TxnsBefore, TxnsAfter uint64
 	Bytes                 int64
 	Retransmits           int
+	CutOff                int
 	Samples               map[string][]time.Duration
 	submitMu              sync.Mutex
 }
@@ -163,6 +164,9 @@ func (r *report) write(stdout io.Writer, dir string) error {
 			w("%-11s %8d %9s %9s %9s %9s", st, len(s), ms(pct(s, 50)), ms(pct(s, 99)), ms(s[len(s)-1]), ms(sum/time.Duration(len(s))))
 		}
 		w("DHCP retransmissions (a request sent again after 1, 2, 4, 8 s without an answer): %d", p.Retransmits)
+		if p.Name == "commission" {
+			w("agents powered off by the service before their done was answered (a commission does not wait for done): %d", p.CutOff)
+		}
 		if p.Bytes > 0 {
 			w("image bytes streamed and verified: %d", p.Bytes)
 		}

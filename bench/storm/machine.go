@@ -89,6 +89,9 @@ type phaseRun struct {
 	bytes   int64
 	// retransmits counts DHCP requests sent again for want of an answer.
 	retransmits int
+	// cutOff counts commission boots the service powered off before the
+	// agent's done was answered (see machine.cutOff).
+	cutOff int
 }
 
 func newPhaseRun() *phaseRun {
@@ -178,8 +181,8 @@ func (m *machine) netboot(ctx context.Context, ph *phaseRun) error {
 	if err != nil {
 		return fmt.Errorf("iPXE DHCP: %w", err)
 	}
-	if !strings.Contains(res.BootFile, "/boot/") {
-		return fmt.Errorf("iPXE DHCP: boot file %q is not a script URL", res.BootFile)
+	if !strings.HasPrefix(res.BootFile, m.b.provURL+"/boot/") {
+		return fmt.Errorf("iPXE DHCP: boot file %q is not a script URL on the provisioning listener %s", res.BootFile, m.b.provURL)
 	}
 	t := time.Now()
 	script, _, err := m.get(ctx, res.BootFile, "", nil)
@@ -227,6 +230,9 @@ func (m *machine) agent(ctx context.Context, ph *phaseRun, p agent.Params) error
 	inv.NICs[0].MAC = m.MAC.String()
 	t = time.Now()
 	if err := c.Inspection(ctx, inv); err != nil {
+		if task.Kind == wire.KindInspect && ctx.Err() != nil {
+			return m.cutOff(ph)
+		}
 		return fmt.Errorf("inspection: %w", err)
 	}
 	ph.add(stTask, time.Since(t))
@@ -251,11 +257,20 @@ func (m *machine) agent(ctx context.Context, ph *phaseRun, p agent.Params) error
 		return fmt.Errorf("task kind %q is not part of the storm", task.Kind)
 	}
 	t = time.Now()
-	// The service may power the machine off as soon as it has recorded
-	// done, before its answer is read: the report must not die with it.
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.b.cfg.RequestTimeout)
+	// A provision's done is what the service waits for before it reboots
+	// the machine into its disk, possibly before the answer is read: that
+	// report must not die with the reboot. A commission's is not awaited
+	// (see cutOff): a power-off ends it as it ends the real agent.
+	dctx := context.WithoutCancel(ctx)
+	if task.Kind == wire.KindInspect {
+		dctx = ctx
+	}
+	dctx, cancel := context.WithTimeout(dctx, m.b.cfg.RequestTimeout)
 	defer cancel()
 	if err := c.Done(dctx, done); err != nil {
+		if task.Kind == wire.KindInspect && ctx.Err() != nil {
+			return m.cutOff(ph)
+		}
 		return fmt.Errorf("done: %w", err)
 	}
 	ph.add(stDone, time.Since(t))
@@ -268,6 +283,22 @@ func (m *machine) agent(ctx context.Context, ph *phaseRun, p agent.Params) error
 	// After poweroff: the machine switches itself off, as the agent does.
 	m.BMC.SetPower(false)
 	ph.add(stE2E, m.sinceSubmitted())
+	ph.finish(nil)
+	return nil
+}
+
+// cutOff ends a commission boot that the service powered off after the
+// agent sent its inspection: a commission's inspect step ends when the
+// inspection is recorded and its power-off step follows at once, without
+// waiting for the agent's done, so the real agent is switched off as this
+// one is, mid-request. The machine's part is over; whether the job
+// succeeded is the service's to say (the phase waits for every machine
+// to be available).
+func (m *machine) cutOff(ph *phaseRun) error {
+	ph.add(stE2E, m.sinceSubmitted())
+	ph.mu.Lock()
+	ph.cutOff++
+	ph.mu.Unlock()
 	ph.finish(nil)
 	return nil
 }
@@ -328,8 +359,13 @@ func (m *machine) stream(ctx context.Context, ph *phaseRun, c *agent.Client, tas
 	ph.mu.Lock()
 	ph.bytes += n
 	ph.mu.Unlock()
-	if err := c.Progress(ctx, wire.Progress{JobID: task.JobID, Step: wire.StepVerify, Bytes: n, Total: n}); err != nil {
-		return n, fmt.Errorf("progress: %w", err)
+	// The real agent ends each phase with a report: the write's last
+	// (agent.WriteImage's ticker finishes), then the read-back's.
+	rate := int64(float64(n) / max(el.Seconds(), 1e-6))
+	for _, st := range []string{wire.StepWrite, wire.StepVerify} {
+		if err := c.Progress(ctx, wire.Progress{JobID: task.JobID, Step: st, Bytes: n, Total: n, Rate: rate}); err != nil {
+			return n, fmt.Errorf("progress (%s): %w", st, err)
+		}
 	}
 	return n, nil
 }
@@ -351,7 +387,7 @@ func (m *machine) diskBoot(ctx context.Context, ph *phaseRun) error {
 		return fmt.Errorf("OS DHCP: %w", err)
 	}
 	t := time.Now()
-	body, _, err := m.get(ctx, m.b.baseURL+"/metadata/meta-data", "", nil)
+	body, _, err := m.get(ctx, m.b.provURL+"/metadata/meta-data", "", nil)
 	if err != nil {
 		return fmt.Errorf("metadata: %w", err)
 	}

@@ -61,8 +61,10 @@ var (
 )
 
 const (
-	servePort = 8280
-	nginxPort = 8380
+	servePort = 8280 // admin listener: the API, /metrics, blobs for API tokens (TLS)
+	provPort  = 8281 // provisioning listener: /boot/, the agent, /metadata/, /images/ for agents
+	nginxPort = 8380 // nginx, plain HTTP
+	nginxTLS  = 8381 // nginx, TLS with the service's own certificate
 	srvLink   = "stsrv0"
 	cliLink   = "stcli0"
 	bmcUser   = "admin"
@@ -138,7 +140,8 @@ type bench struct {
 	ctx      context.Context
 	dhcp     *dhcpClients
 	active   chan struct{}
-	baseURL  string
+	baseURL  string // the admin listener, https
+	provURL  string // the provisioning listener, what machines are told to use
 	machines []*machine
 
 	spanMu sync.Mutex
@@ -276,7 +279,8 @@ func run(ctx context.Context, cfg config) (err error) {
 	}
 
 	b := &bench{cfg: cfg, ctx: ctx, active: make(chan struct{}, cfg.MaxActive),
-		baseURL: fmt.Sprintf("http://%s:%d", serverAddr, servePort)}
+		baseURL: fmt.Sprintf("https://%s:%d", serverAddr, servePort),
+		provURL: fmt.Sprintf("http://%s:%d", serverAddr, provPort)}
 	if b.dhcp, err = listenDHCP(cli, cliLink); err != nil {
 		return err
 	}
@@ -349,6 +353,13 @@ func run(ctx context.Context, cfg config) (err error) {
 	if err != nil {
 		return err
 	}
+	// The machines trust the admin listener as the technician does; they
+	// use it only in the side-by-side (an API token's blob fetch).
+	for _, m := range b.machines {
+		if err := (&api.Client{HTTP: m.http}).UseTLS(tech.pin); err != nil {
+			return err
+		}
+	}
 	if err := tech.onboard(ctx, b); err != nil {
 		return err
 	}
@@ -413,7 +424,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	// address), the same concurrency, from metalhall's blob handler and
 	// from nginx.
 	step(rep, "side by side: metalhall vs nginx, %d clients, %d at once", cfg.N, cfg.Streams)
-	ngx, err := startNginx(ctx, srv, filepath.Join(tmp, "nginx"), img)
+	ngx, err := startNginx(ctx, srv, filepath.Join(tmp, "nginx"), img, data)
 	if err != nil {
 		return err
 	}
@@ -424,6 +435,7 @@ func run(ctx context.Context, cfg config) (err error) {
 		pid              int
 	}{
 		{"metalhall", blobURL, tech.api.Token, svc.pid()},
+		{"nginx-tls", fmt.Sprintf("https://%s:%d/image.raw", serverAddr, nginxTLS), "", ngx.pid()},
 		{"nginx", fmt.Sprintf("http://%s:%d/image.raw", serverAddr, nginxPort), "", ngx.pid()},
 	} {
 		r, err := b.streamAll(ctx, side.url, side.token, int64(len(img)), imgSHA, side.pid, ngx)
@@ -487,6 +499,7 @@ func (b *bench) phase(ctx context.Context, rep *report, svc *service, tech *tech
 		}
 		res.Bytes += p.bytes
 		res.Retransmits += p.retransmits
+		res.CutOff += p.cutOff
 		p.mu.Unlock()
 	}
 	res.Machines = len(b.machines)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/metalhall/metalhall/lab/netns"
+	mhservice "github.com/metalhall/metalhall/service"
 )
 
 // nginx is Debian's nginx serving the image file, in the service
@@ -23,7 +24,10 @@ type nginx struct {
 	dir    string
 }
 
-func startNginx(ctx context.Context, ns *netns.Namespace, dir string, img []byte) (*nginx, error) {
+// It listens twice: plain HTTP, as the provisioning listener serves agents,
+// and TLS with the service's own certificate and key (from its data dir),
+// as the admin listener serves blobs to API tokens.
+func startNginx(ctx context.Context, ns *netns.Namespace, dir string, img []byte, data string) (*nginx, error) {
 	for _, d := range []string{"www", "tmp", "logs"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			return nil, err
@@ -54,8 +58,15 @@ http {
     listen %[2]s:%[3]d;
     root %[1]s/www;
   }
+  server {
+    listen %[2]s:%[4]d ssl;
+    ssl_certificate %[5]s;
+    ssl_certificate_key %[6]s;
+    root %[1]s/www;
+  }
 }
-`, dir, serverAddr, nginxPort)
+`, dir, serverAddr, nginxPort, nginxTLS,
+		filepath.Join(data, mhservice.GeneratedCertFile), filepath.Join(data, mhservice.GeneratedKeyFile))
 	confPath := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return nil, err

@@ -23,6 +23,7 @@ type phaseResult struct {
 	TxnsBefore, TxnsAfter uint64
 	Bytes                 int64
 	Retransmits           int
+	CutOff                int
 	Samples               map[string][]time.Duration
 	submitMu              sync.Mutex
 }
@@ -163,6 +164,9 @@ func (r *report) write(stdout io.Writer, dir string) error {
 			w("%-11s %8d %9s %9s %9s %9s", st, len(s), ms(pct(s, 50)), ms(pct(s, 99)), ms(s[len(s)-1]), ms(sum/time.Duration(len(s))))
 		}
 		w("DHCP retransmissions (a request sent again after 1, 2, 4, 8 s without an answer): %d", p.Retransmits)
+		if p.Name == "commission" {
+			w("agents powered off by the service before their done was answered (a commission does not wait for done): %d", p.CutOff)
+		}
 		if p.Bytes > 0 {
 			w("image bytes streamed and verified: %d", p.Bytes)
 		}
@@ -189,10 +193,16 @@ func (r *report) write(stdout io.Writer, dir string) error {
 			w("%-10s %8.1f %10.1f %10s ms %10s ms %10s ms %8.2f s", s.Name, s.Wall.Seconds(), rt.MBps(),
 				ms(pct(s.PerClient, 50)), ms(pct(s.PerClient, 99)), ms(pct(s.PerClient, 100)), s.CPU)
 		}
-		if len(r.sides) == 2 && r.sides[1].Bytes > 0 {
-			n := rate{r.sides[1].Bytes, r.sides[1].Wall}.MBps()
-			w("ratio metalhall/nginx aggregate rate: side by side %.2f×; the storm's streams inside the jobs, while any ran, %.2f×",
-				rate{r.sides[0].Bytes, r.sides[0].Wall}.MBps()/n, rate{r.stormImage.Bytes, r.stormImage.Busy}.MBps()/n)
+		mbps := map[string]float64{}
+		for _, s := range r.sides {
+			mbps[s.Name] = rate{s.Bytes, s.Wall}.MBps()
+		}
+		// Like for like: metalhall's admin listener serves blobs over TLS,
+		// so it is set against nginx over TLS; the storm's own streams come
+		// from the provisioning listener, plain HTTP, as nginx's plain side.
+		if mh, tl, pl := mbps["metalhall"], mbps["nginx-tls"], mbps["nginx"]; mh > 0 && tl > 0 && pl > 0 {
+			w("ratio of aggregate rates: side by side metalhall (TLS)/nginx-tls %.2f×, metalhall (TLS)/nginx (plain) %.2f×; the storm's streams inside the jobs (provisioning listener, plain), while any ran, /nginx (plain) %.2f×",
+				mh/tl, mh/pl, rate{r.stormImage.Bytes, r.stormImage.Busy}.MBps()/pl)
 		}
 	}
 	w("")

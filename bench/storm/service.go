@@ -18,6 +18,7 @@ import (
 
 	"github.com/metalhall/metalhall/api"
 	"github.com/metalhall/metalhall/lab/netns"
+	mhservice "github.com/metalhall/metalhall/service"
 )
 
 // service is the real `metalhall serve`, in the service namespace.
@@ -30,6 +31,9 @@ type service struct {
 }
 
 func startServe(ctx context.Context, ns *netns.Namespace, bin, data, logPath, extra string) (*service, error) {
+	// The admin listener on a non-loopback address serves TLS with a
+	// certificate the service makes at first start; machines use the
+	// provisioning listener (plain HTTP, --advertise-address:8281).
 	args := []string{"serve", "--data-dir", data,
 		"--listen", fmt.Sprintf("%s:%d", serverAddr, servePort),
 		"--netboot-interface", srvLink, "--dhcp-mode", "reservation",
@@ -54,7 +58,11 @@ func startServe(ctx context.Context, ns *netns.Namespace, bin, data, logPath, ex
 	deadline := time.NewTimer(60 * time.Second)
 	defer deadline.Stop()
 	for {
-		if _, err := os.Stat(filepath.Join(data, "admin.token")); err == nil {
+		// The admin token is written first, the TLS fingerprint when the
+		// listeners are bound: both are there once it is ready to serve.
+		_, errTok := os.Stat(filepath.Join(data, "admin.token"))
+		_, errFP := os.Stat(filepath.Join(data, mhservice.FingerprintFile))
+		if errTok == nil && errFP == nil {
 			return s, nil
 		}
 		select {
@@ -65,7 +73,7 @@ func startServe(ctx context.Context, ns *netns.Namespace, bin, data, logPath, ex
 			return nil, ctx.Err()
 		case <-deadline.C:
 			s.stop()
-			return nil, fmt.Errorf("metalhall serve wrote no admin token within 60 s: %s", tail(logPath, 20))
+			return nil, fmt.Errorf("metalhall serve wrote no admin token and TLS fingerprint within 60 s: %s", tail(logPath, 20))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -142,6 +150,7 @@ func tail(path string, n int) string {
 // provisioning link.
 type techn struct {
 	api   *api.Client
+	pin   api.TLSOptions // the admin listener's certificate, pinned as the CLI does
 	racks int
 }
 
@@ -155,6 +164,14 @@ func technician(ctx context.Context, svc *service, cli *netns.Namespace, baseURL
 	hc.Transport.(*http.Transport).MaxIdleConnsPerHost = 16
 	hc.Timeout = 5 * time.Minute
 	c.HTTP = hc
+	fp, err := os.ReadFile(filepath.Join(data, mhservice.FingerprintFile))
+	if err != nil {
+		return nil, err
+	}
+	pin := api.TLSOptions{Fingerprint: strings.TrimSpace(string(fp))}
+	if err := c.UseTLS(pin); err != nil {
+		return nil, fmt.Errorf("pinning the admin listener's certificate: %w", err)
+	}
 	for i := 0; ; i++ {
 		var h api.Health
 		err := c.Do(ctx, "GET", "/healthz", nil, &h)
@@ -172,7 +189,7 @@ func technician(ctx context.Context, svc *service, cli *netns.Namespace, baseURL
 			return nil, fmt.Errorf("metalhall serve does not answer on %s: %w", baseURL, err)
 		}
 	}
-	return &techn{api: c}, nil
+	return &techn{api: c, pin: pin}, nil
 }
 
 // onboard: a hall, a phase, the provisioning subnet, a manifest per rack.

@@ -498,7 +498,8 @@ func (h *DHCPHandler) proxy(ctx context.Context, req *dhcpv4.DHCPv4, c Client, p
 
 // relayAccepted reports whether a request relayed through relay may be
 // answered: relay is one of the configured relays, or it lies in the
-// subnet of res, the address the request resolves to (nil: none yet).
+// subnet of res, the address the request resolves to, or (res nil: none
+// yet) Addresses serves a dynamic range on the relay's segment.
 // A request that is not relayed is always accepted.
 func (h *DHCPHandler) relayAccepted(relay netip.Addr, res *Reservation) bool {
 	if !relay.IsValid() {
@@ -508,6 +509,10 @@ func (h *DHCPHandler) relayAccepted(relay netip.Addr, res *Reservation) bool {
 		if p.Contains(relay) {
 			return true
 		}
+	}
+	if res == nil {
+		sk, ok := h.cfg.Addresses.(SegmentKnower)
+		return ok && sk.RelayKnown(relay)
 	}
 	return res != nil && res.Subnet.Prefix.IsValid() && res.Subnet.Prefix.Contains(relay)
 }

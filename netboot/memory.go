@@ -80,6 +80,14 @@ func (m *MemoryAddresses) segment(relay netip.Addr) *memSegment {
 	return nil
 }
 
+// RelayKnown implements SegmentKnower: relay reaches a segment with a
+// dynamic range, the one Allocate would choose.
+func (m *MemoryAddresses) RelayKnown(relay netip.Addr) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.segment(relay) != nil
+}
+
 // Lookup implements Addresses.
 func (m *MemoryAddresses) Lookup(_ context.Context, mac net.HardwareAddr, relay netip.Addr) (Reservation, bool, error) {
 	m.mu.Lock()

@@ -157,6 +157,14 @@ type BootAddresses interface {
 	LookupBoot(ctx context.Context, c Client) (r Reservation, ok bool, b Boot, err error)
 }
 
+// SegmentKnower is implemented by Addresses that can tell, before
+// allocating, whether a relay's giaddr lies on a segment they serve: a
+// relayed DISCOVER from an unknown MAC is then answered without the relay
+// being configured by hand, as a reserved MAC's is.
+type SegmentKnower interface {
+	RelayKnown(relay netip.Addr) bool
+}
+
 // LeaseLearner is implemented by Addresses that take what proxy mode
 // learns. In proxy mode another server hands out addresses; the PXE
 // client's REQUEST to that server (port 67, option 50) and its

@@ -143,6 +143,15 @@ func (a *Addresses) Allocate(ctx context.Context, mac net.HardwareAddr, relay ne
 	return a.dyn.Allocate(ctx, mac, relay)
 }
 
+// RelayKnown reports whether relay reaches a subnet with a dynamic range
+// (netboot.SegmentKnower).
+func (a *Addresses) RelayKnown(relay netip.Addr) bool {
+	if err := a.syncSegments(); err != nil {
+		return false
+	}
+	return a.dyn.RelayKnown(relay)
+}
+
 // Owner returns the MAC an address belongs to.
 func (a *Addresses) Owner(ctx context.Context, ip netip.Addr) (net.HardwareAddr, bool) {
 	if mac, _, ok := a.view.Owner(ip); ok {

@@ -243,8 +243,8 @@ func TestQEMUWipe(t *testing.T) {
 			if !bytes.Equal(got[:edge], make([]byte, edge)) || !bytes.Equal(got[len(got)-edge:], make([]byte, edge)) {
 				t.Error("the first or last MiB is not zero")
 			}
-			if mode == wire.WipeFast && !strings.Contains(done.Detail, "discard true") {
-				t.Errorf("fast wipe did not discard: %s", done.Detail)
+			if mode == wire.WipeFast && (len(done.Erase) != 1 || !strings.Contains(done.Erase[0].Verification.Summary, "discard true")) {
+				t.Errorf("fast wipe did not discard: %+v", done.Erase)
 			}
 		})
 	}

@@ -238,13 +238,22 @@ func (s *Server) listMachines(c *call) (int, any, error) {
 	f := inventory.MachineFilter{Rack: q.Get("rack"), Hall: q.Get("hall"), State: inventory.MachineState(q.Get("state")), Tenant: q.Get("tenant")}
 	if t := c.tenantScope(); t != "" {
 		if f.Tenant != "" && f.Tenant != t {
-			return http.StatusOK, []Machine{}, nil
+			// Another tenant does not exist for this one: the same answer
+			// as for an unknown rack.
+			return 0, nil, notFound("tenant", f.Tenant)
 		}
 		f.Tenant = t
 		if f.Rack != "" {
 			if err := s.checkTenantScope(c.ctx(), scopeRack, f.Rack, t); err != nil {
 				return 0, nil, err
 			}
+		}
+	}
+	if f.Tenant != "" && c.tenantScope() == "" {
+		// An unknown tenant is not found, like an unknown rack, not an
+		// empty list that hides a typo.
+		if _, err := s.inv.Tenant(c.ctx(), f.Tenant); err != nil {
+			return 0, nil, err
 		}
 	}
 	ms, err := s.inv.Machines(c.ctx(), f)
@@ -292,6 +301,12 @@ func (s *Server) machineEvents(c *call) (int, any, error) {
 			return 0, nil, badRequest("limit %q must be between 1 and 10000", l)
 		}
 		f.Limit = n
+	}
+	// An unknown name is not found, like everywhere else, not an empty
+	// list: refused requests about it leave events, so "none" cannot tell.
+	// A deleted machine's history stays in the audit trail.
+	if _, err := s.inv.Machine(c.ctx(), c.r.PathValue("name")); err != nil {
+		return 0, nil, err
 	}
 	out, err := s.inv.Events(c.ctx(), f)
 	return http.StatusOK, nonNil(out), err

@@ -181,7 +181,7 @@ func auditCommand() *cli.Command {
 func backupCommand() *cli.Command {
 	return &cli.Command{Name: "backup", Usage: "write a consistent copy of the database while the service runs (admin)",
 		UsageText: "metalhall backup --out FILE\n\nTo restore, start 'metalhall serve' on a data dir whose metalhall.db is the backup\n(with the original seal.key beside it, or BMC passwords cannot be opened).",
-		Flags:     []cli.Flag{&cli.StringFlag{Name: "out", Required: true}},
+		Flags:     []cli.Flag{&cli.StringFlag{Name: "out", Required: true, Usage: "file to write the copy to"}, outputFlag()},
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
@@ -196,8 +196,11 @@ func backupCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("backup: %w (nothing written to %s)", err, out)
 			}
-			fmt.Fprintf(c.App.Writer, "backup written to %s (%d bytes)\n", out, n)
-			return nil
+			res := struct {
+				Path  string `json:"path"`
+				Bytes int64  `json:"bytes"`
+			}{out, n}
+			return show(c, res, func(w io.Writer) { fmt.Fprintf(w, "backup written to %s (%d bytes)\n", out, n) })
 		}}
 }
 

@@ -126,7 +126,7 @@ placement or power rule.`,
 		Commands: []*cli.Command{
 			serveCommand(),
 			siteCommand(), hallCommand(), phaseCommand(), rackCommand(), machineCommand(),
-			imageCommand(), subnetCommand(), tenantCommand(), tokenCommand(), auditCommand(), backupCommand(),
+			imageCommand(), subnetCommand(), tenantCommand(), tokenCommand(), auditCommand(), backupCommand(), jobGroupCommand(),
 			bootenvCommand(), labCommand(), completionCommand(),
 		},
 	}

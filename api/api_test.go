@@ -201,6 +201,9 @@ func example(action string) (vars map[string]string, body any) {
 		return map[string]string{"name": "ma"}, BootDeviceRequest{Device: "pxe"}
 	case "machine.power":
 		return map[string]string{"name": "ma"}, PowerRequest{Action: "status"}
+	case "machine.update":
+		profile := "hgx-h100"
+		return map[string]string{"name": "ma"}, MachineUpdate{Profile: &profile}
 	case "rack.commission":
 		return map[string]string{"name": "ra"}, nil
 	case "image.show", "image.delete":

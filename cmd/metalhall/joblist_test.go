@@ -2,27 +2,15 @@ package main
 
 import (
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/metalhall/metalhall/lab/redfish"
 )
 
 func TestJobListShowsWorkAcrossAHallWithFilters(t *testing.T) {
 	url, tok := startService(t)
 	r := cliRunner{t, url, tok}
 	importExampleRack(r) // rack a01: its BMCs are not driven here
-	fleet, err := redfish.StartFleet("127.0.0.1", 1, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(fleet.Close)
-	pw := filepath.Join(t.TempDir(), "pw")
-	if err := os.WriteFile(pw, []byte("admin"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	fleet, pw := bmcFleet(t, 1)
 	r.ok("rack", "create", "b01", "--hall", "hall-a", "--phase", "1", "--power-kw", "20")
 	r.ok("machine", "enroll", "m1", "--rack", "b01", "--unit", "1", "--mac", "52:54:00:00:00:01", "--bmc-address", "http://"+fleet.BMCs[0].Addr,
 		"--bmc-protocol", "redfish", "--bmc-user", "admin", "--bmc-password-file", pw, "--power-w", "1000")

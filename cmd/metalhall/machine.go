@@ -20,6 +20,7 @@ func machineCommand() *cli.Command {
 	cmd.Subcommands = append(cmd.Subcommands, jobCommands()...)
 	cmd.Subcommands = append(cmd.Subcommands, bootDeviceCommand())
 	cmd.Subcommands = append(cmd.Subcommands, eraseReportCommand())
+	cmd.Subcommands = append(cmd.Subcommands, machineUpdateCommand())
 	return cmd
 }
 

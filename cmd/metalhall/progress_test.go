@@ -3,13 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/metalhall/metalhall/lab/redfish"
 	"github.com/metalhall/metalhall/service"
 	"github.com/metalhall/metalhall/service/servicetest"
 )
@@ -27,20 +24,8 @@ func TestRackCommissionProgressIsOneLinePerChangeOffATerminal(t *testing.T) {
 		c.Engine.PollInterval = 10 * time.Millisecond
 	})
 	r := cliRunner{t, rs.AdminURL(), rs.Token}
-	r.ok("site", "create", "s1")
-	r.ok("hall", "create", "--site", "s1", "h1")
-	r.ok("phase", "create", "--hall", "h1", "--number", "1", "--power-kw", "100")
-	r.ok("phase", "set-state", "--hall", "h1", "--number", "1", "--to", "commissioning")
-	r.ok("rack", "create", "--hall", "h1", "--phase", "1", "--power-kw", "40", "r1")
-	fleet, err := redfish.StartFleet("127.0.0.1", 2, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(fleet.Close)
-	pw := filepath.Join(t.TempDir(), "pw")
-	if err := os.WriteFile(pw, []byte("admin"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	rackInCommissioningHall(r, "40")
+	fleet, pw := bmcFleet(t, 2)
 	for i, b := range fleet.BMCs {
 		r.ok("machine", "enroll", fmt.Sprintf("m%d", i+1), "--rack", "r1", "--unit", fmt.Sprint(i+1), "--mac", fmt.Sprintf("52:54:00:00:01:%02x", i+1),
 			"--bmc-address", "http://"+b.Addr, "--bmc-protocol", "redfish", "--bmc-user", "admin", "--bmc-password-file", pw)

@@ -154,6 +154,7 @@ func TestEveryCommandExitsAsDocumented(t *testing.T) {
 		"machine show":        {{[]string{"machine", "show", m, "-o", "json"}, 0}, {[]string{"machine", "show", "zz"}, exitNotFound}},
 		"machine maintenance": {{[]string{"machine", "maintenance", "zz", "--on"}, exitNotFound}, {[]string{"machine", "maintenance", m, "--on", "--off"}, exitUsage}},
 		"machine events":      {{[]string{"machine", "events", m, "-o", "json"}, 0}, {[]string{"machine", "events", "zz"}, exitNotFound}},
+		"machine update":      {{[]string{"machine", "update", "zz", "--power-w", "1"}, exitNotFound}, {[]string{"machine", "update", m, "--power-w", "-5"}, exitUsage}, {[]string{"machine", "update", m}, exitUsage}},
 		"machine delete":      {{[]string{"machine", "delete", "zz"}, exitNotFound}},
 		// Only unknown machines: the example's BMCs are not to be driven here.
 		"machine commission":   {{[]string{"machine", "commission", "zz"}, exitNotFound}},

@@ -1,0 +1,84 @@
+package api
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/metalhall/metalhall/inventory"
+)
+
+// operatorRoutes are the routes for work in flight and for edits of what
+// was entered.
+func (s *Server) operatorRoutes() []route {
+	return append(s.jobListRoutes(),
+		route{method: "PATCH", pattern: "/api/v1/machines/{name}", action: "machine.update", summary: "Change a machine's power, MACs, profile or BMC (address, protocol, user; a new password is sealed)", roles: staff, scope: scopeMachine, body: MachineUpdate{}, reply: Machine{}, handle: s.updateMachine},
+	)
+}
+
+// MachineUpdate changes what was entered for a machine; a field left out
+// is kept. MACs, when given, replace the list.
+type MachineUpdate struct {
+	PowerW      *int64   `json:"power_w,omitempty"`
+	MACs        []string `json:"macs,omitempty"`
+	Profile     *string  `json:"profile,omitempty"`
+	BMCAddress  *string  `json:"bmc_address,omitempty"`
+	BMCProtocol *string  `json:"bmc_protocol,omitempty"`
+	BMCUser     *string  `json:"bmc_user,omitempty"`
+	BMCPassword *string  `json:"bmc_password,omitempty"`
+}
+
+func (s *Server) updateMachine(c *call) (int, any, error) {
+	var in MachineUpdate
+	if err := c.decode(&in); err != nil {
+		return 0, nil, err
+	}
+	name := c.r.PathValue("name")
+	var changed []string // for the audit trail: which fields, never values of secrets
+	var sealed []byte
+	if in.BMCPassword != nil {
+		if *in.BMCPassword == "" || len(*in.BMCPassword) > maxBMCPassword {
+			return 0, nil, &inventory.ValidationError{Field: "bmc_password", Msg: fmt.Sprintf("must be 1 to %d bytes long: check the password file", maxBMCPassword)}
+		}
+		var err error
+		if sealed, err = inventory.BMCCredential(name).Seal(s.sealer, []byte(*in.BMCPassword)); err != nil {
+			return 0, nil, err
+		}
+		changed = append(changed, "bmc_password")
+	}
+	m, err := s.inv.EditMachine(c.ctx(), name, func(m *inventory.Machine) error {
+		if in.PowerW != nil {
+			m.PowerW = *in.PowerW
+			changed = append(changed, "power_w")
+		}
+		if in.MACs != nil {
+			m.MACs = in.MACs
+			changed = append(changed, "macs")
+		}
+		if in.Profile != nil {
+			m.Profile = *in.Profile
+			changed = append(changed, "profile")
+		}
+		if in.BMCAddress != nil {
+			m.BMC.Address = *in.BMCAddress
+			changed = append(changed, "bmc_address")
+		}
+		if in.BMCProtocol != nil {
+			m.BMC.Protocol = inventory.BMCProtocol(*in.BMCProtocol)
+			changed = append(changed, "bmc_protocol")
+		}
+		if in.BMCUser != nil {
+			m.BMC.Username = *in.BMCUser
+			changed = append(changed, "bmc_user")
+		}
+		if len(changed) == 0 {
+			return &inventory.ValidationError{Field: "body", Msg: "names nothing to change: give at least one field"}
+		}
+		return nil // the store checks the result as it checks an enrollment
+	}, sealed)
+	c.detail = strings.Join(changed, ",")
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, machineView(*m), nil
+}

@@ -201,6 +201,12 @@ func example(action string) (vars map[string]string, body any) {
 		return map[string]string{"name": "ma"}, BootDeviceRequest{Device: "pxe"}
 	case "machine.power":
 		return map[string]string{"name": "ma"}, PowerRequest{Action: "status"}
+	case "rack.update":
+		row := "C"
+		return map[string]string{"name": "ra"}, RackUpdate{Row: &row}
+	case "phase.update":
+		date := "2027-01-01"
+		return map[string]string{"name": "h1", "number": "1"}, PhaseUpdate{TargetDate: &date}
 	case "machine.update":
 		profile := "hgx-h100"
 		return map[string]string{"name": "ma"}, MachineUpdate{Profile: &profile}

@@ -3,6 +3,7 @@ package api
 import (
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/metalhall/metalhall/inventory"
@@ -12,6 +13,8 @@ import (
 // was entered.
 func (s *Server) operatorRoutes() []route {
 	return append(s.jobListRoutes(),
+		route{method: "PATCH", pattern: "/api/v1/racks/{name}", action: "rack.update", summary: "Change a rack's units, power budget or row (checked against its machines and its phase)", roles: staff, scope: scopeRack, body: RackUpdate{}, reply: inventory.Rack{}, handle: s.updateRack},
+		route{method: "PATCH", pattern: "/api/v1/halls/{name}/phases/{number}", action: "phase.update", summary: "Change a phase's power budget or target date (checked against its racks' budgets)", roles: staff, body: PhaseUpdate{}, reply: inventory.Phase{}, handle: s.updatePhase},
 		route{method: "PATCH", pattern: "/api/v1/machines/{name}", action: "machine.update", summary: "Change a machine's power, MACs, profile or BMC (address, protocol, user; a new password is sealed)", roles: staff, scope: scopeMachine, body: MachineUpdate{}, reply: Machine{}, handle: s.updateMachine},
 	)
 }
@@ -81,4 +84,87 @@ func (s *Server) updateMachine(c *call) (int, any, error) {
 		return 0, nil, err
 	}
 	return http.StatusOK, machineView(*m), nil
+}
+
+// RackUpdate changes what was entered for a rack; a field left out is kept.
+type RackUpdate struct {
+	Units   *int     `json:"units,omitempty"`
+	PowerKW *float64 `json:"power_kw,omitempty"`
+	Row     *string  `json:"row,omitempty"`
+}
+
+func (s *Server) updateRack(c *call) (int, any, error) {
+	var in RackUpdate
+	if err := c.decode(&in); err != nil {
+		return 0, nil, err
+	}
+	e := inventory.RackEdit{Units: in.Units, Row: in.Row}
+	var changed []string
+	if in.Units != nil {
+		changed = append(changed, fmt.Sprintf("units=%d", *in.Units))
+	}
+	w, err := budgetW(in.PowerKW, &changed)
+	if err != nil {
+		return 0, nil, err
+	}
+	e.BudgetW = w
+	if in.Row != nil {
+		changed = append(changed, "row="+*in.Row)
+	}
+	c.detail = strings.Join(changed, " ")
+	r, err := s.inv.EditRack(c.ctx(), c.r.PathValue("name"), e)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, r, nil
+}
+
+// PhaseUpdate changes a phase; a field left out is kept, an empty
+// target_date removes it.
+type PhaseUpdate struct {
+	PowerKW    *float64 `json:"power_kw,omitempty"`
+	TargetDate *string  `json:"target_date,omitempty"`
+}
+
+func (s *Server) updatePhase(c *call) (int, any, error) {
+	hall := c.r.PathValue("name")
+	n, err := strconv.Atoi(c.r.PathValue("number"))
+	if err != nil {
+		return 0, nil, badRequest("phase number %q is not a number", c.r.PathValue("number"))
+	}
+	c.subject = fmt.Sprintf("hall/%s/phase/%d", hall, n)
+	var in PhaseUpdate
+	if err = c.decode(&in); err != nil {
+		return 0, nil, err
+	}
+	e := inventory.PhaseEdit{TargetDate: in.TargetDate}
+	var changed []string
+	w, err := budgetW(in.PowerKW, &changed)
+	if err != nil {
+		return 0, nil, err
+	}
+	e.BudgetW = w
+	if in.TargetDate != nil {
+		changed = append(changed, "target_date="+*in.TargetDate)
+	}
+	c.detail = strings.Join(changed, " ")
+	p, err := s.inv.EditPhase(c.ctx(), hall, n, e)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, p, nil
+}
+
+// budgetW turns an optional budget in kW into watts, noting the change for
+// the audit trail.
+func budgetW(kw *float64, changed *[]string) (*int64, error) {
+	if kw == nil {
+		return nil, nil
+	}
+	w, err := inventory.KWToW("power_kw", *kw)
+	if err != nil {
+		return nil, err
+	}
+	*changed = append(*changed, "power_kw="+inventory.FormatKW(w))
+	return &w, nil
 }

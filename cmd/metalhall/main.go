@@ -130,6 +130,7 @@ placement or power rule.`,
 			bootenvCommand(), labCommand(), completionCommand(),
 		},
 	}
+	addUpdateCommands(app.Commands)
 	hideLeafHelpCommands(app.Commands)
 	makeStrict(app.Commands)
 	app.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return err }

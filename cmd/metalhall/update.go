@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/metalhall/metalhall/api"
+	"github.com/metalhall/metalhall/inventory"
 )
 
 // machineUpdateCommand corrects what was entered for a machine without
@@ -71,6 +72,102 @@ budget) and refused while the machine has a job in flight.`,
 				if in.BMCPassword != nil {
 					fmt.Fprintln(w, "its BMC password was replaced (sealed; the next BMC operation uses it)")
 				}
+			})
+		}}
+}
+
+// addUpdateCommands puts `rack update` and `phase update` beside the
+// commands that create what they correct.
+func addUpdateCommands(cmds []*cli.Command) {
+	for _, c := range cmds {
+		switch c.Name {
+		case "rack":
+			c.Subcommands = append(c.Subcommands, rackUpdateCommand())
+		case "phase":
+			c.Subcommands = append(c.Subcommands, phaseUpdateCommand())
+		}
+	}
+}
+
+func rackUpdateCommand() *cli.Command {
+	return &cli.Command{Name: "update", Usage: "change a rack's units, power budget or row",
+		UsageText: `metalhall rack update [--units N] [--power-kw KW] [--row ROW] NAME
+
+Only the flags given change. Fewer units must still hold every machine; a
+budget must cover what the rack's machines draw and fit its phase's budget.`,
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "units", Usage: "the rack's height in units"},
+			&cli.Float64Flag{Name: "power-kw", Usage: "the rack's power budget in kW"},
+			&cli.StringFlag{Name: "row", Usage: "the row the rack stands in"},
+			outputFlag(),
+		},
+		Action: func(c *cli.Context) error {
+			n, err := name(c, "rack")
+			if err != nil {
+				return err
+			}
+			var in api.RackUpdate
+			if c.IsSet("units") {
+				u := c.Int("units")
+				in.Units = &u
+			}
+			if c.IsSet("power-kw") {
+				kw := c.Float64("power-kw")
+				in.PowerKW = &kw
+			}
+			if c.IsSet("row") {
+				row := c.String("row")
+				in.Row = &row
+			}
+			if in.Units == nil && in.PowerKW == nil && in.Row == nil {
+				return usagef("rack update: nothing to change: give at least one of --units, --power-kw, --row")
+			}
+			var out inventory.Rack
+			if err := client(c).Do(c.Context, "PATCH", "/api/v1/racks/"+api.PathEscape(n), in, &out); err != nil {
+				return err
+			}
+			return show(c, out, func(w io.Writer) {
+				fmt.Fprintf(w, "rack %s updated: %d units, budget %s kW, row %s\n", out.Name, out.Units, inventory.FormatKW(out.BudgetW), orDash(out.Row))
+			})
+		}}
+}
+
+func phaseUpdateCommand() *cli.Command {
+	return &cli.Command{Name: "update", Usage: "change a phase's power budget or target date",
+		UsageText: `metalhall phase update --hall HALL --number N [--power-kw KW] [--target-date YYYY-MM-DD|""]
+
+Only the flags given change; --target-date "" removes the date. A budget
+must cover what is already allocated to the phase's racks.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "hall", Required: true, Usage: "the phase's hall"},
+			&cli.IntFlag{Name: "number", Required: true, Usage: "the phase's number"},
+			&cli.Float64Flag{Name: "power-kw", Usage: "the phase's power budget in kW"},
+			&cli.StringFlag{Name: "target-date", Usage: "when the phase should be live, YYYY-MM-DD"},
+			outputFlag(),
+		},
+		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			var in api.PhaseUpdate
+			if c.IsSet("power-kw") {
+				kw := c.Float64("power-kw")
+				in.PowerKW = &kw
+			}
+			if c.IsSet("target-date") {
+				d := c.String("target-date")
+				in.TargetDate = &d
+			}
+			if in.PowerKW == nil && in.TargetDate == nil {
+				return usagef("phase update: nothing to change: give --power-kw or --target-date")
+			}
+			var out inventory.Phase
+			path := fmt.Sprintf("/api/v1/halls/%s/phases/%d", api.PathEscape(c.String("hall")), c.Int("number"))
+			if err := client(c).Do(c.Context, "PATCH", path, in, &out); err != nil {
+				return err
+			}
+			return show(c, out, func(w io.Writer) {
+				fmt.Fprintf(w, "phase %d of hall %s updated: budget %s kW, target date %s\n", out.Number, out.Hall, inventory.FormatKW(out.BudgetW), orDash(out.TargetDate))
 			})
 		}}
 }

@@ -74,3 +74,62 @@ func TestMachineUpdateCorrectsWhatWasEnteredAndRotatesTheBMCPassword(t *testing.
 		t.Errorf("audit trail:\n%s", audit)
 	}
 }
+
+func TestRackAndPhaseUpdatesKeepPlacementAndBudgets(t *testing.T) {
+	url, tok := startService(t)
+	r := cliRunner{t, url, tok}
+	rackInCommissioningHall(r, "10") // phase 1: 100 kW; rack r1: 10 kW
+	pw := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pw, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Its BMC is never contacted: no job runs here.
+	r.ok("machine", "enroll", "m1", "--rack", "r1", "--unit", "20", "--height", "2", "--mac", "52:54:00:00:03:01", "--bmc-address", "127.0.0.1:1",
+		"--bmc-protocol", "ipmi", "--bmc-user", "u", "--bmc-password-file", pw, "--power-w", "5000")
+
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"rack", "update", "r1", "--units", "20"}, exitConflict, "U20-U21"},
+		{[]string{"rack", "update", "r1", "--power-kw", "4"}, exitConflict, "1 kW short"},
+		{[]string{"rack", "update", "r1", "--power-kw", "200"}, exitConflict, "exceed it by 100 kW"},
+		{[]string{"rack", "update", "r1", "--units", "99"}, exitUsage, "units"},
+		{[]string{"rack", "update", "r1"}, exitUsage, "nothing to change"},
+		{[]string{"phase", "update", "--hall", "h1", "--number", "1", "--power-kw", "5"}, exitConflict, "5 kW short"},
+		{[]string{"phase", "update", "--hall", "h1", "--number", "1", "--target-date", "soon"}, exitUsage, "YYYY-MM-DD"},
+		{[]string{"phase", "update", "--hall", "h1", "--number", "9", "--power-kw", "5"}, exitNotFound, "not found"},
+	} {
+		code, _, errs := r.run(tc.args...)
+		if code != tc.code || !strings.Contains(errs, tc.want) {
+			t.Errorf("metalhall %s: exit %d %q; want %d mentioning %q", strings.Join(tc.args, " "), code, errs, tc.code, tc.want)
+		}
+	}
+	var rack struct {
+		Units   int    `json:"units"`
+		BudgetW int64  `json:"budget_w"`
+		Row     string `json:"row"`
+	}
+	if err := json.Unmarshal([]byte(r.ok("rack", "show", "r1", "-o", "json")), &rack); err != nil || rack.Units != 48 || rack.BudgetW != 10000 {
+		t.Fatalf("refusals changed the rack: %+v %v", rack, err)
+	}
+
+	r.ok("rack", "update", "r1", "--units", "42", "--power-kw", "60", "--row", "C")
+	json.Unmarshal([]byte(r.ok("rack", "show", "r1", "-o", "json")), &rack)
+	if rack.Units != 42 || rack.BudgetW != 60000 || rack.Row != "C" {
+		t.Errorf("after rack update: %+v", rack)
+	}
+	out := r.ok("phase", "update", "--hall", "h1", "--number", "1", "--power-kw", "80", "--target-date", "2027-06-01", "-o", "json")
+	var p struct {
+		BudgetW    int64  `json:"budget_w"`
+		TargetDate string `json:"target_date"`
+	}
+	if json.Unmarshal([]byte(out), &p); p.BudgetW != 80000 || p.TargetDate != "2027-06-01" {
+		t.Errorf("after phase update: %s", out)
+	}
+	// A lower phase budget that no longer covers the rack is refused.
+	if code, _, errs := r.run("phase", "update", "--hall", "h1", "--number", "1", "--power-kw", "50"); code != exitConflict || !strings.Contains(errs, "60 kW is allocated") {
+		t.Errorf("phase below its racks: %d %s", code, errs)
+	}
+}

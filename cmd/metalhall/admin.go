@@ -3,8 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
-	"net/url"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -157,20 +157,46 @@ func tokenCommand() *cli.Command {
 
 func auditCommand() *cli.Command {
 	return &cli.Command{Name: "audit", Usage: "the audit trail (admin)", Subcommands: []*cli.Command{
-		{Name: "list", Usage: "list audit events", UsageText: "metalhall audit list [--since RFC3339] [--actor TOKEN_ID]",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "since"}, &cli.StringFlag{Name: "actor"}, outputFlag()},
+		{Name: "list", Usage: "list audit events",
+			UsageText: `metalhall audit list [--since 1h|2d|YYYY-MM-DD|RFC3339] [--actor TOKEN_ID|LABEL]
+                   [--action ACTION|PREFIX.] [--outcome ok|refused|failed] [--tenant TENANT]
+
+The newest 1000 events that match --since and --actor; --action, --outcome
+and --tenant narrow those.`,
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "since", Usage: "events from this long ago (90m, 1h, 2d), this date, or this RFC 3339 time on"},
+				&cli.StringFlag{Name: "actor", Usage: "a token's ID or label ('metalhall token list')"},
+				&cli.StringFlag{Name: "action", Usage: "an action (machine.provision) or a prefix ending in '.' (machine.)"},
+				&cli.StringFlag{Name: "outcome", Usage: "ok, refused or failed"},
+				&cli.StringFlag{Name: "tenant", Usage: "only events about this tenant's objects"},
+				outputFlag(),
+			},
 			Action: func(c *cli.Context) error {
-				q := url.Values{}
-				setQ(q, "since", c.String("since"))
-				setQ(q, "actor", c.String("actor"))
-				var out []inventory.Event
-				if err := client(c).Do(c.Context, "GET", "/api/v1/audit?"+q.Encode(), nil, &out); err != nil {
+				if err := noArgs(c); err != nil {
+					return err
+				}
+				since, err := parseSince(c.String("since"), time.Now())
+				if err != nil {
+					return err
+				}
+				switch o := c.String("outcome"); o {
+				case "", "ok", "refused", "failed":
+				default:
+					return usagef("--outcome %q: use ok, refused or failed", o)
+				}
+				out, labels, err := auditEvents(c.Context, client(c), auditQuery{since: since, actor: c.String("actor"),
+					action: c.String("action"), outcome: c.String("outcome"), tenant: c.String("tenant")})
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) {
 					rows := [][]string{}
 					for _, e := range out {
-						rows = append(rows, []string{when(e.Time), e.Actor, orDash(e.Role), orDash(e.Tenant), e.Action, e.Subject, orDash(e.Outcome), orDash(e.Detail)})
+						actor := e.Actor
+						if l := labels[e.Actor]; l != "" {
+							actor = l + " (" + e.Actor + ")"
+						}
+						rows = append(rows, []string{when(e.Time), actor, orDash(e.Role), orDash(e.Tenant), e.Action, e.Subject, orDash(e.Outcome), orDash(clip(e.Detail, 80))})
 					}
 					printTable(w, []string{"TIME", "ACTOR", "ROLE", "TENANT", "ACTION", "SUBJECT", "OUTCOME", "DETAIL"}, rows)
 				})

@@ -80,7 +80,14 @@ func (s *Server) createHall(c *call) (int, any, error) {
 }
 
 func (s *Server) listHalls(c *call) (int, any, error) {
-	out, err := s.inv.Halls(c.ctx(), c.r.URL.Query().Get("site"))
+	site := c.r.URL.Query().Get("site")
+	if site != "" {
+		// An unknown site is not found, like an unknown hall or rack filter.
+		if _, err := s.inv.Site(c.ctx(), site); err != nil {
+			return 0, nil, err
+		}
+	}
+	out, err := s.inv.Halls(c.ctx(), site)
 	return http.StatusOK, nonNil(out), err
 }
 

@@ -137,7 +137,7 @@ func TestEveryCommandExitsAsDocumented(t *testing.T) {
 		"site create":         {{[]string{"site", "create", "s2", "-o", "json"}, 0}, {[]string{"site", "create", "s2"}, exitConflict}, {[]string{"site", "create"}, exitUsage}},
 		"site list":           {{[]string{"site", "list", "-o", "json"}, 0}, {[]string{"site", "list", "extra"}, exitUsage}},
 		"hall create":         {{[]string{"hall", "create", "h2", "--site", "riyadh-1", "-o", "json"}, 0}, {[]string{"hall", "create", "h3", "--site", "zz"}, exitNotFound}},
-		"hall list":           {{[]string{"hall", "list", "-o", "json"}, 0}, {[]string{"hall", "list", "--site", "riyadh-1", "-o", "json"}, 0}},
+		"hall list":           {{[]string{"hall", "list", "-o", "json"}, 0}, {[]string{"hall", "list", "--site", "riyadh-1", "-o", "json"}, 0}, {[]string{"hall", "list", "--site", "zz"}, exitNotFound}},
 		"hall capacity":       {{[]string{"hall", "capacity", "hall-a", "-o", "json"}, 0}, {[]string{"hall", "capacity", "zz"}, exitNotFound}},
 		"phase create":        {{[]string{"phase", "create", "--hall", "hall-a", "--number", "x", "--power-kw", "1"}, exitUsage}, {[]string{"phase", "create", "--hall", "zz", "--number", "3", "--power-kw", "100"}, exitNotFound}, {[]string{"phase", "create", "--hall", "hall-a", "--number", "2", "--power-kw", "100", "--target-date", "tomorrow"}, exitUsage}},
 		"phase update":        {{[]string{"phase", "update", "--hall", "hall-a", "--number", "9", "--power-kw", "1"}, exitNotFound}, {[]string{"phase", "update", "--hall", "hall-a", "--number", "1", "--target-date", "bad"}, exitUsage}},

@@ -81,7 +81,14 @@ func (s *Server) createHall(c *call) (int, any, error) {
 }
 
 func (s *Server) listHalls(c *call) (int, any, error) {
-	out, err := s.inv.Halls(c.ctx(), c.r.URL.Query().Get("site"))
+	site := c.r.URL.Query().Get("site")
+	if site != "" {
+		// An unknown site is not found, like an unknown hall or rack filter.
+		if _, err := s.inv.Site(c.ctx(), site); err != nil {
+			return 0, nil, err
+		}
+	}
+	out, err := s.inv.Halls(c.ctx(), site)
 	return http.StatusOK, nonNil(out), err
 }
 
@@ -240,13 +247,22 @@ func (s *Server) listMachines(c *call) (int, any, error) {
 	f := inventory.MachineFilter{Rack: q.Get("rack"), Hall: q.Get("hall"), State: inventory.MachineState(q.Get("state")), Tenant: q.Get("tenant")}
 	if t := c.tenantScope(); t != "" {
 		if f.Tenant != "" && f.Tenant != t {
-			return http.StatusOK, []Machine{}, nil
+			// Another tenant does not exist for this one: the same answer
+			// as for an unknown rack.
+			return 0, nil, notFound("tenant", f.Tenant)
 		}
 		f.Tenant = t
 		if f.Rack != "" {
 			if err := s.checkTenantScope(c.ctx(), scopeRack, f.Rack, t); err != nil {
 				return 0, nil, err
 			}
+		}
+	}
+	if f.Tenant != "" && c.tenantScope() == "" {
+		// An unknown tenant is not found, like an unknown rack, not an
+		// empty list that hides a typo.
+		if _, err := s.inv.Tenant(c.ctx(), f.Tenant); err != nil {
+			return 0, nil, err
 		}
 	}
 	ms, err := s.inv.Machines(c.ctx(), f)
@@ -295,21 +311,24 @@ func (s *Server) machineEvents(c *call) (int, any, error) {
 		}
 		f.Limit = n
 	}
+	// An unknown name is not found, like everywhere else, not an empty
+	// list: refused requests about it leave events, so "none" cannot tell.
+	// A deleted machine's history stays in the audit trail.
+	m, err := s.inv.Machine(c.ctx(), c.r.PathValue("name"))
+	if err != nil {
+		return 0, nil, err
+	}
 	var seen []inventory.Machine
 	if c.p.Role == inventory.RoleTenant {
 		// Only this tenancy's events: not those of the machine's earlier
 		// tenants, nor of staff before it was handed over.
-		m, err := s.inv.Machine(c.ctx(), c.r.PathValue("name"))
-		if err != nil {
-			return 0, nil, err
-		}
 		if m.Tenancy == "" {
 			return http.StatusOK, []inventory.Event{}, nil
 		}
 		f.Tenancy, seen = m.Tenancy, []inventory.Machine{*m}
 	}
 	out, err := s.inv.Events(c.ctx(), f)
-	return http.StatusOK, c.viewEvents(out, seen...), err
+	return http.StatusOK, nonNil(c.viewEvents(out, seen...)), err
 }
 
 func (s *Server) deleteMachine(c *call) (int, any, error) {

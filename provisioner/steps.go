@@ -72,10 +72,19 @@ func (e *Engine) work(ctx context.Context, id string) {
 			return
 		}
 		step := j.Steps[i].Name
+		resumed := j.Steps[i].State == inventory.StepRunning
 		j, err = e.markStep(ctx, id, i, inventory.StepRunning, "")
 		if err != nil {
 			log.Error("persisting step start", "step", step, "err", err)
 			return
+		}
+		// Every step's start and end is in the machine's events, so
+		// `machine events` shows work in flight, not just "queued" and
+		// the outcome.
+		if resumed {
+			e.event(ctx, j, "step.resumed", fmt.Sprintf("%s job %s: %s again after a restart (attempt %d)", j.Kind, j.ID, step, j.Steps[i].Attempts))
+		} else {
+			e.event(ctx, j, "step.started", fmt.Sprintf("%s job %s: %s (attempt %d)", j.Kind, j.ID, step, j.Steps[i].Attempts))
 		}
 		err = e.exec(ctx, j, step)
 		if ctx.Err() != nil {
@@ -87,10 +96,13 @@ func (e *Engine) work(ctx context.Context, id string) {
 			e.finish(ctx, j, inventory.JobCancelled, "cancelled", step)
 			return
 		case err == nil:
-			if _, err := e.markStep(ctx, id, i, inventory.StepDone, ""); err != nil {
+			done, err := e.markStep(ctx, id, i, inventory.StepDone, "")
+			if err != nil {
 				log.Error("persisting step end", "step", step, "err", err)
 				return
 			}
+			s := done.Steps[i]
+			e.event(ctx, done, "step.done", fmt.Sprintf("%s job %s: %s done in %s", j.Kind, j.ID, step, s.EndedAt.Sub(s.StartedAt).Round(time.Millisecond)))
 		case errors.Is(err, errNotSeen) && j.Steps[i].Attempts <= e.cfg.BootRetries:
 			e.event(ctx, j, "step.retry", fmt.Sprintf("%s: %v; trying PXE again (attempt %d of %d)", step, err, j.Steps[i].Attempts+1, e.cfg.BootRetries+1))
 			if err := e.rewind(ctx, id, stepSetPXE); err != nil {
@@ -104,6 +116,7 @@ func (e *Engine) work(ctx context.Context, id string) {
 				reason = fmt.Sprintf("%s: %v", step, err)
 			}
 			e.markStep(ctx, id, i, inventory.StepFailed, reason)
+			e.event(ctx, j, "step.failed", fmt.Sprintf("%s job %s: %s failed: %s", j.Kind, j.ID, step, reason))
 			e.finish(ctx, j, inventory.JobFailed, reason, step)
 			return
 		}

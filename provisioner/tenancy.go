@@ -23,6 +23,11 @@ func (e *Engine) canStart(ctx context.Context, r Request) error {
 	switch r.Kind {
 	case inventory.JobCommission, inventory.JobProvision, inventory.JobRelease:
 		if e.cfg.NetbootReady != nil {
+			// An unknown machine is not found first: "cannot netboot" would
+			// send the caller after the wrong problem.
+			if _, err := e.inv.Machine(ctx, r.Machine); err != nil {
+				return err
+			}
 			if err := e.cfg.NetbootReady(ctx); err != nil {
 				return &NotReadyError{Reason: fmt.Sprintf("machine %q: a %s job needs it to netboot, and this service cannot netboot now: %v", r.Machine, r.Kind, err)}
 			}

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
-	"net/url"
+	"io/fs"
+	"os"
 	"strings"
 	"time"
 
@@ -169,20 +171,46 @@ func tokenCommand() *cli.Command {
 
 func auditCommand() *cli.Command {
 	return &cli.Command{Name: "audit", Usage: "the audit trail (admin)", Subcommands: []*cli.Command{
-		{Name: "list", Usage: "list audit events", UsageText: "metalhall audit list [--since RFC3339] [--actor TOKEN_ID]",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "since"}, &cli.StringFlag{Name: "actor"}, outputFlag()},
+		{Name: "list", Usage: "list audit events",
+			UsageText: `metalhall audit list [--since 1h|2d|YYYY-MM-DD|RFC3339] [--actor TOKEN_ID|LABEL]
+                   [--action ACTION|PREFIX.] [--outcome ok|refused|failed] [--tenant TENANT]
+
+The newest 1000 events that match --since and --actor; --action, --outcome
+and --tenant narrow those.`,
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "since", Usage: "events from this long ago (90m, 1h, 2d), this date, or this RFC 3339 time on"},
+				&cli.StringFlag{Name: "actor", Usage: "a token's ID or label ('metalhall token list')"},
+				&cli.StringFlag{Name: "action", Usage: "an action (machine.provision) or a prefix ending in '.' (machine.)"},
+				&cli.StringFlag{Name: "outcome", Usage: "ok, refused or failed"},
+				&cli.StringFlag{Name: "tenant", Usage: "only events about this tenant's objects"},
+				outputFlag(),
+			},
 			Action: func(c *cli.Context) error {
-				q := url.Values{}
-				setQ(q, "since", c.String("since"))
-				setQ(q, "actor", c.String("actor"))
-				var out []inventory.Event
-				if err := client(c).Do(c.Context, "GET", "/api/v1/audit?"+q.Encode(), nil, &out); err != nil {
+				if err := noArgs(c); err != nil {
+					return err
+				}
+				since, err := parseSince(c.String("since"), time.Now())
+				if err != nil {
+					return err
+				}
+				switch o := c.String("outcome"); o {
+				case "", "ok", "refused", "failed":
+				default:
+					return usagef("--outcome %q: use ok, refused or failed", o)
+				}
+				out, labels, err := auditEvents(c.Context, client(c), auditQuery{since: since, actor: c.String("actor"),
+					action: c.String("action"), outcome: c.String("outcome"), tenant: c.String("tenant")})
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) {
 					rows := [][]string{}
 					for _, e := range out {
-						rows = append(rows, []string{when(e.Time), e.Actor, orDash(e.Role), orDash(e.Tenant), e.Action, e.Subject, orDash(e.Outcome), orDash(e.Detail)})
+						actor := e.Actor
+						if l := labels[e.Actor]; l != "" {
+							actor = l + " (" + e.Actor + ")"
+						}
+						rows = append(rows, []string{when(e.Time), actor, orDash(e.Role), orDash(e.Tenant), e.Action, e.Subject, orDash(e.Outcome), orDash(clip(e.Detail, 80))})
 					}
 					printTable(w, []string{"TIME", "ACTOR", "ROLE", "TENANT", "ACTION", "SUBJECT", "OUTCOME", "DETAIL"}, rows)
 				})
@@ -192,24 +220,39 @@ func auditCommand() *cli.Command {
 
 func backupCommand() *cli.Command {
 	return &cli.Command{Name: "backup", Usage: "write a consistent copy of the database while the service runs (admin)",
-		UsageText: "metalhall backup --out FILE\n\nTo restore, start 'metalhall serve' on a data dir whose metalhall.db is the backup\n(with the original seal.key beside it, or BMC passwords cannot be opened).",
-		Flags:     []cli.Flag{&cli.StringFlag{Name: "out", Required: true}},
+		UsageText: "metalhall backup [--force] --out FILE\n\nThe backup holds the database only: keep DATA_DIR/seal.key (BMC passwords) and\nDATA_DIR/images/ with it. To restore, start 'metalhall serve' on a data dir whose\nmetalhall.db is the backup, with the original seal.key beside it.",
+		Flags: []cli.Flag{&cli.StringFlag{Name: "out", Required: true, Usage: "file to write the copy to (refused if it exists, unless --force)"},
+			&cli.BoolFlag{Name: "force", Usage: "replace --out if it exists"}, outputFlag()},
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
 			}
 			out := c.String("out")
+			// Refused before the download, and again atomically when the
+			// file lands (another writer may have made it meanwhile).
+			if _, err := os.Lstat(out); err == nil && !c.Bool("force") {
+				return usagef("backup: %s exists: name another file, or pass --force to replace it", out)
+			}
 			body, err := client(c).Stream(c.Context, "GET", "/api/v1/backup")
 			if err != nil {
 				return err
 			}
 			defer body.Close()
-			n, err := atomicfile.Copy(out, body, atomicfile.Options{Perm: 0o600})
+			n, err := atomicfile.Copy(out, body, atomicfile.Options{Perm: 0o600, Exclusive: !c.Bool("force")})
+			if errors.Is(err, fs.ErrExist) {
+				return usagef("backup: %s appeared while the backup was read: nothing written; name another file, or pass --force", out)
+			}
 			if err != nil {
 				return fmt.Errorf("backup: %w (nothing written to %s)", err, out)
 			}
-			fmt.Fprintf(c.App.Writer, "backup written to %s (%d bytes)\n", out, n)
-			return nil
+			res := struct {
+				Path  string `json:"path"`
+				Bytes int64  `json:"bytes"`
+			}{out, n}
+			return show(c, res, func(w io.Writer) {
+				fmt.Fprintf(w, "backup written to %s (%d bytes)\n", out, n)
+				fmt.Fprintln(w, "it holds the database only: keep DATA_DIR/seal.key (BMC passwords) and DATA_DIR/images/ with it")
+			})
 		}}
 }
 

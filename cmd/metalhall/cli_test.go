@@ -166,7 +166,8 @@ func TestCLIErrorsAreOneClearLine(t *testing.T) {
 		want string
 	}{
 		{[]string{"machine", "show"}, exitUsage, "which machine?"},
-		{[]string{"rack", "show", "a01", "--output", "json"}, exitUsage, "flags go before the name"},
+		{[]string{"rack", "show", "a01", "--output", "json"}, exitNotFound, `rack "a01" not found`}, // flags after the name are flags
+		{[]string{"rack", "show", "a01", "--output", "yaml"}, exitUsage, `--output "yaml"`},
 		{[]string{"--output", "yaml", "site", "list"}, exitUsage, `--output "yaml"`},
 		{[]string{"machine", "show", "ghost"}, exitNotFound, `machine "ghost" not found`},
 		{[]string{"hall", "create", "--site", "nowhere", "h"}, exitNotFound, `site "nowhere" not found`},

@@ -91,7 +91,7 @@ func imageImport(c *cli.Context) error {
 	} else {
 		f, err := os.Open(file)
 		if err != nil {
-			return err
+			return usagef("--file: %v", err) // a file named on the command line
 		}
 		defer f.Close()
 		fi, err := f.Stat()

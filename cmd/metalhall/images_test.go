@@ -45,7 +45,7 @@ func TestImageImportListShowDelete(t *testing.T) {
 	}
 	// A wrong checksum says both values and leaves nothing behind.
 	code, _, errs := c.run("image", "import", "--file", rawPath, "--sha256", strings.Repeat("0", 64), "bad")
-	if code != exitError || !strings.Contains(errs, "checksum mismatch") || !strings.Contains(errs, hex.EncodeToString(sum[:])) {
+	if code != exitUsage || !strings.Contains(errs, "checksum mismatch") || !strings.Contains(errs, hex.EncodeToString(sum[:])) {
 		t.Fatalf("bad checksum: %d %s", code, errs)
 	}
 	if list := c.ok("image", "list"); !strings.Contains(list, "demo-zst") || strings.Contains(list, "bad") {

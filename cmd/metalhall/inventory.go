@@ -263,7 +263,7 @@ func rackCommand() *cli.Command {
 				}
 				f, err := os.Open(path)
 				if err != nil {
-					return err
+					return usagef("--file: %v", err) // a file named on the command line
 				}
 				defer f.Close()
 				var out inventory.ImportResult

@@ -184,10 +184,18 @@ func rackCommission(c *cli.Context) error {
 	if !c.Bool("wait") {
 		return show(c, rc, func(w io.Writer) { printRackCommission(w, rc) })
 	}
+	format, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
 	w := c.App.Writer
-	tty := isTerminal(w)
+	// On a terminal, a table redrawn in place; otherwise (a log, a pipe, a
+	// script) one line per change, or one JSON object per change with -o
+	// json, so the output reads top to bottom and can be parsed as it comes.
+	tty := isTerminal(w) && format == "table"
 	start := time.Now()
 	lines := 0
+	last := map[string]rackProgress{}
 	for {
 		rows, failed, running := [][]string{}, 0, 0
 		for _, j := range rc.Jobs {
@@ -205,21 +213,42 @@ func rackCommission(c *cli.Context) error {
 			case cur.State != inventory.JobSucceeded:
 				failed++
 			}
-			rows = append(rows, []string{cur.Machine, string(cur.State), orDash(step), orDash(cur.Error)})
+			rows = append(rows, []string{cur.Machine, string(cur.State), orDash(step), orDash(clip(cur.Error, 80))})
+			p := rackProgress{Machine: cur.Machine, Job: cur.ID, State: cur.State, Step: cur.StepName(), QueuePosition: cur.QueuePosition, Error: cur.Error}
+			if tty || last[cur.Machine] == p {
+				continue
+			}
+			last[cur.Machine] = p
+			p.Time = time.Now().UTC()
+			if format == "json" {
+				if err := writeJSON(w, p, true); err != nil {
+					return err
+				}
+				continue
+			}
+			line := fmt.Sprintf("%s  %s  %s  %s", p.Time.Local().Format("15:04:05"), p.Machine, p.State, orDash(step))
+			if p.Error != "" {
+				line += ": " + p.Error
+			}
+			fmt.Fprintln(w, line)
 		}
-		var b strings.Builder
-		fmt.Fprintf(&b, "rack %s commissioning: %d running, %d failed, %s elapsed\n", n, running, failed, time.Since(start).Round(time.Second))
-		printTable(&b, []string{"MACHINE", "JOB", "STEP", "ERROR"}, rows)
-		if tty && lines > 0 {
-			fmt.Fprintf(w, "\033[%dA\033[J", lines) // redraw in place
-		}
-		if tty || running == 0 {
+		summary := fmt.Sprintf("rack %s commissioning: %d running, %d failed, %s elapsed\n", n, running, failed, time.Since(start).Round(time.Second))
+		if tty {
+			var b strings.Builder
+			b.WriteString(summary)
+			printTable(&b, []string{"MACHINE", "JOB", "STEP", "ERROR"}, rows)
+			if lines > 0 {
+				fmt.Fprintf(w, "\033[%dA\033[J", lines) // redraw in place
+			}
 			fmt.Fprint(w, b.String())
 			lines = strings.Count(b.String(), "\n")
 		}
 		if running == 0 {
+			if format == "table" && !tty {
+				fmt.Fprint(w, summary)
+			}
 			if failed > 0 {
-				return fmt.Errorf("rack %s: %d of %d machines failed commissioning (see the table, and 'metalhall machine show NAME')", n, failed, len(rc.Jobs))
+				return fmt.Errorf("rack %s: %d of %d machines failed commissioning (see 'metalhall machine show NAME' and 'metalhall machine events NAME')", n, failed, len(rc.Jobs))
 			}
 			return nil
 		}
@@ -229,6 +258,19 @@ func rackCommission(c *cli.Context) error {
 		case <-time.After(2 * time.Second):
 		}
 	}
+}
+
+// rackProgress is one change of one machine's commissioning, as printed by
+// `rack commission --wait` when not on a terminal (a line, or an NDJSON
+// object with -o json).
+type rackProgress struct {
+	Time          time.Time          `json:"time"`
+	Machine       string             `json:"machine"`
+	Job           string             `json:"job"`
+	State         inventory.JobState `json:"state"`
+	Step          string             `json:"step,omitempty"`
+	QueuePosition int                `json:"queue_position,omitempty"`
+	Error         string             `json:"error,omitempty"`
 }
 
 func printRackCommission(w io.Writer, rc api.RackCommission) {

@@ -19,7 +19,7 @@ func machineCommand() *cli.Command {
 	cmd := machineInventoryCommand()
 	cmd.Subcommands = append(cmd.Subcommands, jobCommands()...)
 	cmd.Subcommands = append(cmd.Subcommands, bootDeviceCommand())
-	cmd.Subcommands = append(cmd.Subcommands, eraseReportCommand(), selCommand(), machineAcceptanceCommand())
+	cmd.Subcommands = append(cmd.Subcommands, eraseReportCommand(), selCommand(), machineAcceptanceCommand(), machineUpdateCommand())
 	return cmd
 }
 
@@ -249,8 +249,10 @@ func machineEvents(c *cli.Context) error {
 			return show(c, evs, func(w io.Writer) { printEvents(w, evs, true) })
 		}
 		if format == "json" {
+			// One object a line (NDJSON), so a script can read the
+			// stream as it comes.
 			for _, e := range evs {
-				if err := show(c, e, nil); err != nil {
+				if err := writeJSON(c.App.Writer, e, true); err != nil {
 					return err
 				}
 			}

@@ -43,7 +43,7 @@ func main() {
 // printed as one line on stderr.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
-	err := app.RunContext(ctx, args)
+	err := app.RunContext(ctx, reorderArgs(app, args))
 	if err == nil {
 		return 0
 	}
@@ -70,6 +70,10 @@ func explain(err error) (string, int) {
 		switch ae.Status {
 		case 401, 403:
 			return ae.Message, exitAuth
+		case 400:
+			// A value the service found invalid is a bad command line
+			// (or manifest) too: the same status as one refused here.
+			return ae.Message, exitUsage
 		case 404:
 			return ae.Message, exitNotFound
 		case 409:
@@ -82,7 +86,7 @@ func explain(err error) (string, int) {
 	msg := err.Error()
 	if strings.HasPrefix(msg, "flag provided but not defined") || strings.HasPrefix(msg, "Required flag") ||
 		strings.HasPrefix(msg, "invalid value") || strings.HasPrefix(msg, "No help topic") {
-		return msg + " (flags go before the name: see --help)", exitUsage
+		return msg + " (see --help)", exitUsage
 	}
 	return msg, exitError
 }
@@ -101,8 +105,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Version: version,
 		Description: `metalhall serve runs the service; every other command is a client of its API.
 
-Put flags before the name: 'metalhall rack show --output json a01'.
-Exit status: 0 ok, 1 refused or failed, 2 bad command line, 3 no service,
+Flags go before or after the name: 'metalhall rack show a01 -o json'; after
+'--' everything is a name. --server takes a URL or host:port.
+Exit status: 0 ok, 1 refused or failed, 2 bad command line or value, 3 no service,
 4 token missing or not allowed, 5 not found, 6 refused by a lifecycle,
 placement or power rule.`,
 		Writer:               stdout,
@@ -121,11 +126,14 @@ placement or power rule.`,
 		Commands: []*cli.Command{
 			serveCommand(),
 			siteCommand(), hallCommand(), phaseCommand(), rackWithAcceptance(), machineCommand(),
-			imageCommand(), subnetCommand(), tenantCommand(), tokenCommand(), auditCommand(), backupCommand(),
+			imageCommand(), subnetCommand(), tenantCommand(), tokenCommand(), auditCommand(), backupCommand(), jobGroupCommand(),
 			bootenvCommand(), labCommand(), completionCommand(),
 		},
 	}
+	addUpdateCommands(app.Commands)
 	hideLeafHelpCommands(app.Commands)
+	makeStrict(app.Commands)
+	app.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return err }
 	return app
 }
 

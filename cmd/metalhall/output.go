@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -37,9 +36,10 @@ func checkFormat(f string) (string, error) {
 
 // client is the API client for the global --server and --token.
 func client(c *cli.Context) *api.Client {
-	cl := api.NewClient(c.String("server"), c.String("token"))
-	// Checked once, before any command runs (see checkTLSFlags): an error
+	// Checked once, before any command runs (see checkTLSFlags): errors
 	// here cannot happen.
+	server, _ := serverURL(c.String("server"), tlsGiven(c))
+	cl := api.NewClient(server, c.String("token"))
 	_ = cl.UseTLS(tlsOptions(c))
 	return cl
 }
@@ -48,10 +48,18 @@ func tlsOptions(c *cli.Context) api.TLSOptions {
 	return api.TLSOptions{Fingerprint: c.String("tls-fingerprint"), CAFile: c.String("ca-file")}
 }
 
-// checkTLSFlags refuses a malformed pin or an unreadable CA file before a
-// command sends anything.
+func tlsGiven(c *cli.Context) bool {
+	return c.String("tls-fingerprint") != "" || c.String("ca-file") != ""
+}
+
+// checkTLSFlags refuses a malformed server address, pin or an unreadable
+// CA file before a command sends anything.
 func checkTLSFlags(c *cli.Context) error {
-	if err := api.NewClient(c.String("server"), "").UseTLS(tlsOptions(c)); err != nil {
+	server, err := serverURL(c.String("server"), tlsGiven(c))
+	if err != nil {
+		return err
+	}
+	if err := api.NewClient(server, "").UseTLS(tlsOptions(c)); err != nil {
 		return usagef("%v (--tls-fingerprint / --ca-file)", err)
 	}
 	return nil
@@ -65,9 +73,7 @@ func show(c *cli.Context, v any, table func(w io.Writer)) error {
 	}
 	w := c.App.Writer
 	if format == "json" {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v)
+		return writeJSON(w, v, false)
 	}
 	table(w)
 	return nil
@@ -147,12 +153,12 @@ func name(c *cli.Context, what string) (string, error) {
 	case 0:
 		return "", usagef("%s: which %s? give its name as the last argument", c.Command.FullName(), what)
 	}
-	return "", usagef("%s: expected one %s name, got %q (flags go before the name)", c.Command.FullName(), what, c.Args().Slice())
+	return "", usagef("%s: expected one %s name, got %q", c.Command.FullName(), what, c.Args().Slice())
 }
 
 func noArgs(c *cli.Context) error {
 	if c.NArg() > 0 {
-		return usagef("%s takes no arguments, got %q (flags go before names)", c.Command.FullName(), c.Args().Slice())
+		return usagef("%s takes no arguments, got %q", c.Command.FullName(), c.Args().Slice())
 	}
 	return nil
 }

@@ -65,6 +65,7 @@ func Start(tb testing.TB, dir string, edit func(*service.Config)) *Running {
 		dir = tb.TempDir()
 	}
 	r := &Running{Dir: dir, Logs: &SyncBuffer{}}
+	standInBootenv(tb, dir)
 	cfg := service.Config{DataDir: dir, AdminListener: Listener(tb), ProvisionListener: Listener(tb),
 		Logger: slog.New(slog.NewTextHandler(r.Logs, nil)), Version: "test"}
 	if edit != nil {
@@ -93,4 +94,24 @@ func Start(tb testing.TB, dir string, edit func(*service.Config)) *Running {
 	}
 	r.Token = strings.TrimSpace(string(tok))
 	return r
+}
+
+// standInBootenv writes a boot environment that boots nothing, unless dir
+// has one: the service accepts jobs that netboot only with one in place,
+// and the machines of these tests never boot.
+func standInBootenv(tb testing.TB, dir string) {
+	tb.Helper()
+	be := filepath.Join(dir, "bootenv")
+	if err := os.MkdirAll(be, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	for _, f := range []string{service.BootenvKernel, service.BootenvInitrd} {
+		p := filepath.Join(be, f)
+		if _, err := os.Stat(p); err == nil {
+			continue
+		}
+		if err := os.WriteFile(p, []byte("stand-in: boots nothing\n"), 0o644); err != nil {
+			tb.Fatal(err)
+		}
+	}
 }

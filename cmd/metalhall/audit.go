@@ -1,0 +1,98 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/metalhall/metalhall/api"
+	"github.com/metalhall/metalhall/inventory"
+)
+
+// parseSince reads --since as people write it: a duration back from now
+// ("90m", "1h", "2d"), a date ("2026-11-24", local midnight) or an RFC 3339
+// time. The service takes RFC 3339.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		if n, err := strconv.Atoi(days); err == nil && n >= 0 {
+			return now.AddDate(0, 0, -n), nil
+		}
+	}
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	if t, err := time.ParseInLocation("2006-01-02", s, time.Local); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, usagef("--since %q: give a duration back from now (90m, 1h, 2d), a date (2026-11-24) or an RFC 3339 time (2026-11-24T09:00:00Z)", s)
+}
+
+// auditQuery is what `audit list` asks for and keeps.
+type auditQuery struct {
+	since                   time.Time
+	actor                   string // a token ID or label
+	action, outcome, tenant string
+}
+
+// auditEvents reads the audit trail for q. An --actor that is no token
+// ID is taken as a label, matching every token with it; the service's
+// filters take IDs. Action (a prefix such as "machine." or a whole action),
+// outcome and tenant are filtered here. labels maps token IDs to labels
+// for the ACTOR column.
+func auditEvents(ctx context.Context, cl *api.Client, q auditQuery) (events []inventory.Event, labels map[string]string, err error) {
+	var tokens []api.Token
+	// The token list is admin-only, as the audit trail is; without it the
+	// ACTOR column shows IDs and labels cannot be matched.
+	tokErr := cl.Do(ctx, "GET", "/api/v1/tokens", nil, &tokens)
+	labels = map[string]string{}
+	for _, t := range tokens {
+		if t.Label != "" {
+			labels[t.ID] = t.Label
+		}
+	}
+	actors := []string{""}
+	if q.actor != "" {
+		actors = []string{q.actor}
+		if tokErr == nil && !slices.ContainsFunc(tokens, func(t api.Token) bool { return t.ID == q.actor }) {
+			actors = nil
+			for _, t := range tokens {
+				if t.Label == q.actor {
+					actors = append(actors, t.ID)
+				}
+			}
+			if len(actors) == 0 {
+				return nil, nil, &api.APIError{Status: 404, Code: "not_found", Message: fmt.Sprintf("no token has the ID or label %q (metalhall token list)", q.actor)}
+			}
+		}
+	}
+	for _, a := range actors {
+		v := url.Values{}
+		if !q.since.IsZero() {
+			v.Set("since", q.since.UTC().Format(time.RFC3339))
+		}
+		setQ(v, "actor", a)
+		var evs []inventory.Event
+		if err := cl.Do(ctx, "GET", "/api/v1/audit?"+v.Encode(), nil, &evs); err != nil {
+			return nil, nil, err
+		}
+		for _, e := range evs {
+			if (q.action == "" || e.Action == q.action || strings.HasSuffix(q.action, ".") && strings.HasPrefix(e.Action, q.action)) &&
+				(q.outcome == "" || e.Outcome == q.outcome) && (q.tenant == "" || e.Tenant == q.tenant) {
+				events = append(events, e)
+			}
+		}
+	}
+	slices.SortFunc(events, func(a, b inventory.Event) int { return cmp.Compare(a.Seq, b.Seq) })
+	return events, labels, nil
+}

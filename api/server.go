@@ -106,7 +106,7 @@ func New(cfg Config) (*Server, error) {
 	}, func() float64 { return float64(s.inv.WriteTransactions()) })); err != nil {
 		return nil, err
 	}
-	s.routes = append(append(append(s.routeTable(), s.jobRoutes()...), s.imageRoutes()...), s.eraseRoutes()...)
+	s.routes = append(append(append(append(s.routeTable(), s.jobRoutes()...), s.imageRoutes()...), s.eraseRoutes()...), s.whoamiRoutes()...)
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
 	}

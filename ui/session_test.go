@@ -1,0 +1,141 @@
+package ui_test
+
+import (
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+var csrfMeta = regexp.MustCompile(`<meta name="csrf-token" content="([^"]+)">`)
+
+func page(t *testing.T, c *http.Client, u string) (int, string) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+func TestSignInSetsAStrictHttpOnlySessionCookie(t *testing.T) {
+	w := newWorld(t)
+	_, resp := w.signIn(t, w.tech)
+	var found bool
+	for _, c := range resp.Cookies() {
+		if c.Name != "mh_session" {
+			continue
+		}
+		found = true
+		if !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.MaxAge <= 0 || c.Path != "/ui/" {
+			t.Errorf("session cookie %+v: want HttpOnly, SameSite=Strict, a max age and path /ui/", c)
+		}
+	}
+	if !found {
+		t.Fatalf("no session cookie in %v", resp.Header["Set-Cookie"])
+	}
+}
+
+func TestBadTokenDoesNotSignIn(t *testing.T) {
+	w := newWorld(t)
+	resp, err := http.PostForm(w.url+"/ui/login", url.Values{"token": {"mh_0123456789abcdef_" + strings.Repeat("x", 43)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || len(resp.Cookies()) != 0 {
+		t.Fatalf("bad token: %s with cookies %v, want 401 and none", resp.Status, resp.Cookies())
+	}
+}
+
+func TestStateChangeWithoutCSRFTokenIsRefusedAndChangesNothing(t *testing.T) {
+	w := newWorld(t)
+	c, _ := w.signIn(t, w.tech)
+	code, body := page(t, c, w.url+"/ui/machines/ma1")
+	m := csrfMeta.FindStringSubmatch(body)
+	if code != http.StatusOK || m == nil {
+		t.Fatalf("machine page: %d, csrf meta found: %v", code, m != nil)
+	}
+	csrf := m[1]
+
+	for name, form := range map[string]url.Values{
+		"none":  {"action": {"on"}},
+		"wrong": {"action": {"on"}, "csrf": {csrf + "x"}},
+	} {
+		resp, err := c.PostForm(w.url+"/ui/machines/ma1/power", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("power without a valid CSRF token (%s): %s, want 403", name, resp.Status)
+		}
+	}
+	if n := w.auditActions(t, "machine.power"); n != 0 {
+		t.Fatalf("%d machine.power requests reached the API without a CSRF token", n)
+	}
+	if w.bmcs["ma1"].Power() {
+		t.Fatal("the machine was powered on without a CSRF token")
+	}
+
+	// Signing out is a state change too.
+	resp, err := c.PostForm(w.url+"/ui/logout", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("sign-out without CSRF: %s, want 403", resp.Status)
+	}
+
+	// With the token, the same request goes through to the API.
+	resp, err = c.PostForm(w.url+"/ui/machines/ma1/power", url.Values{"action": {"on"}, "csrf": {csrf}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("power with the CSRF token: %s, want 303 back to the page", resp.Status)
+	}
+	if n := w.auditActions(t, "machine.power"); n != 1 {
+		t.Fatalf("%d machine.power audit events, want 1", n)
+	}
+
+	// Signed out, the session is gone.
+	resp, err = c.PostForm(w.url+"/ui/logout", url.Values{"csrf": {csrf}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if code, _ := page(t, c, w.url+"/ui/machines/ma1"); code != http.StatusSeeOther {
+		t.Fatalf("machine page after sign-out: %d, want 303 to the sign-in page", code)
+	}
+}
+
+func TestTenantGetsNotFoundPageForAnotherTenantsMachine(t *testing.T) {
+	w := newWorld(t)
+	c, _ := w.signIn(t, w.tenantA)
+	other, body := page(t, c, w.url+"/ui/machines/mb1")
+	missing, body2 := page(t, c, w.url+"/ui/machines/no-such-machine")
+	if other != http.StatusNotFound || missing != http.StatusNotFound {
+		t.Fatalf("another tenant's machine: %d, a missing one: %d; want 404 both", other, missing)
+	}
+	if strings.Contains(body, "mb1") || strings.Contains(body, "tb") {
+		t.Fatal("the 404 page names the other tenant's machine or tenant")
+	}
+	strip := func(s string) string { return csrfMeta.ReplaceAllString(s, "") }
+	if strip(body) != strings.ReplaceAll(strip(body2), "no-such-machine", "mb1") {
+		t.Fatal("the 404 page for another tenant's machine differs from one for a machine that does not exist")
+	}
+	code, racks := page(t, c, w.url+"/ui/racks")
+	if code != http.StatusOK || !strings.Contains(racks, `href="/ui/racks/ra"`) || strings.Contains(racks, `href="/ui/racks/rb"`) {
+		t.Fatalf("tenant ta's rack list (%d) should show ra and not rb:\n%s", code, racks)
+	}
+}

@@ -2,6 +2,7 @@ package ui_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/metalhall/metalhall/agent/wire"
 	"github.com/metalhall/metalhall/api"
 	"github.com/metalhall/metalhall/lab/redfish"
 	"github.com/metalhall/metalhall/service/servicetest"
@@ -18,11 +20,11 @@ import (
 // world is a running service with a hall, two tenants' racks and
 // machines behind loopback Redfish emulators, and a token per role.
 type world struct {
-	svc                   *servicetest.Running
-	url                   string
-	admin                 *api.Client
+	svc                    *servicetest.Running
+	url                    string
+	admin                  *api.Client
 	tech, tenantA, tenantB string
-	bmcs                  map[string]*redfish.Server
+	bmcs                   map[string]*redfish.Server
 }
 
 // fixture machines: rack ra (tenant ta) holds ma1 in U1 (2U) and ma2 in
@@ -69,6 +71,13 @@ func newWorld(t *testing.T) *world {
 		do("POST", "/api/v1/machines", api.MachineEnroll{Name: m.name, Rack: m.rack, Unit: m.unit, Height: height,
 			MACs: []string{fmt.Sprintf("52:54:00:00:00:%02x", i+1)}, BMCAddress: "http://" + ln.Addr().String(),
 			BMCProtocol: "redfish", BMCUser: "root", BMCPassword: "calvin", PowerW: 10000})
+	}
+	for _, m := range fixtureMachines {
+		rep, _ := json.Marshal(wire.Inventory{System: wire.System{Vendor: "Metalhall", Product: "HGX test"}, CPU: wire.CPU{Model: "EPYC 9654", Sockets: 2, Cores: 192},
+			MemoryBytes: 2 << 40, GPUs: []wire.GPUGroup{{Model: "H100", Count: 8}}})
+		if _, err := svc.Inventory().RecordInspection(ctx, m.name, rep); err != nil {
+			t.Fatal(err)
+		}
 	}
 	do("POST", "/api/v1/tenants/ta/assign", api.TenantAssign{Rack: "ra"})
 	do("POST", "/api/v1/tenants/tb/assign", api.TenantAssign{Rack: "rb"})

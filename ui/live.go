@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/metalhall/metalhall/api"
@@ -123,30 +125,7 @@ func (u *UI) liveReader(s *session, q url.Values) (func(context.Context) (*snaps
 	}
 	switch {
 	case q.Get("machine") != "":
-		base := "/api/v1/machines/" + url.PathEscape(q.Get("machine"))
-		return func(ctx context.Context) (*snapshot, error) {
-			var m api.Machine
-			if err := u.get(ctx, s, base, nil, &m); err != nil {
-				return nil, err
-			}
-			snap := &snapshot{Machines: map[string]liveMachine{m.Name: {State: m.State, Power: m.BMCStatus.Power, Tenant: m.Tenant}}}
-			var j api.Job
-			if err := u.get(ctx, s, base+"/job", nil, &j); err == nil {
-				lj := &liveJob{ID: j.ID, Kind: string(j.Kind), State: string(j.State), Total: len(j.Steps), QueuePosition: j.QueuePosition, Error: j.Error}
-				for _, st := range j.Steps {
-					if st.State == inventory.StepDone {
-						lj.Done++
-					}
-					if st.State == inventory.StepRunning || st.State == inventory.StepFailed {
-						lj.Step = st.Name
-					}
-				}
-				snap.Job = lj
-			} else if status(err) != http.StatusNotFound {
-				return nil, err
-			}
-			return snap, nil
-		}, nil
+		return u.machineReader(s, q.Get("machine")), nil
 	case q.Get("rack") != "":
 		return func(ctx context.Context) (*snapshot, error) { return list(ctx, url.Values{"rack": {q.Get("rack")}}) }, nil
 	case q.Get("hall") != "":
@@ -167,4 +146,63 @@ func (u *UI) liveReader(s *session, q url.Values) (func(context.Context) (*snaps
 		}, nil
 	}
 	return nil, fmt.Errorf("a live stream follows machine=NAME, rack=NAME, hall=NAME or jobs=1")
+}
+
+// machineReader follows one machine. It asks for the machine's job only
+// once its events say there is one and while it is unfinished: asking a
+// tenant's machine for a job it never had is a 404, which the API audits
+// as a refused access, and a live page must not write the audit trail
+// once a second.
+func (u *UI) machineReader(s *session, name string) func(context.Context) (*snapshot, error) {
+	base := "/api/v1/machines/" + url.PathEscape(name)
+	var (
+		after uint64
+		job   *liveJob
+	)
+	return func(ctx context.Context) (*snapshot, error) {
+		var m api.Machine
+		if err := u.get(ctx, s, base, nil, &m); err != nil {
+			return nil, err
+		}
+		q := url.Values{}
+		if after > 0 {
+			q.Set("after", strconv.FormatUint(after, 10))
+		}
+		var evs []inventory.Event
+		if err := u.get(ctx, s, base+"/events", q, &evs); err != nil {
+			return nil, err
+		}
+		jobNews := false
+		for _, e := range evs {
+			after = max(after, e.Seq)
+			jobNews = jobNews || isJobEvent(e)
+		}
+		if jobNews || (job != nil && (job.State == string(inventory.JobQueued) || job.State == string(inventory.JobRunning))) {
+			var j api.Job
+			if err := u.get(ctx, s, base+"/job", nil, &j); err == nil {
+				job = jobView(&j)
+			} else if status(err) != http.StatusNotFound {
+				return nil, err
+			}
+		}
+		return &snapshot{Machines: map[string]liveMachine{m.Name: {State: m.State, Power: m.BMCStatus.Power, Tenant: m.Tenant}}, Job: job}, nil
+	}
+}
+
+// isJobEvent says whether an event is the provisioner's about a job.
+func isJobEvent(e inventory.Event) bool {
+	return e.Actor == "provisioner" && (strings.HasPrefix(e.Action, "job.") || strings.HasPrefix(e.Action, "step."))
+}
+
+func jobView(j *api.Job) *liveJob {
+	lj := &liveJob{ID: j.ID, Kind: string(j.Kind), State: string(j.State), Total: len(j.Steps), QueuePosition: j.QueuePosition, Error: j.Error}
+	for _, st := range j.Steps {
+		if st.State == inventory.StepDone {
+			lj.Done++
+		}
+		if st.State == inventory.StepRunning || st.State == inventory.StepFailed {
+			lj.Step = st.Name
+		}
+	}
+	return lj
 }

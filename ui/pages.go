@@ -421,14 +421,17 @@ func (u *UI) machinePage(r *http.Request, s *session) (string, *view, error) {
 		}
 	}
 	v.GPU = gpuModel(v.M.Inspection)
-	var job api.Job
-	if err := u.get(ctx, s, base+"/job", nil, &job); err == nil {
-		v.Job = &job
-	} else if status(err) != http.StatusNotFound {
-		return "", nil, err
-	}
 	if err := u.get(ctx, s, base+"/events", nil, &v.Events); err != nil {
 		return "", nil, err
+	}
+	// Only a machine with job events has a job to ask for (see machineReader).
+	if slices.ContainsFunc(v.Events, isJobEvent) {
+		var job api.Job
+		if err := u.get(ctx, s, base+"/job", nil, &job); err == nil {
+			v.Job = &job
+		} else if status(err) != http.StatusNotFound {
+			return "", nil, err
+		}
 	}
 	slices.Reverse(v.Events) // newest first
 	if len(v.Events) > 200 {

@@ -32,7 +32,8 @@
       ev.preventDefault();
       confirmThen(form.dataset.confirm, function () {
         var body = new URLSearchParams(new FormData(form));
-        fetch(form.action, {
+        // getAttribute: form.action would be the power form's field named "action".
+        fetch(form.getAttribute("action"), {
           method: "POST", body: body, credentials: "same-origin",
           headers: { "Accept": "application/json", "X-CSRF-Token": csrf }
         }).then(function (r) { return r.json(); })

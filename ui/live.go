@@ -1,8 +1,8 @@
 package ui
 
 import (
-	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -71,14 +71,14 @@ func (u *UI) liveStream(w http.ResponseWriter, r *http.Request) {
 	}
 	tick := time.NewTicker(u.cfg.LiveInterval)
 	defer tick.Stop()
-	var last []byte
+	var last [sha256.Size]byte
 	for {
 		if u.session(r) == nil { // signed out or expired
 			fmt.Fprint(w, "event: signedout\ndata: {}\n\n")
 			rc.Flush()
 			return
 		}
-		snap, err := read(r.Context())
+		snap, err := u.readLive(r.Context(), read)
 		if err != nil {
 			if r.Context().Err() != nil {
 				return
@@ -89,8 +89,8 @@ func (u *UI) liveStream(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			u.log.Warn("console live stream", "query", q.Encode(), "err", err)
-		} else if b, _ := json.Marshal(snap); !bytes.Equal(b, last) {
-			last = b
+		} else if b, _ := json.Marshal(snap); sha256.Sum256(b) != last {
+			last = sha256.Sum256(b)
 			rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
 			if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
 				return
@@ -98,6 +98,11 @@ func (u *UI) liveStream(w http.ResponseWriter, r *http.Request) {
 			if err := rc.Flush(); err != nil {
 				return
 			}
+		}
+		if snap != nil {
+			// A big page costs more to read: follow it less often, so
+			// that a wall of hall floors cannot keep the service busy.
+			tick.Reset(u.cfg.LiveInterval * time.Duration(max(1, len(snap.Machines)/machinesPerInterval)))
 		}
 		select {
 		case <-r.Context().Done():
@@ -107,6 +112,25 @@ func (u *UI) liveStream(w http.ResponseWriter, r *http.Request) {
 		case <-tick.C:
 		}
 	}
+}
+
+// machinesPerInterval is how many machines a stream reads per
+// LiveInterval: a hall of 2,000 is read every 8 intervals.
+const machinesPerInterval = 250
+
+// readLive takes one of the few read slots all streams share: the
+// snapshots in flight at once, and so their memory and CPU, are bounded
+// however many pages are open.
+func (u *UI) readLive(ctx context.Context, read func(context.Context) (*snapshot, error)) (*snapshot, error) {
+	select {
+	case u.reads <- struct{}{}:
+		defer func() { <-u.reads }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-u.stop:
+		return nil, context.Canceled
+	}
+	return read(ctx)
 }
 
 // liveReader picks what a stream follows: one machine, a rack, a hall, or

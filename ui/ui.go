@@ -41,6 +41,7 @@ const (
 	DefaultMaxSessions  = 10000
 	DefaultLiveInterval = time.Second
 	DefaultMaxLive      = 500
+	DefaultLiveReaders  = 4
 	apiTimeout          = 30 * time.Second
 )
 
@@ -67,6 +68,8 @@ type Config struct {
 	LiveInterval time.Duration
 	// MaxLive bounds the live streams open at once.
 	MaxLive int
+	// LiveReaders bounds the live streams reading the API at once.
+	LiveReaders int
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
 }
@@ -78,6 +81,7 @@ type UI struct {
 	mux   *http.ServeMux
 	pages map[string]*template.Template
 	live  chan struct{} // a slot per open live stream
+	reads chan struct{} // a slot per live stream reading the API
 	stop  chan struct{} // closed by StopLive
 	once  sync.Once
 
@@ -118,11 +122,14 @@ func New(cfg Config) (*UI, error) {
 	if cfg.MaxLive <= 0 {
 		cfg.MaxLive = DefaultMaxLive
 	}
+	if cfg.LiveReaders <= 0 {
+		cfg.LiveReaders = DefaultLiveReaders
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	u := &UI{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), sessions: map[string]*session{},
-		live: make(chan struct{}, cfg.MaxLive), stop: make(chan struct{})}
+		live: make(chan struct{}, cfg.MaxLive), reads: make(chan struct{}, cfg.LiveReaders), stop: make(chan struct{})}
 	if err := u.parseTemplates(); err != nil {
 		return nil, err
 	}

@@ -1,12 +1,19 @@
 package ui_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/metalhall/metalhall/service"
+	"github.com/metalhall/metalhall/service/servicetest"
 )
 
 var csrfMeta = regexp.MustCompile(`<meta name="csrf-token" content="([^"]+)">`)
@@ -137,5 +144,30 @@ func TestTenantGetsNotFoundPageForAnotherTenantsMachine(t *testing.T) {
 	code, racks := page(t, c, w.url+"/ui/racks")
 	if code != http.StatusOK || !strings.Contains(racks, `href="/ui/racks/ra"`) || strings.Contains(racks, `href="/ui/racks/rb"`) {
 		t.Fatalf("tenant ta's rack list (%d) should show ra and not rb:\n%s", code, racks)
+	}
+}
+
+func TestSessionCookieIsSecureUnderTLS(t *testing.T) {
+	svc := servicetest.Start(t, "", func(c *service.Config) { c.TLS.Force = true })
+	if !strings.HasPrefix(svc.AdminURL(), "https://") {
+		t.Fatalf("admin URL %s: want TLS", svc.AdminURL())
+	}
+	// The test trusts the service's own generated certificate, nothing else.
+	pool := x509.NewCertPool()
+	pem, err := os.ReadFile(filepath.Join(svc.Dir, service.GeneratedCertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(pem)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.PostForm(svc.AdminURL()+"/ui/login", url.Values{"token": {svc.Token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cookies := resp.Cookies()
+	if resp.StatusCode != http.StatusSeeOther || len(cookies) != 1 || !cookies[0].Secure || !cookies[0].HttpOnly {
+		t.Fatalf("sign-in over TLS: %s, cookies %+v: want one Secure HttpOnly session cookie", resp.Status, cookies)
 	}
 }

@@ -171,3 +171,40 @@ func TestSessionCookieIsSecureUnderTLS(t *testing.T) {
 		t.Fatalf("sign-in over TLS: %s, cookies %+v: want one Secure HttpOnly session cookie", resp.Status, cookies)
 	}
 }
+
+func TestEveryPageAnswersForStaffAndStaffPagesAreRefusedToTenants(t *testing.T) {
+	w := newWorld(t)
+	admin, _ := w.signIn(t, w.svc.Token)
+	for path, want := range map[string]string{
+		"/ui/site":                                  "2027-03-01",
+		"/ui/halls/h1":                              `data-machine="mb1"`,
+		"/ui/racks":                                 `href="/ui/racks/rb"`,
+		"/ui/racks/ra":                              `data-unit="5"`,
+		"/ui/machines/ma1":                          "8 × H100",
+		"/ui/jobs":                                  "Nothing queued.",
+		"/ui/images":                                "No images.",
+		"/ui/audit":                                 "machine.enroll",
+		"/ui/audit?action=tenant.assign&outcome=ok": "rack/rb",
+		"/ui/tokens":                                "console test",
+	} {
+		code, body := page(t, admin, w.url+path)
+		if code != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("admin GET %s: %d, want 200 with %q", path, code, want)
+		}
+	}
+	if _, body := page(t, admin, w.url+"/ui/audit?action=tenant.assign"); strings.Contains(body, "machine.enroll") {
+		t.Error("the audit page filtered by action still lists other actions")
+	}
+	tenant, _ := w.signIn(t, w.tenantA)
+	for _, path := range []string{"/ui/site", "/ui/audit", "/ui/tokens"} {
+		if code, _ := page(t, tenant, w.url+path); code != http.StatusForbidden {
+			t.Errorf("tenant GET %s: %d, want 403 (the API's answer)", path, code)
+		}
+	}
+	// The hall floor is the API's racks and machines of the hall, which
+	// for a tenant are its own.
+	if code, body := page(t, tenant, w.url+"/ui/halls/h1"); code != http.StatusOK || !strings.Contains(body, `data-machine="ma1"`) ||
+		strings.Contains(body, "mb1") || strings.Contains(body, `href="/ui/racks/rb"`) {
+		t.Errorf("tenant GET the hall floor: %d, want 200 with its own rack only", code)
+	}
+}

@@ -176,16 +176,16 @@ func TestEveryPageAnswersForStaffAndStaffPagesAreRefusedToTenants(t *testing.T) 
 	w := newWorld(t)
 	admin, _ := w.signIn(t, w.svc.Token)
 	for path, want := range map[string]string{
-		"/ui/site":                                  "2027-03-01",
-		"/ui/halls/h1":                              `data-machine="mb1"`,
-		"/ui/racks":                                 `href="/ui/racks/rb"`,
-		"/ui/racks/ra":                              `data-unit="5"`,
-		"/ui/machines/ma1":                          "8 × H100",
-		"/ui/jobs":                                  "Nothing queued.",
-		"/ui/images":                                "No images.",
-		"/ui/audit":                                 "machine.enroll",
+		"/ui/site":         "2027-03-01",
+		"/ui/halls/h1":     `data-machine="mb1"`,
+		"/ui/racks":        `href="/ui/racks/rb"`,
+		"/ui/racks/ra":     `data-unit="5"`,
+		"/ui/machines/ma1": "8 × H100",
+		"/ui/jobs":         "Nothing queued.",
+		"/ui/images":       "No images.",
+		"/ui/audit":        "machine.enroll",
 		"/ui/audit?action=tenant.assign&outcome=ok": "rack/rb",
-		"/ui/tokens":                                "console test",
+		"/ui/tokens": "console test",
 	} {
 		code, body := page(t, admin, w.url+path)
 		if code != http.StatusOK || !strings.Contains(body, want) {

@@ -41,6 +41,7 @@ import (
 	"github.com/metalhall/metalhall/inventory/seal"
 	"github.com/metalhall/metalhall/netboot"
 	"github.com/metalhall/metalhall/provisioner"
+	"github.com/metalhall/metalhall/ui"
 )
 
 // Names of the agent's boot environment files in DATA_DIR/bootenv,
@@ -347,6 +348,13 @@ func (s *Service) provision(ctx context.Context) error {
 	adminMux := http.NewServeMux()
 	adminMux.Handle("/", apiSrv.Handler())
 	adminMux.Handle("/images/", imgs.BlobHandler(images.HandlerOptions{Authorize: apiSrv.AuthorizeImage}))
+	// The web console: every page and action is an in-process API request
+	// with the session's token, through the same route table and wrapper.
+	console, err := ui.New(ui.Config{API: apiSrv.Handler(), Logger: log})
+	if err != nil {
+		return fmt.Errorf("web console: %w", err)
+	}
+	adminMux.Handle(ui.Prefix, console)
 	// The provisioning listener: only what machines use. Anything else,
 	// /api/ and /metrics included, is a plain 404 that touches nothing.
 	provMux := http.NewServeMux()
@@ -356,6 +364,7 @@ func (s *Service) provision(ctx context.Context) error {
 	provMux.Handle("/images/", imgs.BlobHandler(images.HandlerOptions{Authorize: agentOnly(engine)}))
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	s.adminSrv = &http.Server{Handler: adminMux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
+	s.adminSrv.RegisterOnShutdown(console.StopLive)
 	s.provSrv = &http.Server{Handler: provMux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
 	return nil
 }

@@ -405,6 +405,8 @@ func (d *demo) summary(commission, provision time.Duration, keep bool) {
 	} else {
 		fmt.Printf("Explore further: run `sudo KEEP=1 make demo` to keep the rack and the service up until Ctrl-C, then:\n")
 	}
+	fmt.Printf("  web console: http://127.0.0.1:8280/ui/ in network namespace %s; sign in with the token %s\n", ns, d.token)
+	fmt.Printf("    (a browser started there sees it: sudo ip netns exec %s chromium --no-sandbox http://127.0.0.1:8280/ui/)\n", ns)
 	fmt.Printf("  alias mh='ip netns exec %s env METALHALL_TOKEN=%s %s'\n", ns, d.token, d.bin)
 	fmt.Printf("  mh machine list\n  mh machine show %s\n  mh machine events %s\n  mh rack show %s\n", names[0], names[0], d.r.Rack)
 	fmt.Printf("  mh machine release %s      # wipe, then available again\n", names[0])

@@ -54,6 +54,10 @@ func newWorld(t *testing.T) *world {
 	}
 	do("POST", "/api/v1/racks", api.RackCreate{Name: "ra", Hall: "h1", Phase: 1, Row: "A", Units: 12, PowerKW: 60})
 	do("POST", "/api/v1/racks", api.RackCreate{Name: "rb", Hall: "h1", Phase: 1, Row: "B", Units: 12, PowerKW: 60})
+	// Racked and cabled: a planned rack has no power, and a power-on there
+	// is refused.
+	do("POST", "/api/v1/racks/ra/state", api.StateChange{To: "installed"})
+	do("POST", "/api/v1/racks/rb/state", api.StateChange{To: "installed"})
 	for i, m := range fixtureMachines {
 		bmc := redfish.NewServer(redfish.Config{Username: "root", Password: "calvin", GPUs: 8})
 		ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -35,6 +35,10 @@ var (
 	needsRoot = regexp.MustCompile(`(?i)\b(needs?|as|only) root\b|\broot only\b`)
 	missing   = regexp.MustCompile(`(?i)debian|apt install|not installed|not found|missing|no readable|executable file`)
 	shortMode = regexp.MustCompile(`-short|short mode`)
+	// optIn: a test that runs only when the person running it asks for
+	// it with an environment variable (a benchmark, a peer make test does
+	// not install). It is not something make test should have provided.
+	optIn = regexp.MustCompile(`\bMETALHALL_[A-Z0-9_]+( is not set|=)`)
 )
 
 type skip struct{ pkg, test, reason, class string }
@@ -44,6 +48,8 @@ func classify(reason string, root bool) string {
 	switch {
 	case shortMode.MatchString(reason):
 		return "short"
+	case optIn.MatchString(reason):
+		return "opt-in"
 	case needsRoot.MatchString(reason):
 		if root {
 			return "needs root, and runs as root"

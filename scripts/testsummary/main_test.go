@@ -65,3 +65,20 @@ func TestFailuresFailAndShowTheirOutput(t *testing.T) {
 		t.Fatalf("go test's failure not passed on: %d\n%s", code, out.String())
 	}
 }
+
+// TestOptInSkipsAreNotFailures: a test that runs only when asked for with
+// an environment variable (the PXE benchmark, sushy-tools) skips without
+// failing make test, even when its message names root or Debian packages.
+func TestOptInSkipsAreNotFailures(t *testing.T) {
+	for _, reason := range []string{
+		"PXE benchmark: set METALHALL_PXE_BENCH=1 and run as root (bench/pxe/run.sh)",
+		"METALHALL_SUSHY_TOOLS is not set: point it at a sushy-tools source tree (needs the Debian packages python3-flask ...)",
+	} {
+		if c := classify(reason, true); c != "opt-in" || provided(c) {
+			t.Errorf("%q: class %q", reason, c)
+		}
+	}
+	if c := classify("needs root", true); !provided(c) {
+		t.Errorf("a root skip under root: class %q", c)
+	}
+}

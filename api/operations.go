@@ -131,6 +131,12 @@ func (Operations) MachineRelease() Op[ReleaseRequest, Job] {
 
 func (Operations) MachinePower() Op[PowerRequest, Job] { return op[PowerRequest, Job]("machine.power") }
 
+// MachinePowerStatus is machine.power with the action "status": it answers
+// the power state, not a job.
+func (Operations) MachinePowerStatus() Op[PowerRequest, PowerStatus] {
+	return op[PowerRequest, PowerStatus]("machine.power")
+}
+
 func (Operations) MachineBootDevice() Op[BootDeviceRequest, BootDeviceRequest] {
 	return op[BootDeviceRequest, BootDeviceRequest]("machine.boot-device")
 }
@@ -149,7 +155,7 @@ func (Operations) ImageShow() Op[NoBody, Image] { return op[NoBody, Image]("imag
 
 func (Operations) ImageImport() Op[Upload, Image] { return op[Upload, Image]("image.import") }
 
-func (Operations) ImageImportUrl() Op[ImageURLImport, Image] {
+func (Operations) ImageImportURL() Op[ImageURLImport, Image] {
 	return op[ImageURLImport, Image]("image.import-url")
 }
 
@@ -175,7 +181,7 @@ func (Operations) RackCabling() Op[NoBody, RackCabling] {
 	return op[NoBody, RackCabling]("rack.cabling")
 }
 
-func (Operations) MachineSel() Op[NoBody, SEL] { return op[NoBody, SEL]("machine.sel") }
+func (Operations) MachineSEL() Op[NoBody, SEL] { return op[NoBody, SEL]("machine.sel") }
 
 func (Operations) JobList() Op[NoBody, []Job] { return op[NoBody, []Job]("job.list") }
 

@@ -63,7 +63,9 @@ func rootCause(err error) error {
 }
 
 // Do sends a JSON request (in may be nil) and decodes a JSON answer into out
-// (which may be nil).
+// (which may be nil). Call (typed.go) is the typed way: it takes the method,
+// path and types from the route table. Do stays for callers that build
+// their own paths (/metrics, tests of the routes themselves).
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	ct := ""

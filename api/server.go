@@ -16,7 +16,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -122,9 +121,7 @@ func New(cfg Config) (*Server, error) {
 	if s.refused, err = newRefusals(s.reg, cfg.RefusalAuditEvery); err != nil {
 		return nil, err
 	}
-	s.routes = slices.Concat(s.routeTable(), s.jobRoutes(), s.imageRoutes(), s.eraseRoutes(),
-		s.acceptanceRoutes(), s.firmwareRoutes(), s.cablingRoutes(), s.healthRoutes(), s.operatorRoutes(),
-		s.whoamiRoutes())
+	s.routes = s.table()
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
 	}

@@ -28,8 +28,8 @@ func rackAcceptanceCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			var ra api.RackAcceptance
-			if err := client(c).Do(c.Context, "GET", "/api/v1/racks/"+api.PathEscape(n)+"/acceptance", nil, &ra); err != nil {
+			ra, err := api.Call(c.Context, client(c), api.Ops.RackAcceptance(), api.NoBody{}, n)
+			if err != nil {
 				return err
 			}
 			return show(c, ra, func(w io.Writer) { printRackAcceptance(w, ra) })
@@ -57,8 +57,8 @@ func machineAcceptanceCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			var ma api.MachineAcceptance
-			if err := client(c).Do(c.Context, "GET", "/api/v1/machines/"+api.PathEscape(n)+"/acceptance", nil, &ma); err != nil {
+			ma, err := api.Call(c.Context, client(c), api.Ops.MachineAcceptance(), api.NoBody{}, n)
+			if err != nil {
 				return err
 			}
 			return show(c, ma, func(w io.Writer) { printMachineAcceptance(w, ma, c.Bool("all")) })
@@ -125,8 +125,8 @@ func rackFirmwareCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			var rf api.RackFirmware
-			if err := client(c).Do(c.Context, "GET", "/api/v1/racks/"+api.PathEscape(n)+"/firmware", nil, &rf); err != nil {
+			rf, err := api.Call(c.Context, client(c), api.Ops.RackFirmware(), api.NoBody{}, n)
+			if err != nil {
 				return err
 			}
 			return show(c, rf, func(w io.Writer) { printRackFirmware(w, rf) })
@@ -166,8 +166,8 @@ func rackCablingCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			var rc api.RackCabling
-			if err := client(c).Do(c.Context, "GET", "/api/v1/racks/"+api.PathEscape(n)+"/cabling", nil, &rc); err != nil {
+			rc, err := api.Call(c.Context, client(c), api.Ops.RackCabling(), api.NoBody{}, n)
+			if err != nil {
 				return err
 			}
 			if c.Bool("csv") {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/metalhall/metalhall/api"
 	"github.com/metalhall/metalhall/internal/atomicfile"
-	"github.com/metalhall/metalhall/inventory"
 )
 
 func subnetCommand() *cli.Command {
@@ -30,15 +29,15 @@ func subnetCommand() *cli.Command {
 				if d := c.String("dns"); d != "" {
 					in.DNS = strings.Split(d, ",")
 				}
-				var out inventory.Subnet
-				if err := client(c).Do(c.Context, "POST", "/api/v1/subnets", in, &out); err != nil {
+				out, err := api.Call(c.Context, client(c), api.Ops.SubnetCreate(), in)
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "subnet %s created: %s via %s\n", out.Name, out.CIDR, out.Gateway) })
 			}},
 		{Name: "list", Usage: "list subnets", Flags: []cli.Flag{outputFlag()}, Action: func(c *cli.Context) error {
-			var out []inventory.Subnet
-			if err := client(c).Do(c.Context, "GET", "/api/v1/subnets", nil, &out); err != nil {
+			out, err := api.Call(c.Context, client(c), api.Ops.SubnetList(), api.NoBody{})
+			if err != nil {
 				return err
 			}
 			return show(c, out, func(w io.Writer) {
@@ -64,15 +63,15 @@ func tenantCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				var out inventory.Tenant
-				if err := client(c).Do(c.Context, "POST", "/api/v1/tenants", api.TenantCreate{Name: n}, &out); err != nil {
+				out, err := api.Call(c.Context, client(c), api.Ops.TenantCreate(), api.TenantCreate{Name: n})
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "tenant %s created\n", out.Name) })
 			}},
 		{Name: "list", Usage: "list tenants", Flags: []cli.Flag{outputFlag()}, Action: func(c *cli.Context) error {
-			var out []inventory.Tenant
-			if err := client(c).Do(c.Context, "GET", "/api/v1/tenants", nil, &out); err != nil {
+			out, err := api.Call(c.Context, client(c), api.Ops.TenantList(), api.NoBody{})
+			if err != nil {
 				return err
 			}
 			return show(c, out, func(w io.Writer) {
@@ -83,14 +82,14 @@ func tenantCommand() *cli.Command {
 				printTable(w, []string{"NAME", "CREATED"}, rows)
 			})
 		}},
-		tenantMoveCommand("assign", "hand a rack (and its machines) or one machine to a tenant", "assigned to"),
-		tenantMoveCommand("unassign", "take a released rack (and its machines) or machine back from a tenant", "taken back from"),
+		tenantMoveCommand("assign", api.Ops.TenantAssign(), "hand a rack (and its machines) or one machine to a tenant", "assigned to"),
+		tenantMoveCommand("unassign", api.Ops.TenantUnassign(), "take a released rack (and its machines) or machine back from a tenant", "taken back from"),
 	}}
 }
 
 // tenantMoveCommand is tenant assign and unassign: one rack or one
 // machine, to or from the tenant named.
-func tenantMoveCommand(verb, usage, done string) *cli.Command {
+func tenantMoveCommand(verb string, op api.Op[api.TenantAssign, api.TenantAssign], usage, done string) *cli.Command {
 	return &cli.Command{Name: verb, Usage: usage,
 		UsageText: "metalhall tenant " + verb + " --tenant TENANT (--rack RACK | --machine MACHINE)",
 		Flags:     []cli.Flag{&cli.StringFlag{Name: "tenant", Required: true}, &cli.StringFlag{Name: "rack"}, &cli.StringFlag{Name: "machine"}, outputFlag()},
@@ -102,8 +101,8 @@ func tenantMoveCommand(verb, usage, done string) *cli.Command {
 			if (in.Rack == "") == (in.Machine == "") {
 				return usagef("tenant %s: give exactly one of --rack or --machine", verb)
 			}
-			var out api.TenantAssign
-			if err := client(c).Do(c.Context, "POST", "/api/v1/tenants/"+api.PathEscape(c.String("tenant"))+"/"+verb, in, &out); err != nil {
+			out, err := api.Call(c.Context, client(c), op, in, c.String("tenant"))
+			if err != nil {
 				return err
 			}
 			return show(c, out, func(w io.Writer) {
@@ -126,8 +125,8 @@ func tokenCommand() *cli.Command {
 				if err := noArgs(c); err != nil {
 					return err
 				}
-				var out api.TokenCreated
-				if err := client(c).Do(c.Context, "POST", "/api/v1/tokens", api.TokenCreate{Role: c.String("role"), Tenant: c.String("tenant"), Label: c.String("label"), TTL: c.String("ttl")}, &out); err != nil {
+				out, err := api.Call(c.Context, client(c), api.Ops.TokenCreate(), api.TokenCreate{Role: c.String("role"), Tenant: c.String("tenant"), Label: c.String("label"), TTL: c.String("ttl")})
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) {
@@ -135,8 +134,8 @@ func tokenCommand() *cli.Command {
 				})
 			}},
 		{Name: "list", Usage: "list tokens", Flags: []cli.Flag{outputFlag()}, Action: func(c *cli.Context) error {
-			var out []api.Token
-			if err := client(c).Do(c.Context, "GET", "/api/v1/tokens", nil, &out); err != nil {
+			out, err := api.Call(c.Context, client(c), api.Ops.TokenList(), api.NoBody{})
+			if err != nil {
 				return err
 			}
 			return show(c, out, func(w io.Writer) {
@@ -160,8 +159,8 @@ func tokenCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				var out api.Token
-				if err := client(c).Do(c.Context, "DELETE", "/api/v1/tokens/"+api.PathEscape(id), nil, &out); err != nil {
+				out, err := api.Call(c.Context, client(c), api.Ops.TokenRevoke(), api.NoBody{}, id)
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "token %s revoked\n", out.ID) })
@@ -233,7 +232,7 @@ func backupCommand() *cli.Command {
 			if _, err := os.Lstat(out); err == nil && !c.Bool("force") {
 				return usagef("backup: %s exists: name another file, or pass --force to replace it", out)
 			}
-			body, err := client(c).Stream(c.Context, "GET", "/api/v1/backup")
+			body, err := api.Call(c.Context, client(c), api.Ops.Backup(), api.NoBody{})
 			if err != nil {
 				return err
 			}

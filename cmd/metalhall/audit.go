@@ -51,10 +51,9 @@ type auditQuery struct {
 // outcome and tenant are filtered here. labels maps token IDs to labels
 // for the ACTOR column.
 func auditEvents(ctx context.Context, cl *api.Client, q auditQuery) (events []inventory.Event, labels map[string]string, err error) {
-	var tokens []api.Token
 	// The token list is admin-only, as the audit trail is; without it the
 	// ACTOR column shows IDs and labels cannot be matched.
-	tokErr := cl.Do(ctx, "GET", "/api/v1/tokens", nil, &tokens)
+	tokens, tokErr := api.Call(ctx, cl, api.Ops.TokenList(), api.NoBody{})
 	labels = map[string]string{}
 	for _, t := range tokens {
 		if t.Label != "" {
@@ -82,8 +81,8 @@ func auditEvents(ctx context.Context, cl *api.Client, q auditQuery) (events []in
 			v.Set("since", q.since.UTC().Format(time.RFC3339))
 		}
 		setQ(v, "actor", a)
-		var evs []inventory.Event
-		if err := cl.Do(ctx, "GET", "/api/v1/audit?"+v.Encode(), nil, &evs); err != nil {
+		evs, err := api.Call(ctx, cl, api.Ops.AuditList().Query(v), api.NoBody{})
+		if err != nil {
 			return nil, nil, err
 		}
 		for _, e := range evs {

@@ -20,8 +20,8 @@ func eraseReportCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			var rep api.EraseReport
-			if err := client(c).Do(c.Context, "GET", "/api/v1/machines/"+api.PathEscape(n)+"/erase-report", nil, &rep); err != nil {
+			rep, err := api.Call(c.Context, client(c), api.Ops.MachineEraseReport(), api.NoBody{}, n)
+			if err != nil {
 				return err
 			}
 			return show(c, rep, func(w io.Writer) { printEraseReport(w, rep, c.Bool("all")) })

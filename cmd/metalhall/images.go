@@ -25,8 +25,8 @@ format is detected from the content; --format only double-checks it.`,
 				&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress line"}, outputFlag()},
 			Action: imageImport},
 		{Name: "list", Usage: "list images", Flags: []cli.Flag{outputFlag()}, Action: func(c *cli.Context) error {
-			var out []api.Image
-			if err := client(c).Do(c.Context, "GET", "/api/v1/images", nil, &out); err != nil {
+			out, err := api.Call(c.Context, client(c), api.Ops.ImageList(), api.NoBody{})
+			if err != nil {
 				return err
 			}
 			return show(c, out, func(w io.Writer) {
@@ -43,8 +43,8 @@ format is detected from the content; --format only double-checks it.`,
 			if err != nil {
 				return err
 			}
-			var img api.Image
-			if err := client(c).Do(c.Context, "GET", "/api/v1/images/"+api.PathEscape(n), nil, &img); err != nil {
+			img, err := api.Call(c.Context, client(c), api.Ops.ImageShow(), api.NoBody{}, n)
+			if err != nil {
 				return err
 			}
 			return show(c, img, func(w io.Writer) {
@@ -64,7 +64,7 @@ format is detected from the content; --format only double-checks it.`,
 				if err != nil {
 					return err
 				}
-				if err := client(c).Do(c.Context, "DELETE", "/api/v1/images/"+api.PathEscape(n), nil, nil); err != nil {
+				if _, err := api.Call(c.Context, client(c), api.Ops.ImageDelete(), api.NoBody{}, n); err != nil {
 					return err
 				}
 				fmt.Fprintf(c.App.Writer, "image %s deleted\n", n)
@@ -85,7 +85,8 @@ func imageImport(c *cli.Context) error {
 	var img api.Image
 	if src != "" {
 		in := api.ImageURLImport{Name: n, URL: src, SHA256: c.String("sha256"), Format: c.String("format"), Tenant: c.String("tenant")}
-		if err := client(c).Do(c.Context, "POST", "/api/v1/images/import-url", in, &img); err != nil {
+		var err error
+		if img, err = api.Call(c.Context, client(c), api.Ops.ImageImportURL(), in); err != nil {
 			return err
 		}
 	} else {
@@ -121,7 +122,8 @@ func imageImport(c *cli.Context) error {
 		} else {
 			close(done)
 		}
-		err = client(c).DoRaw(c.Context, "POST", "/api/v1/images?"+q.Encode(), "application/octet-stream", api.SizedReader{Reader: body, N: fi.Size()}, &img)
+		img, err = api.Call(c.Context, client(c), api.Ops.ImageImport().Query(q),
+			api.Upload{ContentType: "application/octet-stream", Body: api.SizedReader{Reader: body, N: fi.Size()}})
 		close(stop)
 		<-done
 		if err != nil {

@@ -25,15 +25,15 @@ func siteCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				var out inventory.Site
-				if err := client(c).Do(c.Context, "POST", "/api/v1/sites", api.SiteCreate{Name: n, Description: c.String("description")}, &out); err != nil {
+				out, err := api.Call(c.Context, client(c), api.Ops.SiteCreate(), api.SiteCreate{Name: n, Description: c.String("description")})
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "site %s created\n", out.Name) })
 			}},
 		{Name: "list", Usage: "list sites", Flags: []cli.Flag{outputFlag()}, Action: func(c *cli.Context) error {
-			var out []inventory.Site
-			if err := client(c).Do(c.Context, "GET", "/api/v1/sites", nil, &out); err != nil {
+			out, err := api.Call(c.Context, client(c), api.Ops.SiteList(), api.NoBody{})
+			if err != nil {
 				return err
 			}
 			return show(c, out, func(w io.Writer) {
@@ -56,15 +56,17 @@ func hallCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				var out inventory.Hall
-				if err := client(c).Do(c.Context, "POST", "/api/v1/halls", api.HallCreate{Name: n, Site: c.String("site")}, &out); err != nil {
+				out, err := api.Call(c.Context, client(c), api.Ops.HallCreate(), api.HallCreate{Name: n, Site: c.String("site")})
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "hall %s created in site %s\n", out.Name, out.Site) })
 			}},
 		{Name: "list", Usage: "list halls", Flags: []cli.Flag{&cli.StringFlag{Name: "site"}, outputFlag()}, Action: func(c *cli.Context) error {
-			var out []inventory.Hall
-			if err := client(c).Do(c.Context, "GET", "/api/v1/halls?site="+url.QueryEscape(c.String("site")), nil, &out); err != nil {
+			q := url.Values{}
+			setQ(q, "site", c.String("site"))
+			out, err := api.Call(c.Context, client(c), api.Ops.HallList().Query(q), api.NoBody{})
+			if err != nil {
 				return err
 			}
 			return show(c, out, func(w io.Writer) {
@@ -82,8 +84,8 @@ func hallCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				var out inventory.HallCapacity
-				if err := client(c).Do(c.Context, "GET", "/api/v1/halls/"+api.PathEscape(n)+"/capacity", nil, &out); err != nil {
+				out, err := api.Call(c.Context, client(c), api.Ops.HallCapacity(), api.NoBody{}, n)
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) { printCapacity(w, &out) })
@@ -142,9 +144,9 @@ func phaseCommand() *cli.Command {
 				if err := noArgs(c); err != nil {
 					return err
 				}
-				var out inventory.Phase
 				in := api.PhaseCreate{Number: c.Int("number"), PowerKW: c.Float64("power-kw"), TargetDate: c.String("target-date")}
-				if err := client(c).Do(c.Context, "POST", "/api/v1/halls/"+api.PathEscape(c.String("hall"))+"/phases", in, &out); err != nil {
+				out, err := api.Call(c.Context, client(c), api.Ops.PhaseCreate(), in, c.String("hall"))
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) {
@@ -154,8 +156,8 @@ func phaseCommand() *cli.Command {
 		{Name: "list", Usage: "list a hall's phases", UsageText: "metalhall phase list --hall HALL",
 			Flags: []cli.Flag{&cli.StringFlag{Name: "hall", Required: true}, outputFlag()},
 			Action: func(c *cli.Context) error {
-				var out []inventory.Phase
-				if err := client(c).Do(c.Context, "GET", "/api/v1/halls/"+api.PathEscape(c.String("hall"))+"/phases", nil, &out); err != nil {
+				out, err := api.Call(c.Context, client(c), api.Ops.PhaseList(), api.NoBody{}, c.String("hall"))
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) {
@@ -169,9 +171,9 @@ func phaseCommand() *cli.Command {
 		{Name: "set-state", Usage: "move a phase: planned → commissioning → live", UsageText: "metalhall phase set-state --hall HALL --number N --to STATE",
 			Flags: []cli.Flag{&cli.StringFlag{Name: "hall", Required: true}, &cli.IntFlag{Name: "number", Required: true}, &cli.StringFlag{Name: "to", Required: true}, outputFlag()},
 			Action: func(c *cli.Context) error {
-				var out inventory.Phase
-				path := fmt.Sprintf("/api/v1/halls/%s/phases/%d/state", api.PathEscape(c.String("hall")), c.Int("number"))
-				if err := client(c).Do(c.Context, "POST", path, api.StateChange{To: c.String("to")}, &out); err != nil {
+				out, err := api.Call(c.Context, client(c), api.Ops.PhaseSetState(), api.StateChange{To: c.String("to")},
+					c.String("hall"), strconv.Itoa(c.Int("number")))
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "phase %d of hall %s is %s\n", out.Number, out.Hall, out.State) })
@@ -191,8 +193,8 @@ func rackCommand() *cli.Command {
 					return err
 				}
 				in := api.RackCreate{Name: n, Hall: c.String("hall"), Phase: c.Int("phase"), Row: c.String("row"), Units: c.Int("units"), PowerKW: c.Float64("power-kw")}
-				var out inventory.Rack
-				if err := client(c).Do(c.Context, "POST", "/api/v1/racks", in, &out); err != nil {
+				out, err := api.Call(c.Context, client(c), api.Ops.RackCreate(), in)
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) {
@@ -208,8 +210,8 @@ func rackCommand() *cli.Command {
 				if c.Int("phase") != 0 {
 					q.Set("phase", strconv.Itoa(c.Int("phase")))
 				}
-				var out []inventory.Rack
-				if err := client(c).Do(c.Context, "GET", "/api/v1/racks?"+q.Encode(), nil, &out); err != nil {
+				out, err := api.Call(c.Context, client(c), api.Ops.RackList().Query(q), api.NoBody{})
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) {
@@ -226,8 +228,8 @@ func rackCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				var out api.RackDetail
-				if err := client(c).Do(c.Context, "GET", "/api/v1/racks/"+api.PathEscape(n), nil, &out); err != nil {
+				out, err := api.Call(c.Context, client(c), api.Ops.RackShow(), api.NoBody{}, n)
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) { printElevation(w, &out) })
@@ -239,8 +241,8 @@ func rackCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				var out inventory.Rack
-				if err := client(c).Do(c.Context, "POST", "/api/v1/racks/"+api.PathEscape(n)+"/state", api.StateChange{To: c.String("to")}, &out); err != nil {
+				out, err := api.Call(c.Context, client(c), api.Ops.RackSetState(), api.StateChange{To: c.String("to")}, n)
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "rack %s is %s\n", out.Name, out.State) })
@@ -266,8 +268,8 @@ func rackCommand() *cli.Command {
 					return usagef("--file: %v", err) // a file named on the command line
 				}
 				defer f.Close()
-				var out inventory.ImportResult
-				if err := client(c).DoRaw(c.Context, "POST", "/api/v1/racks/import", ct, f, &out); err != nil {
+				out, err := api.Call(c.Context, client(c), api.Ops.RackImport(), api.Upload{ContentType: ct, Body: f})
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) {
@@ -286,7 +288,7 @@ func rackCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				if err := client(c).Do(c.Context, "DELETE", "/api/v1/racks/"+api.PathEscape(n), nil, nil); err != nil {
+				if _, err := api.Call(c.Context, client(c), api.Ops.RackDelete(), api.NoBody{}, n); err != nil {
 					return err
 				}
 				fmt.Fprintf(c.App.Writer, "rack %s deleted\n", n)

@@ -29,8 +29,8 @@ func jobGroupCommand() *cli.Command {
 				for _, f := range []string{"hall", "rack", "machine", "kind", "state"} {
 					setQ(q, f, c.String(f))
 				}
-				var out []api.Job
-				if err := client(c).Do(c.Context, "GET", "/api/v1/jobs?"+q.Encode(), nil, &out); err != nil {
+				out, err := api.Call(c.Context, client(c), api.Ops.JobList().Query(q), api.NoBody{})
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) {

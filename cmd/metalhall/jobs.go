@@ -21,7 +21,7 @@ func waitFlag() cli.Flag {
 }
 
 // jobCommand builds `machine commission|provision|release|power|cancel`.
-func jobCommand(cmdName, usage, usageText string, flags []cli.Flag, body func(c *cli.Context) (any, error)) *cli.Command {
+func jobCommand[In any](cmdName string, op api.Op[In, api.Job], usage, usageText string, flags []cli.Flag, body func(c *cli.Context) (In, error)) *cli.Command {
 	return &cli.Command{Name: cmdName, Usage: usage, UsageText: usageText,
 		Flags: append(flags, waitFlag(), outputFlag()),
 		Action: func(c *cli.Context) error {
@@ -33,8 +33,8 @@ func jobCommand(cmdName, usage, usageText string, flags []cli.Flag, body func(c 
 			if err != nil {
 				return err
 			}
-			var j api.Job
-			if err := client(c).Do(c.Context, "POST", "/api/v1/machines/"+api.PathEscape(n)+"/"+c.Command.Name, in, &j); err != nil {
+			j, err := api.Call(c.Context, client(c), op, in, n)
+			if err != nil {
 				return err
 			}
 			if !c.Bool("wait") {
@@ -52,18 +52,18 @@ func jobCommand(cmdName, usage, usageText string, flags []cli.Flag, body func(c 
 
 func jobCommands() []*cli.Command {
 	return []*cli.Command{
-		jobCommand("commission", "commission a machine: BMC check, PXE boot, inspection, profile check", "metalhall machine commission [--wait] NAME",
-			nil, func(c *cli.Context) (any, error) { return nil, nil }),
-		jobCommand("provision", "image a machine with an OS image (also reimages a deployed machine)",
+		jobCommand("commission", api.Ops.MachineCommission(), "commission a machine: BMC check, PXE boot, inspection, profile check", "metalhall machine commission [--wait] NAME",
+			nil, func(c *cli.Context) (api.NoBody, error) { return api.NoBody{}, nil }),
+		jobCommand("provision", api.Ops.MachineProvision(), "image a machine with an OS image (also reimages a deployed machine)",
 			"metalhall machine provision --image IMAGE [--ssh-key-file F] [--user-data-file F] [--wait] NAME",
 			[]cli.Flag{&cli.StringFlag{Name: "image", Required: true}, &cli.StringFlag{Name: "ssh-key-file", Usage: "public keys, one a line"},
 				&cli.StringFlag{Name: "user-data-file", Usage: "cloud-init user data"}},
-			func(c *cli.Context) (any, error) {
+			func(c *cli.Context) (api.ProvisionRequest, error) {
 				in := api.ProvisionRequest{Image: c.String("image")}
 				if f := c.String("ssh-key-file"); f != "" {
 					data, err := os.ReadFile(f)
 					if err != nil {
-						return nil, fmt.Errorf("--ssh-key-file: %w", err)
+						return in, fmt.Errorf("--ssh-key-file: %w", err)
 					}
 					for _, l := range strings.Split(string(data), "\n") {
 						if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
@@ -74,17 +74,19 @@ func jobCommands() []*cli.Command {
 				if f := c.String("user-data-file"); f != "" {
 					data, err := os.ReadFile(f)
 					if err != nil {
-						return nil, fmt.Errorf("--user-data-file: %w", err)
+						return in, fmt.Errorf("--user-data-file: %w", err)
 					}
 					in.UserData = string(data)
 				}
 				return in, nil
 			}),
-		jobCommand("release", "erase a machine's disks and make it available again", "metalhall machine release [--wipe certified|full|fast] [--wait] NAME",
+		jobCommand("release", api.Ops.MachineRelease(), "erase a machine's disks and make it available again", "metalhall machine release [--wipe certified|full|fast] [--wait] NAME",
 			[]cli.Flag{&cli.StringFlag{Name: "wipe", Value: "certified", Usage: "certified: each disk's strongest erase (NVMe sanitize/format), verified, see machine erase-report; full: zero every byte; fast: partition tables, first and last MiB, discard (not a sanitization)"}},
-			func(c *cli.Context) (any, error) { return api.ReleaseRequest{WipeMode: c.String("wipe")}, nil }),
-		jobCommand("cancel", "cancel a machine's running job (the machine ends failed, reason cancelled)", "metalhall machine cancel NAME",
-			nil, func(c *cli.Context) (any, error) { return nil, nil }),
+			func(c *cli.Context) (api.ReleaseRequest, error) {
+				return api.ReleaseRequest{WipeMode: c.String("wipe")}, nil
+			}),
+		jobCommand("cancel", api.Ops.MachineCancel(), "cancel a machine's running job (the machine ends failed, reason cancelled)", "metalhall machine cancel NAME",
+			nil, func(c *cli.Context) (api.NoBody, error) { return api.NoBody{}, nil }),
 		{Name: "power", Usage: "power a machine on, off or cycle it, or read its power state",
 			UsageText: "metalhall machine power --action on|off|cycle|status [--force] NAME",
 			Flags: []cli.Flag{&cli.StringFlag{Name: "action", Required: true},
@@ -95,16 +97,15 @@ func jobCommands() []*cli.Command {
 					return err
 				}
 				action := c.String("action")
-				path := "/api/v1/machines/" + api.PathEscape(n) + "/power"
 				if action == "status" {
-					var st api.PowerStatus
-					if err := client(c).Do(c.Context, "POST", path, api.PowerRequest{Action: action}, &st); err != nil {
+					st, err := api.Call(c.Context, client(c), api.Ops.MachinePowerStatus(), api.PowerRequest{Action: action}, n)
+					if err != nil {
 						return err
 					}
 					return show(c, st, func(w io.Writer) { fmt.Fprintf(w, "%s is %s\n", st.Machine, st.Power) })
 				}
-				var j api.Job
-				if err := client(c).Do(c.Context, "POST", path, api.PowerRequest{Action: action, Force: c.Bool("force")}, &j); err != nil {
+				j, err := api.Call(c.Context, client(c), api.Ops.MachinePower(), api.PowerRequest{Action: action, Force: c.Bool("force")}, n)
+				if err != nil {
 					return err
 				}
 				// Power commands are short: always wait for them.
@@ -123,17 +124,17 @@ func waitForJob(c *cli.Context, machine, id string) error {
 	cl := client(c)
 	w := c.App.Writer
 	seen := map[string]inventory.StepState{}
-	path := "/api/v1/machines/" + api.PathEscape(machine) + "/job"
+	job := api.Ops.MachineJob()
 	for {
-		var j api.Job
-		if err := cl.Do(c.Context, "GET", path, nil, &j); err != nil {
+		j, err := api.Call(c.Context, cl, job, api.NoBody{}, machine)
+		if err != nil {
 			if c.Context.Err() != nil {
 				return errors.New("stopped waiting; the job goes on in the service")
 			}
 			return err
 		}
 		// The next read waits in the service until the job changes.
-		path = "/api/v1/machines/" + api.PathEscape(machine) + "/job?wait=30s&since=" + url.QueryEscape(j.UpdatedAt.Format(time.RFC3339Nano))
+		job = api.Ops.MachineJob().Query(url.Values{"wait": {"30s"}, "since": {j.UpdatedAt.Format(time.RFC3339Nano)}})
 		if j.ID != id {
 			return fmt.Errorf("job %s of %s is no longer its job (now %s)", id, machine, j.ID)
 		}
@@ -177,8 +178,8 @@ func rackCommission(c *cli.Context) error {
 		return err
 	}
 	cl := client(c)
-	var rc api.RackCommission
-	if err := cl.Do(c.Context, "POST", "/api/v1/racks/"+api.PathEscape(n)+"/commission", nil, &rc); err != nil {
+	rc, err := api.Call(c.Context, cl, api.Ops.RackCommission(), api.NoBody{}, n)
+	if err != nil {
 		return err
 	}
 	if !c.Bool("wait") {
@@ -199,8 +200,8 @@ func rackCommission(c *cli.Context) error {
 	for {
 		rows, failed, running := [][]string{}, 0, 0
 		for _, j := range rc.Jobs {
-			var cur api.Job
-			if err := cl.Do(c.Context, "GET", "/api/v1/machines/"+api.PathEscape(j.Machine)+"/job", nil, &cur); err != nil {
+			cur, err := api.Call(c.Context, cl, api.Ops.MachineJob(), api.NoBody{}, j.Machine)
+			if err != nil {
 				return err
 			}
 			step := cur.StepName()
@@ -304,8 +305,8 @@ func bootDeviceCommand() *cli.Command {
 				return err
 			}
 			in := api.BootDeviceRequest{Device: c.String("device"), Persistent: c.Bool("persistent")}
-			var out api.BootDeviceRequest
-			if err := client(c).Do(c.Context, "POST", "/api/v1/machines/"+api.PathEscape(n)+"/boot-device", in, &out); err != nil {
+			out, err := api.Call(c.Context, client(c), api.Ops.MachineBootDevice(), in, n)
+			if err != nil {
 				return err
 			}
 			return show(c, out, func(w io.Writer) {

@@ -60,8 +60,8 @@ Example:
 					BMCUser: c.String("bmc-user"), BMCPassword: strings.TrimRight(string(pw), "\r\n"),
 					BMCSystem: c.String("bmc-system"), BMCAuth: c.String("bmc-auth"), BMCBootMode: c.String("bmc-boot-mode"),
 					PowerW: c.Int64("power-w"), Profile: c.String("profile"), IP: c.String("ip")}
-				var out api.Machine
-				if err := client(c).Do(c.Context, "POST", "/api/v1/machines", in, &out); err != nil {
+				out, err := api.Call(c.Context, client(c), api.Ops.MachineEnroll(), in)
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) {
@@ -78,8 +78,8 @@ Example:
 				for _, k := range []string{"rack", "hall", "state", "tenant"} {
 					setQ(q, k, c.String(k))
 				}
-				var out []api.Machine
-				if err := client(c).Do(c.Context, "GET", "/api/v1/machines?"+q.Encode(), nil, &out); err != nil {
+				out, err := api.Call(c.Context, client(c), api.Ops.MachineList().Query(q), api.NoBody{})
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) {
@@ -97,19 +97,17 @@ Example:
 				if err != nil {
 					return err
 				}
-				var m api.Machine
-				if err := client(c).Do(c.Context, "GET", "/api/v1/machines/"+api.PathEscape(n), nil, &m); err != nil {
+				m, err := api.Call(c.Context, client(c), api.Ops.MachineShow(), api.NoBody{}, n)
+				if err != nil {
 					return err
 				}
 				var job *api.Job
-				var j api.Job
-				if err := client(c).Do(c.Context, "GET", "/api/v1/machines/"+api.PathEscape(n)+"/job", nil, &j); err == nil {
+				if j, err := api.Call(c.Context, client(c), api.Ops.MachineJob(), api.NoBody{}, n); err == nil {
 					job = &j
 				}
 				// Staff see the latest acceptance result; others get no report.
 				var acc *inventory.AcceptanceReport
-				var ma api.MachineAcceptance
-				if err := client(c).Do(c.Context, "GET", "/api/v1/machines/"+api.PathEscape(n)+"/acceptance", nil, &ma); err == nil && len(ma.Reports) > 0 {
+				if ma, err := api.Call(c.Context, client(c), api.Ops.MachineAcceptance(), api.NoBody{}, n); err == nil && len(ma.Reports) > 0 {
 					acc = &ma.Reports[len(ma.Reports)-1]
 				}
 				view := struct {
@@ -139,9 +137,9 @@ Example:
 				if c.Bool("on") == c.Bool("off") {
 					return usagef("machine maintenance: give exactly one of --on or --off")
 				}
-				var out api.Machine
-				if err := client(c).Do(c.Context, "POST", "/api/v1/machines/"+api.PathEscape(n)+"/maintenance",
-					api.MaintenanceRequest{On: c.Bool("on"), Reason: c.String("reason")}, &out); err != nil {
+				out, err := api.Call(c.Context, client(c), api.Ops.MachineMaintenance(),
+					api.MaintenanceRequest{On: c.Bool("on"), Reason: c.String("reason")}, n)
+				if err != nil {
 					return err
 				}
 				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "machine %s is %s\n", out.Name, out.State) })
@@ -156,7 +154,7 @@ Example:
 				if err != nil {
 					return err
 				}
-				if err := client(c).Do(c.Context, "DELETE", "/api/v1/machines/"+api.PathEscape(n), nil, nil); err != nil {
+				if _, err := api.Call(c.Context, client(c), api.Ops.MachineDelete(), api.NoBody{}, n); err != nil {
 					return err
 				}
 				fmt.Fprintf(c.App.Writer, "machine %s deleted\n", n)
@@ -225,7 +223,6 @@ func machineEvents(c *cli.Context) error {
 		return err
 	}
 	cl := client(c)
-	path := "/api/v1/machines/" + api.PathEscape(n) + "/events"
 	var after uint64
 	limit := c.Int("limit")
 	for first := true; ; first = false {
@@ -235,8 +232,8 @@ func machineEvents(c *cli.Context) error {
 		} else {
 			q.Set("limit", strconv.Itoa(limit))
 		}
-		var evs []inventory.Event
-		if err := cl.Do(c.Context, "GET", path+"?"+q.Encode(), nil, &evs); err != nil {
+		evs, err := api.Call(c.Context, cl, api.Ops.MachineEvents().Query(q), api.NoBody{}, n)
+		if err != nil {
 			if c.Context.Err() != nil {
 				return nil
 			}

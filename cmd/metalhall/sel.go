@@ -18,8 +18,8 @@ func selCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			var sel api.SEL
-			if err := client(c).Do(c.Context, "GET", "/api/v1/machines/"+api.PathEscape(n)+"/sel", nil, &sel); err != nil {
+			sel, err := api.Call(c.Context, client(c), api.Ops.MachineSEL(), api.NoBody{}, n)
+			if err != nil {
 				return err
 			}
 			return show(c, sel, func(w io.Writer) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -62,8 +63,8 @@ budget) and refused while the machine has a job in flight.`,
 			if in.PowerW == nil && in.MACs == nil && in.Profile == nil && in.BMCAddress == nil && in.BMCProtocol == nil && in.BMCUser == nil && in.BMCPassword == nil {
 				return usagef("machine update: nothing to change: give at least one of --power-w, --mac, --profile, --bmc-address, --bmc-protocol, --bmc-user, --bmc-password-file")
 			}
-			var out api.Machine
-			if err := client(c).Do(c.Context, "PATCH", "/api/v1/machines/"+api.PathEscape(n), in, &out); err != nil {
+			out, err := api.Call(c.Context, client(c), api.Ops.MachineUpdate(), in, n)
+			if err != nil {
 				return err
 			}
 			return show(c, out, func(w io.Writer) {
@@ -122,8 +123,8 @@ budget must cover what the rack's machines draw and fit its phase's budget.`,
 			if in.Units == nil && in.PowerKW == nil && in.Row == nil {
 				return usagef("rack update: nothing to change: give at least one of --units, --power-kw, --row")
 			}
-			var out inventory.Rack
-			if err := client(c).Do(c.Context, "PATCH", "/api/v1/racks/"+api.PathEscape(n), in, &out); err != nil {
+			out, err := api.Call(c.Context, client(c), api.Ops.RackUpdate(), in, n)
+			if err != nil {
 				return err
 			}
 			return show(c, out, func(w io.Writer) {
@@ -161,9 +162,8 @@ must cover what is already allocated to the phase's racks.`,
 			if in.PowerKW == nil && in.TargetDate == nil {
 				return usagef("phase update: nothing to change: give --power-kw or --target-date")
 			}
-			var out inventory.Phase
-			path := fmt.Sprintf("/api/v1/halls/%s/phases/%d", api.PathEscape(c.String("hall")), c.Int("number"))
-			if err := client(c).Do(c.Context, "PATCH", path, in, &out); err != nil {
+			out, err := api.Call(c.Context, client(c), api.Ops.PhaseUpdate(), in, c.String("hall"), strconv.Itoa(c.Int("number")))
+			if err != nil {
 				return err
 			}
 			return show(c, out, func(w io.Writer) {

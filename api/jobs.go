@@ -144,12 +144,14 @@ func (s *Server) provisionMachine(c *call) (int, any, error) {
 	if in.Image == "" {
 		return 0, nil, &inventory.ValidationError{Field: "image", Msg: "is required: name an image from 'metalhall image list'"}
 	}
-	if c.p.Role == inventory.RoleTenant {
-		img, err := s.inv.Image(c.ctx(), in.Image)
-		if err != nil || !img.VisibleTo(c.p.Tenant) {
-			return 0, nil, notFound("image", in.Image)
-		}
+	// The job names the image by its ref, so what the name meant now (a
+	// tenant's own image before a shared one) is what gets written, and
+	// no later image of the same name elsewhere changes it.
+	img, err := s.resolveImage(c.ctx(), c.p, in.Image)
+	if err != nil {
+		return 0, nil, err
 	}
+	in.Image = img.Ref()
 	if len(in.UserData) > 64<<10 {
 		return 0, nil, &inventory.ValidationError{Field: "user_data", Msg: "is larger than 64 KiB"}
 	}

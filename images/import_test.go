@@ -162,11 +162,18 @@ func TestImportExistsAndTenant(t *testing.T) {
 	if err != nil || img.Tenant != "bank" {
 		t.Fatalf("import: %+v, %v", img, err)
 	}
-	_, err = fx.s.Import(ctx, strings.NewReader("image two"), ImportOptions{Name: "a"})
+	_, err = fx.s.Import(ctx, strings.NewReader("image two"), ImportOptions{Name: "a", Tenant: "bank"})
 	if !errors.Is(err, inventory.ErrExists) {
-		t.Fatalf("second import under the same name: %v, want ErrExists", err)
+		t.Fatalf("second import under the same name by the same tenant: %v, want ErrExists", err)
 	}
 	fx.wantFiles(t, img.SHA256)
+	// Shared images have their own namespace: the tenant's name does not
+	// take it from the operator.
+	shared, err := fx.s.Import(ctx, strings.NewReader("image two"), ImportOptions{Name: "a"})
+	if err != nil || shared.Tenant != "" {
+		t.Fatalf("shared import under a tenant's name: %+v, %v", shared, err)
+	}
+	fx.wantFiles(t, img.SHA256, shared.SHA256)
 }
 
 // failingReader returns data, then an error.

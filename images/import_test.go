@@ -392,3 +392,29 @@ func TestImportFormatMismatchFailsFast(t *testing.T) {
 	}
 	fx.wantFiles(t)
 }
+
+func TestTenantsImportTheSameNameAndBytesIntoOneBlob(t *testing.T) {
+	fx := newFixture(t, Options{})
+	for _, tn := range []string{"ta", "tb"} {
+		if _, err := fx.inv.CreateTenant(ctx, inventory.Tenant{Name: tn}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := fx.s.Import(ctx, strings.NewReader("the same image"), ImportOptions{Name: "golden", Tenant: "ta"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := fx.s.Import(ctx, strings.NewReader("the same image"), ImportOptions{Name: "golden", Tenant: "tb"})
+	if err != nil || b.Tenant != "tb" || b.SHA256 != a.SHA256 {
+		t.Fatalf("tenant B imports tenant A's name and bytes: %+v, %v", b, err)
+	}
+	fx.wantFiles(t, a.SHA256)
+	if err := fx.s.Delete(ctx, a.Ref()); err != nil {
+		t.Fatal(err)
+	}
+	fx.wantFiles(t, b.SHA256) // still tenant B's
+	if err := fx.s.Delete(ctx, b.Ref()); err != nil {
+		t.Fatal(err)
+	}
+	fx.wantFiles(t)
+}

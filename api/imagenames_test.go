@@ -120,3 +120,22 @@ func TestTenantCannotCreateASharedImage(t *testing.T) {
 		t.Fatal("a tenant's import created a shared image")
 	}
 }
+
+func TestStaffProvisionATenantsMachineWithWhatTheTenantsNameMeans(t *testing.T) {
+	f := newFixture(t)
+	if status, data := f.importAs("tenant-a", "ubuntu-24.04", "tenant A's own"); status != http.StatusCreated {
+		t.Fatalf("import: %d %s", status, data)
+	}
+	// Another tenant's private image never goes onto the machine.
+	if status, data := f.do("admin", "POST", "/api/v1/machines/ma/provision", ProvisionRequest{Image: "tb/tb-img"}); status != http.StatusConflict || !strings.Contains(string(data), "private to tenant") {
+		t.Fatalf("admin provisions ta's machine with tb's image: %d %s, want 409", status, data)
+	}
+	f.job("admin", "ma", "provision", ProvisionRequest{Image: "ubuntu-24.04"})
+	j, err := f.inv.ActiveJob(t.Context(), "ma")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Image != "ta/ubuntu-24.04" {
+		t.Errorf("admin provisions ta's machine with ubuntu-24.04: the job writes %q, want the tenant's own", j.Image)
+	}
+}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -26,10 +27,13 @@ type ImageURLImport struct {
 	Tenant string `json:"tenant,omitempty"`
 }
 
-// Image is a catalogue entry with how many machines use it.
+// Image is a catalogue entry with how many machines use it. Ref is how
+// to name it unambiguously (TENANT/NAME for a private image), as staff
+// must when a tenant's image shares a name with a shared one.
 type Image struct {
 	inventory.Image
-	UsedBy int `json:"used_by"`
+	Ref    string `json:"ref"`
+	UsedBy int    `json:"used_by"`
 }
 
 var errNoImages = &httpError{http.StatusServiceUnavailable, "unavailable", "this service has no image store configured"}
@@ -44,22 +48,29 @@ func (s *Server) imageRoutes() []route {
 	}
 }
 
-// visibleImage returns an image the caller may see: a tenant sees shared
-// images and its own private ones; others' do not exist for it.
+// visibleImage resolves a name as the caller sees it: a tenant sees
+// shared images and its own private ones, its own first when both have
+// the name; others' do not exist for it. Staff name an image by its ref
+// (NAME for a shared image, TENANT/NAME for a private one), or by a bare
+// name only one tenant's image has.
 func (s *Server) visibleImage(c *call, name string) (*inventory.Image, error) {
-	img, err := s.inv.Image(c.ctx(), name)
-	if err != nil {
-		return nil, err
+	return s.resolveImage(c.ctx(), c.p, name)
+}
+
+func (s *Server) resolveImage(ctx context.Context, p Principal, name string) (*inventory.Image, error) {
+	if p.Role == inventory.RoleTenant {
+		img, err := s.inv.ImageFor(ctx, p.Tenant, name)
+		if errors.Is(err, inventory.ErrNotFound) {
+			return nil, notFound("image", name)
+		}
+		return img, err
 	}
-	if c.p.Role == inventory.RoleTenant && !img.VisibleTo(c.p.Tenant) {
-		return nil, notFound("image", name)
-	}
-	return img, nil
+	return s.inv.ImageForStaff(ctx, name)
 }
 
 func (s *Server) imageView(c *call, img inventory.Image) Image {
-	n, _ := s.inv.ImageUsers(c.ctx(), img.Name)
-	return Image{Image: img, UsedBy: n}
+	n, _ := s.inv.ImageUsers(c.ctx(), img.Ref())
+	return Image{Image: img, Ref: img.Ref(), UsedBy: n}
 }
 
 func (s *Server) listImages(c *call) (int, any, error) {
@@ -69,7 +80,7 @@ func (s *Server) listImages(c *call) (int, any, error) {
 		if c.p.Role == inventory.RoleTenant && !img.VisibleTo(c.p.Tenant) {
 			continue
 		}
-		out = append(out, Image{Image: img})
+		out = append(out, Image{Image: img, Ref: img.Ref()})
 	}
 	return http.StatusOK, out, err
 }
@@ -83,7 +94,8 @@ func (s *Server) showImage(c *call) (int, any, error) {
 }
 
 // importOptions fixes who an image belongs to: a tenant's uploads are its
-// own private images.
+// own private images, named in its own namespace, so a tenant can never
+// create a shared image nor learn of another tenant's names.
 func (s *Server) importOptions(c *call, opts images.ImportOptions) (images.ImportOptions, error) {
 	if c.p.Role == inventory.RoleTenant {
 		if opts.Tenant != "" && opts.Tenant != c.p.Tenant {
@@ -91,7 +103,7 @@ func (s *Server) importOptions(c *call, opts images.ImportOptions) (images.Impor
 		}
 		opts.Tenant = c.p.Tenant
 	}
-	c.subject = "image/" + opts.Name
+	c.subject = "image/" + (&inventory.Image{Name: opts.Name, Tenant: opts.Tenant}).Ref()
 	return opts, nil
 }
 
@@ -111,7 +123,7 @@ func (s *Server) importImage(c *call) (int, any, error) {
 		return 0, nil, err
 	}
 	c.detail = fmt.Sprintf("%d bytes, sha256 %s", img.Size, img.SHA256)
-	return http.StatusCreated, Image{Image: *img}, nil
+	return http.StatusCreated, Image{Image: *img, Ref: img.Ref()}, nil
 }
 
 func (s *Server) importImageURL(c *call) (int, any, error) {
@@ -131,7 +143,7 @@ func (s *Server) importImageURL(c *call) (int, any, error) {
 		return 0, nil, err
 	}
 	c.detail = fmt.Sprintf("from %s: %d bytes, sha256 %s", in.URL, img.Size, img.SHA256)
-	return http.StatusCreated, Image{Image: *img}, nil
+	return http.StatusCreated, Image{Image: *img, Ref: img.Ref()}, nil
 }
 
 func (s *Server) deleteImage(c *call) (int, any, error) {
@@ -147,7 +159,8 @@ func (s *Server) deleteImage(c *call) (int, any, error) {
 	if c.p.Role == inventory.RoleTenant && img.Tenant != c.p.Tenant {
 		return 0, nil, forbidden("a tenant token may only delete its own images")
 	}
-	return http.StatusNoContent, nil, s.images.Delete(c.ctx(), name)
+	c.subject = "image/" + img.Ref()
+	return http.StatusNoContent, nil, s.images.Delete(c.ctx(), img.Ref())
 }
 
 // AuthorizeImage is the blob handler's access check for API tokens: staff

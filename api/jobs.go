@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/metalhall/metalhall/inventory"
@@ -144,16 +145,48 @@ func (s *Server) provisionMachine(c *call) (int, any, error) {
 	if in.Image == "" {
 		return 0, nil, &inventory.ValidationError{Field: "image", Msg: "is required: name an image from 'metalhall image list'"}
 	}
-	if c.p.Role == inventory.RoleTenant {
-		img, err := s.inv.Image(c.ctx(), in.Image)
-		if err != nil || !img.VisibleTo(c.p.Tenant) {
-			return 0, nil, notFound("image", in.Image)
-		}
+	img, err := s.provisionImage(c, c.r.PathValue("name"), in.Image)
+	if err != nil {
+		return 0, nil, err
 	}
+	// The job names the image by its ref, so what the name meant now is
+	// what gets written, and no later image of the same name elsewhere
+	// changes it.
+	in.Image = img.Ref()
 	if len(in.UserData) > 64<<10 {
 		return 0, nil, &inventory.ValidationError{Field: "user_data", Msg: "is larger than 64 KiB"}
 	}
 	return s.submit(c, provisioner.Request{Kind: inventory.JobProvision, Image: in.Image, SSHKeys: in.SSHKeys, UserData: in.UserData})
+}
+
+// provisionImage resolves the image a machine is to be provisioned with.
+// A bare name means what it means to the machine's tenant (its own image
+// first, then a shared one), whoever asks: staff imaging a tenant's
+// machine get what the tenant would. A tenant's private image is never
+// written to a machine that is not that tenant's.
+func (s *Server) provisionImage(c *call, machine, name string) (*inventory.Image, error) {
+	m, err := s.inv.Machine(c.ctx(), machine)
+	if err != nil {
+		return nil, err
+	}
+	var img *inventory.Image
+	if m.Tenant != "" && !strings.Contains(name, "/") {
+		img, err = s.inv.ImageFor(c.ctx(), m.Tenant, name)
+		if errors.Is(err, inventory.ErrNotFound) {
+			err = notFound("image", name)
+		}
+	} else {
+		img, err = s.resolveImage(c.ctx(), c.p, name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if img.Tenant != "" && img.Tenant != m.Tenant {
+		// Only staff get here: a tenant resolves only its own and shared
+		// images, and provisions only its own machines.
+		return nil, &inventory.ConflictError{Msg: fmt.Sprintf("image %q is private to tenant %q, and machine %q is not that tenant's: choose a shared image or one of the machine's tenant's", img.Ref(), img.Tenant, machine)}
+	}
+	return img, nil
 }
 
 func (s *Server) releaseMachine(c *call) (int, any, error) {

@@ -326,8 +326,7 @@ func (s *Server) checkTenantScope(ctx context.Context, sc scope, name, tenant st
 			return notFound("rack", name)
 		}
 	case scopeImage:
-		img, err := s.inv.Image(ctx, name)
-		if err != nil || !img.VisibleTo(tenant) {
+		if _, err := s.inv.ImageFor(ctx, tenant, name); err != nil {
 			return notFound("image", name)
 		}
 	}

@@ -90,7 +90,9 @@ func (s *Store) importImage(ctx context.Context, r io.Reader, opts ImportOptions
 		return nil, &FormatError{Declared: imagefmt.Format(opts.Format), Err: err}
 	}
 	// Refuse what CreateImage would refuse before streaming gigabytes.
-	if _, err := s.cat.Image(ctx, opts.Name); err == nil {
+	// Names are scoped: a tenant's are looked up in its own namespace.
+	ref := (&inventory.Image{Name: opts.Name, Tenant: opts.Tenant}).Ref()
+	if _, err := s.cat.Image(ctx, ref); err == nil {
 		return nil, &inventory.ExistsError{Kind: "image", Name: opts.Name}
 	} else if !errors.Is(err, inventory.ErrNotFound) {
 		return nil, err
@@ -106,10 +108,10 @@ func (s *Store) importImage(ctx context.Context, r io.Reader, opts ImportOptions
 	default:
 		return nil, &BusyError{Limit: cap(s.slots)}
 	}
-	if !s.reserve(opts.Name) {
+	if !s.reserve(ref) {
 		return nil, &inventory.ConflictError{Msg: fmt.Sprintf("image %q is being imported by another request: wait for it, or use another name", opts.Name)}
 	}
-	defer s.release(opts.Name)
+	defer s.release(ref)
 	q, err := s.startQuota(ctx, opts.Tenant)
 	if err != nil {
 		return nil, err
@@ -167,7 +169,7 @@ func (s *Store) importImage(ctx context.Context, r io.Reader, opts ImportOptions
 	}
 	committed = true
 	el := time.Since(start)
-	s.log.Info("image imported", "image", out.Name, "format", out.Format, "sha256", out.SHA256,
+	s.log.Info("image imported", "image", out.Ref(), "format", out.Format, "sha256", out.SHA256,
 		"size", out.Size, "uncompressed_size", out.UncompressedSize, "mapped_bytes", out.MappedBytes,
 		"seconds", el.Seconds(), "mb_per_s", float64(out.Size)/1e6/max(el.Seconds(), 1e-9))
 	return out, nil

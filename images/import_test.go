@@ -162,11 +162,18 @@ func TestImportExistsAndTenant(t *testing.T) {
 	if err != nil || img.Tenant != "bank" {
 		t.Fatalf("import: %+v, %v", img, err)
 	}
-	_, err = fx.s.Import(ctx, strings.NewReader("image two"), ImportOptions{Name: "a"})
+	_, err = fx.s.Import(ctx, strings.NewReader("image two"), ImportOptions{Name: "a", Tenant: "bank"})
 	if !errors.Is(err, inventory.ErrExists) {
-		t.Fatalf("second import under the same name: %v, want ErrExists", err)
+		t.Fatalf("second import under the same name by the same tenant: %v, want ErrExists", err)
 	}
 	fx.wantFiles(t, img.SHA256)
+	// Shared images have their own namespace: the tenant's name does not
+	// take it from the operator.
+	shared, err := fx.s.Import(ctx, strings.NewReader("image two"), ImportOptions{Name: "a"})
+	if err != nil || shared.Tenant != "" {
+		t.Fatalf("shared import under a tenant's name: %+v, %v", shared, err)
+	}
+	fx.wantFiles(t, img.SHA256, shared.SHA256)
 }
 
 // failingReader returns data, then an error.
@@ -382,6 +389,32 @@ func TestImportFormatMismatchFailsFast(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "declared format raw.zst, but the content is raw.gz") {
 		t.Errorf("message: %v", err)
+	}
+	fx.wantFiles(t)
+}
+
+func TestTenantsImportTheSameNameAndBytesIntoOneBlob(t *testing.T) {
+	fx := newFixture(t, Options{})
+	for _, tn := range []string{"ta", "tb"} {
+		if _, err := fx.inv.CreateTenant(ctx, inventory.Tenant{Name: tn}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := fx.s.Import(ctx, strings.NewReader("the same image"), ImportOptions{Name: "golden", Tenant: "ta"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := fx.s.Import(ctx, strings.NewReader("the same image"), ImportOptions{Name: "golden", Tenant: "tb"})
+	if err != nil || b.Tenant != "tb" || b.SHA256 != a.SHA256 {
+		t.Fatalf("tenant B imports tenant A's name and bytes: %+v, %v", b, err)
+	}
+	fx.wantFiles(t, a.SHA256)
+	if err := fx.s.Delete(ctx, a.Ref()); err != nil {
+		t.Fatal(err)
+	}
+	fx.wantFiles(t, b.SHA256) // still tenant B's
+	if err := fx.s.Delete(ctx, b.Ref()); err != nil {
+		t.Fatal(err)
 	}
 	fx.wantFiles(t)
 }

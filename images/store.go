@@ -34,9 +34,9 @@ import (
 // is one.
 type Catalogue interface {
 	CreateImage(ctx context.Context, img inventory.Image) (*inventory.Image, error)
-	Image(ctx context.Context, name string) (*inventory.Image, error)
+	Image(ctx context.Context, ref string) (*inventory.Image, error) // ref: inventory.Image.Ref
 	Images(ctx context.Context) ([]inventory.Image, error)
-	DeleteImage(ctx context.Context, name string) error
+	DeleteImage(ctx context.Context, ref string) error
 	Tenant(ctx context.Context, name string) (*inventory.Tenant, error)
 }
 
@@ -86,7 +86,7 @@ type Store struct {
 
 	// mu guards the in-flight state below.
 	mu        sync.Mutex
-	importing map[string]bool  // image names being imported
+	importing map[string]bool  // refs (inventory.Image.Ref) of images being imported
 	temps     map[string]bool  // temp files of imports in flight
 	inflight  map[string]int64 // bytes received by each tenant's imports in flight
 
@@ -226,7 +226,8 @@ func (s *Store) BlockMap(ctx context.Context, img *inventory.Image) (*imagefmt.B
 	return &m, nil
 }
 
-// Delete removes an image from the catalogue, and its blob when no other
+// Delete removes an image, named by reference (inventory.Image.Ref),
+// from the catalogue, and its blob when no other
 // image shares it. It is refused (inventory.ErrConflict) while a machine
 // is deployed with or being provisioned with the image.
 func (s *Store) Delete(ctx context.Context, name string) error {

@@ -20,23 +20,24 @@ type ImageStore struct {
 	BaseURL string
 }
 
-// Spec is the agent's view of an image: where to stream it, how it is
+// Spec is the agent's view of an image, named by ref (inventory.Image.Ref,
+// as the provision job records it): where to stream it, how it is
 // compressed, what checksum the written disk must have, and which regions
 // hold data.
-func (s ImageStore) Spec(ctx context.Context, name string) (*wire.ImageSpec, error) {
-	img, err := s.Inv.Image(ctx, name)
+func (s ImageStore) Spec(ctx context.Context, ref string) (*wire.ImageSpec, error) {
+	img, err := s.Inv.Image(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
 	format, err := imagefmt.Parse(img.Format)
 	if err != nil || format == "" {
-		return nil, fmt.Errorf("image %q has format %q, which the agent cannot write", name, img.Format)
+		return nil, fmt.Errorf("image %q has format %q, which the agent cannot write", ref, img.Format)
 	}
 	spec := &wire.ImageSpec{URL: strings.TrimRight(s.BaseURL, "/") + "/images/" + img.SHA256, Format: string(format), Size: img.Size,
 		SHA256: img.UncompressedSHA256, UncompressedSize: img.UncompressedSize}
 	bm, err := s.Store.BlockMap(ctx, img)
 	if err != nil {
-		return nil, fmt.Errorf("image %q: block map: %w", name, err)
+		return nil, fmt.Errorf("image %q: block map: %w", ref, err)
 	}
 	for _, e := range bm.Extents {
 		spec.BlockMap = append(spec.BlockMap, wire.Range{Offset: e.Offset, Length: e.Length})
@@ -59,10 +60,15 @@ func (e *Engine) AuthorizeImage(r *http.Request, img *inventory.Image) error {
 	if err := e.checkSource(r, j); err != nil {
 		return err
 	}
-	if j.Kind != inventory.JobProvision || j.Image != img.Name {
-		return fmt.Errorf("job %s does not write image %q: %w", j.ID, img.Name, inventory.ErrNotFound)
+	// The job names its image by ref (a job from before names were
+	// scoped, by its bare name): compare the blob, which is what the
+	// agent reads, not the name another tenant may also use.
+	if j.Kind == inventory.JobProvision {
+		if mine, err := e.inv.Image(r.Context(), j.Image); err == nil && mine.SHA256 == img.SHA256 {
+			return nil
+		}
 	}
-	return nil
+	return fmt.Errorf("job %s does not write image %q: %w", j.ID, img.Ref(), inventory.ErrNotFound)
 }
 
 // ErrNotAgent says a request carries no agent token.

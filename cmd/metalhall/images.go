@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -38,8 +39,8 @@ format is detected from the content; --format only double-checks it.`,
 				printTable(w, []string{"NAME", "FORMAT", "SIZE", "UNCOMPRESSED", "SHA256", "TENANT", "CREATED"}, rows)
 			})
 		}},
-		{Name: "show", Usage: "one image", UsageText: "metalhall image show NAME", Flags: []cli.Flag{outputFlag()}, Action: func(c *cli.Context) error {
-			n, err := name(c, "image")
+		{Name: "show", Usage: "one image", UsageText: "metalhall image show [--tenant TENANT] NAME", Flags: []cli.Flag{imageTenantFlag(), outputFlag()}, Action: func(c *cli.Context) error {
+			n, err := imageRef(c)
 			if err != nil {
 				return err
 			}
@@ -58,9 +59,10 @@ format is detected from the content; --format only double-checks it.`,
 					"used by", fmt.Sprintf("%d machines", img.UsedBy), "created", when(img.CreatedAt))
 			})
 		}},
-		{Name: "delete", Usage: "delete an image (refused while a machine is being provisioned with it)", UsageText: "metalhall image delete NAME",
+		{Name: "delete", Usage: "delete an image (refused while a machine is being provisioned with it)", UsageText: "metalhall image delete [--tenant TENANT] NAME",
+			Flags: []cli.Flag{imageTenantFlag()},
 			Action: func(c *cli.Context) error {
-				n, err := name(c, "image")
+				n, err := imageRef(c)
 				if err != nil {
 					return err
 				}
@@ -71,6 +73,26 @@ format is detected from the content; --format only double-checks it.`,
 				return nil
 			}},
 	}}
+}
+
+// imageTenantFlag lets staff name a tenant's private image, which may
+// share its name with a shared image or another tenant's.
+func imageTenantFlag() cli.Flag {
+	return &cli.StringFlag{Name: "tenant", Usage: "the tenant whose private image NAME is (staff; the same as naming TENANT/NAME)"}
+}
+
+// imageRef is the image the command names: NAME (for a tenant, its own
+// image of that name, else the shared one; for staff, the shared one) or,
+// with --tenant, TENANT/NAME.
+func imageRef(c *cli.Context) (string, error) {
+	n, err := name(c, "image")
+	if err != nil || c.String("tenant") == "" {
+		return n, err
+	}
+	if strings.Contains(n, "/") {
+		return "", usagef("give either --tenant or TENANT/NAME, not both")
+	}
+	return c.String("tenant") + "/" + n, nil
 }
 
 func imageImport(c *cli.Context) error {

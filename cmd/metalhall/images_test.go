@@ -59,3 +59,37 @@ func TestImageImportListShowDelete(t *testing.T) {
 		t.Fatalf("deleted image still shown: %d", code)
 	}
 }
+
+func TestStaffNameATenantsImageWithTenantOrRef(t *testing.T) {
+	url, tok := startService(t)
+	admin := cliRunner{t, url, tok}
+	img := filepath.Join(t.TempDir(), "golden.raw")
+	os.WriteFile(img, bytes.Repeat([]byte("golden"), 1000), 0o600)
+	for _, tn := range []string{"bank-x", "telco-y"} {
+		admin.ok("tenant", "create", tn)
+		var tt struct{ Token string }
+		json.Unmarshal([]byte(admin.ok("token", "create", "--role", "tenant", "--tenant", tn, "-o", "json")), &tt)
+		// Each tenant imports the same name; neither hears of the other.
+		cliRunner{t, url, tt.Token}.ok("image", "import", "--file", img, "golden")
+	}
+	var shown struct{ Tenant, Ref string }
+	json.Unmarshal([]byte(admin.ok("image", "show", "--tenant", "bank-x", "-o", "json", "golden")), &shown)
+	if shown.Tenant != "bank-x" || shown.Ref != "bank-x/golden" {
+		t.Fatalf("image show --tenant bank-x golden: %+v", shown)
+	}
+	json.Unmarshal([]byte(admin.ok("image", "show", "-o", "json", "telco-y/golden")), &shown)
+	if shown.Tenant != "telco-y" {
+		t.Fatalf("image show telco-y/golden: %+v", shown)
+	}
+	if code, _, errs := admin.run("image", "show", "golden"); code != exitConflict || !strings.Contains(errs, "bank-x/golden") {
+		t.Fatalf("image show of a name two tenants use: %d %s, want a conflict naming the refs", code, errs)
+	}
+	if code, _, errs := admin.run("image", "show", "--tenant", "bank-x", "telco-y/golden"); code != exitUsage {
+		t.Fatalf("--tenant with a ref: %d %s", code, errs)
+	}
+	admin.ok("image", "delete", "--tenant", "bank-x", "golden")
+	json.Unmarshal([]byte(admin.ok("image", "show", "-o", "json", "golden")), &shown)
+	if shown.Ref != "telco-y/golden" {
+		t.Fatalf("the bare name after bank-x's is gone: %+v", shown)
+	}
+}

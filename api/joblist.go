@@ -62,6 +62,7 @@ func (s *Server) listJobs(c *call) (int, any, error) {
 		}
 		f.Machines = map[string]bool{machine: true}
 	}
+	held := map[string]*inventory.Machine{} // a tenant's machines, for its tenancy
 	if hall != "" || tenant != "" {
 		// Jobs name their machine and rack; a hall or a tenant is reached
 		// through the machines.
@@ -70,9 +71,10 @@ func (s *Server) listJobs(c *call) (int, any, error) {
 			return 0, nil, err
 		}
 		in := make(map[string]bool, len(ms))
-		for _, m := range ms {
+		for i, m := range ms {
 			if machine == "" || m.Name == machine {
 				in[m.Name] = true
+				held[m.Name] = &ms[i]
 			}
 		}
 		f.Machines = in
@@ -83,6 +85,14 @@ func (s *Server) listJobs(c *call) (int, any, error) {
 	}
 	out := make([]Job, 0, len(jobs))
 	for i := range jobs {
+		// A tenant sees only its own tenancy's jobs: never those of the
+		// machine's earlier tenants, with their keys and user data, nor
+		// staff's from before the handover.
+		if tenant != "" {
+			if m := held[jobs[i].Machine]; m == nil || !c.jobVisible(&jobs[i], m) {
+				continue
+			}
+		}
 		out = append(out, s.jobView(c, &jobs[i]))
 	}
 	return http.StatusOK, out, nil

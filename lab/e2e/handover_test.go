@@ -80,6 +80,15 @@ func (e *env) handover(ctx context.Context, t *testing.T) {
 		t.Errorf("tenant A lost its machine to a refused assign: %v", err)
 	}
 	e.wantNotFound(t, ctx, tokB, "tenant B before the handover", "machine", "show", n)
+	evsA := e.eventsOn(t, ctx, tokA, n)
+	if len(evsA) == 0 {
+		t.Errorf("tenant A sees no events of its own deployment of %s", n)
+	}
+	for _, ev := range evsA {
+		if ev.Tenancy != jobA.tenancy {
+			t.Errorf("A sees event %d %s (%s) of tenancy %q, want only its own %q", ev.Seq, ev.Action, ev.Detail, ev.Tenancy, jobA.tenancy)
+		}
+	}
 
 	// A releases with its own token: certified erase, checked disk by disk.
 	if _, err := e.cli(ctx, tokA, "machine", "release", n); err != nil {
@@ -93,7 +102,18 @@ func (e *env) handover(ctx context.Context, t *testing.T) {
 	if _, err := e.cli(ctx, tokA, "machine", "erase-report", n); err != nil {
 		t.Errorf("tenant A cannot read the erase report of its own release: %v", err)
 	}
-	jobsA := e.jobIDs(t, ctx, e.token, n)
+	// Every job before the handover (staff's earlier ones too), and of
+	// those A's own: at least its provision and its release.
+	before := e.jobsOn(t, ctx, e.token, n)
+	var jobsA []string
+	for _, j := range before {
+		if j.Tenancy == jobA.tenancy {
+			jobsA = append(jobsA, j.ID)
+		}
+	}
+	if len(jobsA) < 2 {
+		t.Errorf("staff see %d jobs of A's tenancy on %s (%s), want at least its provision and its release", len(jobsA), n, jobSummary(before))
+	}
 
 	// Now the handover is accepted.
 	e.admin(t, ctx, "tenant", "assign", "--tenant", handoverB.tenant, "--machine", n)
@@ -123,27 +143,17 @@ func (e *env) handover(ctx context.Context, t *testing.T) {
 		t.Errorf("B's jobs on %s: %s, want exactly its provision job %s", n, jobSummary(bJobs), jobB.id)
 	}
 	for _, j := range bJobs {
-		if slices.Contains(jobsA, j.ID) {
-			t.Errorf("B sees A's job %s (%s)", j.ID, j.Kind)
+		if slices.ContainsFunc(before, func(o inventory.Job) bool { return o.ID == j.ID }) {
+			t.Errorf("B sees job %s (%s, tenancy %q) from before the handover", j.ID, j.Kind, j.Tenancy)
 		}
 		if j.UserData != "" && j.UserData != handoverB.userData || slices.Contains(j.SSHKeys, handoverA.key) {
 			t.Errorf("B's job %s carries user-data %q keys %q, want only B's", j.ID, j.UserData, j.SSHKeys)
 		}
 	}
-	if len(jobsA) < 2 {
-		t.Errorf("staff see %d jobs of A's on %s (%v), want at least its provision and its release", len(jobsA), n, jobsA)
-	}
 
 	// B's events: all of B's tenancy, at least B's deployment's own
 	// (the OS fetched its metadata), none of A's.
-	var evs []inventory.Event
-	out, err = e.cli(ctx, tokB, "machine", "events", "--limit", "1000", "-o", "json", n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal([]byte(out), &evs); err != nil {
-		t.Fatalf("B's events: %v: %s", err, out)
-	}
+	evs := e.eventsOn(t, ctx, tokB, n)
 	fetched := 0
 	for _, ev := range evs {
 		if ev.Tenancy != jobB.tenancy {
@@ -206,8 +216,8 @@ func (e *env) deployAs(t *testing.T, ctx context.Context, tok, n string, d tenan
 	return deployed{id: j.ID, tenancy: j.Tenancy, from: from}
 }
 
-// jobIDs lists the IDs of every job on machine n that token tok sees.
-func (e *env) jobIDs(t *testing.T, ctx context.Context, tok, n string) []string {
+// jobsOn lists every job on machine n that token tok sees.
+func (e *env) jobsOn(t *testing.T, ctx context.Context, tok, n string) []inventory.Job {
 	t.Helper()
 	out, err := e.cli(ctx, tok, "job", "list", "--state", "all", "--machine", n, "-o", "json")
 	if err != nil {
@@ -217,11 +227,21 @@ func (e *env) jobIDs(t *testing.T, ctx context.Context, tok, n string) []string 
 	if err := json.Unmarshal([]byte(out), &jobs); err != nil {
 		t.Fatalf("job list: %v: %s", err, out)
 	}
-	var ids []string
-	for _, j := range jobs {
-		ids = append(ids, j.ID)
+	return jobs
+}
+
+// eventsOn lists machine n's events that token tok sees (up to 1000).
+func (e *env) eventsOn(t *testing.T, ctx context.Context, tok, n string) []inventory.Event {
+	t.Helper()
+	out, err := e.cli(ctx, tok, "machine", "events", "--limit", "1000", "-o", "json", n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return ids
+	var evs []inventory.Event
+	if err := json.Unmarshal([]byte(out), &evs); err != nil {
+		t.Fatalf("machine events: %v: %s", err, out)
+	}
+	return evs
 }
 
 func jobSummary(jobs []inventory.Job) string {

@@ -131,14 +131,7 @@ func (e *env) handover(ctx context.Context, t *testing.T) {
 	e.checkOSGot(t, ctx, n, jobB.from, handoverB, handoverA)
 
 	// B sees its own provision job, and none of A's.
-	var bJobs []inventory.Job
-	out, err := e.cli(ctx, tokB, "job", "list", "--state", "all", "--machine", n, "-o", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal([]byte(out), &bJobs); err != nil {
-		t.Fatalf("B's job list: %v: %s", err, out)
-	}
+	bJobs := e.jobsOn(t, ctx, tokB, n)
 	if len(bJobs) != 1 || bJobs[0].ID != jobB.id || bJobs[0].Kind != inventory.JobProvision {
 		t.Errorf("B's jobs on %s: %s, want exactly its provision job %s", n, jobSummary(bJobs), jobB.id)
 	}
@@ -203,10 +196,9 @@ func (e *env) deployAs(t *testing.T, ctx context.Context, tok, n string, d tenan
 	if m := got[n]; m.State != "deployed" {
 		t.Fatalf("%s for %s: %s (%s at %s), want deployed", n, d.tenant, m.State, m.Reason, m.FailedStep)
 	}
-	var jobs []inventory.Job
-	out := e.admin(t, ctx, "job", "list", "--state", "succeeded", "--kind", "provision", "--machine", n, "-o", "json")
-	if err := json.Unmarshal([]byte(out), &jobs); err != nil || len(jobs) == 0 {
-		t.Fatalf("%s: provision jobs %v: %s", n, err, out)
+	jobs := cliJSON[[]inventory.Job](t, ctx, e, e.token, "job", "list", "--state", "succeeded", "--kind", "provision", "--machine", n, "-o", "json")
+	if len(jobs) == 0 {
+		t.Fatalf("%s: no succeeded provision job after %s's deployment", n, d.tenant)
 	}
 	// The newest succeeded provision is this one.
 	j := slices.MaxFunc(jobs, func(a, b inventory.Job) int { return a.CreatedAt.Compare(b.CreatedAt) })
@@ -219,29 +211,27 @@ func (e *env) deployAs(t *testing.T, ctx context.Context, tok, n string, d tenan
 // jobsOn lists every job on machine n that token tok sees.
 func (e *env) jobsOn(t *testing.T, ctx context.Context, tok, n string) []inventory.Job {
 	t.Helper()
-	out, err := e.cli(ctx, tok, "job", "list", "--state", "all", "--machine", n, "-o", "json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var jobs []inventory.Job
-	if err := json.Unmarshal([]byte(out), &jobs); err != nil {
-		t.Fatalf("job list: %v: %s", err, out)
-	}
-	return jobs
+	return cliJSON[[]inventory.Job](t, ctx, e, tok, "job", "list", "--state", "all", "--machine", n, "-o", "json")
 }
 
 // eventsOn lists machine n's events that token tok sees (up to 1000).
 func (e *env) eventsOn(t *testing.T, ctx context.Context, tok, n string) []inventory.Event {
 	t.Helper()
-	out, err := e.cli(ctx, tok, "machine", "events", "--limit", "1000", "-o", "json", n)
+	return cliJSON[[]inventory.Event](t, ctx, e, tok, "machine", "events", "--limit", "1000", "-o", "json", n)
+}
+
+// cliJSON runs the CLI with tok and decodes its -o json output.
+func cliJSON[T any](t *testing.T, ctx context.Context, e *env, tok string, args ...string) T {
+	t.Helper()
+	var v T
+	out, err := e.cli(ctx, tok, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var evs []inventory.Event
-	if err := json.Unmarshal([]byte(out), &evs); err != nil {
-		t.Fatalf("machine events: %v: %s", err, out)
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("metalhall %s: %v: %s", strings.Join(args, " "), err, out)
 	}
-	return evs
+	return v
 }
 
 func jobSummary(jobs []inventory.Job) string {

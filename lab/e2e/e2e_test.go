@@ -117,6 +117,7 @@ func TestEndToEnd(t *testing.T) {
 	e.scenario(t, "4 release: wipe, first MiB zeroed, available", func(t *testing.T) { e.release(ctx, t) })
 	if ok {
 		e.scenario(t, "3 tenant reimage (zstd) and 404 on another tenant's machine", func(t *testing.T) { e.tenantReimage(ctx, t) })
+		e.scenario(t, "3h handover: A deploys and releases, B's OS sees nothing of A's", func(t *testing.T) { e.handover(ctx, t) })
 	}
 	e.scenario(t, "5a kill -9 the service mid-provision of two machines", func(t *testing.T) { e.killService9(ctx, t) })
 	e.scenario(t, "6 boot storm: every deployed machine power-cycled at once", func(t *testing.T) { e.bootStorm(ctx, t) })
@@ -322,6 +323,8 @@ type machine struct {
 	Reason     string          `json:"reason"`
 	FailedStep string          `json:"failed_step"`
 	Image      string          `json:"image"`
+	IP         string          `json:"ip"`
+	Tenant     string          `json:"tenant"`
 	MACs       []string        `json:"macs"`
 	Inspection json.RawMessage `json:"inspection"`
 }
@@ -532,19 +535,7 @@ func (e *env) tenantReimage(ctx context.Context, t *testing.T) {
 	e.admin(t, ctx, "tenant", "create", "bank-y")
 	e.admin(t, ctx, "tenant", "assign", "--tenant", "bank-x", "--machine", "lab-m01")
 	e.admin(t, ctx, "tenant", "assign", "--tenant", "bank-y", "--machine", "lab-m02")
-	out := e.admin(t, ctx, "token", "create", "-o", "json", "--role", "tenant", "--tenant", "bank-x")
-	var tok struct {
-		Token  string `json:"token"`
-		Secret string `json:"secret"`
-	}
-	json.Unmarshal([]byte(out), &tok)
-	secret := tok.Token
-	if secret == "" {
-		secret = tok.Secret
-	}
-	if secret == "" {
-		t.Fatalf("no token secret in %s", out)
-	}
+	secret := e.tenantToken(t, ctx, "bank-x")
 	// Another tenant's machine does not exist for this token.
 	if _, err := e.cli(ctx, secret, "machine", "show", "lab-m02"); err == nil || !strings.Contains(strings.ToLower(err.Error()), "not found") {
 		t.Errorf("tenant token on another tenant's machine: %v, want not found (404)", err)
@@ -573,6 +564,25 @@ func (e *env) tenantReimage(ctx context.Context, t *testing.T) {
 	if m.Image != "demo-v2" {
 		t.Errorf("lab-m01: image %q, want demo-v2", m.Image)
 	}
+}
+
+// tenantToken creates a tenant token for tenant and returns its secret.
+func (e *env) tenantToken(t *testing.T, ctx context.Context, tenant string) string {
+	t.Helper()
+	out := e.admin(t, ctx, "token", "create", "-o", "json", "--role", "tenant", "--tenant", tenant)
+	var tok struct {
+		Token  string `json:"token"`
+		Secret string `json:"secret"`
+	}
+	json.Unmarshal([]byte(out), &tok)
+	secret := tok.Token
+	if secret == "" {
+		secret = tok.Secret
+	}
+	if secret == "" {
+		t.Fatalf("no token secret in %s", out)
+	}
+	return secret
 }
 
 func (e *env) corruptImage(ctx context.Context, t *testing.T) {

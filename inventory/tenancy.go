@@ -69,7 +69,7 @@ func checkHandover(tx *bolt.Tx, m *Machine, tenant string) error {
 	}
 	switch {
 	case m.NeedsErase:
-		return &HandoverError{Machine: m.Name, Reason: fmt.Sprintf("it still holds tenant %q's image (it is %s); release it (a wipe) first", m.Tenant, m.State)}
+		return &HandoverError{Machine: m.Name, Reason: fmt.Sprintf("it may still hold tenant %q's data (it is %s, and no certified erase has run since it was imaged); release it with a certified erase first", m.Tenant, m.State)}
 	case m.State == MachineEnrolled, m.State == MachineAvailable, m.State == MachineRetired:
 		return nil
 	}

@@ -2,6 +2,7 @@ package provisioner
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -91,5 +92,35 @@ func TestReleaseRefusesAnUnknownWipeMode(t *testing.T) {
 	}
 	if m := must(l.inv.Machine(context.Background(), "m1")); m.State != inventory.MachineDeployed {
 		t.Errorf("machine %s after a refused release", m.State)
+	}
+}
+
+// TestOnlyACertifiedEraseClearsTheWayToAnotherTenant: a fast wipe leaves
+// the machine available to the tenant that had it, but it may not change
+// hands until a certified erase has run; a certified release clears it.
+func TestOnlyACertifiedEraseClearsTheWayToAnotherTenant(t *testing.T) {
+	l := newLab(t, Config{})
+	ctx := context.Background()
+	l.machine("m1", "r0", 1, inventory.MachineDeployed)
+	must(l.inv.CreateTenant(ctx, inventory.Tenant{Name: "ta"}))
+	must(l.inv.CreateTenant(ctx, inventory.Tenant{Name: "tb"}))
+	must(l.inv.UpdateMachine(ctx, "m1", func(m *inventory.Machine) error { m.Tenant, m.NeedsErase = "ta", true; return nil }))
+
+	j := l.waitJob(l.submit(Request{Kind: inventory.JobRelease, Machine: "m1", WipeMode: string(wire.WipeFast)}).ID)
+	if m := must(l.inv.Machine(ctx, "m1")); j.State != inventory.JobSucceeded || m.State != inventory.MachineAvailable || !m.NeedsErase {
+		t.Fatalf("fast release: job %s %q, machine %s needs erase %v", j.State, j.Error, m.State, m.NeedsErase)
+	}
+	_, err := l.inv.AssignMachineTenant(ctx, "m1", "tb")
+	var he *inventory.HandoverError
+	if !errors.As(err, &he) || !strings.Contains(err.Error(), "certified erase") {
+		t.Fatalf("handover after a fast wipe: %v", err)
+	}
+
+	j = l.waitJob(l.submit(Request{Kind: inventory.JobRelease, Machine: "m1"}).ID)
+	if m := must(l.inv.Machine(ctx, "m1")); j.State != inventory.JobSucceeded || m.NeedsErase {
+		t.Fatalf("certified release: job %s %q, needs erase %v", j.State, j.Error, m.NeedsErase)
+	}
+	if _, err := l.inv.AssignMachineTenant(ctx, "m1", "tb"); err != nil {
+		t.Fatalf("handover after a certified erase: %v", err)
 	}
 }

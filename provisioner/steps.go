@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/metalhall/metalhall/agent/wire"
 	"github.com/metalhall/metalhall/inventory"
 )
 
@@ -177,7 +178,13 @@ func (e *Engine) finish(ctx context.Context, j *inventory.Job, st inventory.JobS
 			case inventory.JobProvision:
 				m.State = inventory.MachineDeployed
 			case inventory.JobRelease:
-				m.State, m.Image, m.NeedsErase = inventory.MachineAvailable, "", false
+				m.State, m.Image = inventory.MachineAvailable, ""
+				// Only a certified erase clears the way to another tenant: a
+				// fast or full wipe leaves the machine reusable by the same
+				// tenant, not handed over.
+				if j.WipeMode == string(wire.WipeCertified) {
+					m.NeedsErase = false
+				}
 			}
 		case j.Kind != inventory.JobPower:
 			m.State, m.Reason, m.FailedStep = inventory.MachineFailed, reason, step

@@ -148,25 +148,11 @@ func (s *Server) unassignTenant(c *call) (int, any, error) {
 	}
 	if in.Rack != "" {
 		c.subject, c.detail = "rack/"+in.Rack, "from tenant "+tenant
-		r, err := s.inv.Rack(c.ctx(), in.Rack)
-		if err != nil {
-			return 0, nil, err
-		}
-		if r.Tenant != tenant {
-			return 0, nil, &inventory.ConflictError{Msg: fmt.Sprintf("rack %q is not assigned to tenant %q", in.Rack, tenant)}
-		}
-		_, err = s.inv.AssignRackTenant(c.ctx(), in.Rack, "")
+		_, err = s.inv.UnassignRackTenant(c.ctx(), in.Rack, tenant)
 		return http.StatusOK, in, err
 	}
 	c.subject, c.detail = "machine/"+in.Machine, "from tenant "+tenant
-	m, err := s.inv.Machine(c.ctx(), in.Machine)
-	if err != nil {
-		return 0, nil, err
-	}
-	if m.Tenant != tenant {
-		return 0, nil, &inventory.ConflictError{Msg: fmt.Sprintf("machine %q is not assigned to tenant %q", in.Machine, tenant)}
-	}
-	_, err = s.inv.AssignMachineTenant(c.ctx(), in.Machine, "")
+	_, err = s.inv.UnassignMachineTenant(c.ctx(), in.Machine, tenant)
 	return http.StatusOK, in, err
 }
 

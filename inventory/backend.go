@@ -29,6 +29,7 @@ type Inventory interface {
 	Racks(ctx context.Context, f RackFilter) ([]Rack, error)
 	SetRackState(ctx context.Context, name string, to RackState) (*Rack, error)
 	AssignRackTenant(ctx context.Context, name, tenant string) (*Rack, error)
+	UnassignRackTenant(ctx context.Context, name, tenant string) (*Rack, error)
 	DeleteRack(ctx context.Context, name string) error
 	ImportRack(ctx context.Context, in RackImport) (*ImportResult, error)
 
@@ -43,6 +44,7 @@ type Inventory interface {
 	SetMachineState(ctx context.Context, name string, to MachineState, reason, step string) (*Machine, error)
 	SetMaintenance(ctx context.Context, name string, on bool, reason string) (*Machine, error)
 	AssignMachineTenant(ctx context.Context, name, tenant string) (*Machine, error)
+	UnassignMachineTenant(ctx context.Context, name, tenant string) (*Machine, error)
 	RecordBMCStatus(ctx context.Context, name string, st BMCStatus) error
 	RecordInspection(ctx context.Context, name string, report json.RawMessage) (*Machine, error)
 	DeleteMachine(ctx context.Context, name string) error

@@ -620,9 +620,32 @@ func (s *Store) SetMaintenance(ctx context.Context, name string, on bool, reason
 // machine changes tenant only with no job running and, when a tenant had
 // it, only once released (HandoverError).
 func (s *Store) AssignMachineTenant(ctx context.Context, name, tenant string) (*Machine, error) {
+	return s.assignMachineTenant(name, tenant, nil)
+}
+
+// UnassignMachineTenant takes a machine back from tenant, in one
+// transaction with the check that tenant holds it: a concurrent
+// reassignment to another tenant is never undone.
+func (s *Store) UnassignMachineTenant(ctx context.Context, name, tenant string) (*Machine, error) {
+	return s.assignMachineTenant(name, "", func(current string) error {
+		if current != tenant {
+			return &ConflictError{Msg: fmt.Sprintf("machine %q is not assigned to tenant %q", name, tenant)}
+		}
+		return nil
+	})
+}
+
+// assignMachineTenant gives a machine to tenant; check, when set, first
+// vets its current tenant inside the transaction.
+func (s *Store) assignMachineTenant(name, tenant string, check func(current string) error) (*Machine, error) {
 	var out *Machine
 	err := s.write(func(tx *bolt.Tx, vc *viewChanges) (err error) {
 		out, err = s.updateMachine(tx, name, func(m *Machine) error {
+			if check != nil {
+				if err := check(m.Tenant); err != nil {
+					return err
+				}
+			}
 			if err := checkHandover(tx, m, tenant); err != nil {
 				return err
 			}

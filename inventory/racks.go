@@ -220,11 +220,34 @@ func (s *Store) SetRackState(ctx context.Context, name string, to RackState) (*R
 // AssignRackTenant gives a rack, and every machine in it, to a tenant
 // ("" takes it back).
 func (s *Store) AssignRackTenant(ctx context.Context, name, tenant string) (*Rack, error) {
+	return s.assignRackTenant(name, tenant, nil)
+}
+
+// UnassignRackTenant takes a rack back from tenant, in one transaction
+// with the check that tenant holds it: a concurrent reassignment to
+// another tenant is never undone.
+func (s *Store) UnassignRackTenant(ctx context.Context, name, tenant string) (*Rack, error) {
+	return s.assignRackTenant(name, "", func(current string) error {
+		if current != tenant {
+			return &ConflictError{Msg: fmt.Sprintf("rack %q is not assigned to tenant %q", name, tenant)}
+		}
+		return nil
+	})
+}
+
+// assignRackTenant gives a rack and its machines to tenant; check, when
+// set, first vets the rack's current tenant inside the transaction.
+func (s *Store) assignRackTenant(name, tenant string, check func(current string) error) (*Rack, error) {
 	var out *Rack
 	err := s.write(func(tx *bolt.Tx, vc *viewChanges) error {
 		r, err := get[Rack](tx, bRacks, "rack", name)
 		if err != nil {
 			return err
+		}
+		if check != nil {
+			if err := check(r.Tenant); err != nil {
+				return err
+			}
 		}
 		if tenant != "" && !exists(tx, bTenants, tenant) {
 			return &NotFoundError{Kind: "tenant", Name: tenant}

@@ -212,3 +212,42 @@ func TestMachinesFromBeforeTenanciesGetOneAndKeepTheirDeployment(t *testing.T) {
 		}
 	}
 }
+
+// TestUnassignChecksTheTenantInItsTransaction: taking a machine or rack
+// back from a tenant that no longer holds it is refused and changes
+// nothing, so a reassignment made meanwhile is never undone.
+func TestUnassignChecksTheTenantInItsTransaction(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "db"), Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	hallFixture(t, s)
+	must(s.EnrollMachine(ctx, machine("m1", "r1", 1, "52:54:00:00:00:01")))
+	for _, tn := range []string{"ta", "tb"} {
+		if _, err := s.CreateTenant(ctx, Tenant{Name: tn}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.AssignMachineTenant(ctx, "m1", "tb"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UnassignMachineTenant(ctx, "m1", "ta"); !errors.Is(err, ErrConflict) {
+		t.Fatalf("unassign from a tenant that does not hold it: %v", err)
+	}
+	if m, _ := s.Machine(ctx, "m1"); m.Tenant != "tb" {
+		t.Fatalf("the refused unassign changed the machine: tenant %q", m.Tenant)
+	}
+	if _, err := s.UnassignMachineTenant(ctx, "m1", "tb"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AssignRackTenant(ctx, "r1", "tb"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UnassignRackTenant(ctx, "r1", "ta"); !errors.Is(err, ErrConflict) {
+		t.Fatalf("unassign a rack from a tenant that does not hold it: %v", err)
+	}
+	if r, _ := s.Rack(ctx, "r1"); r.Tenant != "tb" {
+		t.Fatalf("the refused unassign changed the rack: tenant %q", r.Tenant)
+	}
+}

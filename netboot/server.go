@@ -234,9 +234,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}()
 	}
-	// TFTP runs on the calling goroutine: pin/tftp opens a socket per
-	// transfer from its loop, and a caller locked into a network
-	// namespace keeps those sockets there.
+	// TFTP runs on the calling goroutine: pin/tftp serves every transfer
+	// on the one socket behind the gate (single-port mode), and a caller
+	// locked into a network namespace keeps its work there.
 	if s.tftp != nil {
 		if err := s.tftp.Serve(ctx, tftpConn); err != nil {
 			errc <- err

@@ -97,7 +97,8 @@ type InfiniBandCheck struct {
 	MinRateGbps float64 `yaml:"min_rate_gbps" json:"min_rate_gbps,omitempty"`
 }
 
-// GPUDiagCheck: NVIDIA DCGM's diagnostic at Level (1-4).
+// GPUDiagCheck: NVIDIA DCGM's diagnostic at Level (1 or 2: levels 3 and
+// 4 run longer than commissioning waits for an inspection).
 type GPUDiagCheck struct {
 	Level int `yaml:"level" json:"level"`
 }

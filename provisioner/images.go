@@ -46,8 +46,9 @@ func (s ImageStore) Spec(ctx context.Context, ref string) (*wire.ImageSpec, erro
 }
 
 // AuthorizeImage lets an agent read the image its provision job writes,
-// and nothing else. Other callers get errNotAgent, so the caller can try
-// API tokens next.
+// and nothing else, from the machine's own address. A request without an
+// agent token gets ErrNotAgent: the provisioning listener serves blobs to
+// agents only; the admin listener asks the API's tokens instead.
 func (e *Engine) AuthorizeImage(r *http.Request, img *inventory.Image) error {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || !strings.HasPrefix(tok, "ag_") {

@@ -50,6 +50,9 @@ type config struct {
 	ServeFlags     string
 	ResultsDir     string
 	Keep           bool
+	// SideBySide runs the nginx comparison after the storm. Off in the
+	// end-to-end test, which needs only the storm's own checks.
+	SideBySide bool
 }
 
 // Addresses on the bench's private link. The service end is .0.1, the
@@ -91,6 +94,7 @@ func main() {
 	flag.StringVar(&cfg.ServeFlags, "serve-flags", "", "extra flags for metalhall serve (space-separated)")
 	flag.StringVar(&cfg.ResultsDir, "results", "bench/storm/results", "where the dated raw output is written")
 	flag.BoolVar(&cfg.Keep, "keep", false, "keep the temp dir (serve.log, data dir, nginx logs)")
+	flag.BoolVar(&cfg.SideBySide, "side-by-side", true, "after the storm, stream the image to every client from metalhall and from nginx")
 	flag.Parse()
 	if err := cfg.check(); err != nil {
 		fmt.Fprintln(os.Stderr, "storm:", err)
@@ -99,7 +103,7 @@ func main() {
 	sigCtx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() { <-sigCtx.Done(); stop() }() // a second Ctrl-C kills at once
 	ctx, cancel := context.WithTimeout(sigCtx, cfg.Timeout)
-	err := run(ctx, cfg)
+	_, err := run(ctx, cfg)
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "storm: FAILED:", err)
@@ -123,7 +127,11 @@ func (c config) check() error {
 	if os.Geteuid() != 0 {
 		return errors.New("run as root: it creates network namespaces and a veth pair")
 	}
-	for _, p := range []string{"ip", "nginx", "go"} {
+	need := []string{"ip", "go"}
+	if c.SideBySide {
+		need = append(need, "nginx")
+	}
+	for _, p := range need {
 		if _, err := exec.LookPath(p); err != nil {
 			return fmt.Errorf("%s not found on PATH (nginx: Debian package nginx, `make bench-deps`)", p)
 		}
@@ -220,9 +228,16 @@ func (c *cleanups) run() {
 	*c = nil
 }
 
-func run(ctx context.Context, cfg config) (err error) {
+// run is one storm. The report comes back also with an error: a failed
+// run is a result too.
+func run(ctx context.Context, cfg config) (*report, error) {
 	began := time.Now()
 	rep := &report{cfg: cfg, began: began.UTC(), args: os.Args}
+	return rep, rep.run(ctx, began)
+}
+
+func (rep *report) run(ctx context.Context, began time.Time) (err error) {
+	cfg := rep.cfg
 	rep.machineInfo()
 	var cl cleanups
 	defer cl.run()
@@ -419,6 +434,10 @@ func run(ctx context.Context, cfg config) (err error) {
 		return err
 	}
 	rep.hwmAfterStorm = svc.hwm()
+	if !cfg.SideBySide {
+		rep.hwmEnd, rep.cpuEnd = rep.hwmAfterStorm, svc.cpu()
+		return nil
+	}
 
 	// Side by side: the same bytes, the same clients (each from its own
 	// address), the same concurrency, from metalhall's blob handler and

@@ -300,13 +300,11 @@ func TestImportURL(t *testing.T) {
 	if _, err := fx.s.ImportURL(ctx, "file:///etc/passwd", ImportOptions{Name: "f"}); !errors.Is(err, inventory.ErrInvalid) {
 		t.Fatalf("file URL: err = %v", err)
 	}
-	start := time.Now()
+	// The stall detector ends it, not the test's context: only the
+	// detector says "no data for".
 	_, err = fx.s.ImportURL(ctx, srv.URL+"/stall", ImportOptions{Name: "stalled"})
 	if err == nil || !strings.Contains(err.Error(), "no data for") {
 		t.Fatalf("stalled download: err = %v", err)
-	}
-	if time.Since(start) > 10*time.Second {
-		t.Fatalf("stall detected only after %s", time.Since(start))
 	}
 	fx.wantFiles(t, img.SHA256)
 }

@@ -73,6 +73,10 @@ DATA_DIR/tls.fingerprint for the CLI to pin (--tls-fingerprint).
 Settings come from flags, then METALHALL_* environment variables, then the
 --config YAML file (keys are the flag names), in that order.
 
+Socket activation (sd_listen_fds): listeners passed with LISTEN_FDS and
+named "admin" or "provisioning" in LISTEN_FDNAMES (a systemd .socket unit's
+FileDescriptorName=) are used instead of --listen and --provision-listen.
+
 Example:
   metalhall serve --data-dir /var/lib/metalhall --listen 10.0.0.5:8280 \
                   --advertise-address 10.1.0.5    # provisioning on 10.1.0.5:8281`,
@@ -91,6 +95,11 @@ Example:
 				return err
 			}
 			cfg.Logger = log
+			// Listeners passed by socket activation win over --listen and
+			// --provision-listen: whoever passed them chose the address.
+			if cfg.AdminListener, cfg.ProvisionListener, err = activatedListeners(); err != nil {
+				return err
+			}
 			return serve(c.Context, cfg)
 		},
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,8 +24,10 @@ type subproc struct {
 	// prov is the provisioning listener: what the machines reach.
 	prov, provURL string
 	flags         []string
-	cmd           *exec.Cmd
-	token         string
+	// listeners are the bound sockets every start inherits.
+	listeners []*os.File
+	cmd       *exec.Cmd
+	token     string
 	// env is added to the service's environment at the next start (a
 	// test gate directory, see inventory/testgate.go).
 	env []string
@@ -41,10 +44,14 @@ func newSubproc(t *testing.T, flags ...string) *subproc {
 	if out, err := exec.Command("go", "build", "-tags", "metalhall_testgates", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	// The binary is killed and started again on the same addresses, so it
-	// binds them itself (a held listener cannot cross a SIGKILL).
-	addr, prov := freeAddr(t), freeAddr(t)
-	s := &subproc{t: t, bin: bin, dir: t.TempDir(), addr: addr, url: "http://" + addr, prov: prov, provURL: "http://" + prov,
+	// The binary is killed and started again on the same addresses: the
+	// test binds them once and holds them, and every start gets them by
+	// socket activation (activation.go), as systemd would pass them. No
+	// other process can take the port between a kill and the restart.
+	admin, prov := holdListener(t), holdListener(t)
+	addr, provAddr := admin.Addr().String(), prov.Addr().String()
+	s := &subproc{t: t, bin: bin, dir: t.TempDir(), addr: addr, url: "http://" + addr, prov: provAddr, provURL: "http://" + provAddr,
+		listeners: []*os.File{listenerFile(t, admin), listenerFile(t, prov)},
 		// The power-state sync would contact every enrolled BMC: tests
 		// decide themselves which BMCs are talked to.
 		flags: append([]string{"--log-level", "error", "--power-sync-interval", "0"}, flags...)}
@@ -60,11 +67,14 @@ func newSubproc(t *testing.T, flags ...string) *subproc {
 
 func (s *subproc) start() {
 	s.t.Helper()
-	s.cmd = exec.Command(s.bin, append([]string{"serve", "--data-dir", s.dir, "--listen", s.addr, "--provision-listen", s.prov}, s.flags...)...)
+	// LISTEN_PID must be the service's own PID, known only after the
+	// fork: a shell sets it to its own and execs the binary in its place.
+	args := append([]string{"-c", `LISTEN_PID=$$ exec "$0" "$@"`, s.bin, "serve", "--data-dir", s.dir, "--listen", s.addr, "--provision-listen", s.prov}, s.flags...)
+	s.cmd = exec.Command("/bin/sh", args...)
 	s.cmd.Stderr = os.Stderr
-	if s.env != nil {
-		s.cmd.Env = append(os.Environ(), s.env...)
-	}
+	s.cmd.ExtraFiles = s.listeners
+	s.cmd.Env = append(os.Environ(), "LISTEN_FDS=2", "LISTEN_FDNAMES=admin:provisioning")
+	s.cmd.Env = append(s.cmd.Env, s.env...)
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
@@ -103,4 +113,26 @@ func (s *subproc) mustCLI(args ...string) string {
 		s.t.Fatalf("metalhall %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return out
+}
+
+// holdListener binds a loopback port for the whole test.
+func holdListener(t *testing.T) *net.TCPListener {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// listenerFile is the descriptor a child inherits.
+func listenerFile(t *testing.T, ln *net.TCPListener) *os.File {
+	t.Helper()
+	f, err := ln.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
 }

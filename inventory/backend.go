@@ -64,12 +64,15 @@ type Inventory interface {
 	RevokeToken(ctx context.Context, id string) (*Token, error)
 
 	StartJob(ctx context.Context, j Job, machineTo MachineState) (*Job, error)
+	StartJobRecording(ctx context.Context, j Job, machineTo MachineState, queued func(*Job) Event) (*Job, error)
 	Job(ctx context.Context, id string) (*Job, error)
 	ActiveJob(ctx context.Context, machine string) (*Job, error)
 	ActiveJobs(ctx context.Context) ([]Job, error)
 	MachineJobs(ctx context.Context, machine string) ([]Job, error)
 	UpdateJob(ctx context.Context, id string, fn func(*Job, *Machine) error) (*Job, *Machine, error)
+	RecordJob(ctx context.Context, id string, fn func(*Job, *Machine) ([]Event, error)) (*Job, *Machine, error)
 	UpdateJobOnly(ctx context.Context, id string, fn func(*Job) error) (*Job, error)
+	RecordJobUpdate(ctx context.Context, id string, fn func(*Job) ([]Event, error)) (*Job, error)
 
 	AppendEvent(ctx context.Context, e Event) (Event, error)
 	Events(ctx context.Context, f EventFilter) ([]Event, error)

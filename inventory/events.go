@@ -16,36 +16,50 @@ import (
 // number. Concurrent appends share transactions (bbolt Batch), which is
 // what keeps a busy API's audit trail cheap.
 func (s *Store) AppendEvent(ctx context.Context, e Event) (Event, error) {
-	if e.Subject == "" || e.Action == "" {
-		return Event{}, invalid("event", "subject and action are required")
-	}
-	if err := CheckSubject(e.Subject); err != nil {
+	if err := checkEvent(&e, s.now); err != nil {
 		return Event{}, err
-	}
-	if e.Time.IsZero() {
-		e.Time = s.now().UTC()
 	}
 	var out Event
 	err := s.batch(func(tx *bolt.Tx) error {
 		// Batch may run this function twice: compute everything afresh.
-		ev := e
-		b := bkt(tx, bEvents)
-		seq, err := b.NextSequence()
-		if err != nil {
-			return err
-		}
-		ev.Seq = seq
-		stampTenancy(tx, &ev)
-		if err := putJSON(b, u64(seq), ev); err != nil {
-			return err
-		}
-		if err := bkt(tx, bIdxSubject).Put(subjectKey(ev.Subject, seq), []byte{0}); err != nil {
-			return err
-		}
+		ev, err := putEvent(tx, e)
 		out = ev
-		return nil
+		return err
 	})
 	return out, err
+}
+
+// checkEvent refuses an event that cannot be stored and stamps its time.
+func checkEvent(e *Event, now func() time.Time) error {
+	if e.Subject == "" || e.Action == "" {
+		return invalid("event", "subject and action are required")
+	}
+	if err := CheckSubject(e.Subject); err != nil {
+		return err
+	}
+	if e.Time.IsZero() {
+		e.Time = now().UTC()
+	}
+	return nil
+}
+
+// putEvent stores a checked event under the next sequence number, stamped
+// with its subject's tenancy, and indexes it by subject.
+func putEvent(tx *bolt.Tx, ev Event) (Event, error) {
+	b := bkt(tx, bEvents)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return Event{}, err
+	}
+	ev.Seq = seq
+	stampTenancy(tx, &ev)
+	if err := putJSON(b, u64(seq), ev); err != nil {
+		return Event{}, err
+	}
+	if err := bkt(tx, bIdxSubject).Put(subjectKey(ev.Subject, seq), []byte{0}); err != nil {
+		return Event{}, err
+	}
+	return ev, nil
 }
 
 func subjectKey(subject string, seq uint64) []byte {

@@ -154,6 +154,13 @@ func orNone(s string) string {
 // StartJob records a new job and moves its machine to machineTo (when not
 // empty) in one transaction. A machine has at most one unfinished job.
 func (s *Store) StartJob(ctx context.Context, j Job, machineTo MachineState) (*Job, error) {
+	return s.StartJobRecording(ctx, j, machineTo, nil)
+}
+
+// StartJobRecording is StartJob with the event that says the job is
+// queued, made from the stored job (its ID is chosen here) and stored in
+// the same transaction. queued may be nil.
+func (s *Store) StartJobRecording(ctx context.Context, j Job, machineTo MachineState, queued func(*Job) Event) (*Job, error) {
 	var out *Job
 	err := s.write(func(tx *bolt.Tx, vc *viewChanges) error {
 		if id := bkt(tx, bActiveJob).Get([]byte(j.Machine)); id != nil {
@@ -198,6 +205,11 @@ func (s *Store) StartJob(ctx context.Context, j Job, machineTo MachineState) (*J
 		}
 		out = &j
 		vc.jobs = append(vc.jobs, out)
+		if queued != nil {
+			if err := s.putEvents(tx, []Event{queued(out)}); err != nil {
+				return err
+			}
+		}
 		return bkt(tx, bActiveJob).Put([]byte(j.Machine), []byte(j.ID))
 	})
 	if err != nil {
@@ -269,6 +281,13 @@ func sortJobs(js []Job) {
 // machine is written only when fn changed it. When the job ends, it is no
 // longer the machine's active job.
 func (s *Store) UpdateJob(ctx context.Context, id string, fn func(*Job, *Machine) error) (*Job, *Machine, error) {
+	return s.RecordJob(ctx, id, func(j *Job, m *Machine) ([]Event, error) { return nil, fn(j, m) })
+}
+
+// RecordJob is UpdateJob for a change that comes with events of its own
+// (an agent's done, a job's end): fn returns them, and they are stored in
+// the same transaction, or not at all.
+func (s *Store) RecordJob(ctx context.Context, id string, fn func(*Job, *Machine) ([]Event, error)) (*Job, *Machine, error) {
 	var outJ *Job
 	var outM *Machine
 	err := s.write(func(tx *bolt.Tx, vc *viewChanges) error {
@@ -281,7 +300,8 @@ func (s *Store) UpdateJob(ctx context.Context, id string, fn func(*Job, *Machine
 			return err
 		}
 		m := cloneMachine(old)
-		if err := fn(j, m); err != nil {
+		evs, err := fn(j, m)
+		if err != nil {
 			return err
 		}
 		if !reflect.DeepEqual(old, m) {
@@ -290,7 +310,10 @@ func (s *Store) UpdateJob(ctx context.Context, id string, fn func(*Job, *Machine
 			}
 		}
 		outJ, outM = j, m
-		return s.putJob(tx, j, vc)
+		if err := s.putJob(tx, j, vc); err != nil {
+			return err
+		}
+		return s.putEvents(tx, evs)
 	})
 	if err != nil {
 		return nil, nil, err
@@ -310,6 +333,14 @@ func (s *Store) UpdateJob(ctx context.Context, id string, fn func(*Job, *Machine
 // next transaction takes them all. A lone update waits for nothing. fn
 // runs exactly once; its error fails only its own update.
 func (s *Store) UpdateJobOnly(ctx context.Context, id string, fn func(*Job) error) (*Job, error) {
+	return s.RecordJobUpdate(ctx, id, func(j *Job) ([]Event, error) { return nil, fn(j) })
+}
+
+// RecordJobUpdate is UpdateJobOnly for a change that comes with events of
+// its own, such as one step's end and the next one's start: fn returns
+// them, and they are stored in the job's transaction, or not at all. One
+// commit instead of three is what keeps a hall of running jobs cheap.
+func (s *Store) RecordJobUpdate(ctx context.Context, id string, fn func(*Job) ([]Event, error)) (*Job, error) {
 	u := &jobUpdate{id: id, fn: fn, done: make(chan struct{})}
 	s.jobQ.mu.Lock()
 	s.jobQ.pending = append(s.jobQ.pending, u)
@@ -339,7 +370,7 @@ type jobQueue struct {
 
 type jobUpdate struct {
 	id   string
-	fn   func(*Job) error
+	fn   func(*Job) ([]Event, error)
 	out  *Job
 	err  error
 	done chan struct{}
@@ -353,14 +384,23 @@ func (s *Store) commitJobUpdates(batch []*jobUpdate) {
 		for _, u := range batch {
 			u.out, u.err = nil, nil
 			j, err := getActiveJob(tx, u.id)
+			var evs []Event
 			if err == nil {
-				err = u.fn(j)
+				evs, err = u.fn(j)
+			}
+			for i := range evs {
+				if err == nil {
+					err = checkEvent(&evs[i], s.now)
+				}
 			}
 			if err != nil {
 				u.err = err
 				continue
 			}
 			if err := s.putJob(tx, j, vc); err != nil {
+				return err
+			}
+			if err := s.putEvents(tx, evs); err != nil {
 				return err
 			}
 			u.out = j
@@ -373,6 +413,19 @@ func (s *Store) commitJobUpdates(batch []*jobUpdate) {
 		}
 		close(u.done)
 	}
+}
+
+// putEvents checks and stores events inside a write transaction.
+func (s *Store) putEvents(tx *bolt.Tx, evs []Event) error {
+	for _, ev := range evs {
+		if err := checkEvent(&ev, s.now); err != nil {
+			return err
+		}
+		if _, err := putEvent(tx, ev); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // getActiveJob loads a job that has not finished.

@@ -161,20 +161,19 @@ func (e *Engine) agentTask(ctx context.Context, j *inventory.Job, _ []byte) (any
 		taskErr = fmt.Errorf("job %s (%s) has no agent task", j.ID, j.Kind)
 	}
 	now := e.cfg.Now().UTC()
-	if _, err := e.inv.UpdateJobOnly(ctx, j.ID, func(j *inventory.Job) error {
+	if _, err := e.inv.RecordJobUpdate(ctx, j.ID, func(j *inventory.Job) ([]inventory.Event, error) {
 		j.AgentSeenAt = now
 		if taskErr != nil {
 			j.AgentDone, j.AgentOK, j.AgentError = true, false, taskErr.Error()
+			return []inventory.Event{jobEvent(j, "agent.task", "refused: "+taskErr.Error())}, nil
 		}
-		return nil
+		return []inventory.Event{jobEvent(j, "agent.task", "the agent called home and fetched its task")}, nil
 	}); err != nil {
 		return nil, err
 	}
 	if taskErr != nil {
-		e.event(ctx, j, "agent.task", "refused: "+taskErr.Error())
 		return nil, taskErr
 	}
-	e.event(ctx, j, "agent.task", "the agent called home and fetched its task")
 	return t, nil
 }
 
@@ -183,11 +182,12 @@ func (e *Engine) agentInspection(ctx context.Context, j *inventory.Job, body []b
 	if err := json.Unmarshal(body, &inv); err != nil {
 		return nil, fmt.Errorf("inspection is not valid JSON: %w", err)
 	}
-	if _, err := e.inv.RecordInspection(ctx, j.Machine, body); err != nil {
-		return nil, err
-	}
-	e.event(ctx, j, "agent.inspection", summarize(&inv))
-	return nil, nil
+	now := e.cfg.Now().UTC()
+	_, _, err := e.inv.RecordJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) ([]inventory.Event, error) {
+		m.Inspection, m.InspectedAt = body, now
+		return []inventory.Event{jobEvent(j, "agent.inspection", summarize(&inv))}, nil
+	})
+	return nil, err
 }
 
 func (e *Engine) agentProgress(ctx context.Context, j *inventory.Job, body []byte) (any, error) {
@@ -212,23 +212,20 @@ func (e *Engine) agentDone(ctx context.Context, j *inventory.Job, body []byte) (
 		return nil, err
 	}
 	now := e.cfg.Now().UTC()
-	_, _, err := e.inv.UpdateJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) error {
+	detail := d.Detail
+	if !d.OK {
+		detail = fmt.Sprintf("%s failed: %s", d.Step, d.Error)
+	}
+	_, _, err := e.inv.RecordJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) ([]inventory.Event, error) {
 		if d.OK {
 			if err := doneAccepted(j, m); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		j.AgentDone, j.AgentOK, j.AgentError = true, d.OK, d.Error
 		j.Progress.At = now
-		return nil
+		return []inventory.Event{jobEvent(j, "agent.done", detail)}, nil
 	})
-	if err == nil {
-		detail := d.Detail
-		if !d.OK {
-			detail = fmt.Sprintf("%s failed: %s", d.Step, d.Error)
-		}
-		e.event(ctx, j, "agent.done", detail)
-	}
 	return nil, err
 }
 

@@ -208,16 +208,14 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*inventory.Job, error) 
 	if err := sealSecrets(e.cfg.Sealer, &j); err != nil {
 		return nil, err
 	}
-	out, err := e.inv.StartJob(ctx, j, to)
-	if err != nil {
-		return nil, err
-	}
 	// The token ID goes in the event's actor, not its text, so that views
 	// for tenants can leave staff token IDs out.
-	ev := inventory.Event{Actor: orDash(r.Actor), Role: string(r.ActorRole), Subject: "machine/" + out.Machine, Tenancy: out.Tenancy,
-		Action: "job.queued", Detail: fmt.Sprintf("%s job %s queued", out.Kind, out.ID)}
-	if _, err := e.inv.AppendEvent(context.WithoutCancel(ctx), ev); err != nil {
-		e.log.Error("recording event", "machine", out.Machine, "err", err)
+	out, err := e.inv.StartJobRecording(ctx, j, to, func(out *inventory.Job) inventory.Event {
+		return inventory.Event{Actor: orDash(r.Actor), Role: string(r.ActorRole), Subject: "machine/" + out.Machine, Tenancy: out.Tenancy,
+			Action: "job.queued", Detail: fmt.Sprintf("%s job %s queued", out.Kind, out.ID)}
+	})
+	if err != nil {
+		return nil, err
 	}
 	e.poke()
 	return out, nil
@@ -324,6 +322,14 @@ func (e *Engine) QueuePosition(ctx context.Context, id string) int {
 }
 
 func (e *Engine) event(ctx context.Context, j *inventory.Job, action, detail string) {
+	if _, err := e.inv.AppendEvent(context.WithoutCancel(ctx), jobEvent(j, action, detail)); err != nil {
+		e.log.Error("recording event", "machine", j.Machine, "err", err)
+	}
+}
+
+// jobEvent is an event of the provisioner about a job's machine, in the
+// job's tenancy.
+func jobEvent(j *inventory.Job, action, detail string) inventory.Event {
 	outcome := ""
 	switch action {
 	case "job.succeeded":
@@ -333,10 +339,7 @@ func (e *Engine) event(ctx context.Context, j *inventory.Job, action, detail str
 	case "job.cancelled":
 		outcome = "refused"
 	}
-	ev := inventory.Event{Actor: "provisioner", Subject: "machine/" + j.Machine, Tenancy: j.Tenancy, Action: action, Outcome: outcome, Detail: detail}
-	if _, err := e.inv.AppendEvent(context.WithoutCancel(ctx), ev); err != nil {
-		e.log.Error("recording event", "machine", j.Machine, "err", err)
-	}
+	return inventory.Event{Actor: "provisioner", Subject: "machine/" + j.Machine, Tenancy: j.Tenancy, Action: action, Outcome: outcome, Detail: detail}
 }
 
 func orDash(s string) string {

@@ -73,10 +73,8 @@ func (e *Engine) metadataSeen(ctx context.Context, j *inventory.Job) {
 		return
 	}
 	now := e.cfg.Now().UTC()
-	if _, err := e.inv.UpdateJobOnly(ctx, j.ID, func(j *inventory.Job) error {
+	e.inv.RecordJobUpdate(ctx, j.ID, func(j *inventory.Job) ([]inventory.Event, error) {
 		j.MetadataSeenAt = now
-		return nil
-	}); err == nil {
-		e.event(ctx, j, "metadata.fetched", "the installed OS fetched its metadata")
-	}
+		return []inventory.Event{jobEvent(j, "metadata.fetched", "the installed OS fetched its metadata")}, nil
+	})
 }

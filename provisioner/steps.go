@@ -50,10 +50,13 @@ func (e *stepError) Error() string { return e.reason }
 func failf(format string, args ...any) error { return &stepError{fmt.Sprintf(format, args...)} }
 
 // work runs one job from its first step not done to its end, persisting
-// each step's start and end. It returns early, leaving the job where it
-// is, when ctx ends (the service is stopping).
+// each step's start and end with its event. It returns early, leaving the
+// job where it is, when ctx ends (the service is stopping).
 func (e *Engine) work(ctx context.Context, id string) {
 	log := e.log.With("job", id)
+	// started is the step the previous step's end already marked running:
+	// one write carries a step's end and the next one's start.
+	started := -1
 	for ctx.Err() == nil {
 		j, err := e.inv.Job(ctx, id)
 		if err != nil {
@@ -63,30 +66,29 @@ func (e *Engine) work(ctx context.Context, id string) {
 		if j.State.Finished() {
 			return
 		}
+		i := j.CurrentStep()
 		if j.CancelRequested {
+			if i < len(j.Steps) && j.Steps[i].State == inventory.StepRunning {
+				e.markStep(ctx, id, i, inventory.StepFailed, "cancelled")
+			}
 			e.finish(ctx, j, inventory.JobCancelled, "cancelled", j.StepName())
 			return
 		}
-		i := j.CurrentStep()
 		if i == len(j.Steps) {
 			e.finish(ctx, j, inventory.JobSucceeded, "", "")
 			return
 		}
 		step := j.Steps[i].Name
-		resumed := j.Steps[i].State == inventory.StepRunning
-		j, err = e.markStep(ctx, id, i, inventory.StepRunning, "")
-		if err != nil {
-			log.Error("persisting step start", "step", step, "err", err)
-			return
+		if i != started {
+			// Every step's start and end is in the machine's events, so
+			// `machine events` shows work in flight, not just "queued"
+			// and the outcome.
+			if j, err = e.startStep(ctx, id, i); err != nil {
+				log.Error("persisting step start", "step", step, "err", err)
+				return
+			}
 		}
-		// Every step's start and end is in the machine's events, so
-		// `machine events` shows work in flight, not just "queued" and
-		// the outcome.
-		if resumed {
-			e.event(ctx, j, "step.resumed", fmt.Sprintf("%s job %s: %s again after a restart (attempt %d)", j.Kind, j.ID, step, j.Steps[i].Attempts))
-		} else {
-			e.event(ctx, j, "step.started", fmt.Sprintf("%s job %s: %s (attempt %d)", j.Kind, j.ID, step, j.Steps[i].Attempts))
-		}
+		started = -1
 		err = e.exec(ctx, j, step)
 		if ctx.Err() != nil {
 			return // stopping: the step is redone on resume
@@ -96,14 +98,18 @@ func (e *Engine) work(ctx context.Context, id string) {
 			e.markStep(ctx, id, i, inventory.StepFailed, "cancelled")
 			e.finish(ctx, j, inventory.JobCancelled, "cancelled", step)
 			return
+		case err == nil && i == len(j.Steps)-1:
+			e.finishWith(ctx, j, inventory.JobSucceeded, "", "", i)
+			return
 		case err == nil:
-			done, err := e.markStep(ctx, id, i, inventory.StepDone, "")
+			next, err := e.endStep(ctx, id, i)
 			if err != nil {
 				log.Error("persisting step end", "step", step, "err", err)
 				return
 			}
-			s := done.Steps[i]
-			e.event(ctx, done, "step.done", fmt.Sprintf("%s job %s: %s done in %s", j.Kind, j.ID, step, s.EndedAt.Sub(s.StartedAt).Round(time.Millisecond)))
+			if next {
+				started = i + 1
+			}
 		case errors.Is(err, errNotSeen) && j.Steps[i].Attempts <= e.cfg.BootRetries:
 			e.event(ctx, j, "step.retry", fmt.Sprintf("%s: %v; trying PXE again (attempt %d of %d)", step, err, j.Steps[i].Attempts+1, e.cfg.BootRetries+1))
 			if err := e.rewind(ctx, id, stepSetPXE); err != nil {
@@ -124,26 +130,72 @@ func (e *Engine) work(ctx context.Context, id string) {
 	}
 }
 
-// markStep persists a step's state. Starting a step counts an attempt and
-// stamps its start; its deadline is measured from there.
+// startStep marks step i running, with its step.started event (or
+// step.resumed, when a restart finds it running), in one write.
+func (e *Engine) startStep(ctx context.Context, id string, i int) (*inventory.Job, error) {
+	now := e.cfg.Now().UTC()
+	return e.inv.RecordJobUpdate(ctx, id, func(j *inventory.Job) ([]inventory.Event, error) {
+		resumed := j.Steps[i].State == inventory.StepRunning
+		setStep(j, i, inventory.StepRunning, "", now)
+		if resumed {
+			return []inventory.Event{jobEvent(j, "step.resumed", fmt.Sprintf("%s job %s: %s again after a restart (attempt %d)", j.Kind, j.ID, j.Steps[i].Name, j.Steps[i].Attempts))}, nil
+		}
+		return []inventory.Event{stepStarted(j, i)}, nil
+	})
+}
+
+// endStep marks step i done and, unless it was the last or a cancel is
+// asked for, the next one running, with both events, in one write. It
+// says whether it started the next step.
+func (e *Engine) endStep(ctx context.Context, id string, i int) (next bool, err error) {
+	now := e.cfg.Now().UTC()
+	_, err = e.inv.RecordJobUpdate(ctx, id, func(j *inventory.Job) ([]inventory.Event, error) {
+		next = false
+		setStep(j, i, inventory.StepDone, "", now)
+		evs := []inventory.Event{stepDone(j, i)}
+		if i+1 < len(j.Steps) && !j.CancelRequested && j.Steps[i+1].State == inventory.StepPending {
+			setStep(j, i+1, inventory.StepRunning, "", now)
+			evs = append(evs, stepStarted(j, i+1))
+			next = true
+		}
+		return evs, nil
+	})
+	return next, err
+}
+
+func stepDone(j *inventory.Job, i int) inventory.Event {
+	s := j.Steps[i]
+	return jobEvent(j, "step.done", fmt.Sprintf("%s job %s: %s done in %s", j.Kind, j.ID, s.Name, s.EndedAt.Sub(s.StartedAt).Round(time.Millisecond)))
+}
+
+func stepStarted(j *inventory.Job, i int) inventory.Event {
+	return jobEvent(j, "step.started", fmt.Sprintf("%s job %s: %s (attempt %d)", j.Kind, j.ID, j.Steps[i].Name, j.Steps[i].Attempts))
+}
+
+// markStep persists a step's state.
 func (e *Engine) markStep(ctx context.Context, id string, i int, st inventory.StepState, errMsg string) (*inventory.Job, error) {
 	now := e.cfg.Now().UTC()
-	j, err := e.inv.UpdateJobOnly(ctx, id, func(j *inventory.Job) error {
-		s := &j.Steps[i]
-		switch st {
-		case inventory.StepRunning:
-			if s.State != inventory.StepRunning {
-				s.Attempts++
-				s.StartedAt = now
-			}
-			j.State = inventory.JobRunning
-		case inventory.StepDone, inventory.StepFailed:
-			s.EndedAt, s.Error = now, errMsg
-		}
-		s.State = st
+	return e.inv.UpdateJobOnly(ctx, id, func(j *inventory.Job) error {
+		setStep(j, i, st, errMsg, now)
 		return nil
 	})
-	return j, err
+}
+
+// setStep moves step i to st. Starting a step counts an attempt and
+// stamps its start; its deadline is measured from there.
+func setStep(j *inventory.Job, i int, st inventory.StepState, errMsg string, now time.Time) {
+	s := &j.Steps[i]
+	switch st {
+	case inventory.StepRunning:
+		if s.State != inventory.StepRunning {
+			s.Attempts++
+			s.StartedAt = now
+		}
+		j.State = inventory.JobRunning
+	case inventory.StepDone, inventory.StepFailed:
+		s.EndedAt, s.Error = now, errMsg
+	}
+	s.State = st
 }
 
 // rewind marks every step from name on as pending again and clears what
@@ -167,8 +219,21 @@ func (e *Engine) rewind(ctx context.Context, id, name string) error {
 
 // finish ends a job and moves its machine to where the job leaves it.
 func (e *Engine) finish(ctx context.Context, j *inventory.Job, st inventory.JobState, reason, step string) {
+	e.finishWith(ctx, j, st, reason, step, -1)
+}
+
+// finishWith is finish that also marks step done (when not -1) done, with
+// its event, in the same write: a job's last step and its end are one
+// commit.
+func (e *Engine) finishWith(ctx context.Context, j *inventory.Job, st inventory.JobState, reason, step string, done int) {
 	ctx = context.WithoutCancel(ctx)
-	_, m, err := e.inv.UpdateJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) error {
+	now := e.cfg.Now().UTC()
+	_, m, err := e.inv.RecordJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) ([]inventory.Event, error) {
+		var evs []inventory.Event
+		if done >= 0 {
+			setStep(j, done, inventory.StepDone, "", now)
+			evs = append(evs, stepDone(j, done))
+		}
 		j.State, j.Error = st, reason
 		switch {
 		case st == inventory.JobSucceeded:
@@ -189,19 +254,19 @@ func (e *Engine) finish(ctx context.Context, j *inventory.Job, st inventory.JobS
 		case j.Kind != inventory.JobPower:
 			m.State, m.Reason, m.FailedStep = inventory.MachineFailed, reason, step
 		}
-		return nil
+		switch st {
+		case inventory.JobSucceeded:
+			evs = append(evs, jobEvent(j, "job.succeeded", fmt.Sprintf("%s job %s done; machine is %s", j.Kind, j.ID, m.State)))
+		case inventory.JobCancelled:
+			evs = append(evs, jobEvent(j, "job.cancelled", fmt.Sprintf("%s job %s cancelled at step %s", j.Kind, j.ID, orDash(step))))
+		default:
+			evs = append(evs, jobEvent(j, "job.failed", fmt.Sprintf("%s job %s failed at %s: %s", j.Kind, j.ID, step, reason)))
+		}
+		return evs, nil
 	})
 	if err != nil {
 		e.log.Error("finishing job", "job", j.ID, "err", err)
 		return
-	}
-	switch st {
-	case inventory.JobSucceeded:
-		e.event(ctx, j, "job.succeeded", fmt.Sprintf("%s job %s done; machine is %s", j.Kind, j.ID, m.State))
-	case inventory.JobCancelled:
-		e.event(ctx, j, "job.cancelled", fmt.Sprintf("%s job %s cancelled at step %s", j.Kind, j.ID, orDash(step)))
-	default:
-		e.event(ctx, j, "job.failed", fmt.Sprintf("%s job %s failed at %s: %s", j.Kind, j.ID, step, reason))
 	}
 	if j.Kind == inventory.JobCommission {
 		e.rackCommissioned(ctx, m.Rack)

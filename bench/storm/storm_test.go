@@ -46,11 +46,17 @@ func TestBootStormOfSimulatedMachines(t *testing.T) {
 			t.Errorf("%s: %d of %d machines finished, failures %q", ph.Name, ph.OK, ph.Machines, ph.Failures)
 		}
 		// Every machine did a full DORA (its reservation checked by the
-		// machine itself) and fetched its script and boot files.
-		for _, st := range []string{stDHCP, stScript, stBootFiles, stCallHome, stTask, stDone} {
+		// machine itself), fetched its script and boot files, called home
+		// and ran its task.
+		for _, st := range []string{stDHCP, stScript, stBootFiles, stCallHome, stTask} {
 			if n := len(ph.Samples[st]); n < cfg.N {
 				t.Errorf("%s: %d %s samples, want at least one per machine (%d)", ph.Name, n, st, cfg.N)
 			}
+		}
+		// A commission powers the machine off once its inspection is in,
+		// so some agents are cut off before their done is answered.
+		if n := len(ph.Samples[stDone]) + ph.CutOff; n != cfg.N {
+			t.Errorf("%s: %d dones answered + %d agents cut off = %d, want one per machine (%d)", ph.Name, len(ph.Samples[stDone]), ph.CutOff, n, cfg.N)
 		}
 		if ph.TxnsAfter <= ph.TxnsBefore {
 			t.Errorf("%s: write transactions %d → %d: the store counter did not move", ph.Name, ph.TxnsBefore, ph.TxnsAfter)

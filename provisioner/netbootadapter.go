@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -181,15 +182,35 @@ func (a *Addresses) Learn(ctx context.Context, mac net.HardwareAddr, ip netip.Ad
 	a.learned[ip] = append(net.HardwareAddr(nil), mac...)
 }
 
-// BootEvents writes netboot's boot steps as machine events and its leases
-// to the inventory, in batches (netboot.AsyncRecorder calls it).
-type BootEvents struct{ Inv *inventory.Store }
+// BootEvents writes netboot's boot steps and leases to the inventory, in
+// batches (netboot.AsyncRecorder calls it). Use it by pointer.
+//
+// A MAC no machine owns is recorded under "mac/<MAC>", so discovery shows
+// it, but each of its boot steps at most once per UnknownEvery: every
+// packet of a discovery sweep, a DHCP load test or a flood of random MACs
+// would otherwise become a stored event, and an unauthenticated sender
+// could grow the database at will. Machines' own steps are all kept: they
+// are their boot timeline.
+type BootEvents struct {
+	Inv *inventory.Store
+	// UnknownEvery is how often the same step of the same unknown MAC is
+	// recorded again. Zero: every 10 minutes.
+	UnknownEvery time.Duration
 
-// WriteEvents records boot steps on the machines they belong to; a MAC no
-// machine owns is recorded under "mac/<MAC>", so discovery shows it. An
-// event netboot labelled with its machine (the Booter's decision, carried)
-// is not looked up again; only the others (TFTP) are.
-func (b BootEvents) WriteEvents(ctx context.Context, evs []netboot.Event) error {
+	mu   sync.Mutex
+	seen map[string]time.Time // "MAC step" → when last recorded
+	// Suppressed counts unknown-MAC events left out.
+	Suppressed atomic.Uint64
+}
+
+// maxUnknownSeen bounds the memory of unknown MACs' recent steps; beyond
+// it, new unknown MACs' events are left out until old ones expire.
+const maxUnknownSeen = 65536
+
+// WriteEvents records boot steps on the machines they belong to. An event
+// netboot labelled with its machine (the Booter's decision, carried) is
+// not looked up again; only the others (TFTP) are.
+func (b *BootEvents) WriteEvents(ctx context.Context, evs []netboot.Event) error {
 	out := make([]inventory.Event, 0, len(evs))
 	for _, e := range evs {
 		subject := "netboot"
@@ -204,13 +225,54 @@ func (b BootEvents) WriteEvents(ctx context.Context, evs []netboot.Event) error 
 				}
 			}
 		}
+		if strings.HasPrefix(subject, "mac/") && !b.recordUnknown(e) {
+			b.Suppressed.Add(1)
+			continue
+		}
 		out = append(out, inventory.Event{Time: e.Time, Actor: "netboot", Subject: subject, Action: "boot." + string(e.Step), Outcome: "ok", Detail: e.Detail})
+	}
+	if len(out) == 0 {
+		return nil
 	}
 	return b.Inv.AppendEvents(ctx, out)
 }
 
+// recordUnknown says whether an unknown MAC's step is due to be recorded,
+// and notes it.
+func (b *BootEvents) recordUnknown(e netboot.Event) bool {
+	every := b.UnknownEvery
+	if every <= 0 {
+		every = 10 * time.Minute
+	}
+	at := e.Time
+	if at.IsZero() {
+		at = time.Now()
+	}
+	key := e.MAC + " " + string(e.Step)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.seen == nil {
+		b.seen = make(map[string]time.Time)
+	}
+	if last, ok := b.seen[key]; ok && at.Sub(last) < every {
+		return false
+	}
+	if len(b.seen) >= maxUnknownSeen {
+		for k, last := range b.seen {
+			if at.Sub(last) >= every {
+				delete(b.seen, k)
+			}
+		}
+		if len(b.seen) >= maxUnknownSeen {
+			return false
+		}
+	}
+	b.seen[key] = at
+	return true
+}
+
 // WriteLeases persists leases.
-func (b BootEvents) WriteLeases(ctx context.Context, ls []netboot.Lease) error {
+func (b *BootEvents) WriteLeases(ctx context.Context, ls []netboot.Lease) error {
 	out := make([]inventory.Lease, 0, len(ls))
 	for _, l := range ls {
 		out = append(out, inventory.Lease{MAC: l.MAC, IP: l.IP.String(), Hostname: l.Hostname, Expires: l.Expires})
@@ -221,5 +283,5 @@ func (b BootEvents) WriteLeases(ctx context.Context, ls []netboot.Lease) error {
 var (
 	_ netboot.BootAddresses = (*Addresses)(nil)
 	_ netboot.LeaseLearner  = (*Addresses)(nil)
-	_ netboot.Sink          = BootEvents{}
+	_ netboot.Sink          = (*BootEvents)(nil)
 )

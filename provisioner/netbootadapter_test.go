@@ -46,7 +46,7 @@ func TestAddressesFromInventory(t *testing.T) {
 
 	// Leases and boot steps go to the inventory in batches; a restart hands
 	// the same dynamic address to the same MAC.
-	sink := BootEvents{Inv: l.inv}
+	sink := &BootEvents{Inv: l.inv}
 	if err := sink.WriteLeases(ctx, []netboot.Lease{{MAC: unknown.String(), IP: dyn.IP, Expires: time.Now().Add(time.Hour)}}); err != nil {
 		t.Fatal(err)
 	}
@@ -69,5 +69,46 @@ func TestAddressesFromInventory(t *testing.T) {
 	}
 	if !strings.HasPrefix(l.eng.AgentToken("job-000001"), "ag_job-000001_") {
 		t.Fatal("token shape")
+	}
+}
+
+// A flood of packets from unknown MACs leaves one event per MAC and step
+// per window; a machine's own steps are all kept.
+func TestUnknownMACBootEventsAreKeptOncePerWindow(t *testing.T) {
+	l := newLab(t, Config{})
+	ctx := context.Background()
+	l.machine("m1", "r0", 1, inventory.MachineEnrolled)
+	m := must(l.inv.Machine(ctx, "m1"))
+	sink := &BootEvents{Inv: l.inv, UnknownEvery: time.Minute}
+	t0 := time.Now()
+	var flood []netboot.Event
+	for i := range 50 {
+		for _, mac := range []string{"02:00:00:00:01:01", "02:00:00:00:01:02"} {
+			flood = append(flood,
+				netboot.Event{Time: t0.Add(time.Duration(i) * time.Second / 10), MAC: mac, Step: netboot.StepDHCPOffer},
+				netboot.Event{Time: t0.Add(time.Duration(i) * time.Second / 10), MAC: mac, Step: netboot.StepDHCPAck})
+		}
+		flood = append(flood, netboot.Event{Time: t0.Add(time.Duration(i) * time.Second / 10), MAC: m.MACs[0], Step: netboot.StepDHCPAck})
+	}
+	if err := sink.WriteEvents(ctx, flood); err != nil {
+		t.Fatal(err)
+	}
+	count := func(subject string) int { return len(must(l.inv.Events(ctx, inventory.EventFilter{Subject: subject}))) }
+	if n := count("mac/02:00:00:00:01:01"); n != 2 {
+		t.Errorf("unknown MAC: %d events from 100 packets, want 2 (one offer, one ack)", n)
+	}
+	if got, want := sink.Suppressed.Load(), uint64(2*2*49); got != want {
+		t.Errorf("suppressed %d, want %d", got, want)
+	}
+	before := count("machine/m1")
+	// The window passes: the same step is recorded again.
+	if err := sink.WriteEvents(ctx, []netboot.Event{{Time: t0.Add(2 * time.Minute), MAC: "02:00:00:00:01:01", Step: netboot.StepDHCPAck}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := count("mac/02:00:00:00:01:01"); n != 3 {
+		t.Errorf("after the window: %d events, want 3", n)
+	}
+	if before < 50 {
+		t.Errorf("machine m1: %d events, want all 50 of its acks", before)
 	}
 }

@@ -302,7 +302,7 @@ func (s *Service) provision(ctx context.Context) error {
 	if addrs, err = provisioner.NewAddresses(ctx, inv, engine, cfg.LeaseTime); err != nil {
 		return err
 	}
-	s.recorder = netboot.NewAsyncRecorder(provisioner.BootEvents{Inv: inv}, netboot.AsyncRecorderConfig{Logger: log})
+	s.recorder = netboot.NewAsyncRecorder(&provisioner.BootEvents{Inv: inv}, netboot.AsyncRecorderConfig{Logger: log})
 	if err := os.MkdirAll(bootDir, 0o755); err != nil {
 		return fmt.Errorf("boot environment dir: %w", err)
 	}

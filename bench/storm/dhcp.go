@@ -33,34 +33,43 @@ type dhcpClients struct {
 
 // listenDHCP opens the shared client socket inside ns, bound to ifname.
 func listenDHCP(ns *netns.Namespace, ifname string) (*dhcpClients, error) {
-	var conn *net.UDPConn
-	err := ns.Run(func() error {
-		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			err := c.Control(func(fd uintptr) {
-				if serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_BROADCAST, 1); serr != nil {
-					return
-				}
-				if serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); serr != nil {
-					return
-				}
-				serr = syscall.BindToDevice(int(fd), ifname)
-			})
-			if err != nil {
-				return err
+	var d *dhcpClients
+	err := ns.Run(func() (err error) {
+		d, err = listenDHCPHere(ifname)
+		return err
+	})
+	return d, err
+}
+
+// listenDHCPHere opens a client socket on port 68 of ifname in this
+// process's namespace. Several may share the port (SO_REUSEADDR): each
+// gets every broadcast reply and keeps those of its own transactions.
+func listenDHCPHere(ifname string) (*dhcpClients, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			if serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_BROADCAST, 1); serr != nil {
+				return
 			}
-			return serr
-		}}
-		pc, err := lc.ListenPacket(context.Background(), "udp4", "0.0.0.0:68")
+			if serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); serr != nil {
+				return
+			}
+			serr = syscall.BindToDevice(int(fd), ifname)
+		})
 		if err != nil {
 			return err
 		}
-		conn = pc.(*net.UDPConn)
-		// 1,000 machines answered at once: a deep receive queue, so the
-		// bench's reader is not what drops replies.
-		return conn.SetReadBuffer(8 << 20)
-	})
+		return serr
+	}}
+	pc, err := lc.ListenPacket(context.Background(), "udp4", "0.0.0.0:68")
 	if err != nil {
+		return nil, fmt.Errorf("dhcp client socket on %s: %w", ifname, err)
+	}
+	conn := pc.(*net.UDPConn)
+	// 1,000 machines answered at once: a deep receive queue, so the
+	// bench's reader is not what drops replies.
+	if err := conn.SetReadBuffer(8 << 20); err != nil {
+		conn.Close()
 		return nil, fmt.Errorf("dhcp client socket on %s: %w", ifname, err)
 	}
 	d := &dhcpClients{conn: conn, waiting: map[dhcpv4.TransactionID]chan *dhcpv4.DHCPv4{}, done: make(chan struct{})}

@@ -53,6 +53,8 @@ type config struct {
 	// SideBySide runs the nginx comparison after the storm. Off in the
 	// end-to-end test, which needs only the storm's own checks.
 	SideBySide bool
+	// Probe runs the DHCP probe (probe.go) through the storm.
+	Probe bool
 }
 
 // Addresses on the bench's private link. The service end is .0.1, the
@@ -81,6 +83,9 @@ func machineAddr(i int) netip.Addr {
 }
 
 func main() {
+	if iface := os.Getenv(probeEnv); iface != "" {
+		os.Exit(probeMain(iface))
+	}
 	var cfg config
 	flag.IntVar(&cfg.N, "n", 1000, "simulated machines")
 	flag.IntVar(&cfg.PerRack, "per-rack", 8, "machines per rack (8-GPU servers, ~10 kW each)")
@@ -95,6 +100,7 @@ func main() {
 	flag.StringVar(&cfg.ResultsDir, "results", "bench/storm/results", "where the dated raw output is written")
 	flag.BoolVar(&cfg.Keep, "keep", false, "keep the temp dir (serve.log, data dir, nginx logs)")
 	flag.BoolVar(&cfg.SideBySide, "side-by-side", true, "after the storm, stream the image to every client from metalhall and from nginx")
+	flag.BoolVar(&cfg.Probe, "probe", true, "measure the service's DHCP answers from a process of its own at the service's CPU priority (probe.go)")
 	flag.Parse()
 	if err := cfg.check(); err != nil {
 		fmt.Fprintln(os.Stderr, "storm:", err)
@@ -151,6 +157,8 @@ type bench struct {
 	baseURL  string // the admin listener, https
 	provURL  string // the provisioning listener, what machines are told to use
 	machines []*machine
+	probeBMC *redfish.FleetBMC
+	probe    *probe // nil without -probe
 
 	spanMu sync.Mutex
 	spans  []span
@@ -315,7 +323,10 @@ func (rep *report) run(ctx context.Context, began time.Time) (err error) {
 	// The BMCs live on the service's loopback, where `serve` reaches them.
 	var fleet *redfish.Fleet
 	err = srv.Run(func() (err error) {
-		fleet, err = redfish.StartFleet("127.0.0.1", cfg.N, 0, func(i int) redfish.Config {
+		fleet, err = redfish.StartFleet("127.0.0.1", cfg.N+1, 0, func(i int) redfish.Config {
+			if i == cfg.N { // the probe machine's, never powered
+				return redfish.Config{Username: bmcUser, Password: bmcPass, Serial: "STORMPROBE", MACs: []string{probeMAC.String()}}
+			}
 			m := b.machines[i]
 			return redfish.Config{Username: bmcUser, Password: bmcPass, GPUs: 8, Serial: fmt.Sprintf("STORM%05d", i+1),
 				Vendor: "Supermicro", Model: "SYS-821GE-TNHR", MACs: []string{m.MAC.String()},
@@ -336,6 +347,7 @@ func (rep *report) run(ctx context.Context, began time.Time) (err error) {
 	for i, m := range b.machines {
 		m.BMC = fleet.BMCs[i]
 	}
+	b.probeBMC = fleet.BMCs[cfg.N]
 
 	// The data dir: a hardware profile the simulated servers match, and a
 	// stand-in boot environment (the script names it; machines fetch it).
@@ -377,6 +389,15 @@ func (rep *report) run(ctx context.Context, began time.Time) (err error) {
 	}
 	if err := tech.onboard(ctx, b); err != nil {
 		return err
+	}
+	if cfg.Probe {
+		step(rep, "starting the DHCP probe")
+		if b.probe, err = startProbe(ctx, cli, cliLink); err != nil {
+			return err
+		}
+		stopProbe := sync.OnceFunc(b.probe.stop)
+		cl.add(stopProbe)
+		defer stopProbe() // before the side-by-side: it measures the storm
 	}
 
 	// Commission: every rack at once, as after racking a row.
@@ -503,6 +524,9 @@ func (b *bench) phase(ctx context.Context, rep *report, svc *service, tech *tech
 	res.Submit = time.Since(start)
 	err := b.wait(ctx, tech, want)
 	res.Wall = time.Since(start)
+	if b.probe != nil {
+		res.Probe, res.ProbeErrors = b.probe.between(start, time.Now())
+	}
 	res.CPUAfter = svc.cpu()
 	res.TxnsAfter, _ = tech.writeTxns(ctx)
 	for _, m := range b.machines {

@@ -16,6 +16,8 @@ import (
 
 type phaseResult struct {
 	Name                  string
+	Probe                 []time.Duration // the DHCP probe's exchanges in this phase, sorted
+	ProbeErrors           int             // the probe's failed DORAs over the whole run
 	Machines, OK          int
 	Failures              []string
 	Submit, Wall          time.Duration
@@ -164,6 +166,10 @@ func (r *report) write(stdout io.Writer, dir string) error {
 			w("%-11s %8d %9s %9s %9s %9s", st, len(s), ms(pct(s, 50)), ms(pct(s, 99)), ms(s[len(s)-1]), ms(sum/time.Duration(len(s))))
 		}
 		w("DHCP retransmissions (a request sent again after 1, 2, 4, 8 s without an answer): %d", p.Retransmits)
+		if s := p.Probe; len(s) > 0 {
+			w("DHCP probe (its own process, at the service's CPU priority; request → reply): %d exchanges, p50 %s ms, p99 %s ms, max %s ms; failed DORAs over the run: %d",
+				len(s), ms(pct(s, 50)), ms(pct(s, 99)), ms(s[len(s)-1]), p.ProbeErrors)
+		}
 		if p.Name == "commission" {
 			w("agents powered off by the service before their done was answered (a commission does not wait for done): %d", p.CutOff)
 		}

@@ -47,6 +47,10 @@ func startServe(ctx context.Context, ns *netns.Namespace, bin, data, logPath, ex
 	// after reading its counters. `ip netns exec` execs metalhall, so the
 	// PID is the service's own.
 	cmd := ns.Command(context.Background(), bin, args...)
+	if n := niceness(); n > 0 {
+		// The machines run niced (probe.go says why); the service does not.
+		cmd = ns.Command(context.Background(), "nice", append([]string{"-n", strconv.Itoa(-n), bin}, args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // Ctrl-C reaches the bench, which stops it in order
 	if err := cmd.Start(); err != nil {
@@ -227,6 +231,14 @@ func (t *techn) onboard(ctx context.Context, b *bench) error {
 		if err := t.api.Do(ctx, "POST", "/api/v1/racks/"+rackName(r)+"/state", api.StateChange{To: "installed"}, nil); err != nil {
 			return fmt.Errorf("rack %s installed: %w", rackName(r), err)
 		}
+	}
+	// The DHCP probe's machine (probe.go): enrolled with a reservation, in
+	// a rack of its own that is never commissioned, never powered.
+	y := fmt.Sprintf("rack:\n  name: probe\n  hall: storm-hall\n  phase: 1\n  row: P\n  units: 48\n  power_kw: 11\nmachines:\n"+
+		"  - name: storm-probe\n    unit: 1\n    height: 1\n    macs: [%q]\n    bmc: {address: %q, protocol: redfish, user: %q, password: %q}\n    power_w: 500\n    ip: %s\n",
+		probeMAC.String(), "http://"+b.probeBMC.Addr, bmcUser, bmcPass, probeAddr)
+	if err := t.api.DoRaw(ctx, "POST", "/api/v1/racks/import", "application/yaml", strings.NewReader(y), nil); err != nil {
+		return fmt.Errorf("rack import probe: %w", err)
 	}
 	return nil
 }

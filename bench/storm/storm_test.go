@@ -2,11 +2,20 @@ package main
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/metalhall/metalhall/lab/netns"
 )
+
+// TestMain lets the test binary be the storm's DHCP probe process too.
+func TestMain(m *testing.M) {
+	if iface := os.Getenv(probeEnv); iface != "" {
+		os.Exit(probeMain(iface))
+	}
+	os.Exit(m.Run())
+}
 
 // TestBootStormOfSimulatedMachines is the boot storm in the end-to-end
 // suite (issue 18): the bench's simulated machines — each one a DHCP DORA
@@ -27,7 +36,7 @@ func TestBootStormOfSimulatedMachines(t *testing.T) {
 	cfg := config{
 		N: 200, PerRack: 8, ImageMiB: 1, BootFileKiB: 64, MaxActive: 200, Streams: 8,
 		ProgressEvery: 500 * time.Millisecond, RequestTimeout: 2 * time.Minute,
-		ResultsDir: t.TempDir(),
+		ResultsDir: t.TempDir(), Probe: true,
 	}
 	if err := cfg.check(); err != nil {
 		t.Fatal(err)
@@ -57,6 +66,10 @@ func TestBootStormOfSimulatedMachines(t *testing.T) {
 		// so some agents are cut off before their done is answered.
 		if n := len(ph.Samples[stDone]) + ph.CutOff; n != cfg.N {
 			t.Errorf("%s: %d dones answered + %d agents cut off = %d, want one per machine (%d)", ph.Name, len(ph.Samples[stDone]), ph.CutOff, n, cfg.N)
+		}
+		// The probe machine was answered all along, from its reservation.
+		if len(ph.Probe) == 0 || ph.ProbeErrors != 0 {
+			t.Errorf("%s: %d DHCP probe exchanges, %d failed DORAs; want some and none failed", ph.Name, len(ph.Probe), ph.ProbeErrors)
 		}
 		if ph.TxnsAfter <= ph.TxnsBefore {
 			t.Errorf("%s: write transactions %d → %d: the store counter did not move", ph.Name, ph.TxnsBefore, ph.TxnsAfter)

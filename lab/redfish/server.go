@@ -106,7 +106,7 @@ type Server struct {
 	resets   []string // ResetType history
 	sel      []selEntry
 	selNext  int
-	limitW   float64 // the power cap; 0: none
+	limitW   float64       // the power cap; 0: none
 	revertIn time.Duration // <0: no revert
 	revertT  *time.Timer
 

@@ -67,19 +67,28 @@ var errNoBMCHealth = &httpError{http.StatusServiceUnavailable, "unavailable",
 	"this service cannot read BMC event logs: its BMC control is not running"}
 
 func (s *Server) machineSEL(c *call) (int, any, error) {
-	h, ok := s.bmc.(BMCHealth)
-	if !ok {
-		return 0, nil, errNoBMCHealth
-	}
-	m, err := s.inv.Machine(c.ctx(), c.r.PathValue("name"))
+	m, events, err := s.readSEL(c)
 	if err != nil {
 		return 0, nil, err
 	}
+	return http.StatusOK, SEL{Machine: m.Name, Entries: selEntries(events)}, nil
+}
+
+// readSEL reads the event log of the machine the route names.
+func (s *Server) readSEL(c *call) (*inventory.Machine, []bmc.Event, error) {
+	h, ok := s.bmc.(BMCHealth)
+	if !ok {
+		return nil, nil, errNoBMCHealth
+	}
+	m, err := s.inv.Machine(c.ctx(), c.r.PathValue("name"))
+	if err != nil {
+		return nil, nil, err
+	}
 	events, err := h.EventLog(c.ctx(), m)
 	if err != nil {
-		return 0, nil, &httpError{http.StatusBadGateway, "bmc_error", err.Error()}
+		return nil, nil, &httpError{http.StatusBadGateway, "bmc_error", err.Error()}
 	}
-	return http.StatusOK, SEL{Machine: m.Name, Entries: selEntries(events)}, nil
+	return m, events, nil
 }
 
 func selEntries(events []bmc.Event) []SELEntry {
@@ -95,18 +104,13 @@ func selEntries(events []bmc.Event) []SELEntry {
 // what was cleared (its critical entries in full), so clearing a log to
 // get a machine through commissioning leaves a trace of why it failed.
 func (s *Server) clearMachineSEL(c *call) (int, any, error) {
-	h, ok := s.bmc.(BMCHealth)
-	cl, ok2 := s.bmc.(BMCEventLogClearer)
-	if !ok || !ok2 {
+	cl, ok := s.bmc.(BMCEventLogClearer)
+	if !ok {
 		return 0, nil, errNoBMCHealth
 	}
-	m, err := s.inv.Machine(c.ctx(), c.r.PathValue("name"))
+	m, events, err := s.readSEL(c)
 	if err != nil {
 		return 0, nil, err
-	}
-	events, err := h.EventLog(c.ctx(), m)
-	if err != nil {
-		return 0, nil, &httpError{http.StatusBadGateway, "bmc_error", err.Error()}
 	}
 	if err := cl.ClearEventLog(c.ctx(), m); err != nil {
 		return 0, nil, &httpError{http.StatusBadGateway, "bmc_error", err.Error()}

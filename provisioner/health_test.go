@@ -3,6 +3,7 @@ package provisioner
 import (
 	"context"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/metalhall/metalhall/bmc"
 	"github.com/metalhall/metalhall/inventory"
 	"github.com/metalhall/metalhall/inventory/seal"
+	"github.com/metalhall/metalhall/lab/ipmisim"
 	"github.com/metalhall/metalhall/lab/redfish"
 )
 
@@ -202,5 +204,50 @@ func TestCriticalSELEntryThroughTheRealBMCPeer(t *testing.T) {
 	}
 	if m.BMCStatus.Outcome != bmc.OutcomeOK {
 		t.Fatalf("BMC outcome %q", m.BMCStatus.Outcome)
+	}
+}
+
+// recordedSink signals each status the sync records.
+type recordedSink struct {
+	*Machines
+	recorded chan string
+}
+
+func (s recordedSink) RecordBMCStatus(ctx context.Context, machine string, st bmc.Status) error {
+	err := s.Machines.RecordBMCStatus(ctx, machine, st)
+	s.recorded <- machine
+	return err
+}
+
+// TestIPMISensorsReachTheMachineRecord: one power sync round against
+// ipmi_sim stores its sensors on the machine (what `machine show` and the
+// metrics read), and that it offers no power reading.
+func TestIPMISensorsReachTheMachineRecord(t *testing.T) {
+	sim := ipmisim.ForTest(t, ipmisim.Config{User: "admin", Password: "ipmi-pw", Emu: "sensor_set_bit 0x20 0 5 1 1 0"})
+	ctx := context.Background()
+	inv := must(inventory.Open(filepath.Join(t.TempDir(), "db"), inventory.Options{}))
+	t.Cleanup(func() { inv.Close() })
+	must(inv.CreateSite(ctx, inventory.Site{Name: "s"}))
+	must(inv.CreateHall(ctx, inventory.Hall{Name: "h", Site: "s"}))
+	must(inv.CreatePhase(ctx, inventory.Phase{Hall: "h", Number: 1, BudgetW: 1_000_000}))
+	must(inv.CreateRack(ctx, inventory.Rack{Name: "r", Hall: "h", Phase: 1, BudgetW: 44_000}))
+	sealer := must(seal.New([]byte("0123456789abcdef0123456789abcdef")))
+	must(inv.EnrollMachine(ctx, inventory.Enrollment{
+		Machine: inventory.Machine{Name: "ipmi-1", Rack: "r", Unit: 1, MACs: []string{"52:54:00:00:00:01"}, PowerW: 10_000,
+			BMC: inventory.BMC{Address: sim.Addr(), Protocol: inventory.ProtocolIPMI, Username: "admin"}},
+		SealedPassword: must(sealer.Seal([]byte("ipmi-pw"), []byte("bmc/ipmi-1"))),
+	}))
+	a := &Machines{Inv: inv, Sealer: sealer, Ctl: bmc.New(bmc.Config{OpTimeout: 30 * time.Second})}
+	sink := recordedSink{a, make(chan string, 1)}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { a.Ctl.SyncPower(sctx, sink, time.Hour); close(done) }()
+	<-sink.recorded
+	cancel()
+	<-done
+	m := must(inv.Machine(ctx, "ipmi-1"))
+	want := inventory.SensorSummary{InletC: 24, HasInlet: true, Fans: 2, FansOK: 2, PSUs: 2, PSUsOK: 1, WattsNotOffered: true}
+	if s := m.BMCStatus.Sensors; s == nil || *s != want || m.BMCStatus.Outcome != bmc.OutcomeOK || m.BMCStatus.ConsumedW != 0 {
+		t.Fatalf("BMC status %+v, sensors %+v", m.BMCStatus, m.BMCStatus.Sensors)
 	}
 }

@@ -27,7 +27,7 @@ type PowerLimit struct {
 // SetPowerLimit caps what the machine may draw and reads the cap back: on
 // Redfish PowerControl[0].PowerLimit.LimitInWatts of the system's chassis,
 // or, where the chassis has no PowerControl, the SetPoint of its Power
-// Control resource; on IPMI DCMI's power limit, activated. A BMC that
+// Control resource (found through EnvironmentMetrics or Controls); on IPMI DCMI's power limit, activated. A BMC that
 // offers neither is an error of kind Unsupported; one that reads back
 // another limit than it accepted, of kind Protocol.
 func (c *Controller) SetPowerLimit(ctx context.Context, ep Endpoint, watts int) (PowerLimit, error) {
@@ -99,14 +99,25 @@ func checkLimit(ep Endpoint, want int, got float64) error {
 	return nil
 }
 
-// powerControl finds the chassis' Control resource of ControlType Power.
+// powerControl finds the chassis' Control of ControlType Power: the one
+// its EnvironmentMetrics names as PowerLimitWatts' data source (how
+// Redfish 2021 and later ties the chassis power limit to its control),
+// else the first Power control of its Controls collection.
 func powerControl(gf *gofish.APIClient, ch *redfish.Chassis) (string, error) {
 	var links struct {
-		Controls struct {
+		Controls, EnvironmentMetrics struct {
 			ID string `json:"@odata.id"`
 		}
 	}
 	_ = json.Unmarshal(ch.RawData, &links)
+	if links.EnvironmentMetrics.ID != "" {
+		var em struct {
+			PowerLimitWatts *struct{ DataSourceUri string }
+		}
+		if err := getJSON(gf, links.EnvironmentMetrics.ID, &em); err == nil && em.PowerLimitWatts != nil && em.PowerLimitWatts.DataSourceUri != "" {
+			return em.PowerLimitWatts.DataSourceUri, nil
+		}
+	}
 	if links.Controls.ID == "" {
 		return "", fmt.Errorf("the chassis has neither PowerControl nor Controls: no power limit offered by this BMC: %w", errUnsupported)
 	}

@@ -1,6 +1,11 @@
 package bmc
 
 import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -64,5 +69,48 @@ func TestRedfishPowerLimitRefusedByTheBMCIsNotApplied(t *testing.T) {
 	wantKind(t, err, KindProtocol)
 	if b.PowerLimitW() != 0 {
 		t.Fatalf("limit %v set", b.PowerLimitW())
+	}
+}
+
+// TestRedfishPowerLimitFoundThroughEnvironmentMetrics: a chassis whose
+// EnvironmentMetrics names the Power control as its PowerLimitWatts' data
+// source (Redfish 2021+) is capped through that control. The emulator in
+// "controls" mode is wrapped to serve EnvironmentMetrics and link it.
+func TestRedfishPowerLimitFoundThroughEnvironmentMetrics(t *testing.T) {
+	emu := redfish.NewServer(redfish.Config{Username: "admin", Password: "s3cret", PowerLimit: "controls"})
+	const chassis, metrics = "/redfish/v1/Chassis/1", "/redfish/v1/Chassis/1/EnvironmentMetrics"
+	var metricsRead atomic.Bool
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch strings.TrimSuffix(r.URL.Path, "/") {
+		case metrics:
+			metricsRead.Store(true)
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(map[string]any{"@odata.id": metrics, "Id": "EnvironmentMetrics", "Name": "Environment Metrics",
+				"PowerLimitWatts": map[string]any{"DataSourceUri": chassis + "/Controls/PowerLimit"}})
+		case chassis:
+			rec := httptest.NewRecorder()
+			emu.ServeHTTP(rec, r)
+			var doc map[string]any
+			if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &doc) != nil {
+				w.WriteHeader(rec.Code)
+				w.Write(rec.Body.Bytes())
+				return
+			}
+			delete(doc, "Controls") // only EnvironmentMetrics leads to the control
+			doc["EnvironmentMetrics"] = map[string]any{"@odata.id": metrics}
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(doc)
+		default:
+			emu.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(ts.Close)
+	ep := Endpoint{Address: ts.URL, Protocol: Redfish, Username: "admin", Password: "s3cret"}
+	got, err := testController(t, Config{}).SetPowerLimit(ctxT(t, 30*time.Second), ep, 5200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Watts != 5200 || got.Via != "Control" || emu.PowerLimitW() != 5200 || !metricsRead.Load() {
+		t.Fatalf("limit %+v, emulator %v, EnvironmentMetrics read %v", got, emu.PowerLimitW(), metricsRead.Load())
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalhall/metalhall/inventory"
 	"github.com/metalhall/metalhall/lab/ipmisim"
 	"github.com/metalhall/metalhall/lab/redfish"
 )
@@ -85,5 +86,22 @@ func TestCriticalSELFailsCommissioningUntilStaffClearIt(t *testing.T) {
 	if out := c.ok("audit", "list", "-o", "json"); strings.Count(out, `"machine.sel-clear"`) != 2 || !strings.Contains(out, "Uncorrectable ECC") ||
 		!strings.Contains(out, "PSU 1 failure detected") {
 		t.Fatalf("audit list:\n%s", out)
+	}
+}
+
+func TestMachineShowSaysWhatTheBMCDoesNotOffer(t *testing.T) {
+	at := time.Date(2026, 11, 29, 10, 0, 0, 0, time.UTC)
+	if got := powerLimitLine(&inventory.PowerLimitRecord{LimitW: 9000, State: "applied", Via: "PowerControl", At: at}); !strings.HasPrefix(got, "9000 W, applied via PowerControl") {
+		t.Errorf("applied: %q", got)
+	}
+	if got := powerLimitLine(&inventory.PowerLimitRecord{LimitW: 9000, State: "unsupported", At: at}); !strings.Contains(got, "not applied: the BMC offers no power cap") {
+		t.Errorf("unsupported: %q", got)
+	}
+	if got := powerLimitLine(nil); got != "" {
+		t.Errorf("no limit: %q", got)
+	}
+	got := sensorLine(&inventory.SensorSummary{InletC: 24, HasInlet: true, Fans: 2, FansOK: 2, PSUs: 2, PSUsOK: 1, WattsNotOffered: true})
+	if got != "inlet 24.0 °C, fans 2/2 OK, PSUs 1/2 OK; power reading not offered by this BMC" {
+		t.Errorf("sensors: %q", got)
 	}
 }

@@ -35,6 +35,7 @@ func (nopBMC) PowerState(ctx context.Context, m *inventory.Machine) (string, err
 func (nopBMC) EventLog(ctx context.Context, m *inventory.Machine) ([]bmc.Event, error) {
 	return []bmc.Event{{ID: "1", Message: "BMC started"}}, nil
 }
+func (nopBMC) ClearEventLog(ctx context.Context, m *inventory.Machine) error { return nil }
 
 type fixture struct {
 	t      *testing.T
@@ -182,7 +183,7 @@ func example(action string) (vars map[string]string, body any) {
 			BMCProtocol: "redfish", BMCUser: "root", BMCPassword: "pw", PowerW: 1000}
 	case "machine.show", "machine.events", "machine.delete":
 		return map[string]string{"name": "ma"}, nil
-	case "machine.erase-report", "machine.sel":
+	case "machine.erase-report", "machine.sel", "machine.sel-clear":
 		return map[string]string{"name": "ma"}, nil
 	case "machine.acceptance", "rack.acceptance", "rack.firmware", "rack.cabling":
 		return map[string]string{"name": map[string]string{"machine.acceptance": "ma", "rack.acceptance": "ra", "rack.firmware": "ra", "rack.cabling": "ra"}[action]}, nil

@@ -182,6 +182,9 @@ func (Operations) RackCabling() Op[NoBody, RackCabling] {
 }
 
 func (Operations) MachineSEL() Op[NoBody, SEL] { return op[NoBody, SEL]("machine.sel") }
+func (Operations) MachineSELClear() Op[NoBody, SELCleared] {
+	return op[NoBody, SELCleared]("machine.sel-clear")
+}
 
 func (Operations) JobList() Op[NoBody, []Job] { return op[NoBody, []Job]("job.list") }
 

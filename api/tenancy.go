@@ -26,6 +26,11 @@ func (c *call) viewMachine(m inventory.Machine) Machine {
 		out.BMC = inventory.BMC{}
 		out.BMCStatus.LastError = ""
 		out.Reason = hideBMC(&m, out.Reason)
+		if m.PowerLimit != nil {
+			pl := *m.PowerLimit
+			pl.Detail = hideBMC(&m, pl.Detail)
+			out.PowerLimit = &pl
+		}
 	}
 	return out
 }

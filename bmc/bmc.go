@@ -238,6 +238,11 @@ type Event struct {
 	Time        string // as the BMC wrote it
 	Description string
 	Message     string
+	// Severity is the BMC's (Redfish) or metalhall's judgement of the
+	// raw record (IPMI, ClassifyIPMIRecord); empty when unknown.
+	Severity Severity
+	// Reason says what the severity was judged by.
+	Reason string
 }
 
 // Target is one machine for SyncPower.

@@ -725,40 +725,14 @@ func cmpID(a, b string) int {
 	return strings.Compare(a, b)
 }
 
-// EventLog reads the system event log.
+// EventLog reads the system event log, each entry with its severity
+// (Event.Critical: what commissioning fails a machine for).
 func (c *Controller) EventLog(ctx context.Context, ep Endpoint) ([]Event, error) {
 	var out []Event
 	err := c.run(ctx, ep, "event-log", c.cfg.OpTimeout, func(ctx context.Context, s *session) error {
-		cl, err := s.client(ctx)
-		if err != nil {
-			return err
-		}
-		entries, err := cl.GetSystemEventLog(ctx)
-		if err != nil {
-			if strings.Contains(err.Error(), "not a SystemEventLog") {
-				return fmt.Errorf("event log: %w", errUnsupported)
-			}
-			return fmt.Errorf("read event log: %w", err)
-		}
-		out = out[:0]
-		for _, e := range entries {
-			var ev Event
-			for i, f := range e {
-				switch i {
-				case 0:
-					ev.ID = f
-				case 1:
-					ev.Time = f
-				case 2:
-					ev.Description = f
-				case 3:
-					ev.Message = f
-				}
-			}
-			out = append(out, ev)
-		}
-		slices.SortFunc(out, func(a, b Event) int { return cmpID(a.ID, b.ID) })
-		return nil
+		var err error
+		out, err = s.eventLog(ctx)
+		return err
 	})
 	return out, err
 }

@@ -36,7 +36,10 @@ func (c *Controller) ipmitoolRun(ctx context.Context, ep Endpoint, extra []strin
 		cmd.Env = []string{"IPMITOOL_PASSWORD=" + ep.Password}
 		cmd.WaitDelay = time.Second
 		out, err = cmd.CombinedOutput()
-		if err == nil || ctx.Err() != nil {
+		// Suite 17 is for BMCs that refuse suite 3's session; a command
+		// the BMC answered (e.g. "Invalid command" to DCMI) must keep
+		// that answer, not the other suite's session error.
+		if err == nil || ctx.Err() != nil || !strings.Contains(strings.ToLower(string(out)), "unable to establish") {
 			break
 		}
 	}

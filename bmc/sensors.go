@@ -19,6 +19,9 @@ type Sensors struct {
 	// PowerConsumedWatts); meaningful only when PowerMeasured.
 	ConsumedWatts float64
 	PowerMeasured bool
+	// WattsUnsupported: the BMC offers no power reading (IPMI without
+	// DCMI power management, as ipmi_sim).
+	WattsUnsupported bool
 }
 
 // Temperature is one temperature sensor. Inlet marks the air intake.
@@ -55,15 +58,19 @@ func (s Sensors) Inlet() (float64, bool) {
 }
 
 // Sensors reads temperatures, fans, power supplies and the consumed power
-// of the machine's chassis (Redfish Thermal and Power). IPMI is not read
-// yet: an error of kind Unsupported.
+// of the machine's chassis: Redfish Thermal and Power; IPMI sensors (SDR)
+// and DCMI power reading where the BMC offers it.
 func (c *Controller) Sensors(ctx context.Context, ep Endpoint) (Sensors, error) {
 	var out Sensors
 	err := c.run(ctx, ep, "sensors", c.cfg.OpTimeout, func(ctx context.Context, s *session) error {
-		if ep.Protocol != Redfish {
-			return fmt.Errorf("sensors over %s: %w", protoName(ep.Protocol), errUnsupported)
-		}
 		var err error
+		if ep.Protocol == IPMI {
+			if c.cfg.registry != nil {
+				return fmt.Errorf("sensors over %s: %w", protoName(ep.Protocol), errUnsupported)
+			}
+			out, err = c.ipmiSensors(ctx, ep)
+			return err
+		}
 		out, err = s.redfishSensors(ctx)
 		return err
 	})

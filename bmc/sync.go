@@ -104,6 +104,14 @@ func (c *Controller) readStatus(ctx context.Context, ep Endpoint) Status {
 		}
 		var err error
 		st, err = s.powerState(ctx)
+		if err == nil && ep.Protocol == IPMI && c.cfg.registry == nil {
+			// The power state is what the sync is for: sensors that
+			// cannot be read leave it standing.
+			var serr error
+			if sensors, serr = c.ipmiSensors(ctx, ep); serr != nil {
+				c.log.Debug("bmc power sync: IPMI sensors", "bmc", ep, "err", serr)
+			}
+		}
 		return err
 	})
 	out := StatusOf(st, err, time.Now())

@@ -135,6 +135,21 @@ type SensorSummary struct {
 	FansOK   int     `json:"fans_ok"`
 	PSUs     int     `json:"psus"`
 	PSUsOK   int     `json:"psus_ok"`
+	// WattsNotOffered: the BMC has no power reading (IPMI without DCMI).
+	WattsNotOffered bool `json:"watts_not_offered,omitempty"`
+}
+
+// PowerLimitRecord is the power cap a machine's profile asks for, as it
+// was last applied to its BMC.
+type PowerLimitRecord struct {
+	LimitW int64 `json:"limit_w"`
+	// State is "applied" (the BMC reads the limit back) or
+	// "unsupported" (the BMC offers no power cap).
+	State string `json:"state"`
+	// Via is the BMC resource that holds it: PowerControl, Control, DCMI.
+	Via    string    `json:"via,omitempty"`
+	Detail string    `json:"detail,omitempty"`
+	At     time.Time `json:"at"`
 }
 
 // Machine is one server.
@@ -168,6 +183,10 @@ type Machine struct {
 	// cleared by a successful release: a tenant's machine goes to another
 	// tenant only without it.
 	NeedsErase bool `json:"needs_erase,omitempty"`
+
+	// PowerLimit is its profile's power cap as last applied to its BMC
+	// (commissioning and provisioning apply it); nil: none asked for.
+	PowerLimit *PowerLimitRecord `json:"power_limit,omitempty"`
 }
 
 // Subnet is a provisioning network with an optional dynamic range.

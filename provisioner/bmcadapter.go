@@ -113,6 +113,29 @@ func (a *Machines) EventLog(ctx context.Context, m *inventory.Machine) ([]bmc.Ev
 	return ev, err
 }
 
+// SetPowerLimit caps the machine's draw through its BMC and reads the cap
+// back.
+func (a *Machines) SetPowerLimit(ctx context.Context, m *inventory.Machine, watts int) (bmc.PowerLimit, error) {
+	ep, err := a.Endpoint(ctx, m)
+	if err != nil {
+		return bmc.PowerLimit{}, err
+	}
+	pl, err := a.Ctl.SetPowerLimit(ctx, ep, watts)
+	a.record(ctx, m, "", err)
+	return pl, err
+}
+
+// ClearEventLog empties the machine's system event log on its BMC.
+func (a *Machines) ClearEventLog(ctx context.Context, m *inventory.Machine) error {
+	ep, err := a.Endpoint(ctx, m)
+	if err != nil {
+		return err
+	}
+	err = a.Ctl.ClearEventLog(ctx, ep)
+	a.record(ctx, m, "", err)
+	return err
+}
+
 // BMCTargets lists every machine that is not retired, with its endpoint.
 func (a *Machines) BMCTargets(ctx context.Context) ([]bmc.Target, error) {
 	ms, err := a.Inv.Machines(ctx, inventory.MachineFilter{})
@@ -146,7 +169,7 @@ func sensorSummary(s bmc.Sensors) *inventory.SensorSummary {
 	if len(s.Temperatures) == 0 && len(s.Fans) == 0 && len(s.PSUs) == 0 {
 		return nil
 	}
-	out := &inventory.SensorSummary{Fans: len(s.Fans), PSUs: len(s.PSUs)}
+	out := &inventory.SensorSummary{Fans: len(s.Fans), PSUs: len(s.PSUs), WattsNotOffered: s.WattsUnsupported}
 	out.InletC, out.HasInlet = s.Inlet()
 	for _, f := range s.Fans {
 		if f.Health == "" || f.Health == "OK" {
@@ -179,5 +202,9 @@ var (
 		inventory.BootPXE: bmc.BootPXE, inventory.BootDisk: bmc.BootDisk, inventory.BootBIOS: bmc.BootBIOS, inventory.BootCDROM: bmc.BootCDROM}
 )
 
-var _ BMC = (*Machines)(nil)
+var (
+	_ BMC            = (*Machines)(nil)
+	_ EventLogReader = (*Machines)(nil)
+	_ PowerLimiter   = (*Machines)(nil)
+)
 var _ bmc.StatusSink = (*Machines)(nil)

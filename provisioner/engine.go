@@ -162,9 +162,9 @@ type Request struct {
 func plan(kind inventory.JobKind) ([]string, inventory.MachineState) {
 	switch kind {
 	case inventory.JobCommission:
-		return []string{stepBMCCheck, stepSetPXE, stepPowerCycle, stepWaitAgent, stepInspect, stepCheckProfile, stepPowerOff}, inventory.MachineCommissioning
+		return []string{stepBMCCheck, stepCheckSEL, stepSetPXE, stepPowerCycle, stepWaitAgent, stepInspect, stepCheckProfile, stepPowerLimit, stepPowerOff}, inventory.MachineCommissioning
 	case inventory.JobProvision:
-		return []string{stepSetPXE, stepPowerCycle, stepWaitAgent, stepWriteImage, stepSetDiskBoot, stepBootDisk, stepWaitMetadata}, inventory.MachineProvisioning
+		return []string{stepPowerLimit, stepSetPXE, stepPowerCycle, stepWaitAgent, stepWriteImage, stepSetDiskBoot, stepBootDisk, stepWaitMetadata}, inventory.MachineProvisioning
 	case inventory.JobRelease:
 		return []string{stepSetPXE, stepPowerCycle, stepWaitAgent, stepWipe, stepPowerOff}, inventory.MachineDeprovisioning
 	case inventory.JobPower:

@@ -616,11 +616,12 @@ func TestResumeAfterStopAtEveryStep(t *testing.T) {
 		stepSetDiskBoot:  {"boot disk", 1},
 		stepBootDisk:     {"power cycle", 2},
 		stepWaitMetadata: {"metadata", 1},
+		stepPowerLimit:   {"power limit", 1},
 	}
 	steps, _ := plan(inventory.JobProvision)
 	for _, stopAt := range steps {
 		t.Run(stopAt, func(t *testing.T) {
-			l := newLab(t, Config{})
+			l := newLab(t, Config{Profiles: profiles{"hgx-h100": limitedProfile()}})
 			l.machine("m1", "r0", 1, inventory.MachineAvailable)
 			w := where[stopAt]
 			p := newPause(w.n)

@@ -31,6 +31,10 @@ type Profile struct {
 	// non-removable disk, which on an HGX server is a data NVMe, not the
 	// boot one: set it for GPU servers.
 	OSDisk string `yaml:"os_disk" json:"os_disk,omitempty"`
+	// PowerLimitW caps each machine's draw through its BMC (Redfish power
+	// limit, IPMI DCMI), applied at commissioning and provisioning where
+	// the BMC offers it. 0: no cap.
+	PowerLimitW int `yaml:"power_limit_w" json:"power_limit_w,omitempty"`
 	// Acceptance is the suite commissioning runs (accept.go). Absent: the
 	// machine is only matched against the fields above, as before.
 	Acceptance *Acceptance `yaml:"acceptance" json:"acceptance,omitempty"`
@@ -64,6 +68,9 @@ func (d ProfileDir) Profile(ctx context.Context, name string) (*Profile, error) 
 		return nil, fmt.Errorf("profile %q: %v", name, err)
 	}
 	p.Name = name
+	if p.PowerLimitW < 0 {
+		return nil, fmt.Errorf("profile %q: power_limit_w %d: want a number of watts, or 0 for no cap", name, p.PowerLimitW)
+	}
 	if p.Acceptance != nil {
 		if err := p.Acceptance.validate(); err != nil {
 			return nil, fmt.Errorf("profile %q: %w", name, err)

@@ -25,6 +25,8 @@ const (
 	stepWaitMetadata = "wait-metadata"
 	stepPowerOff     = "power-off"
 	stepPower        = "power"
+	stepCheckSEL     = "check-sel"
+	stepPowerLimit   = "power-limit"
 )
 
 // needsAgent reports whether a machine at this step should boot the agent.
@@ -285,6 +287,10 @@ func (e *Engine) exec(ctx context.Context, j *inventory.Job, step string) error 
 			return failf("BMC check: %v", err)
 		}
 		return nil
+	case stepCheckSEL:
+		return e.checkSEL(ctx, j, m)
+	case stepPowerLimit:
+		return e.applyPowerLimit(ctx, j, m)
 	case stepSetPXE:
 		return bmcStep(e.bmc.SetBootDevice(ctx, m, inventory.BootPXE, false))
 	case stepPowerCycle:

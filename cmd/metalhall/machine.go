@@ -119,7 +119,7 @@ Example:
 					printFields(w, "name", m.Name, "state", string(m.State), "reason", m.Reason, "failed step", m.FailedStep,
 						"rack", fmt.Sprintf("%s U%d-U%d (%dU)", m.Rack, m.Unit, m.Unit+m.Height-1, m.Height),
 						"macs", strings.Join(m.MACs, ", "), "ip", orDash(m.IP), "power rating", inventory.FormatKW(m.PowerW)+" kW",
-						"profile", orDash(m.Profile), "tenant", orDash(m.Tenant), "image", m.Image,
+						"profile", orDash(m.Profile), "power limit", powerLimitLine(m.PowerLimit), "tenant", orDash(m.Tenant), "image", m.Image,
 						"bmc", fmt.Sprintf("%s %s (user %s)", m.BMC.Protocol, m.BMC.Address, m.BMC.Username),
 						"bmc reachable", bmcHealth(m.BMCStatus), "bmc last error", m.BMCStatus.LastError,
 						"power state", fmt.Sprintf("%s (read %s)", orDash(m.BMCStatus.Power), when(m.BMCStatus.ReadAt)),
@@ -191,7 +191,23 @@ func sensorLine(s *inventory.SensorSummary) string {
 	if s.HasInlet {
 		inlet = fmt.Sprintf("inlet %.1f °C", s.InletC)
 	}
-	return fmt.Sprintf("%s, fans %d/%d OK, PSUs %d/%d OK", inlet, s.FansOK, s.Fans, s.PSUsOK, s.PSUs)
+	line := fmt.Sprintf("%s, fans %d/%d OK, PSUs %d/%d OK", inlet, s.FansOK, s.Fans, s.PSUsOK, s.PSUs)
+	if s.WattsNotOffered {
+		line += "; power reading not offered by this BMC"
+	}
+	return line
+}
+
+// powerLimitLine is the profile's power cap as the BMC took it; empty
+// (not printed) when the profile asks for none.
+func powerLimitLine(p *inventory.PowerLimitRecord) string {
+	if p == nil {
+		return ""
+	}
+	if p.State == "applied" {
+		return fmt.Sprintf("%d W, applied via %s (%s)", p.LimitW, p.Via, when(p.At))
+	}
+	return fmt.Sprintf("%d W, not applied: the BMC offers no power cap (%s)", p.LimitW, when(p.At))
 }
 
 func measuredDraw(s inventory.BMCStatus) string {

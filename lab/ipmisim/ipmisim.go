@@ -42,6 +42,9 @@ type Config struct {
 	Hook string
 	// Port is the UDP port; 0 picks a free one.
 	Port int
+	// Emu is added to the .emu file before the BMC is enabled (see
+	// health.go): sensor values, SEL entries.
+	Emu string
 }
 
 // Sim is a running ipmi_sim.
@@ -168,11 +171,7 @@ func Start(ctx context.Context, cfg Config) (*Sim, error) {
 		"power":           power + "\n",
 		"boot":            "default\n",
 		"chassis_control": fmt.Sprintf(script, shellQuote(s.dir), shellQuote(cfg.Hook)),
-		"sim.emu": `mc_setbmc 0x20
-mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
-sel_enable 0x20 1000 0x0a
-mc_enable 0x20
-`,
+		"sim.emu":         emuFile(cfg.Emu),
 	}
 	for name, body := range files {
 		mode := os.FileMode(0o600)

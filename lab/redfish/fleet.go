@@ -101,8 +101,12 @@ func Run(ctx context.Context, args []string, out io.Writer, log *slog.Logger) er
 	noSess := fs.Bool("no-sessions", false, "no SessionService: HTTP basic auth only (as sushy-tools)")
 	baseboard := fs.Bool("baseboard", false, "list a host System_0 and a GPU baseboard HGX_Baseboard_0 (as GB300 BMCs)")
 	onceCont := fs.Bool("once-as-continuous", false, "keep every boot override Continuous, even when asked for Once (as sushy-tools)")
+	limit := fs.String("power-limit", "", `where the chassis offers a power cap: "" PowerControl, "controls" a Control resource, "none" no cap`)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *limit != "" && *limit != "controls" && *limit != "none" {
+		return fmt.Errorf("lab bmc: -power-limit %q: want empty, controls or none", *limit)
 	}
 	if *n < 1 {
 		return errors.New("lab bmc: -n must be at least 1")
@@ -113,7 +117,7 @@ func Run(ctx context.Context, args []string, out io.Writer, log *slog.Logger) er
 	f, err := StartFleet(*host, *n, *base, func(i int) Config {
 		return Config{
 			Username: *user, Password: *pass, Latency: *latency, GPUs: *gpus, PowerOn: *on,
-			NoSessions: *noSess, Baseboard: *baseboard, OnceAsContinuous: *onceCont,
+			NoSessions: *noSess, Baseboard: *baseboard, OnceAsContinuous: *onceCont, PowerLimit: *limit,
 			Serial: fmt.Sprintf("EMU%05d", i+1),
 			MACs:   []string{fmt.Sprintf("52:54:00:%02x:%02x:%02x", byte(i>>16), byte(i>>8), byte(i))},
 		}

@@ -61,6 +61,11 @@ type Config struct {
 	// OnceAsContinuous keeps every boot override as Continuous, even when
 	// asked for Once, as sushy-tools does.
 	OnceAsContinuous bool
+	// PowerLimit says how the chassis offers a power cap (health.go):
+	// "" the Power resource's PowerControl[0].PowerLimit, "controls" a
+	// Controls collection with a Power control (newer BMCs, no Power
+	// resource), "none" no cap at all (PATCH refused with 405).
+	PowerLimit string
 
 	Hooks Hooks
 }
@@ -100,6 +105,8 @@ type Server struct {
 	nextSess int
 	resets   []string // ResetType history
 	sel      []selEntry
+	selNext  int
+	limitW   float64       // the power cap; 0: none
 	revertIn time.Duration // <0: no revert
 	revertT  *time.Timer
 
@@ -111,7 +118,7 @@ type Server struct {
 }
 
 type selEntry struct {
-	ID, Created, Message string
+	ID, Created, Message, Severity string
 }
 
 // NewServer returns an emulated BMC with its power and boot state set from
@@ -145,7 +152,7 @@ func NewServer(cfg Config) *Server {
 		s.sysPath = root + "/Systems/" + hostSystemID
 	}
 	s.latency.Store(int64(cfg.Latency))
-	s.sel = append(s.sel, selEntry{ID: "1", Created: time.Now().UTC().Format(time.RFC3339), Message: "BMC emulator started"})
+	s.addSELLocked("OK", "BMC emulator started")
 	return s
 }
 
@@ -376,7 +383,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{
 			"@odata.id": p, "@odata.type": "#LogService.v1_1_3.LogService", "Id": "SEL", "Name": "System Event Log",
 			"Entries": link(p + "/Entries"), "ServiceEnabled": true,
+			"Actions": map[string]any{"#LogService.ClearLog": map[string]any{"target": p + "/Actions/LogService.ClearLog"}},
 		})
+	case p == mgrPath+"/LogServices/SEL/Actions/LogService.ClearLog" && r.Method == http.MethodPost:
+		s.clearSEL(w)
 	case p == mgrPath+"/LogServices/SEL/Entries":
 		s.selEntries(w, p, "")
 	case strings.HasPrefix(p, mgrPath+"/LogServices/SEL/Entries/"):
@@ -390,12 +400,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"PowerState": s.powerString(),
 			"Thermal":    link(chPath + "/Thermal"),
 			"Power":      link(chPath + "/Power"),
+			"Controls":   link(chPath + "/Controls"),
 			"Links":      map[string]any{"ComputerSystems": []any{link(s.sysPath)}, "ManagedBy": []any{link(mgrPath)}},
 		})
 	case p == chPath+"/Thermal":
 		s.thermal(w)
-	case p == chPath+"/Power":
+	case p == chPath+"/Power" && s.cfg.PowerLimit != "controls" && r.Method == http.MethodPatch:
+		s.patchPower(w, r)
+	case p == chPath+"/Power" && s.cfg.PowerLimit != "controls":
 		s.powerReadings(w)
+	case s.cfg.PowerLimit == "controls" && p == chPath+"/Controls":
+		writeCollection(w, p, "#ControlCollection.ControlCollection", "Controls", []string{chPath + "/Controls/PowerLimit"})
+	case s.cfg.PowerLimit == "controls" && p == chPath+"/Controls/PowerLimit":
+		s.powerControl(w, r)
 	default:
 		writeError(w, http.StatusNotFound, "Base.1.8.ResourceMissingAtURI", "no resource at "+r.URL.Path)
 	}
@@ -547,6 +564,7 @@ func (s *Server) powerReadings(w http.ResponseWriter) {
 		"PowerControl": []any{map[string]any{
 			"@odata.id": chPath + "/Power#/PowerControl/0", "MemberId": "0", "Name": "Chassis Power Control",
 			"PowerConsumedWatts": watts, "PowerCapacityWatts": 6000,
+			"PowerLimit": s.powerLimitJSON(),
 		}},
 		"PowerSupplies": psus,
 	})
@@ -727,7 +745,7 @@ func (s *Server) reset(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.mu.Lock()
-	s.sel = append(s.sel, selEntry{ID: fmt.Sprint(len(s.sel) + 1), Created: time.Now().UTC().Format(time.RFC3339), Message: "ComputerSystem.Reset " + req.ResetType})
+	s.addSELLocked("OK", "ComputerSystem.Reset "+req.ResetType)
 	s.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -795,7 +813,7 @@ func (s *Server) selEntries(w http.ResponseWriter, p, id string) {
 	for _, e := range s.sel {
 		m := map[string]any{
 			"@odata.id": p + "/" + e.ID, "@odata.type": "#LogEntry.v1_6_0.LogEntry",
-			"Id": e.ID, "Name": "SEL entry " + e.ID, "EntryType": "SEL", "Severity": "OK",
+			"Id": e.ID, "Name": "SEL entry " + e.ID, "EntryType": "SEL", "Severity": e.Severity,
 			"Created": e.Created, "Message": e.Message, "Description": "System Event Log entry",
 		}
 		if id == e.ID {

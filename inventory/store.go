@@ -92,6 +92,10 @@ type Store struct {
 	// bbolt runs several Batch calls in one transaction, which is one
 	// write, not several.
 	lastBatchTx atomic.Uint64
+
+	// hold is the store-wide hold on BMC work (hold.go), nil when none:
+	// read on every BMC call, so kept in memory.
+	hold atomic.Pointer[Hold]
 }
 
 // MACEntry is what the netboot path needs to know about a MAC.
@@ -163,6 +167,11 @@ func (s *Store) init() error {
 				return err
 			}
 		}
+		h, err := loadHold(tx)
+		if err != nil {
+			return err
+		}
+		s.hold.Store(h)
 		// Rebuild the boot view from what is committed.
 		var vc viewChanges
 		if err := loadView(tx, &vc); err != nil {

@@ -227,6 +227,23 @@ func (s *Store) Backup(w io.Writer) (int64, error) {
 	return n, err
 }
 
+// Snapshot is Backup that also returns the image catalogue as the copy
+// holds it, read in the same transaction: a backup that bundles the
+// blobs bundles exactly those the copied catalogue names.
+func (s *Store) Snapshot(w io.Writer) (int64, []Image, error) {
+	var n int64
+	var imgs []Image
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		if imgs, err = list[Image](tx, bImages, nil); err != nil {
+			return err
+		}
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, imgs, err
+}
+
 // BackupFile writes a backup to path atomically (temp file, fsync,
 // rename, fsync of the directory).
 func (s *Store) BackupFile(path string) (int64, error) {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -84,4 +85,15 @@ func (s *Server) resumeJobs(c *call) (int, any, error) {
 	}
 	c.detail = fmt.Sprintf("hold lifted (%s); %d job(s) run again", h.Reason, len(out.Jobs))
 	return http.StatusOK, out, nil
+}
+
+// bmcFailure is a BMC call's error as the API answers it: a BMC that
+// failed is a 502; a call refused because the service is on hold is that
+// refusal (409, with the command that lifts it).
+func bmcFailure(err error) error {
+	var held *inventory.HeldError
+	if errors.As(err, &held) {
+		return err
+	}
+	return &httpError{http.StatusBadGateway, "bmc_error", err.Error()}
 }

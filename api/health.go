@@ -55,7 +55,7 @@ func (s *Server) machineSEL(c *call) (int, any, error) {
 	}
 	events, err := h.EventLog(c.ctx(), m)
 	if err != nil {
-		return 0, nil, &httpError{http.StatusBadGateway, "bmc_error", err.Error()}
+		return 0, nil, bmcFailure(err)
 	}
 	out := SEL{Machine: m.Name, Entries: make([]SELEntry, 0, len(events))}
 	for _, e := range events {

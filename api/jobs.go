@@ -223,7 +223,7 @@ func (s *Server) powerMachine(c *call) (int, any, error) {
 		}
 		st, err := s.bmc.PowerState(c.ctx(), m)
 		if err != nil {
-			return 0, nil, &httpError{http.StatusBadGateway, "bmc_error", err.Error()}
+			return 0, nil, bmcFailure(err)
 		}
 		return http.StatusOK, PowerStatus{Machine: m.Name, Power: st}, nil
 	}
@@ -277,7 +277,7 @@ func (s *Server) setBootDevice(c *call) (int, any, error) {
 		return 0, nil, &inventory.BusyError{Machine: m.Name, Job: j}
 	}
 	if err := s.bmc.SetBootDevice(c.ctx(), m, device, in.Persistent); err != nil {
-		return 0, nil, &httpError{http.StatusBadGateway, "bmc_error", err.Error()}
+		return 0, nil, bmcFailure(err)
 	}
 	return http.StatusOK, in, nil
 }

@@ -3,10 +3,12 @@ package provisioner
 import (
 	"context"
 	"errors"
+	"net"
 	"testing"
 	"time"
 
 	"github.com/metalhall/metalhall/inventory"
+	"github.com/metalhall/metalhall/netboot"
 )
 
 // TestHeldStoreRunsNoJobUntilResumed stops the engine inside a provision
@@ -59,6 +61,10 @@ func TestHeldStoreRunsNoJobUntilResumed(t *testing.T) {
 	}
 	if j := must(l.inv.Job(ctx, id)); j.State.Finished() || j.StepName() != stepPowerCycle {
 		t.Fatalf("paused job moved: %s at %s", j.State, j.StepName())
+	}
+	m1 := must(l.inv.Machine(ctx, "m1"))
+	if b, err := l.eng.Boot(ctx, netboot.Client{MAC: must(net.ParseMAC(m1.MACs[0])), Arch: netboot.ArchEFIx64}); err != nil || b.Kind != netboot.BootNone {
+		t.Fatalf("a paused job's machine boots %v (%v): no agent token while on hold", b.Kind, err)
 	}
 
 	h, paused, err := l.eng.Resume(ctx, "tok-admin")

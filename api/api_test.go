@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metalhall/metalhall/backup"
 	"github.com/metalhall/metalhall/bmc"
 	"github.com/metalhall/metalhall/images"
 	"github.com/metalhall/metalhall/inventory"
@@ -66,8 +67,10 @@ func newFixture(t *testing.T) *fixture {
 	rand.Read(key)
 	sealer := must(seal.New(key))
 	prov := must(provisioner.New(inv, nopBMC{}, provisioner.Config{TokenKey: key}))
-	imgs := must(images.Open(filepath.Join(t.TempDir(), "images"), inv, images.Options{NoSync: true, URLPolicy: images.URLPolicy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}}))
-	srv := must(New(Config{Store: inv, Sealer: sealer, Provisioner: prov, BMC: nopBMC{}, Images: imgs}))
+	dataDir := t.TempDir()
+	imgs := must(images.Open(filepath.Join(dataDir, "images"), inv, images.Options{NoSync: true, URLPolicy: images.URLPolicy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}}))
+	srv := must(New(Config{Store: inv, Sealer: sealer, Provisioner: prov, BMC: nopBMC{}, Images: imgs,
+		Backups: backup.NewSource(inv, dataDir, key, "test", nil)}))
 	f := &fixture{t: t, inv: inv, sealer: sealer, srv: srv, tokens: map[string]string{}}
 	f.http = httptest.NewServer(srv.Handler())
 	t.Cleanup(f.http.Close)
@@ -228,6 +231,8 @@ func example(action string) (vars map[string]string, body any) {
 		return nil, "raw image bytes"
 	case "image.import-url":
 		return nil, ImageURLImport{Name: "fetched", URL: "FILES"}
+	case "backup.archive":
+		return nil, BackupRequest{Passphrase: "a passphrase for the tests"}
 	}
 	return nil, nil
 }

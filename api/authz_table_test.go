@@ -185,6 +185,12 @@ func TestAuthorizationTable(t *testing.T) {
 					}
 					must(f.srv.prov.Submit(ctx, provisioner.Request{Kind: inventory.JobPower, Machine: vars["name"], PowerAction: inventory.PowerOn, ActorRole: asker}))
 				}
+				if rt.action == "job.resume" {
+					// There is something to resume only on a restored copy.
+					if err := f.inv.SetHold(ctx, inventory.Hold{Reason: "restored from a backup"}); err != nil {
+						t.Fatal(err)
+					}
+				}
 				token := who.token
 				if token == "BAD" {
 					// The tenant's token ID with a wrong secret.

@@ -44,6 +44,8 @@ func classify(err error) (int, string, string) {
 		ue  *json.UnmarshalTypeError
 		be  *inventory.BusyError
 		ure *images.URLRefusedError
+
+		held *inventory.HeldError
 	)
 	switch {
 	case errors.As(err, &he):
@@ -60,6 +62,8 @@ func classify(err error) (int, string, string) {
 		return http.StatusBadRequest, "invalid", err.Error() + " (metalhall serve --image-url-allow CIDR|HOST)"
 	case errors.As(err, &be):
 		return http.StatusConflict, "conflict", fmt.Sprintf("%v (metalhall machine cancel %s)", err, be.Machine)
+	case errors.As(err, &held):
+		return http.StatusConflict, "held", err.Error() + " (metalhall job resume)"
 	case errors.As(err, &mb):
 		return http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body is larger than %d bytes", mb.Limit)
 	case errors.Is(err, io.ErrUnexpectedEOF):

@@ -86,7 +86,7 @@ func (s *Server) readSEL(c *call) (*inventory.Machine, []bmc.Event, error) {
 	}
 	events, err := h.EventLog(c.ctx(), m)
 	if err != nil {
-		return nil, nil, &httpError{http.StatusBadGateway, "bmc_error", err.Error()}
+		return nil, nil, bmcFailure(err)
 	}
 	return m, events, nil
 }
@@ -113,7 +113,7 @@ func (s *Server) clearMachineSEL(c *call) (int, any, error) {
 		return 0, nil, err
 	}
 	if err := cl.ClearEventLog(c.ctx(), m); err != nil {
-		return 0, nil, &httpError{http.StatusBadGateway, "bmc_error", err.Error()}
+		return 0, nil, bmcFailure(err)
 	}
 	c.detail = selClearDetail(events)
 	return http.StatusOK, SELCleared{Machine: m.Name, Cleared: selEntries(events)}, nil

@@ -17,6 +17,8 @@ type Provisioner interface {
 	Submit(ctx context.Context, r provisioner.Request) (*inventory.Job, error)
 	Cancel(ctx context.Context, id string) (*inventory.Job, error)
 	QueuePosition(ctx context.Context, id string) int
+	// Resume lifts the hold of a restored copy (inventory.Hold).
+	Resume(ctx context.Context, actor string) (*inventory.Hold, []inventory.QueuedJob, error)
 }
 
 // BMC is the out-of-band control the API uses directly (the rest goes
@@ -59,6 +61,9 @@ type PowerStatus struct {
 type Job struct {
 	inventory.Job
 	QueuePosition int `json:"queue_position,omitempty"`
+	// Paused: the job is unfinished and the service is on hold (a
+	// restored copy not yet resumed): it does not run until resumed.
+	Paused bool `json:"paused,omitempty"`
 }
 
 // RackCommission answers a rack commission: the jobs started, and the
@@ -129,6 +134,9 @@ func (s *Server) jobView(c *call, j *inventory.Job) Job {
 	}
 	if s.prov != nil && !j.State.Finished() {
 		out.QueuePosition = s.prov.QueuePosition(c.ctx(), j.ID)
+	}
+	if !j.State.Finished() && s.inv.Hold() != nil {
+		out.Paused, out.QueuePosition = true, 0
 	}
 	return out
 }
@@ -215,7 +223,7 @@ func (s *Server) powerMachine(c *call) (int, any, error) {
 		}
 		st, err := s.bmc.PowerState(c.ctx(), m)
 		if err != nil {
-			return 0, nil, &httpError{http.StatusBadGateway, "bmc_error", err.Error()}
+			return 0, nil, bmcFailure(err)
 		}
 		return http.StatusOK, PowerStatus{Machine: m.Name, Power: st}, nil
 	}
@@ -269,7 +277,7 @@ func (s *Server) setBootDevice(c *call) (int, any, error) {
 		return 0, nil, &inventory.BusyError{Machine: m.Name, Job: j}
 	}
 	if err := s.bmc.SetBootDevice(c.ctx(), m, device, in.Persistent); err != nil {
-		return 0, nil, &httpError{http.StatusBadGateway, "bmc_error", err.Error()}
+		return 0, nil, bmcFailure(err)
 	}
 	return http.StatusOK, in, nil
 }

@@ -119,6 +119,12 @@ func (Operations) AuditList() Op[NoBody, []inventory.Event] {
 
 func (Operations) Backup() Op[NoBody, Download] { return op[NoBody, Download]("backup") }
 
+func (Operations) BackupArchive() Op[BackupRequest, Download] {
+	return op[BackupRequest, Download]("backup.archive")
+}
+
+func (Operations) JobResume() Op[NoBody, JobResume] { return op[NoBody, JobResume]("job.resume") }
+
 func (Operations) MachineCommission() Op[NoBody, Job] { return op[NoBody, Job]("machine.commission") }
 
 func (Operations) MachineProvision() Op[ProvisionRequest, Job] {

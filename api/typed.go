@@ -1,7 +1,9 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/url"
@@ -69,7 +71,16 @@ func Call[In, Out any](ctx context.Context, c *Client, op Op[In, Out], in In, pa
 		p += "?" + op.query.Encode()
 	}
 	if d, ok := any(&out).(*Download); ok {
-		resp, err := c.send(ctx, rt.method, p, "", nil)
+		var body io.Reader
+		ct := ""
+		if _, none := any(in).(NoBody); !none {
+			b, err := json.Marshal(in)
+			if err != nil {
+				return out, err
+			}
+			body, ct = bytes.NewReader(b), "application/json"
+		}
+		resp, err := c.send(ctx, rt.method, p, ct, body)
 		if err != nil {
 			return out, err
 		}
@@ -175,7 +186,7 @@ func fillPattern(rt route, values []string) (string, error) {
 func (s *Server) table() []route {
 	return slices.Concat(s.routeTable(), s.jobRoutes(), s.imageRoutes(), s.eraseRoutes(),
 		s.acceptanceRoutes(), s.firmwareRoutes(), s.cablingRoutes(), s.healthRoutes(), s.operatorRoutes(),
-		s.whoamiRoutes())
+		s.whoamiRoutes(), s.backupRoutes())
 }
 
 // clientRoutes is the route table without a server: the client reads only

@@ -184,6 +184,17 @@ func (s *Store) BlobPath(sha string) (string, error) {
 
 func blockMapPath(blob string) string { return blob + ".bmap.json" }
 
+// BlobFiles are the files of the blob with this sha256 (the blob and its
+// block map), as slash-separated paths relative to the directory Open
+// was given: what a backup carries and a restore puts back.
+func BlobFiles(sha string) (blob, blockMap string, err error) {
+	if !ValidSHA256(sha) {
+		return "", "", invalid("sha256", "%q is not a sha256 (64 lowercase hex digits)", sha)
+	}
+	blob = "blobs/" + "sha256/" + sha[:2] + "/" + sha
+	return blob, blockMapPath(blob), nil
+}
+
 // blockMapRef is Image.BlockMapRef: the map's path relative to the blob
 // directory, so the data dir can move.
 func blockMapRef(sha string) string { return "sha256/" + sha[:2] + "/" + sha + ".bmap.json" }

@@ -92,6 +92,10 @@ type Store struct {
 	// bbolt runs several Batch calls in one transaction, which is one
 	// write, not several.
 	lastBatchTx atomic.Uint64
+
+	// hold is the store-wide hold on BMC work (hold.go), nil when none:
+	// read on every BMC call, so kept in memory.
+	hold atomic.Pointer[Hold]
 }
 
 // MACEntry is what the netboot path needs to know about a MAC.
@@ -163,6 +167,11 @@ func (s *Store) init() error {
 				return err
 			}
 		}
+		h, err := loadHold(tx)
+		if err != nil {
+			return err
+		}
+		s.hold.Store(h)
 		// Rebuild the boot view from what is committed.
 		var vc viewChanges
 		if err := loadView(tx, &vc); err != nil {
@@ -216,6 +225,23 @@ func (s *Store) Backup(w io.Writer) (int64, error) {
 		return err
 	})
 	return n, err
+}
+
+// Snapshot is Backup that also returns the image catalogue as the copy
+// holds it, read in the same transaction: a backup that bundles the
+// blobs bundles exactly those the copied catalogue names.
+func (s *Store) Snapshot(w io.Writer) (int64, []Image, error) {
+	var n int64
+	var imgs []Image
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		if imgs, err = list[Image](tx, bImages, nil); err != nil {
+			return err
+		}
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	return n, imgs, err
 }
 
 // BackupFile writes a backup to path atomically (temp file, fsync,

@@ -21,8 +21,13 @@ type Machines struct {
 	Ctl    *bmc.Controller
 }
 
-// Endpoint is a machine's BMC with its password unsealed.
+// Endpoint is a machine's BMC with its password unsealed. Every BMC call
+// of the service starts here, so this is where the store's hold (a
+// restored copy not yet resumed) refuses them all.
 func (a *Machines) Endpoint(ctx context.Context, m *inventory.Machine) (bmc.Endpoint, error) {
+	if err := a.Inv.CheckHold(); err != nil {
+		return bmc.Endpoint{}, fmt.Errorf("machine %q: %w", m.Name, err)
+	}
 	ep := bmc.Endpoint{Address: m.BMC.Address, Protocol: bmc.Protocol(m.BMC.Protocol), Username: m.BMC.Username,
 		Auth: bmc.AuthMode(m.BMC.Auth), System: m.BMC.System}
 	if m.BMC.SecretRef == "" {
@@ -138,6 +143,9 @@ func (a *Machines) ClearEventLog(ctx context.Context, m *inventory.Machine) erro
 
 // BMCTargets lists every machine that is not retired, with its endpoint.
 func (a *Machines) BMCTargets(ctx context.Context) ([]bmc.Target, error) {
+	if a.Inv.Hold() != nil {
+		return nil, nil // on hold: the sync reads no BMC
+	}
 	ms, err := a.Inv.Machines(ctx, inventory.MachineFilter{})
 	if err != nil {
 		return nil, err

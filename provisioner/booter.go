@@ -31,6 +31,12 @@ func (e *Engine) bootFor(entry inventory.BootEntry, c netboot.Client) (netboot.B
 		}
 		return netboot.Boot{Kind: netboot.BootNone, Machine: entry.Machine}, nil
 	}
+	if e.inv.Hold() != nil {
+		// A paused job hands out no agent token: on hold (a restored copy
+		// beside the original), the job's machine is the original's to
+		// boot.
+		return netboot.Boot{Kind: netboot.BootNone, Machine: entry.Machine}, nil
+	}
 	if j.Cancelled || !needsAgent(j.Step) {
 		if j.Kind == inventory.JobProvision {
 			return netboot.Boot{Kind: netboot.BootLocal, Machine: entry.Machine}, nil

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/metalhall/metalhall/agent/wire"
@@ -124,6 +125,11 @@ type Engine struct {
 
 	netboot netbootSeen // PXE DHCP requests seen per job
 
+	// heldRounds counts scheduling rounds that started nothing because
+	// the store is on hold (a restored copy): the metric says the
+	// scheduler looked and left the jobs paused.
+	heldRounds atomic.Uint64
+
 	mu      sync.Mutex
 	running map[string]bool // job IDs with a worker
 	perRack map[string]int
@@ -197,6 +203,11 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*inventory.Job, error) 
 			return nil, err
 		}
 	}
+	// A service on hold (a restored copy) takes no new work either: a job
+	// queued now would drive its BMC the moment the hold is lifted.
+	if err := e.inv.CheckHold(); err != nil {
+		return nil, err
+	}
 	if err := e.canStart(ctx, r); err != nil {
 		return nil, err
 	}
@@ -236,6 +247,31 @@ func (e *Engine) Cancel(ctx context.Context, id string) (*inventory.Job, error) 
 	return j, nil
 }
 
+// Resume lifts the store's hold (see inventory.Hold): the paused jobs run
+// again from the step each was at, and BMCs may be contacted. Each paused
+// job's machine gets an event saying who resumed it.
+func (e *Engine) Resume(ctx context.Context, actor string) (*inventory.Hold, []inventory.QueuedJob, error) {
+	paused := e.inv.BootView().Queue()
+	h, err := e.inv.LiftHold(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, q := range paused {
+		j, err := e.inv.Job(ctx, q.ID)
+		if err != nil {
+			continue
+		}
+		ev := inventory.Event{Actor: orDash(actor), Role: string(inventory.RoleAdmin), Subject: "machine/" + j.Machine, Tenancy: j.Tenancy,
+			Action: "job.resumed", Detail: fmt.Sprintf("%s job %s resumed at %s: the hold (%s) was lifted", j.Kind, j.ID, orDash(j.StepName()), h.Reason)}
+		if _, err := e.inv.AppendEvent(context.WithoutCancel(ctx), ev); err != nil {
+			e.log.Error("recording event", "machine", j.Machine, "err", err)
+		}
+	}
+	e.log.Info("hold lifted: paused jobs run again", "jobs", len(paused), "by", actor)
+	e.poke()
+	return h, paused, nil
+}
+
 func (e *Engine) poke() {
 	select {
 	case e.wake <- struct{}{}:
@@ -248,6 +284,10 @@ func (e *Engine) poke() {
 // persisted and resume on the next Run.
 func (e *Engine) Run(ctx context.Context) error {
 	e.started = e.cfg.Now()
+	if h := e.inv.Hold(); h != nil {
+		e.log.Warn("on hold: no job runs and no BMC is contacted until an admin resumes the jobs",
+			"reason", h.Reason, "since", h.Since, "unfinished_jobs", len(e.inv.BootView().Queue()))
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -267,6 +307,12 @@ func (e *Engine) Run(ctx context.Context) error {
 // schedule starts the oldest waiting jobs that fit within the limits. It
 // reads the queue the inventory keeps in memory: no job is decoded.
 func (e *Engine) schedule(ctx context.Context) error {
+	if e.inv.Hold() != nil {
+		// Paused, not failed: the jobs stay where they were persisted and
+		// run from there once the hold is lifted (Resume).
+		e.heldRounds.Add(1)
+		return nil
+	}
 	jobs := e.inv.BootView().Queue()
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -6,6 +6,7 @@ var (
 	jobsRunningDesc  = prometheus.NewDesc("metalhall_jobs_running", "Jobs with a worker running them now.", nil, nil)
 	imageStreamsDesc = prometheus.NewDesc("metalhall_jobs_image_streams", "Provision jobs running now, each streaming or about to stream an image (bounded by the engine's image-stream limit).", nil, nil)
 	jobLimitDesc     = prometheus.NewDesc("metalhall_jobs_running_limit", "Jobs the engine runs at once at most.", nil, nil)
+	heldRoundsDesc   = prometheus.NewDesc("metalhall_jobs_held_rounds_total", "Scheduling rounds that started no job because the service is on hold (a restored copy not yet resumed).", nil, nil)
 )
 
 // Collector returns the engine's scheduling gauges, read at scrape time
@@ -18,6 +19,7 @@ func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- jobsRunningDesc
 	ch <- imageStreamsDesc
 	ch <- jobLimitDesc
+	ch <- heldRoundsDesc
 }
 
 func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
@@ -27,4 +29,5 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(jobsRunningDesc, prometheus.GaugeValue, float64(running))
 	ch <- prometheus.MustNewConstMetric(imageStreamsDesc, prometheus.GaugeValue, float64(streams))
 	ch <- prometheus.MustNewConstMetric(jobLimitDesc, prometheus.GaugeValue, float64(c.e.cfg.MaxJobs))
+	ch <- prometheus.MustNewConstMetric(heldRoundsDesc, prometheus.CounterValue, float64(c.e.heldRounds.Load()))
 }

@@ -34,6 +34,7 @@ import (
 
 	"github.com/metalhall/metalhall/agent/wire"
 	"github.com/metalhall/metalhall/api"
+	"github.com/metalhall/metalhall/backup"
 	"github.com/metalhall/metalhall/bmc"
 	"github.com/metalhall/metalhall/images"
 	"github.com/metalhall/metalhall/internal/atomicfile"
@@ -322,7 +323,8 @@ func (s *Service) provision(ctx context.Context) error {
 		return err
 	}
 	s.onClose(httpBoot.Close)
-	apiSrv, err := api.New(api.Config{Store: inv, Sealer: sealer, Logger: log, Provisioner: engine, BMC: s.machines, Images: imgs, Registry: s.reg})
+	backups := backup.NewSource(inv, cfg.DataDir, key, cfg.Version, log)
+	apiSrv, err := api.New(api.Config{Store: inv, Sealer: sealer, Logger: log, Provisioner: engine, BMC: s.machines, Images: imgs, Backups: backups, Registry: s.reg})
 	if err != nil {
 		return err
 	}

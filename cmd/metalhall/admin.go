@@ -1,18 +1,14 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/metalhall/metalhall/api"
-	"github.com/metalhall/metalhall/internal/atomicfile"
 )
 
 func subnetCommand() *cli.Command {
@@ -215,44 +211,6 @@ and --tenant narrow those.`,
 				})
 			}},
 	}}
-}
-
-func backupCommand() *cli.Command {
-	return &cli.Command{Name: "backup", Usage: "write a consistent copy of the database while the service runs (admin)",
-		UsageText: "metalhall backup [--force] --out FILE\n\nThe backup holds the database only: keep DATA_DIR/seal.key (BMC passwords) and\nDATA_DIR/images/ with it. To restore, start 'metalhall serve' on a data dir whose\nmetalhall.db is the backup, with the original seal.key beside it.",
-		Flags: []cli.Flag{&cli.StringFlag{Name: "out", Required: true, Usage: "file to write the copy to (refused if it exists, unless --force)"},
-			&cli.BoolFlag{Name: "force", Usage: "replace --out if it exists"}, outputFlag()},
-		Action: func(c *cli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
-			out := c.String("out")
-			// Refused before the download, and again atomically when the
-			// file lands (another writer may have made it meanwhile).
-			if _, err := os.Lstat(out); err == nil && !c.Bool("force") {
-				return usagef("backup: %s exists: name another file, or pass --force to replace it", out)
-			}
-			body, err := api.Call(c.Context, client(c), api.Ops.Backup(), api.NoBody{})
-			if err != nil {
-				return err
-			}
-			defer body.Close()
-			n, err := atomicfile.Copy(out, body, atomicfile.Options{Perm: 0o600, Exclusive: !c.Bool("force")})
-			if errors.Is(err, fs.ErrExist) {
-				return usagef("backup: %s appeared while the backup was read: nothing written; name another file, or pass --force", out)
-			}
-			if err != nil {
-				return fmt.Errorf("backup: %w (nothing written to %s)", err, out)
-			}
-			res := struct {
-				Path  string `json:"path"`
-				Bytes int64  `json:"bytes"`
-			}{out, n}
-			return show(c, res, func(w io.Writer) {
-				fmt.Fprintf(w, "backup written to %s (%d bytes)\n", out, n)
-				fmt.Fprintln(w, "it holds the database only: keep DATA_DIR/seal.key (BMC passwords) and DATA_DIR/images/ with it")
-			})
-		}}
 }
 
 func completionCommand() *cli.Command {

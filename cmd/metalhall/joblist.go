@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -40,9 +41,39 @@ func jobGroupCommand() *cli.Command {
 						if j.QueuePosition > 0 {
 							step = fmt.Sprintf("queued (#%d)", j.QueuePosition)
 						}
-						rows = append(rows, []string{j.ID, j.Machine, orDash(j.Rack), string(j.Kind), string(j.State), orDash(step), when(j.UpdatedAt), orDash(clip(j.Error, 60))})
+						state := string(j.State)
+						if j.Paused {
+							state = "paused"
+						}
+						rows = append(rows, []string{j.ID, j.Machine, orDash(j.Rack), string(j.Kind), state, orDash(step), when(j.UpdatedAt), orDash(clip(j.Error, 60))})
 					}
 					printTable(w, []string{"ID", "MACHINE", "RACK", "KIND", "STATE", "STEP", "UPDATED", "ERROR"}, rows)
+					if len(out) > 0 && out[0].Paused {
+						fmt.Fprintln(w, "paused: this service is on hold since its restore; 'metalhall job resume' (admin) lets the jobs run and the BMCs be contacted")
+					}
+				})
+			}},
+		{Name: "resume", Usage: "lift the hold of a restored copy: its paused jobs run again and its BMCs may be contacted (admin)",
+			UsageText: `metalhall job resume
+
+A data dir restored with 'metalhall restore' starts on hold: no job step
+runs and no BMC is contacted. Resume only once the original service is
+stopped for good, or the copy's machines are its own to drive.`,
+			Flags: []cli.Flag{outputFlag()},
+			Action: func(c *cli.Context) error {
+				if err := noArgs(c); err != nil {
+					return err
+				}
+				out, err := api.Call(c.Context, client(c), api.Ops.JobResume(), api.NoBody{})
+				if err != nil {
+					return err
+				}
+				return show(c, out, func(w io.Writer) {
+					fmt.Fprintf(w, "hold lifted (%s): %d job(s) run again", out.Hold.Reason, len(out.Jobs))
+					if len(out.Jobs) > 0 {
+						fmt.Fprintf(w, ": %s", strings.Join(out.Jobs, ", "))
+					}
+					fmt.Fprintln(w)
 				})
 			}},
 	}}

@@ -126,7 +126,7 @@ placement or power rule.`,
 		Commands: []*cli.Command{
 			serveCommand(),
 			siteCommand(), hallCommand(), phaseCommand(), rackWithAcceptance(), machineCommand(),
-			imageCommand(), subnetCommand(), tenantCommand(), tokenCommand(), auditCommand(), backupCommand(), jobGroupCommand(),
+			imageCommand(), subnetCommand(), tenantCommand(), tokenCommand(), auditCommand(), backupCommand(), restoreCommand(), jobGroupCommand(),
 			bootenvCommand(), labCommand(), completionCommand(),
 		},
 	}

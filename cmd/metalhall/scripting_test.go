@@ -186,10 +186,14 @@ func TestEveryCommandExitsAsDocumented(t *testing.T) {
 		"token revoke":         {{[]string{"token", "revoke", "zz"}, exitNotFound}},
 		"audit list":           {{[]string{"audit", "list", "-o", "json"}, 0}},
 		"backup":               {{[]string{"backup", "--out", filepath.Join(dir, "b.db"), "-o", "json"}, 0}, {[]string{"backup"}, exitUsage}},
-		"bootenv build":        {{[]string{"bootenv", "build"}, exitUsage}},
-		"lab":                  {{[]string{"lab", "bmc", "--help"}, 0}, {[]string{"lab", "bmc"}, exitUsage}},
-		"job list":             {{[]string{"job", "list", "-o", "json"}, 0}, {[]string{"job", "list", "--rack", "zz"}, exitNotFound}, {[]string{"job", "list", "--hall", "zz"}, exitNotFound}, {[]string{"job", "list", "--state", "bogus"}, exitUsage}, {[]string{"job", "list", "--kind", "bogus"}, exitUsage}},
-		"completion":           {{[]string{"completion", "bash"}, 0}, {[]string{"completion", "fish"}, exitUsage}},
+		"restore": {{[]string{"restore", "--from", filepath.Join(dir, "b.db"), "--data-dir", filepath.Join(dir, "restored"), "-o", "json"}, 0},
+			{[]string{"restore", "--from", filepath.Join(dir, "b.db"), "--data-dir", filepath.Join(dir, "restored")}, exitUsage}, // not empty now
+			{[]string{"restore", "--from", filepath.Join(dir, "none.tar"), "--data-dir", filepath.Join(dir, "r2")}, exitUsage}, {[]string{"restore"}, exitUsage}},
+		"job resume":    {{[]string{"job", "resume", "-o", "json"}, exitConflict}, {[]string{"job", "resume", "x"}, exitUsage}},
+		"bootenv build": {{[]string{"bootenv", "build"}, exitUsage}},
+		"lab":           {{[]string{"lab", "bmc", "--help"}, 0}, {[]string{"lab", "bmc"}, exitUsage}},
+		"job list":      {{[]string{"job", "list", "-o", "json"}, 0}, {[]string{"job", "list", "--rack", "zz"}, exitNotFound}, {[]string{"job", "list", "--hall", "zz"}, exitNotFound}, {[]string{"job", "list", "--state", "bogus"}, exitUsage}, {[]string{"job", "list", "--kind", "bogus"}, exitUsage}},
+		"completion":    {{[]string{"completion", "bash"}, 0}, {[]string{"completion", "fish"}, exitUsage}},
 	}
 	leaves := leafCommands(newApp(io.Discard, io.Discard).Commands, "")
 	for _, l := range leaves {

@@ -189,12 +189,14 @@ func TestTechnicianFindsRackAndPowersMachineLive(t *testing.T) {
 	}
 	shot("machine")
 
-	// Live: a state change made elsewhere (a commissioning rack) moves on
-	// the rack page without a reload.
+	// Live: a machine commissioned through the API, by another client,
+	// moves on the rack page without a reload. The page reads nothing on
+	// a clock: what moves it is the API's event feed, woken by the
+	// commit of the job's event.
 	run(t, ctx, "back to the rack", chromedp.Navigate(w.url+"/ui/racks/ra"),
 		until(`document.getElementById('live-status').dataset.live === 'open'`),
 		chromedp.Evaluate[chromedp.Void](`window.__sameDocument = "rack"`))
-	if _, err := w.svc.Inventory().SetMachineState(context.Background(), "ma1", inventory.MachineCommissioning, "", ""); err != nil {
+	if err := w.admin.Do(context.Background(), "POST", "/api/v1/machines/ma1/commission", nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	run(t, ctx, "live move",
@@ -204,6 +206,15 @@ func TestTechnicianFindsRackAndPowersMachineLive(t *testing.T) {
 		t.Fatal("the rack page was reloaded to show the new state")
 	}
 	shot("rack-live")
+
+	// The jobs page lists the commissioning job from the API's job list.
+	run(t, ctx, "jobs page", chromedp.Navigate(w.url+"/ui/jobs"), chromedp.WaitVisible(chromedp.ID("jobs-running")))
+	jobs := get(t, ctx, "jobs", chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('tr[data-job]')).map(r => r.querySelector('a').textContent + ' ' + r.closest('table').id)`))
+	if len(jobs) != 1 || !strings.HasPrefix(jobs[0], "ma1 ") {
+		t.Errorf("the jobs page lists %q, want ma1's commissioning job", jobs)
+	}
+	checkLabels(t, ctx, "jobs")
+	shot("jobs")
 }
 
 func TestTenantSeesOnlyItsRackReimagesAndGetsNotFound(t *testing.T) {

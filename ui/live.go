@@ -46,9 +46,8 @@ type liveJob struct {
 // which events may change it.
 type follower struct {
 	read func(context.Context) (*snapshot, error)
-	// touches says whether an event may change what the page shows;
-	// snap is the last snapshot read (nil before the first).
-	touches func(e *inventory.Event, snap *snapshot) bool
+	// touches says whether an event may change what the page shows.
+	touches func(e *inventory.Event) bool
 }
 
 // liveWait is how long one wait on the API's event feed lasts; the stream
@@ -111,7 +110,7 @@ func (u *UI) liveStream(w http.ResponseWriter, r *http.Request) {
 	var (
 		cursor   = page.Next
 		dirty    = true
-		snap     *snapshot
+		size     int // machines and jobs the page shows
 		last     [sha256.Size]byte
 		lastRead time.Time
 	)
@@ -124,10 +123,10 @@ func (u *UI) liveStream(w http.ResponseWriter, r *http.Request) {
 			// A big page costs more to read: read it at most once per its
 			// interval, so a wall of busy hall floors cannot keep the
 			// service busy.
-			if !u.pause(ctx, time.Until(lastRead.Add(u.readGap(snap)))) {
+			if !u.pause(ctx, time.Until(lastRead.Add(u.readGap(size)))) {
 				return
 			}
-			next, err := u.readLive(ctx, fl.read)
+			snap, err := u.readLive(ctx, fl.read)
 			lastRead = time.Now()
 			switch {
 			case err != nil && (ctx.Err() != nil || status(err) == http.StatusNotFound || status(err) == http.StatusUnauthorized):
@@ -136,7 +135,9 @@ func (u *UI) liveStream(w http.ResponseWriter, r *http.Request) {
 			case err != nil:
 				u.log.Warn("console live stream", "query", q.Encode(), "err", err)
 			default:
-				dirty, snap = false, next
+				// Only the snapshot's hash is kept: a page open for hours
+				// holds no copy of what it shows.
+				dirty, size = false, len(snap.Machines)+len(snap.Jobs)
 				if b, _ := json.Marshal(snap); sha256.Sum256(b) != last {
 					last = sha256.Sum256(b)
 					if !send("", string(b)) {
@@ -166,7 +167,7 @@ func (u *UI) liveStream(w http.ResponseWriter, r *http.Request) {
 		}
 		cursor = page.Next
 		for i := range page.Events {
-			dirty = dirty || fl.touches(&page.Events[i], snap)
+			dirty = dirty || fl.touches(&page.Events[i])
 		}
 	}
 }
@@ -202,12 +203,8 @@ func (u *UI) pause(ctx context.Context, d time.Duration) bool {
 
 // readGap is the least time between two reads of a page: LiveInterval per
 // machinesPerInterval machines it shows.
-func (u *UI) readGap(snap *snapshot) time.Duration {
-	n := 0
-	if snap != nil {
-		n = len(snap.Machines) + len(snap.Jobs)
-	}
-	return u.cfg.LiveInterval * time.Duration(max(1, n/machinesPerInterval))
+func (u *UI) readGap(shown int) time.Duration {
+	return u.cfg.LiveInterval * time.Duration(max(1, shown/machinesPerInterval))
 }
 
 // machinesPerInterval is how many machines a stream reads per
@@ -263,19 +260,25 @@ func (u *UI) liveReader(s *session, q url.Values) (*follower, error) {
 	switch {
 	case q.Get("machine") != "":
 		name := q.Get("machine")
-		return &follower{read: u.machineReader(s, name), touches: func(e *inventory.Event, _ *snapshot) bool {
+		return &follower{read: u.machineReader(s, name), touches: func(e *inventory.Event) bool {
 			return aboutMachine(e) == name
 		}}, nil
 	case q.Get("rack") != "":
 		rack := q.Get("rack")
+		var shown map[string]bool // the machines of the last read; nil before it
 		return &follower{
-			read: func(ctx context.Context) (*snapshot, error) { return list(ctx, url.Values{"rack": {rack}}) },
-			touches: func(e *inventory.Event, snap *snapshot) bool {
-				if e.Subject == "rack/"+rack || movesMachines(e) || snap == nil {
-					return true
+			read: func(ctx context.Context) (*snapshot, error) {
+				snap, err := list(ctx, url.Values{"rack": {rack}})
+				if err == nil {
+					shown = make(map[string]bool, len(snap.Machines))
+					for name := range snap.Machines {
+						shown[name] = true
+					}
 				}
-				_, shown := snap.Machines[aboutMachine(e)]
-				return shown
+				return snap, err
+			},
+			touches: func(e *inventory.Event) bool {
+				return shown == nil || e.Subject == "rack/"+rack || movesMachines(e) || shown[aboutMachine(e)]
 			}}, nil
 	case q.Get("hall") != "":
 		hall := q.Get("hall")
@@ -284,11 +287,11 @@ func (u *UI) liveReader(s *session, q url.Values) (*follower, error) {
 		// counts, and readGap bounds what that costs.
 		return &follower{
 			read: func(ctx context.Context) (*snapshot, error) { return list(ctx, url.Values{"hall": {hall}}) },
-			touches: func(e *inventory.Event, _ *snapshot) bool {
+			touches: func(e *inventory.Event) bool {
 				return aboutMachine(e) != "" || strings.HasPrefix(e.Subject, "rack/")
 			}}, nil
 	case q.Get("jobs") != "":
-		return &follower{read: u.jobsReader(s), touches: func(e *inventory.Event, _ *snapshot) bool {
+		return &follower{read: u.jobsReader(s), touches: func(e *inventory.Event) bool {
 			return aboutMachine(e) != "" && (strings.HasPrefix(e.Action, "job.") || strings.HasPrefix(e.Action, "step.") ||
 				strings.HasSuffix(e.Action, ".commission") || strings.HasSuffix(e.Action, ".cancel"))
 		}}, nil

@@ -92,7 +92,7 @@ func (s *Server) followEvents(c *call) (int, any, error) {
 		if err != nil {
 			return 0, nil, err
 		}
-		if len(evs) > 0 || next < newest || ctx.Err() != nil {
+		if len(evs) > 0 || next < newest {
 			// Something to show, or more to look at than one answer may.
 			return http.StatusOK, EventPage{Events: c.viewEvents(evs, machines...), Next: next}, nil
 		}
@@ -101,9 +101,9 @@ func (s *Server) followEvents(c *call) (int, any, error) {
 		case <-woken:
 			woken, newest = s.inv.EventsCommitted()
 		case <-ctx.Done():
-			if c.ctx().Err() != nil {
-				return 0, nil, c.ctx().Err()
-			}
+			// The wait is over (or the caller went away, and reads
+			// nothing): nothing new, from where it was.
+			return http.StatusOK, EventPage{Events: []inventory.Event{}, Next: after}, nil
 		}
 	}
 }

@@ -89,6 +89,10 @@ func (s *Server) followEvents(c *call) (int, any, error) {
 			return 0, nil, err
 		}
 		evs, next, err := s.inv.EventsAfter(c.ctx(), f, eventScan)
+		if err != nil && c.ctx().Err() != nil {
+			// The caller went away: it reads nothing, and nothing failed.
+			return http.StatusOK, EventPage{Events: []inventory.Event{}, Next: after}, nil
+		}
 		if err != nil {
 			return 0, nil, err
 		}

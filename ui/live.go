@@ -165,6 +165,9 @@ func (u *UI) liveStream(w http.ResponseWriter, r *http.Request) {
 			cursor, dirty = page.Next, true
 			continue
 		}
+		if ctx.Err() != nil { // the page went away, or the service stops
+			return
+		}
 		cursor = page.Next
 		for i := range page.Events {
 			dirty = dirty || fl.touches(&page.Events[i])

@@ -172,7 +172,7 @@ func TestHandoverAfterReleaseShowsTheNewTenantNothingOfTheOld(t *testing.T) {
 	}
 	f.checkOwner("ma", "tenant-b", "tenant-a")
 	for _, p := range []string{"/api/v1/machines/ma", "/api/v1/machines/ma/events", "/api/v1/machines/ma/job", "/api/v1/audit", "/api/v1/racks/ra", "/api/v1/machines",
-		"/api/v1/jobs?state=all", "/api/v1/jobs?state=all&machine=ma", "/api/v1/jobs?state=all&rack=ra"} {
+		"/api/v1/jobs?state=all", "/api/v1/jobs?state=all&machine=ma", "/api/v1/jobs?state=all&rack=ra", "/api/v1/events?after=0"} {
 		_, data := f.do("tenant-b", "GET", p, nil)
 		f.leaks("tenant-b", data, "secret-of-a", f.tokenID("tenant-a"), f.tokenID("admin"), f.tokenID("technician"), "10.0.0.1", `"ta"`)
 	}

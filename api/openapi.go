@@ -49,7 +49,15 @@ func (s *Server) OpenAPI() map[string]any {
 			op["requestBody"] = map[string]any{"required": true, "content": jsonContent(schemaOf(reflect.TypeOf(b), schemas))}
 		}
 		ok := map[string]any{"description": "success"}
-		if rt.reply != nil {
+		switch {
+		case rt.reply != nil && len(rt.replies) > 0:
+			// One of several replies, chosen by the request's body.
+			one := []any{schemaOf(reflect.TypeOf(rt.reply), schemas)}
+			for _, r := range rt.replies {
+				one = append(one, schemaOf(reflect.TypeOf(r), schemas))
+			}
+			ok["content"] = jsonContent(map[string]any{"oneOf": one})
+		case rt.reply != nil:
 			ok["content"] = jsonContent(schemaOf(reflect.TypeOf(rt.reply), schemas))
 		}
 		op["responses"].(map[string]any)[successCode(rt)] = ok

@@ -207,3 +207,5 @@ func (Operations) MachineUpdate() Op[MachineUpdate, Machine] {
 }
 
 func (Operations) TokenWhoami() Op[NoBody, WhoAmI] { return op[NoBody, WhoAmI]("token.whoami") }
+
+func (Operations) EventList() Op[NoBody, EventPage] { return op[NoBody, EventPage]("event.list") }

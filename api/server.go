@@ -72,6 +72,10 @@ type Server struct {
 	touched map[string]time.Time // token ID → last recorded use
 
 	refused *refusals
+
+	// waits ends when the service shuts down: long polls end with it.
+	waits     context.Context
+	stopWaits context.CancelFunc
 }
 
 // New builds the API server.
@@ -91,6 +95,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{inv: cfg.Store, sealer: cfg.Sealer, log: cfg.Logger, maxBody: cfg.MaxBody,
 		mux: http.NewServeMux(), reg: cfg.Registry, touched: map[string]time.Time{},
 		prov: cfg.Provisioner, bmc: cfg.BMC, images: cfg.Images, backups: cfg.Backups}
+	s.waits, s.stopWaits = context.WithCancel(context.Background())
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "metalhall_api_requests_total", Help: "API requests by route and status code.",
 	}, []string{"route", "code"})
@@ -169,10 +174,11 @@ type route struct {
 	summary         string
 	roles           roleSet
 	scope           scope
-	body            any  // request body type, for OpenAPI; nil for none
-	reply           any  // response type, for OpenAPI
-	raw             bool // writes its own body
-	audited         bool // audited even though it changes nothing (reads of sensitive data)
+	body            any   // request body type, for OpenAPI; nil for none
+	reply           any   // response type, for OpenAPI
+	replies         []any // other response types, to some bodies (machine.power: a PowerStatus to "status")
+	raw             bool  // writes its own body
+	audited         bool  // audited even though it changes nothing (reads of sensitive data)
 	handle          func(c *call) (int, any, error)
 }
 

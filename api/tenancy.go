@@ -165,15 +165,9 @@ func (s *Server) unassignTenant(c *call) (int, any, error) {
 // anyone did to its machines in their current tenancy, staff token IDs
 // left out.
 func (s *Server) tenantAudit(c *call, f inventory.EventFilter) ([]inventory.Event, error) {
-	ms, err := s.inv.Machines(c.ctx(), inventory.MachineFilter{Tenant: c.p.Tenant})
+	f, ms, err := s.eventScope(c, f)
 	if err != nil {
 		return nil, err
-	}
-	f.Tenant = c.p.Tenant
-	for _, m := range ms {
-		if m.Tenancy != "" {
-			f.Tenancies = append(f.Tenancies, m.Tenancy)
-		}
 	}
 	if f.Actor != "" && f.Actor != c.p.TokenID {
 		// Staff token IDs are not shown to tenants, so they cannot be

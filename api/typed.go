@@ -116,7 +116,7 @@ func (o Op[In, Out]) route() (route, error) {
 	if want := bodyType(rt); in != want {
 		return route{}, fmt.Errorf("api client: %s takes a %v body, not %v", o.action, want, in)
 	}
-	if want := replyType(rt); out != want && !slices.Contains(otherReplies(rt.action), out) {
+	if want := replyType(rt); out != want && !slices.ContainsFunc(rt.replies, func(r any) bool { return reflect.TypeOf(r) == out }) {
 		return route{}, fmt.Errorf("api client: %s answers %v, not %v", o.action, want, out)
 	}
 	return rt, nil
@@ -151,17 +151,6 @@ func replyType(rt route) reflect.Type {
 	return reflect.TypeOf(rt.reply)
 }
 
-// otherReplies are the answers a route gives besides its table reply, to
-// some bodies: machine.power answers a PowerStatus to the action "status",
-// a Job to the others. The table has one reply per route (and so has the
-// OpenAPI document); until it can say more, the second one is named here.
-func otherReplies(action string) []reflect.Type {
-	if action == "machine.power" {
-		return []reflect.Type{reflect.TypeFor[PowerStatus]()}
-	}
-	return nil
-}
-
 // fillPattern puts the path values into rt's pattern, each escaped as one
 // segment (names are validated, but a user may type anything).
 func fillPattern(rt route, values []string) (string, error) {
@@ -186,7 +175,7 @@ func fillPattern(rt route, values []string) (string, error) {
 func (s *Server) table() []route {
 	return slices.Concat(s.routeTable(), s.jobRoutes(), s.imageRoutes(), s.eraseRoutes(),
 		s.acceptanceRoutes(), s.firmwareRoutes(), s.cablingRoutes(), s.healthRoutes(), s.operatorRoutes(),
-		s.whoamiRoutes(), s.backupRoutes())
+		s.whoamiRoutes(), s.backupRoutes(), s.eventRoutes())
 }
 
 // clientRoutes is the route table without a server: the client reads only

@@ -76,6 +76,8 @@ type Inventory interface {
 
 	AppendEvent(ctx context.Context, e Event) (Event, error)
 	Events(ctx context.Context, f EventFilter) ([]Event, error)
+	EventsAfter(ctx context.Context, f EventFilter, scan int) ([]Event, uint64, error)
+	EventsCommitted() (<-chan struct{}, uint64)
 
 	Backup(w io.Writer) (int64, error)
 	Close() error

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -26,6 +25,9 @@ func (s *Store) AppendEvent(ctx context.Context, e Event) (Event, error) {
 		out = ev
 		return err
 	})
+	if err == nil {
+		s.events.committed(out.Seq)
+	}
 	return out, err
 }
 
@@ -81,6 +83,10 @@ type EventFilter struct {
 	// Tenancies widens Tenant: events of these tenancies are kept too
 	// (a tenant's audit view: its requests, and all on its machines).
 	Tenancies []string
+
+	// Kinds keeps only events about objects of these kinds: the part of
+	// the subject before the slash ("machine", "rack").
+	Kinds []string
 }
 
 // Events returns events in order of sequence.
@@ -89,11 +95,6 @@ func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 		f.Limit = 1000
 	}
 	var out []Event
-	keep := func(e *Event) bool {
-		return (f.Actor == "" || e.Actor == f.Actor) && (f.Tenant == "" || e.Tenant == f.Tenant || (e.Tenancy != "" && slices.Contains(f.Tenancies, e.Tenancy))) &&
-			(f.Tenancy == "" || e.Tenancy == f.Tenancy) &&
-			(f.Since.IsZero() || !e.Time.Before(f.Since)) && e.Seq > f.After
-	}
 	err := s.view(func(tx *bolt.Tx) error {
 		events := bkt(tx, bEvents)
 		// Walk newest first so Limit keeps the most recent, then reverse.
@@ -117,7 +118,7 @@ func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 				if e.Seq <= f.After {
 					break
 				}
-				if keep(&e) {
+				if f.match(&e) {
 					out = append(out, e)
 				}
 			}
@@ -131,7 +132,7 @@ func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 				if e.Seq <= f.After {
 					break
 				}
-				if keep(&e) {
+				if f.match(&e) {
 					out = append(out, e)
 				}
 			}

@@ -50,7 +50,8 @@ func (s *Store) Leases(ctx context.Context, now time.Time) ([]Lease, error) {
 // AppendEvents adds many events in one transaction.
 func (s *Store) AppendEvents(ctx context.Context, evs []Event) error {
 	now := s.now().UTC()
-	return s.update(func(tx *bolt.Tx) error {
+	var last uint64
+	err := s.update(func(tx *bolt.Tx) error {
 		b := bkt(tx, bEvents)
 		for _, e := range evs {
 			if e.Subject == "" || e.Action == "" {
@@ -74,7 +75,12 @@ func (s *Store) AppendEvents(ctx context.Context, evs []Event) error {
 			if err := bkt(tx, bIdxSubject).Put(subjectKey(e.Subject, seq), []byte{0}); err != nil {
 				return err
 			}
+			last = seq
 		}
 		return nil
 	})
+	if err == nil && last > 0 {
+		s.events.committed(last)
+	}
+	return err
 }

@@ -78,6 +78,9 @@ type Store struct {
 	// subnets, active jobs): a DHCP packet must not open a transaction. It
 	// is rebuilt at Open and changed only after a commit (see write).
 	boot *BootView
+	// events wakes followers of the event log after each commit that
+	// appends to it (EventsCommitted).
+	events *eventFeed
 	// applyMu orders the view's updates as their transactions committed:
 	// a writer takes it inside its transaction (under bbolt's writer lock)
 	// and lets go once its changes are applied.
@@ -178,6 +181,7 @@ func (s *Store) init() error {
 			return err
 		}
 		s.boot.apply(&vc)
+		s.events = newEventFeed(bkt(tx, bEvents).Sequence())
 		return nil
 	})
 }

@@ -367,6 +367,7 @@ func (s *Service) provision(ctx context.Context) error {
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	s.adminSrv = &http.Server{Handler: adminMux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
 	s.adminSrv.RegisterOnShutdown(console.StopLive)
+	s.adminSrv.RegisterOnShutdown(apiSrv.StopWaits)
 	s.provSrv = &http.Server{Handler: provMux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
 	return nil
 }

@@ -212,6 +212,7 @@ type siteRow struct {
 type hallRow struct {
 	inventory.Hall
 	Capacity *inventory.HallCapacity
+	Measured map[int]measured // by phase number
 }
 
 func (u *UI) sitePage(r *http.Request, s *session) (string, *view, error) {
@@ -235,6 +236,11 @@ func (u *UI) sitePage(r *http.Request, s *session) (string, *view, error) {
 			if err := u.get(ctx, s, "/api/v1/halls/"+url.PathEscape(h.Name)+"/capacity", nil, &hr.Capacity); err != nil {
 				return "", nil, err
 			}
+			m, err := u.measuredByPhase(r, s, h.Name)
+			if err != nil {
+				return "", nil, err
+			}
+			hr.Measured = m
 			row.Halls = append(row.Halls, hr)
 		}
 		v.Sites = append(v.Sites, row)
@@ -257,6 +263,7 @@ type floorRow struct {
 type floorRack struct {
 	inventory.Rack
 	InstalledW int64
+	Measured   measured
 	Machines   []api.Machine
 }
 
@@ -304,10 +311,11 @@ func (u *UI) hallFloor(r *http.Request, s *session, hall string) (*hallView, err
 			rows[key] = fr
 			order = append(order, key)
 		}
-		f := floorRack{Rack: rk, Machines: byRack[rk.Name]}
+		f := floorRack{Rack: rk, Machines: byRack[rk.Name], Measured: measured{now: u.cfg.Now()}}
 		sort.Slice(f.Machines, func(i, j int) bool { return f.Machines[i].Unit > f.Machines[j].Unit })
-		for _, m := range f.Machines {
-			f.InstalledW += m.PowerW
+		for i := range f.Machines {
+			f.InstalledW += f.Machines[i].PowerW
+			f.Measured.add(&f.Machines[i])
 		}
 		fr.Racks = append(fr.Racks, f)
 	}
@@ -339,11 +347,13 @@ const (
 )
 
 type rackView struct {
-	Detail api.RackDetail
-	Units  []elevUnit
-	Boxes  []elevBox
-	Height int
-	Width  int
+	Detail   api.RackDetail
+	Measured measured
+	Readings map[string]string // machine → its reading, in words
+	Units    []elevUnit
+	Boxes    []elevBox
+	Height   int
+	Width    int
 }
 
 type elevUnit struct {
@@ -362,7 +372,13 @@ func (u *UI) rackPage(r *http.Request, s *session) (string, *view, error) {
 	if err := u.get(r.Context(), s, "/api/v1/racks/"+url.PathEscape(name), nil, &d); err != nil {
 		return "", nil, err
 	}
-	return "rack", &view{Title: "Rack " + name, Nav: "racks", Live: "rack=" + url.QueryEscape(name), Data: elevation(d)}, nil
+	v := elevation(d)
+	v.Measured, v.Readings = measured{now: u.cfg.Now()}, map[string]string{}
+	for i := range d.Machines {
+		v.Measured.add(&d.Machines[i])
+		v.Readings[d.Machines[i].Name] = machineReading(u.cfg.Now(), &d.Machines[i])
+	}
+	return "rack", &view{Title: "Rack " + name, Nav: "racks", Live: "rack=" + url.QueryEscape(name), Data: v}, nil
 }
 
 // elevation lays a rack out as drawn in a data-centre: U1 at the bottom.
@@ -510,41 +526,30 @@ func wantsJSON(r *http.Request) bool {
 	return strings.Contains(r.Header.Get("Accept"), "application/json")
 }
 
-type jobRow struct {
-	Machine api.Machine
-	Job     api.Job
-}
-
 type jobsView struct {
-	Running, Queued []jobRow
+	Running, Queued []*api.Job
 }
 
-// busy are the states a machine is in while a lifecycle job runs; power
-// jobs leave the state alone and are on the machine's page.
-var busy = []inventory.MachineState{inventory.MachineCommissioning, inventory.MachineProvisioning, inventory.MachineDeprovisioning}
-
+// jobsPage lists the jobs queued and running, every kind (power jobs
+// too), from the API's job list: the queue is the provisioner's, in the
+// order it runs it.
 func (u *UI) jobsPage(r *http.Request, s *session) (string, *view, error) {
-	ctx := r.Context()
+	var jobs []api.Job
+	if err := u.get(r.Context(), s, "/api/v1/jobs", nil, &jobs); err != nil {
+		return "", nil, err
+	}
 	var v jobsView
-	for _, st := range busy {
-		var ms []api.Machine
-		if err := u.get(ctx, s, "/api/v1/machines", url.Values{"state": {string(st)}}, &ms); err != nil {
-			return "", nil, err
-		}
-		for _, m := range ms {
-			var j api.Job
-			if err := u.get(ctx, s, "/api/v1/machines/"+url.PathEscape(m.Name)+"/job", nil, &j); err != nil {
-				continue // finished between the two reads
-			}
-			switch j.State {
-			case inventory.JobQueued:
-				v.Queued = append(v.Queued, jobRow{m, j})
-			case inventory.JobRunning:
-				v.Running = append(v.Running, jobRow{m, j})
-			}
+	for i := range jobs {
+		j := &jobs[i]
+		switch j.State {
+		case inventory.JobQueued:
+			v.Queued = append(v.Queued, j)
+		case inventory.JobRunning:
+			v.Running = append(v.Running, j)
 		}
 	}
-	sort.Slice(v.Queued, func(i, j int) bool { return v.Queued[i].Job.QueuePosition < v.Queued[j].Job.QueuePosition })
+	sort.SliceStable(v.Queued, func(i, j int) bool { return v.Queued[i].QueuePosition < v.Queued[j].QueuePosition })
+	sort.SliceStable(v.Running, func(i, j int) bool { return v.Running[i].CreatedAt.Before(v.Running[j].CreatedAt) })
 	return "jobs", &view{Title: "Jobs", Nav: "jobs", Live: "jobs=1", Data: v}, nil
 }
 
@@ -622,7 +627,7 @@ func (u *UI) render(w http.ResponseWriter, r *http.Request, code int, name strin
 }
 
 var funcs = template.FuncMap{
-	"kw": func(w int64) string { return fmt.Sprintf("%.1f kW", float64(w)/1000) },
+	"kw": kw,
 	"pct": func(a, b int64) int64 {
 		if b <= 0 {
 			return 0
@@ -638,6 +643,12 @@ var funcs = template.FuncMap{
 			}
 		}
 		return n
+	},
+	"currentStep": func(j *api.Job) string {
+		if i := j.CurrentStep(); i < len(j.Steps) {
+			return j.Steps[i].Name
+		}
+		return "—"
 	},
 	"add":      func(a, b int) int { return a + b },
 	"mid":      func(y, h int) int { return y + h/2 },

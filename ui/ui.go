@@ -64,7 +64,9 @@ type Config struct {
 	// MaxSessions bounds the sessions held in memory; sign-in is refused
 	// beyond it until some expire or sign out.
 	MaxSessions int
-	// LiveInterval is how often a live page's stream looks for changes.
+	// LiveInterval is the least time between two reads of a live page
+	// (a page of many machines waits longer): events that come faster
+	// are taken together.
 	LiveInterval time.Duration
 	// MaxLive bounds the live streams open at once.
 	MaxLive int
@@ -82,8 +84,9 @@ type UI struct {
 	pages map[string]*template.Template
 	live  chan struct{} // a slot per open live stream
 	reads chan struct{} // a slot per live stream reading the API
-	stop  chan struct{} // closed by StopLive
-	once  sync.Once
+	// stopped ends with StopLive: every live stream ends with it.
+	stopped  context.Context
+	stopLive context.CancelFunc
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -129,7 +132,8 @@ func New(cfg Config) (*UI, error) {
 		cfg.Now = time.Now
 	}
 	u := &UI{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), sessions: map[string]*session{},
-		live: make(chan struct{}, cfg.MaxLive), reads: make(chan struct{}, cfg.LiveReaders), stop: make(chan struct{})}
+		live: make(chan struct{}, cfg.MaxLive), reads: make(chan struct{}, cfg.LiveReaders)}
+	u.stopped, u.stopLive = context.WithCancel(context.Background())
 	if err := u.parseTemplates(); err != nil {
 		return nil, err
 	}
@@ -156,7 +160,7 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // StopLive ends every live stream, now and from now on: a stream never goes
 // idle by itself, so a graceful HTTP shutdown would otherwise wait it out.
 // Register it with http.Server.RegisterOnShutdown.
-func (u *UI) StopLive() { u.once.Do(func() { close(u.stop) }) }
+func (u *UI) StopLive() { u.stopLive() }
 
 func staticHandler(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -94,6 +94,28 @@ func BenchmarkHallPage2000Machines(b *testing.B) {
 	b.ReportMetric(float64(size)/1024, "KiB/page")
 }
 
+// BenchmarkSitePage2000Machines renders the site page of that hall: its
+// phases with budget, allocation, rated and measured power — measured is
+// summed from every machine's last reading, so the page reads the hall's
+// machines (the hall page's cost, without drawing them).
+func BenchmarkSitePage2000Machines(b *testing.B) {
+	base, c := setup(b)
+	for b.Loop() {
+		resp, err := c.Get(base + "/ui/site")
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Fatalf("site page: %s %v", resp.Status, err)
+		}
+	}
+	if page := string(readAll(b, c, base+"/ui/site")); !strings.Contains(page, "no BMC has reported a draw (2000 machines)") {
+		b.Fatal("the site page does not say the machines have no power reading")
+	}
+}
+
 func readAll(b *testing.B, c *http.Client, u string) []byte {
 	resp, err := c.Get(u)
 	if err != nil {

@@ -55,6 +55,34 @@
   function swap(classes, prefix, state) {
     return (classes || "").split(/\s+/).filter(function (c) { return c && c.indexOf(prefix) !== 0; }).concat([prefix + state]).join(" ");
   }
+  // The jobs page: rows follow their job; a job the page has no row for,
+  // or a row whose job has ended, says the list itself has changed.
+  function showJobs(jobs) {
+    var changed = false;
+    var byId = function (attr, id) { return document.querySelector('[' + attr + '="' + CSS.escape(id) + '"]'); };
+    Object.keys(jobs).forEach(function (id) {
+      var j = jobs[id];
+      if (!byId("data-job", id)) { changed = true; return; }
+      var st = byId("data-job-state", id);
+      if (st) { st.textContent = j.state; setState(st, "st-", j.state); }
+      var step = byId("data-job-step", id);
+      if (step) step.textContent = j.step || "—";
+      var p = byId("data-job-progress", id);
+      if (p) { p.max = j.total || 1; p.value = j.done; p.textContent = j.done + " of " + j.total; }
+      var pos = byId("data-job-position", id);
+      if (pos && j.queue_position) pos.textContent = j.queue_position;
+      if (j.state === "running" && pos) changed = true; // it left the queue
+    });
+    document.querySelectorAll("tr[data-job]").forEach(function (row) {
+      if (!jobs[row.dataset.job]) {
+        changed = true;
+        var st = byId("data-job-state", row.dataset.job);
+        if (st) { st.textContent = "ended"; setState(st, "st-", "ended"); }
+      }
+    });
+    var news = document.getElementById("jobs-news");
+    if (news && changed) news.hidden = false;
+  }
   src.onopen = function () { status.textContent = "Live"; status.dataset.live = "open"; };
   src.onerror = function () { status.textContent = "Reconnecting…"; status.dataset.live = "error"; };
   src.addEventListener("signedout", function () { src.close(); status.textContent = "Signed out: reload to sign in again."; });
@@ -72,6 +100,7 @@
       document.querySelectorAll('[data-machine-state="' + CSS.escape(name) + '"]').forEach(function (el) { el.textContent = m.state; });
       document.querySelectorAll('[data-machine-power="' + CSS.escape(name) + '"]').forEach(function (el) { el.textContent = m.power || "unknown"; });
     });
+    if (snap.jobs) showJobs(snap.jobs);
     var j = snap.job;
     if (j) {
       var box = document.getElementById("job");

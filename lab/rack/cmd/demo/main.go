@@ -18,6 +18,8 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -66,6 +68,10 @@ type demo struct {
 	r                            *rack.Rack
 	srv                          *exec.Cmd
 	srvDone                      chan struct{}
+	// consoleURL is the web console as this host reaches it: a listener
+	// on the host's loopback forwarded into the namespace.
+	consoleURL  string
+	stopConsole func()
 	// per machine: when it entered each state
 	seen map[string]map[string]time.Time
 	last map[string]string
@@ -123,6 +129,9 @@ func run(n int, bin, agent, dir string, keep bool) int {
 	d.data = filepath.Join(d.dir, "data")
 	defer func() {
 		say("cleaning up: service, machines, BMCs, namespace")
+		if d.stopConsole != nil {
+			d.stopConsole()
+		}
 		d.stopService()
 		if d.r != nil {
 			if err := d.r.Down(); err != nil {
@@ -202,6 +211,10 @@ func (d *demo) main(ctx context.Context, n int, keep bool) error {
 	if err := d.startService(ctx); err != nil {
 		return err
 	}
+	if err := d.exposeConsole(ctx); err != nil {
+		return err
+	}
+	say("web console: %s (sign in with the token %s); the rack commissions there live", d.consoleURL, d.token)
 	for _, c := range [][]string{
 		{"site", "create", "demo-site"},
 		{"hall", "create", "--site", "demo-site", "hall-a"},
@@ -289,6 +302,58 @@ func (d *demo) startService(ctx context.Context) error {
 		}
 	}
 	return fmt.Errorf("metalhall serve did not answer within a minute")
+}
+
+// exposeConsole makes the web console reachable from this host: the
+// service's admin listener is on the namespace's loopback, so a listener
+// on the host's loopback (port 8280 when free, else one the kernel picks)
+// is forwarded into the namespace. It checks the URL before saying it:
+// the sign-in page answers, and the admin token signs in.
+func (d *demo) exposeConsole(ctx context.Context) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:8280")
+	if err != nil {
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return fmt.Errorf("web console: a listener on this host's loopback: %w", err)
+		}
+	}
+	fctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := d.r.NS.Forward(fctx, ln, "127.0.0.1:8280"); err != nil {
+			say("  web console forward: %v", err)
+		}
+	}()
+	d.stopConsole = func() { cancel(); <-done }
+	d.consoleURL = "http://" + ln.Addr().String() + "/ui/"
+	return checkConsole(ctx, d.consoleURL, d.token)
+}
+
+// checkConsole signs in to the console at url with token, as a browser
+// would: the sign-in page, then the token exchanged for a session cookie.
+func checkConsole(ctx context.Context, url, token string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequestWithContext(ctx, "GET", url+"login", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("web console %s: %w", url, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("web console %slogin: %s", url, resp.Status)
+	}
+	req, _ = http.NewRequestWithContext(ctx, "POST", url+"login", strings.NewReader(neturl.Values{"token": {token}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if resp, err = c.Do(req); err != nil {
+		return fmt.Errorf("web console sign-in: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || len(resp.Cookies()) == 0 {
+		return fmt.Errorf("web console sign-in with the admin token: %s, want 303 with a session cookie", resp.Status)
+	}
+	return nil
 }
 
 func (d *demo) stopService() {
@@ -405,8 +470,8 @@ func (d *demo) summary(commission, provision time.Duration, keep bool) {
 	} else {
 		fmt.Printf("Explore further: run `sudo KEEP=1 make demo` to keep the rack and the service up until Ctrl-C, then:\n")
 	}
-	fmt.Printf("  web console: http://127.0.0.1:8280/ui/ in network namespace %s; sign in with the token %s\n", ns, d.token)
-	fmt.Printf("    (a browser started there sees it: sudo ip netns exec %s chromium --no-sandbox http://127.0.0.1:8280/ui/)\n", ns)
+	fmt.Printf("  web console: %s on this host; sign in with the token %s\n", d.consoleURL, d.token)
+	fmt.Printf("    (inside the namespace it is http://127.0.0.1:8280/ui/: sudo ip netns exec %s chromium --no-sandbox http://127.0.0.1:8280/ui/)\n", ns)
 	fmt.Printf("  alias mh='ip netns exec %s env METALHALL_TOKEN=%s %s'\n", ns, d.token, d.bin)
 	fmt.Printf("  mh machine list\n  mh machine show %s\n  mh machine events %s\n  mh rack show %s\n", names[0], names[0], d.r.Rack)
 	fmt.Printf("  mh machine release %s      # wipe, then available again\n", names[0])

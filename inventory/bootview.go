@@ -183,6 +183,9 @@ type viewChanges struct {
 	deleted  []string   // machines removed
 	jobs     []*Job     // jobs written; a finished one leaves the queue and its machine
 	subnets  []Subnet
+	// lastEvent is the newest event the transaction appended (0: none):
+	// not the boot view's, the event feed's (EventsCommitted).
+	lastEvent uint64
 }
 
 func (c *viewChanges) reset() { *c = viewChanges{} }

@@ -206,7 +206,7 @@ func (s *Store) StartJobRecording(ctx context.Context, j Job, machineTo MachineS
 		out = &j
 		vc.jobs = append(vc.jobs, out)
 		if queued != nil {
-			if err := s.putEvents(tx, []Event{queued(out)}); err != nil {
+			if err := s.putEvents(tx, vc, []Event{queued(out)}); err != nil {
 				return err
 			}
 		}
@@ -313,7 +313,7 @@ func (s *Store) RecordJob(ctx context.Context, id string, fn func(*Job, *Machine
 		if err := s.putJob(tx, j, vc); err != nil {
 			return err
 		}
-		return s.putEvents(tx, evs)
+		return s.putEvents(tx, vc, evs)
 	})
 	if err != nil {
 		return nil, nil, err
@@ -400,7 +400,7 @@ func (s *Store) commitJobUpdates(batch []*jobUpdate) {
 			if err := s.putJob(tx, j, vc); err != nil {
 				return err
 			}
-			if err := s.putEvents(tx, evs); err != nil {
+			if err := s.putEvents(tx, vc, evs); err != nil {
 				return err
 			}
 			u.out = j
@@ -415,15 +415,18 @@ func (s *Store) commitJobUpdates(batch []*jobUpdate) {
 	}
 }
 
-// putEvents checks and stores events inside a write transaction.
-func (s *Store) putEvents(tx *bolt.Tx, evs []Event) error {
+// putEvents checks and stores events inside a write transaction; the
+// event feed hears of them after the commit (Store.write).
+func (s *Store) putEvents(tx *bolt.Tx, vc *viewChanges, evs []Event) error {
 	for _, ev := range evs {
 		if err := checkEvent(&ev, s.now); err != nil {
 			return err
 		}
-		if _, err := putEvent(tx, ev); err != nil {
+		stored, err := putEvent(tx, ev)
+		if err != nil {
 			return err
 		}
+		vc.lastEvent = stored.Seq
 	}
 	return nil
 }

@@ -305,6 +305,9 @@ func (s *Store) write(fn func(tx *bolt.Tx, vc *viewChanges) error) error {
 		}
 		s.applyMu.Unlock()
 	}
+	if err == nil && vc.lastEvent > 0 {
+		s.events.committed(vc.lastEvent)
+	}
 	return err
 }
 

@@ -183,8 +183,11 @@ type Subnet struct {
 
 // Tenant is a customer; it sees only what is assigned to it.
 type Tenant struct {
-	Name      string    `json:"name"`
-	CreatedAt time.Time `json:"created_at"`
+	Name string `json:"name"`
+	// Description is free text for people: the customer's full name, a
+	// contact, a contract reference.
+	Description string    `json:"description,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
 }
 
 // Event is one entry of the append-only log: machine boot steps, state
@@ -233,6 +236,13 @@ func ParseMAC(s string) (string, error) {
 func macKey(canonical string) []byte {
 	hw, _ := net.ParseMAC(canonical)
 	return []byte(hw)
+}
+
+func checkDescription(s string) error {
+	if len(s) > maxDescription {
+		return invalid("description", "is %d characters long, more than %d", len(s), maxDescription)
+	}
+	return nil
 }
 
 func checkDate(field, s string) error {
@@ -335,6 +345,7 @@ const (
 	maxBMCUser            = 64             // IPMI allows 16, Redfish services about as few
 	maxBMCAddress         = 255            // a DNS name (253) and a port, or a URL of one
 	maxReason             = 1024           // a maintenance reason: a sentence, not a log
+	maxDescription        = 1024           // a site's or tenant's description
 )
 
 // KWToW converts a kilowatt figure to whole watts, refusing negatives and

@@ -221,6 +221,22 @@ func example(action string) (vars map[string]string, body any) {
 		return map[string]string{"name": "ma"}, MachineUpdate{Profile: &profile}
 	case "rack.commission":
 		return map[string]string{"name": "ra"}, nil
+	case "site.update":
+		d := "campus"
+		return map[string]string{"name": "s1"}, SiteUpdate{Description: &d}
+	case "hall.update":
+		site := "s1"
+		return map[string]string{"name": "h1"}, HallUpdate{Site: &site}
+	case "subnet.update":
+		gw := "10.51.0.254"
+		return map[string]string{"name": "sempty"}, SubnetUpdate{Gateway: &gw}
+	case "tenant.update":
+		d := "Tenant A, ops@ta.example"
+		return map[string]string{"name": "ta"}, TenantUpdate{Description: &d}
+	case "site.delete", "hall.delete", "subnet.delete", "tenant.delete":
+		return map[string]string{"name": "sempty"}, nil
+	case "phase.delete":
+		return map[string]string{"name": "h1", "number": "2"}, nil
 	case "image.show", "image.delete":
 		return map[string]string{"name": "ta-img"}, nil
 	case "image.import":

@@ -198,3 +198,29 @@ func (Operations) MachineUpdate() Op[MachineUpdate, Machine] {
 }
 
 func (Operations) TokenWhoami() Op[NoBody, WhoAmI] { return op[NoBody, WhoAmI]("token.whoami") }
+
+func (Operations) SiteUpdate() Op[SiteUpdate, inventory.Site] {
+	return op[SiteUpdate, inventory.Site]("site.update")
+}
+
+func (Operations) SiteDelete() Op[NoBody, NoReply] { return op[NoBody, NoReply]("site.delete") }
+
+func (Operations) HallUpdate() Op[HallUpdate, inventory.Hall] {
+	return op[HallUpdate, inventory.Hall]("hall.update")
+}
+
+func (Operations) HallDelete() Op[NoBody, NoReply] { return op[NoBody, NoReply]("hall.delete") }
+
+func (Operations) PhaseDelete() Op[NoBody, NoReply] { return op[NoBody, NoReply]("phase.delete") }
+
+func (Operations) SubnetUpdate() Op[SubnetUpdate, inventory.Subnet] {
+	return op[SubnetUpdate, inventory.Subnet]("subnet.update")
+}
+
+func (Operations) SubnetDelete() Op[NoBody, NoReply] { return op[NoBody, NoReply]("subnet.delete") }
+
+func (Operations) TenantUpdate() Op[TenantUpdate, inventory.Tenant] {
+	return op[TenantUpdate, inventory.Tenant]("tenant.update")
+}
+
+func (Operations) TenantDelete() Op[NoBody, NoReply] { return op[NoBody, NoReply]("tenant.delete") }

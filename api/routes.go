@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/metalhall/metalhall/inventory"
@@ -342,12 +341,9 @@ func (s *Server) createSubnet(c *call) (int, any, error) {
 	}
 	c.subject = "subnet/" + in.Name
 	sn := inventory.Subnet{Name: in.Name, CIDR: in.CIDR, Gateway: in.Gateway, DNS: in.DNS}
-	if in.Range != "" {
-		first, last, ok := strings.Cut(in.Range, "-")
-		if !ok {
-			return 0, nil, &inventory.ValidationError{Field: "range", Msg: fmt.Sprintf("%q is not FIRST-LAST", in.Range)}
-		}
-		sn.RangeFirst, sn.RangeLast = strings.TrimSpace(first), strings.TrimSpace(last)
+	var err error
+	if sn.RangeFirst, sn.RangeLast, err = splitRange(in.Range); err != nil {
+		return 0, nil, err
 	}
 	out, err := s.inv.CreateSubnet(c.ctx(), sn)
 	return http.StatusCreated, out, err
@@ -364,7 +360,7 @@ func (s *Server) createTenant(c *call) (int, any, error) {
 		return 0, nil, err
 	}
 	c.subject = "tenant/" + in.Name
-	out, err := s.inv.CreateTenant(c.ctx(), inventory.Tenant{Name: in.Name})
+	out, err := s.inv.CreateTenant(c.ctx(), inventory.Tenant{Name: in.Name, Description: in.Description})
 	return http.StatusCreated, out, err
 }
 

@@ -57,13 +57,14 @@ func subnetCommand() *cli.Command {
 
 func tenantCommand() *cli.Command {
 	return &cli.Command{Name: "tenant", Usage: "tenants and what is assigned to them", Subcommands: []*cli.Command{
-		{Name: "create", Usage: "create a tenant", UsageText: "metalhall tenant create NAME", Flags: []cli.Flag{outputFlag()},
+		{Name: "create", Usage: "create a tenant", UsageText: "metalhall tenant create [--description TEXT] NAME",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "description", Usage: "free text: the customer's name, a contact, a contract"}, outputFlag()},
 			Action: func(c *cli.Context) error {
 				n, err := name(c, "tenant")
 				if err != nil {
 					return err
 				}
-				out, err := api.Call(c.Context, client(c), api.Ops.TenantCreate(), api.TenantCreate{Name: n})
+				out, err := api.Call(c.Context, client(c), api.Ops.TenantCreate(), api.TenantCreate{Name: n, Description: c.String("description")})
 				if err != nil {
 					return err
 				}
@@ -77,9 +78,9 @@ func tenantCommand() *cli.Command {
 			return show(c, out, func(w io.Writer) {
 				rows := [][]string{}
 				for _, t := range out {
-					rows = append(rows, []string{t.Name, when(t.CreatedAt)})
+					rows = append(rows, []string{t.Name, orDash(t.Description), when(t.CreatedAt)})
 				}
-				printTable(w, []string{"NAME", "CREATED"}, rows)
+				printTable(w, []string{"NAME", "DESCRIPTION", "CREATED"}, rows)
 			})
 		}},
 		tenantMoveCommand("assign", api.Ops.TenantAssign(), "hand a rack (and its machines) or one machine to a tenant", "assigned to"),

@@ -190,6 +190,17 @@ func TestEveryCommandExitsAsDocumented(t *testing.T) {
 		"lab":                  {{[]string{"lab", "bmc", "--help"}, 0}, {[]string{"lab", "bmc"}, exitUsage}},
 		"job list":             {{[]string{"job", "list", "-o", "json"}, 0}, {[]string{"job", "list", "--rack", "zz"}, exitNotFound}, {[]string{"job", "list", "--hall", "zz"}, exitNotFound}, {[]string{"job", "list", "--state", "bogus"}, exitUsage}, {[]string{"job", "list", "--kind", "bogus"}, exitUsage}},
 		"completion":           {{[]string{"completion", "bash"}, 0}, {[]string{"completion", "fish"}, exitUsage}},
+		// Leaves run in the command table's order: create before update
+		// before delete.
+		"site update":   {{[]string{"site", "update", "riyadh-1", "--description", "Riyadh campus", "-o", "json"}, 0}, {[]string{"site", "update", "zz", "--description", "x"}, exitNotFound}, {[]string{"site", "update", "riyadh-1"}, exitUsage}},
+		"site delete":   {{[]string{"site", "delete", "riyadh-1"}, exitConflict}, {[]string{"site", "delete", "zz"}, exitNotFound}, {[]string{"site", "delete", "s2"}, 0}},
+		"hall update":   {{[]string{"hall", "update", "h2", "--site", "riyadh-1", "-o", "json"}, 0}, {[]string{"hall", "update", "h2", "--site", "zz"}, exitNotFound}, {[]string{"hall", "update", "zz", "--site", "riyadh-1"}, exitNotFound}, {[]string{"hall", "update", "h2"}, exitUsage}},
+		"hall delete":   {{[]string{"hall", "delete", "hall-a"}, exitConflict}, {[]string{"hall", "delete", "zz"}, exitNotFound}, {[]string{"hall", "delete", "h2"}, 0}},
+		"phase delete":  {{[]string{"phase", "delete", "--hall", "hall-a", "--number", "1"}, exitConflict}, {[]string{"phase", "delete", "--hall", "hall-a", "--number", "9"}, exitNotFound}, {[]string{"phase", "delete", "--hall", "hall-a", "--number", "x"}, exitUsage}},
+		"subnet update": {{[]string{"subnet", "update", "prov", "--range", "127.77.0.100-127.77.0.150", "--dns", "127.0.0.53", "-o", "json"}, 0}, {[]string{"subnet", "update", "prov", "--gateway", "127.78.0.1"}, exitUsage}, {[]string{"subnet", "update", "zz", "--dns", ""}, exitNotFound}, {[]string{"subnet", "update", "prov"}, exitUsage}},
+		"subnet delete": {{[]string{"subnet", "delete", "zz"}, exitNotFound}, {[]string{"subnet", "delete", "prov"}, 0}},
+		"tenant update": {{[]string{"tenant", "update", "bank-x", "--description", "Bank X", "-o", "json"}, 0}, {[]string{"tenant", "update", "zz", "--description", "x"}, exitNotFound}, {[]string{"tenant", "update", "bank-x"}, exitUsage}},
+		"tenant delete": {{[]string{"tenant", "delete", "zz"}, exitNotFound}, {[]string{"tenant", "delete", "telco-y"}, 0}},
 	}
 	leaves := leafCommands(newApp(io.Discard, io.Discard).Commands, "")
 	for _, l := range leaves {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -174,15 +175,23 @@ func auditCommand() *cli.Command {
 		{Name: "list", Usage: "list audit events",
 			UsageText: `metalhall audit list [--since 1h|2d|YYYY-MM-DD|RFC3339] [--actor TOKEN_ID|LABEL]
                    [--action ACTION|PREFIX.] [--outcome ok|refused|failed] [--tenant TENANT]
+                   [--limit N] [--after SEQ | --before SEQ]
 
-The newest 1000 events that match --since and --actor; --action, --outcome
-and --tenant narrow those.`,
+A page of the events that match, in order: the newest --limit (1000) of
+them, or those before --before SEQ (paging back), or the oldest --limit
+after --after SEQ (paging forward; the next page is --after the last SEQ
+printed, and no event is skipped or shown twice while others are written).
+A page shorter than --limit is the last; on a terminal, a full one says
+where the next starts.`,
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "since", Usage: "events from this long ago (90m, 1h, 2d), this date, or this RFC 3339 time on"},
 				&cli.StringFlag{Name: "actor", Usage: "a token's ID or label ('metalhall token list')"},
 				&cli.StringFlag{Name: "action", Usage: "an action (machine.provision) or a prefix ending in '.' (machine.)"},
 				&cli.StringFlag{Name: "outcome", Usage: "ok, refused or failed"},
 				&cli.StringFlag{Name: "tenant", Usage: "only events about this tenant's objects"},
+				&cli.IntFlag{Name: "limit", Usage: "events in a page, 1 to 10000 (default 1000)"},
+				&cli.StringFlag{Name: "after", Usage: "page forward: events after this SEQ, oldest first"},
+				&cli.StringFlag{Name: "before", Usage: "page back: events before this SEQ, newest first"},
 				outputFlag(),
 			},
 			Action: func(c *cli.Context) error {
@@ -198,8 +207,20 @@ and --tenant narrow those.`,
 				default:
 					return usagef("--outcome %q: use ok, refused or failed", o)
 				}
-				out, labels, err := auditEvents(c.Context, client(c), auditQuery{since: since, actor: c.String("actor"),
-					action: c.String("action"), outcome: c.String("outcome"), tenant: c.String("tenant")})
+				q := auditQuery{since: since, actor: c.String("actor"), action: c.String("action"), outcome: c.String("outcome"),
+					tenant: c.String("tenant"), limit: c.Int("limit"), after: c.String("after"), before: c.String("before")}
+				if c.IsSet("limit") && (q.limit < 1 || q.limit > 10000) {
+					return usagef("--limit %d: give 1 to 10000", q.limit)
+				}
+				for flag, v := range map[string]string{"after": q.after, "before": q.before} {
+					if _, err := strconv.ParseUint(v, 10, 64); v != "" && err != nil {
+						return usagef("--%s %q: give the SEQ of an event (the first column, or seq in -o json)", flag, v)
+					}
+				}
+				if q.after != "" && q.before != "" {
+					return usagef("audit list: give --after (page forward) or --before (page back), not both")
+				}
+				out, labels, err := auditEvents(c.Context, client(c), q)
 				if err != nil {
 					return err
 				}
@@ -210,9 +231,12 @@ and --tenant narrow those.`,
 						if l := labels[e.Actor]; l != "" {
 							actor = l + " (" + e.Actor + ")"
 						}
-						rows = append(rows, []string{when(e.Time), actor, orDash(e.Role), orDash(e.Tenant), e.Action, e.Subject, orDash(e.Outcome), orDash(clip(e.Detail, 80))})
+						rows = append(rows, []string{strconv.FormatUint(e.Seq, 10), when(e.Time), actor, orDash(e.Role), orDash(e.Tenant), e.Action, e.Subject, orDash(e.Outcome), orDash(clip(e.Detail, 80))})
 					}
-					printTable(w, []string{"TIME", "ACTOR", "ROLE", "TENANT", "ACTION", "SUBJECT", "OUTCOME", "DETAIL"}, rows)
+					printTable(w, []string{"SEQ", "TIME", "ACTOR", "ROLE", "TENANT", "ACTION", "SUBJECT", "OUTCOME", "DETAIL"}, rows)
+					if next := auditNextPage(q, out); next != "" {
+						fmt.Fprintln(c.App.ErrWriter, next)
+					}
 				})
 			}},
 	}}

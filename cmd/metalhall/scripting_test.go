@@ -184,7 +184,7 @@ func TestEveryCommandExitsAsDocumented(t *testing.T) {
 		"token create":         {{[]string{"token", "create", "--role", "bogus"}, exitUsage}, {[]string{"token", "create", "--role", "technician", "-o", "json"}, 0}},
 		"token list":           {{[]string{"token", "list", "-o", "json"}, 0}},
 		"token revoke":         {{[]string{"token", "revoke", "zz"}, exitNotFound}},
-		"audit list":           {{[]string{"audit", "list", "-o", "json"}, 0}},
+		"audit list":           {{[]string{"audit", "list", "-o", "json"}, 0}, {[]string{"audit", "list", "--limit", "5", "--after", "1", "-o", "json"}, 0}, {[]string{"audit", "list", "--limit", "0"}, exitUsage}, {[]string{"audit", "list", "--after", "x"}, exitUsage}, {[]string{"audit", "list", "--after", "1", "--before", "9"}, exitUsage}},
 		"backup":               {{[]string{"backup", "--out", filepath.Join(dir, "b.db"), "-o", "json"}, 0}, {[]string{"backup"}, exitUsage}},
 		"bootenv build":        {{[]string{"bootenv", "build"}, exitUsage}},
 		"lab":                  {{[]string{"lab", "bmc", "--help"}, 0}, {[]string{"lab", "bmc"}, exitUsage}},

@@ -176,7 +176,7 @@ func phaseCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "phase %d of hall %s is %s\n", out.Number, out.Hall, out.State) })
+				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "phase %d of hall %s %s\n", out.Number, out.Hall, nowIn(string(out.State))) })
 			}},
 	}}
 }
@@ -245,7 +245,7 @@ func rackCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "rack %s is %s\n", out.Name, out.State) })
+				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "rack %s %s\n", out.Name, nowIn(string(out.State))) })
 			}},
 		{Name: "import", Usage: "import a rack manifest (YAML or CSV): all of it, or nothing",
 			UsageText: "metalhall rack import --file MANIFEST\n\nSee docs/manifest-example.yaml for the format.",

@@ -142,7 +142,7 @@ Example:
 				if err != nil {
 					return err
 				}
-				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "machine %s is %s\n", out.Name, out.State) })
+				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "machine %s %s\n", out.Name, nowIn(string(out.State))) })
 			}},
 		{Name: "events", Usage: "a machine's events: boot steps, state changes, actions", UsageText: "metalhall machine events [--follow] NAME",
 			Flags: []cli.Flag{&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new events until interrupted"},

@@ -177,3 +177,12 @@ func noArgs(c *cli.Context) error {
 	}
 	return nil
 }
+
+// nowIn says where something stands after a change of state, in words:
+// "is in maintenance", "is now active" (not "is maintenance").
+func nowIn(state string) string {
+	if state == "maintenance" {
+		return "is in maintenance"
+	}
+	return "is now " + state
+}

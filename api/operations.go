@@ -224,3 +224,21 @@ func (Operations) TenantUpdate() Op[TenantUpdate, inventory.Tenant] {
 }
 
 func (Operations) TenantDelete() Op[NoBody, NoReply] { return op[NoBody, NoReply]("tenant.delete") }
+
+func (Operations) ProfileList() Op[NoBody, []ProfileSummary] {
+	return op[NoBody, []ProfileSummary]("profile.list")
+}
+
+func (Operations) ProfileShow() Op[NoBody, ProfileDetail] {
+	return op[NoBody, ProfileDetail]("profile.show")
+}
+
+func (Operations) ProfileValidate() Op[Upload, ProfileDetail] {
+	return op[Upload, ProfileDetail]("profile.validate")
+}
+
+func (Operations) ProfileImport() Op[Upload, ProfileDetail] {
+	return op[Upload, ProfileDetail]("profile.import")
+}
+
+func (Operations) ProfileDelete() Op[NoBody, NoReply] { return op[NoBody, NoReply]("profile.delete") }

@@ -44,6 +44,9 @@ type Config struct {
 	BMC BMC
 	// Images imports and deletes images; nil answers those with 503.
 	Images ImageStore
+	// Profiles holds the hardware profiles; nil answers those with 503
+	// and checks no manifest's profiles.
+	Profiles Profiles
 	// RefusalAuditEvery is how often at most one audit record sums up the
 	// requests refused for want of a valid token [1m].
 	RefusalAuditEvery time.Duration
@@ -61,6 +64,8 @@ type Server struct {
 	prov    Provisioner
 	bmc     BMC
 	images  ImageStore
+	// profiles: see Config.Profiles.
+	profiles Profiles
 
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
@@ -87,7 +92,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{inv: cfg.Store, sealer: cfg.Sealer, log: cfg.Logger, maxBody: cfg.MaxBody,
 		mux: http.NewServeMux(), reg: cfg.Registry, touched: map[string]time.Time{},
-		prov: cfg.Provisioner, bmc: cfg.BMC, images: cfg.Images}
+		prov: cfg.Provisioner, bmc: cfg.BMC, images: cfg.Images, profiles: cfg.Profiles}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "metalhall_api_requests_total", Help: "API requests by route and status code.",
 	}, []string{"route", "code"})

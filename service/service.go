@@ -322,7 +322,8 @@ func (s *Service) provision(ctx context.Context) error {
 		return err
 	}
 	s.onClose(httpBoot.Close)
-	apiSrv, err := api.New(api.Config{Store: inv, Sealer: sealer, Logger: log, Provisioner: engine, BMC: s.machines, Images: imgs, Registry: s.reg})
+	apiSrv, err := api.New(api.Config{Store: inv, Sealer: sealer, Logger: log, Provisioner: engine, BMC: s.machines, Images: imgs, Registry: s.reg,
+		Profiles: provisioner.ProfileDir(cfg.ProfilesDir)})
 	if err != nil {
 		return err
 	}

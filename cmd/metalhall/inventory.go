@@ -176,7 +176,9 @@ func phaseCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "phase %d of hall %s %s\n", out.Number, out.Hall, nowIn(string(out.State))) })
+				return show(c, out, func(w io.Writer) {
+					fmt.Fprintf(w, "phase %d of hall %s %s\n", out.Number, out.Hall, nowIn(string(out.State)))
+				})
 			}},
 	}}
 }

@@ -19,8 +19,8 @@ import (
 func subnetCommand() *cli.Command {
 	return &cli.Command{Name: "subnet", Usage: "provisioning subnets", Subcommands: []*cli.Command{
 		{Name: "create", Usage: "create a subnet", UsageText: "metalhall subnet create --cidr CIDR --gateway IP [--range FIRST-LAST] [--dns IP,...] NAME",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "cidr", Required: true}, &cli.StringFlag{Name: "gateway", Required: true},
-				&cli.StringFlag{Name: "range", Usage: "dynamic range for machines not yet enrolled"}, &cli.StringFlag{Name: "dns"}, outputFlag()},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "cidr", Required: true, Usage: "the subnet's network, e.g. 10.1.0.0/24"}, &cli.StringFlag{Name: "gateway", Required: true, Usage: "the router machines are given, inside the CIDR"},
+				&cli.StringFlag{Name: "range", Usage: "dynamic range for machines not yet enrolled"}, &cli.StringFlag{Name: "dns", Usage: "DNS servers machines are given, comma-separated"}, outputFlag()},
 			Action: func(c *cli.Context) error {
 				n, err := name(c, "subnet")
 				if err != nil {
@@ -94,7 +94,7 @@ func tenantCommand() *cli.Command {
 func tenantMoveCommand(verb string, op api.Op[api.TenantAssign, api.TenantAssign], usage, done string) *cli.Command {
 	return &cli.Command{Name: verb, Usage: usage,
 		UsageText: "metalhall tenant " + verb + " --tenant TENANT (--rack RACK | --machine MACHINE)",
-		Flags:     []cli.Flag{&cli.StringFlag{Name: "tenant", Required: true}, &cli.StringFlag{Name: "rack"}, &cli.StringFlag{Name: "machine"}, outputFlag()},
+		Flags:     []cli.Flag{&cli.StringFlag{Name: "tenant", Required: true, Usage: "the tenant"}, &cli.StringFlag{Name: "rack", Usage: "a rack, with every machine in it"}, &cli.StringFlag{Name: "machine", Usage: "one machine"}, outputFlag()},
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
@@ -121,7 +121,7 @@ func tokenCommand() *cli.Command {
 	return &cli.Command{Name: "token", Usage: "API tokens (admin)", Subcommands: []*cli.Command{
 		{Name: "create", Usage: "create a token; its secret is printed once",
 			UsageText: "metalhall token create --role admin|technician|tenant [--tenant TENANT] [--label TEXT] [--ttl 90d|720h]",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "role", Required: true}, &cli.StringFlag{Name: "tenant"}, &cli.StringFlag{Name: "label"},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "role", Required: true, Usage: "admin, technician or tenant"}, &cli.StringFlag{Name: "tenant", Usage: "the tenant a tenant token acts for (with --role tenant)"}, &cli.StringFlag{Name: "label", Usage: "a name for people and for audit list --actor, e.g. ops-day"},
 				&cli.StringFlag{Name: "ttl", Usage: "how long the token works, e.g. 90d or 720h (default: admin 30d, technician 90d, tenant 365d)"}, outputFlag()},
 			Action: func(c *cli.Context) error {
 				if err := noArgs(c); err != nil {

@@ -14,6 +14,15 @@ import (
 // names what depends on it, so nothing is left pointing at a name that is
 // gone. The checks run inside the deleting transaction.
 
+// namesOf lists what name says of each x.
+func namesOf[T any](xs []T, name func(*T) string) []string {
+	out := make([]string, len(xs))
+	for i := range xs {
+		out[i] = name(&xs[i])
+	}
+	return out
+}
+
 // dependentsError refuses a delete: kind name still has these.
 func dependentsError(kind, name string, n int, one, many string, names []string, fix string) error {
 	return &ConflictError{Msg: fmt.Sprintf("%s %s still has %s: %s; %s first", kind, name, countNoun(n, one, many), listNames(names), fix)}
@@ -30,11 +39,7 @@ func (s *Store) DeleteSite(ctx context.Context, name string) error {
 			return err
 		}
 		if len(halls) > 0 {
-			names := make([]string, len(halls))
-			for i, h := range halls {
-				names[i] = h.Name
-			}
-			return dependentsError("site", name, len(halls), "hall", "halls", names, "delete them or move them to another site")
+			return dependentsError("site", name, len(halls), "hall", "halls", namesOf(halls, func(h *Hall) string { return h.Name }), "delete them or move them to another site")
 		}
 		return bkt(tx, bSites).Delete([]byte(name))
 	})
@@ -99,10 +104,7 @@ func (s *Store) DeleteSubnet(ctx context.Context, name string) error {
 			return fmt.Errorf("subnet %q: stored CIDR %q: %w", name, sn.CIDR, err)
 		}
 		if rs := subnetReservations(tx, prefix); len(rs) > 0 {
-			names := make([]string, len(rs))
-			for i, r := range rs {
-				names[i] = fmt.Sprintf("%s (%s)", r.machine, r.ip)
-			}
+			names := namesOf(rs, func(r *reservation) string { return fmt.Sprintf("%s (%s)", r.machine, r.ip) })
 			return dependentsError("subnet", name, len(rs), "machine with a reserved address", "machines with reserved addresses", names,
 				"change their addresses or delete them")
 		}
@@ -137,44 +139,28 @@ func (s *Store) DeleteTenant(ctx context.Context, name string) error {
 			return err
 		}
 		if len(racks) > 0 {
-			names := make([]string, len(racks))
-			for i, r := range racks {
-				names[i] = r.Name
-			}
-			return dependentsError("tenant", name, len(racks), "rack", "racks", names, "unassign them")
+			return dependentsError("tenant", name, len(racks), "rack", "racks", namesOf(racks, func(r *Rack) string { return r.Name }), "unassign them")
 		}
 		machines, err := list(tx, bMachines, func(m *Machine) bool { return m.Tenant == name })
 		if err != nil {
 			return err
 		}
 		if len(machines) > 0 {
-			names := make([]string, len(machines))
-			for i, m := range machines {
-				names[i] = m.Name
-			}
-			return dependentsError("tenant", name, len(machines), "machine", "machines", names, "release and unassign them")
+			return dependentsError("tenant", name, len(machines), "machine", "machines", namesOf(machines, func(m *Machine) string { return m.Name }), "release and unassign them")
 		}
 		tokens, err := list(tx, bTokens, func(t *Token) bool { return t.Tenant == name && t.Live(now) })
 		if err != nil {
 			return err
 		}
 		if len(tokens) > 0 {
-			names := make([]string, len(tokens))
-			for i, t := range tokens {
-				names[i] = t.ID
-			}
-			return dependentsError("tenant", name, len(tokens), "live token", "live tokens", names, "revoke them")
+			return dependentsError("tenant", name, len(tokens), "live token", "live tokens", namesOf(tokens, func(t *Token) string { return t.ID }), "revoke them")
 		}
 		images, err := list(tx, bImages, func(img *Image) bool { return img.Tenant == name })
 		if err != nil {
 			return err
 		}
 		if len(images) > 0 {
-			names := make([]string, len(images))
-			for i, img := range images {
-				names[i] = img.Name
-			}
-			return dependentsError("tenant", name, len(images), "private image", "private images", names, "delete them")
+			return dependentsError("tenant", name, len(images), "private image", "private images", namesOf(images, func(img *Image) string { return img.Name }), "delete them")
 		}
 		return bkt(tx, bTenants).Delete([]byte(name))
 	})

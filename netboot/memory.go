@@ -40,15 +40,22 @@ func NewMemoryAddresses() *MemoryAddresses {
 // (invalid for the server's own segment); start..end is its dynamic range
 // (both invalid for none).
 func (m *MemoryAddresses) AddSegment(s Subnet, relay, start, end netip.Addr) error {
+	if err := checkSegment(s, start, end); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.segments = append(m.segments, &memSegment{subnet: s, relay: relay, start: start, end: end, next: start})
+	return nil
+}
+
+func checkSegment(s Subnet, start, end netip.Addr) error {
 	if !s.Prefix.IsValid() {
 		return errors.New("segment: prefix required")
 	}
 	if start.IsValid() && (!s.Prefix.Contains(start) || !s.Prefix.Contains(end) || end.Less(start)) {
 		return fmt.Errorf("segment %s: dynamic range %s-%s is not inside it", s.Prefix, start, end)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.segments = append(m.segments, &memSegment{subnet: s, relay: relay, start: start, end: end, next: start})
 	return nil
 }
 
@@ -57,11 +64,8 @@ func (m *MemoryAddresses) AddSegment(s Subnet, relay, start, end netip.Addr) err
 // out stay with their MACs and answer the new options from the next
 // packet; the next allocation starts at the range's start.
 func (m *MemoryAddresses) SetSegment(s Subnet, relay, start, end netip.Addr) error {
-	if !s.Prefix.IsValid() {
-		return errors.New("segment: prefix required")
-	}
-	if start.IsValid() && (!s.Prefix.Contains(start) || !s.Prefix.Contains(end) || end.Less(start)) {
-		return fmt.Errorf("segment %s: dynamic range %s-%s is not inside it", s.Prefix, start, end)
+	if err := checkSegment(s, start, end); err != nil {
+		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

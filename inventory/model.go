@@ -213,6 +213,10 @@ type Event struct {
 // with a letter or digit, at most 63 characters.
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
+// ValidateName checks a name by the rule every handle follows, for what
+// is named outside the store (hardware profiles).
+func ValidateName(field, name string) error { return checkName(field, name) }
+
 func checkName(field, name string) error {
 	if name == "" {
 		return invalid(field, "is required")

@@ -91,8 +91,10 @@ func (e *ProfileError) Error() string {
 
 // checkProfileName keeps a profile's name a file name in the directory.
 func checkProfileName(name string) error {
-	if name == "" || len(name) > 63 || strings.ContainsAny(name, "/\\ ") || strings.HasPrefix(name, ".") {
-		return &ProfileError{Name: name, Msg: "not a profile name: use letters, digits, '-', '_' or '.', not starting with '.'"}
+	// The store's rule for names keeps a profile's name a plain file name
+	// in the directory: no separator, no leading dot.
+	if err := inventory.ValidateName("profile", name); err != nil {
+		return &ProfileError{Name: name, Msg: err.Error()}
 	}
 	return nil
 }

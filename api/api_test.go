@@ -69,7 +69,10 @@ func newFixture(t *testing.T) *fixture {
 	prov := must(provisioner.New(inv, nopBMC{}, provisioner.Config{TokenKey: key}))
 	dataDir := t.TempDir()
 	imgs := must(images.Open(filepath.Join(dataDir, "images"), inv, images.Options{NoSync: true, URLPolicy: images.URLPolicy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}}))
-	srv := must(New(Config{Store: inv, Sealer: sealer, Provisioner: prov, BMC: nopBMC{}, Images: imgs,
+	profiles := provisioner.ProfileDir(filepath.Join(t.TempDir(), "profiles"))
+	must(profiles.PutProfile(ctx, "hgx-h100", []byte(profileYAML)))
+	must(profiles.PutProfile(ctx, "spare", []byte("min_disks: 1\n")))
+	srv := must(New(Config{Store: inv, Sealer: sealer, Provisioner: prov, BMC: nopBMC{}, Images: imgs, Profiles: profiles,
 		Backups: backup.NewSource(inv, dataDir, key, "test", nil)}))
 	f := &fixture{t: t, inv: inv, sealer: sealer, srv: srv, tokens: map[string]string{}}
 	f.http = httptest.NewServer(srv.Handler())
@@ -142,6 +145,9 @@ func (f *fixture) do(who, method, path string, body any) (int, []byte) {
 	data, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, data
 }
+
+// profileYAML is the fixture's hgx-h100 profile.
+const profileYAML = "gpu_model: H100\ngpu_count: 8\nos_disk: nvme0n1\n"
 
 const manifestYAML = `rack:
   name: rnew
@@ -225,6 +231,30 @@ func example(action string) (vars map[string]string, body any) {
 		return map[string]string{"name": "ma"}, MachineUpdate{Profile: &profile}
 	case "rack.commission":
 		return map[string]string{"name": "ra"}, nil
+	case "site.update":
+		d := "campus"
+		return map[string]string{"name": "s1"}, SiteUpdate{Description: &d}
+	case "hall.update":
+		site := "s1"
+		return map[string]string{"name": "h1"}, HallUpdate{Site: &site}
+	case "subnet.update":
+		gw := "10.51.0.254"
+		return map[string]string{"name": "sempty"}, SubnetUpdate{Gateway: &gw}
+	case "tenant.update":
+		d := "Tenant A, ops@ta.example"
+		return map[string]string{"name": "ta"}, TenantUpdate{Description: &d}
+	case "site.delete", "hall.delete", "subnet.delete", "tenant.delete":
+		return map[string]string{"name": "sempty"}, nil
+	case "phase.delete":
+		return map[string]string{"name": "h1", "number": "2"}, nil
+	case "profile.show":
+		return map[string]string{"name": "hgx-h100"}, nil
+	case "profile.validate":
+		return nil, profileYAML
+	case "profile.import":
+		return map[string]string{"name": "hgx-h200"}, "gpu_model: H200\ngpu_count: 8\nos_disk: nvme0n1\n"
+	case "profile.delete":
+		return map[string]string{"name": "spare"}, nil
 	case "image.show", "image.delete":
 		return map[string]string{"name": "ta-img"}, nil
 	case "image.import":

@@ -185,11 +185,17 @@ func TestAuthorizationTable(t *testing.T) {
 					}
 					must(f.srv.prov.Submit(ctx, provisioner.Request{Kind: inventory.JobPower, Machine: vars["name"], PowerAction: inventory.PowerOn, ActorRole: asker}))
 				}
-				if rt.action == "job.resume" {
+				switch rt.action {
+				case "job.resume":
 					// There is something to resume only on a restored copy.
 					if err := f.inv.SetHold(ctx, inventory.Hold{Reason: "restored from a backup"}); err != nil {
 						t.Fatal(err)
 					}
+				case "site.delete", "hall.delete", "subnet.delete", "subnet.update", "tenant.delete":
+					// An empty one to delete (or change): deletes of what
+					// something depends on are refused, and
+					// inventory/objectedit_test.go checks those.
+					makeEmpty(t, f.inv, rt.action)
 				}
 				token := who.token
 				if token == "BAD" {
@@ -221,5 +227,26 @@ func TestAuthorizationTable(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// makeEmpty gives a delete (or edit) row its object, named "sempty",
+// holding nothing.
+func makeEmpty(t *testing.T, inv *inventory.Store, action string) {
+	t.Helper()
+	ctx := context.Background()
+	var err error
+	switch action {
+	case "site.delete":
+		_, err = inv.CreateSite(ctx, inventory.Site{Name: "sempty"})
+	case "hall.delete":
+		_, err = inv.CreateHall(ctx, inventory.Hall{Name: "sempty", Site: "s1"})
+	case "subnet.delete", "subnet.update":
+		_, err = inv.CreateSubnet(ctx, inventory.Subnet{Name: "sempty", CIDR: "10.51.0.0/24", Gateway: "10.51.0.1"})
+	case "tenant.delete":
+		_, err = inv.CreateTenant(ctx, inventory.Tenant{Name: "sempty"})
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/metalhall/metalhall/images"
 	"github.com/metalhall/metalhall/inventory"
+	"github.com/metalhall/metalhall/provisioner"
 )
 
 // httpError is an error with the status and code it is answered with.
@@ -46,6 +47,8 @@ func classify(err error) (int, string, string) {
 		ure *images.URLRefusedError
 
 		held *inventory.HeldError
+		pfe  *provisioner.ProfileError
+		pnf  *provisioner.ProfileNotFoundError
 	)
 	switch {
 	case errors.As(err, &he):
@@ -60,6 +63,10 @@ func classify(err error) (int, string, string) {
 		return http.StatusRequestEntityTooLarge, "quota_exceeded", err.Error() + " (metalhall image delete NAME)"
 	case errors.As(err, &ure) && !ure.Self:
 		return http.StatusBadRequest, "invalid", err.Error() + " (metalhall serve --image-url-allow CIDR|HOST)"
+	case errors.As(err, &pfe):
+		return http.StatusBadRequest, "invalid", err.Error()
+	case errors.As(err, &pnf):
+		return http.StatusNotFound, "not_found", err.Error() + " (metalhall profile list)"
 	case errors.As(err, &be):
 		return http.StatusConflict, "conflict", fmt.Sprintf("%v (metalhall machine cancel %s)", err, be.Machine)
 	case errors.As(err, &held):

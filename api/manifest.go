@@ -259,6 +259,9 @@ func (s *Server) importRack(c *call) (int, any, error) {
 	if len(m.Machines) > inventory.MaxRackUnits {
 		return 0, nil, badRequest("manifest lists %d machines; a rack holds at most %d (one per unit)", len(m.Machines), inventory.MaxRackUnits)
 	}
+	if err := s.checkManifestProfiles(c.ctx(), m.Machines); err != nil {
+		return 0, nil, err
+	}
 	for i, mm := range m.Machines {
 		e, err := s.enrollment(MachineEnroll{Name: mm.Name, Rack: m.Rack.Name, Unit: mm.Unit, Height: mm.Height, MACs: mm.MACs,
 			BMCAddress: mm.BMC.Address, BMCProtocol: mm.BMC.Protocol, BMCUser: mm.BMC.User, BMCPassword: mm.BMC.Password,

@@ -209,3 +209,46 @@ func (Operations) MachineUpdate() Op[MachineUpdate, Machine] {
 func (Operations) TokenWhoami() Op[NoBody, WhoAmI] { return op[NoBody, WhoAmI]("token.whoami") }
 
 func (Operations) EventList() Op[NoBody, EventPage] { return op[NoBody, EventPage]("event.list") }
+func (Operations) SiteUpdate() Op[SiteUpdate, inventory.Site] {
+	return op[SiteUpdate, inventory.Site]("site.update")
+}
+
+func (Operations) SiteDelete() Op[NoBody, NoReply] { return op[NoBody, NoReply]("site.delete") }
+
+func (Operations) HallUpdate() Op[HallUpdate, inventory.Hall] {
+	return op[HallUpdate, inventory.Hall]("hall.update")
+}
+
+func (Operations) HallDelete() Op[NoBody, NoReply] { return op[NoBody, NoReply]("hall.delete") }
+
+func (Operations) PhaseDelete() Op[NoBody, NoReply] { return op[NoBody, NoReply]("phase.delete") }
+
+func (Operations) SubnetUpdate() Op[SubnetUpdate, inventory.Subnet] {
+	return op[SubnetUpdate, inventory.Subnet]("subnet.update")
+}
+
+func (Operations) SubnetDelete() Op[NoBody, NoReply] { return op[NoBody, NoReply]("subnet.delete") }
+
+func (Operations) TenantUpdate() Op[TenantUpdate, inventory.Tenant] {
+	return op[TenantUpdate, inventory.Tenant]("tenant.update")
+}
+
+func (Operations) TenantDelete() Op[NoBody, NoReply] { return op[NoBody, NoReply]("tenant.delete") }
+
+func (Operations) ProfileList() Op[NoBody, []ProfileSummary] {
+	return op[NoBody, []ProfileSummary]("profile.list")
+}
+
+func (Operations) ProfileShow() Op[NoBody, ProfileDetail] {
+	return op[NoBody, ProfileDetail]("profile.show")
+}
+
+func (Operations) ProfileValidate() Op[Upload, ProfileDetail] {
+	return op[Upload, ProfileDetail]("profile.validate")
+}
+
+func (Operations) ProfileImport() Op[Upload, ProfileDetail] {
+	return op[Upload, ProfileDetail]("profile.import")
+}
+
+func (Operations) ProfileDelete() Op[NoBody, NoReply] { return op[NoBody, NoReply]("profile.delete") }

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/metalhall/metalhall/inventory"
@@ -50,7 +49,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", pattern: "/api/v1/tokens", action: "token.list", summary: "List tokens", roles: admin, reply: []Token{}, handle: s.listTokens},
 		{method: "DELETE", pattern: "/api/v1/tokens/{name}", action: "token.revoke", summary: "Revoke a token", roles: admin, reply: Token{}, handle: s.revokeToken},
 
-		{method: "GET", pattern: "/api/v1/audit", action: "audit.list", summary: "The audit trail (since=RFC3339, actor=TOKEN_ID); a tenant sees its own requests and what was done to its machines", roles: admin | tenant, reply: []inventory.Event{}, handle: s.listAudit},
+		{method: "GET", pattern: "/api/v1/audit", action: "audit.list", summary: "The audit trail, newest limit events (since=RFC3339, actor=TOKEN_ID (repeatable), action, outcome, tenant, limit; after=SEQ pages forward, before=SEQ back); a tenant sees its own requests and what was done to its machines", roles: admin | tenant, reply: []inventory.Event{}, handle: s.listAudit},
 		{method: "GET", pattern: "/api/v1/backup", action: "backup", summary: "A consistent copy of the database", roles: admin, raw: true, audited: true, handle: s.backup},
 	}
 }
@@ -342,12 +341,9 @@ func (s *Server) createSubnet(c *call) (int, any, error) {
 	}
 	c.subject = "subnet/" + in.Name
 	sn := inventory.Subnet{Name: in.Name, CIDR: in.CIDR, Gateway: in.Gateway, DNS: in.DNS}
-	if in.Range != "" {
-		first, last, ok := strings.Cut(in.Range, "-")
-		if !ok {
-			return 0, nil, &inventory.ValidationError{Field: "range", Msg: fmt.Sprintf("%q is not FIRST-LAST", in.Range)}
-		}
-		sn.RangeFirst, sn.RangeLast = strings.TrimSpace(first), strings.TrimSpace(last)
+	var err error
+	if sn.RangeFirst, sn.RangeLast, err = splitRange(in.Range); err != nil {
+		return 0, nil, err
 	}
 	out, err := s.inv.CreateSubnet(c.ctx(), sn)
 	return http.StatusCreated, out, err
@@ -364,7 +360,7 @@ func (s *Server) createTenant(c *call) (int, any, error) {
 		return 0, nil, err
 	}
 	c.subject = "tenant/" + in.Name
-	out, err := s.inv.CreateTenant(c.ctx(), inventory.Tenant{Name: in.Name})
+	out, err := s.inv.CreateTenant(c.ctx(), inventory.Tenant{Name: in.Name, Description: in.Description})
 	return http.StatusCreated, out, err
 }
 
@@ -424,14 +420,9 @@ func (s *Server) revokeToken(c *call) (int, any, error) {
 }
 
 func (s *Server) listAudit(c *call) (int, any, error) {
-	q := c.r.URL.Query()
-	f := inventory.EventFilter{Actor: q.Get("actor")}
-	if since := q.Get("since"); since != "" {
-		t, err := time.Parse(time.RFC3339, since)
-		if err != nil {
-			return 0, nil, badRequest("since %q is not an RFC 3339 time such as 2026-11-24T09:00:00Z", since)
-		}
-		f.Since = t
+	f, err := auditFilter(c.r.URL.Query())
+	if err != nil {
+		return 0, nil, err
 	}
 	if c.p.Role == inventory.RoleTenant {
 		out, err := s.tenantAudit(c, f)

@@ -46,6 +46,9 @@ type Config struct {
 	Images ImageStore
 	// Backups writes backup archives; nil answers them with 503.
 	Backups Backups
+	// Profiles holds the hardware profiles; nil answers those with 503
+	// and checks no manifest's profiles.
+	Profiles Profiles
 	// RefusalAuditEvery is how often at most one audit record sums up the
 	// requests refused for want of a valid token [1m].
 	RefusalAuditEvery time.Duration
@@ -64,6 +67,8 @@ type Server struct {
 	bmc     BMC
 	images  ImageStore
 	backups Backups
+	// profiles: see Config.Profiles.
+	profiles Profiles
 
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
@@ -94,7 +99,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{inv: cfg.Store, sealer: cfg.Sealer, log: cfg.Logger, maxBody: cfg.MaxBody,
 		mux: http.NewServeMux(), reg: cfg.Registry, touched: map[string]time.Time{},
-		prov: cfg.Provisioner, bmc: cfg.BMC, images: cfg.Images, backups: cfg.Backups}
+		prov: cfg.Provisioner, bmc: cfg.BMC, images: cfg.Images, backups: cfg.Backups, profiles: cfg.Profiles}
 	s.waits, s.stopWaits = context.WithCancel(context.Background())
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "metalhall_api_requests_total", Help: "API requests by route and status code.",

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -169,20 +170,23 @@ func (s *Server) tenantAudit(c *call, f inventory.EventFilter) ([]inventory.Even
 	if err != nil {
 		return nil, err
 	}
-	if f.Actor != "" && f.Actor != c.p.TokenID {
+	if asked := append(slices.Clone(f.Actors), f.Actor); len(asked) > 1 || asked[0] != "" {
 		// Staff token IDs are not shown to tenants, so they cannot be
 		// asked for either: only the tenant's own tokens.
 		tokens, err := s.inv.Tokens(c.ctx())
 		if err != nil {
 			return nil, err
 		}
-		own := false
+		var own []string
 		for _, t := range tokens {
-			own = own || (t.ID == f.Actor && t.Tenant == c.p.Tenant)
+			if t.Tenant == c.p.Tenant && slices.Contains(asked, t.ID) {
+				own = append(own, t.ID)
+			}
 		}
-		if !own {
+		if len(own) == 0 {
 			return []inventory.Event{}, nil
 		}
+		f.Actor, f.Actors = "", own
 	}
 	evs, err := s.inv.Events(c.ctx(), f)
 	return c.viewEvents(evs, ms...), err

@@ -174,7 +174,7 @@ func fillPattern(rt route, values []string) (string, error) {
 // table is every route the server serves, in the order it registers them.
 func (s *Server) table() []route {
 	return slices.Concat(s.routeTable(), s.jobRoutes(), s.imageRoutes(), s.eraseRoutes(),
-		s.acceptanceRoutes(), s.firmwareRoutes(), s.cablingRoutes(), s.healthRoutes(), s.operatorRoutes(),
+		s.acceptanceRoutes(), s.firmwareRoutes(), s.cablingRoutes(), s.healthRoutes(), s.operatorRoutes(), s.objectRoutes(), s.profileRoutes(),
 		s.whoamiRoutes(), s.backupRoutes(), s.eventRoutes())
 }
 

@@ -94,7 +94,8 @@ type SubnetCreate struct {
 }
 
 type TenantCreate struct {
-	Name string `json:"name"`
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
 }
 
 // TenantAssign hands a rack (with its machines) or one machine to a tenant.

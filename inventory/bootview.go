@@ -186,12 +186,14 @@ type viewChanges struct {
 	// lastEvent is the newest event the transaction appended (0: none):
 	// not the boot view's, the event feed's (EventsCommitted).
 	lastEvent uint64
+	// subnetsDeleted are subnets removed, by name.
+	subnetsDeleted []string
 }
 
 func (c *viewChanges) reset() { *c = viewChanges{} }
 
 func (c *viewChanges) empty() bool {
-	return len(c.machines) == 0 && len(c.touched) == 0 && len(c.deleted) == 0 && len(c.jobs) == 0 && len(c.subnets) == 0
+	return len(c.machines) == 0 && len(c.touched) == 0 && len(c.deleted) == 0 && len(c.jobs) == 0 && len(c.subnets) == 0 && len(c.subnetsDeleted) == 0
 }
 
 // apply publishes a committed change set. Machines go before jobs: a
@@ -233,8 +235,8 @@ func (v *BootView) apply(c *viewChanges) {
 	for _, j := range c.jobs {
 		v.applyJob(j)
 	}
-	if len(c.subnets) > 0 {
-		subs := slices.Clone(v.subnets)
+	if len(c.subnets) > 0 || len(c.subnetsDeleted) > 0 {
+		subs := slices.DeleteFunc(slices.Clone(v.subnets), func(o BootSubnet) bool { return slices.Contains(c.subnetsDeleted, o.Name) })
 		for _, sn := range c.subnets {
 			bs := toBootSubnet(sn)
 			if i := slices.IndexFunc(subs, func(o BootSubnet) bool { return o.Name == bs.Name }); i >= 0 {

@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"slices"
-	"strings"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -82,25 +80,4 @@ func (s *Store) EventsAfter(ctx context.Context, f EventFilter, scan int) (out [
 		return nil
 	})
 	return out, next, err
-}
-
-// match says whether an event passes the filter's actor, tenant, tenancy,
-// kind, time and sequence fields (Subject is matched through the index).
-func (f *EventFilter) match(e *Event) bool {
-	if f.Actor != "" && e.Actor != f.Actor {
-		return false
-	}
-	if f.Tenant != "" && e.Tenant != f.Tenant && (e.Tenancy == "" || !slices.Contains(f.Tenancies, e.Tenancy)) {
-		return false
-	}
-	if f.Tenancy != "" && e.Tenancy != f.Tenancy {
-		return false
-	}
-	if len(f.Kinds) > 0 {
-		kind, _, _ := strings.Cut(e.Subject, "/")
-		if !slices.Contains(f.Kinds, kind) {
-			return false
-		}
-	}
-	return (f.Since.IsZero() || !e.Time.Before(f.Since)) && e.Seq > f.After
 }

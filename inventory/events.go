@@ -6,6 +6,9 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math"
+	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -87,6 +90,36 @@ type EventFilter struct {
 	// Kinds keeps only events about objects of these kinds: the part of
 	// the subject before the slash ("machine", "rack").
 	Kinds []string
+	// Actors narrows to events by any of these token IDs.
+	Actors []string
+	// Action is an action ("machine.update"), or a prefix of actions
+	// ending in "." ("machine.").
+	Action  string
+	Outcome string // ok, refused, failed
+	// Before keeps sequence numbers less than this (paging back).
+	Before uint64
+	// Oldest keeps the oldest Limit events after After instead of the
+	// newest: paging forward. Sequence numbers only grow, so a page read
+	// this way never changes under concurrent writes, and the next page
+	// starts after its last event.
+	Oldest bool
+}
+
+// match reports whether e passes every field of f but the subject (matched
+// through the index) and the sequence bounds.
+func (f *EventFilter) match(e *Event) bool {
+	if len(f.Kinds) > 0 {
+		kind, _, _ := strings.Cut(e.Subject, "/")
+		if !slices.Contains(f.Kinds, kind) {
+			return false
+		}
+	}
+	return (f.Actor == "" || e.Actor == f.Actor) && (len(f.Actors) == 0 || slices.Contains(f.Actors, e.Actor)) &&
+		(f.Tenant == "" || e.Tenant == f.Tenant || (e.Tenancy != "" && slices.Contains(f.Tenancies, e.Tenancy))) &&
+		(f.Tenancy == "" || e.Tenancy == f.Tenancy) &&
+		(f.Since.IsZero() || !e.Time.Before(f.Since)) &&
+		(f.Action == "" || e.Action == f.Action || strings.HasSuffix(f.Action, ".") && strings.HasPrefix(e.Action, f.Action)) &&
+		(f.Outcome == "" || e.Outcome == f.Outcome)
 }
 
 // Events returns events in order of sequence.
@@ -94,20 +127,41 @@ func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 	if f.Limit <= 0 {
 		f.Limit = 1000
 	}
+	before := f.Before
+	if before == 0 {
+		before = math.MaxUint64
+	}
 	var out []Event
+	// keep reports whether e is kept and whether the walk goes on.
+	keep := func(e *Event) (more bool) {
+		if f.Oldest && e.Seq >= before || !f.Oldest && e.Seq <= f.After {
+			return false
+		}
+		if e.Seq > f.After && e.Seq < before && f.match(e) {
+			out = append(out, *e)
+		}
+		return len(out) < f.Limit
+	}
 	err := s.view(func(tx *bolt.Tx) error {
 		events := bkt(tx, bEvents)
-		// Walk newest first so Limit keeps the most recent, then reverse.
 		if f.Subject != "" {
 			prefix := append([]byte(f.Subject), 0)
 			c := bkt(tx, bIdxSubject).Cursor()
-			k, _ := c.Seek(append(bytes.Clone(prefix), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))
-			if k == nil {
-				k, _ = c.Last()
+			var k []byte
+			step := c.Prev
+			if f.Oldest {
+				k, _ = c.Seek(append(bytes.Clone(prefix), u64(f.After+1)...))
+				step = c.Next
 			} else {
-				k, _ = c.Prev()
+				// Walk newest first so Limit keeps the most recent, then reverse.
+				k, _ = c.Seek(append(bytes.Clone(prefix), u64(before)...))
+				if k == nil {
+					k, _ = c.Last()
+				} else {
+					k, _ = c.Prev()
+				}
 			}
-			for ; k != nil && bytes.HasPrefix(k, prefix) && len(out) < f.Limit; k, _ = c.Prev() {
+			for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = step() {
 				if len(k) != len(prefix)+8 {
 					continue // another subject that starts with this one and a NUL
 				}
@@ -115,32 +169,39 @@ func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 				if err := getJSON(events, k[len(prefix):], &e); err != nil {
 					return fmt.Errorf("event index: %w", err)
 				}
-				if e.Seq <= f.After {
+				if !keep(&e) {
 					break
-				}
-				if f.match(&e) {
-					out = append(out, e)
 				}
 			}
+			return nil
+		}
+		c := events.Cursor()
+		var k, v []byte
+		step := c.Prev
+		if f.Oldest {
+			k, v = c.Seek(u64(f.After + 1))
+			step = c.Next
 		} else {
-			c := events.Cursor()
-			for k, v := c.Last(); k != nil && len(out) < f.Limit; k, v = c.Prev() {
-				var e Event
-				if err := json.Unmarshal(v, &e); err != nil {
-					return fmt.Errorf("event %x: %w", k, err)
-				}
-				if e.Seq <= f.After {
-					break
-				}
-				if f.match(&e) {
-					out = append(out, e)
-				}
+			k, v = c.Seek(u64(before))
+			if k == nil {
+				k, v = c.Last()
+			} else {
+				k, v = c.Prev()
+			}
+		}
+		for ; k != nil; k, v = step() {
+			var e Event
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("event %x: %w", k, err)
+			}
+			if !keep(&e) {
+				break
 			}
 		}
 		return nil
 	})
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
+	if !f.Oldest {
+		slices.Reverse(out)
 	}
 	return out, err
 }

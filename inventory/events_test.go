@@ -59,3 +59,62 @@ func TestTokens(t *testing.T) {
 	}
 	wantErr[*ConflictError](t, must2(inv.RevokeToken(ctx, "t1")), "already revoked")
 }
+
+// Paging forward reads every matching event exactly once, in order, while
+// other writers keep appending: a page is bounded by sequence numbers,
+// which only grow. Paging back from the newest reads them in reverse.
+func TestEventPagesAreStableUnderConcurrentWrites(t *testing.T) {
+	inv := newInv(t)
+	for i := range 25 {
+		must(inv.AppendEvent(ctx, Event{Actor: "tok", Subject: fmt.Sprintf("machine/m%d", i%2), Action: "machine.update", Outcome: "ok", Detail: fmt.Sprint(i)}))
+	}
+	f := EventFilter{Action: "machine.", Outcome: "ok", Limit: 4, Oldest: true}
+	var got []string
+	written := 25
+	for page := 0; ; page++ {
+		evs := must(inv.Events(ctx, f))
+		for _, e := range evs {
+			got = append(got, e.Detail)
+		}
+		if len(evs) < f.Limit {
+			break
+		}
+		f.After = evs[len(evs)-1].Seq
+		// Writes between pages: some match, some do not. Those that match
+		// come in later pages, after everything written before them.
+		if page < 3 {
+			must(inv.AppendEvent(ctx, Event{Actor: "tok", Subject: "machine/m9", Action: "machine.update", Outcome: "ok", Detail: fmt.Sprint(written)}))
+			must(inv.AppendEvent(ctx, Event{Actor: "tok", Subject: "machine/m9", Action: "machine.update", Outcome: "refused", Detail: "no"}))
+			written++
+		}
+	}
+	if len(got) != written {
+		t.Fatalf("read %d events in pages, %d were written: %v", len(got), written, got)
+	}
+	for i, d := range got {
+		if d != fmt.Sprint(i) {
+			t.Fatalf("page order: event %d is %q: %v", i, d, got)
+		}
+	}
+
+	// Back from the newest, with a subject.
+	var back []string
+	b := EventFilter{Subject: "machine/m1", Limit: 5}
+	for {
+		evs := must(inv.Events(ctx, b))
+		for i := len(evs) - 1; i >= 0; i-- {
+			back = append(back, evs[i].Detail)
+		}
+		if len(evs) < b.Limit {
+			break
+		}
+		b.Before = evs[0].Seq
+	}
+	if len(back) != 12 || back[0] != "23" || back[11] != "1" {
+		t.Fatalf("m1 back from the newest: %v", back)
+	}
+	fwd := must(inv.Events(ctx, EventFilter{Subject: "machine/m1", Limit: 3, Oldest: true, After: 0}))
+	if len(fwd) != 3 || fwd[0].Detail != "1" || fwd[2].Detail != "5" {
+		t.Fatalf("m1 forward: %+v", fwd)
+	}
+}

@@ -202,8 +202,11 @@ type Subnet struct {
 
 // Tenant is a customer; it sees only what is assigned to it.
 type Tenant struct {
-	Name      string    `json:"name"`
-	CreatedAt time.Time `json:"created_at"`
+	Name string `json:"name"`
+	// Description is free text for people: the customer's full name, a
+	// contact, a contract reference.
+	Description string    `json:"description,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
 }
 
 // Event is one entry of the append-only log: machine boot steps, state
@@ -229,6 +232,10 @@ type Event struct {
 // with a letter or digit, at most 63 characters.
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
+// ValidateName checks a name by the rule every handle follows, for what
+// is named outside the store (hardware profiles).
+func ValidateName(field, name string) error { return checkName(field, name) }
+
 func checkName(field, name string) error {
 	if name == "" {
 		return invalid(field, "is required")
@@ -252,6 +259,13 @@ func ParseMAC(s string) (string, error) {
 func macKey(canonical string) []byte {
 	hw, _ := net.ParseMAC(canonical)
 	return []byte(hw)
+}
+
+func checkDescription(s string) error {
+	if len(s) > maxDescription {
+		return invalid("description", "is %d characters long, more than %d", len(s), maxDescription)
+	}
+	return nil
 }
 
 func checkDate(field, s string) error {
@@ -354,6 +368,7 @@ const (
 	maxBMCUser            = 64             // IPMI allows 16, Redfish services about as few
 	maxBMCAddress         = 255            // a DNS name (253) and a port, or a URL of one
 	maxReason             = 1024           // a maintenance reason: a sentence, not a log
+	maxDescription        = 1024           // a site's or tenant's description
 )
 
 // KWToW converts a kilowatt figure to whole watts, refusing negatives and

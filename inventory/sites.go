@@ -17,8 +17,8 @@ func (s *Store) CreateSite(ctx context.Context, site Site) (*Site, error) {
 	if err := checkName("name", site.Name); err != nil {
 		return nil, err
 	}
-	if len(site.Description) > 1024 {
-		return nil, invalid("description", "is longer than 1024 characters")
+	if err := checkDescription(site.Description); err != nil {
+		return nil, err
 	}
 	site.CreatedAt = s.now().UTC()
 	err := s.update(func(tx *bolt.Tx) error {
@@ -254,36 +254,8 @@ func (s *Store) CreateSubnet(ctx context.Context, sn Subnet) (*Subnet, error) {
 		return nil, invalid("cidr", "%q is too small for hosts (use /30 or larger)", sn.CIDR)
 	}
 	sn.CIDR = prefix.String()
-	gw, err := checkAddr("gateway", sn.Gateway)
-	if err != nil {
+	if err := checkSubnetInside(prefix, &sn); err != nil {
 		return nil, err
-	}
-	if !prefix.Contains(gw) {
-		return nil, invalid("gateway", "%s is outside %s", gw, prefix)
-	}
-	if (sn.RangeFirst == "") != (sn.RangeLast == "") {
-		return nil, invalid("range", "give both ends, as FIRST-LAST")
-	}
-	if sn.RangeFirst != "" {
-		first, err := checkAddr("range", sn.RangeFirst)
-		if err != nil {
-			return nil, err
-		}
-		last, err := checkAddr("range", sn.RangeLast)
-		if err != nil {
-			return nil, err
-		}
-		if !prefix.Contains(first) || !prefix.Contains(last) {
-			return nil, invalid("range", "%s-%s is not inside %s", first, last, prefix)
-		}
-		if last.Less(first) {
-			return nil, invalid("range", "%s-%s ends before it starts", first, last)
-		}
-	}
-	for _, d := range sn.DNS {
-		if _, err := checkAddr("dns", d); err != nil {
-			return nil, err
-		}
 	}
 	sn.CreatedAt = s.now().UTC()
 	err = s.write(func(tx *bolt.Tx, vc *viewChanges) error {
@@ -306,6 +278,44 @@ func (s *Store) CreateSubnet(ctx context.Context, sn Subnet) (*Subnet, error) {
 		return nil, err
 	}
 	return &sn, nil
+}
+
+// checkSubnetInside checks what a subnet holds against its prefix: the
+// gateway, the dynamic range and the DNS servers. Creation and edits
+// share it.
+func checkSubnetInside(prefix netip.Prefix, sn *Subnet) error {
+	gw, err := checkAddr("gateway", sn.Gateway)
+	if err != nil {
+		return err
+	}
+	if !prefix.Contains(gw) {
+		return invalid("gateway", "%s is outside %s", gw, prefix)
+	}
+	if (sn.RangeFirst == "") != (sn.RangeLast == "") {
+		return invalid("range", "give both ends, as FIRST-LAST")
+	}
+	if sn.RangeFirst != "" {
+		first, err := checkAddr("range", sn.RangeFirst)
+		if err != nil {
+			return err
+		}
+		last, err := checkAddr("range", sn.RangeLast)
+		if err != nil {
+			return err
+		}
+		if !prefix.Contains(first) || !prefix.Contains(last) {
+			return invalid("range", "%s-%s is not inside %s", first, last, prefix)
+		}
+		if last.Less(first) {
+			return invalid("range", "%s-%s ends before it starts", first, last)
+		}
+	}
+	for _, d := range sn.DNS {
+		if _, err := checkAddr("dns", d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Subnets lists subnets by name.
@@ -336,6 +346,9 @@ func (s *Store) SubnetFor(ctx context.Context, ip string) (*Subnet, error) {
 // CreateTenant adds a tenant.
 func (s *Store) CreateTenant(ctx context.Context, t Tenant) (*Tenant, error) {
 	if err := checkName("name", t.Name); err != nil {
+		return nil, err
+	}
+	if err := checkDescription(t.Description); err != nil {
 		return nil, err
 	}
 	t.CreatedAt = s.now().UTC()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 )
 
@@ -39,16 +40,72 @@ func NewMemoryAddresses() *MemoryAddresses {
 // (invalid for the server's own segment); start..end is its dynamic range
 // (both invalid for none).
 func (m *MemoryAddresses) AddSegment(s Subnet, relay, start, end netip.Addr) error {
+	if err := checkSegment(s, start, end); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.segments = append(m.segments, &memSegment{subnet: s, relay: relay, start: start, end: end, next: start})
+	return nil
+}
+
+func checkSegment(s Subnet, start, end netip.Addr) error {
 	if !s.Prefix.IsValid() {
 		return errors.New("segment: prefix required")
 	}
 	if start.IsValid() && (!s.Prefix.Contains(start) || !s.Prefix.Contains(end) || end.Less(start)) {
 		return fmt.Errorf("segment %s: dynamic range %s-%s is not inside it", s.Prefix, start, end)
 	}
+	return nil
+}
+
+// SetSegment adds the segment with s's prefix and relay, or changes it in
+// place: its subnet options and dynamic range. Addresses already handed
+// out stay with their MACs and answer the new options from the next
+// packet; the next allocation starts at the range's start.
+func (m *MemoryAddresses) SetSegment(s Subnet, relay, start, end netip.Addr) error {
+	if err := checkSegment(s, start, end); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	for _, seg := range m.segments {
+		if seg.subnet.Prefix == s.Prefix && seg.relay == relay {
+			seg.subnet, seg.start, seg.end, seg.next = s, start, end, start
+			m.resubnet(s)
+			return nil
+		}
+	}
 	m.segments = append(m.segments, &memSegment{subnet: s, relay: relay, start: start, end: end, next: start})
 	return nil
+}
+
+// RemoveSegment removes the segments with prefix; the addresses handed
+// out on them are forgotten.
+func (m *MemoryAddresses) RemoveSegment(prefix netip.Prefix) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.segments = slices.DeleteFunc(m.segments, func(seg *memSegment) bool { return seg.subnet.Prefix == prefix })
+	for mac, r := range m.dyn {
+		if r.Subnet.Prefix == prefix {
+			delete(m.dyn, mac)
+			if m.owner[r.IP] == mac {
+				delete(m.owner, r.IP)
+			}
+		}
+	}
+}
+
+// resubnet gives the reservations and leases on s's prefix s's options.
+func (m *MemoryAddresses) resubnet(s Subnet) {
+	for _, set := range []map[string]Reservation{m.byMAC, m.dyn} {
+		for mac, r := range set {
+			if r.Subnet.Prefix == s.Prefix {
+				r.Subnet = s
+				set[mac] = r
+			}
+		}
+	}
 }
 
 // Reserve reserves ip for mac; the segment is the one whose prefix holds ip.

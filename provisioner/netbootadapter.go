@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,8 +19,9 @@ import (
 // Addresses gives netboot the inventory's address reservations, and a
 // dynamic range per subnet for machines not enrolled yet (discovery). It
 // reads only the inventory's boot view, in memory: a DHCP packet costs one
-// lookup and no database transaction. Subnets created while the service
-// runs get their dynamic range at the next packet that needs one.
+// lookup and no database transaction. Subnets created, changed or deleted
+// while the service runs have their dynamic range set at the next packet
+// that needs one.
 type Addresses struct {
 	view  *inventory.BootView
 	boot  *Engine
@@ -29,7 +31,7 @@ type Addresses struct {
 	segGen atomic.Uint64 // 1 + the view's subnet generation the segments follow; 0: none yet
 
 	mu       sync.Mutex
-	segments map[string]bool                 // subnets that have a segment in dyn
+	segments map[string]inventory.BootSubnet // subnets as their segments in dyn were last set
 	learned  map[netip.Addr]net.HardwareAddr // proxy mode: who took which address elsewhere
 }
 
@@ -43,7 +45,7 @@ func NewAddresses(ctx context.Context, inv *inventory.Store, booter *Engine, lea
 		leaseTime = time.Hour
 	}
 	a := &Addresses{view: inv.BootView(), boot: booter, lease: leaseTime, dyn: netboot.NewMemoryAddresses(),
-		segments: map[string]bool{}, learned: map[netip.Addr]net.HardwareAddr{}}
+		segments: map[string]inventory.BootSubnet{}, learned: map[netip.Addr]net.HardwareAddr{}}
 	if err := a.syncSegments(); err != nil {
 		return nil, err
 	}
@@ -74,20 +76,41 @@ func (a *Addresses) syncSegments() error {
 		return nil
 	}
 	var errs []error
+	seen := make(map[string]bool, len(subs))
 	for _, sn := range subs {
-		if a.segments[sn.Name] || !sn.RangeFirst.IsValid() {
+		seen[sn.Name] = true
+		if old, ok := a.segments[sn.Name]; ok && sameSegment(old, sn) {
+			continue
+		}
+		if !sn.RangeFirst.IsValid() {
+			if old, ok := a.segments[sn.Name]; ok {
+				a.dyn.RemoveSegment(old.Prefix) // its range was removed
+				delete(a.segments, sn.Name)
+			}
 			continue
 		}
 		// No relay address: the segment serves on-link clients and clients
 		// relayed from any address inside the subnet.
-		if err := a.dyn.AddSegment(a.netbootSubnet(sn), netip.Addr{}, sn.RangeFirst, sn.RangeLast); err != nil {
+		if err := a.dyn.SetSegment(a.netbootSubnet(sn), netip.Addr{}, sn.RangeFirst, sn.RangeLast); err != nil {
 			errs = append(errs, fmt.Errorf("subnet %q: %w", sn.Name, err))
 			continue
 		}
-		a.segments[sn.Name] = true
+		a.segments[sn.Name] = sn
+	}
+	for name, old := range a.segments {
+		if !seen[name] {
+			a.dyn.RemoveSegment(old.Prefix) // the subnet was deleted
+			delete(a.segments, name)
+		}
 	}
 	a.segGen.Store(gen + 1)
 	return errors.Join(errs...)
+}
+
+// sameSegment reports whether a subnet's segment needs no change: the
+// same range and the same options.
+func sameSegment(a, b inventory.BootSubnet) bool {
+	return a.Prefix == b.Prefix && a.Gateway == b.Gateway && a.RangeFirst == b.RangeFirst && a.RangeLast == b.RangeLast && slices.Equal(a.DNS, b.DNS)
 }
 
 func (a *Addresses) netbootSubnet(sn inventory.BootSubnet) netboot.Subnet {

@@ -112,3 +112,39 @@ func TestUnknownMACBootEventsAreKeptOncePerWindow(t *testing.T) {
 		t.Errorf("machine m1: %d events, want all 50 of its acks", before)
 	}
 }
+
+// A subnet changed while the service runs answers with its new range and
+// options from the next packet, and a deleted one no longer answers.
+func TestSubnetEditsReachTheDynamicRangeAtTheNextPacket(t *testing.T) {
+	l := newLab(t, Config{})
+	ctx := context.Background()
+	must(l.inv.CreateSubnet(ctx, inventory.Subnet{Name: "disc", CIDR: "10.8.0.0/24", Gateway: "10.8.0.1", RangeFirst: "10.8.0.100", RangeLast: "10.8.0.101"}))
+	a := must(NewAddresses(ctx, l.inv, l.eng, time.Hour))
+	relay := netip.MustParseAddr("10.8.0.1")
+	first := net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	r := must(a.Allocate(ctx, first, relay))
+	if r.IP.String() != "10.8.0.100" {
+		t.Fatalf("first allocation: %+v", r)
+	}
+
+	gw, lo, hi := "10.8.0.254", "10.8.0.100", "10.8.0.120"
+	must(l.inv.EditSubnet(ctx, "disc", inventory.SubnetEdit{Gateway: &gw, RangeFirst: &lo, RangeLast: &hi, DNS: []string{"10.8.0.53"}}))
+	if r, ok, err := a.Lookup(ctx, first, relay); err != nil || !ok || r.IP.String() != "10.8.0.100" || r.Subnet.Gateway.String() != gw || len(r.Subnet.DNS) != 1 {
+		t.Fatalf("the address handed out before the edit, after it: %+v %v %v", r, ok, err)
+	}
+	// The old range held two addresses; the new one holds more.
+	for i := byte(2); i <= 4; i++ {
+		r, err := a.Allocate(ctx, net.HardwareAddr{2, 0, 0, 0, 0, i}, relay)
+		if err != nil || r.Subnet.Gateway.String() != gw {
+			t.Fatalf("allocation %d after the edit: %+v %v", i, r, err)
+		}
+	}
+
+	// A lease only in memory is not in the store: the delete goes through.
+	if err := l.inv.DeleteSubnet(ctx, "disc"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Allocate(ctx, net.HardwareAddr{2, 0, 0, 0, 0, 9}, relay); err == nil {
+		t.Fatal("a deleted subnet still hands out addresses")
+	}
+}

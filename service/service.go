@@ -324,7 +324,8 @@ func (s *Service) provision(ctx context.Context) error {
 	}
 	s.onClose(httpBoot.Close)
 	backups := backup.NewSource(inv, cfg.DataDir, key, cfg.Version, log)
-	apiSrv, err := api.New(api.Config{Store: inv, Sealer: sealer, Logger: log, Provisioner: engine, BMC: s.machines, Images: imgs, Backups: backups, Registry: s.reg})
+	apiSrv, err := api.New(api.Config{Store: inv, Sealer: sealer, Logger: log, Provisioner: engine, BMC: s.machines, Images: imgs, Backups: backups, Registry: s.reg,
+		Profiles: provisioner.ProfileDir(cfg.ProfilesDir)})
 	if err != nil {
 		return err
 	}

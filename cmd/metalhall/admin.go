@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,8 +15,8 @@ import (
 func subnetCommand() *cli.Command {
 	return &cli.Command{Name: "subnet", Usage: "provisioning subnets", Subcommands: []*cli.Command{
 		{Name: "create", Usage: "create a subnet", UsageText: "metalhall subnet create --cidr CIDR --gateway IP [--range FIRST-LAST] [--dns IP,...] NAME",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "cidr", Required: true}, &cli.StringFlag{Name: "gateway", Required: true},
-				&cli.StringFlag{Name: "range", Usage: "dynamic range for machines not yet enrolled"}, &cli.StringFlag{Name: "dns"}, outputFlag()},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "cidr", Required: true, Usage: "the subnet's network, e.g. 10.1.0.0/24"}, &cli.StringFlag{Name: "gateway", Required: true, Usage: "the router machines are given, inside the CIDR"},
+				&cli.StringFlag{Name: "range", Usage: "dynamic range for machines not yet enrolled"}, &cli.StringFlag{Name: "dns", Usage: "DNS servers machines are given, comma-separated"}, outputFlag()},
 			Action: func(c *cli.Context) error {
 				n, err := name(c, "subnet")
 				if err != nil {
@@ -53,13 +54,14 @@ func subnetCommand() *cli.Command {
 
 func tenantCommand() *cli.Command {
 	return &cli.Command{Name: "tenant", Usage: "tenants and what is assigned to them", Subcommands: []*cli.Command{
-		{Name: "create", Usage: "create a tenant", UsageText: "metalhall tenant create NAME", Flags: []cli.Flag{outputFlag()},
+		{Name: "create", Usage: "create a tenant", UsageText: "metalhall tenant create [--description TEXT] NAME",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "description", Usage: "free text: the customer's name, a contact, a contract"}, outputFlag()},
 			Action: func(c *cli.Context) error {
 				n, err := name(c, "tenant")
 				if err != nil {
 					return err
 				}
-				out, err := api.Call(c.Context, client(c), api.Ops.TenantCreate(), api.TenantCreate{Name: n})
+				out, err := api.Call(c.Context, client(c), api.Ops.TenantCreate(), api.TenantCreate{Name: n, Description: c.String("description")})
 				if err != nil {
 					return err
 				}
@@ -73,9 +75,9 @@ func tenantCommand() *cli.Command {
 			return show(c, out, func(w io.Writer) {
 				rows := [][]string{}
 				for _, t := range out {
-					rows = append(rows, []string{t.Name, when(t.CreatedAt)})
+					rows = append(rows, []string{t.Name, orDash(t.Description), when(t.CreatedAt)})
 				}
-				printTable(w, []string{"NAME", "CREATED"}, rows)
+				printTable(w, []string{"NAME", "DESCRIPTION", "CREATED"}, rows)
 			})
 		}},
 		tenantMoveCommand("assign", api.Ops.TenantAssign(), "hand a rack (and its machines) or one machine to a tenant", "assigned to"),
@@ -88,7 +90,7 @@ func tenantCommand() *cli.Command {
 func tenantMoveCommand(verb string, op api.Op[api.TenantAssign, api.TenantAssign], usage, done string) *cli.Command {
 	return &cli.Command{Name: verb, Usage: usage,
 		UsageText: "metalhall tenant " + verb + " --tenant TENANT (--rack RACK | --machine MACHINE)",
-		Flags:     []cli.Flag{&cli.StringFlag{Name: "tenant", Required: true}, &cli.StringFlag{Name: "rack"}, &cli.StringFlag{Name: "machine"}, outputFlag()},
+		Flags:     []cli.Flag{&cli.StringFlag{Name: "tenant", Required: true, Usage: "the tenant"}, &cli.StringFlag{Name: "rack", Usage: "a rack, with every machine in it"}, &cli.StringFlag{Name: "machine", Usage: "one machine"}, outputFlag()},
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
@@ -115,7 +117,7 @@ func tokenCommand() *cli.Command {
 	return &cli.Command{Name: "token", Usage: "API tokens (admin)", Subcommands: []*cli.Command{
 		{Name: "create", Usage: "create a token; its secret is printed once",
 			UsageText: "metalhall token create --role admin|technician|tenant [--tenant TENANT] [--label TEXT] [--ttl 90d|720h]",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "role", Required: true}, &cli.StringFlag{Name: "tenant"}, &cli.StringFlag{Name: "label"},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "role", Required: true, Usage: "admin, technician or tenant"}, &cli.StringFlag{Name: "tenant", Usage: "the tenant a tenant token acts for (with --role tenant)"}, &cli.StringFlag{Name: "label", Usage: "a name for people and for audit list --actor, e.g. ops-day"},
 				&cli.StringFlag{Name: "ttl", Usage: "how long the token works, e.g. 90d or 720h (default: admin 30d, technician 90d, tenant 365d)"}, outputFlag()},
 			Action: func(c *cli.Context) error {
 				if err := noArgs(c); err != nil {
@@ -169,15 +171,23 @@ func auditCommand() *cli.Command {
 		{Name: "list", Usage: "list audit events",
 			UsageText: `metalhall audit list [--since 1h|2d|YYYY-MM-DD|RFC3339] [--actor TOKEN_ID|LABEL]
                    [--action ACTION|PREFIX.] [--outcome ok|refused|failed] [--tenant TENANT]
+                   [--limit N] [--after SEQ | --before SEQ]
 
-The newest 1000 events that match --since and --actor; --action, --outcome
-and --tenant narrow those.`,
+A page of the events that match, in order: the newest --limit (1000) of
+them, or those before --before SEQ (paging back), or the oldest --limit
+after --after SEQ (paging forward; the next page is --after the last SEQ
+printed, and no event is skipped or shown twice while others are written).
+A page shorter than --limit is the last; on a terminal, a full one says
+where the next starts.`,
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "since", Usage: "events from this long ago (90m, 1h, 2d), this date, or this RFC 3339 time on"},
 				&cli.StringFlag{Name: "actor", Usage: "a token's ID or label ('metalhall token list')"},
 				&cli.StringFlag{Name: "action", Usage: "an action (machine.provision) or a prefix ending in '.' (machine.)"},
 				&cli.StringFlag{Name: "outcome", Usage: "ok, refused or failed"},
 				&cli.StringFlag{Name: "tenant", Usage: "only events about this tenant's objects"},
+				&cli.IntFlag{Name: "limit", Usage: "events in a page, 1 to 10000 (default 1000)"},
+				&cli.StringFlag{Name: "after", Usage: "page forward: events after this SEQ, oldest first"},
+				&cli.StringFlag{Name: "before", Usage: "page back: events before this SEQ, newest first"},
 				outputFlag(),
 			},
 			Action: func(c *cli.Context) error {
@@ -193,8 +203,20 @@ and --tenant narrow those.`,
 				default:
 					return usagef("--outcome %q: use ok, refused or failed", o)
 				}
-				out, labels, err := auditEvents(c.Context, client(c), auditQuery{since: since, actor: c.String("actor"),
-					action: c.String("action"), outcome: c.String("outcome"), tenant: c.String("tenant")})
+				q := auditQuery{since: since, actor: c.String("actor"), action: c.String("action"), outcome: c.String("outcome"),
+					tenant: c.String("tenant"), limit: c.Int("limit"), after: c.String("after"), before: c.String("before")}
+				if c.IsSet("limit") && (q.limit < 1 || q.limit > 10000) {
+					return usagef("--limit %d: give 1 to 10000", q.limit)
+				}
+				for flag, v := range map[string]string{"after": q.after, "before": q.before} {
+					if _, err := strconv.ParseUint(v, 10, 64); v != "" && err != nil {
+						return usagef("--%s %q: give the SEQ of an event (the first column, or seq in -o json)", flag, v)
+					}
+				}
+				if q.after != "" && q.before != "" {
+					return usagef("audit list: give --after (page forward) or --before (page back), not both")
+				}
+				out, labels, err := auditEvents(c.Context, client(c), q)
 				if err != nil {
 					return err
 				}
@@ -205,9 +227,12 @@ and --tenant narrow those.`,
 						if l := labels[e.Actor]; l != "" {
 							actor = l + " (" + e.Actor + ")"
 						}
-						rows = append(rows, []string{when(e.Time), actor, orDash(e.Role), orDash(e.Tenant), e.Action, e.Subject, orDash(e.Outcome), orDash(clip(e.Detail, 80))})
+						rows = append(rows, []string{strconv.FormatUint(e.Seq, 10), when(e.Time), actor, orDash(e.Role), orDash(e.Tenant), e.Action, e.Subject, orDash(e.Outcome), orDash(clip(e.Detail, 80))})
 					}
-					printTable(w, []string{"TIME", "ACTOR", "ROLE", "TENANT", "ACTION", "SUBJECT", "OUTCOME", "DETAIL"}, rows)
+					printTable(w, []string{"SEQ", "TIME", "ACTOR", "ROLE", "TENANT", "ACTION", "SUBJECT", "OUTCOME", "DETAIL"}, rows)
+					if next := auditNextPage(q, out); next != "" {
+						fmt.Fprintln(c.App.ErrWriter, next)
+					}
 				})
 			}},
 	}}

@@ -43,13 +43,14 @@ type auditQuery struct {
 	since                   time.Time
 	actor                   string // a token ID or label
 	action, outcome, tenant string
+	limit                   int
+	after, before           string // sequence numbers, as given
 }
 
-// auditEvents reads the audit trail for q. An --actor that is no token
-// ID is taken as a label, matching every token with it; the service's
-// filters take IDs. Action (a prefix such as "machine." or a whole action),
-// outcome and tenant are filtered here. labels maps token IDs to labels
-// for the ACTOR column.
+// auditEvents reads one page of the audit trail for q. An --actor that is
+// no token ID is taken as a label, matching every token with it; the
+// service's filters take IDs. labels maps token IDs to labels for the
+// ACTOR column.
 func auditEvents(ctx context.Context, cl *api.Client, q auditQuery) (events []inventory.Event, labels map[string]string, err error) {
 	// The token list is admin-only, as the audit trail is; without it the
 	// ACTOR column shows IDs and labels cannot be matched.
@@ -60,9 +61,9 @@ func auditEvents(ctx context.Context, cl *api.Client, q auditQuery) (events []in
 			labels[t.ID] = t.Label
 		}
 	}
-	actors := []string{""}
+	v := url.Values{}
 	if q.actor != "" {
-		actors = []string{q.actor}
+		actors := []string{q.actor}
 		if tokErr == nil && !slices.ContainsFunc(tokens, func(t api.Token) bool { return t.ID == q.actor }) {
 			actors = nil
 			for _, t := range tokens {
@@ -74,24 +75,35 @@ func auditEvents(ctx context.Context, cl *api.Client, q auditQuery) (events []in
 				return nil, nil, &api.APIError{Status: 404, Code: "not_found", Message: fmt.Sprintf("no token has the ID or label %q (metalhall token list)", q.actor)}
 			}
 		}
+		v["actor"] = actors
 	}
-	for _, a := range actors {
-		v := url.Values{}
-		if !q.since.IsZero() {
-			v.Set("since", q.since.UTC().Format(time.RFC3339))
-		}
-		setQ(v, "actor", a)
-		evs, err := api.Call(ctx, cl, api.Ops.AuditList().Query(v), api.NoBody{})
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, e := range evs {
-			if (q.action == "" || e.Action == q.action || strings.HasSuffix(q.action, ".") && strings.HasPrefix(e.Action, q.action)) &&
-				(q.outcome == "" || e.Outcome == q.outcome) && (q.tenant == "" || e.Tenant == q.tenant) {
-				events = append(events, e)
-			}
-		}
+	if !q.since.IsZero() {
+		v.Set("since", q.since.UTC().Format(time.RFC3339))
 	}
-	slices.SortFunc(events, func(a, b inventory.Event) int { return cmp.Compare(a.Seq, b.Seq) })
+	setQ(v, "action", q.action)
+	setQ(v, "outcome", q.outcome)
+	setQ(v, "tenant", q.tenant)
+	setQ(v, "after", q.after)
+	setQ(v, "before", q.before)
+	if q.limit > 0 {
+		v.Set("limit", strconv.Itoa(q.limit))
+	}
+	events, err = api.Call(ctx, cl, api.Ops.AuditList().Query(v), api.NoBody{})
+	if err != nil {
+		return nil, nil, err
+	}
 	return events, labels, nil
+}
+
+// auditNextPage says, for a full page, where the next one starts: after
+// its last event when paging forward, before its first otherwise.
+func auditNextPage(q auditQuery, page []inventory.Event) string {
+	limit := cmp.Or(q.limit, 1000)
+	if len(page) < limit {
+		return ""
+	}
+	if q.after != "" {
+		return fmt.Sprintf("more events follow: --after %d", page[len(page)-1].Seq)
+	}
+	return fmt.Sprintf("older events: --before %d", page[0].Seq)
 }

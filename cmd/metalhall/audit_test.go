@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -78,5 +79,56 @@ func TestAuditFindsATokenByItsLabelAndFilters(t *testing.T) {
 		if code, _, errs := admin.run(tc.args...); code != tc.code {
 			t.Errorf("metalhall %s: exit %d %s; want %d", strings.Join(tc.args, " "), code, errs, tc.code)
 		}
+	}
+}
+
+// A script pages through the audit trail with --limit and --after, the
+// service narrowing by action on its side, while other requests keep
+// being audited: every matching event is read once, in order.
+func TestAuditPagesForwardWithoutSkippingOrRepeating(t *testing.T) {
+	url, tok := startService(t)
+	admin := cliRunner{t, url, tok}
+	for i := range 7 {
+		admin.ok("site", "create", fmt.Sprintf("s%d", i))
+	}
+	type ev struct {
+		Seq     uint64
+		Subject string
+	}
+	page := func(args ...string) []ev {
+		t.Helper()
+		var out []ev
+		if err := json.Unmarshal([]byte(admin.ok(append([]string{"audit", "list", "-o", "json", "--action", "site.create", "--outcome", "ok"}, args...)...)), &out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	var subjects []string
+	after := "0"
+	for n := 0; ; n++ {
+		p := page("--limit", "3", "--after", after)
+		for _, e := range p {
+			subjects = append(subjects, e.Subject)
+		}
+		if len(p) < 3 {
+			break
+		}
+		after = fmt.Sprint(p[len(p)-1].Seq)
+		// Written between pages: one that matches, one that does not.
+		admin.ok("site", "create", fmt.Sprintf("late%d", n))
+		admin.run("site", "create", "s0") // refused: exists
+	}
+	want := []string{"site/s0", "site/s1", "site/s2", "site/s3", "site/s4", "site/s5", "site/s6", "site/late0", "site/late1", "site/late2"}
+	if strings.Join(subjects, " ") != strings.Join(want, " ") {
+		t.Fatalf("pages read %v", subjects)
+	}
+	// Back from the newest.
+	newest := page("--limit", "2")
+	older := page("--limit", "2", "--before", fmt.Sprint(newest[0].Seq))
+	if len(newest) != 2 || len(older) != 2 || older[1].Seq >= newest[0].Seq {
+		t.Fatalf("newest %+v, before it %+v", newest, older)
+	}
+	if _, _, errs := admin.run("audit", "list", "--limit", "2", "--action", "site.create"); !strings.Contains(errs, "older events: --before") {
+		t.Errorf("a full page on a table does not say where the next starts: %q", errs)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -76,6 +77,12 @@ func TestTechnicianPowersRealBMCs(t *testing.T) {
 	}
 	if out := c.ok("machine", "power", "--action", "status", "rf-1"); !strings.Contains(out, "rf-1 is on") {
 		t.Fatalf("status: %s", out)
+	}
+	// A status read is recorded: the list shows it at once, not "-" until
+	// the next power sync (which the tests run without).
+	c.ok("machine", "power", "--action", "status", "rf-bios")
+	if out := c.ok("machine", "list", "--rack", "r1"); !regexp.MustCompile(`(?m)^rf-bios\s.*\soff\s`).MatchString(out) {
+		t.Fatalf("power state after a status read:\n%s", out)
 	}
 	c.ok("machine", "boot-device", "--device", "pxe", "rf-1")
 	if b := rf.Boot(); !strings.EqualFold(b.Target, "Pxe") {

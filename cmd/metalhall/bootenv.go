@@ -34,11 +34,11 @@ hands them out at once. The initramfs holds the static agent as /init and
 the network and storage modules of GPU servers and QEMU, with their
 dependencies in load order.`,
 			Flags: []cli.Flag{
-				&cli.StringFlag{Name: "kernel", Required: true}, &cli.StringFlag{Name: "modules", Usage: "default /lib/modules/<release>"},
+				&cli.StringFlag{Name: "kernel", Required: true, Usage: "the Linux kernel the agent boots, e.g. /boot/vmlinuz-$(uname -r)"}, &cli.StringFlag{Name: "modules", Usage: "default /lib/modules/<release>"},
 				&cli.StringFlag{Name: "extra-modules", Usage: "more modules, comma-separated"},
 				&cli.StringFlag{Name: "agent", Usage: "static agent binary (default: metalhall-agent beside this program)"},
-				&cli.StringFlag{Name: "compression", Value: "gzip"},
-				&cli.StringFlag{Name: "data-dir", Value: "./metalhall-data", EnvVars: []string{"METALHALL_DATA_DIR"}}, outputFlag(),
+				&cli.StringFlag{Name: "compression", Value: "gzip", Usage: "initramfs compression: gzip or zstd"},
+				&cli.StringFlag{Name: "data-dir", Value: "./metalhall-data", EnvVars: []string{"METALHALL_DATA_DIR"}, Usage: "the service's data directory, where the boot environment goes"}, outputFlag(),
 			},
 			Action: bootenvBuild},
 	}}

@@ -81,6 +81,7 @@ func TestTechnicianOnboardsARackForATenant(t *testing.T) {
 	tc.ok("phase", "set-state", "--hall", "hall-a", "--number", "1", "--to", "commissioning")
 	tc.ok("rack", "create", "--hall", "hall-a", "--phase", "1", "--row", "B", "--power-kw", "130", "b01")
 
+	tc.ok("profile", "import", "--file", exampleProfile, "hgx-h100")
 	out := tc.ok("rack", "import", "--file", "../../docs/manifest-example.yaml")
 	if !strings.Contains(out, "rack a01 created: 4 machines enrolled") {
 		t.Fatalf("import: %s", out)

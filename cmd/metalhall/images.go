@@ -21,8 +21,8 @@ func imageCommand() *cli.Command {
 
 The checksum may be that of the file or of the uncompressed image. The
 format is detected from the content; --format only double-checks it.`,
-			Flags: []cli.Flag{&cli.StringFlag{Name: "file"}, &cli.StringFlag{Name: "url"}, &cli.StringFlag{Name: "sha256"},
-				&cli.StringFlag{Name: "format"}, &cli.StringFlag{Name: "tenant", Usage: "make the image private to a tenant"},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "file", Usage: "a local image file to upload"}, &cli.StringFlag{Name: "url", Usage: "an http(s) URL the service fetches the image from (allowed by --image-url-allow)"}, &cli.StringFlag{Name: "sha256", Usage: "the image's expected SHA-256, checked after the transfer"},
+				&cli.StringFlag{Name: "format", Usage: "raw, raw.gz, raw.zst or raw.xz (default: what its first bytes say; given, it must agree)"}, &cli.StringFlag{Name: "tenant", Usage: "make the image private to a tenant"},
 				&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress line"}, outputFlag()},
 			Action: imageImport},
 		{Name: "list", Usage: "list images", Flags: []cli.Flag{outputFlag()}, Action: func(c *cli.Context) error {

@@ -19,7 +19,7 @@ import (
 func siteCommand() *cli.Command {
 	return &cli.Command{Name: "site", Usage: "data-centre sites", Subcommands: []*cli.Command{
 		{Name: "create", Usage: "create a site", ArgsUsage: "NAME", UsageText: "metalhall site create [--description TEXT] NAME",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "description"}, outputFlag()},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "description", Usage: "free text: where the site is, who runs it"}, outputFlag()},
 			Action: func(c *cli.Context) error {
 				n, err := name(c, "site")
 				if err != nil {
@@ -50,7 +50,7 @@ func siteCommand() *cli.Command {
 func hallCommand() *cli.Command {
 	return &cli.Command{Name: "hall", Usage: "data halls and their capacity", Subcommands: []*cli.Command{
 		{Name: "create", Usage: "create a hall in a site", UsageText: "metalhall hall create --site SITE NAME",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "site", Required: true}, outputFlag()},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "site", Required: true, Usage: "the site the hall is in"}, outputFlag()},
 			Action: func(c *cli.Context) error {
 				n, err := name(c, "hall")
 				if err != nil {
@@ -62,7 +62,7 @@ func hallCommand() *cli.Command {
 				}
 				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "hall %s created in site %s\n", out.Name, out.Site) })
 			}},
-		{Name: "list", Usage: "list halls", Flags: []cli.Flag{&cli.StringFlag{Name: "site"}, outputFlag()}, Action: func(c *cli.Context) error {
+		{Name: "list", Usage: "list halls", Flags: []cli.Flag{&cli.StringFlag{Name: "site", Usage: "only the halls of this site"}, outputFlag()}, Action: func(c *cli.Context) error {
 			q := url.Values{}
 			setQ(q, "site", c.String("site"))
 			out, err := api.Call(c.Context, client(c), api.Ops.HallList().Query(q), api.NoBody{})
@@ -138,8 +138,8 @@ func counts[K ~string](m map[K]int) string {
 func phaseCommand() *cli.Command {
 	return &cli.Command{Name: "phase", Usage: "commissioning phases of a hall, with their power budgets", Subcommands: []*cli.Command{
 		{Name: "create", Usage: "add a phase to a hall", UsageText: "metalhall phase create --hall HALL --number N --power-kw KW [--target-date YYYY-MM-DD]",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "hall", Required: true}, &cli.IntFlag{Name: "number", Required: true},
-				&cli.Float64Flag{Name: "power-kw", Required: true}, &cli.StringFlag{Name: "target-date"}, outputFlag()},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "hall", Required: true, Usage: "the hall the phase belongs to"}, &cli.IntFlag{Name: "number", Required: true, Usage: "the phase's number in its hall, 1 to 999"},
+				&cli.Float64Flag{Name: "power-kw", Required: true, Usage: "the phase's power budget in kW"}, &cli.StringFlag{Name: "target-date", Usage: "when the phase should be live, YYYY-MM-DD"}, outputFlag()},
 			Action: func(c *cli.Context) error {
 				if err := noArgs(c); err != nil {
 					return err
@@ -154,7 +154,7 @@ func phaseCommand() *cli.Command {
 				})
 			}},
 		{Name: "list", Usage: "list a hall's phases", UsageText: "metalhall phase list --hall HALL",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "hall", Required: true}, outputFlag()},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "hall", Required: true, Usage: "the hall whose phases to list"}, outputFlag()},
 			Action: func(c *cli.Context) error {
 				out, err := api.Call(c.Context, client(c), api.Ops.PhaseList(), api.NoBody{}, c.String("hall"))
 				if err != nil {
@@ -169,14 +169,16 @@ func phaseCommand() *cli.Command {
 				})
 			}},
 		{Name: "set-state", Usage: "move a phase: planned → commissioning → live", UsageText: "metalhall phase set-state --hall HALL --number N --to STATE",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "hall", Required: true}, &cli.IntFlag{Name: "number", Required: true}, &cli.StringFlag{Name: "to", Required: true}, outputFlag()},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "hall", Required: true, Usage: "the phase's hall"}, &cli.IntFlag{Name: "number", Required: true, Usage: "the phase's number"}, &cli.StringFlag{Name: "to", Required: true, Usage: "planned, commissioning or live"}, outputFlag()},
 			Action: func(c *cli.Context) error {
 				out, err := api.Call(c.Context, client(c), api.Ops.PhaseSetState(), api.StateChange{To: c.String("to")},
 					c.String("hall"), strconv.Itoa(c.Int("number")))
 				if err != nil {
 					return err
 				}
-				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "phase %d of hall %s is %s\n", out.Number, out.Hall, out.State) })
+				return show(c, out, func(w io.Writer) {
+					fmt.Fprintf(w, "phase %d of hall %s %s\n", out.Number, out.Hall, nowIn(string(out.State)))
+				})
 			}},
 	}}
 }
@@ -185,8 +187,8 @@ func rackCommand() *cli.Command {
 	return &cli.Command{Name: "rack", Usage: "racks: create, import manifests, lifecycle, elevation", Subcommands: []*cli.Command{
 		{Name: "create", Usage: "create a rack in a hall phase",
 			UsageText: "metalhall rack create --hall HALL --phase N [--row ROW] [--units 48] [--power-kw KW] NAME",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "hall", Required: true}, &cli.IntFlag{Name: "phase", Required: true},
-				&cli.StringFlag{Name: "row"}, &cli.IntFlag{Name: "units", Value: 48}, &cli.Float64Flag{Name: "power-kw", Usage: "the rack's power budget"}, outputFlag()},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "hall", Required: true, Usage: "the hall the rack stands in"}, &cli.IntFlag{Name: "phase", Required: true, Usage: "the commissioning phase whose budget it draws on"},
+				&cli.StringFlag{Name: "row", Usage: "the row the rack stands in"}, &cli.IntFlag{Name: "units", Value: 48, Usage: "the rack's height in units"}, &cli.Float64Flag{Name: "power-kw", Usage: "the rack's power budget"}, outputFlag()},
 			Action: func(c *cli.Context) error {
 				n, err := name(c, "rack")
 				if err != nil {
@@ -202,7 +204,7 @@ func rackCommand() *cli.Command {
 				})
 			}},
 		{Name: "list", Usage: "list racks", UsageText: "metalhall rack list [--hall HALL] [--phase N] [--state STATE]",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "hall"}, &cli.IntFlag{Name: "phase"}, &cli.StringFlag{Name: "state"}, outputFlag()},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "hall", Usage: "only racks in this hall"}, &cli.IntFlag{Name: "phase", Usage: "only racks in this phase"}, &cli.StringFlag{Name: "state", Usage: "only racks in this state (planned, installed, commissioning, active, maintenance, decommissioned)"}, outputFlag()},
 			Action: func(c *cli.Context) error {
 				q := url.Values{}
 				setQ(q, "hall", c.String("hall"))
@@ -245,7 +247,7 @@ func rackCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "rack %s is %s\n", out.Name, out.State) })
+				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "rack %s %s\n", out.Name, nowIn(string(out.State))) })
 			}},
 		{Name: "import", Usage: "import a rack manifest (YAML or CSV): all of it, or nothing",
 			UsageText: "metalhall rack import --file MANIFEST\n\nSee docs/manifest-example.yaml for the format.",

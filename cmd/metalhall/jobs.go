@@ -56,7 +56,7 @@ func jobCommands() []*cli.Command {
 			nil, func(c *cli.Context) (api.NoBody, error) { return api.NoBody{}, nil }),
 		jobCommand("provision", api.Ops.MachineProvision(), "image a machine with an OS image (also reimages a deployed machine)",
 			"metalhall machine provision --image IMAGE [--ssh-key-file F] [--user-data-file F] [--wait] NAME",
-			[]cli.Flag{&cli.StringFlag{Name: "image", Required: true}, &cli.StringFlag{Name: "ssh-key-file", Usage: "public keys, one a line"},
+			[]cli.Flag{&cli.StringFlag{Name: "image", Required: true, Usage: "the image to write: NAME, or TENANT/NAME for a tenant's private one"}, &cli.StringFlag{Name: "ssh-key-file", Usage: "public keys, one a line"},
 				&cli.StringFlag{Name: "user-data-file", Usage: "cloud-init user data"}},
 			func(c *cli.Context) (api.ProvisionRequest, error) {
 				in := api.ProvisionRequest{Image: c.String("image")}
@@ -89,7 +89,7 @@ func jobCommands() []*cli.Command {
 			nil, func(c *cli.Context) (api.NoBody, error) { return api.NoBody{}, nil }),
 		{Name: "power", Usage: "power a machine on, off or cycle it, or read its power state",
 			UsageText: "metalhall machine power --action on|off|cycle|status [--force] NAME",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "action", Required: true},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "action", Required: true, Usage: "on, off, cycle or status"},
 				&cli.BoolFlag{Name: "force", Usage: "staff: power on even past the rack's power budget by measured draw"}, outputFlag()},
 			Action: func(c *cli.Context) error {
 				n, err := name(c, "machine")
@@ -298,7 +298,7 @@ func isTerminal(w io.Writer) bool {
 func bootDeviceCommand() *cli.Command {
 	return &cli.Command{Name: "boot-device", Usage: "set the device a machine boots from next (or always, with --persistent)",
 		UsageText: "metalhall machine boot-device --device pxe|disk|bios|cdrom [--persistent] NAME",
-		Flags:     []cli.Flag{&cli.StringFlag{Name: "device", Required: true}, &cli.BoolFlag{Name: "persistent"}, outputFlag()},
+		Flags:     []cli.Flag{&cli.StringFlag{Name: "device", Required: true, Usage: "pxe, disk, bios or cdrom"}, &cli.BoolFlag{Name: "persistent", Usage: "keep the device for every boot, not only the next"}, outputFlag()},
 		Action: func(c *cli.Context) error {
 			n, err := name(c, "machine")
 			if err != nil {

@@ -36,10 +36,10 @@ Example:
     --bmc-address 10.1.7.7 --bmc-protocol redfish --bmc-user root \
     --bmc-password-file ./bmc.pw --power-w 10200 --profile hgx-h100 gpu-a01-01`,
 			Flags: []cli.Flag{
-				&cli.StringFlag{Name: "rack", Required: true}, &cli.IntFlag{Name: "unit", Required: true, Usage: "lowest U the machine occupies"},
+				&cli.StringFlag{Name: "rack", Required: true, Usage: "the rack the machine is in"}, &cli.IntFlag{Name: "unit", Required: true, Usage: "lowest U the machine occupies"},
 				&cli.IntFlag{Name: "height", Value: 1, Usage: "height in U"}, &cli.StringFlag{Name: "mac", Required: true, Usage: "MAC address(es), comma-separated"},
-				&cli.StringFlag{Name: "bmc-address", Required: true}, &cli.StringFlag{Name: "bmc-protocol", Required: true, Usage: "ipmi or redfish"},
-				&cli.StringFlag{Name: "bmc-user", Required: true}, &cli.StringFlag{Name: "bmc-password-file", Required: true, Usage: "file holding the BMC password (never on the command line)"},
+				&cli.StringFlag{Name: "bmc-address", Required: true, Usage: "host[:port] or URL of the BMC"}, &cli.StringFlag{Name: "bmc-protocol", Required: true, Usage: "ipmi or redfish"},
+				&cli.StringFlag{Name: "bmc-user", Required: true, Usage: "BMC user name"}, &cli.StringFlag{Name: "bmc-password-file", Required: true, Usage: "file holding the BMC password (never on the command line)"},
 				&cli.StringFlag{Name: "bmc-system", Usage: "Redfish only: the ComputerSystem to drive, by Id or Name (default: the one that can be reset and boot-overridden)"},
 				&cli.StringFlag{Name: "bmc-auth", Usage: "Redfish only: session or basic (default: a session when the BMC offers one)"},
 				&cli.StringFlag{Name: "bmc-boot-mode", Usage: "uefi (default) or legacy: the firmware boot mode boot overrides ask for"},
@@ -69,7 +69,7 @@ Example:
 				})
 			}},
 		{Name: "list", Usage: "list machines", UsageText: "metalhall machine list [--rack RACK] [--hall HALL] [--state STATE] [--tenant TENANT]",
-			Flags: []cli.Flag{&cli.StringFlag{Name: "rack"}, &cli.StringFlag{Name: "hall"}, &cli.StringFlag{Name: "state"}, &cli.StringFlag{Name: "tenant"}, outputFlag()},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "rack", Usage: "only machines in this rack"}, &cli.StringFlag{Name: "hall", Usage: "only machines in this hall"}, &cli.StringFlag{Name: "state", Usage: "only machines in this state (enrolled, available, deployed, failed, ...)"}, &cli.StringFlag{Name: "tenant", Usage: "only machines assigned to this tenant"}, outputFlag()},
 			Action: func(c *cli.Context) error {
 				if err := noArgs(c); err != nil {
 					return err
@@ -128,7 +128,7 @@ Example:
 				})
 			}},
 		{Name: "maintenance", Usage: "put a machine in or out of maintenance", UsageText: "metalhall machine maintenance --on|--off [--reason TEXT] NAME",
-			Flags: []cli.Flag{&cli.BoolFlag{Name: "on"}, &cli.BoolFlag{Name: "off"}, &cli.StringFlag{Name: "reason"}, outputFlag()},
+			Flags: []cli.Flag{&cli.BoolFlag{Name: "on", Usage: "put the machine in maintenance"}, &cli.BoolFlag{Name: "off", Usage: "take it out of maintenance, back to where it was"}, &cli.StringFlag{Name: "reason", Usage: "why, for the next person (shown in machine list)"}, outputFlag()},
 			Action: func(c *cli.Context) error {
 				n, err := name(c, "machine")
 				if err != nil {
@@ -142,7 +142,7 @@ Example:
 				if err != nil {
 					return err
 				}
-				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "machine %s is %s\n", out.Name, out.State) })
+				return show(c, out, func(w io.Writer) { fmt.Fprintf(w, "machine %s %s\n", out.Name, nowIn(string(out.State))) })
 			}},
 		{Name: "events", Usage: "a machine's events: boot steps, state changes, actions", UsageText: "metalhall machine events [--follow] NAME",
 			Flags: []cli.Flag{&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "keep printing new events until interrupted"},

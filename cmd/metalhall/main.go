@@ -125,7 +125,7 @@ placement or power rule.`,
 		},
 		Commands: []*cli.Command{
 			serveCommand(),
-			siteCommand(), hallCommand(), phaseCommand(), rackWithAcceptance(), machineCommand(),
+			siteCommand(), hallCommand(), phaseCommand(), rackWithAcceptance(), machineCommand(), profileCommand(),
 			imageCommand(), subnetCommand(), tenantCommand(), tokenCommand(), auditCommand(), backupCommand(), restoreCommand(), jobGroupCommand(),
 			bootenvCommand(), labCommand(), completionCommand(),
 		},

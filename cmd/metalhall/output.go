@@ -84,10 +84,25 @@ func printTable(w io.Writer, headers []string, rows [][]string) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(headers, "\t"))
 	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(cleanAll(r), "\t"))
+		r = cleanAll(r)
+		for i, h := range headers {
+			if i < len(r) && freeText[h] {
+				r[i] = clip(r[i], freeTextWidth)
+			}
+		}
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
 	}
 	tw.Flush()
 }
+
+// freeText are the columns that hold what people and BMCs write — a
+// failure reason, an error, a description — which can run to hundreds of
+// characters and would push every other column off the screen. A table
+// clips them to freeTextWidth with an ellipsis; -o json and show print
+// them whole.
+var freeText = map[string]bool{"REASON": true, "DETAIL": true, "ERROR": true, "DESCRIPTION": true, "MESSAGE": true, "LABEL": true}
+
+const freeTextWidth = 72
 
 // clean neutralises control characters in text that came from the service
 // (names, reasons, agent messages) before it reaches a terminal: an
@@ -161,4 +176,13 @@ func noArgs(c *cli.Context) error {
 		return usagef("%s takes no arguments, got %q", c.Command.FullName(), c.Args().Slice())
 	}
 	return nil
+}
+
+// nowIn says where something stands after a change of state, in words:
+// "is in maintenance", "is now active" (not "is maintenance").
+func nowIn(state string) string {
+	if state == "maintenance" {
+		return "is in maintenance"
+	}
+	return "is now " + state
 }

@@ -26,3 +26,29 @@ func TestControlCharactersAreNeutralisedInTables(t *testing.T) {
 		t.Errorf("%d lines, want 3 (header, row, field): %q", got, out)
 	}
 }
+
+// A 250-character maintenance reason is clipped with an ellipsis in the
+// machine table, and whole in -o json and in machine show.
+func TestLongReasonsAreClippedInTablesOnly(t *testing.T) {
+	url, tok := startService(t)
+	r := cliRunner{t, url, tok}
+	importExampleRack(r)
+	reason := strings.Repeat("PSU 2 lost input power; ", 10) + "end"
+	r.ok("machine", "maintenance", "--on", "--reason", reason, "gpu-a01-01")
+
+	table := r.ok("machine", "list")
+	if strings.Contains(table, "end") || !strings.Contains(table, "…") {
+		t.Fatalf("the REASON column is not clipped:\n%s", table)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(table), "\n") {
+		if n := len([]rune(line)); n > 200 {
+			t.Errorf("a table line of %d characters: %s", n, line)
+		}
+	}
+	if js := r.ok("machine", "list", "-o", "json"); !strings.Contains(js, reason) {
+		t.Errorf("-o json lacks the whole reason")
+	}
+	if show := r.ok("machine", "show", "gpu-a01-01"); !strings.Contains(show, reason) {
+		t.Errorf("machine show lacks the whole reason:\n%s", show)
+	}
+}

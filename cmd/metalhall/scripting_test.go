@@ -95,8 +95,12 @@ func importExampleRack(r cliRunner) {
 	r.ok("hall", "create", "--site", "riyadh-1", "hall-a")
 	r.ok("phase", "create", "--hall", "hall-a", "--number", "1", "--power-kw", "12000")
 	r.ok("phase", "set-state", "--hall", "hall-a", "--number", "1", "--to", "commissioning")
+	r.ok("profile", "import", "--file", exampleProfile, "hgx-h100")
 	r.ok("rack", "import", "--file", exampleManifest)
 }
+
+// exampleProfile is the profile the example manifest names.
+const exampleProfile = "../../docs/profiles/hgx-h100.yaml"
 
 // leafCommands are the full names of every command that runs something.
 func leafCommands(cmds []*cli.Command, prefix string) []string {
@@ -124,6 +128,8 @@ func TestEveryCommandExitsAsDocumented(t *testing.T) {
 	r.ok("tenant", "create", "bank-x")
 	badManifest := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(badManifest, []byte("rack: {name: b9, hall: hall-a, phase: 1, units: 48, power_kw: 10}\nmachines:\n  - {name: m, unit: 0, height: 1, macs: [zz]}\n"), 0o600)
+	badProfile := filepath.Join(dir, "hgx-b200.yaml") // GPUs, no os_disk
+	os.WriteFile(badProfile, []byte("gpu_model: B200\ngpu_count: 8\n"), 0o600)
 	keyFile := filepath.Join(dir, "pw")
 	os.WriteFile(keyFile, []byte("pw\n"), 0o600)
 
@@ -184,7 +190,7 @@ func TestEveryCommandExitsAsDocumented(t *testing.T) {
 		"token create":         {{[]string{"token", "create", "--role", "bogus"}, exitUsage}, {[]string{"token", "create", "--role", "technician", "-o", "json"}, 0}},
 		"token list":           {{[]string{"token", "list", "-o", "json"}, 0}},
 		"token revoke":         {{[]string{"token", "revoke", "zz"}, exitNotFound}},
-		"audit list":           {{[]string{"audit", "list", "-o", "json"}, 0}},
+		"audit list":           {{[]string{"audit", "list", "-o", "json"}, 0}, {[]string{"audit", "list", "--limit", "5", "--after", "1", "-o", "json"}, 0}, {[]string{"audit", "list", "--limit", "0"}, exitUsage}, {[]string{"audit", "list", "--after", "x"}, exitUsage}, {[]string{"audit", "list", "--after", "1", "--before", "9"}, exitUsage}},
 		"backup":               {{[]string{"backup", "--out", filepath.Join(dir, "b.db"), "-o", "json"}, 0}, {[]string{"backup"}, exitUsage}},
 		"restore": {{[]string{"restore", "--from", filepath.Join(dir, "b.db"), "--data-dir", filepath.Join(dir, "restored"), "-o", "json"}, 0},
 			{[]string{"restore", "--from", filepath.Join(dir, "b.db"), "--data-dir", filepath.Join(dir, "restored")}, exitUsage}, // not empty now
@@ -194,6 +200,22 @@ func TestEveryCommandExitsAsDocumented(t *testing.T) {
 		"lab":           {{[]string{"lab", "bmc", "--help"}, 0}, {[]string{"lab", "bmc"}, exitUsage}},
 		"job list":      {{[]string{"job", "list", "-o", "json"}, 0}, {[]string{"job", "list", "--rack", "zz"}, exitNotFound}, {[]string{"job", "list", "--hall", "zz"}, exitNotFound}, {[]string{"job", "list", "--state", "bogus"}, exitUsage}, {[]string{"job", "list", "--kind", "bogus"}, exitUsage}},
 		"completion":    {{[]string{"completion", "bash"}, 0}, {[]string{"completion", "fish"}, exitUsage}},
+		// Leaves run in the command table's order: create before update
+		// before delete.
+		"site update":      {{[]string{"site", "update", "riyadh-1", "--description", "Riyadh campus", "-o", "json"}, 0}, {[]string{"site", "update", "zz", "--description", "x"}, exitNotFound}, {[]string{"site", "update", "riyadh-1"}, exitUsage}},
+		"site delete":      {{[]string{"site", "delete", "riyadh-1"}, exitConflict}, {[]string{"site", "delete", "zz"}, exitNotFound}, {[]string{"site", "delete", "s2"}, 0}},
+		"hall update":      {{[]string{"hall", "update", "h2", "--site", "riyadh-1", "-o", "json"}, 0}, {[]string{"hall", "update", "h2", "--site", "zz"}, exitNotFound}, {[]string{"hall", "update", "zz", "--site", "riyadh-1"}, exitNotFound}, {[]string{"hall", "update", "h2"}, exitUsage}},
+		"hall delete":      {{[]string{"hall", "delete", "hall-a"}, exitConflict}, {[]string{"hall", "delete", "zz"}, exitNotFound}, {[]string{"hall", "delete", "h2"}, 0}},
+		"phase delete":     {{[]string{"phase", "delete", "--hall", "hall-a", "--number", "1"}, exitConflict}, {[]string{"phase", "delete", "--hall", "hall-a", "--number", "9"}, exitNotFound}, {[]string{"phase", "delete", "--hall", "hall-a", "--number", "x"}, exitUsage}},
+		"subnet update":    {{[]string{"subnet", "update", "prov", "--range", "127.77.0.100-127.77.0.150", "--dns", "127.0.0.53", "-o", "json"}, 0}, {[]string{"subnet", "update", "prov", "--gateway", "127.78.0.1"}, exitUsage}, {[]string{"subnet", "update", "zz", "--dns", ""}, exitNotFound}, {[]string{"subnet", "update", "prov"}, exitUsage}},
+		"subnet delete":    {{[]string{"subnet", "delete", "zz"}, exitNotFound}, {[]string{"subnet", "delete", "prov"}, 0}},
+		"tenant update":    {{[]string{"tenant", "update", "bank-x", "--description", "Bank X", "-o", "json"}, 0}, {[]string{"tenant", "update", "zz", "--description", "x"}, exitNotFound}, {[]string{"tenant", "update", "bank-x"}, exitUsage}},
+		"profile list":     {{[]string{"profile", "list", "-o", "json"}, 0}, {[]string{"profile", "list", "extra"}, exitUsage}},
+		"profile show":     {{[]string{"profile", "show", "hgx-h100", "-o", "json"}, 0}, {[]string{"profile", "show", "zz"}, exitNotFound}},
+		"profile validate": {{[]string{"profile", "validate", exampleProfile, "-o", "json"}, 0}, {[]string{"profile", "validate", badProfile}, exitUsage}, {[]string{"profile", "validate", filepath.Join(dir, "none.yaml")}, exitUsage}},
+		"profile import":   {{[]string{"profile", "import", "hgx-h100", "--file", exampleProfile, "-o", "json"}, 0}, {[]string{"profile", "import", "hgx-b200", "--file", badProfile}, exitUsage}, {[]string{"profile", "import", "hgx-b200"}, exitUsage}},
+		"profile delete":   {{[]string{"profile", "delete", "hgx-h100"}, exitConflict}, {[]string{"profile", "delete", "zz"}, exitNotFound}},
+		"tenant delete":    {{[]string{"tenant", "delete", "zz"}, exitNotFound}, {[]string{"tenant", "delete", "telco-y"}, 0}},
 	}
 	leaves := leafCommands(newApp(io.Discard, io.Discard).Commands, "")
 	for _, l := range leaves {

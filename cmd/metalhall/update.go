@@ -77,9 +77,10 @@ budget) and refused while the machine has a job in flight.`,
 		}}
 }
 
-// addUpdateCommands puts `rack update` and `phase update` beside the
+// addUpdateCommands puts the update and delete commands beside the
 // commands that create what they correct.
 func addUpdateCommands(cmds []*cli.Command) {
+	more := objectEditCommands()
 	for _, c := range cmds {
 		switch c.Name {
 		case "rack":
@@ -87,6 +88,7 @@ func addUpdateCommands(cmds []*cli.Command) {
 		case "phase":
 			c.Subcommands = append(c.Subcommands, phaseUpdateCommand())
 		}
+		c.Subcommands = append(c.Subcommands, more[c.Name]...)
 	}
 }
 

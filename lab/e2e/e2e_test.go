@@ -185,7 +185,7 @@ func (e *env) setup(ctx context.Context) error {
 	}
 	// A profile the QEMU machines meet, and one they cannot.
 	os.WriteFile(filepath.Join(e.data, "profiles", "lab-vm.yaml"), []byte("min_memory_gib: 0\nmin_disks: 1\n"), 0o644)
-	os.WriteFile(filepath.Join(e.data, "profiles", "hgx-h100.yaml"), []byte("gpu_model: H100\ngpu_count: 8\nmin_disks: 1\n"), 0o644)
+	os.WriteFile(filepath.Join(e.data, "profiles", "hgx-h100.yaml"), []byte("gpu_model: H100\ngpu_count: 8\nmin_disks: 1\nos_disk: vda\n"), 0o644)
 	if out, err := exec.CommandContext(ctx, e.bin, "bootenv", "build", "--kernel", e.kernel, "--data-dir", e.data, "--agent", e.agent).CombinedOutput(); err != nil {
 		return fmt.Errorf("bootenv build: %v\n%s", err, out)
 	}

@@ -114,8 +114,10 @@ func TestRestoredCopyTouchesNoBMCUntilResumed(t *testing.T) {
 	before := rf.Requests()
 	cp := &subproc{t: t, bin: orig.bin, dir: copyDir, token: orig.token,
 		flags: append(slices.Clone(orig.flags), "--power-sync-interval", "1s", "--boot-timeout", "1s")}
-	cp.addr, cp.prov = freeAddr(t), freeAddr(t)
+	admin, prov := holdListener(t), holdListener(t)
+	cp.addr, cp.prov = admin.Addr().String(), prov.Addr().String()
 	cp.url, cp.provURL = "http://"+cp.addr, "http://"+cp.prov
+	cp.listeners = []*os.File{listenerFile(t, admin), listenerFile(t, prov)}
 	cp.start()
 	t.Cleanup(cp.kill)
 	// The barrier: the copy's scheduler has looked at its queue three

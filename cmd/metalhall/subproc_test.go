@@ -69,6 +69,9 @@ func (s *subproc) start() {
 	s.t.Helper()
 	// LISTEN_PID must be the service's own PID, known only after the
 	// fork: a shell sets it to its own and execs the binary in its place.
+	if len(s.listeners) != 2 {
+		s.t.Fatal("subproc: no listeners to pass (holdListener, listenerFile)")
+	}
 	args := append([]string{"-c", `LISTEN_PID=$$ exec "$0" "$@"`, s.bin, "serve", "--data-dir", s.dir, "--listen", s.addr, "--provision-listen", s.prov}, s.flags...)
 	s.cmd = exec.Command("/bin/sh", args...)
 	s.cmd.Stderr = os.Stderr

@@ -98,7 +98,7 @@ func (r *Runner) inspect(ctx context.Context, task wire.Task, log *slog.Logger) 
 	}
 	if a := task.Acceptance; a != nil && a.DCGMLevel > 0 && inv.Hardware != nil {
 		log.Info("running GPU diagnostics", "level", a.DCGMLevel)
-		inv.Hardware.DCGM = runDCGM(ctx, a.DCGMLevel)
+		inv.Hardware.DCGM = runDCGM(ctx, a.DCGMLevel, time.Duration(a.DCGMTimeoutSeconds)*time.Second)
 	}
 	if a := task.Acceptance; a != nil && a.LLDPSeconds > 0 && inv.Hardware != nil {
 		log.Info("listening for LLDP", "seconds", a.LLDPSeconds)

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/metalhall/metalhall/agent/wire"
@@ -97,11 +98,18 @@ type InfiniBandCheck struct {
 	MinRateGbps float64 `yaml:"min_rate_gbps" json:"min_rate_gbps,omitempty"`
 }
 
-// GPUDiagCheck: NVIDIA DCGM's diagnostic at Level (1 or 2: levels 3 and
-// 4 run longer than commissioning waits for an inspection).
+// GPUDiagCheck: NVIDIA DCGM's diagnostic at Level (1 to 4). Levels 3
+// and 4 run from 15 minutes to hours: TimeoutMinutes bounds the run (0:
+// 3, 7, 45 or 150 minutes by level), and commissioning waits that much
+// longer for the inspection.
 type GPUDiagCheck struct {
-	Level int `yaml:"level" json:"level"`
+	Level          int `yaml:"level" json:"level"`
+	TimeoutMinutes int `yaml:"timeout_minutes" json:"timeout_minutes,omitempty"`
 }
+
+// maxDCGMMinutes bounds a profile's DCGM timeout: a level 4 run on an
+// 8-GPU server takes about two hours.
+const maxDCGMMinutes = 480
 
 // FirmwareCheck: minimum in-band firmware versions. Versions compare
 // part by part, numbers as numbers ("2.10" is after "2.9").
@@ -144,10 +152,11 @@ func (a *Acceptance) validate() error {
 	if a.NVMe != nil && (a.NVMe.MaxPercentageUsed < 0 || a.NVMe.Count < 0) {
 		bad = append(bad, "nvme: count and max_percentage_used must not be negative")
 	}
-	if a.GPUDiag != nil && (a.GPUDiag.Level < 1 || a.GPUDiag.Level > 2) {
-		// Levels 3 and 4 run 15 minutes and more: longer than the agent's
-		// bounded run inside commissioning's wait for the inspection.
-		bad = append(bad, fmt.Sprintf("gpu_diagnostics.level: %d; commissioning runs DCGM levels 1 or 2 (3 and 4 take 15 minutes or more)", a.GPUDiag.Level))
+	if a.GPUDiag != nil && (a.GPUDiag.Level < 1 || a.GPUDiag.Level > 4) {
+		bad = append(bad, fmt.Sprintf("gpu_diagnostics.level: %d; DCGM has levels 1 to 4", a.GPUDiag.Level))
+	}
+	if a.GPUDiag != nil && (a.GPUDiag.TimeoutMinutes < 0 || a.GPUDiag.TimeoutMinutes > maxDCGMMinutes) {
+		bad = append(bad, fmt.Sprintf("gpu_diagnostics.timeout_minutes: %d; 0 (the level's default) to %d", a.GPUDiag.TimeoutMinutes, maxDCGMMinutes))
 	}
 	if a.Cabling != nil && (a.Cabling.ListenSeconds < 1 || a.Cabling.ListenSeconds > 120) {
 		bad = append(bad, fmt.Sprintf("cabling.listen_seconds: %d; 1 to 120 (switches announce every 30 s by default: 35 hears one)", a.Cabling.ListenSeconds))
@@ -540,13 +549,20 @@ func gpuDiagCheck(gc *GPUDiagCheck, hw *wire.Hardware) inventory.Check {
 		if t.Result != "Fail" {
 			continue
 		}
-		subject := "GPU diagnostics"
-		if t.GPU >= 0 {
+		subject, part := "GPU diagnostics", "GPU"
+		switch {
+		case t.GPU >= 0:
 			subject = fmt.Sprintf("GPU %d", t.GPU)
+		case t.Entity != "":
+			// "CPU 0", "NVSwitch 2": the part is the entity's group.
+			subject, part = t.Entity, strings.Fields(t.Entity)[0]
 		}
-		c.Findings = append(c.Findings, inventory.Finding{Subject: subject, Problem: fmt.Sprintf("failed DCGM test %q: %s", t.Name, orDash(t.Info)), Fix: "see DCGM's advice; replace the GPU if it fails again"})
+		c.Findings = append(c.Findings, inventory.Finding{Subject: subject, Problem: fmt.Sprintf("failed DCGM test %q: %s", t.Name, orDash(t.Info)), Fix: "see DCGM's advice; replace the " + part + " if it fails again"})
 	}
 	c.Summary = fmt.Sprintf("DCGM level %d: %d tests, %d failed", d.Level, len(d.Tests), len(c.Findings))
+	if d.Version != "" {
+		c.Summary = fmt.Sprintf("DCGM %s level %d: %d tests, %d failed", d.Version, d.Level, len(d.Tests), len(c.Findings))
+	}
 	return c
 }
 
@@ -712,13 +728,46 @@ func (e *Engine) acceptanceTask(ctx context.Context, machine string) *wire.Accep
 	return e.acceptanceTaskFor(p)
 }
 
+// agentTime is how much longer than a plain inspection the agent takes
+// for the profile's suite: the inspection step waits that much more.
+func (a *Acceptance) agentTime() time.Duration {
+	if a == nil {
+		return 0
+	}
+	var d time.Duration
+	if g := a.GPUDiag; g != nil {
+		if g.TimeoutMinutes > 0 {
+			d += time.Duration(g.TimeoutMinutes) * time.Minute
+		} else {
+			d += wire.DCGMDefaultTimeout(g.Level)
+		}
+	}
+	if c := a.Cabling; c != nil {
+		d += time.Duration(c.ListenSeconds) * time.Second
+	}
+	return d
+}
+
+// inspectTimeout is the inspection step's wait for a machine: the
+// configured one plus what its profile's suite adds.
+func (e *Engine) inspectTimeout(ctx context.Context, m *inventory.Machine) time.Duration {
+	if m.Profile == "" || e.cfg.Profiles == nil {
+		return e.cfg.InspectTimeout
+	}
+	p, err := e.cfg.Profiles.Profile(ctx, m.Profile)
+	if err != nil {
+		return e.cfg.InspectTimeout
+	}
+	return e.cfg.InspectTimeout + p.Acceptance.agentTime()
+}
+
 func (e *Engine) acceptanceTaskFor(p *Profile) *wire.AcceptanceTask {
 	if p.Acceptance == nil || (p.Acceptance.GPUDiag == nil && p.Acceptance.Cabling == nil) {
 		return nil
 	}
 	t := &wire.AcceptanceTask{}
 	if g := p.Acceptance.GPUDiag; g != nil {
-		t.DCGMLevel = g.Level
+		t.DCGMLevel, t.DCGMTimeoutSeconds = g.Level, g.TimeoutMinutes*60
 	}
 	if c := p.Acceptance.Cabling; c != nil {
 		t.LLDPSeconds = c.ListenSeconds

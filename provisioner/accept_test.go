@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/metalhall/metalhall/agent/wire"
 	"github.com/metalhall/metalhall/inventory"
@@ -132,12 +133,13 @@ func TestDegradedLinksNeedSomethingToJudge(t *testing.T) {
 
 func TestBadAcceptanceProfileIsRefusedWithTheReason(t *testing.T) {
 	for yaml, want := range map[string]string{
-		"acceptance:\n  optional: [pci]\n":             `optional: "pci" is not a check`,
-		"acceptance:\n  pcie: {kinds: [gpu, fpga]}\n":  `pcie.kinds: "fpga" is not gpu, nic or nvme`,
-		"acceptance:\n  gpu_diagnostics: {level: 9}\n": "gpu_diagnostics.level: 9; commissioning runs DCGM levels 1 or 2",
-		"acceptance:\n  infiniband: {port: 8}\n":       "field port not found",
-		"acceptance:\n  memory: {dimms: -1}\n":         "memory: dimms and min_gib must not be negative",
-		"acceptance:\n  cabling: {}\n":                 "cabling.listen_seconds: 0; 1 to 120",
+		"acceptance:\n  optional: [pci]\n":                                    `optional: "pci" is not a check`,
+		"acceptance:\n  pcie: {kinds: [gpu, fpga]}\n":                         `pcie.kinds: "fpga" is not gpu, nic or nvme`,
+		"acceptance:\n  gpu_diagnostics: {level: 9}\n":                        "gpu_diagnostics.level: 9; DCGM has levels 1 to 4",
+		"acceptance:\n  gpu_diagnostics: {level: 4, timeout_minutes: 1000}\n": "gpu_diagnostics.timeout_minutes: 1000; 0 (the level's default) to 480",
+		"acceptance:\n  infiniband: {port: 8}\n":                              "field port not found",
+		"acceptance:\n  memory: {dimms: -1}\n":                                "memory: dimms and min_gib must not be negative",
+		"acceptance:\n  cabling: {}\n":                                        "cabling.listen_seconds: 0; 1 to 120",
 	} {
 		dir := t.TempDir()
 		os.WriteFile(filepath.Join(dir, "p.yaml"), []byte(yaml), 0o644)
@@ -257,5 +259,35 @@ func TestCablingRecordsNeighboursAndNamesDeadPorts(t *testing.T) {
 	}
 	if task := (&Engine{}).acceptanceTaskFor(p); task == nil || task.LLDPSeconds != 35 || task.DCGMLevel != 0 {
 		t.Errorf("task = %+v", task)
+	}
+}
+
+// Levels 3 and 4 are long: the agent is told the profile's bound, and the
+// inspection step waits that much longer than a plain inspection.
+func TestLongDCGMLevelsAreBoundedAndWaitedFor(t *testing.T) {
+	p := loadProfile(t, "acceptance:\n  gpu_diagnostics: {level: 4, timeout_minutes: 120}\n  cabling: {listen_seconds: 35}\n")
+	task := (&Engine{}).acceptanceTaskFor(p)
+	if task == nil || task.DCGMLevel != 4 || task.DCGMTimeoutSeconds != 7200 {
+		t.Fatalf("task = %+v", task)
+	}
+	if d := p.Acceptance.agentTime(); d != 2*time.Hour+35*time.Second {
+		t.Errorf("agent time %v", d)
+	}
+	p = loadProfile(t, "acceptance:\n  gpu_diagnostics: {level: 3}\n")
+	if d := p.Acceptance.agentTime(); d != 45*time.Minute {
+		t.Errorf("level 3 default: agent time %v", d)
+	}
+}
+
+// A DCGM 4.x result about a CPU names the CPU.
+func TestDCGMResultOnAnotherEntityNamesIt(t *testing.T) {
+	p := loadProfile(t, "acceptance:\n  gpu_diagnostics: {level: 3}\n")
+	inv := agentInventory(t, "hgx-h100")
+	inv.Hardware.DCGM = &wire.DCGMResult{Ran: true, Level: 3, Version: "4.2.3", Tests: []wire.DCGMTest{
+		{Category: "Stress", Name: "cpu_eud", GPU: -1, Entity: "CPU 1", Result: "Fail", Info: "CPU EUD test failed"}}}
+	r := Accept(p, inv)
+	want := []string{`CPU 1 failed DCGM test "cpu_eud": CPU EUD test failed — see DCGM's advice; replace the CPU if it fails again`}
+	if !reflect.DeepEqual(r.Failures(), want) {
+		t.Errorf("fix list %q", r.Failures())
 	}
 }

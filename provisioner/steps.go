@@ -240,13 +240,17 @@ func (e *Engine) exec(ctx context.Context, j *inventory.Job, step string) error 
 				errNotSeen, m.Name, m.MACs, e.cfg.BootTimeout)
 		})
 	case stepInspect:
-		return e.wait(ctx, j, step, e.cfg.InspectTimeout, func(j *inventory.Job) (bool, error) {
+		timeout := e.cfg.InspectTimeout
+		if j.Kind == inventory.JobCommission {
+			timeout = e.inspectTimeout(ctx, m)
+		}
+		return e.wait(ctx, j, step, timeout, func(j *inventory.Job) (bool, error) {
 			if j.AgentDone && !j.AgentOK {
 				return false, failf("inspection failed on the machine: %s", j.AgentError)
 			}
 			m, err := e.inv.Machine(ctx, j.Machine)
 			return err == nil && !m.InspectedAt.Before(j.AgentSeenAt), err
-		}, func() error { return failf("the agent sent no inspection within %v", e.cfg.InspectTimeout) })
+		}, func() error { return failf("the agent sent no inspection within %v", timeout) })
 	case stepCheckProfile:
 		return e.checkProfile(ctx, j, m)
 	case stepWriteImage:

@@ -104,6 +104,9 @@ func (r *Runner) inspect(ctx context.Context, task wire.Task, log *slog.Logger) 
 		log.Info("listening for LLDP", "seconds", a.LLDPSeconds)
 		inv.Hardware.LLDP = listenLLDP(ctx, inv.NICs, time.Duration(a.LLDPSeconds)*time.Second)
 	}
+	if a := task.Acceptance; a != nil && a.Burnin != nil && inv.Hardware != nil {
+		inv.Hardware.Burnin = r.runBurnin(ctx, a.Burnin, &inv, log)
+	}
 	inv.JobID = task.JobID
 	inv.Collected = time.Now().UTC()
 	ictx, cancel := context.WithTimeout(ctx, 2*time.Minute)

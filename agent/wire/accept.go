@@ -19,6 +19,8 @@ type Hardware struct {
 	DCGM *DCGMResult `json:"dcgm,omitempty"`
 	// LLDP is what each Ethernet port heard; nil when it was not asked for.
 	LLDP []LLDPPort `json:"lldp,omitempty"`
+	// Burnin is the burn-in's outcome; nil when it was not asked for.
+	Burnin *BurninResult `json:"burnin,omitempty"`
 }
 
 // Device kinds whose PCIe links are checked.
@@ -140,6 +142,8 @@ type AcceptanceTask struct {
 	// LLDPSeconds: listen this long on every Ethernet port for the
 	// switch's LLDP announcement (switches send every 30 s by default).
 	LLDPSeconds int `json:"lldp_seconds,omitempty"`
+	// Burnin: stress and verify memory, disks and the network.
+	Burnin *BurninTask `json:"burnin,omitempty"`
 }
 
 // DCGMDefaultTimeout is how long `dcgmi diag` may run at a level when the

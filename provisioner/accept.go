@@ -28,6 +28,7 @@ type Acceptance struct {
 	GPUDiag    *GPUDiagCheck    `yaml:"gpu_diagnostics" json:"gpu_diagnostics,omitempty"`
 	Firmware   *FirmwareCheck   `yaml:"firmware" json:"firmware,omitempty"`
 	Cabling    *CablingCheck    `yaml:"cabling" json:"cabling,omitempty"`
+	Burnin     *BurninCheck     `yaml:"burnin" json:"burnin,omitempty"`
 	Optional   []string         `yaml:"optional" json:"optional,omitempty"`
 }
 
@@ -46,7 +47,7 @@ const (
 	checkCabling    = "cabling"
 )
 
-var checkNames = []string{checkInventory, checkPCIe, checkMemory, checkECC, checkCPU, checkNVMe, checkEthernet, checkInfiniBand, checkGPUDiag, checkFirmware, checkCabling}
+var checkNames = []string{checkInventory, checkPCIe, checkMemory, checkECC, checkCPU, checkNVMe, checkEthernet, checkInfiniBand, checkGPUDiag, checkFirmware, checkCabling, checkBurnin}
 
 // PCIeCheck: every GPU, NIC and NVMe link at the speed and width the
 // device can do (its max_link_*). Kinds narrows it ("gpu", "nic",
@@ -161,6 +162,9 @@ func (a *Acceptance) validate() error {
 	if a.Cabling != nil && (a.Cabling.ListenSeconds < 1 || a.Cabling.ListenSeconds > 120) {
 		bad = append(bad, fmt.Sprintf("cabling.listen_seconds: %d; 1 to 120 (switches announce every 30 s by default: 35 hears one)", a.Cabling.ListenSeconds))
 	}
+	if a.Burnin != nil {
+		bad = append(bad, a.Burnin.validate()...)
+	}
 	if len(bad) > 0 {
 		return fmt.Errorf("acceptance: %s", strings.Join(bad, "; "))
 	}
@@ -221,6 +225,9 @@ func Accept(p *Profile, inv *wire.Inventory) inventory.AcceptanceReport {
 	}
 	if a.Cabling != nil {
 		add(checkCabling, cablingCheck(a.Cabling, hw))
+	}
+	if a.Burnin != nil {
+		add(checkBurnin, burninCheck(a.Burnin, hw))
 	}
 	r.Settle()
 	return r
@@ -745,6 +752,13 @@ func (a *Acceptance) agentTime() time.Duration {
 	if c := a.Cabling; c != nil {
 		d += time.Duration(c.ListenSeconds) * time.Second
 	}
+	if b := a.Burnin; b != nil {
+		disks := 16
+		if a.NVMe != nil && a.NVMe.Count > 0 {
+			disks = a.NVMe.Count
+		}
+		d += b.agentTime(disks)
+	}
 	return d
 }
 
@@ -762,7 +776,7 @@ func (e *Engine) inspectTimeout(ctx context.Context, m *inventory.Machine) time.
 }
 
 func (e *Engine) acceptanceTaskFor(p *Profile) *wire.AcceptanceTask {
-	if p.Acceptance == nil || (p.Acceptance.GPUDiag == nil && p.Acceptance.Cabling == nil) {
+	if p.Acceptance == nil || (p.Acceptance.GPUDiag == nil && p.Acceptance.Cabling == nil && p.Acceptance.Burnin == nil) {
 		return nil
 	}
 	t := &wire.AcceptanceTask{}
@@ -771,6 +785,9 @@ func (e *Engine) acceptanceTaskFor(p *Profile) *wire.AcceptanceTask {
 	}
 	if c := p.Acceptance.Cabling; c != nil {
 		t.LLDPSeconds = c.ListenSeconds
+	}
+	if b := p.Acceptance.Burnin; b != nil {
+		t.Burnin = b.task(p.OSDisk)
 	}
 	return t
 }

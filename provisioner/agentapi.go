@@ -71,6 +71,7 @@ func (e *Engine) AgentHandler() http.Handler {
 	mux.HandleFunc("POST "+wire.PathPrefix+wire.EndpointInspection, e.agentCall(e.agentInspection, maxInspection))
 	mux.HandleFunc("POST "+wire.PathPrefix+wire.EndpointProgress, e.agentCall(e.agentProgress, maxAgentMessage))
 	mux.HandleFunc("POST "+wire.PathPrefix+wire.EndpointDone, e.agentCall(e.agentDone, maxAgentMessage))
+	mux.HandleFunc("GET "+wire.PathPrefix+wire.EndpointBurninStream, e.agentBurninStream)
 	return mux
 }
 

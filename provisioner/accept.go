@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/metalhall/metalhall/agent/wire"
 	"github.com/metalhall/metalhall/inventory"
@@ -604,53 +603,6 @@ func firmwareCheck(fc *FirmwareCheck, hw *wire.Hardware, inv *wire.Inventory) in
 	}
 	c.Summary = fmt.Sprintf("BIOS %s; %d below baseline", orDash(inv.System.BIOSVersion), len(c.Findings))
 	return c
-}
-
-// compareVersions orders firmware versions part by part: runs of digits
-// as numbers, anything else as text ("2.10" > "2.9", "GDC7302Q" >
-// "GDC7201Q").
-func compareVersions(a, b string) int {
-	pa, pb := versionParts(a), versionParts(b)
-	for i := 0; i < len(pa) && i < len(pb); i++ {
-		x, y := pa[i], pb[i]
-		nx, ex := strconv.ParseUint(x, 10, 64)
-		ny, ey := strconv.ParseUint(y, 10, 64)
-		switch {
-		case ex == nil && ey == nil && nx != ny:
-			if nx < ny {
-				return -1
-			}
-			return 1
-		case (ex != nil || ey != nil) && x != y:
-			return strings.Compare(x, y)
-		}
-	}
-	return len(pa) - len(pb)
-}
-
-func versionParts(v string) []string {
-	var out []string
-	cur, digit := "", false
-	for _, r := range v {
-		d := unicode.IsDigit(r)
-		if !unicode.IsLetter(r) && !d {
-			if cur != "" {
-				out = append(out, cur)
-			}
-			cur = ""
-			continue
-		}
-		if cur != "" && d != digit {
-			out = append(out, cur)
-			cur = ""
-		}
-		cur += string(r)
-		digit = d
-	}
-	if cur != "" {
-		out = append(out, cur)
-	}
-	return out
 }
 
 func cablingCheck(cc *CablingCheck, hw *wire.Hardware) inventory.Check {

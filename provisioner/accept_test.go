@@ -154,7 +154,15 @@ func TestVersionsCompareByParts(t *testing.T) {
 	for _, c := range []struct {
 		a, b string
 		want int
-	}{{"2.10", "2.9", 1}, {"2.1", "2.1", 0}, {"28.39.1002", "28.40.1000", -1}, {"GDC7302Q", "GDC7201Q", 1}, {"1.0", "1.0.1", -1}} {
+	}{{"2.10", "2.9", 1}, {"2.1", "2.1", 0}, {"28.39.1002", "28.40.1000", -1}, {"GDC7302Q", "GDC7201Q", 1}, {"1.0", "1.0.1", -1},
+		{"1.2.3", "1.2.3", 0}, {"1.2.10", "1.2.9", 1},
+		// Product prefixes and build dates: the baseline's shape decides.
+		{"U50 v2.10 (04/10/2024)", "2.10", 0}, {"U50 v2.9 (04/10/2024)", "2.10", -1}, {"U50 v2.10 (04/10/2024)", "U50 v2.9", 1},
+		{"U50 v2.11 (01/01/2023)", "U50 v2.10 (04/10/2024)", 1},
+		// Release candidates come before their release, after the one before.
+		{"GB300.1.4.0-rc2", "GB300.1.4.0", -1}, {"GB300.1.4.0-rc2", "GB300.1.3.9", 1}, {"GB300.1.4.0-rc2", "GB300.1.4.0-rc1", 1},
+		{"GB300.1.4.0", "GB300.1.4.0-rc2", 1}, {"gb300.1.4.0", "GB300.1.4.0", 0},
+		{"1.4.0.1", "1.4.0-rc2", 1}} {
 		if got := compareVersions(c.a, c.b); (got > 0) != (c.want > 0) || (got < 0) != (c.want < 0) {
 			t.Errorf("compare(%q, %q) = %d, want sign of %d", c.a, c.b, got, c.want)
 		}

@@ -111,12 +111,15 @@ type GPUDiagCheck struct {
 // 8-GPU server takes about two hours.
 const maxDCGMMinutes = 480
 
-// FirmwareCheck: minimum in-band firmware versions. Versions compare
-// part by part, numbers as numbers ("2.10" is after "2.9").
+// FirmwareCheck: minimum firmware versions, in-band (BIOS from SMBIOS,
+// NVMe, InfiniBand) and as the BMC reports them (BMC: component name →
+// minimum, e.g. {BMC: "2.10", CPLD: "1.0.3"}). Versions compare as
+// compareVersions says ("2.10" is after "2.9").
 type FirmwareCheck struct {
-	BIOS       string `yaml:"bios" json:"bios,omitempty"`
-	NVMe       string `yaml:"nvme" json:"nvme,omitempty"`
-	InfiniBand string `yaml:"infiniband" json:"infiniband,omitempty"`
+	BIOS       string            `yaml:"bios" json:"bios,omitempty"`
+	NVMe       string            `yaml:"nvme" json:"nvme,omitempty"`
+	InfiniBand string            `yaml:"infiniband" json:"infiniband,omitempty"`
+	BMC        map[string]string `yaml:"bmc" json:"bmc,omitempty"`
 }
 
 // CablingCheck: the agent listens ListenSeconds on every Ethernet port
@@ -164,6 +167,13 @@ func (a *Acceptance) validate() error {
 	if a.Burnin != nil {
 		bad = append(bad, a.Burnin.validate()...)
 	}
+	if a.Firmware != nil {
+		for k, v := range a.Firmware.BMC {
+			if strings.TrimSpace(k) == "" || strings.TrimSpace(v) == "" {
+				bad = append(bad, fmt.Sprintf("firmware.bmc: %q: %q; name a component and its minimum version", k, v))
+			}
+		}
+	}
 	if len(bad) > 0 {
 		return fmt.Errorf("acceptance: %s", strings.Join(bad, "; "))
 	}
@@ -173,8 +183,14 @@ func (a *Acceptance) validate() error {
 // Accept runs the profile's acceptance suite over an inspection: every
 // check the profile names, plus the profile's inventory match (GPU
 // count, memory...), so a report is the whole verdict. The report's
-// Passed is set.
+// Passed is set. BMC firmware baselines are judged with AcceptMachine.
 func Accept(p *Profile, inv *wire.Inventory) inventory.AcceptanceReport {
+	return AcceptMachine(p, inv, nil)
+}
+
+// AcceptMachine is Accept with what the machine's BMC reported: its
+// firmware inventory, for the profile's BMC firmware baselines.
+func AcceptMachine(p *Profile, inv *wire.Inventory, bmcFW *inventory.BMCFirmware) inventory.AcceptanceReport {
 	r := inventory.AcceptanceReport{Profile: p.Name}
 	a := p.Acceptance
 	if a == nil {
@@ -220,7 +236,7 @@ func Accept(p *Profile, inv *wire.Inventory) inventory.AcceptanceReport {
 		add(checkGPUDiag, gpuDiagCheck(a.GPUDiag, hw))
 	}
 	if a.Firmware != nil {
-		add(checkFirmware, firmwareCheck(a.Firmware, hw, inv))
+		add(checkFirmware, firmwareCheck(a.Firmware, hw, inv, bmcFW))
 	}
 	if a.Cabling != nil {
 		add(checkCabling, cablingCheck(a.Cabling, hw))
@@ -572,7 +588,7 @@ func gpuDiagCheck(gc *GPUDiagCheck, hw *wire.Hardware) inventory.Check {
 	return c
 }
 
-func firmwareCheck(fc *FirmwareCheck, hw *wire.Hardware, inv *wire.Inventory) inventory.Check {
+func firmwareCheck(fc *FirmwareCheck, hw *wire.Hardware, inv *wire.Inventory, bmcFW *inventory.BMCFirmware) inventory.Check {
 	var c inventory.Check
 	below := func(subject, have, min, what string) {
 		if min == "" {
@@ -601,7 +617,11 @@ func firmwareCheck(fc *FirmwareCheck, hw *wire.Hardware, inv *wire.Inventory) in
 			}
 		}
 	}
+	c.Findings = append(c.Findings, bmcFirmwareFindings(fc.BMC, bmcFW)...)
 	c.Summary = fmt.Sprintf("BIOS %s; %d below baseline", orDash(inv.System.BIOSVersion), len(c.Findings))
+	if bmcFW != nil && len(bmcFW.Components) > 0 {
+		c.Summary = fmt.Sprintf("BIOS %s; %d components reported by the BMC; %d below baseline", orDash(inv.System.BIOSVersion), len(bmcFW.Components), len(c.Findings))
+	}
 	return c
 }
 
@@ -655,7 +675,7 @@ func cablingCheck(cc *CablingCheck, hw *wire.Hardware) inventory.Check {
 // accept runs the acceptance suite, records its report and fails the step
 // with the fix list when a required check did not pass.
 func (e *Engine) accept(ctx context.Context, j *inventory.Job, m *inventory.Machine, p *Profile, inv *wire.Inventory) error {
-	r := Accept(p, inv)
+	r := AcceptMachine(p, inv, m.BMCFirmware)
 	r.Machine, r.Job = m.Name, j.ID
 	rec, err := e.inv.RecordAcceptance(ctx, r)
 	if err != nil {

@@ -219,6 +219,9 @@ func (e *Engine) exec(ctx context.Context, j *inventory.Job, step string) error 
 		if _, err := e.bmc.PowerState(ctx, m); err != nil {
 			return failf("BMC check: %v", err)
 		}
+		if j.Kind == inventory.JobCommission {
+			e.recordBMCFirmware(ctx, j, m)
+		}
 		return nil
 	case stepSetPXE:
 		return bmcStep(e.bmc.SetBootDevice(ctx, m, inventory.BootPXE, false))

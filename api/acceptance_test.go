@@ -77,17 +77,21 @@ func TestRackFirmwareNamesTheMachinesThatDrift(t *testing.T) {
 	}
 	inspect("ma", "2.1", "28.39.1002")
 	inspect("ma2", "2.0", "28.37.1014")
+	mustOK(t, f.inv.RecordBMCFirmware(ctx, "ma", inventory.BMCFirmware{Components: []inventory.FirmwareComponent{{ID: "BMC", Version: "3.1"}, {ID: "CPLD_0", Version: "1.0.3"}}}))
+	mustOK(t, f.inv.RecordBMCFirmware(ctx, "ma2", inventory.BMCFirmware{Components: []inventory.FirmwareComponent{{ID: "BMC", Version: "3.1"}, {ID: "CPLD_0", Version: "1.0.1"}}}))
 	var rf RackFirmware
 	status, data := f.do("technician", "GET", "/api/v1/racks/ra/firmware", nil)
 	if status != 200 || json.Unmarshal(data, &rf) != nil {
 		t.Fatalf("%d %s", status, data)
 	}
-	want := []string{"BIOS: 2.0 on U17 ma2; 2.1 on U1 ma", "InfiniBand: 28.37.1014 on U17 ma2; 28.39.1002 on U1 ma"}
+	want := []string{"BIOS: 2.0 on U17 ma2; 2.1 on U1 ma", "InfiniBand: 28.37.1014 on U17 ma2; 28.39.1002 on U1 ma",
+		"BMC CPLD_0: 1.0.1 on U17 ma2; 1.0.3 on U1 ma"}
 	if !reflect.DeepEqual(rf.Drift, want) {
 		t.Errorf("drift = %q, want %q", rf.Drift, want)
 	}
 	if len(rf.Machines) != 2 || rf.Machines[0].Machine != "ma2" || rf.Machines[0].BIOS != "2.0" ||
-		!reflect.DeepEqual(rf.Machines[0].InfiniBand, []string{"28.37.1014"}) || !reflect.DeepEqual(rf.Machines[1].NVMe, []string{"GDC7302Q"}) {
+		!reflect.DeepEqual(rf.Machines[0].InfiniBand, []string{"28.37.1014"}) || !reflect.DeepEqual(rf.Machines[1].NVMe, []string{"GDC7302Q"}) ||
+		!reflect.DeepEqual(rf.Machines[0].BMCReported, []BMCFirmwareVersion{{Component: "BMC", Version: "3.1"}, {Component: "CPLD_0", Version: "1.0.1"}}) {
 		t.Errorf("machines = %+v", rf.Machines)
 	}
 }
@@ -120,5 +124,12 @@ func TestRackCablingListsObservedCables(t *testing.T) {
 		Switch: "leaf-03", SwitchChassisID: "0c:42:a1:00:00:00", SwitchPort: "Ethernet12"}
 	if rc.Ports[0] != want || rc.Ports[1].Status != "silent" || rc.Ports[2].Status != "no-link" {
 		t.Errorf("ports = %+v", rc.Ports)
+	}
+}
+
+func mustOK(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

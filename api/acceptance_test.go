@@ -133,3 +133,22 @@ func mustOK(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// A tenant sees its machine's BMC-reported firmware, but not the BMC's
+// address quoted in a failed read's error.
+func TestTenantSeesBMCFirmwareWithoutTheBMCsAddress(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	mustOK(t, f.inv.RecordBMCFirmware(ctx, "ma", inventory.BMCFirmware{Components: []inventory.FirmwareComponent{{ID: "BMC", Version: "3.1"}}}))
+	mustOK(t, f.inv.RecordBMCFirmware(ctx, "ma", inventory.BMCFirmware{Error: "BMC 10.0.0.1 did not answer"}))
+	for who, want := range map[string]string{"technician": "BMC 10.0.0.1 did not answer", "tenant-a": "BMC (BMC) did not answer"} {
+		status, data := f.do(who, "GET", "/api/v1/machines/ma", nil)
+		var m Machine
+		if status != 200 || json.Unmarshal(data, &m) != nil {
+			t.Fatalf("%s: %d %s", who, status, data)
+		}
+		if m.BMCFirmware == nil || m.BMCFirmware.Error != want || len(m.BMCFirmware.Components) != 1 || m.BMCFirmware.Components[0].Version != "3.1" {
+			t.Errorf("%s sees %+v, want error %q and the last good components", who, m.BMCFirmware, want)
+		}
+	}
+}

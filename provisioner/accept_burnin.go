@@ -192,14 +192,8 @@ func burninCheck(bc *BurninCheck, hw *wire.Hardware) inventory.Check {
 // pattern, to the agent of an unfinished commissioning only (it is load
 // on the provisioning network), at most MaxImageStreams at once.
 func (e *Engine) agentBurninStream(w http.ResponseWriter, r *http.Request) {
-	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	j, err := e.jobForToken(r.Context(), tok)
-	if err != nil {
-		writeAgent(w, http.StatusUnauthorized, wire.Error{Error: err.Error()})
-		return
-	}
-	if err := e.checkSource(r, j); err != nil {
-		writeAgent(w, http.StatusForbidden, wire.Error{Error: err.Error()})
+	j, ok := e.agentJob(w, r)
+	if !ok {
 		return
 	}
 	if j.Kind != inventory.JobCommission {

@@ -53,7 +53,11 @@ const maxMismatches = 32
 func runMemoryTest(ctx context.Context, meminfo string, percent int, d time.Duration) wire.MemoryTest {
 	avail, err := readMeminfo(meminfo, "MemAvailable")
 	if err != nil {
-		return wire.MemoryTest{Error: err.Error()}
+		// Kernels before 3.14 have no MemAvailable: what is free is the
+		// safe lower bound.
+		if avail, err = readMeminfo(meminfo, "MemFree"); err != nil {
+			return wire.MemoryTest{Error: err.Error()}
+		}
 	}
 	if percent <= 0 || percent > 95 {
 		percent = 80

@@ -59,9 +59,13 @@ func TestMemoryTestTakesItsShareOfAvailableMemory(t *testing.T) {
 	if res.Error != "" || res.MiBTested != 4 || res.MismatchCount != 0 {
 		t.Errorf("result %+v, want 4 MiB tested (50%% of 8 MiB)", res)
 	}
+	os.WriteFile(meminfo, []byte("MemTotal:       16384 kB\nMemFree:    4096 kB\n"), 0o644)
+	if res := runMemoryTest(context.Background(), meminfo, 50, 0); res.Error != "" || res.MiBTested != 2 {
+		t.Errorf("without MemAvailable: %+v, want half of MemFree", res)
+	}
 	os.WriteFile(meminfo, []byte("MemTotal:       16384 kB\n"), 0o644)
-	if res := runMemoryTest(context.Background(), meminfo, 50, 0); !strings.Contains(res.Error, "no MemAvailable line") {
-		t.Errorf("without MemAvailable: %+v", res)
+	if res := runMemoryTest(context.Background(), meminfo, 50, 0); !strings.Contains(res.Error, "no MemFree line") {
+		t.Errorf("without MemAvailable or MemFree: %+v", res)
 	}
 }
 
@@ -178,5 +182,34 @@ func TestThroughputTestVerifiesTheStreamAndMeasuresIt(t *testing.T) {
 	c.Token = "wrong"
 	if res := throughputTest(context.Background(), c, 1<<20, 0); !strings.HasPrefix(res.Error, "HTTP 401") {
 		t.Errorf("refused: %+v", res)
+	}
+}
+
+// The runner runs the task's burn-in after the inspection and sends its
+// results with it: here against the qemu fixture, a file for its disk
+// (the OS disk, included by the task) and the fake service's stream.
+func TestRunnerSendsTheBurninWithTheInspection(t *testing.T) {
+	task := wire.Task{JobID: "job-b", Kind: wire.KindInspect, Acceptance: &wire.AcceptanceTask{Burnin: &wire.BurninTask{
+		MemorySeconds: 1, MemoryPercent: 1, DiskMiB: 2, DiskSeconds: 60, IncludeOSDisk: true, ThroughputMiB: 3, ThroughputSeconds: 60}}}
+	svc := newFakeService(t, task, nil)
+	dev := devDir(t, 8<<20)
+	r := &Runner{Client: &Client{BaseURL: svc.URL, Token: "tok"}, Root: "testdata/qemu", DevDir: dev}
+	if _, err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	if svc.inv == nil || svc.inv.Hardware == nil || svc.inv.Hardware.Burnin == nil {
+		t.Fatalf("inventory without a burn-in: %+v", svc.inv)
+	}
+	b := svc.inv.Hardware.Burnin
+	if m := b.Memory; m == nil || m.Error != "" || m.MiBTested != 4 || m.MismatchCount != 0 {
+		t.Errorf("memory %+v, want 4 MiB (1%% of the fixture's MemFree) without errors", m)
+	}
+	if len(b.Disks) != 1 || b.Disks[0].Disk != "vda" || b.Disks[0].BytesTested != 2<<20 || b.Disks[0].MismatchAt != -1 {
+		t.Errorf("disks %+v", b.Disks)
+	}
+	if tp := b.Throughput; tp == nil || tp.Error != "" || tp.Bytes != 3<<20 {
+		t.Errorf("throughput %+v", tp)
 	}
 }

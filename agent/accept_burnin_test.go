@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -211,5 +212,44 @@ func TestRunnerSendsTheBurninWithTheInspection(t *testing.T) {
 	}
 	if tp := b.Throughput; tp == nil || tp.Error != "" || tp.Bytes != 3<<20 {
 		t.Errorf("throughput %+v", tp)
+	}
+}
+
+// On a real block device (a loop device over a file) the size comes from
+// the kernel and the read-back from the device, after the buffer cache
+// is dropped.
+func TestDiskTestOnABlockDevice(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("attaches a loop device: root only")
+	}
+	backing := diskFile(t, 64<<20)
+	out, err := exec.Command("losetup", "--find", "--show", backing).Output()
+	if err != nil {
+		t.Fatalf("losetup: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if err := exec.Command("losetup", "-d", dev).Run(); err != nil {
+			t.Errorf("detaching %s: %v", dev, err)
+		}
+	})
+	res := diskTest(context.Background(), dev, 16<<20, 1<<62, nil)
+	if res.Error != "" || res.MismatchAt != -1 || res.BytesTested != 16<<20 {
+		t.Fatalf("healthy loop device: %+v", res)
+	}
+	// Damage the backing file behind the device's back: only a read from
+	// the device, not from its cache, sees it.
+	damage := func(*os.File) {
+		f, err := os.OpenFile(backing, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		f.WriteAt(make([]byte, 4096), 63<<20)
+		f.Sync()
+	}
+	res = diskTest(context.Background(), dev, 16<<20, 1<<62, damage)
+	if res.MismatchAt != 63<<20 || res.MismatchInfo != "read zeros (the write did not reach the disk)" {
+		t.Errorf("damaged block: %+v", res)
 	}
 }

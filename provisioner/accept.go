@@ -188,9 +188,16 @@ func Accept(p *Profile, inv *wire.Inventory) inventory.AcceptanceReport {
 	return AcceptMachine(p, inv, nil)
 }
 
-// AcceptMachine is Accept with what the machine's BMC reported: its
-// firmware inventory, for the profile's BMC firmware baselines.
-func AcceptMachine(p *Profile, inv *wire.Inventory, bmcFW *inventory.BMCFirmware) inventory.AcceptanceReport {
+// AcceptMachine is Accept with what the service knows of the machine
+// (nil: nothing): the firmware inventory its BMC reported, for the
+// profile's BMC firmware baselines, and whether its disks may hold a
+// tenant's data (then the disk burn-in was not asked for).
+func AcceptMachine(p *Profile, inv *wire.Inventory, m *inventory.Machine) inventory.AcceptanceReport {
+	var bmcFW *inventory.BMCFirmware
+	needsErase := false
+	if m != nil {
+		bmcFW, needsErase = m.BMCFirmware, m.NeedsErase
+	}
 	r := inventory.AcceptanceReport{Profile: p.Name}
 	a := p.Acceptance
 	if a == nil {
@@ -242,7 +249,7 @@ func AcceptMachine(p *Profile, inv *wire.Inventory, bmcFW *inventory.BMCFirmware
 		add(checkCabling, cablingCheck(a.Cabling, hw))
 	}
 	if a.Burnin != nil {
-		add(checkBurnin, burninCheck(a.Burnin, hw))
+		add(checkBurnin, burninCheck(a.Burnin, hw, needsErase))
 	}
 	r.Settle()
 	return r
@@ -675,7 +682,7 @@ func cablingCheck(cc *CablingCheck, hw *wire.Hardware) inventory.Check {
 // accept runs the acceptance suite, records its report and fails the step
 // with the fix list when a required check did not pass.
 func (e *Engine) accept(ctx context.Context, j *inventory.Job, m *inventory.Machine, p *Profile, inv *wire.Inventory) error {
-	r := AcceptMachine(p, inv, m.BMCFirmware)
+	r := AcceptMachine(p, inv, m)
 	r.Machine, r.Job = m.Name, j.ID
 	rec, err := e.inv.RecordAcceptance(ctx, r)
 	if err != nil {
@@ -704,7 +711,15 @@ func (e *Engine) acceptanceTask(ctx context.Context, machine string) *wire.Accep
 	if err != nil {
 		return nil
 	}
-	return e.acceptanceTaskFor(p)
+	t := e.acceptanceTaskFor(p)
+	if t != nil && t.Burnin != nil && m.NeedsErase {
+		// The disk test overwrites what it tests: never on disks that may
+		// hold a tenant's data. The burn-in check says it was not run.
+		b := *t.Burnin
+		b.DiskMiB = 0
+		t.Burnin = &b
+	}
+	return t
 }
 
 // agentTime is how much longer than a plain inspection the agent takes

@@ -118,7 +118,7 @@ func orDefault(v, d int) int {
 	return v
 }
 
-func burninCheck(bc *BurninCheck, hw *wire.Hardware) inventory.Check {
+func burninCheck(bc *BurninCheck, hw *wire.Hardware, needsErase bool) inventory.Check {
 	var c inventory.Check
 	b := hw.Burnin
 	if b == nil {
@@ -146,7 +146,10 @@ func burninCheck(bc *BurninCheck, hw *wire.Hardware) inventory.Check {
 			parts = append(parts, fmt.Sprintf("memory %d MiB × %d passes on %d CPUs in %.0f s, %d bad words", m.MiBTested, m.Passes, m.Workers, m.Seconds, m.MismatchCount))
 		}
 	}
-	if bc.Disks != nil {
+	if bc.Disks != nil && needsErase {
+		c.Findings = append(c.Findings, inventory.Finding{Subject: "disk test", Problem: "not run: the disks may hold a tenant's data (an image was written since the last erase)",
+			Fix: "release the machine (certified erase), then commission it again"})
+	} else if bc.Disks != nil {
 		tested, skipped := 0, 0
 		for _, d := range b.Disks {
 			subject := "disk " + d.Disk

@@ -144,3 +144,30 @@ func loadProfileErr(t *testing.T, yaml string) error {
 	_, err := ProfileDir(dir).Profile(context.Background(), "p")
 	return err
 }
+
+// Disks that may hold a tenant's data (an image written since the last
+// erase) are not burnt in: the agent is not asked to, and the check says
+// why.
+func TestDiskBurninIsNeverAskedOfDisksWithTenantData(t *testing.T) {
+	p := loadProfile(t, burninProfile)
+	l := newLab(t, Config{Profiles: profiles{"hgx-h100": p}})
+	l.machine("m1", "r0", 1, inventory.MachineEnrolled)
+	ctx := context.Background()
+	if _, err := l.inv.UpdateMachine(ctx, "m1", func(m *inventory.Machine) error { m.NeedsErase = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	task := l.eng.acceptanceTask(ctx, "m1")
+	if task == nil || task.Burnin == nil || task.Burnin.DiskMiB != 0 || task.Burnin.MemorySeconds != 600 {
+		t.Fatalf("task %+v", task)
+	}
+	if p.Acceptance.Burnin.Disks.MiB != 4096 {
+		t.Error("the profile was changed")
+	}
+	inv := agentInventory(t, "hgx-h100")
+	inv.Hardware.Burnin = &wire.BurninResult{Memory: &wire.MemoryTest{MiBTested: 1}, Throughput: &wire.ThroughputTest{MBps: 2000}}
+	r := AcceptMachine(p, inv, &inventory.Machine{NeedsErase: true})
+	want := []string{"disk test not run: the disks may hold a tenant's data (an image was written since the last erase) — release the machine (certified erase), then commission it again"}
+	if !reflect.DeepEqual(r.Failures(), want) {
+		t.Errorf("fix list %q", r.Failures())
+	}
+}

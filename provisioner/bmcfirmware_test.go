@@ -33,7 +33,7 @@ func (b *fakeBMC) FirmwareInventory(ctx context.Context, m *inventory.Machine) (
 func TestBMCFirmwareBelowBaselineNamesTheComponent(t *testing.T) {
 	p := loadProfile(t, "acceptance:\n  firmware: {bmc: {BMC: \"2.10\", CPLD: \"1.0.3\", PSU: \"3.2\"}}\n")
 	inv := agentInventory(t, "hgx-h100")
-	r := AcceptMachine(p, inv, &inventory.BMCFirmware{Components: labFirmware})
+	r := AcceptMachine(p, inv, &inventory.Machine{BMCFirmware: &inventory.BMCFirmware{Components: labFirmware}})
 	want := []string{
 		"BMC-reported CPLD_0 firmware 1.0.1 below baseline 1.0.3 — update the CPLD_0 firmware to 1.0.3 or later",
 		"BMC firmware PSU not in the BMC's firmware inventory (it lists BMC, BIOS, CPLD_0, CPLD_1) — name the component as the BMC does in the profile's firmware.bmc",
@@ -42,7 +42,7 @@ func TestBMCFirmwareBelowBaselineNamesTheComponent(t *testing.T) {
 		t.Errorf("fix list:\n%s", strings.Join(r.Failures(), "\n"))
 	}
 	// Without an inventory the baseline cannot be judged: not a pass.
-	r = AcceptMachine(p, inv, &inventory.BMCFirmware{Error: "BMC timed out"})
+	r = AcceptMachine(p, inv, &inventory.Machine{BMCFirmware: &inventory.BMCFirmware{Error: "BMC timed out"}})
 	if r.Passed || len(r.Failures()) != 1 || !strings.Contains(r.Failures()[0], "could not be read: BMC timed out") {
 		t.Errorf("unread inventory: %q", r.Failures())
 	}

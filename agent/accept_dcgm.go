@@ -45,7 +45,8 @@ func runDCGM(ctx context.Context, level int, timeout time.Duration) *wire.DCGMRe
 	res, err := parseDCGMDiag(stdout.Bytes(), level)
 	if err != nil {
 		why := err.Error()
-		if runErr != nil {
+		// DCGM's own words on why it could not run beat the exit status.
+		if runErr != nil && !errors.Is(err, errDCGMCouldNotRun) {
 			why = fmt.Sprintf("dcgmi diag -r %d: %v: %s", level, runErr, firstLine(stderr.String()+stdout.String()))
 		}
 		return &wire.DCGMResult{Level: level, Reason: why}
@@ -113,7 +114,10 @@ type dcgmDoc struct {
 	} `json:"metadata"`
 }
 
-var errNoDCGMResults = errors.New("dcgmi diag gave no test results")
+var (
+	errNoDCGMResults   = errors.New("dcgmi diag gave no test results")
+	errDCGMCouldNotRun = errors.New("dcgmi diag could not run")
+)
 
 // parseDCGMDiag reads dcgmi's JSON in either shape. Text before the
 // document (dcgmi prints warnings there) is skipped.
@@ -134,7 +138,7 @@ func parseDCGMDiag(out []byte, level int) (*wire.DCGMResult, error) {
 		return nil, errNoDCGMResults
 	}
 	if e := strings.TrimSpace(body.RuntimeError); e != "" {
-		return nil, fmt.Errorf("dcgmi diag could not run: %s", e)
+		return nil, fmt.Errorf("%w: %s", errDCGMCouldNotRun, e)
 	}
 	res := &wire.DCGMResult{Ran: true, Level: level, Version: body.Version}
 	if doc.Metadata.Version != "" {

@@ -132,3 +132,22 @@ func TestDCGMDeadlineIsTheProfilesOrTheLevels(t *testing.T) {
 		}
 	}
 }
+
+// A dcgmi that exits non-zero with a runtime error in its JSON is
+// reported in DCGM's words, not by its exit status.
+func TestRunDCGMKeepsDCGMsRuntimeError(t *testing.T) {
+	bin := t.TempDir()
+	t.Setenv("PATH", bin)
+	fixture, err := filepath.Abs("testdata/dcgm/dcgm4-runtime-error.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/sh\nwhile IFS= read -r l; do printf '%s\\n' \"$l\"; done < '" + fixture + "'\nexit 1\n"
+	if err := os.WriteFile(filepath.Join(bin, "dcgmi"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	res := runDCGM(context.Background(), 3, time.Minute)
+	if res.Ran || res.Reason != "dcgmi diag could not run: Error: unable to establish a connection to the specified host: localhost" {
+		t.Errorf("result %+v", res)
+	}
+}

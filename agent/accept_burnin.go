@@ -146,7 +146,7 @@ func memoryTest(ctx context.Context, words []uint64, workers int, d time.Duratio
 				// than the caches makes both go to the DIMMs.
 				written := 0
 				for written < len(part) {
-					if n > 0 && (ctx.Err() != nil || time.Now().After(deadline)) {
+					if ctx.Err() != nil || (n > 0 && time.Now().After(deadline)) {
 						break
 					}
 					end := min(written+memSegment, len(part))
@@ -182,6 +182,10 @@ func memoryTest(ctx context.Context, words []uint64, workers int, d time.Duratio
 		Seconds: time.Since(start).Seconds(), Mismatches: bad, MismatchCount: nbad.Load()}
 	if res.MiBTested == 0 && len(words) > 0 {
 		res.MiBTested = 1
+	}
+	if ctx.Err() != nil && res.Passes < int64(workers) {
+		// Stopped before every word was tested once: not a result.
+		res.Error = "interrupted before one full pass: " + ctx.Err().Error()
 	}
 	return res
 }

@@ -253,3 +253,13 @@ func TestDiskTestOnABlockDevice(t *testing.T) {
 		t.Errorf("damaged block: %+v", res)
 	}
 }
+
+// A test stopped before every word was tested once says so.
+func TestMemoryPatternTestStoppedEarlyIsNotAResult(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	res := memoryTest(ctx, make([]uint64, 4<<20/8), 2, 0, nil)
+	if !strings.HasPrefix(res.Error, "interrupted before one full pass") {
+		t.Errorf("result %+v", res)
+	}
+}

@@ -109,7 +109,12 @@ type GPUDiagCheck struct {
 
 // maxDCGMMinutes bounds a profile's DCGM timeout: a level 4 run on an
 // 8-GPU server takes about two hours.
-const maxDCGMMinutes = 480
+const maxDCGMMinutes = 300
+
+// maxSuiteTime bounds what a suite adds to the inspection (DCGM, LLDP,
+// burn-in, each at its bound): the agent's token lives 6 hours from the
+// job's start, and booting and inspecting need the rest.
+const maxSuiteTime = 5 * time.Hour
 
 // FirmwareCheck: minimum firmware versions, in-band (BIOS from SMBIOS,
 // NVMe, InfiniBand) and as the BMC reports them (BMC: component name →
@@ -173,6 +178,9 @@ func (a *Acceptance) validate() error {
 				bad = append(bad, fmt.Sprintf("firmware.bmc: %q: %q; name a component and its minimum version", k, v))
 			}
 		}
+	}
+	if d := a.agentTime(); len(bad) == 0 && d > maxSuiteTime {
+		bad = append(bad, fmt.Sprintf("the suite may keep the agent %v (DCGM, LLDP and burn-in at their bounds); at most %v fits a commissioning", d.Round(time.Minute), maxSuiteTime))
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("acceptance: %s", strings.Join(bad, "; "))

@@ -48,7 +48,7 @@ const checkBurnin = "burnin"
 
 // Bounds of a burn-in a profile may ask for.
 const (
-	maxBurninSeconds = 24 * 3600
+	maxBurninSeconds = 5 * 3600 // the whole suite fits in maxSuiteTime
 	defBurninPartSec = 120
 )
 

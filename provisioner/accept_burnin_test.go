@@ -59,7 +59,7 @@ func TestBurninFailuresNameTheAddressTheDiskAndTheRate(t *testing.T) {
 func TestBadBurninProfileIsRefusedWithTheReason(t *testing.T) {
 	for yaml, want := range map[string]string{
 		"acceptance:\n  burnin: {}\n":                                   "burnin: names no test",
-		"acceptance:\n  burnin: {seconds: -1}\n":                        "burnin.seconds: -1; 0 (no memory test) to 86400",
+		"acceptance:\n  burnin: {seconds: -1}\n":                        "burnin.seconds: -1; 0 (no memory test) to 18000",
 		"acceptance:\n  burnin: {seconds: 60, memory_percent: 99}\n":    "burnin.memory_percent: 99; 1 to 90",
 		"acceptance:\n  burnin: {disks: {mib: 0}}\n":                    "burnin.disks.mib: 0; 1 to",
 		"acceptance:\n  burnin: {throughput: {mib: 99999999}}\n":        "burnin.throughput.mib: 99999999; 1 to 65536",

@@ -133,13 +133,14 @@ func TestDegradedLinksNeedSomethingToJudge(t *testing.T) {
 
 func TestBadAcceptanceProfileIsRefusedWithTheReason(t *testing.T) {
 	for yaml, want := range map[string]string{
-		"acceptance:\n  optional: [pci]\n":                                    `optional: "pci" is not a check`,
-		"acceptance:\n  pcie: {kinds: [gpu, fpga]}\n":                         `pcie.kinds: "fpga" is not gpu, nic or nvme`,
-		"acceptance:\n  gpu_diagnostics: {level: 9}\n":                        "gpu_diagnostics.level: 9; DCGM has levels 1 to 4",
-		"acceptance:\n  gpu_diagnostics: {level: 4, timeout_minutes: 1000}\n": "gpu_diagnostics.timeout_minutes: 1000; 0 (the level's default) to 480",
-		"acceptance:\n  infiniband: {port: 8}\n":                              "field port not found",
-		"acceptance:\n  memory: {dimms: -1}\n":                                "memory: dimms and min_gib must not be negative",
-		"acceptance:\n  cabling: {}\n":                                        "cabling.listen_seconds: 0; 1 to 120",
+		"acceptance:\n  optional: [pci]\n":                                                              `optional: "pci" is not a check`,
+		"acceptance:\n  pcie: {kinds: [gpu, fpga]}\n":                                                   `pcie.kinds: "fpga" is not gpu, nic or nvme`,
+		"acceptance:\n  gpu_diagnostics: {level: 9}\n":                                                  "gpu_diagnostics.level: 9; DCGM has levels 1 to 4",
+		"acceptance:\n  gpu_diagnostics: {level: 4, timeout_minutes: 1000}\n":                           "gpu_diagnostics.timeout_minutes: 1000; 0 (the level's default) to 300",
+		"acceptance:\n  gpu_diagnostics: {level: 4, timeout_minutes: 240}\n  burnin: {seconds: 7200}\n": "the suite may keep the agent 6h1m0s (DCGM, LLDP and burn-in at their bounds); at most 5h0m0s fits a commissioning",
+		"acceptance:\n  infiniband: {port: 8}\n":                                                        "field port not found",
+		"acceptance:\n  memory: {dimms: -1}\n":                                                          "memory: dimms and min_gib must not be negative",
+		"acceptance:\n  cabling: {}\n":                                                                  "cabling.listen_seconds: 0; 1 to 120",
 	} {
 		dir := t.TempDir()
 		os.WriteFile(filepath.Join(dir, "p.yaml"), []byte(yaml), 0o644)

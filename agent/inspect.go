@@ -97,22 +97,25 @@ func readCPU(path string) (wire.CPU, error) {
 	return c, nil
 }
 
-func readMemTotal(path string) (int64, error) {
+func readMemTotal(path string) (int64, error) { return readMeminfo(path, "MemTotal") }
+
+// readMeminfo reads one line of /proc/meminfo, in bytes.
+func readMeminfo(path, key string) (int64, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, fmt.Errorf("memory: %w", err)
 	}
 	for line := range strings.Lines(string(b)) {
 		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] == "MemTotal:" {
+		if len(f) >= 2 && f[0] == key+":" {
 			kb, err := strconv.ParseInt(f[1], 10, 64)
 			if err != nil {
-				return 0, fmt.Errorf("memory: %s: MemTotal %q: %w", path, f[1], err)
+				return 0, fmt.Errorf("memory: %s: %s %q: %w", path, key, f[1], err)
 			}
 			return kb * 1024, nil
 		}
 	}
-	return 0, fmt.Errorf("memory: %s: no MemTotal line", path)
+	return 0, fmt.Errorf("memory: %s: no %s line", path, key)
 }
 
 func readDMI(dir string) wire.System {

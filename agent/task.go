@@ -98,11 +98,14 @@ func (r *Runner) inspect(ctx context.Context, task wire.Task, log *slog.Logger) 
 	}
 	if a := task.Acceptance; a != nil && a.DCGMLevel > 0 && inv.Hardware != nil {
 		log.Info("running GPU diagnostics", "level", a.DCGMLevel)
-		inv.Hardware.DCGM = runDCGM(ctx, a.DCGMLevel)
+		inv.Hardware.DCGM = runDCGM(ctx, a.DCGMLevel, time.Duration(a.DCGMTimeoutSeconds)*time.Second)
 	}
 	if a := task.Acceptance; a != nil && a.LLDPSeconds > 0 && inv.Hardware != nil {
 		log.Info("listening for LLDP", "seconds", a.LLDPSeconds)
 		inv.Hardware.LLDP = listenLLDP(ctx, inv.NICs, time.Duration(a.LLDPSeconds)*time.Second)
+	}
+	if a := task.Acceptance; a != nil && a.Burnin != nil && inv.Hardware != nil {
+		inv.Hardware.Burnin = r.runBurnin(ctx, a.Burnin, &inv, log)
 	}
 	inv.JobID = task.JobID
 	inv.Collected = time.Now().UTC()

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -80,6 +81,13 @@ func newFakeService(t *testing.T, task wire.Task, img []byte) *fakeService {
 		s.mu.Lock()
 		s.done = &d
 		s.mu.Unlock()
+	}))
+	mux.HandleFunc("GET /agent/v1/"+wire.EndpointBurninStream, auth(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.ParseInt(r.URL.Query().Get("bytes"), 10, 64)
+		pat := wire.BurninPattern()
+		for sent := int64(0); sent < n; sent += int64(len(pat)) {
+			w.Write(pat[:min(int64(len(pat)), n-sent)])
+		}
 	}))
 	mux.HandleFunc("GET /images/test.zst", auth(func(w http.ResponseWriter, r *http.Request) {
 		http.ServeContent(w, r, "img", time.Unix(0, 0), bytes.NewReader(s.img))

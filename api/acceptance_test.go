@@ -77,17 +77,21 @@ func TestRackFirmwareNamesTheMachinesThatDrift(t *testing.T) {
 	}
 	inspect("ma", "2.1", "28.39.1002")
 	inspect("ma2", "2.0", "28.37.1014")
+	mustOK(t, f.inv.RecordBMCFirmware(ctx, "ma", inventory.BMCFirmware{Components: []inventory.FirmwareComponent{{ID: "BMC", Version: "3.1"}, {ID: "CPLD_0", Version: "1.0.3"}}}))
+	mustOK(t, f.inv.RecordBMCFirmware(ctx, "ma2", inventory.BMCFirmware{Components: []inventory.FirmwareComponent{{ID: "BMC", Version: "3.1"}, {ID: "CPLD_0", Version: "1.0.1"}}}))
 	var rf RackFirmware
 	status, data := f.do("technician", "GET", "/api/v1/racks/ra/firmware", nil)
 	if status != 200 || json.Unmarshal(data, &rf) != nil {
 		t.Fatalf("%d %s", status, data)
 	}
-	want := []string{"BIOS: 2.0 on U17 ma2; 2.1 on U1 ma", "InfiniBand: 28.37.1014 on U17 ma2; 28.39.1002 on U1 ma"}
+	want := []string{"BIOS: 2.0 on U17 ma2; 2.1 on U1 ma", "InfiniBand: 28.37.1014 on U17 ma2; 28.39.1002 on U1 ma",
+		"BMC CPLD_0: 1.0.1 on U17 ma2; 1.0.3 on U1 ma"}
 	if !reflect.DeepEqual(rf.Drift, want) {
 		t.Errorf("drift = %q, want %q", rf.Drift, want)
 	}
 	if len(rf.Machines) != 2 || rf.Machines[0].Machine != "ma2" || rf.Machines[0].BIOS != "2.0" ||
-		!reflect.DeepEqual(rf.Machines[0].InfiniBand, []string{"28.37.1014"}) || !reflect.DeepEqual(rf.Machines[1].NVMe, []string{"GDC7302Q"}) {
+		!reflect.DeepEqual(rf.Machines[0].InfiniBand, []string{"28.37.1014"}) || !reflect.DeepEqual(rf.Machines[1].NVMe, []string{"GDC7302Q"}) ||
+		!reflect.DeepEqual(rf.Machines[0].BMCReported, []BMCFirmwareVersion{{Component: "BMC", Version: "3.1"}, {Component: "CPLD_0", Version: "1.0.1"}}) {
 		t.Errorf("machines = %+v", rf.Machines)
 	}
 }
@@ -120,5 +124,31 @@ func TestRackCablingListsObservedCables(t *testing.T) {
 		Switch: "leaf-03", SwitchChassisID: "0c:42:a1:00:00:00", SwitchPort: "Ethernet12"}
 	if rc.Ports[0] != want || rc.Ports[1].Status != "silent" || rc.Ports[2].Status != "no-link" {
 		t.Errorf("ports = %+v", rc.Ports)
+	}
+}
+
+func mustOK(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A tenant sees its machine's BMC-reported firmware, but not the BMC's
+// address quoted in a failed read's error.
+func TestTenantSeesBMCFirmwareWithoutTheBMCsAddress(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	mustOK(t, f.inv.RecordBMCFirmware(ctx, "ma", inventory.BMCFirmware{Components: []inventory.FirmwareComponent{{ID: "BMC", Version: "3.1"}}}))
+	mustOK(t, f.inv.RecordBMCFirmware(ctx, "ma", inventory.BMCFirmware{Error: "BMC 10.0.0.1 did not answer"}))
+	for who, want := range map[string]string{"technician": "BMC 10.0.0.1 did not answer", "tenant-a": "BMC (BMC) did not answer"} {
+		status, data := f.do(who, "GET", "/api/v1/machines/ma", nil)
+		var m Machine
+		if status != 200 || json.Unmarshal(data, &m) != nil {
+			t.Fatalf("%s: %d %s", who, status, data)
+		}
+		if m.BMCFirmware == nil || m.BMCFirmware.Error != want || len(m.BMCFirmware.Components) != 1 || m.BMCFirmware.Components[0].Version != "3.1" {
+			t.Errorf("%s sees %+v, want error %q and the last good components", who, m.BMCFirmware, want)
+		}
 	}
 }

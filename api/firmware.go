@@ -11,10 +11,11 @@ import (
 	"github.com/metalhall/metalhall/agent/wire"
 )
 
-// RackFirmware is the in-band firmware of every machine of a rack, from
-// each one's latest inspection, and where the rack drifts: each
-// component whose version differs between machines, and each machine
-// below its profile's baseline (from its latest acceptance report).
+// RackFirmware is the firmware of every machine of a rack — in-band from
+// each one's latest inspection, and as its BMC reported it at the last
+// commissioning — and where the rack drifts: each component whose version
+// differs between machines, and each machine below its profile's
+// baseline (from its latest acceptance report).
 type RackFirmware struct {
 	Rack     string            `json:"rack"`
 	Machines []MachineFirmware `json:"machines"`
@@ -31,14 +32,25 @@ type MachineFirmware struct {
 	BIOS       string   `json:"bios,omitempty"`
 	NVMe       []string `json:"nvme,omitempty"`       // distinct drive firmware revisions
 	InfiniBand []string `json:"infiniband,omitempty"` // distinct HCA firmware versions
+	// BMCReported is the firmware the BMC listed (Redfish
+	// FirmwareInventory; IPMI: the BMC's own only) at the last
+	// commissioning; BMCError why the last read failed.
+	BMCReported []BMCFirmwareVersion `json:"bmc_reported,omitempty"`
+	BMCError    string               `json:"bmc_error,omitempty"`
 	// BelowBaseline lists the firmware findings of the latest acceptance.
 	BelowBaseline []string `json:"below_baseline,omitempty"`
+}
+
+// BMCFirmwareVersion is one component's firmware as the BMC reports it.
+type BMCFirmwareVersion struct {
+	Component string `json:"component"` // the BMC's ID for it: BMC, BIOS, CPLD_0...
+	Version   string `json:"version"`
 }
 
 func (s *Server) firmwareRoutes() []route {
 	return []route{
 		{method: "GET", pattern: "/api/v1/racks/{name}/firmware", action: "rack.firmware",
-			summary: "In-band firmware of every machine of a rack (BIOS, NVMe, InfiniBand) and where it drifts",
+			summary: "Firmware of every machine of a rack (in-band BIOS, NVMe, InfiniBand; what the BMC reports) and where it drifts",
 			roles:   staff, scope: scopeRack, reply: RackFirmware{}, handle: s.rackFirmware},
 	}
 }
@@ -79,6 +91,14 @@ func (s *Server) rackFirmware(c *call) (int, any, error) {
 				note("InfiniBand", v, who)
 			}
 		}
+		if fw := m.BMCFirmware; fw != nil {
+			row.BMCError = fw.Error
+			who := fmt.Sprintf("U%d %s", m.Unit, m.Name)
+			for _, c := range fw.Components {
+				row.BMCReported = append(row.BMCReported, BMCFirmwareVersion{Component: c.ID, Version: c.Version})
+				note("BMC "+c.ID, c.Version, who)
+			}
+		}
 		if r := latest[m.Name]; r != nil {
 			for _, ch := range r.Checks {
 				if ch.Name == "firmware" {
@@ -90,7 +110,15 @@ func (s *Server) rackFirmware(c *call) (int, any, error) {
 		}
 		out.Machines = append(out.Machines, row)
 	}
-	for _, comp := range []string{"BIOS", "NVMe", "InfiniBand"} {
+	comps := []string{"BIOS", "NVMe", "InfiniBand"}
+	var bmcComps []string
+	for c := range seen {
+		if strings.HasPrefix(c, "BMC ") {
+			bmcComps = append(bmcComps, c)
+		}
+	}
+	sort.Strings(bmcComps)
+	for _, comp := range append(comps, bmcComps...) {
 		if line := driftLine(comp, seen[comp]); line != "" {
 			out.Drift = append(out.Drift, line)
 		}

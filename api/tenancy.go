@@ -26,6 +26,12 @@ func (c *call) viewMachine(m inventory.Machine) Machine {
 	if c.p.Role == inventory.RoleTenant {
 		out.BMC = inventory.BMC{}
 		out.BMCStatus.LastError = ""
+		if fw := out.BMCFirmware; fw != nil && fw.Error != "" {
+			// The error quotes the BMC's address: a copy without it.
+			cp := *fw
+			cp.Error = hideBMC(&m, cp.Error)
+			out.BMCFirmware = &cp
+		}
 		out.Reason = hideBMC(&m, out.Reason)
 		if m.PowerLimit != nil {
 			pl := *m.PowerLimit

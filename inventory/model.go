@@ -169,6 +169,9 @@ type Machine struct {
 	Reason     string       `json:"reason,omitempty"`
 	FailedStep string       `json:"failed_step,omitempty"`
 	BMCStatus  BMCStatus    `json:"bmc_status,omitzero"`
+	// BMCFirmware is the firmware the BMC listed at the last
+	// commissioning.
+	BMCFirmware *BMCFirmware `json:"bmc_firmware,omitempty"`
 	// Inspection is the agent's last hardware report, stored as it came.
 	Inspection  json.RawMessage `json:"inspection,omitempty"`
 	InspectedAt time.Time       `json:"inspected_at,omitzero"`

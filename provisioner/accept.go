@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode"
+	"time"
 
 	"github.com/metalhall/metalhall/agent/wire"
 	"github.com/metalhall/metalhall/inventory"
@@ -27,6 +27,7 @@ type Acceptance struct {
 	GPUDiag    *GPUDiagCheck    `yaml:"gpu_diagnostics" json:"gpu_diagnostics,omitempty"`
 	Firmware   *FirmwareCheck   `yaml:"firmware" json:"firmware,omitempty"`
 	Cabling    *CablingCheck    `yaml:"cabling" json:"cabling,omitempty"`
+	Burnin     *BurninCheck     `yaml:"burnin" json:"burnin,omitempty"`
 	Optional   []string         `yaml:"optional" json:"optional,omitempty"`
 }
 
@@ -45,7 +46,7 @@ const (
 	checkCabling    = "cabling"
 )
 
-var checkNames = []string{checkInventory, checkPCIe, checkMemory, checkECC, checkCPU, checkNVMe, checkEthernet, checkInfiniBand, checkGPUDiag, checkFirmware, checkCabling}
+var checkNames = []string{checkInventory, checkPCIe, checkMemory, checkECC, checkCPU, checkNVMe, checkEthernet, checkInfiniBand, checkGPUDiag, checkFirmware, checkCabling, checkBurnin}
 
 // PCIeCheck: every GPU, NIC and NVMe link at the speed and width the
 // device can do (its max_link_*). Kinds narrows it ("gpu", "nic",
@@ -97,18 +98,33 @@ type InfiniBandCheck struct {
 	MinRateGbps float64 `yaml:"min_rate_gbps" json:"min_rate_gbps,omitempty"`
 }
 
-// GPUDiagCheck: NVIDIA DCGM's diagnostic at Level (1 or 2: levels 3 and
-// 4 run longer than commissioning waits for an inspection).
+// GPUDiagCheck: NVIDIA DCGM's diagnostic at Level (1 to 4). Levels 3
+// and 4 run from 15 minutes to hours: TimeoutMinutes bounds the run (0:
+// 3, 7, 45 or 150 minutes by level), and commissioning waits that much
+// longer for the inspection.
 type GPUDiagCheck struct {
-	Level int `yaml:"level" json:"level"`
+	Level          int `yaml:"level" json:"level"`
+	TimeoutMinutes int `yaml:"timeout_minutes" json:"timeout_minutes,omitempty"`
 }
 
-// FirmwareCheck: minimum in-band firmware versions. Versions compare
-// part by part, numbers as numbers ("2.10" is after "2.9").
+// maxDCGMMinutes bounds a profile's DCGM timeout: a level 4 run on an
+// 8-GPU server takes about two hours.
+const maxDCGMMinutes = 300
+
+// maxSuiteTime bounds what a suite adds to the inspection (DCGM, LLDP,
+// burn-in, each at its bound): the agent's token lives 6 hours from the
+// job's start, and booting and inspecting need the rest.
+const maxSuiteTime = 5 * time.Hour
+
+// FirmwareCheck: minimum firmware versions, in-band (BIOS from SMBIOS,
+// NVMe, InfiniBand) and as the BMC reports them (BMC: component name →
+// minimum, e.g. {BMC: "2.10", CPLD: "1.0.3"}). Versions compare as
+// compareVersions says ("2.10" is after "2.9").
 type FirmwareCheck struct {
-	BIOS       string `yaml:"bios" json:"bios,omitempty"`
-	NVMe       string `yaml:"nvme" json:"nvme,omitempty"`
-	InfiniBand string `yaml:"infiniband" json:"infiniband,omitempty"`
+	BIOS       string            `yaml:"bios" json:"bios,omitempty"`
+	NVMe       string            `yaml:"nvme" json:"nvme,omitempty"`
+	InfiniBand string            `yaml:"infiniband" json:"infiniband,omitempty"`
+	BMC        map[string]string `yaml:"bmc" json:"bmc,omitempty"`
 }
 
 // CablingCheck: the agent listens ListenSeconds on every Ethernet port
@@ -144,13 +160,27 @@ func (a *Acceptance) validate() error {
 	if a.NVMe != nil && (a.NVMe.MaxPercentageUsed < 0 || a.NVMe.Count < 0) {
 		bad = append(bad, "nvme: count and max_percentage_used must not be negative")
 	}
-	if a.GPUDiag != nil && (a.GPUDiag.Level < 1 || a.GPUDiag.Level > 2) {
-		// Levels 3 and 4 run 15 minutes and more: longer than the agent's
-		// bounded run inside commissioning's wait for the inspection.
-		bad = append(bad, fmt.Sprintf("gpu_diagnostics.level: %d; commissioning runs DCGM levels 1 or 2 (3 and 4 take 15 minutes or more)", a.GPUDiag.Level))
+	if a.GPUDiag != nil && (a.GPUDiag.Level < 1 || a.GPUDiag.Level > 4) {
+		bad = append(bad, fmt.Sprintf("gpu_diagnostics.level: %d; DCGM has levels 1 to 4", a.GPUDiag.Level))
+	}
+	if a.GPUDiag != nil && (a.GPUDiag.TimeoutMinutes < 0 || a.GPUDiag.TimeoutMinutes > maxDCGMMinutes) {
+		bad = append(bad, fmt.Sprintf("gpu_diagnostics.timeout_minutes: %d; 0 (the level's default) to %d", a.GPUDiag.TimeoutMinutes, maxDCGMMinutes))
 	}
 	if a.Cabling != nil && (a.Cabling.ListenSeconds < 1 || a.Cabling.ListenSeconds > 120) {
 		bad = append(bad, fmt.Sprintf("cabling.listen_seconds: %d; 1 to 120 (switches announce every 30 s by default: 35 hears one)", a.Cabling.ListenSeconds))
+	}
+	if a.Burnin != nil {
+		bad = append(bad, a.Burnin.validate()...)
+	}
+	if a.Firmware != nil {
+		for k, v := range a.Firmware.BMC {
+			if strings.TrimSpace(k) == "" || strings.TrimSpace(v) == "" {
+				bad = append(bad, fmt.Sprintf("firmware.bmc: %q: %q; name a component and its minimum version", k, v))
+			}
+		}
+	}
+	if d := a.agentTime(); len(bad) == 0 && d > maxSuiteTime {
+		bad = append(bad, fmt.Sprintf("the suite may keep the agent %v (DCGM, LLDP and burn-in at their bounds); at most %v fits a commissioning", d.Round(time.Minute), maxSuiteTime))
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("acceptance: %s", strings.Join(bad, "; "))
@@ -161,8 +191,21 @@ func (a *Acceptance) validate() error {
 // Accept runs the profile's acceptance suite over an inspection: every
 // check the profile names, plus the profile's inventory match (GPU
 // count, memory...), so a report is the whole verdict. The report's
-// Passed is set.
+// Passed is set. BMC firmware baselines are judged with AcceptMachine.
 func Accept(p *Profile, inv *wire.Inventory) inventory.AcceptanceReport {
+	return AcceptMachine(p, inv, nil)
+}
+
+// AcceptMachine is Accept with what the service knows of the machine
+// (nil: nothing): the firmware inventory its BMC reported, for the
+// profile's BMC firmware baselines, and whether its disks may hold a
+// tenant's data (then the disk burn-in was not asked for).
+func AcceptMachine(p *Profile, inv *wire.Inventory, m *inventory.Machine) inventory.AcceptanceReport {
+	var bmcFW *inventory.BMCFirmware
+	needsErase := false
+	if m != nil {
+		bmcFW, needsErase = m.BMCFirmware, m.NeedsErase
+	}
 	r := inventory.AcceptanceReport{Profile: p.Name}
 	a := p.Acceptance
 	if a == nil {
@@ -208,10 +251,13 @@ func Accept(p *Profile, inv *wire.Inventory) inventory.AcceptanceReport {
 		add(checkGPUDiag, gpuDiagCheck(a.GPUDiag, hw))
 	}
 	if a.Firmware != nil {
-		add(checkFirmware, firmwareCheck(a.Firmware, hw, inv))
+		add(checkFirmware, firmwareCheck(a.Firmware, hw, inv, bmcFW))
 	}
 	if a.Cabling != nil {
 		add(checkCabling, cablingCheck(a.Cabling, hw))
+	}
+	if a.Burnin != nil {
+		add(checkBurnin, burninCheck(a.Burnin, hw, needsErase))
 	}
 	r.Settle()
 	return r
@@ -540,17 +586,24 @@ func gpuDiagCheck(gc *GPUDiagCheck, hw *wire.Hardware) inventory.Check {
 		if t.Result != "Fail" {
 			continue
 		}
-		subject := "GPU diagnostics"
-		if t.GPU >= 0 {
+		subject, part := "GPU diagnostics", "GPU"
+		switch {
+		case t.GPU >= 0:
 			subject = fmt.Sprintf("GPU %d", t.GPU)
+		case t.Entity != "":
+			// "CPU 0", "NVSwitch 2": the part is the entity's group.
+			subject, part = t.Entity, strings.Fields(t.Entity)[0]
 		}
-		c.Findings = append(c.Findings, inventory.Finding{Subject: subject, Problem: fmt.Sprintf("failed DCGM test %q: %s", t.Name, orDash(t.Info)), Fix: "see DCGM's advice; replace the GPU if it fails again"})
+		c.Findings = append(c.Findings, inventory.Finding{Subject: subject, Problem: fmt.Sprintf("failed DCGM test %q: %s", t.Name, orDash(t.Info)), Fix: "see DCGM's advice; replace the " + part + " if it fails again"})
 	}
 	c.Summary = fmt.Sprintf("DCGM level %d: %d tests, %d failed", d.Level, len(d.Tests), len(c.Findings))
+	if d.Version != "" {
+		c.Summary = fmt.Sprintf("DCGM %s level %d: %d tests, %d failed", d.Version, d.Level, len(d.Tests), len(c.Findings))
+	}
 	return c
 }
 
-func firmwareCheck(fc *FirmwareCheck, hw *wire.Hardware, inv *wire.Inventory) inventory.Check {
+func firmwareCheck(fc *FirmwareCheck, hw *wire.Hardware, inv *wire.Inventory, bmcFW *inventory.BMCFirmware) inventory.Check {
 	var c inventory.Check
 	below := func(subject, have, min, what string) {
 		if min == "" {
@@ -579,55 +632,12 @@ func firmwareCheck(fc *FirmwareCheck, hw *wire.Hardware, inv *wire.Inventory) in
 			}
 		}
 	}
+	c.Findings = append(c.Findings, bmcFirmwareFindings(fc.BMC, bmcFW)...)
 	c.Summary = fmt.Sprintf("BIOS %s; %d below baseline", orDash(inv.System.BIOSVersion), len(c.Findings))
+	if bmcFW != nil && len(bmcFW.Components) > 0 {
+		c.Summary = fmt.Sprintf("BIOS %s; %d components reported by the BMC; %d below baseline", orDash(inv.System.BIOSVersion), len(bmcFW.Components), len(c.Findings))
+	}
 	return c
-}
-
-// compareVersions orders firmware versions part by part: runs of digits
-// as numbers, anything else as text ("2.10" > "2.9", "GDC7302Q" >
-// "GDC7201Q").
-func compareVersions(a, b string) int {
-	pa, pb := versionParts(a), versionParts(b)
-	for i := 0; i < len(pa) && i < len(pb); i++ {
-		x, y := pa[i], pb[i]
-		nx, ex := strconv.ParseUint(x, 10, 64)
-		ny, ey := strconv.ParseUint(y, 10, 64)
-		switch {
-		case ex == nil && ey == nil && nx != ny:
-			if nx < ny {
-				return -1
-			}
-			return 1
-		case (ex != nil || ey != nil) && x != y:
-			return strings.Compare(x, y)
-		}
-	}
-	return len(pa) - len(pb)
-}
-
-func versionParts(v string) []string {
-	var out []string
-	cur, digit := "", false
-	for _, r := range v {
-		d := unicode.IsDigit(r)
-		if !unicode.IsLetter(r) && !d {
-			if cur != "" {
-				out = append(out, cur)
-			}
-			cur = ""
-			continue
-		}
-		if cur != "" && d != digit {
-			out = append(out, cur)
-			cur = ""
-		}
-		cur += string(r)
-		digit = d
-	}
-	if cur != "" {
-		out = append(out, cur)
-	}
-	return out
 }
 
 func cablingCheck(cc *CablingCheck, hw *wire.Hardware) inventory.Check {
@@ -680,7 +690,7 @@ func cablingCheck(cc *CablingCheck, hw *wire.Hardware) inventory.Check {
 // accept runs the acceptance suite, records its report and fails the step
 // with the fix list when a required check did not pass.
 func (e *Engine) accept(ctx context.Context, j *inventory.Job, m *inventory.Machine, p *Profile, inv *wire.Inventory) error {
-	r := Accept(p, inv)
+	r := AcceptMachine(p, inv, m)
 	r.Machine, r.Job = m.Name, j.ID
 	rec, err := e.inv.RecordAcceptance(ctx, r)
 	if err != nil {
@@ -709,19 +719,70 @@ func (e *Engine) acceptanceTask(ctx context.Context, machine string) *wire.Accep
 	if err != nil {
 		return nil
 	}
-	return e.acceptanceTaskFor(p)
+	t := e.acceptanceTaskFor(p)
+	if t != nil && t.Burnin != nil && m.NeedsErase {
+		// The disk test overwrites what it tests: never on disks that may
+		// hold a tenant's data. The burn-in check says it was not run.
+		b := *t.Burnin
+		b.DiskMiB = 0
+		t.Burnin = &b
+	}
+	return t
+}
+
+// agentTime is how much longer than a plain inspection the agent takes
+// for the profile's suite: the inspection step waits that much more.
+func (a *Acceptance) agentTime() time.Duration {
+	if a == nil {
+		return 0
+	}
+	var d time.Duration
+	if g := a.GPUDiag; g != nil {
+		if g.TimeoutMinutes > 0 {
+			d += time.Duration(g.TimeoutMinutes) * time.Minute
+		} else {
+			d += wire.DCGMDefaultTimeout(g.Level)
+		}
+	}
+	if c := a.Cabling; c != nil {
+		d += time.Duration(c.ListenSeconds) * time.Second
+	}
+	if b := a.Burnin; b != nil {
+		disks := 16
+		if a.NVMe != nil && a.NVMe.Count > 0 {
+			disks = a.NVMe.Count
+		}
+		d += b.agentTime(disks)
+	}
+	return d
+}
+
+// inspectTimeout is the inspection step's wait for a machine: the
+// configured one plus what its profile's suite adds.
+func (e *Engine) inspectTimeout(ctx context.Context, m *inventory.Machine) time.Duration {
+	if m.Profile == "" || e.cfg.Profiles == nil {
+		return e.cfg.InspectTimeout
+	}
+	p, err := e.cfg.Profiles.Profile(ctx, m.Profile)
+	if err != nil {
+		return e.cfg.InspectTimeout
+	}
+	return e.cfg.InspectTimeout + p.Acceptance.agentTime()
 }
 
 func (e *Engine) acceptanceTaskFor(p *Profile) *wire.AcceptanceTask {
-	if p.Acceptance == nil || (p.Acceptance.GPUDiag == nil && p.Acceptance.Cabling == nil) {
+	if p.Acceptance == nil || (p.Acceptance.GPUDiag == nil && p.Acceptance.Cabling == nil && p.Acceptance.Burnin == nil) {
 		return nil
 	}
 	t := &wire.AcceptanceTask{}
 	if g := p.Acceptance.GPUDiag; g != nil {
-		t.DCGMLevel = g.Level
+		t.DCGMLevel, t.DCGMTimeoutSeconds = g.Level, g.TimeoutMinutes*60
 	}
 	if c := p.Acceptance.Cabling; c != nil {
 		t.LLDPSeconds = c.ListenSeconds
+	}
+	if b := p.Acceptance.Burnin; b != nil {
+		t.Burnin = b.task(p.OSDisk)
 	}
 	return t
 }

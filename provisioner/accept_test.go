@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/metalhall/metalhall/agent/wire"
 	"github.com/metalhall/metalhall/inventory"
@@ -132,12 +133,14 @@ func TestDegradedLinksNeedSomethingToJudge(t *testing.T) {
 
 func TestBadAcceptanceProfileIsRefusedWithTheReason(t *testing.T) {
 	for yaml, want := range map[string]string{
-		"acceptance:\n  optional: [pci]\n":             `optional: "pci" is not a check`,
-		"acceptance:\n  pcie: {kinds: [gpu, fpga]}\n":  `pcie.kinds: "fpga" is not gpu, nic or nvme`,
-		"acceptance:\n  gpu_diagnostics: {level: 9}\n": "gpu_diagnostics.level: 9; commissioning runs DCGM levels 1 or 2",
-		"acceptance:\n  infiniband: {port: 8}\n":       "field port not found",
-		"acceptance:\n  memory: {dimms: -1}\n":         "memory: dimms and min_gib must not be negative",
-		"acceptance:\n  cabling: {}\n":                 "cabling.listen_seconds: 0; 1 to 120",
+		"acceptance:\n  optional: [pci]\n":                                                              `optional: "pci" is not a check`,
+		"acceptance:\n  pcie: {kinds: [gpu, fpga]}\n":                                                   `pcie.kinds: "fpga" is not gpu, nic or nvme`,
+		"acceptance:\n  gpu_diagnostics: {level: 9}\n":                                                  "gpu_diagnostics.level: 9; DCGM has levels 1 to 4",
+		"acceptance:\n  gpu_diagnostics: {level: 4, timeout_minutes: 1000}\n":                           "gpu_diagnostics.timeout_minutes: 1000; 0 (the level's default) to 300",
+		"acceptance:\n  gpu_diagnostics: {level: 4, timeout_minutes: 240}\n  burnin: {seconds: 7200}\n": "the suite may keep the agent 6h1m0s (DCGM, LLDP and burn-in at their bounds); at most 5h0m0s fits a commissioning",
+		"acceptance:\n  infiniband: {port: 8}\n":                                                        "field port not found",
+		"acceptance:\n  memory: {dimms: -1}\n":                                                          "memory: dimms and min_gib must not be negative",
+		"acceptance:\n  cabling: {}\n":                                                                  "cabling.listen_seconds: 0; 1 to 120",
 	} {
 		dir := t.TempDir()
 		os.WriteFile(filepath.Join(dir, "p.yaml"), []byte(yaml), 0o644)
@@ -152,7 +155,15 @@ func TestVersionsCompareByParts(t *testing.T) {
 	for _, c := range []struct {
 		a, b string
 		want int
-	}{{"2.10", "2.9", 1}, {"2.1", "2.1", 0}, {"28.39.1002", "28.40.1000", -1}, {"GDC7302Q", "GDC7201Q", 1}, {"1.0", "1.0.1", -1}} {
+	}{{"2.10", "2.9", 1}, {"2.1", "2.1", 0}, {"28.39.1002", "28.40.1000", -1}, {"GDC7302Q", "GDC7201Q", 1}, {"1.0", "1.0.1", -1},
+		{"1.2.3", "1.2.3", 0}, {"1.2.10", "1.2.9", 1},
+		// Product prefixes and build dates: the baseline's shape decides.
+		{"U50 v2.10 (04/10/2024)", "2.10", 0}, {"U50 v2.9 (04/10/2024)", "2.10", -1}, {"U50 v2.10 (04/10/2024)", "U50 v2.9", 1},
+		{"U50 v2.11 (01/01/2023)", "U50 v2.10 (04/10/2024)", 1},
+		// Release candidates come before their release, after the one before.
+		{"GB300.1.4.0-rc2", "GB300.1.4.0", -1}, {"GB300.1.4.0-rc2", "GB300.1.3.9", 1}, {"GB300.1.4.0-rc2", "GB300.1.4.0-rc1", 1},
+		{"GB300.1.4.0", "GB300.1.4.0-rc2", 1}, {"gb300.1.4.0", "GB300.1.4.0", 0},
+		{"1.4.0.1", "1.4.0-rc2", 1}} {
 		if got := compareVersions(c.a, c.b); (got > 0) != (c.want > 0) || (got < 0) != (c.want < 0) {
 			t.Errorf("compare(%q, %q) = %d, want sign of %d", c.a, c.b, got, c.want)
 		}
@@ -257,5 +268,35 @@ func TestCablingRecordsNeighboursAndNamesDeadPorts(t *testing.T) {
 	}
 	if task := (&Engine{}).acceptanceTaskFor(p); task == nil || task.LLDPSeconds != 35 || task.DCGMLevel != 0 {
 		t.Errorf("task = %+v", task)
+	}
+}
+
+// Levels 3 and 4 are long: the agent is told the profile's bound, and the
+// inspection step waits that much longer than a plain inspection.
+func TestLongDCGMLevelsAreBoundedAndWaitedFor(t *testing.T) {
+	p := loadProfile(t, "acceptance:\n  gpu_diagnostics: {level: 4, timeout_minutes: 120}\n  cabling: {listen_seconds: 35}\n")
+	task := (&Engine{}).acceptanceTaskFor(p)
+	if task == nil || task.DCGMLevel != 4 || task.DCGMTimeoutSeconds != 7200 {
+		t.Fatalf("task = %+v", task)
+	}
+	if d := p.Acceptance.agentTime(); d != 2*time.Hour+35*time.Second {
+		t.Errorf("agent time %v", d)
+	}
+	p = loadProfile(t, "acceptance:\n  gpu_diagnostics: {level: 3}\n")
+	if d := p.Acceptance.agentTime(); d != 45*time.Minute {
+		t.Errorf("level 3 default: agent time %v", d)
+	}
+}
+
+// A DCGM 4.x result about a CPU names the CPU.
+func TestDCGMResultOnAnotherEntityNamesIt(t *testing.T) {
+	p := loadProfile(t, "acceptance:\n  gpu_diagnostics: {level: 3}\n")
+	inv := agentInventory(t, "hgx-h100")
+	inv.Hardware.DCGM = &wire.DCGMResult{Ran: true, Level: 3, Version: "4.2.3", Tests: []wire.DCGMTest{
+		{Category: "Stress", Name: "cpu_eud", GPU: -1, Entity: "CPU 1", Result: "Fail", Info: "CPU EUD test failed"}}}
+	r := Accept(p, inv)
+	want := []string{`CPU 1 failed DCGM test "cpu_eud": CPU EUD test failed — see DCGM's advice; replace the CPU if it fails again`}
+	if !reflect.DeepEqual(r.Failures(), want) {
+		t.Errorf("fix list %q", r.Failures())
 	}
 }

@@ -71,6 +71,7 @@ func (e *Engine) AgentHandler() http.Handler {
 	mux.HandleFunc("POST "+wire.PathPrefix+wire.EndpointInspection, e.agentCall(e.agentInspection, maxInspection))
 	mux.HandleFunc("POST "+wire.PathPrefix+wire.EndpointProgress, e.agentCall(e.agentProgress, maxAgentMessage))
 	mux.HandleFunc("POST "+wire.PathPrefix+wire.EndpointDone, e.agentCall(e.agentDone, maxAgentMessage))
+	mux.HandleFunc("GET "+wire.PathPrefix+wire.EndpointBurninStream, e.agentBurninStream)
 	return mux
 }
 
@@ -87,14 +88,8 @@ type agentFunc func(ctx context.Context, j *inventory.Job, body []byte) (any, er
 
 func (e *Engine) agentCall(fn agentFunc, limit int64) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		j, err := e.jobForToken(r.Context(), tok)
-		if err != nil {
-			writeAgent(w, http.StatusUnauthorized, wire.Error{Error: err.Error()})
-			return
-		}
-		if err := e.checkSource(r, j); err != nil {
-			writeAgent(w, http.StatusForbidden, wire.Error{Error: err.Error()})
+		j, ok := e.agentJob(w, r)
+		if !ok {
 			return
 		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
@@ -119,6 +114,22 @@ func (e *Engine) agentCall(fn agentFunc, limit int64) http.HandlerFunc {
 		}
 		writeAgent(w, http.StatusOK, out)
 	}
+}
+
+// agentJob is the job whose agent token the request carries, from an
+// address that may use it; otherwise it answers 401 or 403 and says no.
+func (e *Engine) agentJob(w http.ResponseWriter, r *http.Request) (*inventory.Job, bool) {
+	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	j, err := e.jobForToken(r.Context(), tok)
+	if err != nil {
+		writeAgent(w, http.StatusUnauthorized, wire.Error{Error: err.Error()})
+		return nil, false
+	}
+	if err := e.checkSource(r, j); err != nil {
+		writeAgent(w, http.StatusForbidden, wire.Error{Error: err.Error()})
+		return nil, false
+	}
+	return j, true
 }
 
 func formatSize(n int64) string {

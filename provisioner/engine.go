@@ -135,6 +135,10 @@ type Engine struct {
 	perRack map[string]int
 	streams int
 	wg      sync.WaitGroup
+
+	// burninStreams bounds the burn-in throughput streams served at once
+	// (MaxImageStreams): they share the provisioning network with images.
+	burninStreams chan struct{}
 }
 
 // New returns an engine. Call Run to start it.
@@ -144,7 +148,7 @@ func New(inv *inventory.Store, bmc BMC, cfg Config) (*Engine, error) {
 		return nil, errors.New("provisioner: TokenKey of at least 16 bytes is required")
 	}
 	return &Engine{inv: inv, bmc: bmc, cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1),
-		running: map[string]bool{}, perRack: map[string]int{}}, nil
+		running: map[string]bool{}, perRack: map[string]int{}, burninStreams: make(chan struct{}, cfg.MaxImageStreams)}, nil
 }
 
 // Request asks for a job.

@@ -286,6 +286,9 @@ func (e *Engine) exec(ctx context.Context, j *inventory.Job, step string) error 
 		if _, err := e.bmc.PowerState(ctx, m); err != nil {
 			return failf("BMC check: %v", err)
 		}
+		if j.Kind == inventory.JobCommission {
+			e.recordBMCFirmware(ctx, j, m)
+		}
 		return nil
 	case stepCheckSEL:
 		return e.checkSEL(ctx, j, m)
@@ -311,13 +314,17 @@ func (e *Engine) exec(ctx context.Context, j *inventory.Job, step string) error 
 				errNotSeen, m.Name, m.MACs, e.cfg.BootTimeout)
 		})
 	case stepInspect:
-		return e.wait(ctx, j, step, e.cfg.InspectTimeout, func(j *inventory.Job) (bool, error) {
+		timeout := e.cfg.InspectTimeout
+		if j.Kind == inventory.JobCommission {
+			timeout = e.inspectTimeout(ctx, m)
+		}
+		return e.wait(ctx, j, step, timeout, func(j *inventory.Job) (bool, error) {
 			if j.AgentDone && !j.AgentOK {
 				return false, failf("inspection failed on the machine: %s", j.AgentError)
 			}
 			m, err := e.inv.Machine(ctx, j.Machine)
 			return err == nil && !m.InspectedAt.Before(j.AgentSeenAt), err
-		}, func() error { return failf("the agent sent no inspection within %v", e.cfg.InspectTimeout) })
+		}, func() error { return failf("the agent sent no inspection within %v", timeout) })
 	case stepCheckProfile:
 		return e.checkProfile(ctx, j, m)
 	case stepWriteImage:

@@ -1,5 +1,7 @@
 package wire
 
+import "time"
+
 // Hardware is what the agent reads for acceptance: the facts the
 // service's acceptance checks judge against a profile. The agent only
 // reports; the thresholds live in the profile, on the service, so a
@@ -17,6 +19,8 @@ type Hardware struct {
 	DCGM *DCGMResult `json:"dcgm,omitempty"`
 	// LLDP is what each Ethernet port heard; nil when it was not asked for.
 	LLDP []LLDPPort `json:"lldp,omitempty"`
+	// Burnin is the burn-in's outcome; nil when it was not asked for.
+	Burnin *BurninResult `json:"burnin,omitempty"`
 }
 
 // Device kinds whose PCIe links are checked.
@@ -107,6 +111,8 @@ type DCGMResult struct {
 	Ran    bool   `json:"ran"`
 	Level  int    `json:"level"`
 	Reason string `json:"reason,omitempty"` // why it did not run
+	// Version is DCGM's own version, as its JSON says it (3.x or 4.x).
+	Version string `json:"version,omitempty"`
 	// Tests are the diagnostic's results; a test with Result "Fail" or
 	// "Warn" carries DCGM's own words in Info.
 	Tests []DCGMTest `json:"tests,omitempty"`
@@ -117,19 +123,44 @@ type DCGMTest struct {
 	Category string `json:"category,omitempty"`
 	Name     string `json:"name"`
 	GPU      int    `json:"gpu"`
-	Result   string `json:"result"` // Pass, Fail, Warn, Skip
-	Info     string `json:"info,omitempty"`
+	// Entity names what a result is about when it is not a GPU (DCGM 4.x
+	// also tests CPUs and NVSwitches): "CPU 0".
+	Entity string `json:"entity,omitempty"`
+	Result string `json:"result"` // Pass, Fail, Warn, Skip
+	Info   string `json:"info,omitempty"`
 }
 
 // AcceptanceTask is what a commissioning asks the agent to run beyond
 // the inspection (Task.Acceptance).
 type AcceptanceTask struct {
-	// DCGMLevel: run `dcgmi diag -r LEVEL -j` (1 or 2) and put its result
+	// DCGMLevel: run `dcgmi diag -r LEVEL -j` (1 to 4) and put its result
 	// in Hardware.DCGM; 0 does not run it.
 	DCGMLevel int `json:"dcgm_level,omitempty"`
+	// DCGMTimeoutSeconds bounds the diagnostic; 0 is the agent's default
+	// for the level.
+	DCGMTimeoutSeconds int `json:"dcgm_timeout_seconds,omitempty"`
 	// LLDPSeconds: listen this long on every Ethernet port for the
 	// switch's LLDP announcement (switches send every 30 s by default).
 	LLDPSeconds int `json:"lldp_seconds,omitempty"`
+	// Burnin: stress and verify memory, disks and the network.
+	Burnin *BurninTask `json:"burnin,omitempty"`
+}
+
+// DCGMDefaultTimeout is how long `dcgmi diag` may run at a level when the
+// task names no bound: levels 1 and 2 end well inside the service's
+// default wait for an inspection; 3 and 4 (15 minutes to hours on an
+// 8-GPU server) get a bound that fits them, and the service waits that
+// much longer. Both sides read it here.
+func DCGMDefaultTimeout(level int) time.Duration {
+	switch {
+	case level <= 1:
+		return 3 * time.Minute
+	case level == 2:
+		return 7 * time.Minute
+	case level == 3:
+		return 45 * time.Minute
+	}
+	return 150 * time.Minute
 }
 
 // LLDPPort is what the agent heard on one Ethernet port while it listened

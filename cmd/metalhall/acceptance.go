@@ -117,7 +117,7 @@ func acceptanceLine(r *inventory.AcceptanceReport) string {
 }
 
 func rackFirmwareCommand() *cli.Command {
-	return &cli.Command{Name: "firmware", Usage: "in-band firmware of every machine (BIOS, NVMe, InfiniBand) from its latest inspection, and the drift",
+	return &cli.Command{Name: "firmware", Usage: "firmware of every machine: in-band (BIOS, NVMe, InfiniBand) from its latest inspection, what its BMC reported at commissioning, and the drift",
 		UsageText: "metalhall rack firmware [-o json] NAME",
 		Flags:     []cli.Flag{outputFlag()},
 		Action: func(c *cli.Context) error {
@@ -137,16 +137,24 @@ func printRackFirmware(w io.Writer, rf api.RackFirmware) {
 	var rows [][]string
 	var below []string
 	for _, m := range rf.Machines {
+		var bmcFW []string
+		for _, v := range m.BMCReported {
+			bmcFW = append(bmcFW, v.Component+" "+v.Version)
+		}
+		reported := orDash(strings.Join(bmcFW, ", "))
+		if m.BMCError != "" {
+			reported += " (last read failed: " + m.BMCError + ")"
+		}
 		if !m.Inspected {
-			rows = append(rows, []string{fmt.Sprintf("U%d", m.Unit), m.Machine, "not inspected yet", "-", "-"})
+			rows = append(rows, []string{fmt.Sprintf("U%d", m.Unit), m.Machine, "not inspected yet", "-", "-", reported})
 			continue
 		}
-		rows = append(rows, []string{fmt.Sprintf("U%d", m.Unit), m.Machine, orDash(m.BIOS), orDash(strings.Join(m.NVMe, ",")), orDash(strings.Join(m.InfiniBand, ","))})
+		rows = append(rows, []string{fmt.Sprintf("U%d", m.Unit), m.Machine, orDash(m.BIOS), orDash(strings.Join(m.NVMe, ",")), orDash(strings.Join(m.InfiniBand, ",")), reported})
 		for _, b := range m.BelowBaseline {
 			below = append(below, fmt.Sprintf("U%d %s: %s", m.Unit, m.Machine, b))
 		}
 	}
-	printTable(w, []string{"UNIT", "MACHINE", "BIOS", "NVME", "INFINIBAND"}, rows)
+	printTable(w, []string{"UNIT", "MACHINE", "BIOS", "NVME", "INFINIBAND", "BMC-REPORTED"}, rows)
 	if len(rf.Drift) == 0 {
 		fmt.Fprintf(w, "\nrack %s: no drift between machines\n", rf.Rack)
 	} else {

@@ -97,10 +97,11 @@ func TestAcceptanceCommandsAgainstTheService(t *testing.T) {
 func TestRackFirmwareTableShowsDriftAndBaseline(t *testing.T) {
 	rf := api.RackFirmware{Rack: "a01", Drift: []string{"BIOS: 2.1 on 3 machines; 2.0 on U17 gpu-a01-05"}, Machines: []api.MachineFirmware{
 		{Machine: "gpu-a01-05", Unit: 17, Inspected: true, BIOS: "2.0", NVMe: []string{"GDC7302Q"}, InfiniBand: []string{"28.39.1002"},
+			BMCReported:   []api.BMCFirmwareVersion{{Component: "BMC", Version: "3.1"}, {Component: "CPLD_0", Version: "1.0.1"}},
 			BelowBaseline: []string{"BIOS firmware 2.0 below baseline 2.1 — update the BIOS to 2.1 or later"}}}}
 	var b bytes.Buffer
 	printRackFirmware(&b, rf)
-	for _, want := range []string{"GDC7302Q", "28.39.1002", "drift:\n  BIOS: 2.1 on 3 machines; 2.0 on U17 gpu-a01-05",
+	for _, want := range []string{"GDC7302Q", "28.39.1002", "BMC 3.1, CPLD_0 1.0.1", "drift:\n  BIOS: 2.1 on 3 machines; 2.0 on U17 gpu-a01-05",
 		"U17 gpu-a01-05: BIOS firmware 2.0 below baseline 2.1 — update the BIOS to 2.1 or later"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())

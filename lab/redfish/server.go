@@ -39,6 +39,10 @@ type Config struct {
 	// Identity reported by the system and manager. Empty fields get
 	// defaults.
 	Vendor, Model, Serial, FirmwareVersion, BIOSVersion string
+	// Firmware lists components the UpdateService's FirmwareInventory
+	// reports besides the BMC (FirmwareVersion) and the BIOS
+	// (BIOSVersion). nil: a CPLD at "1.0.3".
+	Firmware []Firmware
 	// GPUs is the number of GPU processors the system reports.
 	GPUs int
 	// MACs of the system's Ethernet interfaces.
@@ -123,6 +127,11 @@ type selEntry struct {
 
 // NewServer returns an emulated BMC with its power and boot state set from
 // cfg.
+// Firmware is one member of the emulator's FirmwareInventory.
+type Firmware struct {
+	ID, Name, Version string
+}
+
 func NewServer(cfg Config) *Server {
 	if cfg.Vendor == "" {
 		cfg.Vendor = "Metalhall"
@@ -138,6 +147,9 @@ func NewServer(cfg Config) *Server {
 	}
 	if cfg.BIOSVersion == "" {
 		cfg.BIOSVersion = "2.1.0-emu"
+	}
+	if cfg.Firmware == nil {
+		cfg.Firmware = []Firmware{{ID: "CPLD_0", Name: "CPLD", Version: "1.0.3"}}
 	}
 	s := &Server{
 		cfg:      cfg,
@@ -367,6 +379,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"Model": "Emulated NVMe", "SerialNumber": s.cfg.Serial + "-D0", "CapacityBytes": int64(3840755982336),
 			"MediaType": "SSD", "Protocol": "NVMe",
 		})
+	case p == fwPath && !s.cfg.NoSessions:
+		var ids []string
+		for _, f := range s.firmware() {
+			ids = append(ids, fwPath+"/"+f.ID)
+		}
+		writeCollection(w, p, "#SoftwareInventoryCollection.SoftwareInventoryCollection", "Firmware Inventory Collection", ids)
+	case strings.HasPrefix(p, fwPath+"/") && !s.cfg.NoSessions:
+		s.firmwareItem(w, strings.TrimPrefix(p, fwPath+"/"))
+	case p == root+"/UpdateService" && !s.cfg.NoSessions:
+		writeJSON(w, http.StatusOK, map[string]any{
+			"@odata.id": p, "@odata.type": "#UpdateService.v1_8_0.UpdateService", "Id": "UpdateService", "Name": "Update Service",
+			"ServiceEnabled": true, "Status": map[string]any{"State": "Enabled", "Health": "OK"},
+			"FirmwareInventory": link(fwPath),
+		})
 	case p == root+"/Managers":
 		writeCollection(w, p, "#ManagerCollection.ManagerCollection", "Manager Collection", []string{mgrPath})
 	case p == mgrPath:
@@ -438,6 +464,7 @@ func (s *Server) serviceRoot(w http.ResponseWriter) {
 		"Chassis":        link(root + "/Chassis"),
 		"Managers":       link(root + "/Managers"),
 		"SessionService": link(root + "/SessionService"),
+		"UpdateService":  link(root + "/UpdateService"),
 		"Links":          map[string]any{"Sessions": link(sessPath)},
 	})
 }
@@ -835,6 +862,44 @@ func (s *Server) selEntries(w http.ResponseWriter, p, id string) {
 }
 
 // --- helpers ---
+
+// fwPath is the FirmwareInventory collection. The sessionless flavour
+// (modelled on sushy-tools and small OEM firmware) has no UpdateService:
+// clients fall back to the manager's and the system's versions.
+const fwPath = root + "/UpdateService/FirmwareInventory"
+
+// firmware is every component the FirmwareInventory lists: the BMC and
+// the BIOS first, as real BMCs list them, then the configured extras.
+func (s *Server) firmware() []Firmware {
+	return append([]Firmware{{ID: "BMC", Name: "BMC Firmware", Version: s.cfg.FirmwareVersion},
+		{ID: "BIOS", Name: "BIOS", Version: s.cfg.BIOSVersion}}, s.cfg.Firmware...)
+}
+
+// firmwareItem is one SoftwareInventory member, shaped like the DMTF
+// mockups and real BMCs: Id, Name, Version, Updateable, Status, and a
+// RelatedItem link to what it runs on.
+func (s *Server) firmwareItem(w http.ResponseWriter, id string) {
+	for _, f := range s.firmware() {
+		if f.ID != id {
+			continue
+		}
+		related := chPath
+		switch f.ID {
+		case "BMC":
+			related = mgrPath
+		case "BIOS":
+			related = s.sysPath
+		}
+		writeJSON(w, http.StatusOK, map[string]any{
+			"@odata.id": fwPath + "/" + f.ID, "@odata.type": "#SoftwareInventory.v1_4_0.SoftwareInventory",
+			"Id": f.ID, "Name": f.Name, "Version": f.Version, "Updateable": true, "Manufacturer": s.cfg.Vendor,
+			"Status":      map[string]any{"State": "Enabled", "Health": "OK"},
+			"RelatedItem": []any{link(related)}, "RelatedItem@odata.count": 1,
+		})
+		return
+	}
+	writeError(w, http.StatusNotFound, "Base.1.8.ResourceMissingAtURI", "no firmware "+id)
+}
 
 func link(id string) map[string]any { return map[string]any{"@odata.id": id} }
 

@@ -1,0 +1,49 @@
+package inventory
+
+import (
+	"context"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// BMCFirmware is the firmware inventory a machine's BMC reported
+// (Redfish FirmwareInventory; IPMI gives the BMC's own revision only).
+// Error says why it could not be read; Components is then what an
+// earlier read found, if anything.
+type BMCFirmware struct {
+	Components []FirmwareComponent `json:"components"`
+	Error      string              `json:"error,omitempty"`
+	ReadAt     time.Time           `json:"read_at"`
+}
+
+// FirmwareComponent is one component's firmware: the BMC, the BIOS, a
+// CPLD, a PSU, a NIC, a GPU...
+type FirmwareComponent struct {
+	ID         string `json:"id"`
+	Name       string `json:"name,omitempty"`
+	Version    string `json:"version"`
+	Updateable bool   `json:"updateable,omitempty"`
+}
+
+// RecordBMCFirmware stores what the BMC reported. A failed read (fw.Error
+// set, no components) keeps the components of the last good one, so the
+// drift report still has them, with the error beside them.
+func (s *Store) RecordBMCFirmware(ctx context.Context, name string, fw BMCFirmware) error {
+	return s.batch(func(tx *bolt.Tx) error {
+		b := bkt(tx, bMachines)
+		var m Machine
+		if err := getJSON(b, []byte(name), &m); err != nil {
+			return &NotFoundError{Kind: "machine", Name: name}
+		}
+		if fw.Components == nil && m.BMCFirmware != nil {
+			fw.Components = m.BMCFirmware.Components
+		}
+		if fw.Components == nil {
+			fw.Components = []FirmwareComponent{}
+		}
+		m.BMCFirmware = &fw
+		// Only the firmware changes: no index or usage is touched.
+		return putJSON(b, []byte(name), &m)
+	})
+}

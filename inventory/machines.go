@@ -134,7 +134,7 @@ func normaliseMachine(m *Machine) error {
 			return err
 		}
 	}
-	return nil
+	return normaliseCabling(m.Cabling)
 }
 
 // putMachine writes m and keeps every index and the rack usage in step with

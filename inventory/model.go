@@ -168,6 +168,10 @@ type Machine struct {
 	// cleared by a successful release: a tenant's machine goes to another
 	// tenant only without it.
 	NeedsErase bool `json:"needs_erase,omitempty"`
+
+	// Cabling is the machine's planned cables (its rack's cable schedule);
+	// commissioning checks what its NICs hear over LLDP against it.
+	Cabling []PlannedCable `json:"cabling,omitempty"`
 }
 
 // Subnet is a provisioning network with an optional dynamic range.

@@ -113,8 +113,9 @@ type FirmwareCheck struct {
 
 // CablingCheck: the agent listens ListenSeconds on every Ethernet port
 // for the switch's LLDP announcement and records each neighbour; each
-// port in Ports must have link and hear one. (Checking neighbours
-// against a cabling plan is not done yet.)
+// port in Ports must have link and hear one, and every cable of the
+// machine's cabling plan (from its rack manifest) must reach the planned
+// switch port (accept_cabling.go).
 type CablingCheck struct {
 	ListenSeconds int      `yaml:"listen_seconds" json:"listen_seconds"`
 	Ports         []string `yaml:"ports" json:"ports,omitempty"`
@@ -163,6 +164,12 @@ func (a *Acceptance) validate() error {
 // count, memory...), so a report is the whole verdict. The report's
 // Passed is set.
 func Accept(p *Profile, inv *wire.Inventory) inventory.AcceptanceReport {
+	return AcceptPlanned(p, inv, nil)
+}
+
+// AcceptPlanned is Accept for a machine with a cabling plan: the cabling
+// check compares what each NIC heard over LLDP with it.
+func AcceptPlanned(p *Profile, inv *wire.Inventory, plan []inventory.PlannedCable) inventory.AcceptanceReport {
 	r := inventory.AcceptanceReport{Profile: p.Name}
 	a := p.Acceptance
 	if a == nil {
@@ -211,7 +218,7 @@ func Accept(p *Profile, inv *wire.Inventory) inventory.AcceptanceReport {
 		add(checkFirmware, firmwareCheck(a.Firmware, hw, inv))
 	}
 	if a.Cabling != nil {
-		add(checkCabling, cablingCheck(a.Cabling, hw))
+		add(checkCabling, cablingCheck(a.Cabling, hw, plan))
 	}
 	r.Settle()
 	return r
@@ -630,57 +637,10 @@ func versionParts(v string) []string {
 	return out
 }
 
-func cablingCheck(cc *CablingCheck, hw *wire.Hardware) inventory.Check {
-	var c inventory.Check
-	if hw.LLDP == nil {
-		c.Result = inventory.CheckNotRun
-		c.Summary = "not run: the agent did not listen for LLDP (an agent older than the cabling check?)"
-		return c
-	}
-	heard := 0
-	for _, p := range hw.LLDP {
-		if p.Neighbor != nil {
-			heard++
-		}
-	}
-	for _, want := range cc.Ports {
-		i := slices.IndexFunc(hw.LLDP, func(p wire.LLDPPort) bool { return p.Interface == want })
-		if i < 0 {
-			c.Findings = append(c.Findings, inventory.Finding{Subject: "Ethernet port " + want, Problem: "not found", Fix: "check the NIC is fitted and enabled in the BIOS"})
-			continue
-		}
-		p := hw.LLDP[i]
-		subject := p.Interface
-		if p.PCIAddress != "" {
-			subject += " (" + p.PCIAddress + ")"
-		}
-		switch {
-		case !p.Carrier:
-			c.Findings = append(c.Findings, inventory.Finding{Subject: subject, Problem: "has no link", Fix: "check the cable and the switch port"})
-		case p.Neighbor == nil && p.Error != "":
-			c.Findings = append(c.Findings, inventory.Finding{Subject: subject, Problem: "could not be listened on: " + p.Error, Fix: ""})
-		case p.Neighbor == nil:
-			c.Findings = append(c.Findings, inventory.Finding{Subject: subject, Problem: fmt.Sprintf("heard no LLDP within %d s", cc.ListenSeconds),
-				Fix: "check LLDP is enabled on the switch port"})
-		}
-	}
-	var seen []string
-	for _, p := range hw.LLDP {
-		if p.Neighbor != nil {
-			seen = append(seen, fmt.Sprintf("%s sees %s %s", p.Interface, orDash(p.Neighbor.SystemName), p.Neighbor.PortID))
-		}
-	}
-	c.Summary = fmt.Sprintf("%d of %d Ethernet ports heard a neighbour", heard, len(hw.LLDP))
-	if len(seen) > 0 {
-		c.Summary += ": " + strings.Join(seen, ", ")
-	}
-	return c
-}
-
 // accept runs the acceptance suite, records its report and fails the step
 // with the fix list when a required check did not pass.
 func (e *Engine) accept(ctx context.Context, j *inventory.Job, m *inventory.Machine, p *Profile, inv *wire.Inventory) error {
-	r := Accept(p, inv)
+	r := AcceptPlanned(p, inv, m.Cabling)
 	r.Machine, r.Job = m.Name, j.ID
 	rec, err := e.inv.RecordAcceptance(ctx, r)
 	if err != nil {

@@ -54,3 +54,48 @@ func TestManifestCablingPlan(t *testing.T) {
 		t.Fatalf("plan after re-import: %+v", m.Cabling)
 	}
 }
+
+// A cable schedule in NetBox's cable CSV (the columns `rack cabling
+// --csv` writes, either end first) sets the plans of the machines it
+// names; a bad line is refused by its number and changes nothing.
+func TestCableScheduleSetsTheRacksPlans(t *testing.T) {
+	f := newFixture(t)
+	if status, data := f.do("technician", "POST", "/api/v1/racks/import", manifestYAML); status != 200 {
+		t.Fatalf("%d %s", status, data)
+	}
+	const header = "side_a_device,side_a_type,side_a_name,side_b_device,side_b_type,side_b_name,status\n"
+	for _, c := range []struct{ name, csv, want string }{
+		{"no machine", header + "gpu-rnew-01,dcim.interface,ens3f0,leaf-01,dcim.interface,Ethernet1,connected\nsw-9,dcim.interface,x,leaf-01,dcim.interface,Ethernet2,planned\n",
+			`cable schedule line 3: neither "sw-9" nor "leaf-01" is a machine of rack "rnew"`},
+		{"front port", header + "gpu-rnew-01,dcim.frontport,ens3f0,leaf-01,dcim.interface,Ethernet1,connected\n", "line 2, column side_a_type"},
+		{"bad cable", header + "gpu-rnew-01,dcim.interface,ens3f0,leaf-01,dcim.interface,Ethernet1,connected\ngpu-rnew-01,dcim.interface,ens3f1,leaf-02,dcim.interface,,connected\n",
+			`cable schedule line 3, machine "gpu-rnew-01": port: is required`},
+		{"missing column", "side_a_device,side_a_name,side_b_device\nx,y,z\n", `missing column "side_b_name"`},
+	} {
+		status, data := f.do("technician", "PUT", "/api/v1/racks/rnew/cabling", c.csv)
+		var e Error
+		json.Unmarshal(data, &e)
+		if status != 400 || !strings.Contains(e.Message, c.want) {
+			t.Errorf("%s: %d %q, want 400 with %q", c.name, status, e.Message, c.want)
+		}
+	}
+	if m := must(f.inv.Machine(context.Background(), "gpu-rnew-01")); len(m.Cabling) != 0 {
+		t.Fatalf("refused schedules left a plan: %+v", m.Cabling)
+	}
+	// The switch may be either end.
+	csv := header + "gpu-rnew-01,dcim.interface,ens3f0,leaf-01,dcim.interface,Ethernet1,connected\nleaf-02,dcim.interface,Ethernet1,gpu-rnew-01,dcim.interface,0000:17:00.1,planned\n"
+	status, data := f.do("technician", "PUT", "/api/v1/racks/rnew/cabling", csv)
+	var res CablingPlanResult
+	json.Unmarshal(data, &res)
+	if status != 200 || res.Cables != 2 || !slices.Equal(res.Updated, []string{"gpu-rnew-01"}) {
+		t.Fatalf("%d %s", status, data)
+	}
+	want := []inventory.PlannedCable{{NIC: "ens3f0", Switch: "leaf-01", Port: "Ethernet1"}, {NIC: "0000:17:00.1", Switch: "leaf-02", Port: "Ethernet1"}}
+	if m := must(f.inv.Machine(context.Background(), "gpu-rnew-01")); !slices.Equal(m.Cabling, want) {
+		t.Errorf("plan %+v, want %+v", m.Cabling, want)
+	}
+	status, data = f.do("technician", "PUT", "/api/v1/racks/rnew/cabling", csv)
+	if json.Unmarshal(data, &res); status != 200 || res.Updated == nil || len(res.Updated) != 0 {
+		t.Errorf("the same schedule again: %d %s", status, data)
+	}
+}

@@ -1,10 +1,16 @@
 package inventory
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // PlannedCable is one line of a rack's cable schedule: a NIC of the
@@ -144,20 +150,110 @@ func ValidateCabling(plan []PlannedCable) error { return normaliseCabling(plan) 
 // rackCablingClash finds a switch port planned for two machines of one
 // import: the index of the later machine and what clashes.
 func rackCablingClash(ms []Enrollment) (int, error) {
+	plans := make([]*Machine, len(ms))
+	for i := range ms {
+		plans[i] = &ms[i].Machine
+	}
+	return cablingClash(plans)
+}
+
+// cablingClash finds a switch port planned for two of the machines: the
+// index of the later one and what clashes.
+func cablingClash(ms []*Machine) (int, error) {
 	type at struct {
 		machine string
 		cable   int
 	}
 	seen := map[string]at{}
-	for i, e := range ms {
-		for j, c := range e.Machine.Cabling {
+	for i, m := range ms {
+		for j, c := range m.Cabling {
 			k := c.switchPortKey()
-			if prev, ok := seen[k]; ok && prev.machine != e.Machine.Name {
+			if prev, ok := seen[k]; ok && prev.machine != m.Name {
 				return i, &CableError{j, invalid("port", "%s %s is also planned for machine %q (its cabling[%d]): a switch port takes one cable",
 					c.Switch, c.Port, prev.machine, prev.cable)}
 			}
-			seen[k] = at{e.Machine.Name, j}
+			seen[k] = at{m.Name, j}
 		}
 	}
 	return 0, nil
 }
+
+// PlanError says which machine's plan a SetCablingPlans refused.
+type PlanError struct {
+	Machine string
+	Err     error
+}
+
+func (e *PlanError) Error() string { return fmt.Sprintf("machine %q: %v", e.Machine, e.Err) }
+func (e *PlanError) Unwrap() error { return e.Err }
+
+// SetCablingPlans replaces the cabling plans of machines of one rack (a
+// cable schedule imported on its own), in one transaction: every machine
+// must be in the rack, every plan valid, and no switch port planned for
+// two machines of the rack once the plans are replaced; otherwise nothing
+// changes. Machines not named keep their plans. It returns the machines
+// whose plan changed.
+func (s *Store) SetCablingPlans(ctx context.Context, rack string, plans map[string][]PlannedCable) ([]string, error) {
+	names := slices.Sorted(maps.Keys(plans))
+	clean := map[string][]PlannedCable{}
+	for _, n := range names {
+		p := slices.Clone(plans[n])
+		if err := normaliseCabling(p); err != nil {
+			return nil, &PlanError{n, err}
+		}
+		clean[n] = p
+	}
+	var changed []string
+	err := s.write(func(tx *bolt.Tx, vc *viewChanges) error {
+		changed = nil
+		if _, err := get[Rack](tx, bRacks, "rack", rack); err != nil {
+			return err
+		}
+		for _, n := range names {
+			m, err := get[Machine](tx, bMachines, "machine", n)
+			if err != nil {
+				return err
+			}
+			if m.Rack != rack {
+				return &PlanError{n, invalid("machine", "is in rack %q, not %q", m.Rack, rack)}
+			}
+		}
+		var after []*Machine
+		if err := rackMachines(tx, rack, func(m *Machine) error {
+			if p, ok := clean[m.Name]; ok {
+				m.Cabling = p
+			}
+			after = append(after, m)
+			return nil
+		}); err != nil {
+			return err
+		}
+		if i, err := cablingClash(after); err != nil {
+			return &PlanError{after[i].Name, err}
+		}
+		for _, n := range names {
+			m, err := s.updateMachine(tx, n, func(m *Machine) error {
+				if slices.Equal(m.Cabling, clean[n]) {
+					return errUnchanged
+				}
+				m.Cabling = clean[n]
+				return nil
+			}, vc)
+			if errors.Is(err, errUnchanged) {
+				continue
+			}
+			if err != nil {
+				return &PlanError{n, err}
+			}
+			changed = append(changed, m.Name)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return changed, nil
+}
+
+// errUnchanged tells SetCablingPlans' update that there is nothing to write.
+var errUnchanged = errors.New("unchanged")

@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -105,4 +106,62 @@ func TestPlannedCableMatchesWhatLLDPSays(t *testing.T) {
 	if !c.IsPort("Ethernet12", "") || !c.IsPort("0c:42:a1:00:00:0c", "Ethernet12") || c.IsPort("Ethernet1", "Ethernet13") {
 		t.Error("port by ID or description")
 	}
+}
+
+// A cable schedule imported on its own replaces the named machines'
+// plans and leaves the others; a machine of another rack, a bad cable or
+// a switch port another machine of the rack keeps changes nothing.
+func TestSetCablingPlansIsAllOrNothing(t *testing.T) {
+	inv := newInv(t)
+	hallFixture(t, inv)
+	in := rackImport("a01", 3, 0)
+	in.Machines[2].Machine.Cabling = []PlannedCable{{NIC: "ens3f0", Switch: "leaf-01", Port: "Ethernet3"}}
+	must(inv.ImportRack(ctx, in))
+	must(inv.ImportRack(ctx, rackImport("a02", 1, 100)))
+
+	plans := map[string][]PlannedCable{
+		"a01-m01": {{NIC: " ens3f0 ", Switch: "leaf-01", Port: "Ethernet1"}, {NIC: "0000:17:00.1", Switch: "leaf-02", Port: "Ethernet1"}},
+		"a01-m02": {{NIC: "ens3f0", Switch: "leaf-01", Port: "Ethernet2"}},
+	}
+	for name, bad := range map[string]struct {
+		plans map[string][]PlannedCable
+		err   []string
+	}{
+		"other rack":   {map[string][]PlannedCable{"a02-m01": plans["a01-m02"]}, []string{`machine "a02-m01"`, `is in rack "a02", not "a01"`}},
+		"taken port":   {map[string][]PlannedCable{"a01-m01": {{NIC: "ens3f0", Switch: "leaf-01", Port: "Ethernet3"}}}, []string{`machine "a01-m03"`, `leaf-01 Ethernet3 is also planned for machine "a01-m01"`}},
+		"bad cable":    {map[string][]PlannedCable{"a01-m01": {{NIC: "ens3f0", Switch: "leaf-01"}}}, []string{`machine "a01-m01"`, "cabling[0]: port: is required"}},
+		"unknown rack": {nil, []string{`rack "zz" not found`}},
+	} {
+		rack := "a01"
+		if bad.plans == nil {
+			rack = "zz"
+		}
+		_, err := inv.SetCablingPlans(ctx, rack, bad.plans)
+		if err == nil {
+			t.Fatalf("%s: accepted", name)
+		}
+		for _, w := range bad.err {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: %v, want %q", name, err, w)
+			}
+		}
+	}
+	if m := must(inv.Machine(ctx, "a01-m01")); len(m.Cabling) != 0 {
+		t.Fatalf("refused plans changed a01-m01: %+v", m.Cabling)
+	}
+
+	changed := must(inv.SetCablingPlans(ctx, "a01", plans))
+	if !slices.Equal(changed, []string{"a01-m01", "a01-m02"}) {
+		t.Errorf("changed %v", changed)
+	}
+	if m := must(inv.Machine(ctx, "a01-m01")); len(m.Cabling) != 2 || m.Cabling[0].NIC != "ens3f0" {
+		t.Errorf("a01-m01 plan %+v", m.Cabling)
+	}
+	if m := must(inv.Machine(ctx, "a01-m03")); len(m.Cabling) != 1 {
+		t.Errorf("a01-m03 lost its plan: %+v", m.Cabling)
+	}
+	if changed := must(inv.SetCablingPlans(ctx, "a01", plans)); len(changed) != 0 {
+		t.Errorf("the same plans again changed %v", changed)
+	}
+	checkIndexes(t, inv.(*Store))
 }

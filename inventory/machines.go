@@ -567,6 +567,7 @@ func cloneMachine(m *Machine) *Machine {
 	c := *m
 	c.MACs = slices.Clone(m.MACs)
 	c.Inspection = bytes.Clone(m.Inspection)
+	c.Cabling = slices.Clone(m.Cabling)
 	return &c
 }
 

@@ -15,7 +15,7 @@ PKGS      := ./...
 TEST_DEBS := ipmitool openipmi qemu-system-x86 ipxe-qemu ovmf ipxe \
              linux-image-amd64 busybox-static cpio zstd xz-utils iproute2 \
              syslinux syslinux-common syslinux-efi mtools dosfstools dnsmasq-base \
-             qemu-utils prometheus chromium
+             qemu-utils prometheus chromium lldpd
 BENCH_DEBS := kea-admin kea-dhcp4-server dnsmasq nginx curl
 
 .PHONY: all build agent test test-stress test-short e2e demo fuzz deps bench-deps run bench lint fmt clean
@@ -37,7 +37,10 @@ define apt_install
 	    if [ "$(ALLOW_SKIPS)" = 1 ]; then echo "ALLOW_SKIPS=1: going on without them; the tests that need them skip and are listed at the end"; \
 	    else echo "run as root so that make can install them, or set ALLOW_SKIPS=1 to go on without them (their tests then skip)"; exit 1; fi; \
 	  else echo "installing:$$missing"; apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null && \
+	    case " $$missing " in *" lldpd "*) \
+	      echo "lldpd: its service would announce this host on every interface; the tests run their own in namespaces: disabling it"; \
+	      systemctl disable --now lldpd >/dev/null 2>&1 || true;; esac; fi; \
 	fi
 endef
 

@@ -191,6 +191,13 @@ func pciAddress(link string) string {
 	if isPCIAddress(b) {
 		return b
 	}
+	// A virtio device (virtio-net in a VM) sits on the PCI function that
+	// carries it: .../0000:00:10.0/virtio3.
+	if strings.HasPrefix(b, "virtio") {
+		if real, err := filepath.EvalSymlinks(link); err == nil && isPCIAddress(filepath.Base(filepath.Dir(real))) {
+			return filepath.Base(filepath.Dir(real))
+		}
+	}
 	return ""
 }
 

@@ -123,8 +123,9 @@ func TestInspectQEMU(t *testing.T) {
 			BIOSVendor: "SeaBIOS", BIOSVersion: "1.16.2-debian-1.16.2-1", BIOSDate: "04/01/2014"},
 		CPU:         wire.CPU{Model: "QEMU Virtual CPU version 2.5+", Sockets: 1, Cores: 1, Threads: 1},
 		MemoryBytes: 490400 * 1024,
-		Disks:       []wire.Disk{{Name: "vda", SizeBytes: 2 << 30, Serial: "metalhall-vm-1", Rotational: true}},
-		NICs:        []wire.NIC{{Name: "eth0", MAC: "52:54:00:12:34:56", Driver: "virtio_net", Carrier: true}},
+		// Virtio devices sit on the PCI functions that carry them.
+		Disks: []wire.Disk{{Name: "vda", SizeBytes: 2 << 30, Serial: "metalhall-vm-1", Rotational: true, PCIAddress: "0000:00:04.0"}},
+		NICs:  []wire.NIC{{Name: "eth0", MAC: "52:54:00:12:34:56", Driver: "virtio_net", Carrier: true, PCIAddress: "0000:00:03.0"}},
 		PCI: []wire.PCIDevice{
 			{Address: "0000:00:00.0", VendorID: "8086", DeviceID: "1237", Class: "060000", SubVendorID: "1af4", SubDeviceID: "1100", NUMANode: -1, Vendor: "Intel", Name: "440FX host bridge"},
 			{Address: "0000:00:01.0", VendorID: "8086", DeviceID: "7000", Class: "060100", SubVendorID: "1af4", SubDeviceID: "1100", NUMANode: -1, Vendor: "Intel", Name: "PIIX3 ISA bridge"},

@@ -92,6 +92,9 @@ func (r *Runner) perform(ctx context.Context, task wire.Task, log *slog.Logger) 
 
 // inspect sends the inventory: every task starts with it.
 func (r *Runner) inspect(ctx context.Context, task wire.Task, log *slog.Logger) (*wire.Inventory, error) {
+	if a := task.Acceptance; a != nil && a.LLDPSeconds > 0 && r.Root == "/" {
+		bringLinksUp(ctx, "/sys/class/net", linkWait, log)
+	}
 	inv, err := Inspect(r.Root)
 	if err != nil {
 		return nil, err

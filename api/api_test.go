@@ -137,6 +137,9 @@ func (f *fixture) do(who, method, path string, body any) (int, []byte) {
 	if strings.HasSuffix(path, "/racks/import") {
 		req.Header.Set("Content-Type", "application/yaml")
 	}
+	if method == "PUT" && strings.HasSuffix(path, "/cabling") {
+		req.Header.Set("Content-Type", "text/csv")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		f.t.Fatal(err)
@@ -187,6 +190,8 @@ func example(action string) (vars map[string]string, body any) {
 		return map[string]string{"name": "rempty"}, nil
 	case "rack.import":
 		return nil, manifestYAML
+	case "rack.cabling-plan":
+		return map[string]string{"name": "ra"}, "side_a_device,side_a_name,side_b_device,side_b_name\nma,ens3f0,leaf-01,Ethernet1\n"
 	case "machine.enroll":
 		return nil, MachineEnroll{Name: "m9", Rack: "rempty", Unit: 5, MACs: []string{"52:54:00:00:09:09"}, BMCAddress: "10.0.9.9",
 			BMCProtocol: "redfish", BMCUser: "root", BMCPassword: "pw", PowerW: 1000}

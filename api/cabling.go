@@ -35,6 +35,9 @@ func (s *Server) cablingRoutes() []route {
 		{method: "GET", pattern: "/api/v1/racks/{name}/cabling", action: "rack.cabling",
 			summary: "The cables observed over LLDP at each machine's latest commissioning, port by port",
 			roles:   staff, scope: scopeRack, reply: RackCabling{}, handle: s.rackCabling},
+		{method: "PUT", pattern: "/api/v1/racks/{name}/cabling", action: "rack.cabling-plan",
+			summary: "Set the cabling plan of a rack's machines from a cable schedule in NetBox's cable CSV (side_a_device, side_a_name, side_b_device, side_b_name): all or nothing",
+			roles:   staff, scope: scopeRack, body: "cables", reply: CablingPlanResult{}, handle: s.setCablingPlan},
 	}
 }
 

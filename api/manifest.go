@@ -43,8 +43,11 @@ type ManifestMachine struct {
 	PowerW  int64       `yaml:"power_w" json:"power_w"`
 	Profile string      `yaml:"profile" json:"profile,omitempty"`
 	IP      string      `yaml:"ip" json:"ip,omitempty"`
+	// Cabling is the machine's cable schedule (YAML manifests only).
+	Cabling []inventory.PlannedCable `yaml:"cabling" json:"cabling,omitempty"`
 
-	line int // where the entry starts in the file, for error messages
+	line       int   // where the entry starts in the file, for error messages
+	cableLines []int // where each of Cabling starts
 }
 
 type ManifestBMC struct {
@@ -102,6 +105,7 @@ func parseYAMLManifest(data []byte) (*Manifest, error) {
 				for j, n := range doc.Content[i+1].Content {
 					if j < len(m.Machines) {
 						m.Machines[j].line = n.Line
+						m.Machines[j].cableLines = cableLines(n)
 					}
 				}
 			}
@@ -267,8 +271,12 @@ func (s *Server) importRack(c *call) (int, any, error) {
 			BMCAddress: mm.BMC.Address, BMCProtocol: mm.BMC.Protocol, BMCUser: mm.BMC.User, BMCPassword: mm.BMC.Password,
 			BMCSystem: mm.BMC.System, BMCAuth: mm.BMC.Auth, BMCBootMode: mm.BMC.BootMode,
 			PowerW: mm.PowerW, Profile: mm.Profile, IP: mm.IP})
+		if err == nil {
+			e.Machine.Cabling = mm.Cabling
+			err = inventory.ValidateCabling(e.Machine.Cabling)
+		}
 		if err != nil {
-			return 0, nil, fmt.Errorf("manifest line %d, machine %d %q: %w", mm.line, i+1, mm.Name, err)
+			return 0, nil, fmt.Errorf("manifest line %d, machine %d %q: %w", mm.cableLine(err), i+1, mm.Name, err)
 		}
 		in.Machines = append(in.Machines, e)
 	}
@@ -276,7 +284,7 @@ func (s *Server) importRack(c *call) (int, any, error) {
 	var entry *inventory.EntryError
 	if errors.As(err, &entry) {
 		mm := m.Machines[entry.Index]
-		return 0, nil, fmt.Errorf("manifest line %d, machine %d %q: %w", mm.line, entry.Index+1, mm.Name, entry.Err)
+		return 0, nil, fmt.Errorf("manifest line %d, machine %d %q: %w", mm.cableLine(entry.Err), entry.Index+1, mm.Name, entry.Err)
 	}
 	if err != nil {
 		return 0, nil, err

@@ -33,10 +33,16 @@ func (s *Server) OpenAPI() map[string]any {
 		}
 		switch b := rt.body.(type) {
 		case nil:
-		case string: // a non-JSON body: an image upload or a manifest
+		case string: // a non-JSON body: an image upload, a manifest or a cable schedule
 			if b == "image" {
 				op["requestBody"] = map[string]any{"required": true, "content": map[string]any{
 					"application/octet-stream": map[string]any{"schema": map[string]string{"type": "string", "format": "binary"}},
+				}}
+				break
+			}
+			if b == "cables" {
+				op["requestBody"] = map[string]any{"required": true, "content": map[string]any{
+					"text/csv": map[string]any{"schema": map[string]string{"type": "string"}},
 				}}
 				break
 			}

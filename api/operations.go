@@ -187,6 +187,10 @@ func (Operations) RackCabling() Op[NoBody, RackCabling] {
 	return op[NoBody, RackCabling]("rack.cabling")
 }
 
+func (Operations) RackCablingPlan() Op[Upload, CablingPlanResult] {
+	return op[Upload, CablingPlanResult]("rack.cabling-plan")
+}
+
 func (Operations) MachineSEL() Op[NoBody, SEL] { return op[NoBody, SEL]("machine.sel") }
 func (Operations) MachineSELClear() Op[NoBody, SELCleared] {
 	return op[NoBody, SELCleared]("machine.sel-clear")

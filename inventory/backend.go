@@ -32,6 +32,7 @@ type Inventory interface {
 	UnassignRackTenant(ctx context.Context, name, tenant string) (*Rack, error)
 	DeleteRack(ctx context.Context, name string) error
 	ImportRack(ctx context.Context, in RackImport) (*ImportResult, error)
+	SetCablingPlans(ctx context.Context, rack string, plans map[string][]PlannedCable) ([]string, error)
 
 	EnrollMachine(ctx context.Context, e Enrollment) (*Machine, error)
 	Machine(ctx context.Context, name string) (*Machine, error)

@@ -21,6 +21,9 @@ type ImportResult struct {
 	RackCreated bool     `json:"rack_created"`
 	Created     []string `json:"created"`
 	Unchanged   []string `json:"unchanged"`
+	// CablingUpdated are the existing machines whose cabling plan the
+	// import replaced (they are in Unchanged too: nothing else changed).
+	CablingUpdated []string `json:"cabling_updated,omitempty"`
 }
 
 // ValidateMachine checks the fields a caller sets on a machine, without
@@ -43,6 +46,7 @@ func (s *Store) ImportRack(ctx context.Context, in RackImport) (*ImportResult, e
 	machines := make([]Enrollment, len(in.Machines))
 	for i, e := range in.Machines {
 		e.Machine.MACs = slices.Clone(e.Machine.MACs)
+		e.Machine.Cabling = slices.Clone(e.Machine.Cabling)
 		if e.Machine.Rack == "" {
 			e.Machine.Rack = r.Name
 		}
@@ -53,6 +57,9 @@ func (s *Store) ImportRack(ctx context.Context, in RackImport) (*ImportResult, e
 			return nil, &EntryError{i, e.Machine.Name, err}
 		}
 		machines[i] = e
+	}
+	if i, err := rackCablingClash(machines); err != nil {
+		return nil, &EntryError{i, machines[i].Machine.Name, err}
 	}
 	now := s.now().UTC()
 	res := &ImportResult{Rack: r.Name}
@@ -74,6 +81,16 @@ func (s *Store) ImportRack(ctx context.Context, in RackImport) (*ImportResult, e
 				if f := machineDiff(old, &m); f != "" {
 					return &EntryError{i, m.Name, &ConflictError{Msg: fmt.Sprintf(
 						"machine %q already exists with a different %s", m.Name, f)}}
+				}
+				if !slices.Equal(old.Cabling, m.Cabling) {
+					// The cable schedule is a plan, not the machine's
+					// identity: a re-import is how it is corrected.
+					upd := *old
+					upd.Cabling, upd.UpdatedAt = m.Cabling, now
+					if err := s.putMachine(tx, old, &upd, vc); err != nil {
+						return &EntryError{i, m.Name, err}
+					}
+					res.CablingUpdated = append(res.CablingUpdated, m.Name)
 				}
 				if len(e.SealedPassword) > 0 && old.BMC.SecretRef != "" {
 					if err := bkt(tx, bSecrets).Put([]byte(old.BMC.SecretRef), e.SealedPassword); err != nil {

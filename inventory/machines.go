@@ -134,7 +134,7 @@ func normaliseMachine(m *Machine) error {
 			return err
 		}
 	}
-	return nil
+	return normaliseCabling(m.Cabling)
 }
 
 // putMachine writes m and keeps every index and the rack usage in step with
@@ -567,6 +567,7 @@ func cloneMachine(m *Machine) *Machine {
 	c := *m
 	c.MACs = slices.Clone(m.MACs)
 	c.Inspection = bytes.Clone(m.Inspection)
+	c.Cabling = slices.Clone(m.Cabling)
 	return &c
 }
 

@@ -190,6 +190,9 @@ type Machine struct {
 	// PowerLimit is its profile's power cap as last applied to its BMC
 	// (commissioning and provisioning apply it); nil: none asked for.
 	PowerLimit *PowerLimitRecord `json:"power_limit,omitempty"`
+	// Cabling is the machine's planned cables (its rack's cable schedule);
+	// commissioning checks what its NICs hear over LLDP against it.
+	Cabling []PlannedCable `json:"cabling,omitempty"`
 }
 
 // Subnet is a provisioning network with an optional dynamic range.

@@ -129,8 +129,9 @@ type FirmwareCheck struct {
 
 // CablingCheck: the agent listens ListenSeconds on every Ethernet port
 // for the switch's LLDP announcement and records each neighbour; each
-// port in Ports must have link and hear one. (Checking neighbours
-// against a cabling plan is not done yet.)
+// port in Ports must have link and hear one, and every cable of the
+// machine's cabling plan (from its rack manifest) must reach the planned
+// switch port (accept_cabling.go).
 type CablingCheck struct {
 	ListenSeconds int      `yaml:"listen_seconds" json:"listen_seconds"`
 	Ports         []string `yaml:"ports" json:"ports,omitempty"`
@@ -196,15 +197,23 @@ func Accept(p *Profile, inv *wire.Inventory) inventory.AcceptanceReport {
 	return AcceptMachine(p, inv, nil)
 }
 
+// AcceptPlanned is Accept for a machine with a cabling plan: the cabling
+// check compares what each NIC heard over LLDP with it.
+func AcceptPlanned(p *Profile, inv *wire.Inventory, plan []inventory.PlannedCable) inventory.AcceptanceReport {
+	return AcceptMachine(p, inv, &inventory.Machine{Cabling: plan})
+}
+
 // AcceptMachine is Accept with what the service knows of the machine
-// (nil: nothing): the firmware inventory its BMC reported, for the
-// profile's BMC firmware baselines, and whether its disks may hold a
-// tenant's data (then the disk burn-in was not asked for).
+// (nil: nothing): its cabling plan, the firmware inventory its BMC
+// reported (for the profile's BMC firmware baselines), and whether its
+// disks may hold a tenant's data (then the disk burn-in was not asked
+// for).
 func AcceptMachine(p *Profile, inv *wire.Inventory, m *inventory.Machine) inventory.AcceptanceReport {
 	var bmcFW *inventory.BMCFirmware
+	var plan []inventory.PlannedCable
 	needsErase := false
 	if m != nil {
-		bmcFW, needsErase = m.BMCFirmware, m.NeedsErase
+		bmcFW, needsErase, plan = m.BMCFirmware, m.NeedsErase, m.Cabling
 	}
 	r := inventory.AcceptanceReport{Profile: p.Name}
 	a := p.Acceptance
@@ -254,7 +263,7 @@ func AcceptMachine(p *Profile, inv *wire.Inventory, m *inventory.Machine) invent
 		add(checkFirmware, firmwareCheck(a.Firmware, hw, inv, bmcFW))
 	}
 	if a.Cabling != nil {
-		add(checkCabling, cablingCheck(a.Cabling, hw))
+		add(checkCabling, cablingCheck(a.Cabling, hw, plan))
 	}
 	if a.Burnin != nil {
 		add(checkBurnin, burninCheck(a.Burnin, hw, needsErase))
@@ -636,53 +645,6 @@ func firmwareCheck(fc *FirmwareCheck, hw *wire.Hardware, inv *wire.Inventory, bm
 	c.Summary = fmt.Sprintf("BIOS %s; %d below baseline", orDash(inv.System.BIOSVersion), len(c.Findings))
 	if bmcFW != nil && len(bmcFW.Components) > 0 {
 		c.Summary = fmt.Sprintf("BIOS %s; %d components reported by the BMC; %d below baseline", orDash(inv.System.BIOSVersion), len(bmcFW.Components), len(c.Findings))
-	}
-	return c
-}
-
-func cablingCheck(cc *CablingCheck, hw *wire.Hardware) inventory.Check {
-	var c inventory.Check
-	if hw.LLDP == nil {
-		c.Result = inventory.CheckNotRun
-		c.Summary = "not run: the agent did not listen for LLDP (an agent older than the cabling check?)"
-		return c
-	}
-	heard := 0
-	for _, p := range hw.LLDP {
-		if p.Neighbor != nil {
-			heard++
-		}
-	}
-	for _, want := range cc.Ports {
-		i := slices.IndexFunc(hw.LLDP, func(p wire.LLDPPort) bool { return p.Interface == want })
-		if i < 0 {
-			c.Findings = append(c.Findings, inventory.Finding{Subject: "Ethernet port " + want, Problem: "not found", Fix: "check the NIC is fitted and enabled in the BIOS"})
-			continue
-		}
-		p := hw.LLDP[i]
-		subject := p.Interface
-		if p.PCIAddress != "" {
-			subject += " (" + p.PCIAddress + ")"
-		}
-		switch {
-		case !p.Carrier:
-			c.Findings = append(c.Findings, inventory.Finding{Subject: subject, Problem: "has no link", Fix: "check the cable and the switch port"})
-		case p.Neighbor == nil && p.Error != "":
-			c.Findings = append(c.Findings, inventory.Finding{Subject: subject, Problem: "could not be listened on: " + p.Error, Fix: ""})
-		case p.Neighbor == nil:
-			c.Findings = append(c.Findings, inventory.Finding{Subject: subject, Problem: fmt.Sprintf("heard no LLDP within %d s", cc.ListenSeconds),
-				Fix: "check LLDP is enabled on the switch port"})
-		}
-	}
-	var seen []string
-	for _, p := range hw.LLDP {
-		if p.Neighbor != nil {
-			seen = append(seen, fmt.Sprintf("%s sees %s %s", p.Interface, orDash(p.Neighbor.SystemName), p.Neighbor.PortID))
-		}
-	}
-	c.Summary = fmt.Sprintf("%d of %d Ethernet ports heard a neighbour", heard, len(hw.LLDP))
-	if len(seen) > 0 {
-		c.Summary += ": " + strings.Join(seen, ", ")
 	}
 	return c
 }

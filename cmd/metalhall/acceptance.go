@@ -15,7 +15,7 @@ import (
 // rackWithAcceptance is the rack command with its acceptance listing.
 func rackWithAcceptance() *cli.Command {
 	cmd := rackCommand()
-	cmd.Subcommands = append(cmd.Subcommands, rackAcceptanceCommand(), rackFirmwareCommand(), rackCablingCommand())
+	cmd.Subcommands = append(cmd.Subcommands, rackAcceptanceCommand(), rackFirmwareCommand(), rackCablingCommand(), rackCablingPlanCommand())
 	return cmd
 }
 

@@ -89,6 +89,13 @@ func TestTechnicianOnboardsARackForATenant(t *testing.T) {
 	if out := tc.ok("rack", "import", "--file", "../../docs/manifest-example.yaml"); !strings.Contains(out, "0 machines enrolled, 4 already there") {
 		t.Fatalf("re-import: %s", out)
 	}
+	// A corrected cabling plan is the one change a re-import makes.
+	example, _ := os.ReadFile("../../docs/manifest-example.yaml")
+	recabled := filepath.Join(t.TempDir(), "recabled.yaml")
+	os.WriteFile(recabled, bytes.Replace(example, []byte("switch: leaf-01, port: Ethernet3"), []byte("switch: leaf-01, port: Ethernet4"), 1), 0o600)
+	if out := tc.ok("rack", "import", "--file", recabled); !strings.Contains(out, "4 already there\ncabling plan replaced: gpu-a01-01\n") {
+		t.Fatalf("re-import with a corrected plan: %s", out)
+	}
 	elev := tc.ok("rack", "show", "a01")
 	for _, want := range []string{"power 40.8 / 44 kW (93%)", "units 32 / 48 used", "U10-U03  │ gpu-a01-01", "U48-U35  │ free (14U)", "U02-U01  │ free (2U)"} {
 		if !strings.Contains(elev, want) {

@@ -280,6 +280,9 @@ func rackCommand() *cli.Command {
 						verb = "created"
 					}
 					fmt.Fprintf(w, "rack %s %s: %d machines enrolled, %d already there\n", out.Rack, verb, len(out.Created), len(out.Unchanged))
+					if len(out.CablingUpdated) > 0 {
+						fmt.Fprintf(w, "cabling plan replaced: %s\n", strings.Join(out.CablingUpdated, ", "))
+					}
 				})
 			}},
 		{Name: "commission", Usage: "commission every machine of a rack; the rack becomes active when all pass",

@@ -132,6 +132,10 @@ func TestEveryCommandExitsAsDocumented(t *testing.T) {
 	os.WriteFile(badProfile, []byte("gpu_model: B200\ngpu_count: 8\n"), 0o600)
 	keyFile := filepath.Join(dir, "pw")
 	os.WriteFile(keyFile, []byte("pw\n"), 0o600)
+	cables := filepath.Join(dir, "cables.csv")
+	os.WriteFile(cables, []byte("side_a_device,side_a_name,side_b_device,side_b_name\ngpu-a01-01,ens3f0,leaf-01,Ethernet9\n"), 0o600)
+	badCables := filepath.Join(dir, "bad-cables.csv")
+	os.WriteFile(badCables, []byte("side_a_device,side_a_name,side_b_device,side_b_name\nnobody,ens3f0,leaf-01,Ethernet9\n"), 0o600)
 
 	type c struct {
 		args []string
@@ -177,6 +181,7 @@ func TestEveryCommandExitsAsDocumented(t *testing.T) {
 		"rack acceptance":      {{[]string{"rack", "acceptance", "zz"}, exitNotFound}, {[]string{"rack", "acceptance"}, exitUsage}},
 		"rack firmware":        {{[]string{"rack", "firmware", "zz"}, exitNotFound}, {[]string{"rack", "firmware"}, exitUsage}},
 		"rack cabling":         {{[]string{"rack", "cabling", "zz"}, exitNotFound}, {[]string{"rack", "cabling"}, exitUsage}},
+		"rack cabling-plan":    {{[]string{"rack", "cabling-plan", "a01", "--file", cables, "-o", "json"}, 0}, {[]string{"rack", "cabling-plan", "zz", "--file", cables}, exitNotFound}, {[]string{"rack", "cabling-plan", "a01", "--file", badCables}, exitUsage}, {[]string{"rack", "cabling-plan", "a01", "--file", manifest}, exitUsage}, {[]string{"rack", "cabling-plan", "a01"}, exitUsage}},
 		"tenant unassign":      {{[]string{"tenant", "unassign", "--tenant", "zz", "--rack", "a01"}, exitNotFound}, {[]string{"tenant", "unassign", "--tenant", "bank-x"}, exitUsage}},
 		"image import":         {{[]string{"image", "import", "img", "--file", filepath.Join(dir, "none.raw")}, exitUsage}},
 		"image list":           {{[]string{"image", "list", "-o", "json"}, 0}},

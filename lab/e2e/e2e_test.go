@@ -165,20 +165,8 @@ func (e *env) printTimings() {
 }
 
 func (e *env) setup(ctx context.Context) error {
-	root := repoRoot()
-	bin := filepath.Join(e.dir, "bin")
-	e.bin = filepath.Join(bin, "metalhall")
-	e.agent = filepath.Join(bin, "metalhall-agent")
-	build := exec.CommandContext(ctx, "go", "build", "-o", e.bin, "./cmd/metalhall")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build metalhall: %v\n%s", err, out)
-	}
-	build = exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", e.agent, "./cmd/metalhall-agent")
-	build.Dir = root
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build metalhall-agent: %v\n%s", err, out)
+	if err := e.build(ctx); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(filepath.Join(e.data, "profiles"), 0o700); err != nil {
 		return err
@@ -219,6 +207,26 @@ func (e *env) setup(ctx context.Context) error {
 	}
 	e.r = r
 	return e.startService(ctx)
+}
+
+// build builds metalhall and the agent into the suite's directory.
+func (e *env) build(ctx context.Context) error {
+	root := repoRoot()
+	bin := filepath.Join(e.dir, "bin")
+	e.bin = filepath.Join(bin, "metalhall")
+	e.agent = filepath.Join(bin, "metalhall-agent")
+	build := exec.CommandContext(ctx, "go", "build", "-o", e.bin, "./cmd/metalhall")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build metalhall: %v\n%s", err, out)
+	}
+	build = exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", e.agent, "./cmd/metalhall-agent")
+	build.Dir = root
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build metalhall-agent: %v\n%s", err, out)
+	}
+	return nil
 }
 
 type testLog struct{ t *testing.T }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -16,6 +17,7 @@ import (
 // arrives; then it takes it down.
 //
 //	-machines 3 -firmware bios|uefi|mixed -bmc redfish|ipmi|mixed -dir ./metalhall-lab
+//	-fabric 2 -miscabled lab-m02
 func RunUp(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("lab up", flag.ContinueOnError)
 	fs.SetOutput(out)
@@ -26,12 +28,19 @@ func RunUp(ctx context.Context, args []string, out io.Writer) error {
 	mem := fs.Int("memory", 512, "MiB of RAM per machine")
 	disk := fs.Int("disk", 64, "MiB of disk per machine")
 	profile := fs.String("profile", "", "hardware profile of every machine in the manifest")
+	fabric := fs.Int("fabric", 0, "fabric NICs per machine, each cabled to its own simulated leaf switch (lldpd)")
+	miscabled := fs.String("miscabled", "", "machines (comma-separated) whose first two fabric cables are swapped at the leaves")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	r, err := Up(ctx, Config{Machines: *n, Firmware: *fw, BMC: *bmc, Dir: *dir, MemoryMiB: *mem, DiskMiB: *disk, Profile: *profile, Log: out})
+	var swapped []string
+	if *miscabled != "" {
+		swapped = strings.Split(*miscabled, ",")
+	}
+	r, err := Up(ctx, Config{Machines: *n, Firmware: *fw, BMC: *bmc, Dir: *dir, MemoryMiB: *mem, DiskMiB: *disk, Profile: *profile,
+		FabricNICs: *fabric, Miscabled: swapped, Log: out})
 	if err != nil {
 		return err
 	}
@@ -39,6 +48,9 @@ func RunUp(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "lab rack %s up in network namespace %s (bridge %s, %s):\n", r.Rack, r.NS.Name, r.Bridge, r.Subnet)
 	for _, m := range r.Machines {
 		fmt.Fprintf(out, "  %-8s %-4s %-7s BMC %-24s MAC %s IP %s\n", m.Name, m.Firmware, m.BMCProtocol, m.BMCAddress, m.MAC, m.IP)
+		for k := range m.FabricTaps {
+			fmt.Fprintf(out, "           fabric NIC %s (MAC %s) cabled to %s\n", FabricPCIAddress(k), m.FabricMACs[k], r.cableOf(m, k))
+		}
 	}
 	fmt.Fprintf(out, "manifest: %s\n", r.Manifest)
 	fmt.Fprintf(out, "run the service on it (another terminal):\n  ip netns exec %s metalhall serve --listen 127.0.0.1:8280 --provision-listen %s:8280 --netboot-interface %s --dhcp-mode reservation --advertise-address %s --data-dir DIR\n", r.NS.Name, r.Server, r.Bridge, r.Server)

@@ -214,6 +214,7 @@ func (m *Machine) Args(dev string) []string {
 			"-drive", "if=pflash,format=raw,unit=1,file="+filepath.Join(m.Dir, "OVMF_VARS.fd"))
 		nic += ",romfile=" + qemu.UEFINICROM
 	}
+	args = append(args, m.fabricArgs()...)
 	return append(args, "-device", nic)
 }
 

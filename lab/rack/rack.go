@@ -76,6 +76,14 @@ type Config struct {
 	Profiles map[string]string
 	// BMCUser and BMCPassword of every BMC (default admin / lab-secret).
 	BMCUser, BMCPassword string
+	// FabricNICs gives every machine this many fabric NICs (0 to
+	// MaxFabricNICs) besides its boot NIC, cabled rail by rail to one
+	// simulated leaf switch each (Debian's lldpd, see fabric.go); the
+	// manifest carries the cabling plan.
+	FabricNICs int
+	// Miscabled names machines whose first two fabric cables are swapped
+	// at the leaves; their manifest plan stays as designed.
+	Miscabled []string
 	// Log gets one line per BMC action and machine power change (nil:
 	// discarded).
 	Log io.Writer
@@ -92,6 +100,9 @@ type Machine struct {
 	BMCProtocol, BMCAddress string
 	Dir, Disk, Tap          string
 	NVMeDisk                string // the NVMe disk's file ("" when none)
+	// FabricTaps and FabricMACs are the fabric NICs' taps and MACs.
+	FabricTaps []string
+	FabricMACs []net.HardwareAddr
 
 	r        *Rack
 	redfish  *redfish.Server
@@ -118,6 +129,7 @@ type Rack struct {
 
 	log      *log.Logger
 	httpSrvs []*http.Server
+	leaves   []*leaf
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	downOnce sync.Once
@@ -149,6 +161,11 @@ func Available(cfg Config) error {
 			return err
 		}
 		if err := qemu.Available(qemu.BIOS); err != nil {
+			return err
+		}
+	}
+	if cfg.FabricNICs > 0 {
+		if err := LLDPDAvailable(); err != nil {
 			return err
 		}
 	}
@@ -185,6 +202,12 @@ func (c *Config) defaults() error {
 	}
 	if c.Dir == "" {
 		return errors.New("rack: Dir is required")
+	}
+	if c.FabricNICs < 0 || c.FabricNICs > MaxFabricNICs {
+		return fmt.Errorf("rack: FabricNICs must be 0 to %d, not %d", MaxFabricNICs, c.FabricNICs)
+	}
+	if len(c.Miscabled) > 0 && c.FabricNICs < 2 {
+		return fmt.Errorf("rack: Miscabled swaps two fabric cables: it needs FabricNICs 2 or more, not %d", c.FabricNICs)
 	}
 	if !c.Subnet.IsValid() {
 		c.Subnet = netip.MustParsePrefix("10.98.0.0/24")
@@ -298,6 +321,9 @@ func Up(ctx context.Context, cfg Config) (*Rack, error) {
 		if err := ns.AddTap(ctx, m.Tap, r.Bridge); err != nil {
 			return fail(fmt.Errorf("rack: %w", err))
 		}
+		if err := r.addFabricTaps(ctx, i, m); err != nil {
+			return fail(err)
+		}
 		if err := r.startBMC(ctx, m); err != nil {
 			return fail(err)
 		}
@@ -305,6 +331,14 @@ func Up(ctx context.Context, cfg Config) (*Rack, error) {
 		st.Machines = append(st.Machines, m.Name)
 	}
 	if err := r.writeState(st); err != nil {
+		return fail(err)
+	}
+	for _, name := range cfg.Miscabled {
+		if r.Machine(name) == nil {
+			return fail(fmt.Errorf("rack: Miscabled names %q, which is not a machine of the rack", name))
+		}
+	}
+	if err := r.startLeaves(ctx); err != nil {
 		return fail(err)
 	}
 	r.Manifest = filepath.Join(dir, "rack.yaml")
@@ -445,6 +479,7 @@ func (r *Rack) ManifestYAML() string {
 		if p != "" {
 			fmt.Fprintf(&b, "    profile: %s\n", p)
 		}
+		b.WriteString(r.cablingYAML(i))
 	}
 	return b.String()
 }
@@ -483,6 +518,7 @@ func (r *Rack) Down() error {
 		for _, m := range r.Machines {
 			m.kill()
 		}
+		r.stopLeaves()
 		r.downErr = Down(r.Dir)
 	})
 	return r.downErr
@@ -520,6 +556,7 @@ func Down(dir string) error {
 				return fmt.Errorf("rack: ip netns del %s: %v: %s", st.Namespace, err, strings.TrimSpace(string(out)))
 			}
 		}
+		os.RemoveAll(leafSocketDir(st.Namespace))
 	}
 	return os.Remove(filepath.Join(dir, StateFile))
 }

@@ -42,6 +42,10 @@ type Config struct {
 	Hook string
 	// Port is the UDP port; 0 picks a free one.
 	Port int
+	// SOL, when set, is the serial port behind the BMC's Serial-over-LAN:
+	// "tcp:HOST:PORT" (ipmi_sim connects to it, and keeps retrying while
+	// nothing listens) or a device path. See lan.conf(5), "sol".
+	SOL string
 }
 
 // Sim is a running ipmi_sim.
@@ -134,6 +138,9 @@ func Start(ctx context.Context, cfg Config) (*Sim, error) {
 	if cfg.User == "" {
 		cfg.User, cfg.Password = "admin", "admin"
 	}
+	if strings.ContainsAny(cfg.SOL, "\"\n\\ ") {
+		return nil, errors.New("ipmisim: the SOL device must not contain spaces, quotes or backslashes")
+	}
 	if strings.ContainsAny(cfg.User+cfg.Password, "\"\n\\ ") || len(cfg.User) > 16 || len(cfg.Password) > 20 {
 		return nil, errors.New("ipmisim: user and password must be at most 16/20 characters without spaces, quotes or backslashes")
 	}
@@ -195,7 +202,7 @@ mc_enable 0x20
 			}
 		}
 		s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if err := os.WriteFile(filepath.Join(s.dir, "lan.conf"), []byte(lanConf(s.dir, port, cfg.User, cfg.Password)), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(s.dir, "lan.conf"), []byte(lanConf(s.dir, port, cfg.User, cfg.Password, cfg.SOL)), 0o600); err != nil {
 			return fail(fmt.Errorf("ipmisim: %w", err))
 		}
 		lastErr = s.launch(ctx)
@@ -211,8 +218,13 @@ mc_enable 0x20
 
 // lanConf is the ipmi_sim configuration (see lan.conf(5)): one LAN channel
 // on loopback, one admin user in slot 2 (slot 1 is the anonymous user),
-// and the chassis_control script for power and boot.
-func lanConf(dir string, port int, user, pass string) string {
+// the chassis_control script for power and boot, and Serial-over-LAN to
+// sol when it is set.
+func lanConf(dir string, port int, user, pass, sol string) string {
+	solLine := ""
+	if sol != "" {
+		solLine = fmt.Sprintf("  sol \"%s\" 115200\n", sol)
+	}
 	return fmt.Sprintf(`name "metalhall-ipmisim"
 set_working_mc 0x20
   startlan 1
@@ -227,7 +239,7 @@ set_working_mc 0x20
   chassis_control "%s 0x20"
   user 1 true "" "" user 10 none md2 md5 straight
   user 2 true "%s" "%s" admin 10 none md2 md5 straight
-`, port, filepath.Join(dir, "chassis_control"), user, pass)
+%s`, port, filepath.Join(dir, "chassis_control"), user, pass, solLine)
 }
 
 func (s *Sim) launch(ctx context.Context) error {

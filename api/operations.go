@@ -198,3 +198,13 @@ func (Operations) MachineUpdate() Op[MachineUpdate, Machine] {
 }
 
 func (Operations) TokenWhoami() Op[NoBody, WhoAmI] { return op[NoBody, WhoAmI]("token.whoami") }
+
+// MachineConsole streams: in's Body is the keyboard, the Download the
+// screen. Give it a client without an overall timeout.
+func (Operations) MachineConsole() Op[Upload, Download] {
+	return op[Upload, Download]("machine.console")
+}
+
+func (Operations) MachineConsoleLog() Op[NoBody, ConsoleLog] {
+	return op[NoBody, ConsoleLog]("machine.console-log")
+}

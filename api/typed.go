@@ -69,7 +69,13 @@ func Call[In, Out any](ctx context.Context, c *Client, op Op[In, Out], in In, pa
 		p += "?" + op.query.Encode()
 	}
 	if d, ok := any(&out).(*Download); ok {
-		resp, err := c.send(ctx, rt.method, p, "", nil)
+		// A streamed answer may have a streamed body too (a console).
+		var body io.Reader
+		ct := ""
+		if u, ok := any(in).(Upload); ok {
+			body, ct = u.Body, u.ContentType
+		}
+		resp, err := c.send(ctx, rt.method, p, ct, body)
 		if err != nil {
 			return out, err
 		}
@@ -175,7 +181,7 @@ func fillPattern(rt route, values []string) (string, error) {
 func (s *Server) table() []route {
 	return slices.Concat(s.routeTable(), s.jobRoutes(), s.imageRoutes(), s.eraseRoutes(),
 		s.acceptanceRoutes(), s.firmwareRoutes(), s.cablingRoutes(), s.healthRoutes(), s.operatorRoutes(),
-		s.whoamiRoutes())
+		s.whoamiRoutes(), s.consoleRoutes())
 }
 
 // clientRoutes is the route table without a server: the client reads only

@@ -124,6 +124,8 @@ type Engine struct {
 
 	netboot netbootSeen // PXE DHCP requests seen per job
 
+	captures captures // the serial consoles of running jobs (console.go)
+
 	mu      sync.Mutex
 	running map[string]bool // job IDs with a worker
 	perRack map[string]int

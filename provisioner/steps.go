@@ -54,7 +54,15 @@ func failf(format string, args ...any) error { return &stepError{fmt.Sprintf(for
 // is, when ctx ends (the service is stopping).
 func (e *Engine) work(ctx context.Context, id string) {
 	log := e.log.With("job", id)
+	// The machine's console is kept with the job: saved at every step's
+	// end and when the job ends (finish), so a failure shows what the
+	// machine printed.
+	if j, err := e.inv.Job(ctx, id); err == nil && !j.State.Finished() {
+		e.startCapture(ctx, j)
+		defer e.saveConsole(ctx, id, true)
+	}
 	for ctx.Err() == nil {
+		e.saveConsole(ctx, id, false)
 		j, err := e.inv.Job(ctx, id)
 		if err != nil {
 			log.Error("loading job", "err", err)
@@ -168,6 +176,7 @@ func (e *Engine) rewind(ctx context.Context, id, name string) error {
 // finish ends a job and moves its machine to where the job leaves it.
 func (e *Engine) finish(ctx context.Context, j *inventory.Job, st inventory.JobState, reason, step string) {
 	ctx = context.WithoutCancel(ctx)
+	e.saveConsole(ctx, j.ID, true)
 	_, m, err := e.inv.UpdateJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) error {
 		j.State, j.Error = st, reason
 		switch {

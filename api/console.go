@@ -186,17 +186,18 @@ wait:
 	}
 	reason := context.Cause(ctx)
 	// Let go of the session and of both directions before returning: the
-	// handler may not touch the request or the response afterwards.
+	// handler may not touch the request or the response afterwards. The
+	// screen first, so the operator can be told why; then the keyboard (a
+	// read deadline, which also ends the request's context).
 	sess.Close()
-	now := time.Now()
-	_ = rc.SetReadDeadline(now)
-	<-inDone
+	_ = rc.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	<-outDone
 	if !errors.Is(reason, errLeft) && c.r.Context().Err() == nil {
-		_ = rc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		fmt.Fprintf(c.w, "\r\n[metalhall: console session ended: %v]\r\n", reason)
 		_ = rc.Flush()
 	}
+	_ = rc.SetReadDeadline(time.Now())
+	<-inDone
 	c.detail = fmt.Sprintf("session ended after %s (%v): %d bytes from the machine, %d typed",
 		time.Since(start).Round(time.Second), reason, out.Load(), in.Load())
 	return http.StatusOK, nil, nil

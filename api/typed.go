@@ -26,6 +26,11 @@ type NoReply struct{}
 type Upload struct {
 	ContentType string
 	Body        io.Reader // a SizedReader is sent with its length
+	// Stream marks a body written while the answer is read (a console's
+	// keyboard). It is sent with "Expect: 100-continue", so that a
+	// refusal comes at once instead of after the service waited to drain
+	// a body that is still being typed.
+	Stream bool
 }
 
 // Download is the reply of an operation that streams its own body (a
@@ -74,6 +79,9 @@ func Call[In, Out any](ctx context.Context, c *Client, op Op[In, Out], in In, pa
 		ct := ""
 		if u, ok := any(in).(Upload); ok {
 			body, ct = u.Body, u.ContentType
+			if u.Stream {
+				body = streamBody{u.Body}
+			}
 		}
 		resp, err := c.send(ctx, rt.method, p, ct, body)
 		if err != nil {

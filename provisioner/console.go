@@ -1,6 +1,7 @@
 package provisioner
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -480,6 +481,9 @@ func (e *Engine) saveConsole(ctx context.Context, id string, end bool) {
 	if total == c.saved {
 		return
 	}
+	// The kernel prints its command line, which carries the job's agent
+	// token: it is not kept (the log outlives the job, and tenants read it).
+	data = bytes.ReplaceAll(data, []byte(e.AgentToken(id)), []byte("[agent token]"))
 	l := inventory.ConsoleLog{Job: id, Data: data, Captured: total, Truncated: total > int64(len(data))}
 	if err := e.inv.PutConsoleLog(context.WithoutCancel(ctx), l); err != nil {
 		e.log.Warn("saving a job's console log", "job", id, "err", err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -104,6 +105,15 @@ func (s *Server) machineConsole(c *call) (int, any, error) {
 	// server otherwise drains the request body before the first write.
 	if err := rc.EnableFullDuplex(); err != nil {
 		s.log.Debug("console: full duplex", "err", err)
+	}
+	// A client that waits for "100 Continue" before sending the keyboard
+	// (Expect: 100-continue) would drop it on seeing the 200 first: say
+	// 100 now (on the unwrapped writer: the wrapper records the final
+	// status).
+	if strings.EqualFold(c.r.Header.Get("Expect"), "100-continue") {
+		if u, ok := c.w.(interface{ Unwrap() http.ResponseWriter }); ok {
+			u.Unwrap().WriteHeader(http.StatusContinue)
+		}
 	}
 	c.w.Header().Set("Content-Type", "application/octet-stream")
 	c.w.Header().Set("Cache-Control", "no-store")

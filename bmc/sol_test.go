@@ -13,45 +13,24 @@ import (
 	"github.com/metalhall/metalhall/lab/ipmisim"
 )
 
-// serialPort is the machine side of a simulated BMC's Serial-over-LAN: a
-// loopback listener ipmi_sim connects to ("sol tcp:..." in lan.conf).
-type serialPort struct {
-	conns chan net.Conn
-}
-
 func startSOLSim(t *testing.T, cfg ipmisim.Config) (*ipmisim.Sim, Endpoint, *serialPort) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	sp := &serialPort{conns: make(chan net.Conn, 4)}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-			sp.conns <- c
-		}
-	}()
-	cfg.SOL = "tcp:" + ln.Addr().String()
+	sp := &serialPort{ipmisim.NewSerialPort(t)}
+	cfg.SOL = sp.Device()
 	s, ep := startSim(t, cfg)
 	return s, ep, sp
 }
 
+type serialPort struct{ *ipmisim.SerialPort }
+
 // conn waits for ipmi_sim to connect to the machine's serial port.
 func (sp *serialPort) conn(t *testing.T, ctx context.Context) net.Conn {
 	t.Helper()
-	select {
-	case c := <-sp.conns:
-		return c
-	case <-ctx.Done():
-		t.Fatal("ipmi_sim never connected to the machine's serial port")
-		return nil
+	c, err := sp.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return c
 }
 
 // readUntil reads r until what it read contains want.

@@ -97,8 +97,9 @@ func (c *consoles) hub(ctx context.Context, a *Machines, m *inventory.Machine) (
 	if opener {
 		ep, err := a.Endpoint(ctx, m)
 		if err == nil {
+			// Not recorded as the BMC's health: a BMC without SOL still
+			// controls power and boot as well as ever.
 			h.sol, err = a.Ctl.OpenSOL(ctx, ep)
-			a.record(ctx, m, "", err)
 		}
 		if err != nil {
 			h.openErr = fmt.Errorf("machine %q: serial console: %w", m.Name, err)

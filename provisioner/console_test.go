@@ -3,7 +3,6 @@ package provisioner
 import (
 	"bytes"
 	"context"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -32,23 +31,8 @@ func TestARingKeepsTheLastBytes(t *testing.T) {
 // is kept with the job, without the job's agent token; an operator
 // attached at the same time shares the one SOL session and sees it too.
 func TestAJobsConsoleIsCapturedAndKeptWithTheJob(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	serial := make(chan net.Conn, 4)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-			serial <- c
-		}
-	}()
-	sim := ipmisim.ForTest(t, ipmisim.Config{User: "admin", Password: "ipmi-pw", SOL: "tcp:" + ln.Addr().String()})
+	serial := ipmisim.NewSerialPort(t)
+	sim := ipmisim.ForTest(t, ipmisim.Config{User: "admin", Password: "ipmi-pw", SOL: serial.Device()})
 
 	ctx := context.Background()
 	inv := must(inventory.Open(filepath.Join(t.TempDir(), "db"), inventory.Options{}))
@@ -73,11 +57,11 @@ func TestAJobsConsoleIsCapturedAndKeptWithTheJob(t *testing.T) {
 	m := must(inv.Machine(ctx, "m1"))
 	op := must(a.AttachConsole(ctx, m, "tok-1", false))
 	defer op.Close()
-	var machine net.Conn
-	select {
-	case machine = <-serial:
-	case <-time.After(time.Minute):
-		t.Fatal("ipmi_sim never connected to the machine's serial port")
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	machine, err := serial.Conn(cctx)
+	if err != nil {
+		t.Fatal(err)
 	}
 	// The capture holds the session already; wait until it is registered
 	// before the machine prints (what comes before is not anyone's).

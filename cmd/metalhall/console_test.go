@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -84,23 +83,8 @@ func (s *consoleSession) exit(t *testing.T, ctx context.Context) int {
 // the audit trail has every session. A Redfish machine has no console,
 // and both commands say so.
 func TestTechnicianAttachesToAMachinesSerialConsole(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	serial := make(chan net.Conn, 4)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
-			serial <- c
-		}
-	}()
-	sim := ipmisim.ForTest(t, ipmisim.Config{User: "admin", Password: "ipmi-pw", SOL: "tcp:" + ln.Addr().String()})
+	serial := ipmisim.NewSerialPort(t)
+	sim := ipmisim.ForTest(t, ipmisim.Config{User: "admin", Password: "ipmi-pw", SOL: serial.Device()})
 	hs := httptest.NewServer(redfish.NewServer(redfish.Config{Username: "root", Password: "rf-pw"}))
 	t.Cleanup(hs.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -134,11 +118,9 @@ func TestTechnicianAttachesToAMachinesSerialConsole(t *testing.T) {
 	// The first operator attaches; the machine prints, the operator types.
 	first := c.console(ctx, "ipmi-1")
 	waitFor(t, ctx, "the first session", func() bool { return strings.Contains(first.errs.String(), "[connected to ipmi-1") })
-	var machine net.Conn
-	select {
-	case machine = <-serial:
-	case <-ctx.Done():
-		t.Fatal("ipmi_sim never connected to the machine's serial port")
+	machine, err := serial.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if _, err := machine.Write([]byte("metalhall-agent: inspecting gpu-a01-07\r\n")); err != nil {
 		t.Fatal(err)

@@ -434,3 +434,46 @@ func (b *syncBuffer) Reset() {
 	defer b.mu.Unlock()
 	b.b.Reset()
 }
+
+// SerialPort is the machine side of a simulated BMC's Serial-over-LAN: a
+// loopback listener ipmi_sim connects to (Config.SOL = Device()), held
+// from the start so that no port is picked and bound later.
+type SerialPort struct {
+	ln    net.Listener
+	conns chan net.Conn
+}
+
+// NewSerialPort listens on loopback until t ends.
+func NewSerialPort(t testing.TB) *SerialPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	sp := &SerialPort{ln: ln, conns: make(chan net.Conn, 4)}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+			sp.conns <- c
+		}
+	}()
+	return sp
+}
+
+// Device is the lan.conf SOL device naming the port.
+func (sp *SerialPort) Device() string { return "tcp:" + sp.ln.Addr().String() }
+
+// Conn waits for ipmi_sim to connect and returns the machine's end.
+func (sp *SerialPort) Conn(ctx context.Context) (net.Conn, error) {
+	select {
+	case c := <-sp.conns:
+		return c, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("ipmisim: ipmi_sim never connected to the serial port %s: %w", sp.ln.Addr(), ctx.Err())
+	}
+}

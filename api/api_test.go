@@ -38,6 +38,17 @@ func (nopBMC) EventLog(ctx context.Context, m *inventory.Machine) ([]bmc.Event, 
 }
 func (nopBMC) ClearEventLog(ctx context.Context, m *inventory.Machine) error { return nil }
 
+// AttachConsole gives a console that prints a login prompt and hangs up.
+func (nopBMC) AttachConsole(ctx context.Context, m *inventory.Machine, holder string, force bool) (io.ReadWriteCloser, error) {
+	return &nopConsole{out: strings.NewReader(m.Name + " login: ")}, nil
+}
+
+type nopConsole struct{ out io.Reader }
+
+func (c *nopConsole) Read(p []byte) (int, error)  { return c.out.Read(p) }
+func (c *nopConsole) Write(p []byte) (int, error) { return len(p), nil }
+func (c *nopConsole) Close() error                { return nil }
+
 type fixture struct {
 	t      *testing.T
 	inv    *inventory.Store
@@ -197,8 +208,10 @@ func example(action string) (vars map[string]string, body any) {
 			BMCProtocol: "redfish", BMCUser: "root", BMCPassword: "pw", PowerW: 1000}
 	case "machine.show", "machine.events", "machine.delete":
 		return map[string]string{"name": "ma"}, nil
-	case "machine.erase-report", "machine.sel", "machine.sel-clear":
+	case "machine.erase-report", "machine.sel", "machine.sel-clear", "machine.console-log":
 		return map[string]string{"name": "ma"}, nil
+	case "machine.console":
+		return map[string]string{"name": "ma"}, "root\r\n"
 	case "machine.acceptance", "rack.acceptance", "rack.firmware", "rack.cabling":
 		return map[string]string{"name": map[string]string{"machine.acceptance": "ma", "rack.acceptance": "ra", "rack.firmware": "ra", "rack.cabling": "ra"}[action]}, nil
 	case "machine.maintenance":

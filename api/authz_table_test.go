@@ -175,7 +175,7 @@ func TestAuthorizationTable(t *testing.T) {
 					u.URL = f.files.URL
 					body = u
 				}
-				if rt.action == "machine.job" || rt.action == "machine.cancel" {
+				if rt.action == "machine.job" || rt.action == "machine.cancel" || rt.action == "machine.console-log" {
 					// These act on a running job: give the machine one, asked
 					// for by the caller's role (a tenant may cancel only what
 					// a tenant asked for; the handover tests cover the rest).
@@ -183,7 +183,12 @@ func TestAuthorizationTable(t *testing.T) {
 					if strings.HasPrefix(who.name, "tenant") {
 						asker = inventory.RoleTenant
 					}
-					must(f.srv.prov.Submit(ctx, provisioner.Request{Kind: inventory.JobPower, Machine: vars["name"], PowerAction: inventory.PowerOn, ActorRole: asker}))
+					j := must(f.srv.prov.Submit(ctx, provisioner.Request{Kind: inventory.JobPower, Machine: vars["name"], PowerAction: inventory.PowerOn, ActorRole: asker}))
+					if rt.action == "machine.console-log" {
+						if err := f.inv.PutConsoleLog(ctx, inventory.ConsoleLog{Job: j.ID, Data: []byte("BIOS POST\r\n"), Captured: 11}); err != nil {
+							t.Fatal(err)
+						}
+					}
 				}
 				switch rt.action {
 				case "job.resume":

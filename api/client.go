@@ -117,6 +117,9 @@ func (c *Client) send(ctx context.Context, method, path, contentType string, bod
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	if _, ok := body.(streamBody); ok {
+		req.Header.Set("Expect", "100-continue")
+	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
@@ -144,6 +147,10 @@ func isDialError(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
 }
+
+// streamBody is a request body sent while the answer is read (see
+// Upload.Stream).
+type streamBody struct{ io.Reader }
 
 // SizedReader is an upload body whose length is known in advance.
 type SizedReader struct {

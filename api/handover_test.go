@@ -131,7 +131,7 @@ func (f *fixture) checkOwner(machine, owner, other string) {
 			f.t.Errorf("%s %s %s as %s (not its machine): %d %s, want 404", rt.method, rt.pattern, machine, other, status, data)
 		}
 		if rt.method == "GET" && owner != "" {
-			if status, data := f.do(owner, rt.method, path, nil); status != http.StatusOK && !(rt.action == "machine.job" && status == http.StatusNotFound) {
+			if status, data := f.do(owner, rt.method, path, nil); status != http.StatusOK && !((rt.action == "machine.job" || rt.action == "machine.console-log") && status == http.StatusNotFound) {
 				f.t.Errorf("%s %s as %s (its machine): %d %s", rt.method, path, owner, status, data)
 			}
 		}
@@ -145,6 +145,17 @@ func TestHandoverAfterReleaseShowsTheNewTenantNothingOfTheOld(t *testing.T) {
 	f.deploy("tenant-a", "ma", "secret-of-a")
 	if _, body := f.metadata("10.60.0.10", "user-data"); !strings.Contains(body, "secret-of-a") {
 		t.Fatalf("the deployed machine's own metadata: %q", body)
+	}
+	// What A's machine printed during A's job is A's.
+	var jobsOfA []string
+	for _, j := range must(f.inv.MachineJobs(context.Background(), "ma")) {
+		jobsOfA = append(jobsOfA, j.ID)
+		if err := f.inv.PutConsoleLog(context.Background(), inventory.ConsoleLog{Job: j.ID, Data: []byte("secret-of-a on the console\r\n"), Captured: 28}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if status, data := f.do("tenant-a", "GET", "/api/v1/machines/ma/console-log", nil); status != http.StatusOK || !strings.Contains(string(data), "secret-of-a on the console") {
+		t.Fatalf("tenant A's own console log: %d %s", status, data)
 	}
 
 	// Deployed for ta: neither machine nor rack assignment may move it.
@@ -175,6 +186,15 @@ func TestHandoverAfterReleaseShowsTheNewTenantNothingOfTheOld(t *testing.T) {
 		"/api/v1/jobs?state=all", "/api/v1/jobs?state=all&machine=ma", "/api/v1/jobs?state=all&rack=ra", "/api/v1/events?after=0"} {
 		_, data := f.do("tenant-b", "GET", p, nil)
 		f.leaks("tenant-b", data, "secret-of-a", f.tokenID("tenant-a"), f.tokenID("admin"), f.tokenID("technician"), "10.0.0.1", `"ta"`)
+	}
+	// Nor the console of A's jobs, asked for by ID or not.
+	for _, q := range append([]string{""}, jobsOfA...) {
+		if q != "" {
+			q = "?job=" + q
+		}
+		if status, data := f.do("tenant-b", "GET", "/api/v1/machines/ma/console-log"+q, nil); status != http.StatusNotFound {
+			t.Errorf("the new tenant reads the old tenancy's console log%s: %d %s", q, status, data)
+		}
 	}
 	if status, data := f.do("tenant-b", "GET", "/api/v1/machines/ma/job", nil); status != http.StatusNotFound {
 		t.Errorf("the new tenant reads the old tenancy's job: %d %s", status, data)

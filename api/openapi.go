@@ -33,8 +33,8 @@ func (s *Server) OpenAPI() map[string]any {
 		}
 		switch b := rt.body.(type) {
 		case nil:
-		case string: // a non-JSON body: an image upload, a manifest or a cable schedule
-			if b == "image" {
+		case string: // a non-JSON body: an image upload, a console's keyboard, a manifest or a cable schedule
+			if b == "image" || b == "console" {
 				op["requestBody"] = map[string]any{"required": true, "content": map[string]any{
 					"application/octet-stream": map[string]any{"schema": map[string]string{"type": "string", "format": "binary"}},
 				}}

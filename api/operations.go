@@ -256,3 +256,13 @@ func (Operations) ProfileImport() Op[Upload, ProfileDetail] {
 }
 
 func (Operations) ProfileDelete() Op[NoBody, NoReply] { return op[NoBody, NoReply]("profile.delete") }
+
+// MachineConsole streams: in's Body is the keyboard, the Download the
+// screen. Give it a client without an overall timeout.
+func (Operations) MachineConsole() Op[Upload, Download] {
+	return op[Upload, Download]("machine.console")
+}
+
+func (Operations) MachineConsoleLog() Op[NoBody, ConsoleLog] {
+	return op[NoBody, ConsoleLog]("machine.console-log")
+}

@@ -52,6 +52,9 @@ type Config struct {
 	// RefusalAuditEvery is how often at most one audit record sums up the
 	// requests refused for want of a valid token [1m].
 	RefusalAuditEvery time.Duration
+	// ConsoleIdle ends a serial console session after this long with
+	// nothing typed or printed [DefaultConsoleIdle].
+	ConsoleIdle time.Duration
 }
 
 // Server serves the API.
@@ -69,6 +72,8 @@ type Server struct {
 	backups Backups
 	// profiles: see Config.Profiles.
 	profiles Profiles
+
+	consoleIdle time.Duration
 
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
@@ -99,8 +104,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{inv: cfg.Store, sealer: cfg.Sealer, log: cfg.Logger, maxBody: cfg.MaxBody,
 		mux: http.NewServeMux(), reg: cfg.Registry, touched: map[string]time.Time{},
-		prov: cfg.Provisioner, bmc: cfg.BMC, images: cfg.Images, backups: cfg.Backups, profiles: cfg.Profiles}
+		prov: cfg.Provisioner, bmc: cfg.BMC, images: cfg.Images, backups: cfg.Backups, profiles: cfg.Profiles, consoleIdle: cfg.ConsoleIdle}
 	s.waits, s.stopWaits = context.WithCancel(context.Background())
+	if s.consoleIdle <= 0 {
+		s.consoleIdle = DefaultConsoleIdle
+	}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "metalhall_api_requests_total", Help: "API requests by route and status code.",
 	}, []string{"route", "code"})

@@ -28,6 +28,11 @@ type NoReply struct{}
 type Upload struct {
 	ContentType string
 	Body        io.Reader // a SizedReader is sent with its length
+	// Stream marks a body written while the answer is read (a console's
+	// keyboard). It is sent with "Expect: 100-continue", so that a
+	// refusal comes at once instead of after the service waited to drain
+	// a body that is still being typed.
+	Stream bool
 }
 
 // Download is the reply of an operation that streams its own body (a
@@ -71,9 +76,18 @@ func Call[In, Out any](ctx context.Context, c *Client, op Op[In, Out], in In, pa
 		p += "?" + op.query.Encode()
 	}
 	if d, ok := any(&out).(*Download); ok {
+		// A streamed answer may have a streamed body too (a console), or
+		// a JSON one (a backup's options).
 		var body io.Reader
 		ct := ""
-		if _, none := any(in).(NoBody); !none {
+		switch u := any(in).(type) {
+		case NoBody:
+		case Upload:
+			body, ct = u.Body, u.ContentType
+			if u.Stream {
+				body = streamBody{u.Body}
+			}
+		default:
 			b, err := json.Marshal(in)
 			if err != nil {
 				return out, err
@@ -175,7 +189,7 @@ func fillPattern(rt route, values []string) (string, error) {
 func (s *Server) table() []route {
 	return slices.Concat(s.routeTable(), s.jobRoutes(), s.imageRoutes(), s.eraseRoutes(),
 		s.acceptanceRoutes(), s.firmwareRoutes(), s.cablingRoutes(), s.healthRoutes(), s.operatorRoutes(), s.objectRoutes(), s.profileRoutes(),
-		s.whoamiRoutes(), s.backupRoutes(), s.eventRoutes())
+		s.whoamiRoutes(), s.backupRoutes(), s.eventRoutes(), s.consoleRoutes())
 }
 
 // clientRoutes is the route table without a server: the client reads only

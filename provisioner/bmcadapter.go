@@ -19,6 +19,8 @@ type Machines struct {
 	Inv    *inventory.Store
 	Sealer *seal.Sealer
 	Ctl    *bmc.Controller
+
+	consoles consoles // serial console sessions (console.go)
 }
 
 // Endpoint is a machine's BMC with its password unsealed. Every BMC call

@@ -59,7 +59,15 @@ func (e *Engine) work(ctx context.Context, id string) {
 	// started is the step the previous step's end already marked running:
 	// one write carries a step's end and the next one's start.
 	started := -1
+	// The machine's console is kept with the job: saved at every step's
+	// end and when the job ends (finish), so a failure shows what the
+	// machine printed.
+	if j, err := e.inv.Job(ctx, id); err == nil && !j.State.Finished() {
+		e.startCapture(ctx, j)
+		defer e.saveConsole(ctx, id, true)
+	}
 	for ctx.Err() == nil {
+		e.saveConsole(ctx, id, false)
 		j, err := e.inv.Job(ctx, id)
 		if err != nil {
 			log.Error("loading job", "err", err)
@@ -229,6 +237,7 @@ func (e *Engine) finish(ctx context.Context, j *inventory.Job, st inventory.JobS
 // commit.
 func (e *Engine) finishWith(ctx context.Context, j *inventory.Job, st inventory.JobState, reason, step string, done int) {
 	ctx = context.WithoutCancel(ctx)
+	e.saveConsole(ctx, j.ID, true)
 	now := e.cfg.Now().UTC()
 	_, m, err := e.inv.RecordJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) ([]inventory.Event, error) {
 		var evs []inventory.Event

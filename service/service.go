@@ -369,6 +369,9 @@ func (s *Service) provision(ctx context.Context) error {
 	s.adminSrv = &http.Server{Handler: adminMux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
 	s.adminSrv.RegisterOnShutdown(console.StopLive)
 	s.adminSrv.RegisterOnShutdown(apiSrv.StopWaits)
+	// Serial console sessions stream until the operator leaves: end them,
+	// or shutting down would wait for every one.
+	s.adminSrv.RegisterOnShutdown(s.machines.CloseConsoles)
 	s.provSrv = &http.Server{Handler: provMux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
 	return nil
 }

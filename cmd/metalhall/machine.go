@@ -19,7 +19,8 @@ func machineCommand() *cli.Command {
 	cmd := machineInventoryCommand()
 	cmd.Subcommands = append(cmd.Subcommands, jobCommands()...)
 	cmd.Subcommands = append(cmd.Subcommands, bootDeviceCommand())
-	cmd.Subcommands = append(cmd.Subcommands, eraseReportCommand(), selCommand(), machineAcceptanceCommand(), machineUpdateCommand())
+	cmd.Subcommands = append(cmd.Subcommands, eraseReportCommand(), selCommand(), machineAcceptanceCommand(), machineUpdateCommand(),
+		consoleCommand(), consoleLogCommand())
 	return cmd
 }
 

@@ -42,7 +42,14 @@ func main() {
 // run executes one command line and returns the exit status. Errors are
 // printed as one line on stderr.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runWithInput(ctx, args, nil, stdout, stderr)
+}
+
+// runWithInput is run with stdin given (nil: the process's), for the
+// commands that read the keyboard (machine console).
+func runWithInput(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
+	app.Reader = stdin
 	err := app.RunContext(ctx, reorderArgs(app, args))
 	if err == nil {
 		return 0

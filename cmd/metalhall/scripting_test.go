@@ -177,6 +177,8 @@ func TestEveryCommandExitsAsDocumented(t *testing.T) {
 		"machine boot-device":  {{[]string{"machine", "boot-device", "zz", "--device", "pxe"}, exitNotFound}, {[]string{"machine", "boot-device", m, "--device", "floppy"}, exitUsage}},
 		"machine erase-report": {{[]string{"machine", "erase-report", "zz"}, exitNotFound}},
 		"machine sel":          {{[]string{"machine", "sel", "zz"}, exitNotFound}, {[]string{"machine", "sel"}, exitUsage}},
+		"machine console":      {{[]string{"machine", "console", "zz"}, exitNotFound}, {[]string{"machine", "console"}, exitUsage}},
+		"machine console-log":  {{[]string{"machine", "console-log", "zz"}, exitNotFound}, {[]string{"machine", "console-log", "zz", "--job", "job-000001"}, exitNotFound}, {[]string{"machine", "console-log"}, exitUsage}},
 		"machine acceptance":   {{[]string{"machine", "acceptance", "zz"}, exitNotFound}, {[]string{"machine", "acceptance"}, exitUsage}},
 		"rack acceptance":      {{[]string{"rack", "acceptance", "zz"}, exitNotFound}, {[]string{"rack", "acceptance"}, exitUsage}},
 		"rack firmware":        {{[]string{"rack", "firmware", "zz"}, exitNotFound}, {[]string{"rack", "firmware"}, exitUsage}},

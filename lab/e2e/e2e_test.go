@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"os"
@@ -316,6 +317,75 @@ func (e *env) cli(ctx context.Context, token string, args ...string) (string, er
 	return out.String(), nil
 }
 
+// consoleRun is `metalhall machine console` running in the namespace,
+// with a keyboard the test types on.
+type consoleRun struct {
+	cmd  *exec.Cmd
+	keys io.WriteCloser
+	out  *lockedBuffer
+	errb *lockedBuffer
+	done chan error
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (e *env) console(t *testing.T, ctx context.Context, name string) *consoleRun {
+	t.Helper()
+	cmd := e.r.Command(ctx, e.bin, "machine", "console", name)
+	cmd.Env = append(os.Environ(), "METALHALL_SERVER=http://127.0.0.1:8280", "METALHALL_TOKEN="+e.token)
+	c := &consoleRun{cmd: cmd, out: &lockedBuffer{}, errb: &lockedBuffer{}, done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = c.out, c.errb
+	keys, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.keys = keys
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { c.done <- cmd.Wait() }()
+	// Attached once it says so (or it failed).
+	for !strings.Contains(c.errb.String(), "[connected to "+name) {
+		select {
+		case err := <-c.done:
+			t.Fatalf("machine console %s: %v: %s", name, err, c.errb.String())
+		case <-ctx.Done():
+			t.Fatalf("machine console %s: %v", name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return c
+}
+
+// leave types ~. and waits for the command to end.
+func (c *consoleRun) leave(t *testing.T, ctx context.Context) {
+	t.Helper()
+	c.keys.Write([]byte("\r~."))
+	select {
+	case err := <-c.done:
+		if err != nil {
+			t.Errorf("machine console after ~.: %v: %s", err, c.errb.String())
+		}
+	case <-ctx.Done():
+		t.Errorf("machine console did not end after ~.")
+	}
+}
+
 func (e *env) admin(t *testing.T, ctx context.Context, args ...string) string {
 	t.Helper()
 	out, err := e.cli(ctx, e.token, args...)
@@ -394,9 +464,28 @@ func (e *env) onboarding(ctx context.Context, t *testing.T) {
 	e.admin(t, ctx, "subnet", "create", "--cidr", e.r.Subnet.String(), "--gateway", e.r.Server.String(), "lab-net")
 	e.admin(t, ctx, "rack", "import", "--file", e.r.Manifest)
 	e.admin(t, ctx, "rack", "set-state", "--to", "installed", e.r.Rack)
+	// A technician watches lab-m03's serial console (IPMI SOL, through
+	// the service) while the rack commissions; the job's own capture
+	// shares the one SOL session.
+	con := e.console(t, ctx, "lab-m03")
 	e.admin(t, ctx, "rack", "commission", e.r.Rack)
 	names := []string{"lab-m01", "lab-m02", "lab-m03"}
 	got := e.waitState(t, ctx, 12*time.Minute, []string{"available"}, names...)
+	con.leave(t, ctx)
+	if s := con.out.String(); !strings.Contains(s, "metalhall-agent: ") {
+		t.Errorf("the console session never showed the agent's output; it read %d bytes: %q", len(s), tail(s, 400))
+	}
+	// The failed commission shows what the machine printed, without the
+	// job's agent token from the kernel command line.
+	if out, err := e.cli(ctx, e.token, "machine", "console-log", "lab-m03"); err != nil {
+		t.Errorf("console-log lab-m03: %v", err)
+	} else if !strings.Contains(out, "metalhall-agent: ") || !strings.Contains(out, "commission job") || strings.Contains(out, "metalhall.token=ag_") {
+		t.Errorf("console-log lab-m03 lacks the agent's output or shows its token:\n%s", tail(out, 2000))
+	}
+	// A Redfish machine has no console metalhall can use, and says so.
+	if _, err := e.cli(ctx, e.token, "machine", "console-log", "lab-m01"); err == nil || !strings.Contains(err.Error(), "Serial-over-LAN") {
+		t.Errorf("console-log of a Redfish machine: %v", err)
+	}
 	for _, n := range names[:2] {
 		m := got[n]
 		if m.State != "available" {

@@ -45,6 +45,10 @@ type Config struct {
 	// Emu is added to the .emu file before the BMC is enabled (see
 	// health.go): sensor values, SEL entries.
 	Emu string
+	// SOL, when set, is the serial port behind the BMC's Serial-over-LAN:
+	// "tcp:HOST:PORT" (ipmi_sim connects to it, and keeps retrying while
+	// nothing listens) or a device path. See lan.conf(5), "sol".
+	SOL string
 }
 
 // Sim is a running ipmi_sim.
@@ -137,6 +141,9 @@ func Start(ctx context.Context, cfg Config) (*Sim, error) {
 	if cfg.User == "" {
 		cfg.User, cfg.Password = "admin", "admin"
 	}
+	if strings.ContainsAny(cfg.SOL, "\"\n\\ ") {
+		return nil, errors.New("ipmisim: the SOL device must not contain spaces, quotes or backslashes")
+	}
 	if strings.ContainsAny(cfg.User+cfg.Password, "\"\n\\ ") || len(cfg.User) > 16 || len(cfg.Password) > 20 {
 		return nil, errors.New("ipmisim: user and password must be at most 16/20 characters without spaces, quotes or backslashes")
 	}
@@ -194,7 +201,7 @@ func Start(ctx context.Context, cfg Config) (*Sim, error) {
 			}
 		}
 		s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if err := os.WriteFile(filepath.Join(s.dir, "lan.conf"), []byte(lanConf(s.dir, port, cfg.User, cfg.Password)), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(s.dir, "lan.conf"), []byte(lanConf(s.dir, port, cfg.User, cfg.Password, cfg.SOL)), 0o600); err != nil {
 			return fail(fmt.Errorf("ipmisim: %w", err))
 		}
 		lastErr = s.launch(ctx)
@@ -210,8 +217,13 @@ func Start(ctx context.Context, cfg Config) (*Sim, error) {
 
 // lanConf is the ipmi_sim configuration (see lan.conf(5)): one LAN channel
 // on loopback, one admin user in slot 2 (slot 1 is the anonymous user),
-// and the chassis_control script for power and boot.
-func lanConf(dir string, port int, user, pass string) string {
+// the chassis_control script for power and boot, and Serial-over-LAN to
+// sol when it is set.
+func lanConf(dir string, port int, user, pass, sol string) string {
+	solLine := ""
+	if sol != "" {
+		solLine = fmt.Sprintf("  sol \"%s\" 115200\n", sol)
+	}
 	return fmt.Sprintf(`name "metalhall-ipmisim"
 set_working_mc 0x20
   startlan 1
@@ -226,7 +238,7 @@ set_working_mc 0x20
   chassis_control "%s 0x20"
   user 1 true "" "" user 10 none md2 md5 straight
   user 2 true "%s" "%s" admin 10 none md2 md5 straight
-`, port, filepath.Join(dir, "chassis_control"), user, pass)
+%s`, port, filepath.Join(dir, "chassis_control"), user, pass, solLine)
 }
 
 func (s *Sim) launch(ctx context.Context) error {
@@ -420,4 +432,47 @@ func (b *syncBuffer) Reset() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.b.Reset()
+}
+
+// SerialPort is the machine side of a simulated BMC's Serial-over-LAN: a
+// loopback listener ipmi_sim connects to (Config.SOL = Device()), held
+// from the start so that no port is picked and bound later.
+type SerialPort struct {
+	ln    net.Listener
+	conns chan net.Conn
+}
+
+// NewSerialPort listens on loopback until t ends.
+func NewSerialPort(t testing.TB) *SerialPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	sp := &SerialPort{ln: ln, conns: make(chan net.Conn, 4)}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+			sp.conns <- c
+		}
+	}()
+	return sp
+}
+
+// Device is the lan.conf SOL device naming the port.
+func (sp *SerialPort) Device() string { return "tcp:" + sp.ln.Addr().String() }
+
+// Conn waits for ipmi_sim to connect and returns the machine's end.
+func (sp *SerialPort) Conn(ctx context.Context) (net.Conn, error) {
+	select {
+	case c := <-sp.conns:
+		return c, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("ipmisim: ipmi_sim never connected to the serial port %s: %w", sp.ln.Addr(), ctx.Err())
+	}
 }

@@ -194,9 +194,16 @@ func (m *Machine) Args(dev string) []string {
 	if dev == "pxe" {
 		nicIdx, diskIdx = "1", "2"
 	}
+	// The serial port goes to serial.log; on an IPMI machine also to the
+	// BMC's Serial-over-LAN (through the lab's relay; QEMU connects at
+	// start, before the guest runs, so nothing is lost from either).
+	serial := "file,id=ser0,path=" + m.SerialLog() + ",append=on"
+	if m.serial != nil {
+		serial = "socket,id=ser0,path=" + m.serial.sock + ",server=off,logfile=" + m.SerialLog() + ",logappend=on"
+	}
 	args := []string{"-name", m.Name, "-accel", "tcg", "-m", fmt.Sprint(m.r.MemoryMiB),
 		"-display", "none", "-monitor", "none", "-no-reboot",
-		"-chardev", "file,id=ser0,path=" + m.SerialLog() + ",append=on", "-serial", "chardev:ser0",
+		"-chardev", serial, "-serial", "chardev:ser0",
 		"-netdev", "tap,id=n0,ifname=" + m.Tap + ",script=no,downscript=no",
 		"-drive", "file=" + m.Disk + ",format=raw,if=none,id=d0",
 		"-device", "virtio-blk-pci,drive=d0,bootindex=" + diskIdx,

@@ -107,6 +107,7 @@ type Machine struct {
 	r        *Rack
 	redfish  *redfish.Server
 	ipmi     *ipmisim.Sim
+	serial   *serialRelay // IPMI machines: the serial port wired to the BMC's SOL
 	mu       sync.Mutex
 	boot     string // pxe, disk, default
 	cmd      *exec.Cmd
@@ -403,13 +404,29 @@ func (r *Rack) startBMC(ctx context.Context, m *Machine) error {
 		return nil
 	}
 	var sim *ipmisim.Sim
+	var solLn net.Listener
 	if err := r.NS.Run(func() (err error) {
-		sim, err = ipmisim.Start(ctx, ipmisim.Config{User: r.BMCUser, Password: r.BMCPassword, Dir: filepath.Join(m.Dir, "ipmi")})
+		// ipmi_sim's Serial-over-LAN connects here: the machine's serial
+		// port, through the relay.
+		if solLn, err = net.Listen("tcp4", "127.0.0.1:0"); err != nil {
+			return err
+		}
+		sim, err = ipmisim.Start(ctx, ipmisim.Config{User: r.BMCUser, Password: r.BMCPassword, Dir: filepath.Join(m.Dir, "ipmi"),
+			SOL: "tcp:" + solLn.Addr().String()})
 		return err
 	}); err != nil {
+		if solLn != nil {
+			solLn.Close()
+		}
 		return fmt.Errorf("rack: ipmi_sim BMC of %s: %w", m.Name, err)
 	}
 	m.ipmi = sim
+	relay, err := newSerialRelay(solLn)
+	if err != nil {
+		solLn.Close()
+		return fmt.Errorf("rack: serial port of %s: %w", m.Name, err)
+	}
+	m.serial = relay
 	m.BMCAddress = sim.Addr()
 	r.wg.Add(1)
 	go r.followIPMI(m)
@@ -517,6 +534,9 @@ func (r *Rack) Down() error {
 		r.wg.Wait()
 		for _, m := range r.Machines {
 			m.kill()
+			if m.serial != nil {
+				m.serial.Close()
+			}
 		}
 		r.stopLeaves()
 		r.downErr = Down(r.Dir)

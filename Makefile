@@ -15,10 +15,10 @@ PKGS      := ./...
 TEST_DEBS := ipmitool openipmi qemu-system-x86 ipxe-qemu ovmf ipxe \
              linux-image-amd64 busybox-static cpio zstd xz-utils iproute2 \
              syslinux syslinux-common syslinux-efi mtools dosfstools dnsmasq-base \
-             qemu-utils prometheus chromium
+             qemu-utils prometheus chromium man-db
 BENCH_DEBS := kea-admin kea-dhcp4-server dnsmasq nginx curl
 
-.PHONY: all build agent test test-stress test-short e2e demo fuzz deps bench-deps run bench lint fmt clean
+.PHONY: all build agent docs test test-stress test-short e2e demo fuzz deps bench-deps run bench lint fmt clean
 
 all: build
 
@@ -26,6 +26,11 @@ build:
 	$(GO) build -o $(BIN)/metalhall ./cmd/metalhall
 	$(GO) build -o $(BIN)/metalhall-lab ./cmd/metalhall-lab
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/metalhall-agent ./cmd/metalhall-agent
+
+# docs regenerates docs/cli-reference.md and the man pages in man/man1 from
+# the command table; a test fails when the committed ones differ.
+docs:
+	$(GO) test -count=1 -run '^TestCLIReferenceIsTheCommandTable$$' ./cmd/metalhall -args -update-docs
 
 # deps installs the Debian packages in $(1) that are not installed yet.
 define apt_install

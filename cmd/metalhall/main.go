@@ -132,7 +132,7 @@ placement or power rule.`,
 	}
 	addUpdateCommands(app.Commands)
 	hideLeafHelpCommands(app.Commands)
-	makeStrict(app.Commands)
+	app.Metadata = map[string]any{requiredFlagsKey: makeStrict(app.Commands)}
 	app.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return err }
 	return app
 }

@@ -278,11 +278,9 @@ var completionScripts = map[string]string{
   local cur opts
   COMPREPLY=()
   cur="${COMP_WORDS[COMP_CWORD]}"
-  if [[ "$cur" == "-"* ]]; then
-    opts=$("${COMP_WORDS[@]:0:$COMP_CWORD}" "$cur" --generate-bash-completion 2>/dev/null)
-  else
-    opts=$("${COMP_WORDS[@]:0:$COMP_CWORD}" --generate-bash-completion 2>/dev/null)
-  fi
+  # The word being completed is always passed, also when empty: metalhall
+  # then knows the word before it (a flag whose value is wanted).
+  opts=$("${COMP_WORDS[@]:0:$COMP_CWORD}" "$cur" --generate-bash-completion 2>/dev/null)
   COMPREPLY=($(compgen -W "${opts}" -- "${cur}"))
   return 0
 }
@@ -291,14 +289,10 @@ complete -o bashdefault -o default -F _metalhall_complete metalhall
 	"zsh": `#compdef metalhall
 _metalhall() {
   local -a opts
-  local cur=${words[-1]}
-  if [[ "$cur" == "-"* ]]; then
-    opts=("${(@f)$(${words[@]:0:#words[@]-1} ${cur} --generate-bash-completion)}")
-  else
-    opts=("${(@f)$(${words[@]:0:#words[@]-1} --generate-bash-completion)}")
-  fi
+  local cur=${words[CURRENT]}
+  opts=("${(@f)$(${words[@]:0:CURRENT-1} "${cur}" --generate-bash-completion 2>/dev/null)}")
   if [[ "${opts[1]}" != "" ]]; then
-    _describe 'values' opts
+    compadd -a opts
   else
     _files
   fi

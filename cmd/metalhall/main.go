@@ -43,7 +43,10 @@ func main() {
 // printed as one line on stderr.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
-	err := app.RunContext(ctx, reorderArgs(app, args))
+	if args = guardCompletion(args); args == nil {
+		return 0
+	}
+	err := app.RunContext(withRawArgs(ctx, args), reorderArgs(app, args))
 	if err == nil {
 		return 0
 	}
@@ -131,6 +134,7 @@ placement or power rule.`,
 		},
 	}
 	addUpdateCommands(app.Commands)
+	addNameCompletion(app.Commands, "")
 	hideLeafHelpCommands(app.Commands)
 	app.Metadata = map[string]any{requiredFlagsKey: makeStrict(app.Commands)}
 	app.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return err }

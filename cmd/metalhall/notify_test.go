@@ -9,28 +9,9 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
-
-// lockedBuffer is a bytes.Buffer safe for a writer and a reader.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestServeTellsSystemdItIsReadyOnceItListens plays systemd's side of
 // Type=notify: a unix datagram socket in NOTIFY_SOCKET. serve must send
@@ -48,7 +29,8 @@ func TestServeTellsSystemdItIsReadyOnceItListens(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stderr lockedBuffer
+	// Read only once serve has returned.
+	var stderr bytes.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"metalhall", "serve", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0",

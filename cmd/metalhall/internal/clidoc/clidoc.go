@@ -5,7 +5,6 @@
 package clidoc
 
 import (
-	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
@@ -230,11 +229,4 @@ func flagSpelling(f flagDoc) string {
 		s += " " + f.arg
 	}
 	return s
-}
-
-func envNote(env []string) string {
-	if len(env) == 0 {
-		return ""
-	}
-	return fmt.Sprintf("environment: %s", strings.Join(env, ", "))
 }

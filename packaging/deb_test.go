@@ -22,7 +22,7 @@ import (
 // and purges the package again.
 func TestDebInstallsIntoACleanRootAndRuns(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds the package")
+		t.Skip("-short: builds the package")
 	}
 	for _, tool := range []string{"make", "dpkg", "dpkg-deb"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -70,6 +70,7 @@ func TestDebInstallsIntoACleanRootAndRuns(t *testing.T) {
 		"usr/share/man/man1/metalhall-serve.1.gz",
 		"usr/share/bash-completion/completions/metalhall",
 		"usr/share/zsh/vendor-completions/_metalhall",
+		"usr/share/fish/vendor_completions.d/metalhall.fish",
 		"usr/share/doc/metalhall/cli-reference.md",
 	} {
 		if _, err := os.Stat(filepath.Join(root, f)); err != nil {

@@ -191,7 +191,7 @@ func printNames(c *cli.Context, kind string) {
 	case "":
 		return
 	case "shell":
-		names = []string{"bash", "zsh"}
+		names = []string{"bash", "zsh", "fish"}
 	case "output":
 		names = []string{"table", "json"}
 	default:

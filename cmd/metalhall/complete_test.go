@@ -50,7 +50,7 @@ func TestMachineShowCompletesTheMachinesNames(t *testing.T) {
 		"rack show ":                   {"a01"},
 		"hall create --site ":          {"riyadh-1"},
 		"machine show -o ":             {"table", "json"},
-		"completion ":                  {"bash", "zsh"},
+		"completion ":                  {"bash", "zsh", "fish"},
 		"machine show gpu-a01-01 ":     nil, // it takes one name
 		"site create ":                 nil, // a new name
 		"rack import --file ":          nil, // a file: the shell completes it
@@ -83,17 +83,15 @@ func TestMachineShowCompletesTheMachinesNames(t *testing.T) {
 	}
 }
 
-// TestBashCompletionScriptCompletesMachineNames sources the script that
-// `metalhall completion bash` prints into a real bash and completes
-// `metalhall machine show g<TAB>` with the built binary against a running
-// service.
-func TestBashCompletionScriptCompletesMachineNames(t *testing.T) {
+// TestShellScriptsCompleteMachineNames sources the scripts that
+// `metalhall completion bash|zsh|fish` print into the real shells and
+// completes `metalhall machine show gpu-a01-0<TAB>` and `metalhall machine
+// list --rack <TAB>` with the built binary against a running service.
+// bash and fish run their own completion machinery; zsh's needs a
+// terminal, so its builtins compadd and _files are stood in for.
+func TestShellScriptsCompleteMachineNames(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	bash, err := exec.LookPath("bash")
-	if err != nil {
-		t.Skip("no bash")
+		t.Skip("-short: builds the binary")
 	}
 	url, tok := startService(t)
 	r := cliRunner{t, url, tok}
@@ -102,32 +100,57 @@ func TestBashCompletionScriptCompletesMachineNames(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "metalhall"), ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	script := filepath.Join(dir, "metalhall.bash")
-	if err := os.WriteFile(script, []byte(r.ok("completion", "bash")), 0o644); err != nil {
-		t.Fatal(err)
+	env := append(os.Environ(), "PATH="+dir+":"+os.Getenv("PATH"), "METALHALL_SERVER="+url, "METALHALL_TOKEN="+tok, "HOME="+dir, "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir)
+	shells := map[string]func(script string, line []string) *exec.Cmd{
+		"bash": func(script string, line []string) *exec.Cmd {
+			return exec.Command("bash", append([]string{"--norc", "--noprofile", "-c",
+				`source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _metalhall_complete; printf '%s\n' "${COMPREPLY[@]}"`,
+				"bash", script}, line...)...)
+		},
+		"zsh": func(script string, line []string) *exec.Cmd {
+			return exec.Command("zsh", append([]string{"-f", "-c",
+				`compdef() { : }; compadd() { [[ $1 == -a ]] && print -l -- ${(P)2} }; _files() { print -- FILES }
+source "$1"; shift; words=("$@"); CURRENT=$#; _metalhall`,
+				"zsh", script}, line...)...)
+		},
+		"fish": func(script string, line []string) *exec.Cmd {
+			return exec.Command("fish", "--no-config", "-c", "source $argv[1]; complete -C $argv[2]", script, strings.Join(line, " "))
+		},
 	}
-	complete := func(line ...string) []string {
-		t.Helper()
-		cmd := exec.Command(bash, "--norc", "--noprofile", "-c",
-			`source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _metalhall_complete; printf '%s\n' "${COMPREPLY[@]}"`,
-			"bash", script)
-		cmd.Args = append(cmd.Args, line...)
-		cmd.Env = append(os.Environ(), "PATH="+dir+":"+os.Getenv("PATH"), "METALHALL_SERVER="+url, "METALHALL_TOKEN="+tok)
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("bash completing %q: %v", line, err)
-		}
-		got := strings.Fields(string(out))
-		slices.Sort(got)
-		return got
-	}
-	if got, want := complete("metalhall", "machine", "show", "gpu-a01-0"), []string{"gpu-a01-01", "gpu-a01-02", "gpu-a01-03", "gpu-a01-04"}; !slices.Equal(got, want) {
-		t.Errorf("metalhall machine show gpu-a01-0<TAB>: %q, want %q", got, want)
-	}
-	if got, want := complete("metalhall", "machine", "list", "--rack", ""), []string{"a01"}; !slices.Equal(got, want) {
-		t.Errorf("metalhall machine list --rack <TAB>: %q, want %q", got, want)
-	}
-	if got := complete("metalhall", "mach"); !slices.Equal(got, []string{"machine"}) {
-		t.Errorf("metalhall mach<TAB>: %q, want machine", got)
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		t.Run(sh, func(t *testing.T) {
+			if _, err := exec.LookPath(sh); err != nil {
+				t.Skipf("%s is not installed (Debian package %s)", sh, sh)
+			}
+			script := filepath.Join(dir, "metalhall."+sh)
+			if err := os.WriteFile(script, []byte(r.ok("completion", sh)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			complete := func(line ...string) []string {
+				t.Helper()
+				cmd := shells[sh](script, line)
+				cmd.Env = env
+				cmd.Dir = dir
+				out, err := cmd.Output()
+				if err != nil {
+					t.Fatalf("%s completing %q: %v", sh, line, err)
+				}
+				var got []string
+				for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+					// fish prints "candidate<TAB>description".
+					if w, _, _ := strings.Cut(l, "\t"); w != "" {
+						got = append(got, w)
+					}
+				}
+				slices.Sort(got)
+				return got
+			}
+			if got, want := complete("metalhall", "machine", "show", "gpu-a01-0"), []string{"gpu-a01-01", "gpu-a01-02", "gpu-a01-03", "gpu-a01-04"}; !slices.Equal(got, want) {
+				t.Errorf("metalhall machine show gpu-a01-0<TAB>: %q, want %q", got, want)
+			}
+			if got, want := complete("metalhall", "machine", "list", "--rack", ""), []string{"a01"}; !slices.Equal(got, want) {
+				t.Errorf("metalhall machine list --rack <TAB>: %q, want %q", got, want)
+			}
+		})
 	}
 }

@@ -15,10 +15,10 @@ PKGS      := ./...
 TEST_DEBS := ipmitool openipmi qemu-system-x86 ipxe-qemu ovmf ipxe \
              linux-image-amd64 busybox-static cpio zstd xz-utils iproute2 \
              syslinux syslinux-common syslinux-efi mtools dosfstools dnsmasq-base \
-             qemu-utils prometheus chromium lldpd
+             qemu-utils prometheus chromium lldpd man-db zsh fish
 BENCH_DEBS := kea-admin kea-dhcp4-server dnsmasq nginx curl
 
-.PHONY: all build agent test test-stress test-short e2e demo fuzz deps bench-deps run bench lint fmt clean
+.PHONY: all build agent docs deb test test-stress test-short e2e demo fuzz deps bench-deps run bench lint fmt clean
 
 all: build
 
@@ -26,6 +26,23 @@ build:
 	$(GO) build -o $(BIN)/metalhall ./cmd/metalhall
 	$(GO) build -o $(BIN)/metalhall-lab ./cmd/metalhall-lab
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/metalhall-agent ./cmd/metalhall-agent
+
+# docs regenerates docs/cli-reference.md and the man pages in man/man1 from
+# the command table; a test fails when the committed ones differ.
+docs:
+	$(GO) test -count=1 -run '^TestCLIReferenceIsTheCommandTable$$' ./cmd/metalhall -args -update-docs
+
+# deb builds the Debian package (bin/metalhall_VERSION_ARCH.deb) with
+# dpkg-deb: a static binary in /usr/bin, the systemd unit, the example
+# /etc/metalhall/metalhall.yaml, the man pages, the shell completions and
+# the docs (scripts/mkdeb). DEB_VERSION must begin with a digit.
+DEB_VERSION ?= $(shell git log -1 --date=format:%Y%m%d --format=0.0~git%cd.%h 2>/dev/null || echo 0.0~dev)
+DEB_ARCH    ?= $(shell $(GO) env GOARCH)
+DEB_OUT     ?= $(BIN)
+
+deb:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w -X main.version=$(DEB_VERSION)' -o $(BIN)/deb/metalhall ./cmd/metalhall
+	scripts/mkdeb $(BIN)/deb/metalhall '$(DEB_VERSION)' $(DEB_ARCH) $(DEB_OUT)
 
 # deps installs the Debian packages in $(1) that are not installed yet.
 define apt_install

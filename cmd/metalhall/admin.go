@@ -240,7 +240,7 @@ where the next starts.`,
 
 func completionCommand() *cli.Command {
 	return &cli.Command{Name: "completion", Usage: "print a shell completion script",
-		UsageText: "metalhall completion bash|zsh\n\nbash: source <(metalhall completion bash)\nzsh:  source <(metalhall completion zsh)",
+		UsageText: "metalhall completion bash|zsh|fish\n\nbash: source <(metalhall completion bash)\nzsh:  source <(metalhall completion zsh)\nfish: metalhall completion fish | source\n\nTab then completes commands, flags, and the names of machines, racks, halls,\nsites, images, tenants, subnets and tokens, asked of the service.",
 		Action: func(c *cli.Context) error {
 			sh, err := name(c, "shell")
 			if err != nil {
@@ -248,24 +248,24 @@ func completionCommand() *cli.Command {
 			}
 			script, ok := completionScripts[sh]
 			if !ok {
-				return usagef("completion: %q is not supported: use bash or zsh", sh)
+				return usagef("completion: %q is not supported: use bash, zsh or fish", sh)
 			}
 			fmt.Fprint(c.App.Writer, script)
 			return nil
 		}}
 }
 
-// completionScripts are urfave/cli's scripts, bound to this program's name.
+// completionScripts are urfave/cli's scripts, bound to this program's
+// name, changed to always pass the word being completed (see
+// completeCommand); fish's is ours, in the same manner.
 var completionScripts = map[string]string{
 	"bash": `_metalhall_complete() {
   local cur opts
   COMPREPLY=()
   cur="${COMP_WORDS[COMP_CWORD]}"
-  if [[ "$cur" == "-"* ]]; then
-    opts=$("${COMP_WORDS[@]:0:$COMP_CWORD}" "$cur" --generate-bash-completion 2>/dev/null)
-  else
-    opts=$("${COMP_WORDS[@]:0:$COMP_CWORD}" --generate-bash-completion 2>/dev/null)
-  fi
+  # The word being completed is always passed, also when empty: metalhall
+  # then knows the word before it (a flag whose value is wanted).
+  opts=$("${COMP_WORDS[@]:0:$COMP_CWORD}" "$cur" --generate-bash-completion 2>/dev/null)
   COMPREPLY=($(compgen -W "${opts}" -- "${cur}"))
   return 0
 }
@@ -274,18 +274,32 @@ complete -o bashdefault -o default -F _metalhall_complete metalhall
 	"zsh": `#compdef metalhall
 _metalhall() {
   local -a opts
-  local cur=${words[-1]}
-  if [[ "$cur" == "-"* ]]; then
-    opts=("${(@f)$(${words[@]:0:#words[@]-1} ${cur} --generate-bash-completion)}")
-  else
-    opts=("${(@f)$(${words[@]:0:#words[@]-1} --generate-bash-completion)}")
-  fi
+  local cur=${words[CURRENT]}
+  opts=("${(@f)$(${words[1,CURRENT-1]} "${cur}" --generate-bash-completion 2>/dev/null)}")
   if [[ "${opts[1]}" != "" ]]; then
-    _describe 'values' opts
+    compadd -a opts
   else
     _files
   fi
 }
-compdef _metalhall metalhall
+# Autoloaded from fpath (vendor-completions/_metalhall) this file is the
+# completion function's body; sourced, it registers the function.
+if [[ "${funcstack[1]}" == "_metalhall" ]]; then
+  _metalhall "$@"
+else
+  compdef _metalhall metalhall
+fi
+`,
+	"fish": `function __metalhall_complete
+    set -l words (commandline -opc)
+    set -l cur (commandline -ct)
+    set -l opts ($words "$cur" --generate-bash-completion 2>/dev/null)
+    if test (count $opts) -gt 0
+        printf '%s\n' $opts
+    else
+        __fish_complete_path "$cur"
+    end
+end
+complete -c metalhall -f -a '(__metalhall_complete)'
 `,
 }

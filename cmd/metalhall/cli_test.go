@@ -180,7 +180,7 @@ func TestCLIErrorsAreOneClearLine(t *testing.T) {
 		{[]string{"hall", "create", "--site", "nowhere", "h"}, exitNotFound, `site "nowhere" not found`},
 		{[]string{"rack", "import", "--file", "manifest.txt"}, exitUsage, ".yaml, .yml or .csv"},
 		{[]string{"machine", "maintenance", "m"}, exitUsage, "exactly one of --on or --off"},
-		{[]string{"completion", "fish"}, exitUsage, "bash or zsh"},
+		{[]string{"completion", "tcsh"}, exitUsage, "bash, zsh or fish"},
 	}
 	for _, tc := range cases {
 		code, _, errs := c.run(tc.args...)

@@ -50,7 +50,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 func runWithInput(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
 	app.Reader = stdin
-	err := app.RunContext(ctx, reorderArgs(app, args))
+	if args = guardCompletion(args); args == nil {
+		return 0
+	}
+	err := app.RunContext(withRawArgs(ctx, args), reorderArgs(app, args))
 	if err == nil {
 		return 0
 	}
@@ -138,8 +141,9 @@ placement or power rule.`,
 		},
 	}
 	addUpdateCommands(app.Commands)
+	addNameCompletion(app.Commands, "")
 	hideLeafHelpCommands(app.Commands)
-	makeStrict(app.Commands)
+	app.Metadata = map[string]any{requiredFlagsKey: makeStrict(app.Commands)}
 	app.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return err }
 	return app
 }

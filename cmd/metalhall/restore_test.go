@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -58,7 +59,7 @@ func TestRestoredCopyTouchesNoBMCUntilResumed(t *testing.T) {
 	}
 	// In flight: the BMC was driven (PXE, power cycle), the agent is
 	// awaited.
-	waitFor(t, "the commission job to wait for its agent", func() bool {
+	waitUntil(t, "the commission job to wait for its agent", func() bool {
 		jobs := jobList(t, orig)
 		return len(jobs) == 1 && jobs[0].StepName() == "wait-agent"
 	})
@@ -123,7 +124,7 @@ func TestRestoredCopyTouchesNoBMCUntilResumed(t *testing.T) {
 	// The barrier: the copy's scheduler has looked at its queue three
 	// times (a second apart) and started nothing; its power sync ran as
 	// long.
-	waitFor(t, "the copy's scheduler to pass over the paused job", func() bool { return metric(t, cp.url, "metalhall_jobs_held_rounds_total") >= 3 })
+	waitUntil(t, "the copy's scheduler to pass over the paused job", func() bool { return metric(t, cp.url, "metalhall_jobs_held_rounds_total") >= 3 })
 	if out, err := cp.cli("machine", "power", "--action", "status", "m1"); err == nil || !strings.Contains(out, "on hold") || !strings.Contains(out, "job resume") {
 		t.Fatalf("a BMC command on the copy before resume: %v %s", err, out)
 	}
@@ -150,7 +151,7 @@ func TestRestoredCopyTouchesNoBMCUntilResumed(t *testing.T) {
 	}
 	// Resumed, the job's wait is long over: it tries PXE again, through
 	// the BMC.
-	waitFor(t, "the resumed copy to drive the BMC", func() bool { return rf.Requests() > before })
+	waitUntil(t, "the resumed copy to drive the BMC", func() bool { return rf.Requests() > before })
 	if jobs := jobList(t, cp); len(jobs) == 1 && jobs[0].Paused {
 		t.Fatalf("still paused after resume: %+v", jobs)
 	}
@@ -192,15 +193,12 @@ func TestRestoreOfACorruptArchiveWritesNothing(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, what string, ok func() bool) {
+// waitUntil is waitFor (console_test.go) with a 2-minute bound.
+func waitUntil(t *testing.T, what string, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	waitFor(t, ctx, what, ok)
 }
 
 func jobList(t *testing.T, s *subproc) []api.Job {

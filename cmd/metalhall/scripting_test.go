@@ -206,7 +206,7 @@ func TestEveryCommandExitsAsDocumented(t *testing.T) {
 		"bootenv build": {{[]string{"bootenv", "build"}, exitUsage}},
 		"lab":           {{[]string{"lab", "bmc", "--help"}, 0}, {[]string{"lab", "bmc"}, exitUsage}},
 		"job list":      {{[]string{"job", "list", "-o", "json"}, 0}, {[]string{"job", "list", "--rack", "zz"}, exitNotFound}, {[]string{"job", "list", "--hall", "zz"}, exitNotFound}, {[]string{"job", "list", "--state", "bogus"}, exitUsage}, {[]string{"job", "list", "--kind", "bogus"}, exitUsage}},
-		"completion":    {{[]string{"completion", "bash"}, 0}, {[]string{"completion", "fish"}, exitUsage}},
+		"completion":    {{[]string{"completion", "bash"}, 0}, {[]string{"completion", "tcsh"}, exitUsage}},
 		// Leaves run in the command table's order: create before update
 		// before delete.
 		"site update":      {{[]string{"site", "update", "riyadh-1", "--description", "Riyadh campus", "-o", "json"}, 0}, {[]string{"site", "update", "zz", "--description", "x"}, exitNotFound}, {[]string{"site", "update", "riyadh-1"}, exitUsage}},

@@ -195,5 +195,10 @@ func serve(ctx context.Context, cfg service.Config) error {
 		return err
 	}
 	defer svc.Close()
+	// New has bound every listener: connections queue from now on, so
+	// systemd (Type=notify) may start what depends on the service.
+	if err := sdNotify(readyState(svc.AdminURL(), svc.ProvisionURL())); err != nil && cfg.Logger != nil {
+		cfg.Logger.Warn("could not tell systemd the service is ready", "err", err)
+	}
 	return svc.Run(ctx)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"reflect"
 	"strings"
 
@@ -13,18 +14,22 @@ import (
 // which a script capturing stdout then parses as output. So parse errors
 // are returned as they are, required flags are checked here instead, and
 // "list" commands, which take no names, refuse one; --output is checked
-// before a request is sent.
-func makeStrict(cmds []*cli.Command) {
+// before a request is sent. It returns the flags it made optional for
+// urfave/cli and checks itself: the reference (docs/cli-reference.md)
+// still calls them required.
+func makeStrict(cmds []*cli.Command) requiredFlags {
+	all := requiredFlags{}
 	for _, c := range cmds {
 		c.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return err }
 		if len(c.Subcommands) > 0 {
-			makeStrict(c.Subcommands)
+			maps.Copy(all, makeStrict(c.Subcommands))
 			continue
 		}
 		var required []string
 		for _, f := range c.Flags {
 			if rf, ok := f.(cli.RequiredFlag); ok && rf.IsRequired() && clearRequired(f) {
 				required = append(required, f.Names()[0])
+				all[f] = true
 			}
 		}
 		takesNoArgs := c.Name == "list"
@@ -59,7 +64,14 @@ func makeStrict(cmds []*cli.Command) {
 			return nil
 		}
 	}
+	return all
 }
+
+// requiredFlags are the flags a command checks are given (see makeStrict).
+type requiredFlags map[cli.Flag]bool
+
+// requiredFlagsKey is where newApp keeps them, in the App's Metadata.
+const requiredFlagsKey = "metalhall.required-flags"
 
 // clearRequired turns off a flag's Required field (every urfave/cli flag
 // type, and altsrc's wrappers of them, has one).

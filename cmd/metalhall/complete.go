@@ -93,7 +93,7 @@ func positionalKind(group string, c *cli.Command) string {
 // flagKind is the kind of object a flag names, "" for other flags.
 func flagKind(name string) string {
 	switch name {
-	case "site", "hall", "rack", "machine", "image", "tenant":
+	case "site", "hall", "rack", "machine", "image", "tenant", "profile":
 		return name
 	case "output", "o":
 		return "output"
@@ -103,7 +103,7 @@ func flagKind(name string) string {
 
 func listable(kind string) bool {
 	switch kind {
-	case "site", "hall", "rack", "machine", "image", "tenant", "subnet", "token":
+	case "site", "hall", "rack", "machine", "image", "tenant", "subnet", "token", "profile":
 		return true
 	}
 	return false
@@ -242,6 +242,9 @@ func listNames(ctx context.Context, cl *api.Client, kind string) ([]string, erro
 	case "token":
 		l, err := api.Call(ctx, cl, api.Ops.TokenList(), api.NoBody{})
 		return pluck(l, err, func(t api.Token) string { return t.ID })
+	case "profile":
+		l, err := api.Call(ctx, cl, api.Ops.ProfileList(), api.NoBody{})
+		return pluck(l, err, func(p api.ProfileSummary) string { return p.Name })
 	}
 	return nil, fmt.Errorf("no names for %q", kind)
 }

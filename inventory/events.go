@@ -28,24 +28,30 @@ func (s *Store) AppendEvent(ctx context.Context, e Event) (Event, error) {
 	var out Event
 	err := s.batch(func(tx *bolt.Tx) error {
 		// Batch may run this function twice: compute everything afresh.
-		ev := e
-		b := bkt(tx, bEvents)
-		seq, err := b.NextSequence()
-		if err != nil {
-			return err
-		}
-		ev.Seq = seq
-		stampTenancy(tx, &ev)
-		if err := putJSON(b, u64(seq), ev); err != nil {
-			return err
-		}
-		if err := bkt(tx, bIdxSubject).Put(subjectKey(ev.Subject, seq), []byte{0}); err != nil {
-			return err
-		}
-		out = ev
-		return nil
+		var err error
+		out, err = putEvent(tx, e)
+		return err
 	})
 	return out, err
+}
+
+// putEvent appends an event inside a write transaction, for a change and
+// its event that must commit together.
+func putEvent(tx *bolt.Tx, ev Event) (Event, error) {
+	b := bkt(tx, bEvents)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return Event{}, err
+	}
+	ev.Seq = seq
+	stampTenancy(tx, &ev)
+	if err := putJSON(b, u64(seq), ev); err != nil {
+		return Event{}, err
+	}
+	if err := bkt(tx, bIdxSubject).Put(subjectKey(ev.Subject, seq), []byte{0}); err != nil {
+		return Event{}, err
+	}
+	return ev, nil
 }
 
 func subjectKey(subject string, seq uint64) []byte {

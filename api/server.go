@@ -107,6 +107,9 @@ func New(cfg Config) (*Server, error) {
 	if err := s.reg.Register(&bmcCollector{inv: s.inv}); err != nil {
 		return nil, err
 	}
+	if err := s.reg.Register(&powerCollector{inv: s.inv}); err != nil {
+		return nil, err
+	}
 	// Counted where the store writes; read at scrape time.
 	if err := s.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "metalhall_store_write_transactions_total",

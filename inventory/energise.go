@@ -140,6 +140,13 @@ func (s *Store) RackPower(ctx context.Context, rack string) (*PowerDraw, error) 
 // "rack-power-measured") naming the figures and the excess, or nil. It
 // reads through any backend.
 func EnergisationCheck(ctx context.Context, s RackReader, name string) error {
+	return EnergisationCheckPending(ctx, s, name, 0)
+}
+
+// EnergisationCheckPending is EnergisationCheck with pendingW more drawn
+// by the rack: the ratings of its machines whose power-on was allowed and
+// is under way, not yet recorded on them (the engine's, see provisioner).
+func EnergisationCheckPending(ctx context.Context, s RackReader, name string, pendingW int64) error {
 	m, err := s.Machine(ctx, name)
 	if err != nil {
 		return err
@@ -166,10 +173,14 @@ func EnergisationCheck(ctx context.Context, s RackReader, name string) error {
 		w, _ := drawOf(&ms[i])
 		drawW += w
 	}
-	if total := drawW + m.PowerW; total > r.BudgetW {
+	if total := drawW + pendingW + m.PowerW; total > r.BudgetW {
+		pending := ""
+		if pendingW > 0 {
+			pending = fmt.Sprintf(", power-ons under way add %s kW", FormatKW(pendingW))
+		}
 		return &PlacementError{Limit: "rack-power-measured", Msg: fmt.Sprintf(
-			"machine %q: rack %s would draw %s kW of its %s kW budget (over by %s kW): it draws %s kW now, and powering the machine on adds its rated %s kW",
-			m.Name, r.Name, FormatKW(total), FormatKW(r.BudgetW), FormatKW(total-r.BudgetW), FormatKW(drawW), FormatKW(m.PowerW))}
+			"machine %q: rack %s would draw %s kW of its %s kW budget (over by %s kW): it draws %s kW now%s, and powering the machine on adds its rated %s kW",
+			m.Name, r.Name, FormatKW(total), FormatKW(r.BudgetW), FormatKW(total-r.BudgetW), FormatKW(drawW), pending, FormatKW(m.PowerW))}
 	}
 	return nil
 }

@@ -44,10 +44,12 @@ func addsPower(j *inventory.Job, step string) bool {
 	return false
 }
 
-// rackGate serialises the check-and-power-on of one rack's machines, so
-// that two jobs cannot both pass the check on the same headroom and both
-// power on. It is held across the BMC call and the recording of the state
-// the call reached, which the next check reads.
+// rackGate serialises the check-and-reserve of one rack's power-ons, so
+// that two jobs cannot both pass the check on the same headroom: a job
+// that passes reserves its machine's rating (pendingW) until the BMC call
+// has ended and its outcome is recorded on the machine, which the next
+// check reads. The gate is not held across the BMC call: a hung BMC holds
+// up its own machine, not its rack.
 func (e *Engine) rackGate(ctx context.Context, rack string) (release func(), err error) {
 	e.mu.Lock()
 	g, ok := e.gates[rack]
@@ -64,8 +66,37 @@ func (e *Engine) rackGate(ctx context.Context, rack string) (release func(), err
 	}
 }
 
+// pendingW sums the ratings reserved in a rack by power-ons under way.
+func (e *Engine) pendingW(rack string) int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var w int64
+	for _, v := range e.pending[rack] {
+		w += v
+	}
+	return w
+}
+
+// reserve notes a power-on under way; the returned func ends it.
+func (e *Engine) reserve(rack, machine string, w int64) (done func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.pending[rack] == nil {
+		e.pending[rack] = map[string]int64{}
+	}
+	e.pending[rack][machine] = w
+	return func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		delete(e.pending[rack], machine)
+		if len(e.pending[rack]) == 0 {
+			delete(e.pending, rack)
+		}
+	}
+}
+
 // energise runs a step that powers a machine on, once the interlock
-// allows it, with its rack's gate held.
+// allows it.
 func (e *Engine) energise(ctx context.Context, j *inventory.Job, step string, power func(*inventory.Machine) error) error {
 	backoff := min(energiseFirstBackoff, e.cfg.PollInterval)
 	// The bound runs from the step's persisted start (or the engine's, when
@@ -85,11 +116,13 @@ func (e *Engine) energise(ctx context.Context, j *inventory.Job, step string, po
 		if j.ForcePower {
 			err = nil
 		} else {
-			err = inventory.EnergisationCheck(ctx, e.inv, m.Name)
+			err = inventory.EnergisationCheckPending(ctx, e.inv, m.Name, e.pendingW(j.Rack))
 		}
 		if err == nil {
-			err = power(m)
+			done := e.reserve(j.Rack, m.Name, m.PowerW)
 			release()
+			err = power(m)
+			done()
 			if err == nil && !waitingSince.IsZero() {
 				e.event(ctx, j, "step.energised", fmt.Sprintf("%s job %s: %s: the rack's budget allows the power-on now, after %s",
 					j.Kind, j.ID, step, e.cfg.Now().Sub(waitingSince).Round(time.Second)))

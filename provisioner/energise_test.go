@@ -122,3 +122,48 @@ func TestPowerJobRefusedByTheInterlockFailsAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// Two machines whose power-ons fit the rack only one at a time: while the
+// first is inside its BMC power call (not yet recorded on), its rating is
+// reserved, and the second waits instead of taking the same headroom.
+func TestConcurrentPowerOnsDoNotShareHeadroom(t *testing.T) {
+	l := newLab(t, Config{})
+	ctx := context.Background()
+	must(l.inv.CreateRack(ctx, inventory.Rack{Name: "r9", Hall: "h", Phase: 1, BudgetW: 30_000}))
+	l.machine("m1", "r9", 1, inventory.MachineAvailable)
+	l.machine("m2", "r9", 2, inventory.MachineEnrolled)
+	l.machine("m3", "r9", 3, inventory.MachineEnrolled)
+	l.setDraw("m1", "on", 12_000) // 12 + 10 fits 30; 12 + 10 + 10 does not
+	p := newPause(1)
+	l.bmc.mu.Lock()
+	l.bmc.pauses["power cycle"] = p
+	l.bmc.mu.Unlock()
+	j2 := l.submit(Request{Kind: inventory.JobCommission, Machine: "m2"})
+	j3 := l.submit(Request{Kind: inventory.JobCommission, Machine: "m3"})
+	<-p.reached
+	// One of them is inside its power call; the other must wait.
+	deadline := time.Now().Add(10 * time.Second)
+	var waiting inventory.Event
+	for waiting.Action == "" {
+		for _, n := range []string{"m2", "m3"} {
+			for _, e := range must(l.inv.Events(ctx, inventory.EventFilter{Subject: "machine/" + n})) {
+				if e.Action == "step.waiting" {
+					waiting = e
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("neither job waited while the other's power-on was under way")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !strings.Contains(waiting.Detail, "power-ons under way add 10 kW") || !strings.Contains(waiting.Detail, "would draw 32 kW of its 30 kW budget") {
+		t.Fatalf("waiting event %q", waiting.Detail)
+	}
+	close(p.released)
+	for _, id := range []string{j2.ID, j3.ID} {
+		if j := l.waitJob(id); j.State != inventory.JobSucceeded {
+			t.Fatalf("job %s: %s %q", id, j.State, j.Error)
+		}
+	}
+}

@@ -132,7 +132,8 @@ type Engine struct {
 	mu      sync.Mutex
 	running map[string]bool // job IDs with a worker
 	perRack map[string]int
-	gates   map[string]chan struct{} // per rack: see rackGate
+	gates   map[string]chan struct{}    // per rack: see rackGate
+	pending map[string]map[string]int64 // rack → machine → rated W of its power-on under way
 	streams int
 	wg      sync.WaitGroup
 }
@@ -144,7 +145,8 @@ func New(inv *inventory.Store, bmc BMC, cfg Config) (*Engine, error) {
 		return nil, errors.New("provisioner: TokenKey of at least 16 bytes is required")
 	}
 	return &Engine{inv: inv, bmc: bmc, cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1),
-		running: map[string]bool{}, perRack: map[string]int{}, gates: map[string]chan struct{}{}}, nil
+		running: map[string]bool{}, perRack: map[string]int{}, gates: map[string]chan struct{}{},
+		pending: map[string]map[string]int64{}}, nil
 }
 
 // Request asks for a job.

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -267,5 +266,3 @@ func (e *env) until(ctx context.Context, timeout time.Duration, check func() err
 		}
 	}
 }
-
-var _ = json.Marshal

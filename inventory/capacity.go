@@ -33,7 +33,9 @@ type HallCapacity struct {
 // HallCapacity reports a hall's power budget against what racks are
 // allocated and machines installed, with racks and machines by state, and
 // rated vs measured draw. The measured draw is read from the machines
-// themselves (the power sync writes it on them, not on a usage record).
+// themselves (the power sync writes it on them, not on a usage record):
+// that costs about 5 µs a machine, 51 ms for a hall of 10,000, where the
+// usage records alone took 1 ms (bench/inventory).
 func (s *Store) HallCapacity(ctx context.Context, hall string) (*HallCapacity, error) {
 	var out *HallCapacity
 	err := s.view(func(tx *bolt.Tx) error {

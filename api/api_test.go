@@ -597,7 +597,7 @@ func TestPowerOnPastTheRackBudgetIsRefusedUnlessStaffForceIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	status, data := f.do("tenant-a", "POST", "/api/v1/machines/ma/power", PowerRequest{Action: "on"})
-	if status != http.StatusConflict || !strings.Contains(string(data), "past its 44 kW budget by 6.2 kW") {
+	if status != http.StatusConflict || !strings.Contains(string(data), "rack ra would draw 50.2 kW of its 44 kW budget (over by 6.2 kW)") {
 		t.Fatalf("power on past the budget: %d %s", status, data)
 	}
 	if status, data := f.do("tenant-a", "POST", "/api/v1/machines/ma/power", PowerRequest{Action: "on", Force: true}); status != http.StatusForbidden {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -109,6 +110,9 @@ func (s *Server) submit(c *call, r provisioner.Request) (int, any, error) {
 		return 0, nil, err
 	}
 	c.detail = fmt.Sprintf("%s job %s", j.Kind, j.ID)
+	if r.ForcePower {
+		c.detail += " (power interlock forced)"
+	}
 	return http.StatusAccepted, s.jobView(c, j), nil
 }
 
@@ -142,7 +146,29 @@ func (s *Server) jobView(c *call, j *inventory.Job) Job {
 }
 
 func (s *Server) commissionMachine(c *call) (int, any, error) {
-	return s.submit(c, provisioner.Request{Kind: inventory.JobCommission})
+	force, err := forcePower(c)
+	if err != nil {
+		return 0, nil, err
+	}
+	return s.submit(c, provisioner.Request{Kind: inventory.JobCommission, ForcePower: force})
+}
+
+// forcePower reads the force_power query value: staff may take a job's
+// power-ons past the energisation interlock (the rack's power budget by
+// measured draw). The job's audit detail says so (see submit).
+func forcePower(c *call) (bool, error) {
+	v := c.r.URL.Query().Get("force_power")
+	if v == "" {
+		return false, nil
+	}
+	force, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, &inventory.ValidationError{Field: "force_power", Msg: fmt.Sprintf("%q is not true or false", v)}
+	}
+	if force && c.p.Role == inventory.RoleTenant {
+		return false, &httpError{http.StatusForbidden, "forbidden", "only staff may force a power-on past the rack's power budget"}
+	}
+	return force, nil
 }
 
 func (s *Server) provisionMachine(c *call) (int, any, error) {
@@ -164,7 +190,11 @@ func (s *Server) provisionMachine(c *call) (int, any, error) {
 	if len(in.UserData) > 64<<10 {
 		return 0, nil, &inventory.ValidationError{Field: "user_data", Msg: "is larger than 64 KiB"}
 	}
-	return s.submit(c, provisioner.Request{Kind: inventory.JobProvision, Image: in.Image, SSHKeys: in.SSHKeys, UserData: in.UserData})
+	force, err := forcePower(c)
+	if err != nil {
+		return 0, nil, err
+	}
+	return s.submit(c, provisioner.Request{Kind: inventory.JobProvision, Image: in.Image, SSHKeys: in.SSHKeys, UserData: in.UserData, ForcePower: force})
 }
 
 // provisionImage resolves the image a machine is to be provisioned with.
@@ -204,7 +234,11 @@ func (s *Server) releaseMachine(c *call) (int, any, error) {
 			return 0, nil, err
 		}
 	}
-	return s.submit(c, provisioner.Request{Kind: inventory.JobRelease, WipeMode: in.WipeMode})
+	force, err := forcePower(c)
+	if err != nil {
+		return 0, nil, err
+	}
+	return s.submit(c, provisioner.Request{Kind: inventory.JobRelease, WipeMode: in.WipeMode, ForcePower: force})
 }
 
 func (s *Server) powerMachine(c *call) (int, any, error) {
@@ -242,18 +276,13 @@ func (s *Server) powerMachine(c *call) (int, any, error) {
 	}
 	if (action == inventory.PowerOn || action == inventory.PowerCycle) && !in.Force {
 		// The energisation interlock: a machine that is off and would take
-		// its rack past its budget stays off.
-		m, err := s.inv.Machine(c.ctx(), c.r.PathValue("name"))
-		if err != nil {
+		// its rack past its budget stays off. Refused here, at once; the
+		// job checks again right before it tells the BMC.
+		if err := inventory.EnergisationCheck(c.ctx(), s.inv, c.r.PathValue("name")); err != nil {
 			return 0, nil, err
 		}
-		if m.BMCStatus.Power != "on" {
-			if err := inventory.EnergisationCheck(c.ctx(), s.inv, m.Name); err != nil {
-				return 0, nil, err
-			}
-		}
 	}
-	return s.submit(c, provisioner.Request{Kind: inventory.JobPower, PowerAction: action})
+	return s.submit(c, provisioner.Request{Kind: inventory.JobPower, PowerAction: action, ForcePower: in.Force})
 }
 
 func (s *Server) setBootDevice(c *call) (int, any, error) {
@@ -364,6 +393,10 @@ func (s *Server) commissionRack(c *call) (int, any, error) {
 	if s.prov == nil {
 		return 0, nil, errNoProvisioner
 	}
+	force, err := forcePower(c)
+	if err != nil {
+		return 0, nil, err
+	}
 	name := c.r.PathValue("name")
 	r, err := s.inv.Rack(c.ctx(), name)
 	if err != nil {
@@ -384,7 +417,7 @@ func (s *Server) commissionRack(c *call) (int, any, error) {
 			out.Skipped[m.Name] = fmt.Sprintf("it is %s", m.State)
 			continue
 		}
-		j, err := s.prov.Submit(c.ctx(), provisioner.Request{Kind: inventory.JobCommission, Machine: m.Name, Actor: c.p.TokenID, ActorRole: c.p.Role})
+		j, err := s.prov.Submit(c.ctx(), provisioner.Request{Kind: inventory.JobCommission, Machine: m.Name, Actor: c.p.TokenID, ActorRole: c.p.Role, ForcePower: force})
 		if err != nil {
 			out.Skipped[m.Name] = err.Error()
 			continue
@@ -392,6 +425,9 @@ func (s *Server) commissionRack(c *call) (int, any, error) {
 		out.Jobs = append(out.Jobs, s.jobView(c, j))
 	}
 	c.detail = fmt.Sprintf("%d machines commissioning, %d skipped", len(out.Jobs), len(out.Skipped))
+	if force {
+		c.detail += " (power interlock forced)"
+	}
 	return http.StatusAccepted, out, nil
 }
 

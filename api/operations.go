@@ -35,8 +35,8 @@ func (Operations) PhaseCreate() Op[PhaseCreate, inventory.Phase] {
 	return op[PhaseCreate, inventory.Phase]("phase.create")
 }
 
-func (Operations) PhaseList() Op[NoBody, []inventory.Phase] {
-	return op[NoBody, []inventory.Phase]("phase.list")
+func (Operations) PhaseList() Op[NoBody, []PhaseView] {
+	return op[NoBody, []PhaseView]("phase.list")
 }
 
 func (Operations) PhaseSetState() Op[StateChange, inventory.Phase] {

@@ -20,7 +20,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", pattern: "/api/v1/halls", action: "hall.list", summary: "List halls", roles: staff, reply: []inventory.Hall{}, handle: s.listHalls},
 		{method: "GET", pattern: "/api/v1/halls/{name}/capacity", action: "hall.capacity", summary: "Power budget, allocation and installed power per phase", roles: staff, reply: inventory.HallCapacity{}, handle: s.hallCapacity},
 		{method: "POST", pattern: "/api/v1/halls/{name}/phases", action: "phase.create", summary: "Add a commissioning phase to a hall", roles: staff, body: PhaseCreate{}, reply: inventory.Phase{}, handle: s.createPhase},
-		{method: "GET", pattern: "/api/v1/halls/{name}/phases", action: "phase.list", summary: "List a hall's phases", roles: staff, reply: []inventory.Phase{}, handle: s.listPhases},
+		{method: "GET", pattern: "/api/v1/halls/{name}/phases", action: "phase.list", summary: "List a hall's phases with their budgets, allocation and rated vs measured power", roles: staff, reply: []PhaseView{}, handle: s.listPhases},
 		{method: "POST", pattern: "/api/v1/halls/{name}/phases/{number}/state", action: "phase.set-state", summary: "Move a phase to planned, commissioning or live", roles: staff, body: StateChange{}, reply: inventory.Phase{}, handle: s.setPhaseState},
 
 		{method: "POST", pattern: "/api/v1/racks", action: "rack.create", summary: "Create a rack in a hall phase", roles: staff, body: RackCreate{}, reply: inventory.Rack{}, handle: s.createRack},
@@ -112,8 +112,25 @@ func (s *Server) createPhase(c *call) (int, any, error) {
 }
 
 func (s *Server) listPhases(c *call) (int, any, error) {
-	out, err := s.inv.Phases(c.ctx(), c.r.PathValue("name"))
-	return http.StatusOK, nonNil(out), err
+	hall := c.r.PathValue("name")
+	ps, err := s.inv.Phases(c.ctx(), hall)
+	if err != nil {
+		return 0, nil, err
+	}
+	capacity, err := s.inv.HallCapacity(c.ctx(), hall)
+	if err != nil {
+		return 0, nil, err
+	}
+	byNumber := map[int]inventory.PhaseCapacity{}
+	for _, pc := range capacity.Phases {
+		byNumber[pc.Phase] = pc
+	}
+	out := make([]PhaseView, 0, len(ps))
+	for _, p := range ps {
+		pc := byNumber[p.Number]
+		out = append(out, PhaseView{Phase: p, AllocatedW: pc.AllocatedW, Power: pc.Power})
+	}
+	return http.StatusOK, out, nil
 }
 
 func (s *Server) setPhaseState(c *call) (int, any, error) {
@@ -176,6 +193,11 @@ func (s *Server) showRack(c *call) (int, any, error) {
 	}
 	sort.Slice(ms, func(i, j int) bool { return ms[i].Unit > ms[j].Unit })
 	out := RackDetail{Rack: *r, Usage: *u, Machines: []Machine{}}
+	if c.tenantScope() == "" {
+		if out.Power, err = s.inv.RackPower(c.ctx(), name); err != nil {
+			return 0, nil, err
+		}
+	}
 	for _, m := range ms {
 		out.Machines = append(out.Machines, c.viewMachine(m))
 	}

@@ -131,6 +131,9 @@ func New(cfg Config) (*Server, error) {
 	if err := s.reg.Register(&sensorCollector{inv: s.inv}); err != nil {
 		return nil, err
 	}
+	if err := s.reg.Register(&powerCollector{inv: s.inv}); err != nil {
+		return nil, err
+	}
 	// Counted where the store writes; read at scrape time.
 	if err := s.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "metalhall_store_write_transactions_total",

@@ -45,6 +45,17 @@ type RackDetail struct {
 	inventory.Rack
 	Usage    inventory.RackUsage `json:"usage"`
 	Machines []Machine           `json:"machines"`
+	// Power is rated vs measured vs the rack's budget (BudgetW), for
+	// staff; tenants, who see only their own machines, get none.
+	Power *inventory.PowerDraw `json:"power,omitempty"`
+}
+
+// PhaseView is a phase as `phase list` shows it: its budget, what is
+// allocated to racks, and rated vs measured over its machines.
+type PhaseView struct {
+	inventory.Phase
+	AllocatedW int64               `json:"allocated_w"`
+	Power      inventory.PowerDraw `json:"power"`
 }
 
 type MachineEnroll struct {

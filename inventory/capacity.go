@@ -7,7 +7,8 @@ import (
 )
 
 // PhaseCapacity is one phase's power: its budget, what is allocated to
-// racks (their budgets) and what is installed (machines' rated power).
+// racks (their budgets), what is installed (machines' rated power) and
+// what its machines draw as their BMCs measured it.
 type PhaseCapacity struct {
 	Phase      int                  `json:"phase"`
 	State      PhaseState           `json:"state"`
@@ -17,6 +18,9 @@ type PhaseCapacity struct {
 	InstalledW int64                `json:"installed_w"`
 	Racks      map[RackState]int    `json:"racks"`
 	Machines   map[MachineState]int `json:"machines"`
+	// Power is rated vs measured over the phase's machines; its RatedW
+	// is InstalledW.
+	Power PowerDraw `json:"power"`
 }
 
 // HallCapacity is the capacity report of a hall, phase by phase.
@@ -27,8 +31,11 @@ type HallCapacity struct {
 }
 
 // HallCapacity reports a hall's power budget against what racks are
-// allocated and machines installed, with racks and machines by state. It
-// reads one usage record per rack, never the machines themselves.
+// allocated and machines installed, with racks and machines by state, and
+// rated vs measured draw. The measured draw is read from the machines
+// themselves (the power sync writes it on them, not on a usage record):
+// that costs about 5 µs a machine, 51 ms for a hall of 10,000, where the
+// usage records alone took 1 ms (bench/inventory).
 func (s *Store) HallCapacity(ctx context.Context, hall string) (*HallCapacity, error) {
 	var out *HallCapacity
 	err := s.view(func(tx *bolt.Tx) error {
@@ -64,10 +71,22 @@ func (s *Store) HallCapacity(ctx context.Context, hall string) (*HallCapacity, e
 			for st, n := range u.ByState {
 				pc.Machines[st] += n
 			}
+			d, err := rackDraw(tx, r.Name)
+			if err != nil {
+				return err
+			}
+			pc.Power.merge(d)
 			return nil
 		})
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	for i := range out.Phases {
+		out.Phases[i].Power.aged(now)
+	}
+	return out, nil
 }
 
 // Counts returns machines and racks by state across the whole inventory,

@@ -96,6 +96,9 @@ type Job struct {
 	UserData    string      `json:"user_data,omitempty"`
 	WipeMode    string      `json:"wipe_mode,omitempty"`
 	PowerAction PowerAction `json:"power_action,omitempty"`
+	// ForcePower takes the job's power-ons past the energisation
+	// interlock (staff asked for it).
+	ForcePower bool `json:"force_power,omitempty"`
 	// Sealed holds SSHKeys and UserData sealed (they are then empty).
 	Sealed []byte `json:"sealed,omitempty"`
 

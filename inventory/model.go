@@ -67,6 +67,10 @@ type Rack struct {
 	Tenant    string    `json:"tenant,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+
+	// PowerAlert is set while the rack's measured draw is over the
+	// service's alert share of its budget (see CheckRackPowerAlerts).
+	PowerAlert bool `json:"power_alert,omitempty"`
 }
 
 // MachineState is a machine's place in its lifecycle.

@@ -75,6 +75,10 @@ type Config struct {
 	// only after the machine's PXE DHCP request for the job was seen. Set
 	// it when this service answers DHCP; without DHCP it never sees one.
 	ScriptAfterDHCP bool
+
+	// EnergiseWait bounds how long a commission, provision or release
+	// step waits for its rack's power budget to allow a power-on [1h].
+	EnergiseWait time.Duration
 }
 
 func (c *Config) defaults() {
@@ -97,6 +101,7 @@ func (c *Config) defaults() {
 	defd(&c.MetadataTimeout, 15*time.Minute)
 	defd(&c.TokenTTL, 6*time.Hour)
 	defd(&c.PollInterval, 5*time.Second)
+	defd(&c.EnergiseWait, time.Hour)
 	if c.BootRetries < 0 {
 		c.BootRetries = 0
 	} else if c.BootRetries == 0 {
@@ -134,6 +139,8 @@ type Engine struct {
 	mu      sync.Mutex
 	running map[string]bool // job IDs with a worker
 	perRack map[string]int
+	gates   map[string]chan struct{}    // per rack: see rackGate
+	pending map[string]map[string]int64 // rack → machine → rated W of its power-on under way
 	streams int
 	wg      sync.WaitGroup
 
@@ -149,7 +156,8 @@ func New(inv *inventory.Store, bmc BMC, cfg Config) (*Engine, error) {
 		return nil, errors.New("provisioner: TokenKey of at least 16 bytes is required")
 	}
 	return &Engine{inv: inv, bmc: bmc, cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1),
-		running: map[string]bool{}, perRack: map[string]int{}, burninStreams: make(chan struct{}, cfg.MaxImageStreams)}, nil
+		running: map[string]bool{}, perRack: map[string]int{}, burninStreams: make(chan struct{}, cfg.MaxImageStreams),
+		gates: map[string]chan struct{}{}, pending: map[string]map[string]int64{}}, nil
 }
 
 // Request asks for a job.
@@ -162,6 +170,9 @@ type Request struct {
 	UserData    string                // provision
 	WipeMode    string                // release: certified (default), full or fast
 	PowerAction inventory.PowerAction // power
+	// ForcePower takes the job's power-ons past the energisation
+	// interlock (staff only; the API checks who asks).
+	ForcePower bool
 
 	// ActorRole is the role of the token that asked: tenants may cancel
 	// only what tenants asked for.
@@ -217,7 +228,7 @@ func (e *Engine) Submit(ctx context.Context, r Request) (*inventory.Job, error) 
 		return nil, err
 	}
 	j := inventory.Job{Machine: r.Machine, Kind: r.Kind, Actor: r.Actor, ActorRole: r.ActorRole, Image: r.Image, SSHKeys: r.SSHKeys,
-		UserData: r.UserData, WipeMode: r.WipeMode, PowerAction: r.PowerAction}
+		UserData: r.UserData, WipeMode: r.WipeMode, PowerAction: r.PowerAction, ForcePower: r.ForcePower}
 	for _, s := range steps {
 		j.Steps = append(j.Steps, inventory.JobStep{Name: s})
 	}

@@ -290,6 +290,13 @@ func (e *Engine) exec(ctx context.Context, j *inventory.Job, step string) error 
 	if err != nil {
 		return err
 	}
+	if addsPower(j, step) {
+		action := inventory.PowerCycle
+		if step == stepPower {
+			action = j.PowerAction
+		}
+		return e.energise(ctx, j, step, func(m *inventory.Machine) error { return e.bmc.SetPower(ctx, m, action) })
+	}
 	switch step {
 	case stepBMCCheck:
 		if _, err := e.bmc.PowerState(ctx, m); err != nil {
@@ -305,16 +312,12 @@ func (e *Engine) exec(ctx context.Context, j *inventory.Job, step string) error 
 		return e.applyPowerLimit(ctx, j, m)
 	case stepSetPXE:
 		return bmcStep(e.bmc.SetBootDevice(ctx, m, inventory.BootPXE, false))
-	case stepPowerCycle:
-		return bmcStep(e.bmc.SetPower(ctx, m, inventory.PowerCycle))
 	case stepSetDiskBoot:
 		return bmcStep(e.bmc.SetBootDevice(ctx, m, inventory.BootDisk, true))
-	case stepBootDisk:
-		return bmcStep(e.bmc.SetPower(ctx, m, inventory.PowerCycle))
 	case stepPowerOff:
 		return bmcStep(e.bmc.SetPower(ctx, m, inventory.PowerOff))
 	case stepPower:
-		return bmcStep(e.bmc.SetPower(ctx, m, j.PowerAction))
+		return bmcStep(e.bmc.SetPower(ctx, m, j.PowerAction)) // off: powering on goes through energise above
 	case stepWaitAgent:
 		return e.wait(ctx, j, step, e.cfg.BootTimeout, func(j *inventory.Job) (bool, error) {
 			return !j.AgentSeenAt.IsZero(), nil

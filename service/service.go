@@ -104,6 +104,11 @@ type Config struct {
 	// its logger and refuses its own listeners as URL destinations.
 	Images images.Options
 
+	// PowerAlertShare is the share of a rack's budget (0 < share <= 1)
+	// whose crossing by the measured draw raises a rack power alert,
+	// checked once per power sync interval; 0: no alerts.
+	PowerAlertShare float64
+
 	ShutdownTimeout time.Duration // default 30s
 	Logger          *slog.Logger
 	Version         string
@@ -202,6 +207,9 @@ func (s *Service) validate() error {
 	}
 	if c.ProfilesDir == "" {
 		c.ProfilesDir = filepath.Join(c.DataDir, "profiles")
+	}
+	if c.PowerAlertShare < 0 || c.PowerAlertShare > 1 {
+		return &ConfigError{"PowerAlertShare", fmt.Sprintf("%v is not a share of a rack's budget: give one above 0 and at most 1 (e.g. 0.9), or 0 for no alerts", c.PowerAlertShare)}
 	}
 	return nil
 }
@@ -509,6 +517,9 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	if s.cfg.PowerSync > 0 {
 		bg.Go(func() error { s.ctl.SyncPower(bgCtx, s.machines, s.cfg.PowerSync); return nil })
+		if s.cfg.PowerAlertShare > 0 {
+			bg.Go(func() error { s.watchRackPower(bgCtx); return nil })
+		}
 	}
 
 	// The front: both HTTP servers. It ends when ctx ends, or when any

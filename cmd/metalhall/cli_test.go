@@ -97,14 +97,27 @@ func TestTechnicianOnboardsARackForATenant(t *testing.T) {
 		t.Fatalf("re-import with a corrected plan: %s", out)
 	}
 	elev := tc.ok("rack", "show", "a01")
-	for _, want := range []string{"power 40.8 / 44 kW (93%)", "units 32 / 48 used", "U10-U03  │ gpu-a01-01", "U48-U35  │ free (14U)", "U02-U01  │ free (2U)"} {
+	for _, want := range []string{"power 40.8 / 44 kW (93%)", "units 32 / 48 used",
+		"rated 40.8 kW   measured 0 kW (0%) of 0 machines; 4 without a reading   budget 44 kW", "U10-U03  │ gpu-a01-01", "U48-U35  │ free (14U)", "U02-U01  │ free (2U)"} {
 		if !strings.Contains(elev, want) {
 			t.Errorf("elevation lacks %q:\n%s", want, elev)
 		}
 	}
 	capacity := tc.ok("hall", "capacity", "hall-a")
-	if !strings.Contains(capacity, "174 (1.4%)") || !strings.Contains(capacity, "40.8 (0.3%)") || !strings.Contains(capacity, "enrolled 4") {
+	if !strings.Contains(capacity, "174 (1.4%)") || !strings.Contains(capacity, "40.8 (0.3%)") || !strings.Contains(capacity, "enrolled 4") ||
+		!strings.Contains(capacity, "MEASURED kW") || !strings.Contains(capacity, "0 (0%) 0 read, 4 unread") {
 		t.Errorf("capacity:\n%s", capacity)
+	}
+	var phases []struct {
+		Number int
+		Power  struct {
+			RatedW     int64 `json:"rated_w"`
+			Unmeasured int   `json:"unmeasured"`
+		}
+	}
+	if err := json.Unmarshal([]byte(tc.ok("phase", "list", "--hall", "hall-a", "-o", "json")), &phases); err != nil || len(phases) != 2 ||
+		phases[0].Power.RatedW != 40_800 || phases[0].Power.Unmeasured != 4 {
+		t.Errorf("phase list: %v %+v", err, phases)
 	}
 
 	// A technician may not create tenants or tokens; an admin may.

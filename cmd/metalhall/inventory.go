@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -100,9 +101,27 @@ func printCapacity(w io.Writer, c *inventory.HallCapacity) {
 		rows = append(rows, []string{strconv.Itoa(p.Phase), string(p.State), orDash(p.TargetDate),
 			inventory.FormatKW(p.BudgetW), fmt.Sprintf("%s (%s)", inventory.FormatKW(p.AllocatedW), percent(p.AllocatedW, p.BudgetW)),
 			fmt.Sprintf("%s (%s)", inventory.FormatKW(p.InstalledW), percent(p.InstalledW, p.BudgetW)),
-			counts(p.Racks), counts(p.Machines)})
+			measuredCell(&p.Power, p.BudgetW), counts(p.Racks), counts(p.Machines)})
 	}
-	printTable(w, []string{"PHASE", "STATE", "TARGET", "BUDGET kW", "ALLOCATED kW", "INSTALLED kW", "RACKS", "MACHINES"}, rows)
+	printTable(w, []string{"PHASE", "STATE", "TARGET", "BUDGET kW", "ALLOCATED kW", "RATED kW", "MEASURED kW", "RACKS", "MACHINES"}, rows)
+}
+
+// measuredLine says what the BMCs measured against a budget, how old the
+// oldest reading is, and how many machines it leaves out:
+// "31.2 kW (78%) of 4 machines, read 40s ago; 1 without a reading, 2 off".
+func measuredLine(d *inventory.PowerDraw, budgetW int64) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s kW (%s) of %d machines", inventory.FormatKW(d.MeasuredW), percent(d.MeasuredW, budgetW), d.Measured)
+	if d.Measured > 0 {
+		fmt.Fprintf(&b, ", read %s ago", (time.Duration(d.ReadingAgeS) * time.Second).String())
+	}
+	if d.Unmeasured > 0 {
+		fmt.Fprintf(&b, "; %d without a reading", d.Unmeasured)
+	}
+	if d.Off > 0 {
+		fmt.Fprintf(&b, "; %d off", d.Off)
+	}
+	return b.String()
 }
 
 func percent(part, whole int64) string {
@@ -114,6 +133,18 @@ func percent(part, whole int64) string {
 		return fmt.Sprintf("%.1f%%", p)
 	}
 	return fmt.Sprintf("%.0f%%", p)
+}
+
+// measuredCell is measuredLine for a table cell: "31.2 (3%) 4 read 40s ago, 1 unread".
+func measuredCell(d *inventory.PowerDraw, budgetW int64) string {
+	s := fmt.Sprintf("%s (%s) %d read", inventory.FormatKW(d.MeasuredW), percent(d.MeasuredW, budgetW), d.Measured)
+	if d.Measured > 0 {
+		s += " " + (time.Duration(d.ReadingAgeS) * time.Second).String() + " ago"
+	}
+	if d.Unmeasured > 0 {
+		s += fmt.Sprintf(", %d unread", d.Unmeasured)
+	}
+	return s
 }
 
 // counts renders {"active": 3, "planned": 1} as "active 3, planned 1".
@@ -163,9 +194,10 @@ func phaseCommand() *cli.Command {
 				return show(c, out, func(w io.Writer) {
 					rows := [][]string{}
 					for _, p := range out {
-						rows = append(rows, []string{strconv.Itoa(p.Number), string(p.State), inventory.FormatKW(p.BudgetW), orDash(p.TargetDate)})
+						rows = append(rows, []string{strconv.Itoa(p.Number), string(p.State), inventory.FormatKW(p.BudgetW), orDash(p.TargetDate),
+							inventory.FormatKW(p.AllocatedW), inventory.FormatKW(p.Power.RatedW), measuredCell(&p.Power, p.BudgetW)})
 					}
-					printTable(w, []string{"PHASE", "STATE", "BUDGET kW", "TARGET"}, rows)
+					printTable(w, []string{"PHASE", "STATE", "BUDGET kW", "TARGET", "ALLOCATED kW", "RATED kW", "MEASURED kW"}, rows)
 				})
 			}},
 		{Name: "set-state", Usage: "move a phase: planned → commissioning → live", UsageText: "metalhall phase set-state --hall HALL --number N --to STATE",
@@ -286,7 +318,7 @@ func rackCommand() *cli.Command {
 				})
 			}},
 		{Name: "commission", Usage: "commission every machine of a rack; the rack becomes active when all pass",
-			UsageText: "metalhall rack commission [--wait] NAME", Flags: []cli.Flag{waitFlag(), outputFlag()}, Action: rackCommission},
+			UsageText: "metalhall rack commission [--force-power] [--wait] NAME", Flags: []cli.Flag{forcePowerFlag(), waitFlag(), outputFlag()}, Action: rackCommission},
 		{Name: "delete", Usage: "remove an empty rack", UsageText: "metalhall rack delete NAME",
 			Action: func(c *cli.Context) error {
 				n, err := name(c, "rack")
@@ -316,6 +348,14 @@ func printElevation(w io.Writer, r *api.RackDetail) {
 	fmt.Fprintf(w, "power %s / %s kW (%s)   units %d / %d used   machines %d\n\n",
 		inventory.FormatKW(r.Usage.InstalledW), inventory.FormatKW(r.BudgetW), percent(r.Usage.InstalledW, r.BudgetW),
 		r.Usage.UsedUnits, r.Units, r.Usage.Machines)
+	if r.Power != nil {
+		alert := ""
+		if r.PowerAlert {
+			alert = "   OVER THE ALERT SHARE"
+		}
+		fmt.Fprintf(w, "rated %s kW   measured %s   budget %s kW%s\n\n", inventory.FormatKW(r.Power.RatedW),
+			measuredLine(r.Power, r.BudgetW), inventory.FormatKW(r.BudgetW), alert)
+	}
 	at := map[int]*api.Machine{}
 	for i := range r.Machines {
 		m := &r.Machines[i]

@@ -20,6 +20,19 @@ func waitFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "wait", Usage: "wait for the job to end, showing its steps; exit non-zero if it fails"}
 }
 
+// forcePowerFlag takes a job's power-ons past the energisation interlock.
+func forcePowerFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "force-power", Usage: "staff: let the job power the machine on even past its rack's power budget by measured draw"}
+}
+
+// withForcePower asks op with force_power when --force-power is given.
+func withForcePower[In, Out any](c *cli.Context, op api.Op[In, Out]) api.Op[In, Out] {
+	if c.Bool("force-power") {
+		return op.Query(url.Values{"force_power": {"true"}})
+	}
+	return op
+}
+
 // jobCommand builds `machine commission|provision|release|power|cancel`.
 func jobCommand[In any](cmdName string, op api.Op[In, api.Job], usage, usageText string, flags []cli.Flag, body func(c *cli.Context) (In, error)) *cli.Command {
 	return &cli.Command{Name: cmdName, Usage: usage, UsageText: usageText,
@@ -33,7 +46,7 @@ func jobCommand[In any](cmdName string, op api.Op[In, api.Job], usage, usageText
 			if err != nil {
 				return err
 			}
-			j, err := api.Call(c.Context, client(c), op, in, n)
+			j, err := api.Call(c.Context, client(c), withForcePower(c, op), in, n)
 			if err != nil {
 				return err
 			}
@@ -52,12 +65,12 @@ func jobCommand[In any](cmdName string, op api.Op[In, api.Job], usage, usageText
 
 func jobCommands() []*cli.Command {
 	return []*cli.Command{
-		jobCommand("commission", api.Ops.MachineCommission(), "commission a machine: BMC check, PXE boot, inspection, profile check", "metalhall machine commission [--wait] NAME",
-			nil, func(c *cli.Context) (api.NoBody, error) { return api.NoBody{}, nil }),
+		jobCommand("commission", api.Ops.MachineCommission(), "commission a machine: BMC check, PXE boot, inspection, profile check", "metalhall machine commission [--force-power] [--wait] NAME",
+			[]cli.Flag{forcePowerFlag()}, func(c *cli.Context) (api.NoBody, error) { return api.NoBody{}, nil }),
 		jobCommand("provision", api.Ops.MachineProvision(), "image a machine with an OS image (also reimages a deployed machine)",
-			"metalhall machine provision --image IMAGE [--ssh-key-file F] [--user-data-file F] [--wait] NAME",
+			"metalhall machine provision --image IMAGE [--ssh-key-file F] [--user-data-file F] [--force-power] [--wait] NAME",
 			[]cli.Flag{&cli.StringFlag{Name: "image", Required: true, Usage: "the image to write: NAME, or TENANT/NAME for a tenant's private one"}, &cli.StringFlag{Name: "ssh-key-file", Usage: "public keys, one a line"},
-				&cli.StringFlag{Name: "user-data-file", Usage: "cloud-init user data"}},
+				&cli.StringFlag{Name: "user-data-file", Usage: "cloud-init user data"}, forcePowerFlag()},
 			func(c *cli.Context) (api.ProvisionRequest, error) {
 				in := api.ProvisionRequest{Image: c.String("image")}
 				if f := c.String("ssh-key-file"); f != "" {
@@ -80,8 +93,8 @@ func jobCommands() []*cli.Command {
 				}
 				return in, nil
 			}),
-		jobCommand("release", api.Ops.MachineRelease(), "erase a machine's disks and make it available again", "metalhall machine release [--wipe certified|full|fast] [--wait] NAME",
-			[]cli.Flag{&cli.StringFlag{Name: "wipe", Value: "certified", Usage: "certified: each disk's strongest erase (NVMe sanitize/format), verified, see machine erase-report; full: zero every byte; fast: partition tables, first and last MiB, discard (not a sanitization)"}},
+		jobCommand("release", api.Ops.MachineRelease(), "erase a machine's disks and make it available again", "metalhall machine release [--wipe certified|full|fast] [--force-power] [--wait] NAME",
+			[]cli.Flag{forcePowerFlag(), &cli.StringFlag{Name: "wipe", Value: "certified", Usage: "certified: each disk's strongest erase (NVMe sanitize/format), verified, see machine erase-report; full: zero every byte; fast: partition tables, first and last MiB, discard (not a sanitization)"}},
 			func(c *cli.Context) (api.ReleaseRequest, error) {
 				return api.ReleaseRequest{WipeMode: c.String("wipe")}, nil
 			}),
@@ -178,7 +191,7 @@ func rackCommission(c *cli.Context) error {
 		return err
 	}
 	cl := client(c)
-	rc, err := api.Call(c.Context, cl, api.Ops.RackCommission(), api.NoBody{}, n)
+	rc, err := api.Call(c.Context, cl, withForcePower(c, api.Ops.RackCommission()), api.NoBody{}, n)
 	if err != nil {
 		return err
 	}

@@ -39,6 +39,8 @@ func serveFlags() []cli.Flag {
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "lease-time", Value: time.Hour, EnvVars: env("LEASE_TIME"), Usage: "DHCP lease time"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "bmc-concurrency", Value: 64, EnvVars: env("BMC_CONCURRENCY"), Usage: "BMC operations in flight at once (one per BMC)"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "power-sync-interval", Value: time.Minute, EnvVars: env("POWER_SYNC_INTERVAL"), Usage: "how often every BMC's power state is read (0: never)"}),
+		altsrc.NewFloat64Flag(&cli.Float64Flag{Name: "power-alert-share", Value: 0.9, EnvVars: env("POWER_ALERT_SHARE"), Usage: "raise a rack power alert (event and metric) when a rack's measured draw reaches this share of its budget; cleared 5 points below (0: no alerts)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "energise-wait", Value: time.Hour, EnvVars: env("ENERGISE_WAIT"), Usage: "how long a commission, provision or release waits for its rack's power budget to allow powering the machine on before it fails"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-jobs", Value: 64, EnvVars: env("MAX_JOBS"), Usage: "jobs running at once"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-jobs-per-rack", Value: 8, EnvVars: env("MAX_JOBS_PER_RACK"), Usage: "jobs running at once in one rack"}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-image-streams", Value: 32, EnvVars: env("MAX_IMAGE_STREAMS"), Usage: "machines streaming images at once"}),
@@ -144,6 +146,12 @@ func serviceConfig(c *cli.Context) (service.Config, error) {
 	if err != nil {
 		return service.Config{}, usagef("--image-url-allow: %v", err)
 	}
+	if share := c.Float64("power-alert-share"); share < 0 || share > 1 {
+		return service.Config{}, usagef("--power-alert-share %v: give a share of a rack's budget above 0 and at most 1 (e.g. 0.9), or 0 for no alerts", share)
+	}
+	if c.Duration("energise-wait") <= 0 {
+		return service.Config{}, usagef("--energise-wait must be positive (e.g. 1h)")
+	}
 	quota := c.Int64("image-tenant-quota-gib")
 	if c.Int64("image-max-size-gib") <= 0 || c.Int("image-imports") <= 0 || quota == 0 || quota < -1 {
 		return service.Config{}, usagef("--image-max-size-gib and --image-imports must be positive, --image-tenant-quota-gib positive or -1 (no quota)")
@@ -157,9 +165,10 @@ func serviceConfig(c *cli.Context) (service.Config, error) {
 		DHCPMode: mode, Interface: c.String("netboot-interface"), Advertise: adv, IPXEDir: c.String("ipxe-dir"),
 		Discovery: c.Bool("discovery"), DHCPRelays: relays, LeaseTime: c.Duration("lease-time"),
 		BMCConcurrency: c.Int("bmc-concurrency"), PowerSync: c.Duration("power-sync-interval"), ProfilesDir: c.String("profiles-dir"),
+		PowerAlertShare: c.Float64("power-alert-share"),
 		Engine: provisioner.Config{MaxJobs: c.Int("max-jobs"), MaxPerRack: c.Int("max-jobs-per-rack"),
 			MaxImageStreams: c.Int("max-image-streams"), BootTimeout: c.Duration("boot-timeout"),
-			StallTimeout: c.Duration("stall-timeout"), MetadataTimeout: c.Duration("metadata-timeout")},
+			StallTimeout: c.Duration("stall-timeout"), MetadataTimeout: c.Duration("metadata-timeout"), EnergiseWait: c.Duration("energise-wait")},
 		Images: images.Options{MaxImageSize: c.Int64("image-max-size-gib") << 30, MaxImports: c.Int("image-imports"),
 			TenantQuota: quota, URLPolicy: urlPolicy},
 		ShutdownTimeout: c.Duration("shutdown-timeout"), Version: version,

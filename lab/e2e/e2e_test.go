@@ -50,6 +50,9 @@ type env struct {
 	srvDone chan struct{}
 	srvLog  string
 	images  map[string][]byte // name -> uncompressed bytes
+	// serveArgs are added to serve's flags (a scenario that needs the
+	// power sync restarts the service with it).
+	serveArgs []string
 
 	mu      sync.Mutex
 	timings []timing
@@ -125,6 +128,10 @@ func TestEndToEnd(t *testing.T) {
 	e.scenario(t, "4b release again (before 5c)", func(t *testing.T) { e.release(ctx, t) })
 	e.scenario(t, "5c corrupted image: checksum mismatch → failed", func(t *testing.T) { e.corruptImage(ctx, t) })
 	e.scenario(t, "5b BMC stops answering → failed with a BMC reason", func(t *testing.T) { e.hungBMC(ctx, t) })
+	if e.scenario(t, "7 IPMI machine commissioned and provisioned end to end", func(t *testing.T) { e.ipmiProvision(ctx, t) }) {
+		e.scenario(t, "7b hung ipmi_sim: power job fails within its bounds, BMC answers again", func(t *testing.T) { e.hungIPMI(ctx, t) })
+		e.scenario(t, "7c energisation interlock: API power-on refused, reimage waits for the budget", func(t *testing.T) { e.interlock(ctx, t) })
+	}
 }
 
 func (e *env) scenario(t *testing.T, name string, fn func(t *testing.T)) bool {
@@ -250,6 +257,7 @@ func (e *env) startService(ctx context.Context) error {
 		"--provision-listen", net.JoinHostPort(e.r.Server.String(), "8280"),
 		"--netboot-interface", e.r.Bridge, "--dhcp-mode", "reservation", "--advertise-address", e.r.Server.String(),
 		"--power-sync-interval", "0", "--boot-timeout", "4m", "--stall-timeout", "2m", "--metadata-timeout", "4m")
+	cmd.Args = append(cmd.Args, e.serveArgs...) // later flags win
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if err := cmd.Start(); err != nil {
 		lf.Close()

@@ -34,6 +34,7 @@ func runDCGM(ctx context.Context, level int, timeout time.Duration) *wire.DCGMRe
 	deadline := dcgmDeadline(level, timeout)
 	ctx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
+	startHostEngine(ctx)
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, path, "diag", "-r", strconv.Itoa(level), "-j")
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -52,6 +53,20 @@ func runDCGM(ctx context.Context, level int, timeout time.Duration) *wire.DCGMRe
 		return &wire.DCGMResult{Level: level, Reason: why}
 	}
 	return res
+}
+
+// startHostEngine starts DCGM's host engine when the boot environment has
+// one: dcgmi diag talks to it, and nothing else in the initramfs starts
+// daemons. It daemonizes itself; if it could not start, dcgmi's own
+// runtime_error says so in the report, so its outcome is not judged here.
+func startHostEngine(ctx context.Context) {
+	path, err := exec.LookPath("nv-hostengine")
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	exec.CommandContext(ctx, path).Run()
 }
 
 func firstLine(s string) string {

@@ -69,6 +69,24 @@ func TestRunDCGMRunsTheBinaryOrSaysWhyNot(t *testing.T) {
 	}
 }
 
+// With nv-hostengine in the boot environment, it is started before dcgmi
+// (which needs it); here a stand-in leaves a mark dcgmi checks for.
+func TestRunDCGMStartsTheHostEngineFirst(t *testing.T) {
+	bin := t.TempDir()
+	t.Setenv("PATH", bin)
+	mark := filepath.Join(bin, "engine-up")
+	fixture, err := filepath.Abs("testdata/dcgm/level2-memory-fail.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(bin, "nv-hostengine"), []byte("#!/bin/sh\n: > '"+mark+"'\n"), 0o755)
+	dcgmi := "#!/bin/sh\n[ -e '" + mark + "' ] || { echo '{\"runtime_error\": \"Unable to connect to host engine\"}'; exit 1; }\nwhile IFS= read -r l; do printf '%s\\n' \"$l\"; done < '" + fixture + "'\nexit 226\n"
+	os.WriteFile(filepath.Join(bin, "dcgmi"), []byte(dcgmi), 0o755)
+	if res := runDCGM(context.Background(), 2, 0); !res.Ran || len(res.Tests) != 12 {
+		t.Errorf("with nv-hostengine and dcgmi: %+v", res)
+	}
+}
+
 // DCGM 4.x prints results per entity under "DCGM Diagnostic": each is
 // folded by GPU (or named entity), and a test's error that belongs to no
 // entity is kept from its summary.

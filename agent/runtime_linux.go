@@ -22,6 +22,11 @@ import (
 // filesystems, load modules, bring up the network, run the task, and
 // power off or reboot. It never returns: PID 1 exiting panics the kernel.
 func Boot() {
+	// The kernel starts init with no PATH; overlays put programs (dcgmi,
+	// nv-hostengine) where a shell would look for them.
+	if os.Getenv("PATH") == "" {
+		os.Setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	}
 	mountEarly()
 	log := bootLogger()
 	log.Info("starting (pid 1)")

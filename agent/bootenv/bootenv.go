@@ -71,6 +71,9 @@ type Options struct {
 	ExtraModules []string
 	// AgentBinary is the path of the static metalhall-agent.
 	AgentBinary string
+	// Overlays are directory trees added to the archive as they are
+	// (overlay.go): the NVIDIA driver and DCGM, from the operator's mirror.
+	Overlays    []string
 	Compression Compression // default gzip
 	Out         io.Writer
 }
@@ -95,6 +98,8 @@ type Manifest struct {
 	// Missing are requested modules this kernel does not have.
 	Missing []string `json:"missing,omitempty"`
 	Notes   []string `json:"notes,omitempty"`
+	// Overlay is every file the overlays added.
+	Overlay []OverlayFile `json:"overlay,omitempty"`
 	// Size and SHA256 of the (compressed) archive written to Out; not
 	// part of the copy inside the archive.
 	Size   int64  `json:"size,omitempty"`
@@ -285,6 +290,19 @@ func Build(ctx context.Context, o Options) (Manifest, error) {
 		a.file(p, 0o644, b)
 		m.Modules = append(m.Modules, Module{Name: n, Path: "/" + p, Size: int64(len(b)), Requested: requested[n]})
 		orderFile.WriteString("/" + p + "\n")
+	}
+	taken := map[string]string{"init": "the agent"}
+	for _, mod := range m.Modules {
+		taken[strings.TrimPrefix(mod.Path, "/")] = "the kernel's modules"
+	}
+	files, extra, err := addOverlays(a, o.Overlays, m.KernelRelease, taken)
+	if err != nil {
+		return m, err
+	}
+	m.Overlay = files
+	for _, mod := range extra {
+		m.Modules = append(m.Modules, mod)
+		orderFile.WriteString(mod.Path + "\n")
 	}
 	a.file(strings.TrimPrefix(wire.ModulesOrderPath, "/"), 0o644, []byte(orderFile.String()))
 	mj, _ := json.MarshalIndent(m, "", "  ")

@@ -27,15 +27,19 @@ func bootenvCommand() *cli.Command {
 	return &cli.Command{Name: "bootenv", Usage: "the kernel and initramfs machines boot to run the agent", Subcommands: []*cli.Command{
 		{Name: "build", Usage: "build the agent's boot environment from a kernel and its modules",
 			UsageText: `metalhall bootenv build --kernel /boot/vmlinuz-X [--modules /lib/modules/X] [--extra-modules m1,m2]
-    [--agent bin/metalhall-agent] [--compression gzip|zstd] [--data-dir DIR]
+    [--overlay DIR]... [--agent bin/metalhall-agent] [--compression gzip|zstd] [--data-dir DIR]
 
 Writes DIR/bootenv/{vmlinuz,initrd.img,manifest.json}; a running service
 hands them out at once. The initramfs holds the static agent as /init and
 the network and storage modules of GPU servers and QEMU, with their
-dependencies in load order.`,
+dependencies in load order. Each --overlay is a directory tree added as it
+is — e.g. the NVIDIA driver and DCGM from your own package mirror, so that
+commissioning can run dcgmi diag; its kernel modules under
+lib/modules/RELEASE/ load after the base set, in its modules.order.`,
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "kernel", Required: true, Usage: "the Linux kernel the agent boots, e.g. /boot/vmlinuz-$(uname -r)"}, &cli.StringFlag{Name: "modules", Usage: "default /lib/modules/<release>"},
 				&cli.StringFlag{Name: "extra-modules", Usage: "more modules, comma-separated"},
+				&cli.StringSliceFlag{Name: "overlay", Usage: "a directory tree to add to the initramfs as it is (repeatable): programs, libraries, kernel modules"},
 				&cli.StringFlag{Name: "agent", Usage: "static agent binary (default: metalhall-agent beside this program)"},
 				&cli.StringFlag{Name: "compression", Value: "gzip", Usage: "initramfs compression: gzip or zstd"},
 				&cli.StringFlag{Name: "data-dir", Value: "./metalhall-data", EnvVars: []string{"METALHALL_DATA_DIR"}, Usage: "the service's data directory, where the boot environment goes"}, outputFlag(),
@@ -59,6 +63,11 @@ func bootenvBuild(c *cli.Context) error {
 	if _, err := os.Stat(agent); err != nil {
 		return usagef("agent binary %s: %v (build it with 'make build', or pass --agent)", agent, err)
 	}
+	for _, o := range c.StringSlice("overlay") {
+		if st, err := os.Stat(o); err != nil || !st.IsDir() {
+			return usagef("--overlay %s: not a directory: give the root of a tree to add (e.g. one holding usr/bin/dcgmi)", o)
+		}
+	}
 	out := filepath.Join(c.String("data-dir"), "bootenv")
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
@@ -73,7 +82,8 @@ func bootenvBuild(c *cli.Context) error {
 	err := atomicfile.Write(filepath.Join(out, bootenvInitrd), atomicfile.Options{Perm: 0o644}, func(w io.Writer) error {
 		var err error
 		m, err = bootenv.Build(c.Context, bootenv.Options{Kernel: c.String("kernel"), ModulesDir: c.String("modules"),
-			ExtraModules: extra, AgentBinary: agent, Compression: bootenv.Compression(c.String("compression")), Out: w})
+			ExtraModules: extra, AgentBinary: agent, Compression: bootenv.Compression(c.String("compression")),
+			Overlays: c.StringSlice("overlay"), Out: w})
 		return err
 	})
 	if err != nil {
@@ -93,6 +103,9 @@ func bootenvBuild(c *cli.Context) error {
 	}
 	return show(c, m, func(w io.Writer) {
 		fmt.Fprintf(w, "boot environment for kernel %s written to %s: %d modules, initramfs %d bytes\n", m.KernelRelease, out, len(m.Modules), m.Size)
+		if len(m.Overlay) > 0 {
+			fmt.Fprintf(w, "overlays added %d files\n", len(m.Overlay))
+		}
 		if len(m.Missing) > 0 {
 			fmt.Fprintf(w, "not in this kernel (skipped): %s\n", strings.Join(m.Missing, ", "))
 		}

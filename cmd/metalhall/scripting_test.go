@@ -186,7 +186,7 @@ func TestEveryCommandExitsAsDocumented(t *testing.T) {
 		"token revoke":         {{[]string{"token", "revoke", "zz"}, exitNotFound}},
 		"audit list":           {{[]string{"audit", "list", "-o", "json"}, 0}},
 		"backup":               {{[]string{"backup", "--out", filepath.Join(dir, "b.db"), "-o", "json"}, 0}, {[]string{"backup"}, exitUsage}},
-		"bootenv build":        {{[]string{"bootenv", "build"}, exitUsage}},
+		"bootenv build":        {{[]string{"bootenv", "build"}, exitUsage}, {[]string{"bootenv", "build", "--kernel", "/boot/vmlinuz-x", "--module-set", "gpu"}, exitUsage}},
 		"lab":                  {{[]string{"lab", "bmc", "--help"}, 0}, {[]string{"lab", "bmc"}, exitUsage}},
 		"job list":             {{[]string{"job", "list", "-o", "json"}, 0}, {[]string{"job", "list", "--rack", "zz"}, exitNotFound}, {[]string{"job", "list", "--hall", "zz"}, exitNotFound}, {[]string{"job", "list", "--state", "bogus"}, exitUsage}, {[]string{"job", "list", "--kind", "bogus"}, exitUsage}},
 		"completion":           {{[]string{"completion", "bash"}, 0}, {[]string{"completion", "fish"}, exitUsage}},

@@ -15,12 +15,12 @@ import (
 	"github.com/pin/tftp/v3"
 )
 
-func startTFTP(t *testing.T, root string) (addr string, srv *TFTPServer, rec *MemoryRecorder) {
+func startTFTP(t testing.TB, root string) (addr string, srv *TFTPServer, rec *MemoryRecorder) {
 	t.Helper()
 	return startTFTPConfig(t, TFTPConfig{Root: root, Timeout: time.Second})
 }
 
-func startTFTPConfig(t *testing.T, cfg TFTPConfig) (addr string, srv *TFTPServer, rec *MemoryRecorder) {
+func startTFTPConfig(t testing.TB, cfg TFTPConfig) (addr string, srv *TFTPServer, rec *MemoryRecorder) {
 	t.Helper()
 	rec = NewMemoryRecorder()
 	cfg.Recorder = rec
@@ -50,7 +50,7 @@ func startTFTPConfig(t *testing.T, cfg TFTPConfig) (addr string, srv *TFTPServer
 	return conn.LocalAddr().String(), srv, rec
 }
 
-func tftpRoot(t *testing.T) (root string, big []byte) {
+func tftpRoot(t testing.TB) (root string, big []byte) {
 	t.Helper()
 	dir := t.TempDir()
 	root = filepath.Join(dir, "root")

@@ -67,6 +67,7 @@ type tftpGate struct {
 
 type tftpXfer struct {
 	peer     netip.AddrPort
+	addr     *net.UDPAddr // peer, as pin/tftp wants it: made once, not per packet
 	start    time.Time
 	lastACK  time.Time // zero until the first ACK
 	ending   bool
@@ -77,7 +78,7 @@ type tftpXfer struct {
 
 type gatePacket struct {
 	b    []byte
-	from netip.AddrPort
+	from *net.UDPAddr
 }
 
 // endProdEvery is how often an ending transfer is sent its ERROR again
@@ -118,7 +119,7 @@ func (g *tftpGate) ReadFrom(p []byte) (int, net.Addr, error) {
 			pk := g.pending[0]
 			g.pending = g.pending[1:]
 			g.mu.Unlock()
-			return copy(p, pk.b), net.UDPAddrFromAddrPort(pk.from), nil
+			return copy(p, pk.b), pk.from, nil
 		}
 		dl := g.wakeAt()
 		if dl != g.setDL || g.dlDirty {
@@ -141,8 +142,8 @@ func (g *tftpGate) ReadFrom(p []byte) (int, net.Addr, error) {
 			return 0, nil, err
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		if g.pass(p[:n], from, time.Now()) {
-			return n, net.UDPAddrFromAddrPort(from), nil
+		if addr := g.pass(p[:n], from, time.Now()); addr != nil {
+			return n, addr, nil
 		}
 	}
 }
@@ -203,7 +204,7 @@ func (g *tftpGate) expire(now time.Time) {
 		}
 		x.nextProd = now.Add(endProdEvery)
 		g.ending = append(g.ending, x)
-		g.pending = append(g.pending, gatePacket{b: endPacket, from: x.peer})
+		g.pending = append(g.pending, gatePacket{b: endPacket, from: x.addr})
 	}
 }
 
@@ -214,7 +215,7 @@ func (g *tftpGate) end(x *tftpXfer, now time.Time) {
 	g.live--
 	g.release(x.peer.Addr())
 	g.ending = append(g.ending, x)
-	g.pending = append(g.pending, gatePacket{b: endPacket, from: x.peer})
+	g.pending = append(g.pending, gatePacket{b: endPacket, from: x.addr})
 }
 
 func (g *tftpGate) release(a netip.Addr) {
@@ -223,11 +224,14 @@ func (g *tftpGate) release(a netip.Addr) {
 	}
 }
 
-// pass decides whether pin/tftp sees a packet that arrived at now.
-// Called without mu.
-func (g *tftpGate) pass(b []byte, from netip.AddrPort, now time.Time) bool {
+// pass decides whether pin/tftp sees a packet that arrived at now: it
+// returns the address to hand pin/tftp with it, or nil to drop it. The
+// address is the transfer's own, made when it was admitted: pin/tftp
+// reads every packet of every transfer through here, and a new one per
+// packet was an allocation per packet. Called without mu.
+func (g *tftpGate) pass(b []byte, from netip.AddrPort, now time.Time) *net.UDPAddr {
 	if len(b) < 4 {
-		return false
+		return nil
 	}
 	op := binary.BigEndian.Uint16(b)
 	g.mu.Lock()
@@ -236,27 +240,30 @@ func (g *tftpGate) pass(b []byte, from netip.AddrPort, now time.Time) bool {
 	switch op {
 	case tftpACK:
 		if x == nil || x.ending {
-			return false
+			return nil
 		}
 		x.lastACK = now
-		return true
+		return x.addr
 	case tftpERROR:
-		return x != nil && !x.ending
+		if x == nil || x.ending {
+			return nil
+		}
+		return x.addr
 	case tftpRRQ:
 		if x != nil {
-			return false // a retransmitted request: the transfer answers it
+			return nil // a retransmitted request: the transfer answers it
 		}
 		// pin/tftp refuses a request without a NUL after the filename; it
 		// would then start no transfer and never call done.
 		if !hasNUL(b[2:]) {
-			return false
+			return nil
 		}
 		return g.admit(from, now)
 	case tftpWRQ:
 		g.stats.denied.Add(1)
 		g.conn.WriteToUDPAddrPort(writePacket, from)
 	}
-	return false
+	return nil
 }
 
 func hasNUL(b []byte) bool {
@@ -268,9 +275,9 @@ func hasNUL(b []byte) bool {
 	return false
 }
 
-// admit makes room for a new transfer from peer or refuses it as busy.
-// Called with mu held.
-func (g *tftpGate) admit(peer netip.AddrPort, now time.Time) bool {
+// admit makes room for a new transfer from peer and returns its
+// address, or refuses it as busy and returns nil. Called with mu held.
+func (g *tftpGate) admit(peer netip.AddrPort, now time.Time) *net.UDPAddr {
 	src := peer.Addr()
 	// Transfers being ended still hold a goroutine until pin/tftp stops
 	// them: bound them too.
@@ -284,14 +291,14 @@ func (g *tftpGate) admit(peer netip.AddrPort, now time.Time) bool {
 	if !ok {
 		g.stats.busy.Add(1)
 		g.conn.WriteToUDPAddrPort(busyPacket, peer)
-		return false
+		return nil
 	}
-	x := &tftpXfer{peer: peer, start: now}
+	x := &tftpXfer{peer: peer, addr: net.UDPAddrFromAddrPort(peer), start: now}
 	g.xfers[peer] = x
 	g.live++
 	g.bySource[src]++
 	g.waiting = append(g.waiting, x)
-	return true
+	return x.addr
 }
 
 // makeRoom ends the oldest unanswered transfer in scope, or else the one

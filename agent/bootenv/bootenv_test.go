@@ -258,3 +258,42 @@ func relay(addr string) int {
 	io.Copy(os.Stdout, c)
 	return 0
 }
+
+// The qemu set is what the lab's machines need and nothing a server
+// needs that QEMU does not: a subset of the server set, with the virtio
+// drivers and NVMe, and a smaller archive from the same kernel.
+func TestQEMUModuleSetIsASmallerSubset(t *testing.T) {
+	for _, n := range QEMUModules {
+		if !slices.Contains(ServerModules, n) {
+			t.Errorf("qemu set has %s, the server set has not", n)
+		}
+	}
+	for _, n := range []string{"virtio_pci", "virtio_net", "virtio_blk", "virtio_rng", "nvme"} {
+		if !slices.Contains(QEMUModules, n) {
+			t.Errorf("qemu set lacks %s", n)
+		}
+	}
+	if _, err := ModuleSet("gpu"); err == nil || !strings.Contains(err.Error(), "server or qemu") {
+		t.Errorf("unknown set: %v", err)
+	}
+	kernel, modDir := debianKernel(t)
+	agent := buildAgent(t)
+	size := map[string]int64{}
+	for _, name := range []string{"server", "qemu"} {
+		mods, err := ModuleSet(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := Build(context.Background(), Options{Kernel: kernel, ModulesDir: modDir, Modules: mods, AgentBinary: agent, Out: io.Discard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		size[name] = m.Size
+		if name == "qemu" && len(m.Missing) > 0 {
+			t.Errorf("qemu set: %v missing from %s", m.Missing, modDir)
+		}
+	}
+	if size["qemu"] >= size["server"] {
+		t.Errorf("qemu set %d bytes, server set %d", size["qemu"], size["server"])
+	}
+}

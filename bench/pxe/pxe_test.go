@@ -176,6 +176,13 @@ func TestPXEBench(t *testing.T) {
 	printTable(results)
 }
 
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
 func median(ds []time.Duration) time.Duration {
 	if len(ds) == 0 {
 		return 0
@@ -254,7 +261,14 @@ func (m *mhSide) setup(ctx context.Context) error {
 	m.data = filepath.Join(m.dir, "data")
 	os.MkdirAll(filepath.Join(m.data, "profiles"), 0o700)
 	os.WriteFile(filepath.Join(m.data, "profiles", "lab-vm.yaml"), []byte("min_memory_gib: 0\nmin_disks: 1\n"), 0o644)
-	if out, err := exec.CommandContext(ctx, m.bin, "bootenv", "build", "--kernel", m.kernel, "--data-dir", m.data, "--agent", agent).CombinedOutput(); err != nil {
+	// The lab's machines are QEMU: the qemu module set, as the baseline
+	// carries only virtio. BOOTENV_MODULES=server measures the set for
+	// real servers; BOOTENV_COMPRESSION=zstd the other compression.
+	set, comp := envOr("BOOTENV_MODULES", "qemu"), envOr("BOOTENV_COMPRESSION", "gzip")
+	out, err := exec.CommandContext(ctx, m.bin, "bootenv", "build", "--kernel", m.kernel, "--data-dir", m.data, "--agent", agent,
+		"--module-set", set, "--compression", comp).CombinedOutput()
+	m.t.Logf("metalhall: bootenv --module-set %s --compression %s: %s", set, comp, bytes.TrimSpace(out))
+	if err != nil {
 		return fmt.Errorf("bootenv build: %v\n%s", err, out)
 	}
 	r, err := rack.Up(ctx, rack.Config{Machines: 1, Firmware: "bios", BMC: "redfish", Dir: filepath.Join(m.dir, "rack"),

@@ -26,18 +26,21 @@ const (
 func bootenvCommand() *cli.Command {
 	return &cli.Command{Name: "bootenv", Usage: "the kernel and initramfs machines boot to run the agent", Subcommands: []*cli.Command{
 		{Name: "build", Usage: "build the agent's boot environment from a kernel and its modules",
-			UsageText: `metalhall bootenv build --kernel /boot/vmlinuz-X [--modules /lib/modules/X] [--extra-modules m1,m2]
-    [--overlay DIR]... [--agent bin/metalhall-agent] [--compression gzip|zstd] [--data-dir DIR]
+			UsageText: `metalhall bootenv build --kernel /boot/vmlinuz-X [--modules /lib/modules/X] [--module-set server|qemu]
+    [--extra-modules m1,m2] [--overlay DIR]... [--agent bin/metalhall-agent] [--compression gzip|zstd] [--data-dir DIR]
 
 Writes DIR/bootenv/{vmlinuz,initrd.img,manifest.json}; a running service
 hands them out at once. The initramfs holds the static agent as /init and
-the network and storage modules of GPU servers and QEMU, with their
-dependencies in load order. Each --overlay is a directory tree added as it
-is — e.g. the NVIDIA driver and DCGM from your own package mirror, so that
-commissioning can run dcgmi diag; its kernel modules under
-lib/modules/RELEASE/ load after the base set, in its modules.order.`,
+the network and storage modules of GPU servers and QEMU (--module-set
+server, the default) or of QEMU machines only (--module-set qemu: a
+smaller initramfs for the lab), with their dependencies in load order.
+Each --overlay is a directory tree added as it is — e.g. the NVIDIA driver
+and DCGM from your own package mirror, so that commissioning can run
+dcgmi diag; its kernel modules under lib/modules/RELEASE/ load after the
+base set, in its modules.order.`,
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "kernel", Required: true, Usage: "the Linux kernel the agent boots, e.g. /boot/vmlinuz-$(uname -r)"}, &cli.StringFlag{Name: "modules", Usage: "default /lib/modules/<release>"},
+				&cli.StringFlag{Name: "module-set", Value: "server", Usage: "server (GPU servers and QEMU) or qemu (QEMU machines only)"},
 				&cli.StringFlag{Name: "extra-modules", Usage: "more modules, comma-separated"},
 				&cli.StringSliceFlag{Name: "overlay", Usage: "a directory tree to add to the initramfs as it is (repeatable): programs, libraries, kernel modules"},
 				&cli.StringFlag{Name: "agent", Usage: "static agent binary (default: metalhall-agent beside this program)"},
@@ -51,6 +54,10 @@ lib/modules/RELEASE/ load after the base set, in its modules.order.`,
 func bootenvBuild(c *cli.Context) error {
 	if err := noArgs(c); err != nil {
 		return err
+	}
+	modules, err := bootenv.ModuleSet(c.String("module-set"))
+	if err != nil {
+		return usagef("--module-set %q: want server or qemu", c.String("module-set"))
 	}
 	agent := c.String("agent")
 	if agent == "" {
@@ -79,10 +86,10 @@ func bootenvBuild(c *cli.Context) error {
 	// Each file is replaced whole: a service booting machines meanwhile
 	// serves the old environment or the new one, never half of one.
 	var m bootenv.Manifest
-	err := atomicfile.Write(filepath.Join(out, bootenvInitrd), atomicfile.Options{Perm: 0o644}, func(w io.Writer) error {
+	err = atomicfile.Write(filepath.Join(out, bootenvInitrd), atomicfile.Options{Perm: 0o644}, func(w io.Writer) error {
 		var err error
 		m, err = bootenv.Build(c.Context, bootenv.Options{Kernel: c.String("kernel"), ModulesDir: c.String("modules"),
-			ExtraModules: extra, AgentBinary: agent, Compression: bootenv.Compression(c.String("compression")),
+			Modules: modules, ExtraModules: extra, AgentBinary: agent, Compression: bootenv.Compression(c.String("compression")),
 			Overlays: c.StringSlice("overlay"), Out: w})
 		return err
 	})

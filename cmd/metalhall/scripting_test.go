@@ -203,7 +203,7 @@ func TestEveryCommandExitsAsDocumented(t *testing.T) {
 			{[]string{"restore", "--from", filepath.Join(dir, "b.db"), "--data-dir", filepath.Join(dir, "restored")}, exitUsage}, // not empty now
 			{[]string{"restore", "--from", filepath.Join(dir, "none.tar"), "--data-dir", filepath.Join(dir, "r2")}, exitUsage}, {[]string{"restore"}, exitUsage}},
 		"job resume":    {{[]string{"job", "resume", "-o", "json"}, exitConflict}, {[]string{"job", "resume", "x"}, exitUsage}},
-		"bootenv build": {{[]string{"bootenv", "build"}, exitUsage}, {[]string{"bootenv", "build", "--kernel", "/nonexistent/vmlinuz-x", "--overlay", filepath.Join(dir, "no-such-overlay")}, exitUsage}},
+		"bootenv build": {{[]string{"bootenv", "build"}, exitUsage}, {[]string{"bootenv", "build", "--kernel", "/nonexistent/vmlinuz-x", "--overlay", filepath.Join(dir, "no-such-overlay")}, exitUsage}, {[]string{"bootenv", "build", "--kernel", "/boot/vmlinuz-x", "--module-set", "gpu"}, exitUsage}},
 		"lab":           {{[]string{"lab", "bmc", "--help"}, 0}, {[]string{"lab", "bmc"}, exitUsage}},
 		"job list":      {{[]string{"job", "list", "-o", "json"}, 0}, {[]string{"job", "list", "--rack", "zz"}, exitNotFound}, {[]string{"job", "list", "--hall", "zz"}, exitNotFound}, {[]string{"job", "list", "--state", "bogus"}, exitUsage}, {[]string{"job", "list", "--kind", "bogus"}, exitUsage}},
 		"completion":    {{[]string{"completion", "bash"}, 0}, {[]string{"completion", "tcsh"}, exitUsage}},

@@ -164,6 +164,9 @@ func (m *Manifest) check() (map[string]Member, error) {
 	if _, ok := byName[SealedKeyName]; ok != m.SealKey {
 		return nil, &FormatError{Msg: "manifest disagrees with itself about the seal key"}
 	}
+	if m.Version < 2 && (len(m.Profiles) > 0 || len(m.Bootenv) > 0) {
+		return nil, &FormatError{Msg: fmt.Sprintf("a version %d manifest lists profiles or a boot environment, which came with version 2", m.Version)}
+	}
 	profiles := 0
 	for _, p := range m.Profiles {
 		if _, ok := byName[ProfileMember(p.Name)]; !ok {

@@ -379,3 +379,32 @@ func TestAProfileMemberWithAPathIsNotAMember(t *testing.T) {
 		t.Errorf("a profile member is taken as %q", kind)
 	}
 }
+
+func TestAVersion1ArchiveLeavesTheDataDirsProfilesAlone(t *testing.T) {
+	o := newOrigin(t)
+	p, err := o.src.Prepare(ctx, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As the metalhall before profiles were backed up wrote it.
+	p.Manifest.Version, p.Manifest.Profiles, p.Manifest.Bootenv = 1, nil, nil
+	var buf bytes.Buffer
+	err = p.WriteTo(ctx, &buf)
+	p.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := t.TempDir()
+	os.MkdirAll(filepath.Join(dst, ProfilesDir), 0o755)
+	os.WriteFile(filepath.Join(dst, ProfilesDir, "hgx-h100.yaml"), []byte(goodProfile), 0o644)
+	rep, err := Restore(ctx, bytes.NewReader(buf.Bytes()), RestoreOptions{DataDir: dst, Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.ProfilesInArchive || len(rep.Profiles) != 0 {
+		t.Fatalf("a version 1 archive reported profiles: %+v", rep)
+	}
+	if got, err := os.ReadFile(filepath.Join(dst, ProfilesDir, "hgx-h100.yaml")); err != nil || string(got) != goodProfile {
+		t.Fatalf("the data dir's profile after a version 1 restore: %q %v", got, err)
+	}
+}

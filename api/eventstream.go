@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/metalhall/metalhall/inventory"
 )
@@ -43,7 +47,7 @@ var technicianEventKinds = []string{"site", "hall", "rack", "machine", "subnet",
 func (s *Server) eventRoutes() []route {
 	return []route{
 		{method: "GET", pattern: "/api/v1/events", action: "event.list",
-			summary: "Events after a sequence number, oldest first, waiting for new ones (after=SEQ, wait=DURATION up to 1m, limit=N); without after, only events from now on. A tenant sees its own tenancy's",
+			summary: "Events after a sequence number, oldest first, waiting for new ones (after=SEQ, wait=DURATION up to 1m, limit=N, subject=KIND/NAME for one object's); without after, only events from now on. A tenant sees its own tenancy's",
 			roles:   everyone, reply: EventPage{}, handle: s.followEvents},
 	}
 }
@@ -66,6 +70,15 @@ func (s *Server) followEvents(c *call) (int, any, error) {
 		}
 		wait = min(d, maxEventWait)
 	}
+	// subject narrows the feed to one object (a CLI following one
+	// machine): the caller wakes only for it, and reads nothing else.
+	subject := q.Get("subject")
+	if subject != "" {
+		kind, name, ok := strings.Cut(subject, "/")
+		if !ok || kind == "" || inventory.ValidateName("subject", name) != nil {
+			return 0, nil, badRequest("subject %q is not KIND/NAME, e.g. machine/gpu-a01-07", subject)
+		}
+	}
 	woken, newest := s.inv.EventsCommitted()
 	after := newest // without after: from now on
 	if a := q.Get("after"); a != "" {
@@ -74,9 +87,19 @@ func (s *Server) followEvents(c *call) (int, any, error) {
 			return 0, nil, badRequest("after %q is not an event sequence number", a)
 		}
 		if n > newest {
-			// A cursor from another database (one restored from a
-			// backup): it would wait for events that are not coming.
-			return 0, nil, badRequest("after %d is past the newest event (%d): follow again without after", n, newest)
+			// The store announces a commit just after it lands, so a
+			// page read in between hands out a Next past the newest
+			// announced: the log itself says whether the cursor is in it.
+			_, reached, err := s.inv.EventsAfter(c.ctx(), inventory.EventFilter{After: n - 1, Limit: 1}, 1)
+			if err != nil {
+				return 0, nil, err
+			}
+			if reached < n {
+				// A cursor from another database (one restored from a
+				// backup): it would wait for events that are not coming.
+				return 0, nil, badRequest("after %d is past the newest event (%d): follow again without after", n, reached)
+			}
+			newest = n
 		}
 		after = n
 	}
@@ -96,20 +119,45 @@ func (s *Server) followEvents(c *call) (int, any, error) {
 		if err != nil {
 			return 0, nil, err
 		}
+		if subject != "" {
+			// EventsAfter reads the log in order, not the subject index:
+			// the others are passed over here, Next moving past them.
+			evs = slices.DeleteFunc(evs, func(e inventory.Event) bool { return e.Subject != subject })
+		}
 		if len(evs) > 0 || next < newest {
 			// Something to show, or more to look at than one answer may.
 			return http.StatusOK, EventPage{Events: c.viewEvents(evs, machines...), Next: next}, nil
 		}
 		after = next
+		if ctx.Err() != nil {
+			// No wait asked for (wait=0s), or it is over: not counted as
+			// a wait.
+			return http.StatusOK, EventPage{Events: []inventory.Event{}, Next: after}, nil
+		}
+		s.eventWaits.Inc()
+		over := false
 		select {
 		case <-woken:
 			woken, newest = s.inv.EventsCommitted()
 		case <-ctx.Done():
+			over = true
+		}
+		s.eventWaits.Dec()
+		if over {
 			// The wait is over (or the caller went away, and reads
 			// nothing): nothing new, from where it was.
 			return http.StatusOK, EventPage{Events: []inventory.Event{}, Next: after}, nil
 		}
 	}
+}
+
+// newEventWaits is the gauge of the feed's callers waiting for the next
+// commit: how many live pages and followers a hall has open, and, for a
+// test, the sign that a follower is parked in its long poll.
+func newEventWaits(reg *prometheus.Registry) (prometheus.Gauge, error) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "metalhall_api_event_waits",
+		Help: "Callers of the event feed (GET /api/v1/events) waiting for new events now."})
+	return g, reg.Register(g)
 }
 
 // eventScope narrows an event filter to what the caller may see: an

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -147,4 +148,36 @@ func TestEventFeedRefusesBadQueriesAndStopsForAShutdown(t *testing.T) {
 	if p := <-got; len(p.Events) != 0 || p.Next != next {
 		t.Fatalf("a wait ended by the shutdown: %+v", p)
 	}
+}
+
+func TestEventFeedNarrowedToASubjectWaitsPastOtherObjectsEvents(t *testing.T) {
+	f := newFixture(t)
+	if status, data := f.do("admin", "GET", "/api/v1/events?subject=gpu-01", nil); status != http.StatusBadRequest || !strings.Contains(string(data), "KIND/NAME") {
+		t.Fatalf("a subject without its kind: %d %s", status, data)
+	}
+	now := f.feed("admin", "")
+	got := make(chan EventPage, 1)
+	go func() { got <- f.feed("admin", fmt.Sprintf("after=%d&wait=1m&subject=machine/mb", now.Next)) }()
+	// The barrier: the follower is parked in its wait.
+	for !strings.Contains(f.metrics(), "metalhall_api_event_waits 1") {
+		runtime.Gosched()
+	}
+	for _, m := range []string{"ma", "mb"} { // ma's event wakes it; it waits on
+		if status, data := f.do("admin", "POST", "/api/v1/machines/"+m+"/maintenance", MaintenanceRequest{On: true, Reason: "fan"}); status != http.StatusOK {
+			t.Fatalf("maintenance %s: %d %s", m, status, data)
+		}
+	}
+	p := <-got
+	if len(p.Events) != 1 || p.Events[0].Subject != "machine/mb" || p.Next != p.Events[0].Seq {
+		t.Fatalf("the follower of machine/mb got %+v", p)
+	}
+	if !strings.Contains(f.metrics(), "metalhall_api_event_waits 0") {
+		t.Fatal("a wait that ended is still counted")
+	}
+}
+
+func (f *fixture) metrics() string {
+	f.t.Helper()
+	_, data := f.do("", "GET", "/metrics", nil)
+	return string(data)
 }

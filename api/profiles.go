@@ -199,30 +199,57 @@ func (s *Server) deleteProfile(c *call) (int, any, error) {
 // does not have, at the first line that names it: otherwise the machine
 // fails only after PXE and inspection.
 func (s *Server) checkManifestProfiles(ctx context.Context, ms []ManifestMachine) error {
-	if s.profiles == nil {
-		return nil
-	}
-	known := map[string]error{}
+	known := map[string]string{}
 	for i, mm := range ms {
 		if mm.Profile == "" {
 			continue
 		}
-		err, seen := known[mm.Profile]
+		problem, seen := known[mm.Profile]
 		if !seen {
-			_, err = s.profiles.Profile(ctx, mm.Profile)
-			known[mm.Profile] = err
+			var err error
+			if problem, err = s.profileProblem(ctx, mm.Profile); err != nil {
+				return err
+			}
+			known[mm.Profile] = problem
 		}
-		var nf *provisioner.ProfileNotFoundError
-		var pe *provisioner.ProfileError
-		switch {
-		case errors.As(err, &nf):
-			return badRequest("manifest line %d, machine %d %q: profile %q is not defined: import it first (metalhall profile import --file FILE %s) or fix the name",
-				mm.line, i+1, mm.Name, mm.Profile, mm.Profile)
-		case errors.As(err, &pe):
-			return badRequest("manifest line %d, machine %d %q: %v: fix the profile first (metalhall profile validate FILE)", mm.line, i+1, mm.Name, pe)
-		case err != nil:
-			return err
+		if problem != "" {
+			return badRequest("manifest line %d, machine %d %q: %s", mm.line, i+1, mm.Name, problem)
 		}
 	}
 	return nil
+}
+
+// checkMachineProfile refuses a machine enrolled or updated with a profile
+// the service does not have, with the words rack import uses.
+func (s *Server) checkMachineProfile(ctx context.Context, machine, profile string) error {
+	if profile == "" {
+		return nil
+	}
+	problem, err := s.profileProblem(ctx, profile)
+	if err != nil || problem == "" {
+		return err
+	}
+	return badRequest("machine %q: %s", machine, problem)
+}
+
+// profileProblem says why a machine may not name a profile: it is not
+// defined, or it does not parse; "" when it may. One wording for every
+// way a machine gets a profile (import, enrol, update). A service without
+// a profiles directory checks nothing.
+func (s *Server) profileProblem(ctx context.Context, name string) (string, error) {
+	if s.profiles == nil {
+		return "", nil
+	}
+	_, err := s.profiles.Profile(ctx, name)
+	var nf *provisioner.ProfileNotFoundError
+	var pe *provisioner.ProfileError
+	switch {
+	case err == nil:
+		return "", nil
+	case errors.As(err, &nf):
+		return fmt.Sprintf("profile %q is not defined: import it first (metalhall profile import --file FILE %s) or fix the name", name, name), nil
+	case errors.As(err, &pe):
+		return fmt.Sprintf("%v: fix the profile first (metalhall profile validate FILE)", pe), nil
+	}
+	return "", err
 }

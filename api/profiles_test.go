@@ -52,3 +52,35 @@ func TestProfilesAreCheckedBeforeTheyAreStoredAndKeptWhileNamed(t *testing.T) {
 		t.Fatalf("profile list: %d %s", status, body)
 	}
 }
+
+func TestEnrolAndUpdateRefuseAnUnknownProfileAsImportDoes(t *testing.T) {
+	f := newFixture(t)
+	const unknown = `profile \"hgx-h10O\" is not defined: import it first (metalhall profile import --file FILE hgx-h10O) or fix the name`
+	enrol := MachineEnroll{Name: "m9", Rack: "rempty", Unit: 5, MACs: []string{"52:54:00:00:09:09"}, BMCAddress: "127.0.0.9",
+		BMCProtocol: "redfish", BMCUser: "root", BMCPassword: "pw", PowerW: 1000, Profile: "hgx-h10O"}
+	status, body := f.do("admin", "POST", "/api/v1/machines", enrol)
+	if status != http.StatusBadRequest || !strings.Contains(string(body), `machine \"m9\": `+unknown) {
+		t.Fatalf("enrol naming a missing profile: %d %s", status, body)
+	}
+	if _, err := f.inv.Machine(t.Context(), "m9"); err == nil {
+		t.Fatal("the refused enrolment created its machine")
+	}
+
+	typo := "hgx-h10O"
+	status, body = f.do("admin", "PATCH", "/api/v1/machines/ma", MachineUpdate{Profile: &typo})
+	if status != http.StatusBadRequest || !strings.Contains(string(body), `machine \"ma\": `+unknown) {
+		t.Fatalf("update to a missing profile: %d %s", status, body)
+	}
+	if m, err := f.inv.Machine(t.Context(), "ma"); err != nil || m.Profile == typo {
+		t.Fatalf("the refused update changed the machine: %+v %v", m, err)
+	}
+
+	enrol.Profile = "hgx-h100"
+	if status, body := f.do("admin", "POST", "/api/v1/machines", enrol); status != http.StatusCreated {
+		t.Fatalf("enrol naming a profile that exists: %d %s", status, body)
+	}
+	none := ""
+	if status, body := f.do("admin", "PATCH", "/api/v1/machines/m9", MachineUpdate{Profile: &none}); status != http.StatusOK {
+		t.Fatalf("clearing a machine's profile: %d %s", status, body)
+	}
+}

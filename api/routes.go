@@ -228,6 +228,9 @@ func (s *Server) enrollMachine(c *call) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
+	if err := s.checkMachineProfile(c.ctx(), in.Name, in.Profile); err != nil {
+		return 0, nil, err
+	}
 	m, err := s.inv.EnrollMachine(c.ctx(), e)
 	if err != nil {
 		return 0, nil, err

@@ -77,6 +77,8 @@ type Server struct {
 
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	// eventWaits: see newEventWaits.
+	eventWaits prometheus.Gauge
 
 	touchMu sync.Mutex
 	touched map[string]time.Time // token ID → last recorded use
@@ -146,6 +148,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	var err error
 	if s.refused, err = newRefusals(s.reg, cfg.RefusalAuditEvery); err != nil {
+		return nil, err
+	}
+	if s.eventWaits, err = newEventWaits(s.reg); err != nil {
 		return nil, err
 	}
 	s.routes = s.table()

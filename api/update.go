@@ -37,6 +37,11 @@ func (s *Server) updateMachine(c *call) (int, any, error) {
 		return 0, nil, err
 	}
 	name := c.r.PathValue("name")
+	if in.Profile != nil {
+		if err := s.checkMachineProfile(c.ctx(), name, *in.Profile); err != nil {
+			return 0, nil, err
+		}
+	}
 	var changed []string // for the audit trail: which fields, never values of secrets
 	var sealed []byte
 	if in.BMCPassword != nil {

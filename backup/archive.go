@@ -2,8 +2,12 @@
 //
 // An archive is one tar stream holding what a restore needs: the database,
 // the image blobs with their block maps (or, with WithoutImages, only the
-// list of the blobs the catalogue names), and the sealing key, the latter
-// only encrypted under an operator's passphrase (argon2id + AES-256-GCM).
+// list of the blobs the catalogue names), the hardware profiles (version 2
+// on), and the sealing key, the latter only encrypted under an operator's
+// passphrase (argon2id + AES-256-GCM). The agent's boot environment is not
+// in it: it is large and rebuilt from a kernel with 'bootenv build'; the
+// manifest records its files' checksums, so a restore can say when the
+// data dir lacks it or holds another one.
 // Its first member is a manifest that gives every other member's size and
 // sha256, so a restore knows what to expect before it reads a byte of it,
 // and checks every byte against it before it writes anything into the
@@ -32,8 +36,10 @@ import (
 
 // Format and Version name the archive layout this code writes and reads.
 const (
-	Format  = "metalhall-backup"
-	Version = 1
+	Format = "metalhall-backup"
+	// Version 2 added the hardware profiles and the boot environment's
+	// checksums; a version 1 archive is read as having neither.
+	Version = 2
 )
 
 // Names of the members, and of the files they become in a data dir.
@@ -42,8 +48,14 @@ const (
 	DBName        = "metalhall.db" // DATA_DIR/metalhall.db
 	SealedKeyName = "seal.key.enc" // becomes DATA_DIR/seal.key, decrypted
 	KeyFile       = "seal.key"
-	ImagesDir     = "images" // image members are named images/blobs/sha256/…
+	ImagesDir     = "images"   // image members are named images/blobs/sha256/…
+	ProfilesDir   = "profiles" // DATA_DIR/profiles/NAME.yaml, members of the same name
+	BootenvDir    = "bootenv"  // DATA_DIR/bootenv: recorded, never archived
 )
+
+// maxProfile bounds one profile read into memory at backup and restore:
+// a profile is a page of YAML, its acceptance suite included.
+const maxProfile = 1 << 20
 
 // maxManifest bounds the manifest a restore reads into memory.
 const maxManifest = 64 << 20
@@ -67,7 +79,27 @@ type Manifest struct {
 	// the sealed SSH keys and user data of the database do not open after
 	// a restore, unless the data dir keeps the original seal.key.
 	SealKey bool `json:"seal_key"`
+	// Profiles are the hardware profiles in the archive (members
+	// profiles/NAME.yaml), each with what was wrong with it at backup
+	// time, if anything. Nil in a version 1 archive, which has none.
+	Profiles []Profile `json:"profiles"`
+	// Bootenv are the boot environment's files as they were in the data
+	// dir (names relative to bootenv/). Not members: a restore compares
+	// them with the data dir it restores into.
+	Bootenv []Member `json:"bootenv"`
 }
+
+// Profile is one hardware profile as the manifest records it; its bytes
+// and checksum are those of its member.
+type Profile struct {
+	Name string `json:"name"`
+	// Problem: it did not pass provisioner.ParseProfile at backup time
+	// (a file dropped in by hand); a restore refuses it unless allowed.
+	Problem string `json:"problem,omitempty"`
+}
+
+// ProfileMember is the member name of a profile.
+func ProfileMember(name string) string { return ProfilesDir + "/" + name + ".yaml" }
 
 // Member is one file of the archive.
 type Member struct {
@@ -132,6 +164,29 @@ func (m *Manifest) check() (map[string]Member, error) {
 	if _, ok := byName[SealedKeyName]; ok != m.SealKey {
 		return nil, &FormatError{Msg: "manifest disagrees with itself about the seal key"}
 	}
+	if m.Version < 2 && (len(m.Profiles) > 0 || len(m.Bootenv) > 0) {
+		return nil, &FormatError{Msg: fmt.Sprintf("a version %d manifest lists profiles or a boot environment, which came with version 2", m.Version)}
+	}
+	profiles := 0
+	for _, p := range m.Profiles {
+		if _, ok := byName[ProfileMember(p.Name)]; !ok {
+			return nil, &FormatError{Msg: fmt.Sprintf("profile %q is said to be in the archive, but its file is not listed", p.Name)}
+		}
+		profiles++
+	}
+	for name := range byName {
+		if kind, _ := memberKind(name); kind == kindProfile {
+			profiles--
+		}
+	}
+	if profiles != 0 {
+		return nil, &FormatError{Msg: "manifest disagrees with itself about the profiles"}
+	}
+	for _, f := range m.Bootenv {
+		if !plainFileName(f.Name) || f.Size < 0 || !images.ValidSHA256(f.SHA256) {
+			return nil, &FormatError{Msg: fmt.Sprintf("manifest records a boot environment file %q with no valid name, size and sha256", f.Name)}
+		}
+	}
 	for _, img := range m.Images {
 		if !img.InArchive {
 			continue
@@ -156,6 +211,7 @@ const (
 	kindKey      = "key"
 	kindBlob     = "blob"
 	kindBlockMap = "blockmap"
+	kindProfile  = "profile"
 )
 
 // memberKind says what a member name is, and for image files the sha256
@@ -167,6 +223,13 @@ func memberKind(name string) (kind, sha string) {
 		return kindDB, ""
 	case SealedKeyName:
 		return kindKey, ""
+	}
+	if file, ok := strings.CutPrefix(name, ProfilesDir+"/"); ok {
+		// The profiles directory's own rule for names: a plain file name.
+		if p, ok := strings.CutSuffix(file, ".yaml"); ok && inventory.ValidateName("profile", p) == nil {
+			return kindProfile, ""
+		}
+		return "", ""
 	}
 	rest, ok := strings.CutPrefix(name, ImagesDir+"/blobs/sha256/")
 	if !ok {
@@ -187,6 +250,11 @@ func memberKind(name string) (kind, sha string) {
 		return kindBlockMap, sha
 	}
 	return "", ""
+}
+
+// plainFileName is a name that stays inside the directory it is joined to.
+func plainFileName(name string) bool {
+	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, "/\\\x00")
 }
 
 // archiveBlobNames are the member names of a blob and its block map: the

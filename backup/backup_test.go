@@ -282,3 +282,129 @@ func TestBackupRefusesAShortPassphraseAndASecondBackupAtOnce(t *testing.T) {
 	}
 	p.Close()
 }
+
+const goodProfile = "gpu_model: H100 SXM5\ngpu_count: 8\nos_disk: nvme0n1\n"
+
+func TestProfilesAreBackedUpAndReplaceTheDataDirsOnRestore(t *testing.T) {
+	o := newOrigin(t)
+	profiles := filepath.Join(t.TempDir(), "elsewhere") // as serve --profiles-dir
+	os.MkdirAll(profiles, 0o755)
+	os.WriteFile(filepath.Join(profiles, "hgx-h100.yaml"), []byte(goodProfile), 0o644)
+	os.WriteFile(filepath.Join(profiles, "README.txt"), []byte("not a profile"), 0o644)
+	o.src.ProfilesDir = profiles
+	bootenv := filepath.Join(o.dir, BootenvDir)
+	os.MkdirAll(bootenv, 0o755)
+	os.WriteFile(filepath.Join(bootenv, "initrd.img"), []byte("an initramfs"), 0o644)
+	arc := o.archive(t, Options{Passphrase: []byte(pass)})
+	if bytes.Contains(arc, []byte("an initramfs")) {
+		t.Fatal("the boot environment is in the archive")
+	}
+
+	// A data dir with profiles of its own: forced, they are replaced.
+	dst := t.TempDir()
+	os.MkdirAll(filepath.Join(dst, ProfilesDir), 0o755)
+	os.WriteFile(filepath.Join(dst, ProfilesDir, "stale.yaml"), []byte("min_disks: 1\n"), 0o644)
+	rep, err := Restore(ctx, bytes.NewReader(arc), RestoreOptions{DataDir: dst, Force: true, Passphrase: passphrase(pass)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.ProfilesInArchive || len(rep.Profiles) != 1 || rep.Profiles[0] != "hgx-h100" || len(rep.BrokenProfiles) != 0 {
+		t.Fatalf("profiles in the report: %+v", rep)
+	}
+	if got, err := os.ReadFile(filepath.Join(dst, ProfilesDir, "hgx-h100.yaml")); err != nil || string(got) != goodProfile {
+		t.Fatalf("restored profile: %q %v", got, err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, ProfilesDir, "stale.yaml")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("the data dir's own profile survived a forced restore: profiles are not those of the backup")
+	}
+	if _, err := os.Stat(filepath.Join(dst, ProfilesDir, "README.txt")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("a file that is not a profile was backed up")
+	}
+	if len(rep.BootenvMissing) != 1 || rep.BootenvMissing[0] != "initrd.img" {
+		t.Fatalf("a restore without the boot environment does not say so: %+v", rep.BootenvMissing)
+	}
+
+	// Into the data dir that still has the boot environment: nothing missing.
+	os.MkdirAll(filepath.Join(dst, BootenvDir), 0o755)
+	os.WriteFile(filepath.Join(dst, BootenvDir, "initrd.img"), []byte("an initramfs"), 0o644)
+	rep, err = Restore(ctx, bytes.NewReader(arc), RestoreOptions{DataDir: dst, Force: true, Passphrase: passphrase(pass)})
+	if err != nil || len(rep.BootenvMissing) != 0 {
+		t.Fatalf("restore beside its boot environment: %+v %v", rep, err)
+	}
+}
+
+func TestABrokenProfileIsFlaggedAtBackupAndRefusedAtRestoreUnlessAllowed(t *testing.T) {
+	o := newOrigin(t)
+	profiles := filepath.Join(o.dir, ProfilesDir)
+	os.MkdirAll(profiles, 0o755)
+	os.WriteFile(filepath.Join(profiles, "hgx-h100.yaml"), []byte(goodProfile), 0o644)
+	// Dropped in by hand: gpu_count without os_disk.
+	os.WriteFile(filepath.Join(profiles, "hgx-b200.yaml"), []byte("gpu_model: B200\ngpu_count: 8\n"), 0o644)
+	p, err := o.src.Prepare(ctx, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Manifest.Profiles) != 2 || p.Manifest.Profiles[0].Name != "hgx-b200" || !strings.Contains(p.Manifest.Profiles[0].Problem, "os_disk is not set") ||
+		p.Manifest.Profiles[1].Problem != "" {
+		t.Fatalf("manifest profiles: %+v", p.Manifest.Profiles)
+	}
+	p.Close()
+	arc := o.archive(t, Options{})
+
+	dst := filepath.Join(t.TempDir(), "copy")
+	_, err = Restore(ctx, bytes.NewReader(arc), RestoreOptions{DataDir: dst})
+	var bp *BrokenProfilesError
+	if !errors.As(err, &bp) || len(bp.Profiles) != 1 || !strings.Contains(bp.Profiles[0], `profile "hgx-b200" line 2`) {
+		t.Fatalf("restore of a broken profile: %v", err)
+	}
+	if _, err := os.Stat(dst); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("a refused restore left the data dir")
+	}
+	rep, err := Restore(ctx, bytes.NewReader(arc), RestoreOptions{DataDir: dst, AllowBrokenProfiles: true})
+	if err != nil || len(rep.Profiles) != 2 || len(rep.BrokenProfiles) != 1 {
+		t.Fatalf("allowed: %+v %v", rep, err)
+	}
+	if _, err := os.Stat(filepath.Join(dst, ProfilesDir, "hgx-b200.yaml")); err != nil {
+		t.Fatal("an allowed broken profile was not restored")
+	}
+}
+
+func TestAProfileMemberWithAPathIsNotAMember(t *testing.T) {
+	for _, name := range []string{"profiles/../seal.key.yaml", "profiles/a/b.yaml", "profiles/.x.yaml", "profiles/x.yml", "profiles/"} {
+		if kind, _ := memberKind(name); kind != "" {
+			t.Errorf("%q is taken as a %s member", name, kind)
+		}
+	}
+	if kind, _ := memberKind(ProfileMember("hgx-h100")); kind != kindProfile {
+		t.Errorf("a profile member is taken as %q", kind)
+	}
+}
+
+func TestAVersion1ArchiveLeavesTheDataDirsProfilesAlone(t *testing.T) {
+	o := newOrigin(t)
+	p, err := o.src.Prepare(ctx, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As the metalhall before profiles were backed up wrote it.
+	p.Manifest.Version, p.Manifest.Profiles, p.Manifest.Bootenv = 1, nil, nil
+	var buf bytes.Buffer
+	err = p.WriteTo(ctx, &buf)
+	p.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := t.TempDir()
+	os.MkdirAll(filepath.Join(dst, ProfilesDir), 0o755)
+	os.WriteFile(filepath.Join(dst, ProfilesDir, "hgx-h100.yaml"), []byte(goodProfile), 0o644)
+	rep, err := Restore(ctx, bytes.NewReader(buf.Bytes()), RestoreOptions{DataDir: dst, Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.ProfilesInArchive || len(rep.Profiles) != 0 {
+		t.Fatalf("a version 1 archive reported profiles: %+v", rep)
+	}
+	if got, err := os.ReadFile(filepath.Join(dst, ProfilesDir, "hgx-h100.yaml")); err != nil || string(got) != goodProfile {
+		t.Fatalf("the data dir's profile after a version 1 restore: %q %v", got, err)
+	}
+}

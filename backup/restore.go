@@ -20,6 +20,7 @@ import (
 
 	"github.com/metalhall/metalhall/internal/atomicfile"
 	"github.com/metalhall/metalhall/inventory"
+	"github.com/metalhall/metalhall/provisioner"
 )
 
 // RestoreOptions say where and how to restore.
@@ -36,6 +37,9 @@ type RestoreOptions struct {
 	// AllowMissingImages restores even when images of the catalogue have
 	// no blob in the archive nor in the data dir; they are reported.
 	AllowMissingImages bool
+	// AllowBrokenProfiles restores profiles that do not pass
+	// provisioner.ParseProfile as they are; they are reported.
+	AllowBrokenProfiles bool
 }
 
 // Report says what a restore did.
@@ -57,6 +61,27 @@ type Report struct {
 	// PausedJobs are the unfinished jobs of the restored database: they
 	// stay paused, and no BMC is contacted, until an admin resumes them.
 	PausedJobs []string `json:"paused_jobs"`
+	// Profiles are the hardware profiles put back in DATA_DIR/profiles
+	// (which they replace). ProfilesInArchive is false for a version 1
+	// archive: it has none, and the data dir's profiles were left alone.
+	Profiles          []string `json:"profiles"`
+	ProfilesInArchive bool     `json:"profiles_in_archive"`
+	// BrokenProfiles do not parse ("name: why"); restored only with
+	// AllowBrokenProfiles, and a machine naming one fails commissioning.
+	BrokenProfiles []string `json:"broken_profiles"`
+	// BootenvMissing are the boot environment files the backed-up service
+	// had that the data dir lacks or holds with other contents: machines
+	// cannot be commissioned or provisioned until 'bootenv build' is run
+	// again. Boot environments are not archived (large, rebuildable).
+	BootenvMissing []string `json:"bootenv_missing"`
+}
+
+// BrokenProfilesError refuses a restore whose profiles do not parse.
+type BrokenProfilesError struct{ Profiles []string }
+
+func (e *BrokenProfilesError) Error() string {
+	return fmt.Sprintf("%d profile(s) in the backup do not parse: %s; machines naming them would fail commissioning; allow broken profiles to restore them as they are and fix them afterwards",
+		len(e.Profiles), strings.Join(e.Profiles, "; "))
 }
 
 // NotEmptyError refuses a restore into a data dir that holds something,
@@ -147,6 +172,12 @@ func Restore(ctx context.Context, r io.Reader, opts RestoreOptions) (rep *Report
 		return nil, err
 	}
 	rep.DataDir = dir
+	if err := checkProfiles(stage, rep, opts); err != nil {
+		return nil, err
+	}
+	if err := checkBootenv(ctx, dir, rep); err != nil {
+		return nil, err
+	}
 	if err := checkAndHold(ctx, stage, dir, rep, opts); err != nil {
 		return nil, err
 	}
@@ -179,7 +210,8 @@ func extract(ctx context.Context, r io.Reader, stage string, opts RestoreOptions
 	if err != nil {
 		return nil, nil, err
 	}
-	rep := &Report{Manifest: &m, MissingImages: []string{}, PausedJobs: []string{}}
+	rep := &Report{Manifest: &m, MissingImages: []string{}, PausedJobs: []string{}, Profiles: []string{}, BrokenProfiles: []string{}, BootenvMissing: []string{},
+		ProfilesInArchive: m.Version >= 2}
 	var pass []byte
 	if m.SealKey {
 		if opts.Passphrase != nil {
@@ -219,7 +251,11 @@ func extract(ctx context.Context, r io.Reader, stage string, opts RestoreOptions
 		if err := root.MkdirAll(path.Dir(name), 0o750); err != nil {
 			return nil, nil, err
 		}
-		f, err := root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		perm := os.FileMode(0o600)
+		if kind, _ := memberKind(name); kind == kindProfile {
+			perm = 0o644 // as 'profile import' writes them: configuration, not a secret
+		}
+		f, err := root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -283,6 +319,44 @@ func openSealedKey(f *os.File, sealed, pass []byte, hw *hashingWriter, mb Member
 	return f.Sync()
 }
 
+// checkProfiles parses every staged profile as commissioning would read
+// it; a broken one refuses the restore unless allowed.
+func checkProfiles(stage string, rep *Report, opts RestoreOptions) error {
+	for _, p := range rep.Manifest.Profiles {
+		data, err := readSmall(filepath.Join(stage, filepath.FromSlash(ProfileMember(p.Name))), maxProfile)
+		if err != nil {
+			return fmt.Errorf("restore: profile %q: %w", p.Name, err)
+		}
+		if _, err := provisioner.ParseProfile(p.Name, data); err != nil {
+			rep.BrokenProfiles = append(rep.BrokenProfiles, err.Error())
+		}
+		rep.Profiles = append(rep.Profiles, p.Name)
+	}
+	if len(rep.BrokenProfiles) > 0 && !opts.AllowBrokenProfiles {
+		return &BrokenProfilesError{Profiles: rep.BrokenProfiles}
+	}
+	return nil
+}
+
+// checkBootenv compares the boot environment the backup recorded with the
+// data dir's.
+func checkBootenv(ctx context.Context, dir string, rep *Report) error {
+	have, err := bootenvFiles(ctx, filepath.Join(dir, BootenvDir))
+	if err != nil {
+		return fmt.Errorf("restore: boot environment: %w", err)
+	}
+	byName := map[string]Member{}
+	for _, f := range have {
+		byName[f.Name] = f
+	}
+	for _, f := range rep.Manifest.Bootenv {
+		if got, ok := byName[f.Name]; !ok || got != f {
+			rep.BootenvMissing = append(rep.BootenvMissing, f.Name)
+		}
+	}
+	return nil
+}
+
 // checkAndHold opens the staged database: every image of its catalogue
 // must have its blob (staged, or already in the data dir), and the
 // database is put on hold with its unfinished jobs listed.
@@ -343,6 +417,9 @@ func commit(stage, dir string, staged []string, rep *Report) error {
 			key = true
 			continue
 		}
+		if kind, _ := memberKind(name); kind == kindProfile {
+			continue // moved as one directory below
+		}
 		dst := filepath.Join(dir, filepath.FromSlash(name))
 		if _, err := os.Stat(dst); err == nil {
 			if kind, _ := memberKind(name); kind == kindBlob {
@@ -374,6 +451,11 @@ func commit(stage, dir string, staged []string, rep *Report) error {
 	} else if exists(dir, KeyFile) {
 		rep.KeyKept = true
 	}
+	if rep.ProfilesInArchive {
+		if err := replaceDir(filepath.Join(stage, ProfilesDir), filepath.Join(dir, ProfilesDir), filepath.Join(stage, ".profiles-replaced")); err != nil {
+			return fmt.Errorf("restore: profiles: %w", err)
+		}
+	}
 	if !db {
 		return errors.New("restore: no database staged")
 	}
@@ -381,4 +463,31 @@ func commit(stage, dir string, staged []string, rep *Report) error {
 		return fmt.Errorf("restore: database: %w", err)
 	}
 	return atomicfile.SyncDir(dir)
+}
+
+// replaceDir puts the directory src in the place of dst, moving what was
+// there to aside (removed with the staging dir), and back if the move
+// fails: dst is the old directory or the new one, never a mix of both.
+func replaceDir(src, dst, aside string) error {
+	if err := os.MkdirAll(src, 0o755); err != nil { // an archive with no profiles
+		return err
+	}
+	if err := os.Chmod(src, 0o755); err != nil {
+		return err
+	}
+	moved := false
+	if err := os.Rename(dst, aside); err == nil {
+		moved = true
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.Rename(src, dst); err != nil {
+		if moved {
+			if rerr := os.Rename(aside, dst); rerr != nil {
+				return fmt.Errorf("%w; and putting the old directory back failed: %v (it is in %s)", err, rerr, aside)
+			}
+		}
+		return err
+	}
+	return atomicfile.SyncDir(filepath.Dir(dst))
 }

@@ -14,20 +14,24 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/metalhall/metalhall/inventory"
+	"github.com/metalhall/metalhall/provisioner"
 )
 
 // Source is a running service's side of a backup: its database, its data
-// dir (for the image blobs) and its sealing key. It writes one archive at
-// a time.
+// dir (for the image blobs and the boot environment), its profiles and its
+// sealing key. It writes one archive at a time.
 type Source struct {
 	Inv     *inventory.Store
 	DataDir string
-	Key     []byte
-	Version string
-	Logger  *slog.Logger
+	// ProfilesDir holds the hardware profiles; empty: DATA_DIR/profiles.
+	ProfilesDir string
+	Key         []byte
+	Version     string
+	Logger      *slog.Logger
 
 	busy chan struct{}
 }
@@ -58,6 +62,9 @@ type Prepared struct {
 	src      *Source
 	dbPath   string
 	sealed   []byte
+	// profiles are the profiles' bytes as read for the manifest: what is
+	// streamed is exactly what was checksummed.
+	profiles map[string][]byte
 	release  func()
 }
 
@@ -76,14 +83,14 @@ func (s *Source) Prepare(ctx context.Context, opts Options) (_ *Prepared, err er
 	default:
 		return nil, ErrBusy
 	}
-	p := &Prepared{src: s, release: func() { <-s.busy }}
+	p := &Prepared{src: s, profiles: map[string][]byte{}, release: func() { <-s.busy }}
 	defer func() {
 		if err != nil {
 			p.Close()
 		}
 	}()
 	m := &Manifest{Format: Format, Version: Version, CreatedAt: time.Now().UTC(), MetalhallVersion: s.Version,
-		WithoutImages: opts.WithoutImages, Members: []Member{}, Images: []Image{}}
+		WithoutImages: opts.WithoutImages, Members: []Member{}, Images: []Image{}, Profiles: []Profile{}, Bootenv: []Member{}}
 	p.Manifest = m
 
 	if len(opts.Passphrase) > 0 {
@@ -155,7 +162,100 @@ func (s *Source) Prepare(ctx context.Context, opts Options) (_ *Prepared, err er
 		}
 		m.Images = append(m.Images, e)
 	}
+	if err := p.addProfiles(ctx); err != nil {
+		return nil, err
+	}
+	if m.Bootenv, err = bootenvFiles(ctx, filepath.Join(s.DataDir, BootenvDir)); err != nil {
+		return nil, fmt.Errorf("backup: boot environment: %w", err)
+	}
 	return p, nil
+}
+
+// addProfiles reads the profiles directory as the service does (NAME.yaml
+// with a valid name) into memory and lists each as a member. A profile
+// that does not parse is kept, as it is on disk, and flagged.
+func (p *Prepared) addProfiles(ctx context.Context) error {
+	dir := p.src.ProfilesDir
+	if dir == "" {
+		dir = filepath.Join(p.src.DataDir, ProfilesDir)
+	}
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("backup: profiles: %w", err)
+	}
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".yaml")
+		if !ok || !e.Type().IsRegular() {
+			continue
+		}
+		if kind, _ := memberKind(ProfileMember(name)); kind != kindProfile {
+			continue // the service does not read it either
+		}
+		data, err := readSmall(filepath.Join(dir, e.Name()), maxProfile)
+		if err != nil {
+			return fmt.Errorf("backup: profile %q: %w", name, err)
+		}
+		entry := Profile{Name: name}
+		if _, err := provisioner.ParseProfile(name, data); err != nil {
+			entry.Problem = err.Error()
+			p.src.Logger.Warn("backup: a profile does not parse; it is backed up as it is", "profile", name, "err", err)
+		}
+		sum := sha256.Sum256(data)
+		p.profiles[ProfileMember(name)] = data
+		p.Manifest.Members = append(p.Manifest.Members, Member{Name: ProfileMember(name), Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:])})
+		p.Manifest.Profiles = append(p.Manifest.Profiles, entry)
+	}
+	return nil
+}
+
+// readSmall reads a file of at most max bytes.
+func readSmall(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("more than %d bytes: not a profile; move it out of the profiles directory", max)
+	}
+	return data, nil
+}
+
+// bootenvFiles are the regular files of a boot environment directory with
+// their sizes and checksums; none when it does not exist.
+func bootenvFiles(ctx context.Context, dir string) ([]Member, error) {
+	out := []Member{}
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() || !plainFileName(e.Name()) || strings.HasPrefix(e.Name(), ".") {
+			continue // temp files of a build in progress start with a dot
+		}
+		f, err := os.Open(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		hw := newHashingWriter(io.Discard)
+		_, err = io.Copy(hw, ctxReader{ctx, f})
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", e.Name(), err)
+		}
+		out = append(out, Member{Name: e.Name(), Size: hw.n, SHA256: hw.sum()})
+	}
+	return out, nil
 }
 
 // WriteTo streams the archive: the manifest, then each member in its
@@ -183,6 +283,12 @@ func (p *Prepared) WriteTo(ctx context.Context, w io.Writer) error {
 		}
 		if mb.Name == SealedKeyName {
 			if _, err := tw.Write(p.sealed); err != nil {
+				return err
+			}
+			continue
+		}
+		if data, ok := p.profiles[mb.Name]; ok {
+			if _, err := tw.Write(data); err != nil {
 				return err
 			}
 			continue

@@ -332,6 +332,7 @@ func (s *Service) provision(ctx context.Context) error {
 	}
 	s.onClose(httpBoot.Close)
 	backups := backup.NewSource(inv, cfg.DataDir, key, cfg.Version, log)
+	backups.ProfilesDir = cfg.ProfilesDir // a backup holds the profiles the service reads
 	apiSrv, err := api.New(api.Config{Store: inv, Sealer: sealer, Logger: log, Provisioner: engine, BMC: s.machines, Images: imgs, Backups: backups, Registry: s.reg,
 		Profiles: provisioner.ProfileDir(cfg.ProfilesDir)})
 	if err != nil {

@@ -31,7 +31,13 @@ type backupSummary struct {
 	WithoutImages bool     `json:"without_images"`
 	SealKey       bool     `json:"seal_key"`
 	MissingImages []string `json:"missing_images"`
-	Warnings      []string `json:"warnings"`
+	Profiles      int      `json:"profiles"`
+	// BrokenProfiles did not parse when the backup was taken ("name: why").
+	BrokenProfiles []string `json:"broken_profiles"`
+	// BootenvFiles are recorded by checksum only: boot environments are
+	// not archived.
+	BootenvFiles int      `json:"bootenv_files"`
+	Warnings     []string `json:"warnings"`
 }
 
 func backupCommand() *cli.Command {
@@ -40,11 +46,14 @@ func backupCommand() *cli.Command {
 
 The archive (tar, with a manifest of every member's size and sha256) holds
 the database, the image blobs unless --without-images (the manifest then
-lists the blobs the catalogue names, so a restore can check them), and the
-seal key encrypted under a passphrase (argon2id, AES-256-GCM): from
---passphrase-file, or asked for on a terminal. Without a passphrase the key
-is left out, and BMC passwords and sealed SSH keys and user data cannot be
-read after a restore. Restore with 'metalhall restore'.`,
+lists the blobs the catalogue names, so a restore can check them), the
+hardware profiles, and the seal key encrypted under a passphrase
+(argon2id, AES-256-GCM): from --passphrase-file, or asked for on a
+terminal. Without a passphrase the key is left out, and BMC passwords and
+sealed SSH keys and user data cannot be read after a restore. The agent's
+boot environment is not in it (it is large, and 'metalhall bootenv build'
+makes it again); its checksums are, so a restore says when it is missing.
+Restore with 'metalhall restore'.`,
 		Flags: []cli.Flag{&cli.StringFlag{Name: "out", Required: true, Usage: "file to write the archive to (refused if it exists, unless --force)"},
 			&cli.BoolFlag{Name: "force", Usage: "replace --out if it exists"},
 			&cli.StringFlag{Name: "passphrase-file", Usage: "file whose first line is the passphrase the seal key is encrypted under (at least 12 characters)"},
@@ -82,7 +91,12 @@ read after a restore. Restore with 'metalhall restore'.`,
 				return fmt.Errorf("backup: %s was written but does not read back: %w", out, err)
 			}
 			res := backupSummary{Path: out, Bytes: n, Images: len(m.Images), WithoutImages: m.WithoutImages, SealKey: m.SealKey,
-				MissingImages: []string{}, Warnings: []string{}}
+				MissingImages: []string{}, Warnings: []string{}, Profiles: len(m.Profiles), BrokenProfiles: []string{}, BootenvFiles: len(m.Bootenv)}
+			for _, p := range m.Profiles {
+				if p.Problem != "" {
+					res.BrokenProfiles = append(res.BrokenProfiles, p.Problem)
+				}
+			}
 			for _, img := range m.Images {
 				if img.InArchive {
 					res.ImagesInside++
@@ -97,6 +111,10 @@ read after a restore. Restore with 'metalhall restore'.`,
 			if len(res.MissingImages) > 0 {
 				res.Warnings = append(res.Warnings, fmt.Sprintf("the service's image store lacks the blobs of %s: a restore will report them missing", strings.Join(res.MissingImages, ", ")))
 			}
+			if len(res.BrokenProfiles) > 0 {
+				res.Warnings = append(res.Warnings, fmt.Sprintf("%d profile(s) do not parse and are backed up as they are (a restore refuses them unless --allow-broken-profiles): %s",
+					len(res.BrokenProfiles), strings.Join(res.BrokenProfiles, "; ")))
+			}
 			return show(c, res, func(w io.Writer) {
 				key := "seal key encrypted under the passphrase"
 				if !m.SealKey {
@@ -106,7 +124,10 @@ read after a restore. Restore with 'metalhall restore'.`,
 				if m.WithoutImages {
 					imgs = fmt.Sprintf("no image blobs (%d listed for the restore to check)", res.Images)
 				}
-				fmt.Fprintf(w, "backup written to %s (%d bytes): database, %s, %s\n", out, n, imgs, key)
+				fmt.Fprintf(w, "backup written to %s (%d bytes): database, %s, %s, %d profile(s)\n", out, n, imgs, key, res.Profiles)
+				if res.BootenvFiles > 0 {
+					fmt.Fprintf(w, "the boot environment is not in it (%d file(s) recorded by checksum): after a restore, rebuild it with 'metalhall bootenv build' if the data dir lacks it\n", res.BootenvFiles)
+				}
 				for _, warn := range res.Warnings {
 					fmt.Fprintln(w, "warning: "+warn)
 				}
@@ -218,14 +239,18 @@ func readManifest(path string) (*backup.Manifest, error) {
 
 func restoreCommand() *cli.Command {
 	return &cli.Command{Name: "restore", Usage: "restore a backup archive into a data dir, offline; the copy starts with its jobs paused",
-		UsageText: `metalhall restore --from FILE --data-dir DIR [--passphrase-file FILE] [--force] [--allow-missing-images]
+		UsageText: `metalhall restore --from FILE --data-dir DIR [--passphrase-file FILE] [--force] [--allow-missing-images] [--allow-broken-profiles]
 
 Run it where the service runs, with the service stopped (it refuses a data
 dir a running 'metalhall serve' holds). Every member is checked against the
 archive's manifest, the seal key against the passphrase (from
 --passphrase-file, or asked for on a terminal) and the image catalogue
-against the blobs, before anything is written; any failure leaves DIR as it
-was. DIR must be empty or new unless --force.
+against the blobs, and every hardware profile is parsed as commissioning
+reads it, before anything is written; any failure leaves DIR as it was.
+DIR must be empty or new unless --force. The profiles go to DIR/profiles,
+replacing what was there (serve with --profiles-dir elsewhere: move them
+there). The boot environment is not in a backup: restore says when DIR
+lacks the one the backed-up service had ('metalhall bootenv build').
 
 The restored copy is on hold: 'metalhall serve' on it runs no job step and
 contacts no BMC (jobs, commands and the power sync) until an admin runs
@@ -235,8 +260,9 @@ backed-up service.`,
 		Flags: []cli.Flag{&cli.StringFlag{Name: "from", Required: true, Usage: "the archive 'metalhall backup' wrote"},
 			&cli.StringFlag{Name: "data-dir", Required: true, Usage: "the data dir to restore into (empty or new unless --force)"},
 			&cli.StringFlag{Name: "passphrase-file", Usage: "file whose first line is the backup's passphrase"},
-			&cli.BoolFlag{Name: "force", Usage: "restore over a data dir that is not empty: its database and seal key are replaced"},
+			&cli.BoolFlag{Name: "force", Usage: "restore over a data dir that is not empty: its database, seal key and profiles are replaced"},
 			&cli.BoolFlag{Name: "allow-missing-images", Usage: "restore even when images of the catalogue have no blob (they are listed)"},
+			&cli.BoolFlag{Name: "allow-broken-profiles", Usage: "restore profiles that do not parse as they are (they are listed; fix them before commissioning)"},
 			outputFlag()},
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
@@ -260,7 +286,8 @@ backed-up service.`,
 				return nil, nil
 			}
 			rep, err := backup.Restore(c.Context, bufio.NewReaderSize(f, 1<<20), backup.RestoreOptions{DataDir: c.String("data-dir"),
-				Passphrase: ask, Force: c.Bool("force"), AllowMissingImages: c.Bool("allow-missing-images")})
+				Passphrase: ask, Force: c.Bool("force"), AllowMissingImages: c.Bool("allow-missing-images"),
+				AllowBrokenProfiles: c.Bool("allow-broken-profiles")})
 			if err != nil {
 				return restoreError(err)
 			}
@@ -272,12 +299,22 @@ backed-up service.`,
 				case !rep.KeyRestored:
 					key = "NO seal key"
 				}
-				fmt.Fprintf(w, "restored into %s: database, %d image blobs (%d already there), %s\n", rep.DataDir, rep.BlobsRestored, rep.BlobsPresent, key)
+				profiles := fmt.Sprintf("%d profile(s)", len(rep.Profiles))
+				if !rep.ProfilesInArchive {
+					profiles = "no profiles (an archive from before they were backed up: the data dir's were left alone)"
+				}
+				fmt.Fprintf(w, "restored into %s: database, %d image blobs (%d already there), %s, %s\n", rep.DataDir, rep.BlobsRestored, rep.BlobsPresent, profiles, key)
 				if !rep.KeyRestored && !rep.KeyKept {
 					fmt.Fprintln(w, "warning: the backup has no seal key: BMC passwords and the sealed SSH keys and user data of jobs cannot be read; put the original seal.key in the data dir before 'metalhall serve', or enroll the BMC passwords again")
 				}
 				if len(rep.MissingImages) > 0 {
 					fmt.Fprintf(w, "warning: %d image(s) have no blob: %s; provisioning with them fails until they are imported again\n", len(rep.MissingImages), strings.Join(rep.MissingImages, ", "))
+				}
+				if len(rep.BrokenProfiles) > 0 {
+					fmt.Fprintf(w, "warning: %d profile(s) do not parse: %s; machines naming them fail commissioning until they are fixed ('metalhall profile validate')\n", len(rep.BrokenProfiles), strings.Join(rep.BrokenProfiles, "; "))
+				}
+				if len(rep.BootenvMissing) > 0 {
+					fmt.Fprintf(w, "warning: the data dir lacks the boot environment the backed-up service had (%s): machines cannot be commissioned or provisioned until 'metalhall bootenv build' is run\n", strings.Join(rep.BootenvMissing, ", "))
 				}
 				fmt.Fprintf(w, "on hold: %d unfinished job(s) paused; 'metalhall serve' on it contacts no BMC until an admin runs 'metalhall job resume'\n", len(rep.PausedJobs))
 			})
@@ -299,6 +336,10 @@ func restoreError(err error) error {
 	var mi *backup.MissingImagesError
 	if errors.As(err, &mi) {
 		return fmt.Errorf("restore: %w (--allow-missing-images): nothing written", err)
+	}
+	var bp *backup.BrokenProfilesError
+	if errors.As(err, &bp) {
+		return fmt.Errorf("restore: %w (--allow-broken-profiles): nothing written", err)
 	}
 	return fmt.Errorf("%w: nothing written", err)
 }

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -207,6 +208,19 @@ func rackCommission(c *cli.Context) error {
 	// script) one line per change, or one JSON object per change with -o
 	// json, so the output reads top to bottom and can be parsed as it comes.
 	tty := isTerminal(w) && format == "table"
+	// The jobs are read again when the event feed says one of the rack's
+	// machines changed (its cursor taken before the first read, so no
+	// change falls between), or when a wait of the feed ends empty, which
+	// refreshes queue positions and the elapsed time.
+	page, err := api.Call(c.Context, cl, api.Ops.EventList().Query(url.Values{"wait": {"0s"}, "limit": {"1"}}), api.NoBody{})
+	if err != nil {
+		return err
+	}
+	cursor := page.Next
+	ours := map[string]bool{}
+	for _, j := range rc.Jobs {
+		ours["machine/"+j.Machine] = true
+	}
 	start := time.Now()
 	lines := 0
 	last := map[string]rackProgress{}
@@ -266,13 +280,27 @@ func rackCommission(c *cli.Context) error {
 			}
 			return nil
 		}
-		select {
-		case <-c.Context.Done():
-			return errors.New("stopped waiting; commissioning goes on in the service")
-		case <-time.After(2 * time.Second):
+		for changed := false; !changed; {
+			q := url.Values{"after": {strconv.FormatUint(cursor, 10)}, "wait": {rackWait.String()}}
+			page, err := api.Call(c.Context, cl, api.Ops.EventList().Query(q), api.NoBody{})
+			if c.Context.Err() != nil {
+				return errors.New("stopped waiting; commissioning goes on in the service")
+			}
+			if err != nil {
+				return err
+			}
+			cursor = page.Next
+			changed = len(page.Events) == 0 // the wait ended: refresh anyway
+			for _, e := range page.Events {
+				changed = changed || ours[e.Subject]
+			}
 		}
 	}
 }
+
+// rackWait is how long `rack commission --wait` waits on the event feed
+// for a change of its machines before it reads their jobs anyway.
+const rackWait = 10 * time.Second
 
 // rackProgress is one change of one machine's commissioning, as printed by
 // `rack commission --wait` when not on a terminal (a line, or an NDJSON

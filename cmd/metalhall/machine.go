@@ -240,45 +240,72 @@ func machineEvents(c *cli.Context) error {
 		return err
 	}
 	cl := client(c)
-	var after uint64
-	limit := c.Int("limit")
-	for first := true; ; first = false {
-		q := url.Values{}
-		if after > 0 {
-			q.Set("after", strconv.FormatUint(after, 10))
-		} else {
-			q.Set("limit", strconv.Itoa(limit))
+	follow := c.Bool("follow")
+	// Following, the feed's cursor is taken before the history is read:
+	// an event committed in between is in one or both, never in neither.
+	var cursor uint64
+	if follow {
+		page, err := api.Call(c.Context, cl, api.Ops.EventList().Query(url.Values{"wait": {"0s"}, "limit": {"1"}}), api.NoBody{})
+		if err != nil {
+			return err
 		}
-		evs, err := api.Call(c.Context, cl, api.Ops.MachineEvents().Query(q), api.NoBody{}, n)
+		cursor = page.Next
+	}
+	q := url.Values{"limit": {strconv.Itoa(c.Int("limit"))}}
+	evs, err := api.Call(c.Context, cl, api.Ops.MachineEvents().Query(q), api.NoBody{}, n)
+	if err != nil {
+		return err
+	}
+	if !follow {
+		return show(c, evs, func(w io.Writer) { printEvents(w, evs, true) })
+	}
+	var shown uint64 // the newest event printed
+	for first := true; ; first = false {
+		if err := printFollowed(c.App.Writer, format, evs, first, &shown); err != nil {
+			return err
+		}
+		// The next events: a long poll on the service's event feed,
+		// answered as soon as one about this machine is committed.
+		q := url.Values{"after": {strconv.FormatUint(cursor, 10)}, "wait": {followWait.String()},
+			"subject": {"machine/" + n}}
+		page, err := api.Call(c.Context, cl, api.Ops.EventList().Query(q), api.NoBody{})
 		if err != nil {
 			if c.Context.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		if len(evs) > 0 {
-			after = evs[len(evs)-1].Seq
-		}
-		if !c.Bool("follow") {
-			return show(c, evs, func(w io.Writer) { printEvents(w, evs, true) })
-		}
-		if format == "json" {
-			// One object a line (NDJSON), so a script can read the
-			// stream as it comes.
-			for _, e := range evs {
-				if err := writeJSON(c.App.Writer, e, true); err != nil {
-					return err
-				}
-			}
-		} else {
-			printEvents(c.App.Writer, evs, first)
-		}
-		select {
-		case <-c.Context.Done():
-			return nil
-		case <-time.After(time.Second):
+		cursor, evs = page.Next, page.Events
+	}
+}
+
+// followWait is how long one read of the event feed waits for an event;
+// the service answers at once when one comes.
+const followWait = 30 * time.Second
+
+// printFollowed prints followed events not printed yet: NDJSON with -o
+// json (one object a line, so a script can read the stream as it comes),
+// table lines otherwise, the header only with the first batch.
+func printFollowed(w io.Writer, format string, evs []inventory.Event, first bool, shown *uint64) error {
+	fresh := evs[:0:0]
+	for _, e := range evs {
+		if e.Seq > *shown {
+			fresh = append(fresh, e)
+			*shown = e.Seq
 		}
 	}
+	if format == "json" {
+		for _, e := range fresh {
+			if err := writeJSON(w, e, true); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(fresh) > 0 || first {
+		printEvents(w, fresh, first)
+	}
+	return nil
 }
 
 func printEvents(w io.Writer, evs []inventory.Event, header bool) {

@@ -70,13 +70,13 @@ func TestRackCommissionProgressIsOneLinePerChangeOffATerminal(t *testing.T) {
 
 	// Without -o json, off a terminal: one plain line per change and the
 	// summary at the end.
-	code, out, _ = r.run("rack", "commission", "r1", "--wait")
+	code, out, errs = r.run("rack", "commission", "r1", "--wait")
 	if code == 0 || strings.Contains(out, "\033[") {
 		t.Fatalf("second commission: exit %d\n%q", code, out)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if !strings.HasPrefix(lines[len(lines)-1], "rack r1 commissioning: 0 running, 2 failed") {
-		t.Errorf("no summary at the end:\n%s", out)
+		t.Errorf("no summary at the end (stderr %q):\n%s", errs, out)
 	}
 	for _, l := range lines[:len(lines)-1] {
 		if !strings.Contains(l, "  m1  ") && !strings.Contains(l, "  m2  ") {

@@ -53,6 +53,7 @@ func TestRestoredCopyTouchesNoBMCUntilResumed(t *testing.T) {
 		{"machine", "enroll", "--rack", "r1", "--unit", "1", "--mac", "52:54:00:42:00:11",
 			"--bmc-address", bmc.URL, "--bmc-protocol", "redfish", "--bmc-user", "root", "--bmc-password-file", pw, "m1"},
 		{"image", "import", "--file", img, "demo"},
+		{"profile", "import", "--file", exampleProfile, "hgx-h100"},
 		{"machine", "commission", "m1"},
 	} {
 		orig.mustCLI(args...)
@@ -70,7 +71,8 @@ func TestRestoredCopyTouchesNoBMCUntilResumed(t *testing.T) {
 	pf := filepath.Join(dir, "passphrase")
 	os.WriteFile(pf, []byte("a long passphrase for the seal key\n"), 0o600)
 	arc := filepath.Join(dir, "metalhall-backup.tar")
-	if out := orig.mustCLI("backup", "--out", arc, "--passphrase-file", pf); !strings.Contains(out, "1 of 1 image blobs, seal key encrypted") {
+	if out := orig.mustCLI("backup", "--out", arc, "--passphrase-file", pf); !strings.Contains(out, "1 of 1 image blobs, seal key encrypted") ||
+		!strings.Contains(out, "1 profile(s)") {
 		t.Fatalf("backup: %s", out)
 	}
 
@@ -103,7 +105,8 @@ func TestRestoredCopyTouchesNoBMCUntilResumed(t *testing.T) {
 	}
 
 	out, code := restore("--data-dir", copyDir, "--passphrase-file", pf)
-	if code != 0 || !strings.Contains(out, "1 unfinished job(s) paused") || !strings.Contains(out, "seal key restored") {
+	if code != 0 || !strings.Contains(out, "1 unfinished job(s) paused") || !strings.Contains(out, "seal key restored") ||
+		!strings.Contains(out, "1 profile(s)") || !strings.Contains(out, "lacks the boot environment the backed-up service had (initrd.img, vmlinuz)") {
 		t.Fatalf("restore: exit %d: %s", code, out)
 	}
 	if a, b := readFile(t, filepath.Join(orig.dir, "seal.key")), readFile(t, filepath.Join(copyDir, "seal.key")); a != b {
@@ -115,6 +118,8 @@ func TestRestoredCopyTouchesNoBMCUntilResumed(t *testing.T) {
 	before := rf.Requests()
 	cp := &subproc{t: t, bin: orig.bin, dir: copyDir, token: orig.token,
 		flags: append(slices.Clone(orig.flags), "--power-sync-interval", "1s", "--boot-timeout", "1s")}
+	// Its own held listeners, handed over by socket activation as every
+	// subproc start does (start sets LISTEN_FDS).
 	admin, prov := holdListener(t), holdListener(t)
 	cp.addr, cp.prov = admin.Addr().String(), prov.Addr().String()
 	cp.url, cp.provURL = "http://"+cp.addr, "http://"+cp.prov
@@ -125,6 +130,10 @@ func TestRestoredCopyTouchesNoBMCUntilResumed(t *testing.T) {
 	// times (a second apart) and started nothing; its power sync ran as
 	// long.
 	waitUntil(t, "the copy's scheduler to pass over the paused job", func() bool { return metric(t, cp.url, "metalhall_jobs_held_rounds_total") >= 3 })
+	// The profiles came back with the database: its machines commission.
+	if out := cp.mustCLI("profile", "show", "hgx-h100"); !strings.Contains(out, "os_disk") {
+		t.Errorf("the copy's profile: %s", out)
+	}
 	if out, err := cp.cli("machine", "power", "--action", "status", "m1"); err == nil || !strings.Contains(out, "on hold") || !strings.Contains(out, "job resume") {
 		t.Fatalf("a BMC command on the copy before resume: %v %s", err, out)
 	}

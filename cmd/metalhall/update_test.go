@@ -40,6 +40,7 @@ func TestMachineUpdateCorrectsWhatWasEnteredAndRotatesTheBMCPassword(t *testing.
 		{[]string{"--mac", "zz"}, exitUsage, "zz"},
 		{[]string{"--bmc-protocol", "snmp"}, exitUsage, "snmp"},
 		{nil, exitUsage, "nothing to change"},
+		{[]string{"--profile", "hgx-h10O"}, exitUsage, `profile "hgx-h10O" is not defined`},
 	} {
 		code, _, errs := r.run(append([]string{"machine", "update", "m1"}, tc.args...)...)
 		if code != tc.code || !strings.Contains(errs, tc.want) {
@@ -53,6 +54,7 @@ func TestMachineUpdateCorrectsWhatWasEnteredAndRotatesTheBMCPassword(t *testing.
 		t.Errorf("a refused update changed the machine:\n%s\n%s", b, func() string { a, _ := json.Marshal(after); return string(a) }())
 	}
 
+	r.ok("profile", "import", "--file", exampleProfile, "hgx-h100")
 	r.ok("machine", "update", "m1", "--power-w", "2000", "--mac", "52:54:00:00:02:11,52:54:00:00:02:12", "--profile", "hgx-h100")
 	m := show()
 	if m["power_w"] != float64(2000) || m["profile"] != "hgx-h100" || len(m["macs"].([]any)) != 2 {

@@ -134,7 +134,7 @@ type Engine struct {
 	// the store is on hold (a restored copy): the metric says the
 	// scheduler looked and left the jobs paused.
 	heldRounds atomic.Uint64
-	captures captures // the serial consoles of running jobs (console.go)
+	captures   captures // the serial consoles of running jobs (console.go)
 
 	mu      sync.Mutex
 	running map[string]bool // job IDs with a worker

@@ -182,7 +182,7 @@ func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 			k, v = c.Seek(u64(f.After + 1))
 			step = c.Next
 		} else {
-			k, v = c.Seek(u64(before))
+			k, _ = c.Seek(u64(before))
 			if k == nil {
 				k, v = c.Last()
 			} else {

@@ -146,3 +146,33 @@ func TestRefusedBadNamesAreAuditedEscaped(t *testing.T) {
 		t.Errorf("subject %q does not show the escaped name", last.Subject)
 	}
 }
+
+// A tenant's own machine without a job answers 404 on its job, and that
+// is not a refusal: `machine show` asks for it every time, and the audit
+// trail must not fill with what looks like probing. Asking about another
+// tenant's machine still is one.
+func TestATenantsOwnMissingJobIsNotAuditedAsARefusal(t *testing.T) {
+	f := newFixture(t)
+	refusals := func() int {
+		n := 0
+		for _, e := range must(f.inv.Events(context.Background(), inventory.EventFilter{})) {
+			if e.Outcome == "refused" && e.Action == "machine.job" {
+				n++
+			}
+		}
+		return n
+	}
+	before := refusals()
+	if status, data := f.do("tenant-a", "GET", "/api/v1/machines/ma/job", nil); status != 404 {
+		t.Fatalf("own machine without a job: %d %s", status, data)
+	}
+	if n := refusals() - before; n != 0 {
+		t.Errorf("a tenant's own machine without a job left %d refusal(s) in the audit trail, want none", n)
+	}
+	if status, data := f.do("tenant-a", "GET", "/api/v1/machines/mb/job", nil); status != 404 {
+		t.Fatalf("another tenant's machine: %d %s", status, data)
+	}
+	if n := refusals() - before; n != 1 {
+		t.Errorf("another tenant's machine left %d refusal(s), want 1", n)
+	}
+}

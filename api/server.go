@@ -211,6 +211,10 @@ type call struct {
 	p       Principal
 	subject string // what the request is about, for the audit trail
 	detail  string
+	// outOfScope: a tenant asked for an object that is not its own (or
+	// does not exist): audited as a refusal, unlike a 404 about something
+	// missing on its own object (a machine with no job).
+	outOfScope bool
 }
 
 // tenantScope is the tenant whose objects a list must be limited to: the
@@ -306,8 +310,7 @@ func (s *Server) wrap(rt route) http.Handler {
 			s.refused.note(s, rt)
 			return
 		}
-		refusedAccess := sw.status == http.StatusForbidden ||
-			(sw.status == http.StatusNotFound && c.p.Role == inventory.RoleTenant)
+		refusedAccess := sw.status == http.StatusForbidden || c.outOfScope
 		if mutating || rt.audited || refusedAccess {
 			s.audit(c, rt, outcome)
 		}
@@ -338,6 +341,7 @@ func (s *Server) serve(c *call, rt route) (int, any, error) {
 	}
 	if p.Role == inventory.RoleTenant && rt.scope != scopeNone {
 		if err := s.checkTenantScope(c.ctx(), rt.scope, c.r.PathValue("name"), p.Tenant); err != nil {
+			c.outOfScope = true
 			return 0, nil, err
 		}
 	}

@@ -10,9 +10,10 @@ GO=${GO:-go}
 
 # package  tests (a -run pattern)
 TESTS='
-./provisioner ^(TestSchedulerLimits|TestOneJobPerMachineAndCancel|TestResumeAfterStopAtEveryStep)$
+./provisioner ^(TestSchedulerLimits|TestOneJobPerMachineAndCancel|TestResumeAfterStopAtEveryStep|TestConcurrentPowerOnsDoNotShareHeadroom|TestCommissionWaitsForTheRackBudgetThenPowersOn)$
 ./bmc ^(TestRedfishHangTimesOutWithoutBlockingOthers|TestIPMIHungBMCDoesNotBlockOthers|TestRedfishConcurrentFleet|TestIPMIConcurrent|TestAddrLocksDoNotGrow)$
-./inventory ^TestConcurrentWriters$
+./inventory ^(TestConcurrentWriters|TestEventsCarriedByAJobUpdateAreOneCommitAndWakeTheFeed)$
+./api ^TestEventFeed
 ./images ^(TestConcurrentImportsAndServes|TestServeConcurrencyLimit)$
 ./netboot ^(TestTFTPConcurrencyBound|TestAsyncRecorderConcurrent|TestDHCPServerConcurrent)$
 '

@@ -220,8 +220,9 @@ type BootEvents struct {
 	// recorded again. Zero: every 10 minutes.
 	UnknownEvery time.Duration
 
-	mu   sync.Mutex
-	seen map[string]time.Time // "MAC step" → when last recorded
+	mu    sync.Mutex
+	seen  map[string]time.Time // "MAC step" → when last recorded
+	swept time.Time            // when seen was last swept for expired entries
 	// Suppressed counts unknown-MAC events left out.
 	Suppressed atomic.Uint64
 }
@@ -281,6 +282,12 @@ func (b *BootEvents) recordUnknown(e netboot.Event) bool {
 		return false
 	}
 	if len(b.seen) >= maxUnknownSeen {
+		// Full: sweep out expired entries, but at most once a minute, or a
+		// flood of new MACs would cost a walk of the whole map per packet.
+		if at.Sub(b.swept) < time.Minute {
+			return false
+		}
+		b.swept = at
 		for k, last := range b.seen {
 			if at.Sub(last) >= every {
 				delete(b.seen, k)

@@ -70,6 +70,7 @@ func addOverlays(a *archive, dirs []string, release string, taken map[string]str
 			return nil, nil, fmt.Errorf("bootenv: overlay %s is not a directory: give the root of a tree to add (e.g. usr/bin/dcgmi inside it)", dir)
 		}
 		var mods []string
+		modSize := map[string]int64{}
 		err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
@@ -122,6 +123,7 @@ func addOverlays(a *archive, dirs []string, release string, taken map[string]str
 			files = append(files, OverlayFile{Path: "/" + ap, Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:])})
 			if isModuleFile(ap, release) {
 				mods = append(mods, ap)
+				modSize[ap] = int64(len(b))
 			}
 			return a.err
 		})
@@ -133,11 +135,7 @@ func addOverlays(a *archive, dirs []string, release string, taken map[string]str
 			return nil, nil, err
 		}
 		for _, ap := range ordered {
-			var size int64
-			if i := slices.IndexFunc(files, func(f OverlayFile) bool { return f.Path == "/"+ap }); i >= 0 {
-				size = files[i].Size
-			}
-			modules = append(modules, Module{Name: ModuleName(ap), Path: "/" + ap, Size: size, Requested: true})
+			modules = append(modules, Module{Name: ModuleName(ap), Path: "/" + ap, Size: modSize[ap], Requested: true})
 		}
 	}
 	return files, modules, nil
@@ -176,12 +174,8 @@ func overlayModuleOrder(dir, release string, mods []string) ([]string, error) {
 		if rel == "" {
 			continue
 		}
-		ap := path.Join(base, strings.TrimPrefix(rel, "kernel/"))
+		ap := path.Join(base, rel)
 		i := slices.Index(mods, ap)
-		if i < 0 {
-			ap = path.Join(base, rel)
-			i = slices.Index(mods, ap)
-		}
 		if i < 0 {
 			return nil, fmt.Errorf("bootenv: overlay %s: %s/modules.order line %d names %s, which the overlay does not have", dir, base, line, rel)
 		}

@@ -90,3 +90,21 @@ var (
 	// the engine can commit atomically.
 	ErrTooLarge = errors.New("the transaction is too large")
 )
+
+// Change is one key's change in a commit. Value is nil when the key was
+// deleted.
+type Change struct {
+	Bucket, Key, Value []byte
+}
+
+// Follower is an engine whose state can change under this process: other
+// instances write to it (etcdkv). The inventory keeps its in-memory views
+// (boot view, event feed) from Follow instead of from its own commits.
+type Follower interface {
+	// Follow calls load with a read transaction on the current state,
+	// then apply with the changes of every later commit, in commit order,
+	// one call per commit. load and apply never run concurrently. An
+	// Update of this process returns only after apply has seen its commit
+	// (read your writes).
+	Follow(load func(Tx) error, apply func([]Change)) error
+}

@@ -248,6 +248,10 @@ func (m *Member) keep(sess *concurrency.Session) {
 			if m.ctx.Err() != nil {
 				return
 			}
+			if m.cfg.Client.Ctx().Err() != nil {
+				m.log.Warn("cluster session: the etcd client was closed; no new session")
+				return
+			}
 			m.log.Warn("cluster session: retrying", "err", err, "in", backoff)
 			select {
 			case <-m.ctx.Done():
@@ -281,9 +285,10 @@ func (m *Member) watchOwners() {
 		resp, err := m.cfg.Client.Get(ctx, prefix, clientv3.WithPrefix())
 		cancel()
 		if err != nil {
-			if m.ctx.Err() == nil {
-				m.log.Debug("reading job owners", "err", err)
+			if m.ctx.Err() != nil || m.cfg.Client.Ctx().Err() != nil {
+				return // closing, or the client was
 			}
+			m.log.Debug("reading job owners", "err", err)
 			select {
 			case <-m.ctx.Done():
 				return

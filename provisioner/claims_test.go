@@ -179,7 +179,10 @@ func TestAJobRunsOnExactlyOneInstance(t *testing.T) {
 			t.Errorf("%s: boot pxe sent %d times", name, n)
 		}
 	}
-	// Finished jobs give their claims back.
+	// Finished jobs give their claims back (a worker releases before it
+	// ends, and Run returns after its workers).
+	ins["a"].stop()
+	ins["b"].stop()
 	for _, id := range ids {
 		if owner, err := ins["a"].member.Owner(context.Background(), id); err != nil || owner != "" {
 			t.Errorf("job %s still owned by %q (%v)", id, owner, err)
@@ -221,6 +224,7 @@ func TestOwnerDeathMidJobIsTakenOverFromItsPersistedStep(t *testing.T) {
 	// kill -9: no release, no revoke.
 	owner.stop()
 	owner.client.Close()
+	died := time.Now()
 	for {
 		o, err := other.member.Owner(ctx, id)
 		if err != nil {
@@ -231,6 +235,7 @@ func TestOwnerDeathMidJobIsTakenOverFromItsPersistedStep(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // waiting for the TTL and the takeover; no assertion on how long
 	}
+	t.Logf("owner %s gone → job claimed by %s after %v (TTL 2s)", owner.name, other.name, time.Since(died).Round(time.Millisecond))
 	l.eng = other.eng
 	l.srv.Config.Handler = other.eng.AgentHandler()
 	close(p.released)
@@ -263,6 +268,7 @@ func TestOwnerDeathMidJobIsTakenOverFromItsPersistedStep(t *testing.T) {
 	if !resumed {
 		t.Error("no step.resumed event for the takeover")
 	}
+	other.stop() // its worker released the claim before it ended
 	if o, _ := other.member.Owner(ctx, id); o != "" {
 		t.Errorf("finished job still owned by %q", o)
 	}

@@ -454,13 +454,14 @@ func (e *Engine) start(ctx context.Context, j inventory.QueuedJob) {
 }
 
 // QueuePosition is a job's place among the jobs waiting for a slot (1 is
-// next), or 0 when it is running or finished.
+// next), or 0 when it is running (here, or on the instance that holds
+// it) or finished.
 func (e *Engine) QueuePosition(ctx context.Context, id string) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	pos := 0
 	for j := range e.inv.BootView().Queued() {
-		if e.running[j.ID] {
+		if e.running[j.ID] || e.foreign[j.ID] {
 			continue
 		}
 		pos++

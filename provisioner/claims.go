@@ -31,31 +31,36 @@ type JobClaims interface {
 const claimTimeout = 5 * time.Second
 
 // claim asks the claims for each picked job, starts those this instance
-// won, and hands the others' slots back. It says how many were not won,
-// and the first error.
+// won, and hands the others' slots back. It says how many another
+// instance holds. At the first error it hands back the rest unasked: the
+// claims' store is away, and the scheduling loop must not wait on it job
+// after job.
 func (e *Engine) claim(ctx context.Context, picked []inventory.QueuedJob) (refused int, err error) {
-	for _, j := range picked {
+	for i, j := range picked {
 		cctx, cancel := context.WithTimeout(ctx, claimTimeout)
-		ok, cerr := e.cfg.Claims.Claim(cctx, j.ID)
+		ok, err := e.cfg.Claims.Claim(cctx, j.ID)
 		cancel()
-		if cerr == nil && ok {
+		switch {
+		case err != nil:
+			e.mu.Lock()
+			for _, j := range picked[i:] {
+				e.unreserve(j)
+			}
+			e.mu.Unlock()
+			return refused, err
+		case ok:
 			e.start(ctx, j)
-			continue
-		}
-		refused++
-		e.mu.Lock()
-		e.unreserve(j)
-		if cerr == nil {
+		default:
+			refused++
+			e.mu.Lock()
+			e.unreserve(j)
 			// Another instance runs it: not asked again until an owner
 			// goes (Orphaned) or the periodic fresh look.
 			e.foreign[j.ID] = true
-		}
-		e.mu.Unlock()
-		if cerr != nil && err == nil {
-			err = cerr
+			e.mu.Unlock()
 		}
 	}
-	return refused, err
+	return refused, nil
 }
 
 // released gives up the claim of a job that ended. A job that did not end

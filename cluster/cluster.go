@@ -185,6 +185,7 @@ func (m *Member) establish(ctx context.Context) (*concurrency.Session, error) {
 		return nil, fmt.Errorf("cluster: keeping lease %x alive: %w", grant.ID, err)
 	}
 	key := m.key("members", m.cfg.ID)
+	var inUse error // the ID was seen taken: that is the answer, whatever the last try met
 	for {
 		resp, err := m.cfg.Client.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 			Then(clientv3.OpPut(key, string(m.info), clientv3.WithLease(sess.Lease()))).Else(clientv3.OpGet(key)).Commit()
@@ -192,7 +193,7 @@ func (m *Member) establish(ctx context.Context) (*concurrency.Session, error) {
 			return sess, nil
 		}
 		if err == nil {
-			err = fmt.Errorf("%w: %q is registered by a live instance (%s): give each instance its own ID, or wait for the old one's lease to expire",
+			inUse = fmt.Errorf("%w: %q is registered by a live instance (%s): give each instance its own ID, or wait for the old one's lease to expire",
 				ErrIDInUse, m.cfg.ID, registration(resp))
 		} else {
 			err = fmt.Errorf("cluster: registering %q: %w", m.cfg.ID, err)
@@ -200,6 +201,9 @@ func (m *Member) establish(ctx context.Context) (*concurrency.Session, error) {
 		select {
 		case <-ctx.Done():
 			sess.Close()
+			if inUse != nil {
+				return nil, inUse
+			}
 			return nil, err
 		case <-time.After(500 * time.Millisecond):
 		}
@@ -238,6 +242,12 @@ func (m *Member) keep(sess *concurrency.Session) {
 			return
 		}
 		m.log.Warn("cluster session lost: this instance's jobs stop here and may be taken over by another instance", "lease", fmt.Sprintf("%x", sess.Lease()))
+		// The lease may live on in etcd (the keep-alives were late, not
+		// refused): end it, so the jobs it held are free now rather than
+		// after the TTL. Failing that, it expires by itself.
+		rctx, cancel := context.WithTimeout(m.ctx, time.Duration(m.ttl)*time.Second)
+		m.cfg.Client.Revoke(rctx, sess.Lease())
+		cancel()
 		backoff := time.Second
 		for {
 			s, err := m.establish(m.ctx)

@@ -22,6 +22,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -84,6 +85,8 @@ type Member struct {
 	wg     sync.WaitGroup
 
 	orphaned chan struct{} // cap 1: an owner key was deleted
+
+	sessionsLost, deletions atomic.Uint64 // for the metrics
 
 	mu      sync.Mutex
 	sess    *concurrency.Session // nil between sessions
@@ -241,6 +244,7 @@ func (m *Member) keep(sess *concurrency.Session) {
 		if closing {
 			return
 		}
+		m.sessionsLost.Add(1)
 		m.log.Warn("cluster session lost: this instance's jobs stop here and may be taken over by another instance", "lease", fmt.Sprintf("%x", sess.Lease()))
 		// The lease may live on in etcd (the keep-alives were late, not
 		// refused): end it, so the jobs it held are free now rather than
@@ -330,6 +334,7 @@ func (m *Member) watchOwners() {
 				if ev.Type == clientv3.EventTypeDelete {
 					delete(m.owners, job)
 					deleted = true
+					m.deletions.Add(1)
 				} else {
 					m.owners[job] = string(ev.Kv.Value)
 				}

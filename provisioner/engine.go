@@ -141,6 +141,8 @@ type Engine struct {
 	heldRounds atomic.Uint64
 	captures   captures // the serial consoles of running jobs (console.go)
 
+	claimsLost atomic.Uint64 // times Config.Claims were lost
+
 	mu      sync.Mutex
 	running map[string]bool // job IDs with a worker (or being claimed for one)
 	foreign map[string]bool // job IDs another instance holds (Config.Claims)
@@ -351,6 +353,7 @@ func (e *Engine) runClaimed(ctx context.Context, r *rounds) bool {
 			return false
 		case <-lost:
 			stop()
+			e.claimsLost.Add(1)
 			e.mu.Lock()
 			n := len(e.running)
 			e.mu.Unlock()

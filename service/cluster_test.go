@@ -71,4 +71,10 @@ func TestInstancesRegisterAndFetchBlobsFromEachOther(t *testing.T) {
 	if !strings.Contains(b.Logs.String(), "image blob fetched from a peer") {
 		t.Errorf("b did not say it fetched the blob:\n%s", b.Logs.String())
 	}
+	_, metrics := get(t, http.DefaultClient, a.AdminURL()+"/metrics", "")
+	for _, want := range []string{"metalhall_cluster_session_up 1", "metalhall_cluster_sessions_lost_total 0", "metalhall_jobs_held_elsewhere 0"} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 }

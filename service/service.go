@@ -680,6 +680,9 @@ func (s *Service) registerMetrics(imgs *images.Store, httpBoot *netboot.HTTPHand
 	if s.nb != nil {
 		cs = append(cs, s.nb.Collector())
 	}
+	if s.member != nil {
+		cs = append(cs, s.member.Collector())
+	}
 	for _, c := range cs {
 		if err := s.reg.Register(c); err != nil {
 			return err

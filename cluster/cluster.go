@@ -245,6 +245,12 @@ func (m *Member) keep(sess *concurrency.Session) {
 			return
 		}
 		m.sessionsLost.Add(1)
+		if m.cfg.Client.Ctx().Err() != nil {
+			// The client was closed under the member: nothing more can
+			// be sent, and the lease expires by itself.
+			m.log.Warn("cluster session ended with the etcd client; no new session")
+			return
+		}
 		m.log.Warn("cluster session lost: this instance's jobs stop here and may be taken over by another instance", "lease", fmt.Sprintf("%x", sess.Lease()))
 		// The lease may live on in etcd (the keep-alives were late, not
 		// refused): end it, so the jobs it held are free now rather than
@@ -263,8 +269,7 @@ func (m *Member) keep(sess *concurrency.Session) {
 				return
 			}
 			if m.cfg.Client.Ctx().Err() != nil {
-				m.log.Warn("cluster session: the etcd client was closed; no new session")
-				return
+				return // closed meanwhile: see above
 			}
 			m.log.Warn("cluster session: retrying", "err", err, "in", backoff)
 			select {

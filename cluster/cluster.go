@@ -29,11 +29,20 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
 
-// Defaults of Config.
+// Defaults of Config. DefaultPrefix is PrefixFor the inventory's default
+// prefix, "/metalhall/".
 const (
-	DefaultPrefix = "/metalhall/"
+	DefaultPrefix = "/metalhall-cluster/"
 	DefaultTTL    = 10 * time.Second
 )
+
+// PrefixFor is the cluster's key prefix beside an inventory kept in etcd
+// under inventoryPrefix: next to it, never under it. The inventory's large
+// transactions compare its whole prefix, so a claim or a lease expiring
+// under it would make every one of them conflict.
+func PrefixFor(inventoryPrefix string) string {
+	return strings.TrimSuffix(inventoryPrefix, "/") + "-cluster/"
+}
 
 // ErrNoSession is returned by Claim while the instance has no live session
 // with etcd (it was lost and a new one is not yet granted): claiming now
@@ -49,7 +58,8 @@ var ErrIDInUse = errors.New("cluster: instance ID in use")
 type Config struct {
 	Client *clientv3.Client
 	// Prefix is the key prefix of everything this package writes
-	// [DefaultPrefix]. Every instance of one control plane uses the same.
+	// [DefaultPrefix]. Every instance of one control plane uses the same,
+	// and it lies outside the inventory's prefix (PrefixFor).
 	Prefix string
 	// ID names this instance among the others [hostname-<random>]. It may
 	// not contain "/".

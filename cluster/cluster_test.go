@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -239,6 +240,23 @@ func TestATakenIDIsRefused(t *testing.T) {
 	for _, bad := range []string{"a/b", "with space"} {
 		if _, err := cluster.Join(ctx, cluster.Config{Client: c, Prefix: clustertest.Prefix(t), ID: bad}); err == nil {
 			t.Errorf("ID %q accepted", bad)
+		}
+	}
+}
+
+func TestTheClusterPrefixIsBesideTheInventorysNotUnderIt(t *testing.T) {
+	for inv, want := range map[string]string{"/metalhall/": cluster.DefaultPrefix, "/site-a/": "/site-a-cluster/", "/x": "/x-cluster/"} {
+		got := cluster.PrefixFor(inv)
+		if got != want {
+			t.Errorf("PrefixFor(%q) = %q, want %q", inv, got, want)
+		}
+		// Outside the range an inventory's whole-prefix compare covers
+		// (the inventory ends its prefix with "/" when it is given none).
+		if !strings.HasSuffix(inv, "/") {
+			inv += "/"
+		}
+		if end := clientv3.GetPrefixRangeEnd(inv); got >= inv && got < end {
+			t.Errorf("PrefixFor(%q) = %q lies in the inventory's range [%q, %q)", inv, got, inv, end)
 		}
 	}
 }

@@ -126,7 +126,8 @@ type Config struct {
 // ClusterConfig is how an instance joins the others (package cluster).
 type ClusterConfig struct {
 	Client *clientv3.Client // required; the caller's, left open by Close
-	// Prefix of the cluster's keys [cluster.DefaultPrefix].
+	// Prefix of the cluster's keys [cluster.DefaultPrefix]: outside the
+	// inventory's prefix, cluster.PrefixFor(it).
 	Prefix string
 	// InstanceID names this instance among the others [hostname-<random>].
 	InstanceID string

@@ -221,34 +221,9 @@ func (s *Store) commitBlob(ctx context.Context, tmp string, res *ingestResult, i
 	if err := s.checkQuota(ctx, img.Tenant, img.Size); err != nil {
 		return nil, err
 	}
-	blob, err := s.BlobPath(res.sha)
+	placed, err := s.placeBlob(tmp, res)
 	if err != nil {
 		return nil, err
-	}
-	if err := os.MkdirAll(filepath.Dir(blob), 0o750); err != nil {
-		return nil, err
-	}
-	data, err := json.Marshal(res.bmap)
-	if err != nil {
-		return nil, err
-	}
-	// The map goes first: a blob in place always has its map.
-	if err := atomicfile.WriteFile(blockMapPath(blob), data, atomicfile.Options{Perm: 0o640, NoSync: s.noSync}); err != nil {
-		return nil, fmt.Errorf("write block map: %w", err)
-	}
-	placed := false
-	if _, err := os.Stat(blob); errors.Is(err, fs.ErrNotExist) {
-		if err := os.Rename(tmp, blob); err != nil {
-			return nil, err
-		}
-		placed = true
-		if err := s.syncDir(filepath.Dir(blob)); err != nil {
-			return nil, err
-		}
-	} else if err != nil {
-		return nil, err
-	} else {
-		os.Remove(tmp) // deduplicated: the same bytes are already stored
 	}
 	out, err := s.cat.CreateImage(ctx, img)
 	if err != nil {
@@ -260,6 +235,37 @@ func (s *Store) commitBlob(ctx context.Context, tmp string, res *ingestResult, i
 		return nil, err
 	}
 	return out, nil
+}
+
+// placeBlob moves a verified temp file to its blob path, with its block
+// map beside it, or drops it when the same content is already stored. It
+// says whether it placed the file. s.commit is held.
+func (s *Store) placeBlob(tmp string, res *ingestResult) (placed bool, err error) {
+	blob, err := s.BlobPath(res.sha)
+	if err != nil {
+		return false, err
+	}
+	if err := os.MkdirAll(filepath.Dir(blob), 0o750); err != nil {
+		return false, err
+	}
+	data, err := json.Marshal(res.bmap)
+	if err != nil {
+		return false, err
+	}
+	// The map goes first: a blob in place always has its map.
+	if err := atomicfile.WriteFile(blockMapPath(blob), data, atomicfile.Options{Perm: 0o640, NoSync: s.noSync}); err != nil {
+		return false, fmt.Errorf("write block map: %w", err)
+	}
+	if _, err := os.Stat(blob); errors.Is(err, fs.ErrNotExist) {
+		if err := os.Rename(tmp, blob); err != nil {
+			return false, err
+		}
+		return true, s.syncDir(filepath.Dir(blob))
+	} else if err != nil {
+		return false, err
+	}
+	os.Remove(tmp) // deduplicated: the same bytes are already stored
+	return false, nil
 }
 
 func (s *Store) syncDir(dir string) error {

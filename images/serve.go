@@ -3,6 +3,7 @@ package images
 import (
 	"bytes"
 	"errors"
+	"io/fs"
 	"net/http"
 	"os"
 	"strconv"
@@ -30,6 +31,10 @@ type HandlerOptions struct {
 	MaxConcurrent int
 	// RetryAfter is what a 503 asks the client to wait. Default 5s.
 	RetryAfter time.Duration
+	// PeerKey, when set, admits other instances (Peers.Key) to any blob
+	// the catalogue names, without Authorize. What a peer asks for is
+	// served from this store only, never fetched from a peer in turn.
+	PeerKey []byte
 }
 
 // AllowAll is an Authorize for tests and single-user labs.
@@ -84,9 +89,21 @@ func (h *blobHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if code, msg := h.authorize(r, sha); code != http.StatusOK {
+	peer := isPeer(r, h.opts.PeerKey, sha, time.Now())
+	img, code, msg := h.authorize(r, sha, peer)
+	if code != http.StatusOK {
 		http.Error(w, msg, code)
 		return
+	}
+	if !peer {
+		if err := h.s.ensureBlob(r.Context(), img); err != nil {
+			if r.Context().Err() == nil {
+				h.s.log.Error("image blob unavailable", "sha256", sha, "err", err)
+			}
+			w.Header().Set("Retry-After", h.retryAfter)
+			http.Error(w, "image blob not available on this instance now: retry later", http.StatusServiceUnavailable)
+			return
+		}
 	}
 	path, _ := h.s.BlobPath(sha) // sha is valid
 	if blockMap {
@@ -112,6 +129,11 @@ func (h *blobHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	f, err := os.Open(path)
+	if peer && errors.Is(err, fs.ErrNotExist) {
+		// Another instance asks for what this one lacks as well.
+		http.Error(w, "blob not on this instance", http.StatusNotFound)
+		return
+	}
 	if err != nil {
 		// Referenced but missing: the store is damaged, not the request.
 		h.s.log.Error("image blob missing", "sha256", sha, "err", err)
@@ -135,28 +157,32 @@ func (h *blobHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, "", fi.ModTime(), f)
 }
 
-// authorize finds the catalogue entries of a blob and asks Authorize.
-func (h *blobHandler) authorize(r *http.Request, sha string) (int, string) {
+// authorize finds the catalogue entries of a blob and asks Authorize (a
+// peer may read any), and returns the entry it allowed.
+func (h *blobHandler) authorize(r *http.Request, sha string, peer bool) (*inventory.Image, int, string) {
 	imgs, err := h.s.cat.Images(r.Context())
 	if err != nil {
 		h.s.log.Error("image catalogue unreadable", "err", err)
-		return http.StatusInternalServerError, "image catalogue unreadable"
+		return nil, http.StatusInternalServerError, "image catalogue unreadable"
 	}
 	var first error
 	for i := range imgs {
 		if imgs[i].SHA256 != sha {
 			continue
 		}
+		if peer {
+			return &imgs[i], http.StatusOK, ""
+		}
 		err := h.opts.Authorize(r, &imgs[i])
 		if err == nil {
-			return http.StatusOK, ""
+			return &imgs[i], http.StatusOK, ""
 		}
 		if first == nil {
 			first = err
 		}
 	}
 	if first == nil || errors.Is(first, inventory.ErrNotFound) {
-		return http.StatusNotFound, "404 page not found"
+		return nil, http.StatusNotFound, "404 page not found"
 	}
-	return http.StatusForbidden, first.Error()
+	return nil, http.StatusForbidden, first.Error()
 }

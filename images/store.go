@@ -66,6 +66,9 @@ type Options struct {
 	// NoSync skips fsync. Only for tests and benchmarks.
 	NoSync bool
 	Logger *slog.Logger
+	// Peers, when set, is where a blob the catalogue names but this store
+	// lacks is fetched from (instances sharing one catalogue).
+	Peers *Peers
 }
 
 // Store is the blob store and the catalogue operations over it. It is safe
@@ -77,6 +80,8 @@ type Store struct {
 	log    *slog.Logger
 	noSync bool
 	client *http.Client // ImportURL's, bound to opts.URLPolicy
+	// peerClient fetches blobs from peers (Options.Peers without a Client).
+	peerClient *http.Client
 
 	// commit serialises the moments that tie blobs to catalogue entries:
 	// an import's rename + CreateImage, a Delete, a GC sweep. Without it a
@@ -86,9 +91,10 @@ type Store struct {
 
 	// mu guards the in-flight state below.
 	mu        sync.Mutex
-	importing map[string]bool  // refs (inventory.Image.Ref) of images being imported
-	temps     map[string]bool  // temp files of imports in flight
-	inflight  map[string]int64 // bytes received by each tenant's imports in flight
+	importing map[string]bool       // refs (inventory.Image.Ref) of images being imported
+	temps     map[string]bool       // temp files of imports in flight
+	inflight  map[string]int64      // bytes received by each tenant's imports in flight
+	fetching  map[string]*fetchCall // blobs being fetched from a peer, by sha256
 
 	slots chan struct{} // one per running import; cap Options.MaxImports
 
@@ -130,12 +136,16 @@ func Open(dir string, cat Catalogue, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.Peers != nil && (opts.Peers.URLs == nil || len(opts.Peers.Key) < 16) {
+		return nil, errors.New("image store: fetching from peers needs their URLs and a key of at least 16 bytes")
+	}
 	s := &Store{
 		dir: filepath.Join(dir, "blobs"), cat: cat, opts: opts, log: opts.Logger, noSync: opts.NoSync,
-		importing: make(map[string]bool), temps: make(map[string]bool), inflight: make(map[string]int64),
+		importing: make(map[string]bool), temps: make(map[string]bool), inflight: make(map[string]int64), fetching: make(map[string]*fetchCall),
 		slots: make(chan struct{}, opts.MaxImports),
 	}
 	s.client = newHTTPClient(&s.opts.URLPolicy)
+	s.peerClient = defaultPeerClient()
 	s.metrics = newStoreMetrics(s)
 	for _, d := range []string{s.tmpDir(), filepath.Join(s.dir, "sha256")} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
@@ -213,7 +223,13 @@ func (s *Store) OpenBlob(sha string) (*os.File, error) {
 }
 
 // BlockMap reads the zero-block map of an image.
+//
+// With Options.Peers, a blob missing here is fetched from a peer first
+// (the agent streams it from this instance next).
 func (s *Store) BlockMap(ctx context.Context, img *inventory.Image) (*imagefmt.BlockMap, error) {
+	if err := s.ensureBlob(ctx, img); err != nil {
+		return nil, err
+	}
 	p, err := s.BlobPath(img.SHA256)
 	if err != nil {
 		return nil, fmt.Errorf("image %q: %w", img.Name, err)

@@ -79,6 +79,11 @@ type Config struct {
 	// EnergiseWait bounds how long a commission, provision or release
 	// step waits for its rack's power budget to allow a power-on [1h].
 	EnergiseWait time.Duration
+
+	// Claims shares the jobs with other instances on one inventory: a job
+	// runs here only once claimed, and stops when the claims are lost.
+	// nil: this instance owns every job.
+	Claims JobClaims
 }
 
 func (c *Config) defaults() {
@@ -136,8 +141,11 @@ type Engine struct {
 	heldRounds atomic.Uint64
 	captures   captures // the serial consoles of running jobs (console.go)
 
+	claimsLost atomic.Uint64 // times Config.Claims were lost
+
 	mu      sync.Mutex
-	running map[string]bool // job IDs with a worker
+	running map[string]bool // job IDs with a worker (or being claimed for one)
+	foreign map[string]bool // job IDs another instance holds (Config.Claims)
 	perRack map[string]int
 	gates   map[string]chan struct{}    // per rack: see rackGate
 	pending map[string]map[string]int64 // rack → machine → rated W of its power-on under way
@@ -156,7 +164,7 @@ func New(inv *inventory.Store, bmc BMC, cfg Config) (*Engine, error) {
 		return nil, errors.New("provisioner: TokenKey of at least 16 bytes is required")
 	}
 	return &Engine{inv: inv, bmc: bmc, cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1),
-		running: map[string]bool{}, perRack: map[string]int{}, burninStreams: make(chan struct{}, cfg.MaxImageStreams),
+		running: map[string]bool{}, foreign: map[string]bool{}, perRack: map[string]int{}, burninStreams: make(chan struct{}, cfg.MaxImageStreams),
 		gates: map[string]chan struct{}{}, pending: map[string]map[string]int64{}}, nil
 }
 
@@ -306,16 +314,63 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	r := &rounds{tick: tick.C}
+	for e.runClaimed(ctx, r) {
+	}
+	return nil
+}
+
+// rounds is the scheduling loop's state across claims.
+type rounds struct {
+	tick    <-chan time.Time
+	ticks   int
+	failing bool // the last round's error was logged
+}
+
+// runClaimed schedules jobs under one set of claims (all of them, for a
+// single instance) until ctx ends (false: Run returns, every worker
+// stopped) or the claims are lost (true: every worker of theirs stopped,
+// run again). Workers run under a context that ends in both cases:
+// another instance may take lost jobs over, and they must not be driven
+// from two places.
+func (e *Engine) runClaimed(ctx context.Context, r *rounds) bool {
+	jobs, stop := context.WithCancel(ctx)
+	defer stop()
+	lost, orphaned := e.lost(), e.orphaned()
 	for {
-		if err := e.schedule(ctx); err != nil && ctx.Err() == nil {
+		err := e.schedule(jobs)
+		switch {
+		case err != nil && ctx.Err() == nil && !r.failing:
 			e.log.Error("scheduling jobs", "err", err)
+			r.failing = true
+		case err == nil && r.failing:
+			e.log.Info("scheduling jobs again")
+			r.failing = false
 		}
 		select {
 		case <-ctx.Done():
 			e.wg.Wait()
-			return nil
+			return false
+		case <-lost:
+			stop()
+			e.claimsLost.Add(1)
+			e.mu.Lock()
+			n := len(e.running)
+			e.mu.Unlock()
+			e.log.Warn("this instance lost its job claims: its jobs stop where they are persisted, another instance may take them over", "jobs", n)
+			e.wg.Wait()
+			e.forgetForeign()
+			return true
+		case <-orphaned:
+			e.forgetForeign()
 		case <-e.wake:
-		case <-tick.C:
+		case <-r.tick:
+			// A fresh look at the jobs others held now and then, in case
+			// an orphan notice was missed; the claims answer it from
+			// their own view.
+			if r.ticks++; r.ticks%30 == 0 {
+				e.forgetForeign()
+			}
 		}
 	}
 }
@@ -330,14 +385,39 @@ func (e *Engine) schedule(ctx context.Context) error {
 		return nil
 	}
 	jobs := e.inv.BootView().Queue()
+	for {
+		picked := e.pick(jobs)
+		if e.cfg.Claims == nil {
+			for _, j := range picked {
+				e.start(ctx, j)
+			}
+			return nil
+		}
+		if len(picked) == 0 {
+			return nil
+		}
+		// The claims are asked outside e.mu: a claim is a round trip.
+		// Slots of jobs another instance runs go to the next ones in
+		// the queue, in this same round.
+		refused, err := e.claim(ctx, picked)
+		if err != nil || refused == 0 {
+			return err
+		}
+	}
+}
+
+// pick reserves a slot for each of the oldest waiting jobs that fit within
+// the limits.
+func (e *Engine) pick(jobs []inventory.QueuedJob) []inventory.QueuedJob {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	var picked []inventory.QueuedJob
 	for _, j := range jobs {
-		if e.running[j.ID] {
+		if e.running[j.ID] || e.foreign[j.ID] {
 			continue
 		}
 		if len(e.running) >= e.cfg.MaxJobs {
-			return nil
+			break
 		}
 		stream := j.Kind == inventory.JobProvision
 		if e.perRack[j.Rack] >= e.cfg.MaxPerRack || (stream && e.streams >= e.cfg.MaxImageStreams) {
@@ -348,31 +428,43 @@ func (e *Engine) schedule(ctx context.Context) error {
 		if stream {
 			e.streams++
 		}
-		e.wg.Add(1)
-		go func(j inventory.QueuedJob) {
-			defer e.wg.Done()
-			e.work(ctx, j.ID)
-			e.mu.Lock()
-			delete(e.running, j.ID)
-			e.perRack[j.Rack]--
-			if stream {
-				e.streams--
-			}
-			e.mu.Unlock()
-			e.poke()
-		}(j)
+		picked = append(picked, j)
 	}
-	return nil
+	return picked
+}
+
+// unreserve hands back the slot pick reserved. e.mu is held.
+func (e *Engine) unreserve(j inventory.QueuedJob) {
+	delete(e.running, j.ID)
+	e.perRack[j.Rack]--
+	if j.Kind == inventory.JobProvision {
+		e.streams--
+	}
+}
+
+// start runs a picked job in a worker of its own.
+func (e *Engine) start(ctx context.Context, j inventory.QueuedJob) {
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		e.work(ctx, j.ID)
+		e.released(ctx, j.ID)
+		e.mu.Lock()
+		e.unreserve(j)
+		e.mu.Unlock()
+		e.poke()
+	}()
 }
 
 // QueuePosition is a job's place among the jobs waiting for a slot (1 is
-// next), or 0 when it is running or finished.
+// next), or 0 when it is running (here, or on the instance that holds
+// it) or finished.
 func (e *Engine) QueuePosition(ctx context.Context, id string) int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	pos := 0
 	for j := range e.inv.BootView().Queued() {
-		if e.running[j.ID] {
+		if e.running[j.ID] || e.foreign[j.ID] {
 			continue
 		}
 		pos++

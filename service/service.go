@@ -30,12 +30,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/metalhall/metalhall/agent/wire"
 	"github.com/metalhall/metalhall/api"
 	"github.com/metalhall/metalhall/backup"
 	"github.com/metalhall/metalhall/bmc"
+	"github.com/metalhall/metalhall/cluster"
 	"github.com/metalhall/metalhall/images"
 	"github.com/metalhall/metalhall/internal/atomicfile"
 	"github.com/metalhall/metalhall/inventory"
@@ -112,6 +114,26 @@ type Config struct {
 	ShutdownTimeout time.Duration // default 30s
 	Logger          *slog.Logger
 	Version         string
+
+	// Cluster, when set, makes this instance one of several sharing one
+	// control plane on an etcd cluster: it registers itself there, runs a
+	// job only once it has claimed it (another instance takes the job
+	// over when this one dies), and fetches the image blobs it lacks from
+	// the others. Every instance must use the same sealing key.
+	Cluster *ClusterConfig
+}
+
+// ClusterConfig is how an instance joins the others (package cluster).
+type ClusterConfig struct {
+	Client *clientv3.Client // required; the caller's, left open by Close
+	// Prefix of the cluster's keys [cluster.DefaultPrefix]: outside the
+	// inventory's prefix, cluster.PrefixFor(it).
+	Prefix string
+	// InstanceID names this instance among the others [hostname-<random>].
+	InstanceID string
+	// TTL bounds how long a dead instance's jobs wait for another to take
+	// them over [cluster.DefaultTTL].
+	TTL time.Duration
 }
 
 // ConfigError is a configuration the service cannot run with. Field names
@@ -138,6 +160,7 @@ type Service struct {
 	machines *provisioner.Machines
 	recorder *netboot.AsyncRecorder
 	nb       *netboot.Server // nil with DHCP off
+	member   *cluster.Member // nil without Config.Cluster
 
 	adminLn, provLn   net.Listener
 	adminSrv, provSrv *http.Server
@@ -208,6 +231,9 @@ func (s *Service) validate() error {
 	if c.ProfilesDir == "" {
 		c.ProfilesDir = filepath.Join(c.DataDir, "profiles")
 	}
+	if c.Cluster != nil && c.Cluster.Client == nil {
+		return &ConfigError{"Cluster", "an etcd client is required to share the work with other instances"}
+	}
 	if c.PowerAlertShare < 0 || c.PowerAlertShare > 1 {
 		return &ConfigError{"PowerAlertShare", fmt.Sprintf("%v is not a share of a rack's budget: give one above 0 and at most 1 (e.g. 0.9), or 0 for no alerts", c.PowerAlertShare)}
 	}
@@ -259,6 +285,22 @@ func (s *Service) provision(ctx context.Context) error {
 	iopts := cfg.Images
 	iopts.Logger = log
 	iopts.URLPolicy.Refused = images.ServiceDestinations(inv, s.adminLn.Addr(), s.provLn.Addr())
+	// Instances fetch blobs from each other's provisioning listener,
+	// signing each request with a key derived from the sealing key they
+	// share: what the agents already fetch on that network, and nothing
+	// an outsider without the key can.
+	var peerKey []byte
+	if cfg.Cluster != nil {
+		m, err := cluster.Join(ctx, cluster.Config{Client: cfg.Cluster.Client, Prefix: cfg.Cluster.Prefix, ID: cfg.Cluster.InstanceID,
+			TTL: cfg.Cluster.TTL, APIURL: s.adminURL, ProvisioningURL: s.provURL, Logger: log})
+		if err != nil {
+			return fmt.Errorf("joining the other instances: %w", err)
+		}
+		s.member = m
+		s.onClose(m.Close)
+		peerKey = deriveKey(key, "metalhall peer blobs")
+		iopts.Peers = &images.Peers{URLs: m.PeerProvisioningURLs, Key: peerKey}
+	}
 	imgs, err := images.Open(filepath.Join(cfg.DataDir, "images"), inv, iopts)
 	if err != nil {
 		return err
@@ -297,6 +339,9 @@ func (s *Service) provision(ctx context.Context) error {
 	// only once this service has seen the machine netboot.
 	ecfg.ScriptAfterDHCP = cfg.DHCPMode != netboot.ModeOff
 	ecfg.Sealer = sealer // provision jobs' keys and user data, at rest
+	if s.member != nil {
+		ecfg.Claims = s.member
+	}
 	// Agent tokens are used only from their machine's address, as the DHCP
 	// view knows it. The view needs the engine (it answers the boot
 	// decision in the same lookup), so the engine asks it through addrs,
@@ -373,7 +418,7 @@ func (s *Service) provision(ctx context.Context) error {
 	provMux.Handle("/boot/", httpBoot)
 	provMux.Handle(wire.PathPrefix, engine.AgentHandler())
 	provMux.Handle("/metadata/", engine.MetadataHandler())
-	provMux.Handle("/images/", imgs.BlobHandler(images.HandlerOptions{Authorize: agentOnly(engine)}))
+	provMux.Handle("/images/", imgs.BlobHandler(images.HandlerOptions{Authorize: agentOnly(engine), PeerKey: peerKey}))
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	s.adminSrv = &http.Server{Handler: adminMux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
 	s.adminSrv.RegisterOnShutdown(console.StopLive)
@@ -487,6 +532,10 @@ func (s *Service) Inventory() *inventory.Store { return s.inv }
 
 // Engine is the service's job engine.
 func (s *Service) Engine() *provisioner.Engine { return s.engine }
+
+// Cluster is this instance's membership among the others sharing the
+// work, nil without Config.Cluster.
+func (s *Service) Cluster() *cluster.Member { return s.member }
 
 // Netboot is the DHCP/TFTP server, nil when DHCP is off.
 func (s *Service) Netboot() *netboot.Server { return s.nb }
@@ -631,6 +680,9 @@ func (s *Service) registerMetrics(imgs *images.Store, httpBoot *netboot.HTTPHand
 	}
 	if s.nb != nil {
 		cs = append(cs, s.nb.Collector())
+	}
+	if s.member != nil {
+		cs = append(cs, s.member.Collector())
 	}
 	for _, c := range cs {
 		if err := s.reg.Register(c); err != nil {

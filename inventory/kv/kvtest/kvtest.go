@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/metalhall/metalhall/inventory/kv"
@@ -592,14 +593,18 @@ func (s suite) batchIncrements(t *testing.T) { s.countIncrements(t, true) }
 
 // overlap runs fa on a and fb on b so that, with two instances, their
 // first runs both read before either writes: each calls the given wait
-// between its reads and its writes. Both Updates must succeed.
+// between its reads and its writes. Both Updates must succeed, and with
+// two instances the one that commits second must have run again: its
+// first run read what the other then changed.
 func overlap(t *testing.T, a, b kv.Engine, two bool, fa, fb func(tx kv.Tx, wait func()) error) {
 	t.Helper()
 	var read sync.WaitGroup
 	read.Add(2)
+	var runs atomic.Int32
 	run := func(e kv.Engine, f func(kv.Tx, func()) error) error {
 		first := true
 		return e.Update(func(tx kv.Tx) error {
+			runs.Add(1)
 			wait := func() {}
 			if first && two {
 				wait = func() { read.Done(); read.Wait() }
@@ -616,6 +621,9 @@ func overlap(t *testing.T, a, b kv.Engine, two bool, fa, fb func(tx kv.Tx, wait 
 	wg.Wait()
 	if errA != nil || errB != nil {
 		t.Fatalf("updates: %v, %v", errA, errB)
+	}
+	if n := runs.Load(); two && n < 3 {
+		t.Errorf("two overlapping transactions that conflict ran %d times in all: the second to commit did not run again", n)
 	}
 	catchUp(t, a, b)
 }

@@ -15,7 +15,7 @@ PKGS      := ./...
 TEST_DEBS := ipmitool openipmi qemu-system-x86 ipxe-qemu ovmf ipxe \
              linux-image-amd64 busybox-static cpio zstd xz-utils iproute2 \
              syslinux syslinux-common syslinux-efi mtools dosfstools dnsmasq-base \
-             qemu-utils prometheus chromium lldpd man-db zsh fish
+             qemu-utils prometheus chromium lldpd man-db zsh fish etcd-server
 BENCH_DEBS := kea-admin kea-dhcp4-server dnsmasq nginx curl
 
 .PHONY: all build agent docs deb test test-stress test-short e2e demo fuzz deps bench-deps run bench lint fmt clean

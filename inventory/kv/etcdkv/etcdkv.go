@@ -18,6 +18,10 @@
 //	d/<bucket>        rewritten by every delete in the bucket: a range
 //	                  compare cannot see a key deleted since a snapshot
 //	i                 the intent of a large transaction being applied
+//
+// Keys and values a transaction returns, and the values of the changes
+// Follow delivers, are the mirror's own memory: read them, copy what must
+// outlive the transaction, never change them.
 package etcdkv
 
 import (
@@ -83,6 +87,8 @@ type Engine struct {
 	// process had died before applying the intent.
 	hookAfterIntent func() error
 
+	// kick wakes the watch from its backoff: an Update waits for it.
+	kick   chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
 	closed sync.Once
@@ -101,6 +107,10 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = defaultPrefix
+	}
+	if !strings.HasSuffix(cfg.Prefix, "/") {
+		// Else "/metalhall" would also hold the keys of "/metalhall2/".
+		return nil, fmt.Errorf("etcd engine: prefix %q does not end with '/': end it with one (e.g. %q)", cfg.Prefix, cfg.Prefix+"/")
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = defaultTimeout
@@ -145,6 +155,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		prefix:    cfg.Prefix,
 		endpoints: strings.Join(cfg.Endpoints, ","),
 		log:       log,
+		kick:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
 	}
 	e.m = newMirror()

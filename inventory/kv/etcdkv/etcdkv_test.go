@@ -381,3 +381,140 @@ func TestEngineDoesNotLinkTheEtcdServer(t *testing.T) {
 		}
 	}
 }
+
+func TestPrefixWithoutTrailingSlashIsRefused(t *testing.T) {
+	_, err := Open(context.Background(), Config{Endpoints: []string{endpoint}, Prefix: "/metalhall"})
+	if err == nil {
+		t.Fatal("a prefix without a trailing '/' was accepted: it would hold another prefix's keys")
+	}
+	t.Log(err)
+}
+
+func TestManyReadsCoalesceAndStillConflict(t *testing.T) {
+	a := open(t, "")
+	b := open(t, a.prefix)
+	const n = 200 // more point reads than MaxTxnOps compares
+	fill(t, a, "m", n, "1")
+	fill(t, b, "sync", 1, "x")
+	runs := 0
+	err := a.Update(func(tx kv.Tx) error {
+		runs++
+		bk := tx.Bucket([]byte("m"))
+		sum := 0
+		for i := range n {
+			sum += len(bk.Get(fmt.Appendf(nil, "k%04d", i)))
+		}
+		if runs == 1 {
+			// Another instance changes one key this one has read.
+			if err := b.Update(func(tx kv.Tx) error {
+				return tx.Bucket([]byte("m")).Put([]byte("k0150"), []byte("22"))
+			}); err != nil {
+				return err
+			}
+		}
+		tb, err := tx.CreateBucketIfNotExists([]byte("total"))
+		if err != nil {
+			return err
+		}
+		return tb.Put([]byte("sum"), fmt.Append(nil, sum))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runs != 2 {
+		t.Errorf("the update ran %d times, want 2 (once more after the conflict)", runs)
+	}
+	if err := a.View(func(tx kv.Tx) error {
+		if got := string(tx.Bucket([]byte("total")).Get([]byte("sum"))); got != fmt.Sprint(n+1) {
+			t.Errorf("sum = %s, want %d", got, n+1)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTransactionTooLargeForOneRequestIsRefused(t *testing.T) {
+	e := open(t, "")
+	fill(t, e, "m", 1, "keep")
+	before := e.Revision()
+	err := e.Update(func(tx kv.Tx) error {
+		b := tx.Bucket([]byte("m"))
+		for i := range 2000 {
+			if err := b.Put(fmt.Appendf(nil, "k%04d", i), make([]byte, 1024)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if !errors.Is(err, kv.ErrTooLarge) {
+		t.Fatalf("a 2 MB transaction: %v, want kv.ErrTooLarge", err)
+	}
+	t.Log(err)
+	if err := e.View(func(tx kv.Tx) error {
+		if got := string(tx.Bucket([]byte("m")).Get([]byte("k0000"))); got != "keep" {
+			t.Errorf("k0000 = %q after a refused transaction", got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := e.cli.Get(context.Background(), e.key(intentKey)); err != nil || len(r.Kvs) != 0 || e.Revision() != before {
+		t.Errorf("a refused transaction left something: %v %v, revision %d -> %d", r, err, before, e.Revision())
+	}
+}
+
+func TestWatchBehindCompactionReloads(t *testing.T) {
+	a := open(t, "")
+	b := open(t, a.prefix)
+	fill(t, a, "m", 3, "v1")
+	fill(t, b, "sync", 1, "x")
+	var got []string
+	if err := b.Follow(func(kv.Tx) error { return nil }, func(cs []kv.Change) {
+		for _, c := range cs {
+			if c.Value == nil {
+				got = append(got, fmt.Sprintf("%s/%s deleted", c.Bucket, c.Key))
+				continue
+			}
+			got = append(got, fmt.Sprintf("%s/%s=%q", c.Bucket, c.Key, c.Value))
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// b's watch stops; what it misses is compacted away.
+	b.cancel()
+	<-b.done
+	if err := a.Update(func(tx kv.Tx) error {
+		m := tx.Bucket([]byte("m"))
+		if err := m.Put([]byte("k0000"), []byte("v2")); err != nil {
+			return err
+		}
+		if err := m.Put([]byte("k0009"), []byte("new")); err != nil {
+			return err
+		}
+		return m.Delete([]byte("k0001"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := a.cli.Compact(ctx, a.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	b.cancel, b.done = cancel, make(chan struct{})
+	go b.watch(wctx)
+
+	fill(t, b, "sync", 1, "y") // returns once b has caught up
+	want := []string{`m/k0000="v2"`, `m/k0001 deleted`, `m/k0009="new"`, `sync/k0000="y"`}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("the follower got %v, want %v", got, want)
+	}
+	if err := b.View(func(tx kv.Tx) error {
+		if got, want := contentsOf(tx.Bucket([]byte("m"))), []string{"k0000", "k0002", "k0009"}; strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("b after the reload: %v, want %v", got, want)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

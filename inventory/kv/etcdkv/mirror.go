@@ -1,8 +1,11 @@
 package etcdkv
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -167,6 +170,9 @@ func diff(a, b *btree.BTreeG[item]) []kv.Change {
 		}
 		return true
 	})
+	slices.SortFunc(out, func(x, y kv.Change) int {
+		return cmp.Or(bytes.Compare(x.Bucket, y.Bucket), bytes.Compare(x.Key, y.Key))
+	})
 	return out
 }
 
@@ -250,6 +256,10 @@ func (e *Engine) watch(ctx context.Context) {
 		case <-ctx.Done():
 			t.Stop()
 			return
+		case <-e.kick:
+			t.Stop()
+			backoff = first
+			continue
 		case <-t.C:
 		}
 		backoff = min(2*backoff, most)
@@ -325,6 +335,10 @@ func (e *Engine) waitRev(rev int64, data bool) error {
 		m.mu.Unlock()
 		if ok {
 			return nil
+		}
+		select {
+		case e.kick <- struct{}{}: // a watch waiting to retry: now
+		default:
 		}
 		var tick <-chan time.Time
 		if !data {

@@ -275,6 +275,20 @@ func (b *bucket) Cursor() kv.Cursor {
 }
 
 func (b *bucket) ForEach(fn func(k, v []byte) error) error {
+	if !b.t.writable {
+		// A view has no overlay and records no reads: walk the snapshot.
+		lo, hi := bucketLo(b.name), bucketHi(b.name)
+		var err error
+		b.t.snap.tree.AscendRange(item{key: lo}, item{key: hi}, func(it item) bool {
+			v := it.val
+			if v == nil {
+				v = []byte{}
+			}
+			err = fn([]byte(it.key[len(lo):]), v)
+			return err == nil
+		})
+		return err
+	}
 	c := b.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		if err := fn(k, v); err != nil {

@@ -518,3 +518,45 @@ func TestWatchBehindCompactionReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Writers that meet a live writer's intent finish it alongside it: the
+// chunks are idempotent, and neither's writes are lost.
+func TestWritersMeetingAnIntentFinishItAlongsideItsWriter(t *testing.T) {
+	a := open(t, "")
+	b := open(t, a.prefix)
+	const n, rounds, increments = 300, 3, 30
+	done := make(chan error, 1)
+	go func() {
+		for range increments {
+			if err := b.Update(func(tx kv.Tx) error {
+				c, err := tx.CreateBucketIfNotExists([]byte("c"))
+				if err != nil {
+					return err
+				}
+				return c.Put([]byte("n"), fmt.Append(nil, len(c.Get([]byte("n")))+1))
+			}); err != nil && !errors.Is(err, kv.ErrConflict) {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := range rounds {
+		fill(t, a, "m", n, fmt.Sprintf("v%d", i))
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	fill(t, a, "sync", 1, "x")
+	if err := a.View(func(tx kv.Tx) error {
+		if vals, count := values(tx); count != n || vals[fmt.Sprintf("v%d", rounds-1)] != n {
+			t.Errorf("m: %d keys, values %v", count, vals)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := a.cli.Get(context.Background(), a.key(intentKey)); err != nil || len(r.Kvs) != 0 {
+		t.Errorf("an intent is left: %v %v", r, err)
+	}
+}

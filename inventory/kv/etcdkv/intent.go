@@ -126,8 +126,8 @@ func parseIntent(b []byte) ([]wop, error) {
 func (e *Engine) commitLarge(cmps []clientv3.Cmp, cmpBytes int, ops []wop, opBytes int) error {
 	enc := encodeIntent(ops)
 	if len(enc)+cmpBytes > maxRequestBytes {
-		return fmt.Errorf("etcd engine: the transaction writes %d keys in %d bytes (%.2f MiB) and reads through %d bytes of compares; it must commit in one etcd request, which takes at most %.2f MiB here: split the change into smaller transactions: %w",
-			len(ops), opBytes, float64(opBytes)/(1<<20), cmpBytes, float64(maxRequestBytes)/(1<<20), kv.ErrTooLarge)
+		return fmt.Errorf("etcd engine: the transaction writes %d keys in %d bytes (%.2f MiB); a transaction commits in one etcd request, at most %.2f MiB here: split the change into smaller transactions: %w",
+			len(ops), opBytes, float64(opBytes)/(1<<20), float64(maxRequestBytes)/(1<<20), kv.ErrTooLarge)
 	}
 	resp, err := e.txn(cmps, clientv3.OpPut(e.key(intentKey), string(enc)))
 	if err != nil {

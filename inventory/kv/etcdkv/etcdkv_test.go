@@ -78,11 +78,17 @@ var prefixes atomic.Int64
 // open opens an engine on a prefix of its own, or on prefix when given.
 func open(t *testing.T, prefix string) *Engine {
 	t.Helper()
+	return openAt(t, endpoint, prefix)
+}
+
+// openAt opens an engine on the cluster at ep.
+func openAt(t *testing.T, ep, prefix string) *Engine {
+	t.Helper()
 	if prefix == "" {
 		prefix = fmt.Sprintf("/test/%d/", prefixes.Add(1))
 	}
 	e, err := Open(context.Background(), Config{
-		Endpoints: []string{endpoint}, Prefix: prefix,
+		Endpoints: []string{ep}, Prefix: prefix,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {

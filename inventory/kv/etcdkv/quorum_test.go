@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/metalhall/metalhall/inventory/kv"
+	"github.com/metalhall/metalhall/inventory/kv/kvtest"
 )
 
 // member is one process of a real etcd cluster (Debian's etcd-server).
@@ -194,4 +195,18 @@ func contentsOf(b kv.Bucket) []string {
 	var out []string
 	b.ForEach(func(k, v []byte) error { out = append(out, string(k)); return nil })
 	return out
+}
+
+// The suite against the etcd the lead's end-to-end tests run (Debian's
+// 3.4): the engine uses nothing newer than its API (range compares,
+// progress requests).
+func TestConformanceOnDebianEtcd(t *testing.T) {
+	bin, err := exec.LookPath("etcd")
+	if err != nil {
+		t.Skip("etcd is not installed (Debian package etcd-server; make deps installs it): this test runs the suite on it")
+	}
+	ep := startCluster(t, bin, 1)[0].clientURL()
+	kvtest.RunWithPeers(t,
+		func(t *testing.T) kv.Engine { return openAt(t, ep, "") },
+		func(t *testing.T, e kv.Engine) kv.Engine { return openAt(t, ep, e.(*Engine).prefix) })
 }

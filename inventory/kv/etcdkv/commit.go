@@ -188,12 +188,28 @@ func (e *Engine) commit(t *tx) error {
 	}
 	resp, err := e.txn(cmps, e.etcdOps(ops)...)
 	if err != nil {
-		return e.etcdErr("commit", err)
+		return e.commitErr("commit", err)
 	}
 	if !resp.Succeeded {
 		return &conflictError{rev: resp.Header.Revision}
 	}
-	return e.waitRev(resp.Header.Revision, true)
+	return e.waitApplied(resp.Header.Revision)
+}
+
+// commitErr words the failure of a transaction's commit: when the
+// cluster did not answer, the outcome is not known for sure.
+//
+// A commit that timed out may have reached a leader that then lost its
+// quorum. If that member leads again (its log is the longest), etcd
+// applies it then, compares passing; if another member leads, it is
+// dropped. The quorum test sees both. The caller may rely only on this:
+// the write had not committed when Update returned.
+func (e *Engine) commitErr(what string, err error) error {
+	if isUnavailable(err) {
+		return fmt.Errorf("etcd engine: %s: the etcd cluster at %s cannot commit (no quorum or unreachable); writes are refused and this one did not commit (etcd may still apply it when quorum returns, if a member had taken it): %w (%w)",
+			what, e.endpoints, kv.ErrUnavailable, err)
+	}
+	return e.etcdErr(what, err)
 }
 
 // etcdErr words an etcd failure for the caller.
@@ -211,11 +227,9 @@ func (e *Engine) etcdErr(what string, err error) error {
 	return fmt.Errorf("etcd engine: %s at %s: %w", what, e.endpoints, err)
 }
 
-// unavailable is the error of a write the cluster could not take.
-//
-// A request that timed out may have reached a leader that then lost its
-// quorum; etcd could still apply it if that member leads again. What the
-// caller can rely on is that it did not commit by the time this returns.
+// unavailable is the error of a call the cluster could not answer when
+// nothing of the caller's was sent (loads, catching up, finishing another
+// writer's intent).
 func (e *Engine) unavailable(what string, err error) error {
 	return fmt.Errorf("etcd engine: %s: the etcd cluster at %s cannot commit (no quorum or unreachable); writes are refused and nothing changed: %w (%w)",
 		what, e.endpoints, kv.ErrUnavailable, err)

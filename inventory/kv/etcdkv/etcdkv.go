@@ -231,7 +231,7 @@ func (e *Engine) Update(fn func(kv.Tx) error) error {
 		if errors.As(err, &c) {
 			// Our snapshot was stale: catch up to at least the revision
 			// that beat us, then run fn again.
-			if err := e.waitRev(c.rev, false); err != nil {
+			if err := e.waitPast(c.rev, snap.rev); err != nil {
 				return err
 			}
 			continue

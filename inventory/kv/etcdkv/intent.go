@@ -131,7 +131,7 @@ func (e *Engine) commitLarge(cmps []clientv3.Cmp, cmpBytes int, ops []wop, opByt
 	}
 	resp, err := e.txn(cmps, clientv3.OpPut(e.key(intentKey), string(enc)))
 	if err != nil {
-		return e.etcdErr("commit the intent of a large transaction", err)
+		return e.commitErr("commit the intent of a large transaction", err)
 	}
 	if !resp.Succeeded {
 		return &conflictError{rev: resp.Header.Revision}
@@ -144,12 +144,12 @@ func (e *Engine) commitLarge(cmps []clientv3.Cmp, cmpBytes int, ops []wop, opByt
 	}
 	// Committed: every reader sees the transaction through the intent,
 	// and the next writer finishes applying it if this one cannot.
-	rev, data, err := e.applyIntent(in)
+	rev, done, err := e.applyIntent(in)
 	if err != nil {
 		e.log.Warn("etcd engine: a large transaction committed; applying it failed, the next write finishes it", "revision", in.rev, "err", err)
-		return e.waitRev(in.rev, true)
+		return e.waitApplied(in.rev)
 	}
-	return e.waitRev(rev, data)
+	return e.waitIntent(in, rev, done)
 }
 
 // rollForward finishes an intent another writer left.
@@ -159,16 +159,25 @@ func (e *Engine) rollForward(in *intent) error {
 			e.key(intentKey), in.rev, in.err)
 	}
 	e.log.Info("etcd engine: finishing a large transaction its writer left", "revision", in.rev, "writes", len(in.ops))
-	rev, data, err := e.applyIntent(in)
+	rev, done, err := e.applyIntent(in)
 	if err != nil {
 		return err
 	}
-	return e.waitRev(rev, data)
+	return e.waitIntent(in, rev, done)
+}
+
+// waitIntent waits until the mirror has seen in finished: by this
+// instance at rev (done), or by another before rev.
+func (e *Engine) waitIntent(in *intent, rev int64, done bool) error {
+	if done {
+		return e.waitApplied(rev)
+	}
+	return e.waitPast(rev, in.rev)
 }
 
 // applyIntent writes in's chunks and deletes it. It returns the revision
-// to wait for: its own last commit (data), or the revision at which it
-// found the intent gone (another writer finished it).
+// to wait for: its own deletion of the intent (done), or the revision at
+// which it found the intent gone (another writer finished it).
 func (e *Engine) applyIntent(in *intent) (int64, bool, error) {
 	guard := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(e.key(intentKey)), "=", in.rev)}
 	for _, chunk := range e.chunks(in.ops) {

@@ -321,16 +321,26 @@ func (e *Engine) reload(ctx context.Context) {
 	e.m.ack(rev, true)
 }
 
-// waitRev waits until the mirror applied rev (data: its events; else it
-// may be known from a progress notification: the revision belongs to
-// keys outside the prefix).
-func (e *Engine) waitRev(rev int64, data bool) error {
+// waitApplied waits until the mirror has applied the events of rev (a
+// commit of this instance) and its followers have seen them.
+func (e *Engine) waitApplied(rev int64) error { return e.wait(rev, -1) }
+
+// waitPast waits, after a conflict at revision rev, until the mirror has
+// caught up with rev. rev may be no event of this prefix, so etcd is asked
+// where the watch stands (progress). Before 3.4.24 etcd could report
+// progress ahead of events still on their way, so the mirror must also
+// have applied something after seen (the snapshot that lost): the write
+// that won is such an event.
+func (e *Engine) waitPast(rev, seen int64) error { return e.wait(rev, seen) }
+
+func (e *Engine) wait(rev, seen int64) error {
 	ctx, cancel := e.requestCtx()
 	defer cancel()
+	data := seen < 0
 	m := e.m
 	for {
 		m.mu.Lock()
-		ok := m.dataAck >= rev || (!data && m.progress >= rev)
+		ok := m.dataAck >= rev || (!data && m.progress >= rev && m.dataAck > seen)
 		ch := m.changed
 		m.mu.Unlock()
 		if ok {
@@ -342,8 +352,8 @@ func (e *Engine) waitRev(rev int64, data bool) error {
 		}
 		var tick <-chan time.Time
 		if !data {
-			// The revision may be no event of ours: ask etcd where the
-			// watch stands, again until it answers past rev.
+			// Ask etcd where the watch stands, again until it answers
+			// past rev.
 			_ = e.cli.RequestProgress(clientv3.WithRequireLeader(ctx))
 			tick = time.After(50 * time.Millisecond)
 		}

@@ -101,7 +101,10 @@ func (t *tx) del(rel, bucket string) {
 }
 
 // after returns the first visible item in [from, hi), from excluded
-// unless incl.
+// unless incl. The snapshot is walked first: its first key the overlay
+// does not delete is the answer unless the overlay has a new key before
+// it. Each walk skips only deleted keys, so a cursor's whole walk stays
+// linear however many keys the transaction wrote or deleted.
 func (t *tx) after(from, hi string, incl bool) (item, bool) {
 	var best item
 	found := false
@@ -109,21 +112,24 @@ func (t *tx) after(from, hi string, incl bool) (item, bool) {
 		if !incl && it.key == from {
 			return true
 		}
-		if t.writable && t.writes.Has(it) {
-			return true // the overlay decides this key
+		if t.writable {
+			if w, ok := t.writes.Get(it); ok {
+				if w.del {
+					return true
+				}
+				it = w
+			}
 		}
 		best, found = it, true
 		return false
 	})
 	if t.writable {
-		t.writes.AscendRange(item{key: from}, item{key: hi}, func(w item) bool {
-			if !incl && w.key == from {
-				return true
-			}
-			if found && w.key > best.key {
-				return false
-			}
-			if w.del {
+		end := hi
+		if found {
+			end = best.key
+		}
+		t.writes.AscendRange(item{key: from}, item{key: end}, func(w item) bool {
+			if w.del || (!incl && w.key == from) {
 				return true
 			}
 			best, found = w, true
@@ -134,7 +140,7 @@ func (t *tx) after(from, hi string, incl bool) (item, bool) {
 }
 
 // before returns the last visible item in [lo, to], to excluded unless
-// incl.
+// incl; after's mirror image.
 func (t *tx) before(lo, to string, incl bool) (item, bool) {
 	var best item
 	found := false
@@ -145,18 +151,23 @@ func (t *tx) before(lo, to string, incl bool) (item, bool) {
 		if !incl && it.key == to {
 			return true
 		}
-		if t.writable && t.writes.Has(it) {
-			return true
+		if t.writable {
+			if w, ok := t.writes.Get(it); ok {
+				if w.del {
+					return true
+				}
+				it = w
+			}
 		}
 		best, found = it, true
 		return false
 	})
 	if t.writable {
 		t.writes.DescendLessOrEqual(item{key: to}, func(w item) bool {
-			if w.key < lo || (found && w.key < best.key) {
+			if w.key < lo || (found && w.key <= best.key) {
 				return false
 			}
-			if (!incl && w.key == to) || w.del {
+			if w.del || (!incl && w.key == to) {
 				return true
 			}
 			best, found = w, true

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -565,4 +566,16 @@ func TestWritersMeetingAnIntentFinishItAlongsideItsWriter(t *testing.T) {
 	if r, err := a.cli.Get(context.Background(), a.key(intentKey)); err != nil || len(r.Kvs) != 0 {
 		t.Errorf("an intent is left: %v %v", r, err)
 	}
+}
+
+func TestOpenOnAnUnreachableClusterIsUnavailable(t *testing.T) {
+	// Nothing listens on etcd's port of a random loopback address.
+	_, err := Open(context.Background(), Config{
+		Endpoints:      []string{"http://" + loopbackIP() + ":2379"},
+		RequestTimeout: 300 * time.Millisecond, DialTimeout: 300 * time.Millisecond,
+	})
+	if !errors.Is(err, kv.ErrUnavailable) {
+		t.Fatalf("Open: %v, want kv.ErrUnavailable", err)
+	}
+	t.Log(err)
 }

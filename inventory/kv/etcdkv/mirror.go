@@ -122,6 +122,13 @@ func (e *Engine) load(ctx context.Context) (*btree.BTreeG[item], int64, error) {
 		resp, err := e.cli.Get(rctx, from, opts...)
 		cancel()
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil, 0, fmt.Errorf("etcd engine: load the inventory from %s: %w", e.endpoints, ctx.Err())
+			}
+			if isUnavailable(err) {
+				return nil, 0, fmt.Errorf("etcd engine: load the inventory: the etcd cluster at %s does not answer (no quorum or unreachable): %w (%w)",
+					e.endpoints, kv.ErrUnavailable, err)
+			}
 			return nil, 0, e.etcdErr("load the inventory", err)
 		}
 		if rev == 0 {

@@ -158,6 +158,9 @@ func (e *Engine) reset(tree *btree.BTreeG[item], rev int64) []kv.Change {
 		m.intent = decodeIntent(it.val, it.mod)
 	}
 	m.publish(rev)
+	if len(m.followers) == 0 {
+		return nil // Open: nobody follows yet
+	}
 	return diff(old.tree, m.snap.tree)
 }
 
@@ -205,6 +208,10 @@ func (e *Engine) applyRevision(rev int64, evs []*clientv3.Event) {
 	defer m.followMu.Unlock()
 	var changes []kv.Change
 	m.mu.Lock()
+	if rev <= m.snap.rev {
+		m.mu.Unlock() // already in the mirror (a reload overtook the watch)
+		return
+	}
 	pending := m.intent
 	for _, ev := range evs {
 		rel := strings.TrimPrefix(string(ev.Kv.Key), e.prefix)

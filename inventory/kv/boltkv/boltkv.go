@@ -98,7 +98,7 @@ func (t txn) Bucket(name []byte) kv.Bucket       { return wrap(t.tx, t.tx.Bucket
 func (t txn) CreateBucketIfNotExists(name []byte) (kv.Bucket, error) {
 	b, err := t.tx.CreateBucketIfNotExists(name)
 	if err != nil {
-		return nil, err
+		return nil, seamErr(err)
 	}
 	return wrap(t.tx, b), nil
 }
@@ -119,9 +119,20 @@ func wrap(tx *bolt.Tx, b *bolt.Bucket) kv.Bucket {
 type bucket struct{ b *bolt.Bucket }
 
 func (b bucket) Get(k []byte) []byte                      { return b.b.Get(k) }
-func (b bucket) Put(k, v []byte) error                    { return b.b.Put(k, v) }
-func (b bucket) Delete(k []byte) error                    { return b.b.Delete(k) }
+func (b bucket) Put(k, v []byte) error                    { return seamErr(b.b.Put(k, v)) }
+func (b bucket) Delete(k []byte) error                    { return seamErr(b.b.Delete(k)) }
 func (b bucket) Cursor() kv.Cursor                        { return b.b.Cursor() }
 func (b bucket) ForEach(fn func(k, v []byte) error) error { return b.b.ForEach(fn) }
 func (b bucket) Sequence() uint64                         { return b.b.Sequence() }
-func (b bucket) NextSequence() (uint64, error)            { return b.b.NextSequence() }
+func (b bucket) NextSequence() (uint64, error) {
+	n, err := b.b.NextSequence()
+	return n, seamErr(err)
+}
+
+// seamErr turns bbolt's errors the seam names into the seam's.
+func seamErr(err error) error {
+	if errors.Is(err, berrors.ErrTxNotWritable) {
+		return kv.ErrTxNotWritable
+	}
+	return err
+}

@@ -81,7 +81,11 @@ var (
 	// ErrTxNotWritable is returned by writes in a read-only transaction.
 	ErrTxNotWritable = errors.New("kv: transaction not writable")
 	// ErrUnavailable wraps the engine's failure to reach its storage (an
-	// etcd cluster without quorum): writes are refused, nothing changed.
+	// etcd cluster without quorum): the write did not commit by the time
+	// the error returned. On etcd a commit that timed out may still be
+	// applied once quorum returns (the surviving member had it in its log
+	// and leads again), so callers say "not committed", never "nothing
+	// changed".
 	ErrUnavailable = errors.New("the store is unavailable")
 	// ErrConflict is returned when a serializable write lost to another
 	// writer more times than the engine retries.

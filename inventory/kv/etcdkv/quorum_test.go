@@ -3,111 +3,53 @@ package etcdkv
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/metalhall/metalhall/inventory/kv"
 	"github.com/metalhall/metalhall/inventory/kv/kvtest"
+	"github.com/metalhall/metalhall/lab/etcdcluster"
 )
 
-// member is one process of a real etcd cluster (Debian's etcd-server).
-type member struct {
-	name, ip, dir string
-	cmd           *exec.Cmd
-	exited        chan struct{}
-}
-
-func (m *member) clientURL() string { return "http://" + m.ip + ":2379" }
-func (m *member) peerURL() string   { return "http://" + m.ip + ":2380" }
-
-// start runs the member; a member with a data directory rejoins with it.
-func (m *member) start(t *testing.T, bin, cluster string) {
+// startCluster starts a real etcd cluster of n members (Debian's
+// etcd-server, lab/etcdcluster); it is killed when the test ends, and its
+// members' last log lines are shown if the test failed.
+func startCluster(t *testing.T, n int) *etcdcluster.Cluster {
 	t.Helper()
-	log, err := os.OpenFile(filepath.Join(m.dir, "log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err := etcdcluster.Available(); err != nil {
+		t.Skip(err, ": this test runs a real etcd cluster")
+	}
+	dir := t.TempDir()
+	c, err := etcdcluster.Start(t.Context(), etcdcluster.Config{Members: n, Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer log.Close()
-	m.cmd = exec.Command(bin,
-		"--name", m.name, "--data-dir", filepath.Join(m.dir, "data"),
-		"--listen-client-urls", m.clientURL(), "--advertise-client-urls", m.clientURL(),
-		"--listen-peer-urls", m.peerURL(), "--initial-advertise-peer-urls", m.peerURL(),
-		"--initial-cluster", cluster, "--initial-cluster-state", "new",
-		"--initial-cluster-token", "metalhall-test",
-		// Small timeouts keep the test short: quorum is lost and found
-		// again in about a second.
-		"--heartbeat-interval", "50", "--election-timeout", "500",
-		"--logger", "zap", "--log-outputs", "stderr")
-	m.cmd.Stdout, m.cmd.Stderr = log, log
-	if err := m.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", m.name, err)
-	}
-	m.exited = make(chan struct{})
-	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(m.cmd, m.exited)
-}
-
-// kill stops the member at once and waits for it to be gone.
-func (m *member) kill() {
-	if m.cmd == nil {
-		return
-	}
-	m.cmd.Process.Kill()
-	<-m.exited
-	m.cmd = nil
-}
-
-// startCluster starts n members on loopback; all are killed when the
-// test ends, whatever happened.
-func startCluster(t *testing.T, bin string, n int) []*member {
-	t.Helper()
-	ms := make([]*member, n)
-	var peers []string
-	for i := range ms {
-		ms[i] = &member{name: fmt.Sprintf("m%d", i), ip: loopbackIP(), dir: t.TempDir()}
-		peers = append(peers, ms[i].name+"="+ms[i].peerURL())
-	}
 	t.Cleanup(func() {
-		for _, m := range ms {
-			m.kill()
-		}
+		c.Close()
 		if t.Failed() {
-			for _, m := range ms {
-				if b, err := os.ReadFile(filepath.Join(m.dir, "log")); err == nil {
+			for i := range n {
+				if b, err := os.ReadFile(c.Log(i)); err == nil {
 					lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-					t.Logf("%s's last log lines:\n%s", m.name, strings.Join(lines[max(0, len(lines)-10):], "\n"))
+					t.Logf("member %d's last log lines:\n%s", i+1, strings.Join(lines[max(0, len(lines)-10):], "\n"))
 				}
 			}
 		}
 	})
-	cluster := strings.Join(peers, ",")
-	for _, m := range ms {
-		m.start(t, bin, cluster)
-	}
-	return ms
+	return c
 }
 
 func TestQuorumLossRefusesWritesAndViewsKeepAnswering(t *testing.T) {
-	bin, err := exec.LookPath("etcd")
-	if err != nil {
-		t.Skip("etcd is not installed (Debian package etcd-server; make deps installs it): this test runs a real three-member cluster")
-	}
-	ms := startCluster(t, bin, 3)
-	cluster := strings.Join([]string{ms[0].name + "=" + ms[0].peerURL(), ms[1].name + "=" + ms[1].peerURL(), ms[2].name + "=" + ms[2].peerURL()}, ",")
-	var endpoints []string
-	for _, m := range ms {
-		endpoints = append(endpoints, m.clientURL())
-	}
+	c := startCluster(t, 3)
+	endpoints := c.Endpoints()
 	const timeout = 2 * time.Second
 	cfg := Config{Endpoints: endpoints, RequestTimeout: timeout, DialTimeout: timeout}
 
 	// The members elect a leader in about a second; until then Open
 	// fails as unavailable.
 	var e *Engine
+	var err error
 	for deadline := time.Now().Add(30 * time.Second); e == nil; {
 		e, err = Open(context.Background(), cfg)
 		if err != nil {
@@ -131,15 +73,15 @@ func TestQuorumLossRefusesWritesAndViewsKeepAnswering(t *testing.T) {
 		t.Fatalf("write on a healthy cluster: %v", err)
 	}
 
-	ms[1].kill()
-	ms[2].kill()
+	c.Kill(1)
+	c.Kill(2)
 	start := time.Now()
 	err = put("during")
 	t.Logf("write without quorum: after %v: %v", time.Since(start).Round(time.Millisecond), err)
 	if !errors.Is(err, kv.ErrUnavailable) {
 		t.Fatalf("write without quorum: %v, want kv.ErrUnavailable", err)
 	}
-	if !strings.Contains(err.Error(), ms[0].clientURL()) {
+	if !strings.Contains(err.Error(), c.Endpoint(0)) {
 		t.Errorf("the error does not name the cluster: %v", err)
 	}
 	if err := e.View(func(tx kv.Tx) error {
@@ -155,8 +97,11 @@ func TestQuorumLossRefusesWritesAndViewsKeepAnswering(t *testing.T) {
 		t.Fatalf("view without quorum: %v", err)
 	}
 
-	ms[1].start(t, bin, cluster)
-	ms[2].start(t, bin, cluster)
+	for _, i := range []int{1, 2} {
+		if err := c.Restart(i); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// Writes go through again once the members have a leader; until then
 	// they are refused the same way.
 	for attempt := 1; ; attempt++ {
@@ -212,11 +157,7 @@ func contentsOf(b kv.Bucket) []string {
 // 3.4): the engine uses nothing newer than its API (range compares,
 // progress requests).
 func TestConformanceOnDebianEtcd(t *testing.T) {
-	bin, err := exec.LookPath("etcd")
-	if err != nil {
-		t.Skip("etcd is not installed (Debian package etcd-server; make deps installs it): this test runs the suite on it")
-	}
-	ep := startCluster(t, bin, 1)[0].clientURL()
+	ep := startCluster(t, 1).Endpoint(0)
 	kvtest.RunWithPeers(t,
 		func(t *testing.T) kv.Engine { return openAt(t, ep, "") },
 		func(t *testing.T, e kv.Engine) kv.Engine { return openAt(t, ep, e.(*Engine).prefix) })

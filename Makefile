@@ -57,7 +57,10 @@ define apt_install
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null && \
 	    case " $$missing " in *" lldpd "*) \
 	      echo "lldpd: its service would announce this host on every interface; the tests run their own in namespaces: disabling it"; \
-	      systemctl disable --now lldpd >/dev/null 2>&1 || true;; esac; fi; \
+	      systemctl disable --now lldpd >/dev/null 2>&1 || true;; esac; \
+	    case " $$missing " in *" etcd-server "*) \
+	      echo "etcd-server: the tests run their own clusters on private loopback addresses: disabling the system one"; \
+	      systemctl disable --now etcd >/dev/null 2>&1 || true;; esac; fi; \
 	fi
 endef
 

@@ -325,15 +325,15 @@ func (s *Store) BootView() *BootView { return s.boot }
 // empty each time, and whatever else fn sets outside the transaction it
 // must set afresh.
 //
-// Otherwise the views are applied in commit order because such an engine
-// commits one writer at a time (bbolt): the lock taken inside the
-// transaction passes from writer to writer in that order. An engine that
-// commits writers concurrently must be a Follower.
-//
 // On a Follower engine the views hear of the commit from its change
 // stream instead (applyCommit), in the engine's commit order among every
 // instance's writes: applying vc here too could put this write's change
 // after a newer one another instance made.
+//
+// On any other engine the changes are applied in commit order because it
+// commits one writer at a time (bbolt): the lock taken inside the
+// transaction passes from writer to writer in that order. An engine that
+// commits writers concurrently must be a Follower.
 func (s *Store) write(fn func(tx kv.Tx, vc *viewChanges) error) error {
 	var vc viewChanges
 	if s.follows {

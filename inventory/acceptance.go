@@ -8,7 +8,7 @@ import (
 	"sort"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // bAcceptance keeps acceptance reports: machine \x00 job id → report.
@@ -103,7 +103,7 @@ func (s *Store) RecordAcceptance(ctx context.Context, r AcceptanceReport) (*Acce
 		return nil, invalid("acceptance report", "has %d checks; at most 64", len(r.Checks))
 	}
 	r.Settle()
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		j, err := get[Job](tx, bJobs, "job", r.Job)
 		if err != nil {
 			return err
@@ -126,7 +126,7 @@ func (s *Store) RecordAcceptance(ctx context.Context, r AcceptanceReport) (*Acce
 // AcceptanceReports lists a machine's acceptance reports, oldest first.
 func (s *Store) AcceptanceReports(ctx context.Context, machine string) ([]AcceptanceReport, error) {
 	var out []AcceptanceReport
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		if _, err := get[Machine](tx, bMachines, "machine", machine); err != nil {
 			return err
 		}
@@ -137,7 +137,7 @@ func (s *Store) AcceptanceReports(ctx context.Context, machine string) ([]Accept
 	return out, err
 }
 
-func acceptanceOf(tx *bolt.Tx, machine string) ([]AcceptanceReport, error) {
+func acceptanceOf(tx kv.Tx, machine string) ([]AcceptanceReport, error) {
 	out := []AcceptanceReport{}
 	prefix := []byte(machine + "\x00")
 	c := bkt(tx, bAcceptance).Cursor()
@@ -158,7 +158,7 @@ func (s *Store) LatestAcceptance(ctx context.Context, machines []string) (map[st
 	out := make(map[string]*AcceptanceReport, len(machines))
 	names := append([]string(nil), machines...)
 	sort.Strings(names)
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		for _, m := range names {
 			rs, err := acceptanceOf(tx, m)
 			if err != nil {

@@ -7,9 +7,8 @@ import (
 	"time"
 )
 
-// Inventory is the store's whole surface. Store (bbolt) implements it; a
-// second backend (a replicated store, later) would implement it too and
-// pass the same test suite, which is written against this interface.
+// Inventory is the store's whole surface. Store implements it on any kv
+// engine (bbolt, etcd); the test suite is written against this interface.
 type Inventory interface {
 	CreateSite(ctx context.Context, s Site) (*Site, error)
 	Site(ctx context.Context, name string) (*Site, error)

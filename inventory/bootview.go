@@ -251,6 +251,26 @@ func (v *BootView) apply(c *viewChanges) {
 	}
 }
 
+// replace makes the view show exactly c, a whole load: at Open, and when
+// a Follower engine starts its stream over. The new maps are built aside
+// and swapped in, so a reader never sees an empty view; every job's
+// waiters wake, since anything may have changed.
+func (v *BootView) replace(c *viewChanges) {
+	fresh := newBootView()
+	fresh.apply(c)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.byMAC, v.byName, v.byIP, v.queue = fresh.byMAC, fresh.byName, fresh.byIP, fresh.queue
+	if len(v.subnets) > 0 || len(fresh.subnets) > 0 {
+		v.subnets = fresh.subnets
+		v.subnetGen.Add(1)
+	}
+	for id, ch := range v.waiters {
+		close(ch)
+		delete(v.waiters, id)
+	}
+}
+
 func (v *BootView) applyJob(j *Job) {
 	i, found := slices.BinarySearchFunc(v.queue, j.ID, func(q QueuedJob, id string) int { return cmp.Compare(q.ID, id) })
 	if j.State.Finished() {

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"testing"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // viewText renders a boot view in a fixed order, for comparisons.
@@ -80,7 +80,7 @@ func viewFixture(t *testing.T, inv Inventory) {
 
 func TestBootViewMatchesTheStoreAfterReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "metalhall.db")
-	inv := openInventory(t, path)
+	inv := openTestStore(t, path, Options{})
 	viewFixture(t, inv)
 	live := viewText(inv.BootView())
 	for _, want := range []string{
@@ -102,7 +102,7 @@ func TestBootViewMatchesTheStoreAfterReopen(t *testing.T) {
 		}
 	}
 	inv.Close()
-	again := openInventory(t, path)
+	again := openTestStore(t, path, Options{})
 	defer again.Close()
 	if got := viewText(again.BootView()); got != live {
 		t.Errorf("after reopen:\n%s\nbefore:\n%s", got, live)
@@ -131,21 +131,16 @@ func TestSubnetCreatedLaterIsInTheViewAtOnce(t *testing.T) {
 func rawMachine(t *testing.T, s *Store, name string) []byte {
 	t.Helper()
 	var out []byte
-	if err := s.view(func(tx *bolt.Tx) error { out = bytes.Clone(tx.Bucket(bMachines).Get([]byte(name))); return nil }); err != nil {
+	if err := s.view(func(tx kv.Tx) error { out = bytes.Clone(tx.Bucket(bMachines).Get([]byte(name))); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return out
 }
 
-// committed is the ID of the last committed write transaction: the
-// number of write transactions so far.
+// committed is the number of write transactions so far.
 func committed(t *testing.T, s *Store) int {
 	t.Helper()
-	var id int
-	if err := s.view(func(tx *bolt.Tx) error { id = tx.ID(); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	return id
+	return int(s.WriteTransactions())
 }
 
 func TestJobProgressDoesNotRewriteTheMachine(t *testing.T) {
@@ -272,7 +267,7 @@ func TestConcurrentJobUpdatesAndLookups(t *testing.T) {
 	fresh := newBootView()
 	var vc viewChanges
 	s := inv.(*Store)
-	if err := s.view(func(tx *bolt.Tx) error { return loadView(tx, &vc) }); err != nil {
+	if err := s.view(func(tx kv.Tx) error { return loadView(tx, &vc) }); err != nil {
 		t.Fatal(err)
 	}
 	fresh.apply(&vc)

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"unicode"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // PlannedCable is one line of a rack's cable schedule: a NIC of the
@@ -204,7 +204,7 @@ func (s *Store) SetCablingPlans(ctx context.Context, rack string, plans map[stri
 		clean[n] = p
 	}
 	var changed []string
-	err := s.write(func(tx *bolt.Tx, vc *viewChanges) error {
+	err := s.write(func(tx kv.Tx, vc *viewChanges) error {
 		changed = nil
 		if _, err := get[Rack](tx, bRacks, "rack", rack); err != nil {
 			return err

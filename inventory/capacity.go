@@ -3,7 +3,7 @@ package inventory
 import (
 	"context"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // PhaseCapacity is one phase's power: its budget, what is allocated to
@@ -38,7 +38,7 @@ type HallCapacity struct {
 // usage records alone took 1 ms (bench/inventory).
 func (s *Store) HallCapacity(ctx context.Context, hall string) (*HallCapacity, error) {
 	var out *HallCapacity
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		h, err := get[Hall](tx, bHalls, "hall", hall)
 		if err != nil {
 			return err
@@ -93,7 +93,7 @@ func (s *Store) HallCapacity(ctx context.Context, hall string) (*HallCapacity, e
 // from the per-rack usage records (cheap enough for every metrics scrape).
 func (s *Store) Counts(ctx context.Context) (map[MachineState]int, map[RackState]int, error) {
 	machines, racks := map[MachineState]int{}, map[RackState]int{}
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		usage := bkt(tx, bRackUsage)
 		_, err := list(tx, bRacks, func(r *Rack) bool {
 			racks[r.State]++

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // bConsoleLogs keeps what each job's machine printed on its serial
@@ -44,7 +44,7 @@ func (s *Store) PutConsoleLog(ctx context.Context, l ConsoleLog) error {
 	if len(l.Data) > MaxConsoleLog {
 		return invalid("console log", "is %d bytes; at most %d are kept", len(l.Data), MaxConsoleLog)
 	}
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		j, err := get[Job](tx, bJobs, "job", l.Job)
 		if err != nil {
 			return err
@@ -60,7 +60,7 @@ func (s *Store) PutConsoleLog(ctx context.Context, l ConsoleLog) error {
 // ConsoleLog returns the console log of one of a machine's jobs.
 func (s *Store) ConsoleLog(ctx context.Context, machine, job string) (*ConsoleLog, error) {
 	var out ConsoleLog
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		err := getJSON(bkt(tx, bConsoleLogs), consoleLogKey(machine, job), &out)
 		if errors.Is(err, ErrNotFound) {
 			return &NotFoundError{Kind: "console log of job", Name: job}
@@ -77,7 +77,7 @@ func (s *Store) ConsoleLog(ctx context.Context, machine, job string) (*ConsoleLo
 // key (job ID) order, without reading the logs themselves.
 func (s *Store) ConsoleLogJobs(ctx context.Context, machine string) ([]string, error) {
 	var out []string
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		prefix := []byte(machine + "\x00")
 		c := bkt(tx, bConsoleLogs).Cursor()
 		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // This file is the one home of how much a machine draws against its rack's
@@ -111,7 +111,7 @@ type machinePower struct {
 }
 
 // rackDraw sums the machines of one rack.
-func rackDraw(tx *bolt.Tx, rack string) (PowerDraw, error) {
+func rackDraw(tx kv.Tx, rack string) (PowerDraw, error) {
 	var d PowerDraw
 	prefix := append([]byte(rack), 0)
 	machines := bkt(tx, bMachines)
@@ -129,7 +129,7 @@ func rackDraw(tx *bolt.Tx, rack string) (PowerDraw, error) {
 // RackPower is a rack's power: rated vs measured vs its budget.
 func (s *Store) RackPower(ctx context.Context, rack string) (*PowerDraw, error) {
 	var out PowerDraw
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		if !exists(tx, bRacks, rack) {
 			return &NotFoundError{Kind: "rack", Name: rack}
 		}
@@ -239,7 +239,7 @@ func (s *Store) CheckRackPowerAlerts(ctx context.Context, share float64) ([]Powe
 		return nil, invalid("power alert share", "%v is not a share of a budget: give one above 0 and at most 1 (e.g. 0.9)", share)
 	}
 	var flips []string
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		_, err := list(tx, bRacks, func(r *Rack) bool {
 			if r.BudgetW <= 0 && !r.PowerAlert {
 				return false
@@ -257,7 +257,7 @@ func (s *Store) CheckRackPowerAlerts(ctx context.Context, share float64) ([]Powe
 	}
 	var out []PowerAlertChange
 	now := s.now().UTC()
-	err = s.write(func(tx *bolt.Tx, vc *viewChanges) error {
+	err = s.write(func(tx kv.Tx, vc *viewChanges) error {
 		out = out[:0]
 		for _, name := range flips {
 			r, err := get[Rack](tx, bRacks, "rack", name)
@@ -307,7 +307,7 @@ func pct(w, of int64) float64 {
 // transaction (for the metrics scrape).
 func (s *Store) RackPowers(ctx context.Context) (map[string]PowerDraw, error) {
 	out := map[string]PowerDraw{}
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		_, err := list(tx, bRacks, func(r *Rack) bool {
 			if d, err := rackDraw(tx, r.Name); err == nil {
 				out[r.Name] = d

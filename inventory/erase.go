@@ -8,9 +8,8 @@ import (
 	"fmt"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/metalhall/metalhall/agent/wire"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // bErase keeps the erase certificates: machine \x00 job id → EraseReport.
@@ -49,7 +48,7 @@ func (s *Store) RecordErase(ctx context.Context, r EraseReport) (*EraseReport, e
 	if len(r.Disks) > 1024 {
 		return nil, invalid("erase report", "has %d disks; at most 1024", len(r.Disks))
 	}
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		j, err := get[Job](tx, bJobs, "job", r.Job)
 		if err != nil {
 			return err
@@ -73,7 +72,7 @@ func (s *Store) RecordErase(ctx context.Context, r EraseReport) (*EraseReport, e
 // EraseReports lists a machine's erase reports, oldest first.
 func (s *Store) EraseReports(ctx context.Context, machine string) ([]EraseReport, error) {
 	var out []EraseReport
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		if _, err := get[Machine](tx, bMachines, "machine", machine); err != nil {
 			return err
 		}
@@ -94,7 +93,7 @@ func (s *Store) EraseReports(ctx context.Context, machine string) ([]EraseReport
 // EraseReport returns the erase report of one job.
 func (s *Store) EraseReport(ctx context.Context, machine, job string) (*EraseReport, error) {
 	var out EraseReport
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		err := getJSON(bkt(tx, bErase), eraseKey(machine, job), &out)
 		if errors.Is(err, ErrNotFound) {
 			return &NotFoundError{Kind: "erase report of job", Name: job}

@@ -10,10 +10,7 @@ import (
 
 func TestEraseReportsAreKeptPerJobAndSurviveReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "metalhall.db")
-	s, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTestStore(t, path, Options{})
 	hallFixture(t, s)
 	enrollN(t, s, "r1", 2)
 	must(s.CreateTenant(ctx, Tenant{Name: "bank-x"}))
@@ -40,10 +37,7 @@ func TestEraseReportsAreKeptPerJobAndSurviveReopen(t *testing.T) {
 	}
 	s.Close()
 
-	s, err = Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openTestStore(t, path, Options{})
 	defer s.Close()
 	got := must(s.EraseReports(ctx, "r1-m01"))
 	if len(got) != 1 || got[0].Job != j1.ID || got[0].Disks[0].Method != wire.EraseNVMeFormatUserData {

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"sync"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // eventFeed wakes the followers of the whole event log after each commit
@@ -60,7 +60,7 @@ func (s *Store) EventsAfter(ctx context.Context, f EventFilter, scan int) (out [
 		scan = 10_000
 	}
 	next = f.After
-	err = s.view(func(tx *bolt.Tx) error {
+	err = s.view(func(tx kv.Tx) error {
 		c := bkt(tx, bEvents).Cursor()
 		looked := 0
 		for k, v := c.Seek(u64(f.After + 1)); k != nil && looked < scan && len(out) < f.Limit; k, v = c.Next() {

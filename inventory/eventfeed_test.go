@@ -7,7 +7,7 @@ import (
 )
 
 func TestEventsAfterReadsOldestFirstAndSaysWhereToContinue(t *testing.T) {
-	inv := openInventory(t, filepath.Join(t.TempDir(), "metalhall.db"))
+	inv := openTestStore(t, filepath.Join(t.TempDir(), "metalhall.db"), Options{})
 	t.Cleanup(func() { inv.Close() })
 	for i := range 30 {
 		must(inv.AppendEvent(ctx, Event{Actor: "tok", Subject: fmt.Sprintf("machine/m%d", i%3), Action: "power", Detail: fmt.Sprint(i)}))
@@ -36,7 +36,7 @@ func TestEventsAfterReadsOldestFirstAndSaysWhereToContinue(t *testing.T) {
 }
 
 func TestEventsCommittedWakesEveryFollowerAfterTheCommit(t *testing.T) {
-	inv := openInventory(t, filepath.Join(t.TempDir(), "metalhall.db"))
+	inv := openTestStore(t, filepath.Join(t.TempDir(), "metalhall.db"), Options{})
 	t.Cleanup(func() { inv.Close() })
 	first := must(inv.AppendEvent(ctx, Event{Actor: "tok", Subject: "machine/m1", Action: "power"}))
 	a, last := inv.EventsCommitted()
@@ -67,11 +67,11 @@ func TestEventsCommittedWakesEveryFollowerAfterTheCommit(t *testing.T) {
 
 func TestEventsCommittedStartsFromWhatIsOnDisk(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "metalhall.db")
-	s := must(Open(path, Options{}))
+	s := openTestStore(t, path, Options{})
 	must(0, s.AppendEvents(ctx, []Event{{Actor: "tok", Subject: "machine/m1", Action: "dhcp"}, {Actor: "tok", Subject: "machine/m2", Action: "dhcp"}}))
 	_, last := s.EventsCommitted()
 	s.Close()
-	again := must(Open(path, Options{}))
+	again := openTestStore(t, path, Options{})
 	defer again.Close()
 	if _, got := again.EventsCommitted(); got != last || last == 0 {
 		t.Fatalf("reopened: newest committed %d, want %d", got, last)

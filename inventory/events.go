@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // AppendEvent adds an event to the log and returns it with its sequence
@@ -22,14 +22,14 @@ func (s *Store) AppendEvent(ctx context.Context, e Event) (Event, error) {
 		return Event{}, err
 	}
 	var out Event
-	err := s.batch(func(tx *bolt.Tx) error {
+	err := s.batch(func(tx kv.Tx) error {
 		// Batch may run this function twice: compute everything afresh.
 		ev, err := putEvent(tx, e)
 		out = ev
 		return err
 	})
 	if err == nil {
-		s.events.committed(out.Seq)
+		s.eventsAppended(out.Seq)
 	}
 	return out, err
 }
@@ -50,7 +50,7 @@ func checkEvent(e *Event, now func() time.Time) error {
 
 // putEvent stores a checked event under the next sequence number, stamped
 // with its subject's tenancy, and indexes it by subject.
-func putEvent(tx *bolt.Tx, ev Event) (Event, error) {
+func putEvent(tx kv.Tx, ev Event) (Event, error) {
 	b := bkt(tx, bEvents)
 	seq, err := b.NextSequence()
 	if err != nil {
@@ -142,7 +142,7 @@ func (s *Store) Events(ctx context.Context, f EventFilter) ([]Event, error) {
 		}
 		return len(out) < f.Limit
 	}
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		events := bkt(tx, bEvents)
 		if f.Subject != "" {
 			prefix := append([]byte(f.Subject), 0)

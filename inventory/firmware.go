@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // BMCFirmware is the firmware inventory a machine's BMC reported
@@ -30,7 +30,8 @@ type FirmwareComponent struct {
 // set, no components) keeps the components of the last good one, so the
 // drift report still has them, with the error beside them.
 func (s *Store) RecordBMCFirmware(ctx context.Context, name string, fw BMCFirmware) error {
-	return s.batch(func(tx *bolt.Tx) error {
+	return s.batch(func(tx kv.Tx) error {
+		fw := fw // a retry keeps the components it reads, not the last run's
 		b := bkt(tx, bMachines)
 		var m Machine
 		if err := getJSON(b, []byte(name), &m); err != nil {

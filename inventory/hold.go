@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // keyHold is the hold record in the meta bucket.
@@ -55,11 +55,13 @@ func (s *Store) SetHold(ctx context.Context, h Hold) error {
 	if h.Since.IsZero() {
 		h.Since = s.now().UTC()
 	}
-	err := s.update(func(tx *bolt.Tx) error { return putJSON(bkt(tx, bMeta), keyHold, h) })
+	err := s.update(func(tx kv.Tx) error { return putJSON(bkt(tx, bMeta), keyHold, h) })
 	if err != nil {
 		return fmt.Errorf("setting the hold: %w", err)
 	}
-	s.hold.Store(&h)
+	if !s.follows { // else the engine's change stream sets it (applyCommit)
+		s.hold.Store(&h)
+	}
 	return nil
 }
 
@@ -67,7 +69,7 @@ func (s *Store) SetHold(ctx context.Context, h Hold) error {
 // a ConflictError and changes nothing.
 func (s *Store) LiftHold(ctx context.Context) (*Hold, error) {
 	var was Hold
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		m := bkt(tx, bMeta)
 		if err := getJSON(m, keyHold, &was); err != nil {
 			return &ConflictError{Msg: "this service is not on hold: there is nothing to resume"}
@@ -77,12 +79,14 @@ func (s *Store) LiftHold(ctx context.Context) (*Hold, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.hold.Store(nil)
+	if !s.follows {
+		s.hold.Store(nil)
+	}
 	return &was, nil
 }
 
 // loadHold reads the hold at Open.
-func loadHold(tx *bolt.Tx) (*Hold, error) {
+func loadHold(tx kv.Tx) (*Hold, error) {
 	data := bkt(tx, bMeta).Get(keyHold)
 	if data == nil {
 		return nil, nil

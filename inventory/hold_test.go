@@ -9,7 +9,7 @@ import (
 
 func TestHoldOutlivesReopenUntilLifted(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "metalhall.db")
-	s := must(Open(path, Options{}))
+	s := openTestStore(t, path, Options{})
 	if s.Hold() != nil || s.CheckHold() != nil {
 		t.Fatal("a new store is on hold")
 	}
@@ -22,7 +22,7 @@ func TestHoldOutlivesReopenUntilLifted(t *testing.T) {
 	}
 	s.Close()
 
-	s = must(Open(path, Options{}))
+	s = openTestStore(t, path, Options{})
 	defer s.Close()
 	h := s.Hold()
 	if h == nil || h.Reason != "restored from a backup" || !h.BackupTakenAt.Equal(taken) || h.Since.IsZero() {

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // bImages maps an image's key to the Image. A shared image's key is its
@@ -57,7 +57,7 @@ func (img *Image) Ref() string {
 // under the bare name where a database written before names were scoped
 // kept it (found only if it belongs to that tenant). A bare NAME is
 // whatever is stored under it: a shared image, or such an old private one.
-func lookupImage(tx *bolt.Tx, ref string) (string, *Image, error) {
+func lookupImage(tx kv.Tx, ref string) (string, *Image, error) {
 	tenant, name, scoped := strings.Cut(ref, "/")
 	if !scoped {
 		img, err := get[Image](tx, bImages, "image", ref)
@@ -82,7 +82,7 @@ func (s *Store) CreateImage(ctx context.Context, img Image) (*Image, error) {
 		return nil, err
 	}
 	img.CreatedAt = s.now().UTC()
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		if img.Tenant != "" && !exists(tx, bTenants, img.Tenant) {
 			return &NotFoundError{Kind: "tenant", Name: img.Tenant}
 		}
@@ -110,7 +110,7 @@ func (s *Store) CreateImage(ctx context.Context, img Image) (*Image, error) {
 // a tenant's lookups go through ImageFor.
 func (s *Store) Image(ctx context.Context, ref string) (*Image, error) {
 	var out *Image
-	err := s.view(func(tx *bolt.Tx) (err error) { _, out, err = lookupImage(tx, ref); return })
+	err := s.view(func(tx kv.Tx) (err error) { _, out, err = lookupImage(tx, ref); return })
 	return out, err
 }
 
@@ -130,7 +130,7 @@ func (s *Store) ImageFor(ctx context.Context, tenant, name string) (*Image, erro
 		return nil, notFound
 	}
 	var out *Image
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		for _, ref := range []string{tenant + "/" + name, name} {
 			_, img, err := lookupImage(tx, ref)
 			if errors.Is(err, ErrNotFound) {
@@ -152,7 +152,7 @@ func (s *Store) ImageFor(ctx context.Context, tenant, name string) (*Image, erro
 // Images lists the catalogue by name.
 func (s *Store) Images(ctx context.Context) ([]Image, error) {
 	var out []Image
-	err := s.view(func(tx *bolt.Tx) (err error) { out, err = list[Image](tx, bImages, nil); return })
+	err := s.view(func(tx kv.Tx) (err error) { out, err = list[Image](tx, bImages, nil); return })
 	return out, err
 }
 
@@ -163,7 +163,7 @@ func (s *Store) Images(ctx context.Context) ([]Image, error) {
 // is an AmbiguousImageError naming the refs to choose from.
 func (s *Store) ImageForStaff(ctx context.Context, name string) (*Image, error) {
 	var out *Image
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		_, img, err := lookupImage(tx, name)
 		if err == nil || !errors.Is(err, ErrNotFound) || strings.Contains(name, "/") {
 			out = img
@@ -213,7 +213,7 @@ func ValidateImageName(name string) error { return checkName("name", name) }
 // so no provision can slip in between. Removing the blob is the images
 // package's business.
 func (s *Store) DeleteImage(ctx context.Context, ref string) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		key, img, err := lookupImage(tx, ref)
 		if err != nil {
 			return err
@@ -234,7 +234,7 @@ func (s *Store) DeleteImage(ctx context.Context, ref string) error {
 // machine when it starts (StartJob), so machines being provisioned count
 // too. Machines name images by Ref; those provisioned before names were
 // scoped name them by the key they had then.
-func imageUsers(tx *bolt.Tx, key string, img *Image) ([]string, error) {
+func imageUsers(tx kv.Tx, key string, img *Image) ([]string, error) {
 	var users []string
 	_, err := list(tx, bMachines, func(m *Machine) bool {
 		if m.Image != "" && (m.Image == img.Ref() || m.Image == key) {
@@ -249,7 +249,7 @@ func imageUsers(tx *bolt.Tx, key string, img *Image) ([]string, error) {
 // image, named by reference.
 func (s *Store) ImageUsers(ctx context.Context, ref string) (int, error) {
 	n := 0
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		key, img, err := lookupImage(tx, ref)
 		if err != nil {
 			return err

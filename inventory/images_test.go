@@ -6,15 +6,12 @@ import (
 	"strings"
 	"testing"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 func newImageTestStore(t *testing.T) *Store {
 	t.Helper()
-	s, err := Open(filepath.Join(t.TempDir(), "metalhall.db"), Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTestStore(t, filepath.Join(t.TempDir(), "metalhall.db"), Options{NoSync: true})
 	t.Cleanup(func() { s.Close() })
 	return s
 }
@@ -130,7 +127,7 @@ func TestImageStoredUnderTheOldKeyIsStillFound(t *testing.T) {
 	must(s.CreateTenant(ctx, Tenant{Name: "ta"}))
 	must(s.CreateTenant(ctx, Tenant{Name: "tb"}))
 	old := Image{Name: "legacy", Tenant: "ta", SHA256: strings.Repeat("c", 64)}
-	if err := s.update(func(tx *bolt.Tx) error { return putJSON(bkt(tx, bImages), []byte(old.Name), old) }); err != nil {
+	if err := s.update(func(tx kv.Tx) error { return putJSON(bkt(tx, bImages), []byte(old.Name), old) }); err != nil {
 		t.Fatal(err)
 	}
 	for _, ref := range []string{"legacy", "ta/legacy"} {

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"slices"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // RackImport is a rack and the machines racked in it, as a technician's
@@ -62,8 +62,11 @@ func (s *Store) ImportRack(ctx context.Context, in RackImport) (*ImportResult, e
 		return nil, &EntryError{i, machines[i].Machine.Name, err}
 	}
 	now := s.now().UTC()
-	res := &ImportResult{Rack: r.Name}
-	err := s.write(func(tx *bolt.Tx, vc *viewChanges) error {
+	var res *ImportResult
+	err := s.write(func(tx kv.Tx, vc *viewChanges) error {
+		// A retry starts from the manifest, not from the last run.
+		r := r
+		res = &ImportResult{Rack: r.Name}
 		if old, err := get[Rack](tx, bRacks, "rack", r.Name); err == nil {
 			if f := rackDiff(old, &r); f != "" {
 				return &ConflictError{Msg: fmt.Sprintf("rack %q already exists with a different %s: fix the manifest or change the rack first", r.Name, f)}

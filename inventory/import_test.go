@@ -109,7 +109,7 @@ func TestCrashDuringImport(t *testing.T) {
 		t.Skip("starts child processes; skipped in -short")
 	}
 	path := filepath.Join(t.TempDir(), "db")
-	inv := openInventory(t, path)
+	inv := openTestStore(t, path, Options{})
 	hallFixture(t, inv)
 	inv.Close()
 

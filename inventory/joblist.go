@@ -3,7 +3,7 @@ package inventory
 import (
 	"context"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // JobFilter selects jobs; a zero field matches every job.
@@ -39,7 +39,7 @@ func (f JobFilter) keep(j *Job) bool {
 // ID, which counts up.
 func (s *Store) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
 	var out []Job
-	err := s.view(func(tx *bolt.Tx) (err error) {
+	err := s.view(func(tx kv.Tx) (err error) {
 		out, err = list(tx, bJobs, f.keep)
 		return
 	})

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 var (
@@ -165,7 +165,7 @@ func (s *Store) StartJob(ctx context.Context, j Job, machineTo MachineState) (*J
 // the same transaction. queued may be nil.
 func (s *Store) StartJobRecording(ctx context.Context, j Job, machineTo MachineState, queued func(*Job) Event) (*Job, error) {
 	var out *Job
-	err := s.write(func(tx *bolt.Tx, vc *viewChanges) error {
+	err := s.write(func(tx kv.Tx, vc *viewChanges) error {
 		if id := bkt(tx, bActiveJob).Get([]byte(j.Machine)); id != nil {
 			busy, err := get[Job](tx, bJobs, "job", string(id))
 			if err != nil {
@@ -224,14 +224,14 @@ func (s *Store) StartJobRecording(ctx context.Context, j Job, machineTo MachineS
 // Job returns one job.
 func (s *Store) Job(ctx context.Context, id string) (*Job, error) {
 	var out *Job
-	err := s.view(func(tx *bolt.Tx) (err error) { out, err = get[Job](tx, bJobs, "job", id); return })
+	err := s.view(func(tx kv.Tx) (err error) { out, err = get[Job](tx, bJobs, "job", id); return })
 	return out, err
 }
 
 // ActiveJob returns the unfinished job of a machine, or a NotFoundError.
 func (s *Store) ActiveJob(ctx context.Context, machine string) (*Job, error) {
 	var out *Job
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		id := bkt(tx, bActiveJob).Get([]byte(machine))
 		if id == nil {
 			return &NotFoundError{Kind: "active job of machine", Name: machine}
@@ -247,7 +247,7 @@ func (s *Store) ActiveJob(ctx context.Context, machine string) (*Job, error) {
 // asked for, which is the order the scheduler runs them in).
 func (s *Store) ActiveJobs(ctx context.Context) ([]Job, error) {
 	var out []Job
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		return bkt(tx, bActiveJob).ForEach(func(_, id []byte) error {
 			j, err := get[Job](tx, bJobs, "job", string(id))
 			if err != nil {
@@ -264,7 +264,7 @@ func (s *Store) ActiveJobs(ctx context.Context) ([]Job, error) {
 // MachineJobs lists a machine's jobs, newest last.
 func (s *Store) MachineJobs(ctx context.Context, machine string) ([]Job, error) {
 	var out []Job
-	err := s.view(func(tx *bolt.Tx) (err error) {
+	err := s.view(func(tx kv.Tx) (err error) {
 		out, err = list(tx, bJobs, func(j *Job) bool { return j.Machine == machine })
 		return
 	})
@@ -293,7 +293,7 @@ func (s *Store) UpdateJob(ctx context.Context, id string, fn func(*Job, *Machine
 func (s *Store) RecordJob(ctx context.Context, id string, fn func(*Job, *Machine) ([]Event, error)) (*Job, *Machine, error) {
 	var outJ *Job
 	var outM *Machine
-	err := s.write(func(tx *bolt.Tx, vc *viewChanges) error {
+	err := s.write(func(tx kv.Tx, vc *viewChanges) error {
 		j, err := getActiveJob(tx, id)
 		if err != nil {
 			return err
@@ -383,7 +383,7 @@ type jobUpdate struct {
 // the order they arrived. An update whose job is missing or finished, or
 // whose fn refuses, is left out; the others commit.
 func (s *Store) commitJobUpdates(batch []*jobUpdate) {
-	err := s.write(func(tx *bolt.Tx, vc *viewChanges) error {
+	err := s.write(func(tx kv.Tx, vc *viewChanges) error {
 		for _, u := range batch {
 			u.out, u.err = nil, nil
 			j, err := getActiveJob(tx, u.id)
@@ -420,7 +420,7 @@ func (s *Store) commitJobUpdates(batch []*jobUpdate) {
 
 // putEvents checks and stores events inside a write transaction; the
 // event feed hears of them after the commit (Store.write).
-func (s *Store) putEvents(tx *bolt.Tx, vc *viewChanges, evs []Event) error {
+func (s *Store) putEvents(tx kv.Tx, vc *viewChanges, evs []Event) error {
 	for _, ev := range evs {
 		if err := checkEvent(&ev, s.now); err != nil {
 			return err
@@ -435,7 +435,7 @@ func (s *Store) putEvents(tx *bolt.Tx, vc *viewChanges, evs []Event) error {
 }
 
 // getActiveJob loads a job that has not finished.
-func getActiveJob(tx *bolt.Tx, id string) (*Job, error) {
+func getActiveJob(tx kv.Tx, id string) (*Job, error) {
 	j, err := get[Job](tx, bJobs, "job", id)
 	if err != nil {
 		return nil, err
@@ -448,7 +448,7 @@ func getActiveJob(tx *bolt.Tx, id string) (*Job, error) {
 
 // putJob stamps and stores a changed job, and takes a finished one off
 // its machine.
-func (s *Store) putJob(tx *bolt.Tx, j *Job, vc *viewChanges) error {
+func (s *Store) putJob(tx kv.Tx, j *Job, vc *viewChanges) error {
 	j.UpdatedAt = s.now().UTC()
 	if j.State.Finished() {
 		if j.FinishedAt.IsZero() {

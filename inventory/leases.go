@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 var bLeases = []byte("leases") // mac → Lease
@@ -23,7 +23,7 @@ type Lease struct {
 // PutLeases stores leases in one transaction (the DHCP server writes them
 // behind, in batches, never one per packet).
 func (s *Store) PutLeases(ctx context.Context, ls []Lease) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		b := bkt(tx, bLeases)
 		for _, l := range ls {
 			if _, err := ParseMAC(l.MAC); err != nil {
@@ -40,7 +40,7 @@ func (s *Store) PutLeases(ctx context.Context, ls []Lease) error {
 // Leases lists the stored leases that have not expired at now.
 func (s *Store) Leases(ctx context.Context, now time.Time) ([]Lease, error) {
 	var out []Lease
-	err := s.view(func(tx *bolt.Tx) (err error) {
+	err := s.view(func(tx kv.Tx) (err error) {
 		out, err = list(tx, bLeases, func(l *Lease) bool { return l.Expires.After(now) })
 		return
 	})
@@ -51,7 +51,8 @@ func (s *Store) Leases(ctx context.Context, now time.Time) ([]Lease, error) {
 func (s *Store) AppendEvents(ctx context.Context, evs []Event) error {
 	now := s.now().UTC()
 	var last uint64
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
+		last = 0 // a retry starts over
 		b := bkt(tx, bEvents)
 		for _, e := range evs {
 			if e.Subject == "" || e.Action == "" {
@@ -79,8 +80,8 @@ func (s *Store) AppendEvents(ctx context.Context, evs []Event) error {
 		}
 		return nil
 	})
-	if err == nil && last > 0 {
-		s.events.committed(last)
+	if err == nil {
+		s.eventsAppended(last)
 	}
 	return err
 }

@@ -3,7 +3,7 @@ package inventory
 import (
 	"context"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // EditMachine changes what was entered for a machine — power, MACs,
@@ -14,7 +14,7 @@ import (
 // refused: the job drives the BMC and waits for the MACs it started with.
 func (s *Store) EditMachine(ctx context.Context, name string, fn func(*Machine) error, sealed []byte) (*Machine, error) {
 	var out *Machine
-	err := s.write(func(tx *bolt.Tx, vc *viewChanges) (err error) {
+	err := s.write(func(tx kv.Tx, vc *viewChanges) (err error) {
 		if id := bkt(tx, bActiveJob).Get([]byte(name)); id != nil {
 			j, err := get[Job](tx, bJobs, "job", string(id))
 			if err != nil {

@@ -10,7 +10,7 @@ import (
 	"slices"
 	"strings"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // Enrollment is a machine to add, with its BMC password already sealed by
@@ -29,16 +29,20 @@ func (s *Store) EnrollMachine(ctx context.Context, e Enrollment) (*Machine, erro
 	}
 	now := s.now().UTC()
 	m.State, m.CreatedAt, m.UpdatedAt = MachineEnrolled, now, now
-	err := s.write(func(tx *bolt.Tx, vc *viewChanges) error {
-		return s.enroll(tx, &m, e.SealedPassword, vc)
+	var out *Machine
+	err := s.write(func(tx kv.Tx, vc *viewChanges) error {
+		// enroll fills in the tenant, secret and tenancy from what it
+		// reads: a retry starts from the caller's machine again.
+		out = cloneMachine(&m)
+		return s.enroll(tx, out, e.SealedPassword, vc)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &m, nil
+	return out, nil
 }
 
-func (s *Store) enroll(tx *bolt.Tx, m *Machine, sealed []byte, vc *viewChanges) error {
+func (s *Store) enroll(tx kv.Tx, m *Machine, sealed []byte, vc *viewChanges) error {
 	if exists(tx, bMachines, m.Name) {
 		return &ExistsError{Kind: "machine", Name: m.Name}
 	}
@@ -142,7 +146,7 @@ func normaliseMachine(m *Machine) error {
 // machine). Placement is checked here, so no write path can skip it. Only
 // the index entries whose fields changed are touched, and m goes into vc
 // for the boot view only when a field the view shows changed.
-func (s *Store) putMachine(tx *bolt.Tx, old, m *Machine, vc *viewChanges) error {
+func (s *Store) putMachine(tx kv.Tx, old, m *Machine, vc *viewChanges) error {
 	if err := checkPlacement(tx, old, m); err != nil {
 		return err
 	}
@@ -234,7 +238,7 @@ func usageChanged(old, m *Machine) bool {
 
 // unindexBMC removes old's BMC index entry, under its canonical key and,
 // for records indexed before addresses were normalised, its raw address.
-func unindexBMC(tx *bolt.Tx, old *Machine) error {
+func unindexBMC(tx kv.Tx, old *Machine) error {
 	idx := bkt(tx, bIdxBMC)
 	for _, k := range []string{old.BMC.Key(), old.BMC.Address} {
 		if owner := idx.Get([]byte(k)); owner != nil && string(owner) == old.Name {
@@ -248,7 +252,7 @@ func unindexBMC(tx *bolt.Tx, old *Machine) error {
 
 // unindexMachine removes the index entries of old other than its MACs (the
 // caller handles those) and takes it out of its rack's usage.
-func unindexMachine(tx *bolt.Tx, old *Machine) error {
+func unindexMachine(tx kv.Tx, old *Machine) error {
 	if err := unindexBMC(tx, old); err != nil {
 		return err
 	}
@@ -268,7 +272,7 @@ func rackMachineKey(rack, machine string) []byte {
 	return append(append(append(k, rack...), 0), machine...)
 }
 
-func adjustUsage(tx *bolt.Tx, rack string, m *Machine, sign int) error {
+func adjustUsage(tx kv.Tx, rack string, m *Machine, sign int) error {
 	b := bkt(tx, bRackUsage)
 	var u RackUsage
 	if err := getJSON(b, []byte(rack), &u); err != nil {
@@ -290,7 +294,7 @@ func adjustUsage(tx *bolt.Tx, rack string, m *Machine, sign int) error {
 // checkPlacement enforces the physical rules: the rack exists and takes
 // machines, the units are free and inside the rack, MACs, BMC address and
 // reserved IP belong to no other machine, and the rack's power budget holds.
-func checkPlacement(tx *bolt.Tx, old, m *Machine) error {
+func checkPlacement(tx kv.Tx, old, m *Machine) error {
 	r, err := get[Rack](tx, bRacks, "rack", m.Rack)
 	if err != nil {
 		return err
@@ -364,7 +368,7 @@ func checkPlacement(tx *bolt.Tx, old, m *Machine) error {
 // checkReservation requires a reserved address to lie in a known subnet,
 // and not be its network, broadcast or gateway address or in its dynamic
 // range (which the DHCP server hands to unknown machines).
-func checkReservation(tx *bolt.Tx, m *Machine) error {
+func checkReservation(tx kv.Tx, m *Machine) error {
 	a, _ := netip.ParseAddr(m.IP)
 	subs, err := list[Subnet](tx, bSubnets, nil)
 	if err != nil {
@@ -405,7 +409,7 @@ func inRange(a netip.Addr, first, last string) bool {
 // Machine returns one machine.
 func (s *Store) Machine(ctx context.Context, name string) (*Machine, error) {
 	var out *Machine
-	err := s.view(func(tx *bolt.Tx) (err error) { out, err = get[Machine](tx, bMachines, "machine", name); return })
+	err := s.view(func(tx kv.Tx) (err error) { out, err = get[Machine](tx, bMachines, "machine", name); return })
 	return out, err
 }
 
@@ -416,7 +420,7 @@ func (s *Store) MachineByMAC(ctx context.Context, mac string) (*Machine, error) 
 		return nil, err
 	}
 	var out *Machine
-	err = s.view(func(tx *bolt.Tx) error {
+	err = s.view(func(tx kv.Tx) error {
 		name := bkt(tx, bIdxMAC).Get(macKey(canon))
 		if name == nil {
 			return &NotFoundError{Kind: "machine with MAC", Name: canon}
@@ -431,7 +435,7 @@ func (s *Store) MachineByMAC(ctx context.Context, mac string) (*Machine, error) 
 // MachineByIP returns the machine an address is reserved for.
 func (s *Store) MachineByIP(ctx context.Context, ip string) (*Machine, error) {
 	var out *Machine
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		name := bkt(tx, bIdxIP).Get([]byte(ip))
 		if name == nil {
 			return &NotFoundError{Kind: "machine with address", Name: ip}
@@ -461,7 +465,7 @@ func (s *Store) Machines(ctx context.Context, f MachineFilter) ([]Machine, error
 		return (f.State == "" || m.State == f.State) && (f.Tenant == "" || m.Tenant == f.Tenant)
 	}
 	var out []Machine
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		collect := func(m *Machine) error {
 			if keep(m) {
 				out = append(out, *m)
@@ -491,7 +495,7 @@ func (s *Store) Machines(ctx context.Context, f MachineFilter) ([]Machine, error
 // Secret returns the sealed bytes stored under ref.
 func (s *Store) Secret(ctx context.Context, ref string) ([]byte, error) {
 	var out []byte
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		v := bkt(tx, bSecrets).Get([]byte(ref))
 		if v == nil {
 			return &NotFoundError{Kind: "secret", Name: ref}
@@ -508,7 +512,7 @@ func (s *Store) Secret(ctx context.Context, ref string) ([]byte, error) {
 // fn may refuse by returning an error; then nothing changes.
 func (s *Store) UpdateMachine(ctx context.Context, name string, fn func(*Machine) error) (*Machine, error) {
 	var out *Machine
-	err := s.write(func(tx *bolt.Tx, vc *viewChanges) (err error) {
+	err := s.write(func(tx kv.Tx, vc *viewChanges) (err error) {
 		out, err = s.updateMachine(tx, name, fn, vc)
 		return err
 	})
@@ -518,7 +522,7 @@ func (s *Store) UpdateMachine(ctx context.Context, name string, fn func(*Machine
 	return out, nil
 }
 
-func (s *Store) updateMachine(tx *bolt.Tx, name string, fn func(*Machine) error, vc *viewChanges) (*Machine, error) {
+func (s *Store) updateMachine(tx kv.Tx, name string, fn func(*Machine) error, vc *viewChanges) (*Machine, error) {
 	old, err := get[Machine](tx, bMachines, "machine", name)
 	if err != nil {
 		return nil, err
@@ -532,7 +536,7 @@ func (s *Store) updateMachine(tx *bolt.Tx, name string, fn func(*Machine) error,
 
 // storeMachine checks a change of old into m (fn already applied) and
 // stores it.
-func (s *Store) storeMachine(tx *bolt.Tx, old, m *Machine, vc *viewChanges) (*Machine, error) {
+func (s *Store) storeMachine(tx kv.Tx, old, m *Machine, vc *viewChanges) (*Machine, error) {
 	if m.Name != old.Name {
 		return nil, invalid("name", "a machine cannot be renamed")
 	}
@@ -640,7 +644,7 @@ func (s *Store) UnassignMachineTenant(ctx context.Context, name, tenant string) 
 // vets its current tenant inside the transaction.
 func (s *Store) assignMachineTenant(name, tenant string, check func(current string) error) (*Machine, error) {
 	var out *Machine
-	err := s.write(func(tx *bolt.Tx, vc *viewChanges) (err error) {
+	err := s.write(func(tx kv.Tx, vc *viewChanges) (err error) {
 		out, err = s.updateMachine(tx, name, func(m *Machine) error {
 			if check != nil {
 				if err := check(m.Tenant); err != nil {
@@ -664,7 +668,7 @@ func (s *Store) assignMachineTenant(name, tenant string, check func(current stri
 // RecordBMCStatus stores what the BMC said. Many of these arrive together
 // from the power-state sync, so they are batched into shared transactions.
 func (s *Store) RecordBMCStatus(ctx context.Context, name string, st BMCStatus) error {
-	return s.batch(func(tx *bolt.Tx) error {
+	return s.batch(func(tx kv.Tx) error {
 		b := bkt(tx, bMachines)
 		var m Machine
 		if err := getJSON(b, []byte(name), &m); err != nil {
@@ -690,7 +694,7 @@ func (s *Store) RecordInspection(ctx context.Context, name string, report json.R
 // DeleteMachine removes a machine that is not in the middle of a job or
 // deployed for a tenant.
 func (s *Store) DeleteMachine(ctx context.Context, name string) error {
-	return s.write(func(tx *bolt.Tx, vc *viewChanges) error {
+	return s.write(func(tx kv.Tx, vc *viewChanges) error {
 		m, err := get[Machine](tx, bMachines, "machine", name)
 		if err != nil {
 			return err

@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // The deletes below remove what people created and nothing else: each is
@@ -30,7 +30,7 @@ func dependentsError(kind, name string, n int, one, many string, names []string,
 
 // DeleteSite removes a site that has no halls.
 func (s *Store) DeleteSite(ctx context.Context, name string) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		if !exists(tx, bSites, name) {
 			return &NotFoundError{Kind: "site", Name: name}
 		}
@@ -47,7 +47,7 @@ func (s *Store) DeleteSite(ctx context.Context, name string) error {
 
 // DeleteHall removes a hall that has no racks and no phases.
 func (s *Store) DeleteHall(ctx context.Context, name string) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		if !exists(tx, bHalls, name) {
 			return &NotFoundError{Kind: "hall", Name: name}
 		}
@@ -74,7 +74,7 @@ func (s *Store) DeleteHall(ctx context.Context, name string) error {
 
 // DeletePhase removes a phase of a hall that has no racks.
 func (s *Store) DeletePhase(ctx context.Context, hall string, number int) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		if _, err := getPhase(tx, hall, number); err != nil {
 			return err
 		}
@@ -94,7 +94,7 @@ func (s *Store) DeletePhase(ctx context.Context, hall string, number int) error 
 // it from the commit.
 func (s *Store) DeleteSubnet(ctx context.Context, name string) error {
 	now := s.now()
-	return s.write(func(tx *bolt.Tx, vc *viewChanges) error {
+	return s.write(func(tx kv.Tx, vc *viewChanges) error {
 		sn, err := get[Subnet](tx, bSubnets, "subnet", name)
 		if err != nil {
 			return err
@@ -130,7 +130,7 @@ func (s *Store) DeleteSubnet(ctx context.Context, name string) error {
 // trail.
 func (s *Store) DeleteTenant(ctx context.Context, name string) error {
 	now := s.now()
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		if !exists(tx, bTenants, name) {
 			return &NotFoundError{Kind: "tenant", Name: name}
 		}

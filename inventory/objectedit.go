@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // EditSite changes a site's description.
@@ -17,7 +17,7 @@ func (s *Store) EditSite(ctx context.Context, name string, description string) (
 		return nil, err
 	}
 	var out *Site
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		site, err := get[Site](tx, bSites, "site", name)
 		if err != nil {
 			return err
@@ -36,7 +36,7 @@ func (s *Store) EditHall(ctx context.Context, name, site string) (*Hall, error) 
 		return nil, err
 	}
 	var out *Hall
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		h, err := get[Hall](tx, bHalls, "hall", name)
 		if err != nil {
 			return err
@@ -57,7 +57,7 @@ func (s *Store) EditTenant(ctx context.Context, name string, description string)
 		return nil, err
 	}
 	var out *Tenant
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		t, err := get[Tenant](tx, bTenants, "tenant", name)
 		if err != nil {
 			return err
@@ -95,7 +95,7 @@ func (s *Store) EditSubnet(ctx context.Context, name string, e SubnetEdit) (*Sub
 	}
 	now := s.now()
 	var out *Subnet
-	err := s.write(func(tx *bolt.Tx, vc *viewChanges) error {
+	err := s.write(func(tx kv.Tx, vc *viewChanges) error {
 		old, err := get[Subnet](tx, bSubnets, "subnet", name)
 		if err != nil {
 			return err
@@ -170,7 +170,7 @@ type reservation struct {
 }
 
 // subnetReservations lists the machines' reserved addresses inside prefix.
-func subnetReservations(tx *bolt.Tx, prefix netip.Prefix) []reservation {
+func subnetReservations(tx kv.Tx, prefix netip.Prefix) []reservation {
 	var out []reservation
 	_ = bkt(tx, bIdxIP).ForEach(func(k, v []byte) error {
 		if a, err := netip.ParseAddr(string(k)); err == nil && prefix.Contains(a) {
@@ -189,7 +189,7 @@ type heldLease struct {
 
 // subnetLeases lists the stored dynamic leases inside prefix that have
 // not expired at now.
-func subnetLeases(tx *bolt.Tx, prefix netip.Prefix, now time.Time) []heldLease {
+func subnetLeases(tx kv.Tx, prefix netip.Prefix, now time.Time) []heldLease {
 	var out []heldLease
 	ls, _ := list(tx, bLeases, func(l *Lease) bool { return l.Expires.After(now) })
 	for _, l := range ls {

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // RackEdit changes what was entered for a rack; a nil field is kept.
@@ -22,7 +22,7 @@ func (s *Store) EditRack(ctx context.Context, name string, e RackEdit) (*Rack, e
 		return nil, invalid("rack", "names nothing to change: give units, a power budget or a row")
 	}
 	var out *Rack
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		old, err := get[Rack](tx, bRacks, "rack", name)
 		if err != nil {
 			return err
@@ -105,7 +105,7 @@ func (s *Store) EditPhase(ctx context.Context, hall string, number int, e PhaseE
 		}
 	}
 	var out *Phase
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		p, err := getPhase(tx, hall, number)
 		if err != nil {
 			return err

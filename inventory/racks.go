@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // RackUsage is what a rack's machines take of it. It is kept in the same
@@ -28,7 +28,7 @@ func (s *Store) CreateRack(ctx context.Context, r Rack) (*Rack, error) {
 	}
 	now := s.now().UTC()
 	r.State, r.CreatedAt, r.UpdatedAt = RackPlanned, now, now
-	err := s.update(func(tx *bolt.Tx) error { return createRack(tx, &r) })
+	err := s.update(func(tx kv.Tx) error { return createRack(tx, &r) })
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +63,7 @@ func validateRack(r *Rack) error {
 	return nil
 }
 
-func createRack(tx *bolt.Tx, r *Rack) error {
+func createRack(tx kv.Tx, r *Rack) error {
 	if exists(tx, bRacks, r.Name) {
 		return &ExistsError{Kind: "rack", Name: r.Name}
 	}
@@ -87,7 +87,7 @@ func createRack(tx *bolt.Tx, r *Rack) error {
 
 // checkPhaseBudget refuses a rack budget that would take its phase over
 // budget. oldW is what the rack already counts for (when it is updated).
-func checkPhaseBudget(tx *bolt.Tx, r *Rack, oldW int64) error {
+func checkPhaseBudget(tx kv.Tx, r *Rack, oldW int64) error {
 	p, err := getPhase(tx, r.Hall, r.Phase)
 	if err != nil {
 		return err
@@ -112,14 +112,14 @@ func checkPhaseBudget(tx *bolt.Tx, r *Rack, oldW int64) error {
 // Rack returns one rack.
 func (s *Store) Rack(ctx context.Context, name string) (*Rack, error) {
 	var out *Rack
-	err := s.view(func(tx *bolt.Tx) (err error) { out, err = get[Rack](tx, bRacks, "rack", name); return })
+	err := s.view(func(tx kv.Tx) (err error) { out, err = get[Rack](tx, bRacks, "rack", name); return })
 	return out, err
 }
 
 // RackUsage returns what a rack's machines take of it.
 func (s *Store) RackUsage(ctx context.Context, name string) (*RackUsage, error) {
 	var out *RackUsage
-	err := s.view(func(tx *bolt.Tx) (err error) { out, err = get[RackUsage](tx, bRackUsage, "rack", name); return })
+	err := s.view(func(tx kv.Tx) (err error) { out, err = get[RackUsage](tx, bRackUsage, "rack", name); return })
 	return out, err
 }
 
@@ -137,7 +137,7 @@ func (s *Store) Racks(ctx context.Context, f RackFilter) ([]Rack, error) {
 		return nil, invalid("state", "%q is not a rack state (one of %v)", f.State, RackStates())
 	}
 	var out []Rack
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		keep := func(r *Rack) bool {
 			return (f.State == "" || r.State == f.State) && (f.Tenant == "" || r.Tenant == f.Tenant) &&
 				(f.Phase == 0 || r.Phase == f.Phase)
@@ -161,7 +161,7 @@ func (s *Store) Racks(ctx context.Context, f RackFilter) ([]Rack, error) {
 }
 
 // hallRacks calls fn for every rack of a hall, phase by phase.
-func hallRacks(tx *bolt.Tx, hall string, fn func(*Rack) error) error {
+func hallRacks(tx kv.Tx, hall string, fn func(*Rack) error) error {
 	prefix := append([]byte(hall), 0)
 	racks := bkt(tx, bRacks)
 	c := bkt(tx, bIdxPhaseR).Cursor()
@@ -182,7 +182,7 @@ func hallRacks(tx *bolt.Tx, hall string, fn func(*Rack) error) error {
 // phase cannot be commissioned.
 func (s *Store) SetRackState(ctx context.Context, name string, to RackState) (*Rack, error) {
 	var out *Rack
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		r, err := get[Rack](tx, bRacks, "rack", name)
 		if err != nil {
 			return err
@@ -239,7 +239,7 @@ func (s *Store) UnassignRackTenant(ctx context.Context, name, tenant string) (*R
 // set, first vets the rack's current tenant inside the transaction.
 func (s *Store) assignRackTenant(name, tenant string, check func(current string) error) (*Rack, error) {
 	var out *Rack
-	err := s.write(func(tx *bolt.Tx, vc *viewChanges) error {
+	err := s.write(func(tx kv.Tx, vc *viewChanges) error {
 		r, err := get[Rack](tx, bRacks, "rack", name)
 		if err != nil {
 			return err
@@ -288,7 +288,7 @@ func (s *Store) assignRackTenant(name, tenant string, check func(current string)
 
 // DeleteRack removes an empty rack.
 func (s *Store) DeleteRack(ctx context.Context, name string) error {
-	return s.update(func(tx *bolt.Tx) error {
+	return s.update(func(tx kv.Tx) error {
 		r, err := get[Rack](tx, bRacks, "rack", name)
 		if err != nil {
 			return err
@@ -311,7 +311,7 @@ func (s *Store) DeleteRack(ctx context.Context, name string) error {
 }
 
 // rackMachines calls fn for every machine of a rack, in name order.
-func rackMachines(tx *bolt.Tx, rack string, fn func(*Machine) error) error {
+func rackMachines(tx kv.Tx, rack string, fn func(*Machine) error) error {
 	prefix := append([]byte(rack), 0)
 	machines := bkt(tx, bMachines)
 	// Collect names first: fn may write machines, and writing while a

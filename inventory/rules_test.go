@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // pathTo finds the shortest sequence of allowed transitions from `from` to
@@ -398,7 +398,7 @@ func TestIndexesFollowUpdatesAndDeletes(t *testing.T) {
 // records and compares them with what is stored.
 func checkIndexes(t *testing.T, s *Store) {
 	t.Helper()
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		ms, err := list[Machine](tx, bMachines, nil)
 		if err != nil {
 			return err

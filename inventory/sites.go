@@ -9,7 +9,7 @@ import (
 	"slices"
 	"strings"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // CreateSite adds a site.
@@ -21,7 +21,7 @@ func (s *Store) CreateSite(ctx context.Context, site Site) (*Site, error) {
 		return nil, err
 	}
 	site.CreatedAt = s.now().UTC()
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		if exists(tx, bSites, site.Name) {
 			return &ExistsError{Kind: "site", Name: site.Name}
 		}
@@ -36,14 +36,14 @@ func (s *Store) CreateSite(ctx context.Context, site Site) (*Site, error) {
 // Site returns one site.
 func (s *Store) Site(ctx context.Context, name string) (*Site, error) {
 	var out *Site
-	err := s.view(func(tx *bolt.Tx) (err error) { out, err = get[Site](tx, bSites, "site", name); return })
+	err := s.view(func(tx kv.Tx) (err error) { out, err = get[Site](tx, bSites, "site", name); return })
 	return out, err
 }
 
 // Sites lists all sites by name.
 func (s *Store) Sites(ctx context.Context) ([]Site, error) {
 	var out []Site
-	err := s.view(func(tx *bolt.Tx) (err error) { out, err = list[Site](tx, bSites, nil); return })
+	err := s.view(func(tx kv.Tx) (err error) { out, err = list[Site](tx, bSites, nil); return })
 	return out, err
 }
 
@@ -56,7 +56,7 @@ func (s *Store) CreateHall(ctx context.Context, h Hall) (*Hall, error) {
 		return nil, err
 	}
 	h.CreatedAt = s.now().UTC()
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		if !exists(tx, bSites, h.Site) {
 			return &NotFoundError{Kind: "site", Name: h.Site}
 		}
@@ -74,14 +74,14 @@ func (s *Store) CreateHall(ctx context.Context, h Hall) (*Hall, error) {
 // Hall returns one hall.
 func (s *Store) Hall(ctx context.Context, name string) (*Hall, error) {
 	var out *Hall
-	err := s.view(func(tx *bolt.Tx) (err error) { out, err = get[Hall](tx, bHalls, "hall", name); return })
+	err := s.view(func(tx kv.Tx) (err error) { out, err = get[Hall](tx, bHalls, "hall", name); return })
 	return out, err
 }
 
 // Halls lists halls, of one site when site is not empty.
 func (s *Store) Halls(ctx context.Context, site string) ([]Hall, error) {
 	var out []Hall
-	err := s.view(func(tx *bolt.Tx) (err error) {
+	err := s.view(func(tx kv.Tx) (err error) {
 		out, err = list(tx, bHalls, func(h *Hall) bool { return site == "" || h.Site == site })
 		return
 	})
@@ -107,7 +107,7 @@ func (s *Store) CreatePhase(ctx context.Context, p Phase) (*Phase, error) {
 	}
 	p.State = PhasePlanned
 	p.CreatedAt = s.now().UTC()
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		if !exists(tx, bHalls, p.Hall) {
 			return &NotFoundError{Kind: "hall", Name: p.Hall}
 		}
@@ -123,7 +123,7 @@ func (s *Store) CreatePhase(ctx context.Context, p Phase) (*Phase, error) {
 	return &p, nil
 }
 
-func getPhase(tx *bolt.Tx, hall string, number int) (*Phase, error) {
+func getPhase(tx kv.Tx, hall string, number int) (*Phase, error) {
 	var p Phase
 	if err := getJSON(bkt(tx, bPhases), phaseKey(hall, number), &p); err != nil {
 		return nil, &NotFoundError{Kind: "phase", Name: fmt.Sprintf("%s/%d", hall, number)}
@@ -134,14 +134,14 @@ func getPhase(tx *bolt.Tx, hall string, number int) (*Phase, error) {
 // Phase returns one phase of a hall.
 func (s *Store) Phase(ctx context.Context, hall string, number int) (*Phase, error) {
 	var out *Phase
-	err := s.view(func(tx *bolt.Tx) (err error) { out, err = getPhase(tx, hall, number); return })
+	err := s.view(func(tx kv.Tx) (err error) { out, err = getPhase(tx, hall, number); return })
 	return out, err
 }
 
 // Phases lists a hall's phases in order.
 func (s *Store) Phases(ctx context.Context, hall string) ([]Phase, error) {
 	var out []Phase
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		if !exists(tx, bHalls, hall) {
 			return &NotFoundError{Kind: "hall", Name: hall}
 		}
@@ -152,7 +152,7 @@ func (s *Store) Phases(ctx context.Context, hall string) ([]Phase, error) {
 	return out, err
 }
 
-func hallPhases(tx *bolt.Tx, hall string) ([]Phase, error) {
+func hallPhases(tx kv.Tx, hall string) ([]Phase, error) {
 	var out []Phase
 	prefix := append([]byte(hall), 0)
 	c := bkt(tx, bPhases).Cursor()
@@ -170,7 +170,7 @@ func hallPhases(tx *bolt.Tx, hall string) ([]Phase, error) {
 // phase goes live only when every rack in it is active or decommissioned.
 func (s *Store) SetPhaseState(ctx context.Context, hall string, number int, to PhaseState) (*Phase, error) {
 	var out *Phase
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		p, err := getPhase(tx, hall, number)
 		if err != nil {
 			return err
@@ -222,7 +222,7 @@ func (s *Store) SetPhaseState(ctx context.Context, hall string, number int, to P
 }
 
 // phaseRacks calls fn for each rack of a hall phase, in name order.
-func phaseRacks(tx *bolt.Tx, hall string, number int, fn func(*Rack) error) error {
+func phaseRacks(tx kv.Tx, hall string, number int, fn func(*Rack) error) error {
 	prefix := phaseKey(hall, number)
 	racks := bkt(tx, bRacks)
 	c := bkt(tx, bIdxPhaseR).Cursor()
@@ -258,7 +258,7 @@ func (s *Store) CreateSubnet(ctx context.Context, sn Subnet) (*Subnet, error) {
 		return nil, err
 	}
 	sn.CreatedAt = s.now().UTC()
-	err = s.write(func(tx *bolt.Tx, vc *viewChanges) error {
+	err = s.write(func(tx kv.Tx, vc *viewChanges) error {
 		if exists(tx, bSubnets, sn.Name) {
 			return &ExistsError{Kind: "subnet", Name: sn.Name}
 		}
@@ -321,7 +321,7 @@ func checkSubnetInside(prefix netip.Prefix, sn *Subnet) error {
 // Subnets lists subnets by name.
 func (s *Store) Subnets(ctx context.Context) ([]Subnet, error) {
 	var out []Subnet
-	err := s.view(func(tx *bolt.Tx) (err error) { out, err = list[Subnet](tx, bSubnets, nil); return })
+	err := s.view(func(tx kv.Tx) (err error) { out, err = list[Subnet](tx, bSubnets, nil); return })
 	return out, err
 }
 
@@ -352,7 +352,7 @@ func (s *Store) CreateTenant(ctx context.Context, t Tenant) (*Tenant, error) {
 		return nil, err
 	}
 	t.CreatedAt = s.now().UTC()
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		if exists(tx, bTenants, t.Name) {
 			return &ExistsError{Kind: "tenant", Name: t.Name}
 		}
@@ -367,13 +367,13 @@ func (s *Store) CreateTenant(ctx context.Context, t Tenant) (*Tenant, error) {
 // Tenant returns one tenant.
 func (s *Store) Tenant(ctx context.Context, name string) (*Tenant, error) {
 	var out *Tenant
-	err := s.view(func(tx *bolt.Tx) (err error) { out, err = get[Tenant](tx, bTenants, "tenant", name); return })
+	err := s.view(func(tx kv.Tx) (err error) { out, err = get[Tenant](tx, bTenants, "tenant", name); return })
 	return out, err
 }
 
 // Tenants lists tenants by name.
 func (s *Store) Tenants(ctx context.Context) ([]Tenant, error) {
 	var out []Tenant
-	err := s.view(func(tx *bolt.Tx) (err error) { out, err = list[Tenant](tx, bTenants, nil); return })
+	err := s.view(func(tx kv.Tx) (err error) { out, err = list[Tenant](tx, bTenants, nil); return })
 	return out, err
 }

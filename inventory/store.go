@@ -10,10 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/metalhall/metalhall/internal/atomicfile"
-	berrors "go.etcd.io/bbolt/errors"
+	"github.com/metalhall/metalhall/inventory/kv"
+	"github.com/metalhall/metalhall/inventory/kv/boltkv"
 )
 
 // SchemaVersion is the layout this code writes. A database with a higher
@@ -68,16 +67,22 @@ type Options struct {
 	gate func(point string)
 }
 
-// Store is the inventory over one bbolt file. It is safe for concurrent use.
+// Store is the inventory over one kv engine: a bbolt file (Open) or an
+// engine other instances share (OpenEngine). It is safe for concurrent use.
 type Store struct {
-	db   *bolt.DB
+	db   kv.Engine
 	now  func() time.Time
 	gate func(point string) // see Options.gate
 
 	// boot is the in-memory view of the boot path (MACs, reservations,
 	// subnets, active jobs): a DHCP packet must not open a transaction. It
-	// is rebuilt at Open and changed only after a commit (see write).
+	// is rebuilt at Open and changed only after a commit (see write, and
+	// follow.go for engines other instances write to).
 	boot *BootView
+	// follows is set when the engine is a kv.Follower: the views are kept
+	// from its change stream, which carries this store's commits and
+	// other instances' alike, and never from a write's own change set.
+	follows bool
 	// events wakes followers of the event log after each commit that
 	// appends to it (EventsCommitted).
 	events *eventFeed
@@ -86,15 +91,6 @@ type Store struct {
 	// and lets go once its changes are applied.
 	applyMu sync.Mutex
 	jobQ    jobQueue // group commit of job-only updates
-
-	// writeTxns counts write transactions (Store.update calls, and the
-	// shared transactions of Store.batch), so a bench can report what one
-	// provisioned machine costs the single bbolt writer.
-	writeTxns atomic.Uint64
-	// lastBatchTx is the ID of the last write transaction batch counted:
-	// bbolt runs several Batch calls in one transaction, which is one
-	// write, not several.
-	lastBatchTx atomic.Uint64
 
 	// hold is the store-wide hold on BMC work (hold.go), nil when none:
 	// read on every BMC call, so kept in memory.
@@ -107,34 +103,65 @@ type MACEntry struct {
 	IP      string
 }
 
-// Open opens (creating if needed) the inventory database at path.
+// Open opens (creating if needed) the inventory database at path: a
+// bbolt file, the embedded default.
 func Open(path string, opts Options) (*Store, error) {
 	if opts.LockTimeout == 0 {
 		opts.LockTimeout = time.Second
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout, NoSync: opts.NoSync, FreelistType: bolt.FreelistMapType})
+	e, err := boltkv.Open(path, boltkv.Options{LockTimeout: opts.LockTimeout, NoSync: opts.NoSync})
 	if err != nil {
-		if errors.Is(err, berrors.ErrTimeout) {
+		if errors.Is(err, boltkv.ErrLocked) {
 			return nil, fmt.Errorf("open %s: %w: stop the other one first, or use another data directory", path, ErrInUse)
 		}
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, err // boltkv names the file
 	}
-	s := &Store{db: db, now: opts.Now, gate: opts.gate, boot: newBootView()}
-	if s.gate == nil {
-		s.gate = defaultGate
-	}
-	if err := s.init(); err != nil {
-		db.Close()
+	s, err := OpenEngine(e, opts)
+	if err != nil {
+		e.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	return s, nil
 }
 
+// OpenEngine opens the inventory kept by e: it creates what is missing,
+// refuses a newer schema, runs the migrations and loads the in-memory
+// views. When e is a kv.Follower the views follow its change stream
+// (other instances write to it too). On success the store owns e and
+// Store.Close closes it; on failure e is the caller's to close.
+// opts.LockTimeout and opts.NoSync are the engine's business and are not
+// used here.
+func OpenEngine(e kv.Engine, opts Options) (*Store, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Store{db: e, now: opts.Now, gate: opts.gate, boot: newBootView(), events: newEventFeed(0)}
+	if s.gate == nil {
+		s.gate = defaultGate
+	}
+	if err := s.init(); err != nil {
+		return nil, err
+	}
+	if f, ok := e.(kv.Follower); ok {
+		s.follows = true
+		if err := f.Follow(s.load, s.applyCommit); err != nil {
+			return nil, fmt.Errorf("following the store's changes: %w", err)
+		}
+		return s, nil
+	}
+	// Nobody else writes to this engine: what is committed now is what
+	// the views start from, and write keeps them from here on.
+	if err := s.view(s.load); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// init creates the buckets, checks the schema and runs the migrations.
+// It may run more than once (an engine retries a conflicting write): it
+// keeps nothing outside the transaction.
 func (s *Store) init() error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.db.Update(func(tx kv.Tx) error {
 		for _, b := range append(allBuckets, extraBuckets...) {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
@@ -170,25 +197,31 @@ func (s *Store) init() error {
 				return err
 			}
 		}
-		h, err := loadHold(tx)
-		if err != nil {
-			return err
-		}
-		s.hold.Store(h)
-		// Rebuild the boot view from what is committed.
-		var vc viewChanges
-		if err := loadView(tx, &vc); err != nil {
-			return err
-		}
-		s.boot.apply(&vc)
-		s.events = newEventFeed(bkt(tx, bEvents).Sequence())
 		return nil
 	})
 }
 
+// load sets the in-memory views (the hold, the boot view, the event
+// feed's newest event) from what tx sees. A Follower may call it again to
+// start over (its stream was cut): the boot view is then replaced whole.
+func (s *Store) load(tx kv.Tx) error {
+	h, err := loadHold(tx)
+	if err != nil {
+		return err
+	}
+	var vc viewChanges
+	if err := loadView(tx, &vc); err != nil {
+		return err
+	}
+	s.hold.Store(h)
+	s.boot.replace(&vc)
+	s.events.committed(bkt(tx, bEvents).Sequence())
+	return nil
+}
+
 // loadView collects everything the boot view shows: every machine, every
 // unfinished job, every subnet.
-func loadView(tx *bolt.Tx, vc *viewChanges) error {
+func loadView(tx kv.Tx, vc *viewChanges) error {
 	ms, err := list[Machine](tx, bMachines, nil)
 	if err != nil {
 		return err
@@ -215,15 +248,20 @@ func loadView(tx *bolt.Tx, vc *viewChanges) error {
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
-// Path is the database file.
-func (s *Store) Path() string { return s.db.Path() }
+// Path is the database file, or "" when the engine is not a file.
+func (s *Store) Path() string {
+	if p, ok := s.db.(interface{ Path() string }); ok {
+		return p.Path()
+	}
+	return ""
+}
 
 // Backup writes a consistent copy of the whole database to w while the
 // service keeps running. The copy is itself a database file: start
 // metalhall on a data dir holding it to restore.
 func (s *Store) Backup(w io.Writer) (int64, error) {
 	var n int64
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		var err error
 		n, err = tx.WriteTo(w)
 		return err
@@ -237,7 +275,7 @@ func (s *Store) Backup(w io.Writer) (int64, error) {
 func (s *Store) Snapshot(w io.Writer) (int64, []Image, error) {
 	var n int64
 	var imgs []Image
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx kv.Tx) error {
 		var err error
 		if imgs, err = list[Image](tx, bImages, nil); err != nil {
 			return err
@@ -282,11 +320,36 @@ func (s *Store) LookupMAC(mac []byte) (MACEntry, bool) {
 func (s *Store) BootView() *BootView { return s.boot }
 
 // write runs fn in a write transaction and, once it has committed,
-// publishes what fn collected to the boot view, in commit order.
-func (s *Store) write(fn func(tx *bolt.Tx, vc *viewChanges) error) error {
+// publishes what fn collected to the boot view, in commit order. fn may
+// run more than once (the engine retries a conflicting write): vc starts
+// empty each time, and whatever else fn sets outside the transaction it
+// must set afresh.
+//
+// On a Follower engine the views hear of the commit from its change
+// stream instead (applyCommit), in the engine's commit order among every
+// instance's writes: applying vc here too could put this write's change
+// after a newer one another instance made.
+//
+// On any other engine the changes are applied in commit order because it
+// commits one writer at a time (bbolt): the lock taken inside the
+// transaction passes from writer to writer in that order. An engine that
+// commits writers concurrently must be a Follower.
+func (s *Store) write(fn func(tx kv.Tx, vc *viewChanges) error) error {
 	var vc viewChanges
+	if s.follows {
+		return s.update(func(tx kv.Tx) error {
+			vc.reset()
+			return fn(tx, &vc)
+		})
+	}
 	locked := false
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
+		if locked {
+			// A retry: the last run did not commit, and its turn to
+			// apply is not this one's.
+			s.applyMu.Unlock()
+			locked = false
+		}
 		vc.reset()
 		if err := fn(tx, &vc); err != nil {
 			return err
@@ -311,32 +374,31 @@ func (s *Store) write(fn func(tx *bolt.Tx, vc *viewChanges) error) error {
 	return err
 }
 
-// update runs fn in a write transaction.
-func (s *Store) update(fn func(tx *bolt.Tx) error) error {
-	s.writeTxns.Add(1)
-	return s.db.Update(fn)
+// eventsAppended tells the event feed of a commit outside write that
+// appended events up to seq; on a Follower engine the change stream
+// tells it.
+func (s *Store) eventsAppended(seq uint64) {
+	if !s.follows && seq > 0 {
+		s.events.committed(seq)
+	}
 }
+
+// update runs fn in a write transaction.
+func (s *Store) update(fn func(tx kv.Tx) error) error { return s.db.Update(fn) }
 
 // batch runs fn in a write transaction shared with concurrent callers
-// (bbolt's Batch: fn may run twice, so it must be idempotent). Each shared
-// transaction is counted once: write transactions are serialised, so a
-// change of transaction ID is a new one.
-func (s *Store) batch(fn func(tx *bolt.Tx) error) error {
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		if id := uint64(tx.ID()); s.lastBatchTx.Swap(id) != id {
-			s.writeTxns.Add(1)
-		}
-		return fn(tx)
-	})
-}
+// (fn may run twice, so it must be idempotent).
+func (s *Store) batch(fn func(tx kv.Tx) error) error { return s.db.Batch(fn) }
 
-// WriteTransactions is the number of write transactions since Open.
-func (s *Store) WriteTransactions() uint64 { return s.writeTxns.Load() }
+// WriteTransactions is the number of write transactions since Open, as
+// the engine counts them (a shared Batch transaction counts once), so a
+// bench can report what one provisioned machine costs the writer.
+func (s *Store) WriteTransactions() uint64 { return s.db.WriteTransactions() }
 
 // view runs fn in a read transaction.
-func (s *Store) view(fn func(tx *bolt.Tx) error) error { return s.db.View(fn) }
+func (s *Store) view(fn func(tx kv.Tx) error) error { return s.db.View(fn) }
 
-func getJSON(b *bolt.Bucket, key []byte, v any) error {
+func getJSON(b kv.Bucket, key []byte, v any) error {
 	data := b.Get(key)
 	if data == nil {
 		return ErrNotFound
@@ -344,7 +406,7 @@ func getJSON(b *bolt.Bucket, key []byte, v any) error {
 	return json.Unmarshal(data, v)
 }
 
-func putJSON(b *bolt.Bucket, key []byte, v any) error {
+func putJSON(b kv.Bucket, key []byte, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -353,7 +415,7 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 }
 
 // get loads one record or returns a NotFoundError naming it.
-func get[T any](tx *bolt.Tx, bucket []byte, kind, name string) (*T, error) {
+func get[T any](tx kv.Tx, bucket []byte, kind, name string) (*T, error) {
 	var v T
 	if err := getJSON(bkt(tx, bucket), []byte(name), &v); err != nil {
 		if errors.Is(err, ErrNotFound) {
@@ -365,7 +427,7 @@ func get[T any](tx *bolt.Tx, bucket []byte, kind, name string) (*T, error) {
 }
 
 // list decodes every record of a bucket, in key order.
-func list[T any](tx *bolt.Tx, bucket []byte, keep func(*T) bool) ([]T, error) {
+func list[T any](tx kv.Tx, bucket []byte, keep func(*T) bool) ([]T, error) {
 	var out []T
 	err := bkt(tx, bucket).ForEach(func(k, v []byte) error {
 		var r T
@@ -380,7 +442,7 @@ func list[T any](tx *bolt.Tx, bucket []byte, keep func(*T) bool) ([]T, error) {
 	return out, err
 }
 
-func exists(tx *bolt.Tx, bucket []byte, name string) bool {
+func exists(tx kv.Tx, bucket []byte, name string) bool {
 	return bkt(tx, bucket).Get([]byte(name)) != nil
 }
 
@@ -391,13 +453,6 @@ func phaseKey(hall string, number int) []byte {
 
 func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
 
-// bkt returns a bucket of tx. In a write transaction it packs pages to 90%
-// instead of bbolt's 50%: most writes append names in order (imports,
-// events), and half-empty pages would double the file for nothing.
-func bkt(tx *bolt.Tx, name []byte) *bolt.Bucket {
-	b := tx.Bucket(name)
-	if tx.Writable() {
-		b.FillPercent = 0.9
-	}
-	return b
-}
+// bkt returns a bucket of tx; every bucket exists from Open on. (The
+// bbolt engine packs pages to 90% in write transactions.)
+func bkt(tx kv.Tx, name []byte) kv.Bucket { return tx.Bucket(name) }

@@ -9,23 +9,15 @@ import (
 	"strings"
 	"testing"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
-// The suite is written against Inventory: a second backend passes it by
-// providing its own openInventory.
-var openInventory = func(t *testing.T, path string) Inventory {
-	t.Helper()
-	s, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
+// newInv is a fresh store, closed when the test ends. The suite is
+// written against Inventory; the engine under it is openTestStore's
+// choice.
 func newInv(t *testing.T) Inventory {
 	t.Helper()
-	inv := openInventory(t, filepath.Join(t.TempDir(), "metalhall.db"))
+	inv := openTestStore(t, filepath.Join(t.TempDir(), "metalhall.db"), Options{})
 	t.Cleanup(func() { inv.Close() })
 	return inv
 }
@@ -99,12 +91,12 @@ func TestOpenInUseFailsFast(t *testing.T) {
 
 func TestReopenKeepsEverything(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "db")
-	inv := openInventory(t, path)
+	inv := openTestStore(t, path, Options{})
 	hallFixture(t, inv)
 	enrollN(t, inv, "r1", 3)
 	inv.Close()
 
-	inv = openInventory(t, path)
+	inv = openTestStore(t, path, Options{})
 	defer inv.Close()
 	ms := must(inv.Machines(ctx, MachineFilter{Rack: "r1"}))
 	if len(ms) != 3 {
@@ -119,14 +111,14 @@ func TestReopenKeepsEverything(t *testing.T) {
 
 func TestNewerSchemaRefused(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "db")
-	s := must(Open(path, Options{}))
-	if err := s.update(func(tx *bolt.Tx) error {
+	s := openTestStore(t, path, Options{})
+	if err := s.update(func(tx kv.Tx) error {
 		return tx.Bucket(bMeta).Put(keySchema, []byte{0, 0, 0, SchemaVersion + 1})
 	}); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
-	_, err := Open(path, Options{})
+	_, err := tryOpenTestStore(t, path, Options{})
 	if !errors.Is(err, ErrNewerStore) || !strings.Contains(err.Error(), "upgrade metalhall") {
 		t.Fatalf("open newer: %v", err)
 	}
@@ -134,7 +126,7 @@ func TestNewerSchemaRefused(t *testing.T) {
 
 func TestBackupRestoreRoundTrip(t *testing.T) {
 	dir := t.TempDir()
-	s := must(Open(filepath.Join(dir, "db"), Options{}))
+	s := openTestStore(t, filepath.Join(dir, "db"), Options{})
 	defer s.Close()
 	hallFixture(t, s)
 	enrollN(t, s, "r1", 5)
@@ -146,6 +138,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	// Changes after the backup are not in it.
 	must(s.EnrollMachine(ctx, machine("late", "r1", 40, macN(40))))
 
+	// A backup is a bbolt file whatever the engine: open it as one.
 	r := must(Open(backup, Options{}))
 	defer r.Close()
 	ms := must(r.Machines(ctx, MachineFilter{}))

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // A tenancy is one span of time in which a machine belongs to one tenant
@@ -21,7 +21,7 @@ var (
 
 func init() { extraBuckets = append(extraBuckets, bTenancies, bIdxTenancy) }
 
-func newTenancy(tx *bolt.Tx) (string, error) {
+func newTenancy(tx kv.Tx) (string, error) {
 	seq, err := bkt(tx, bTenancies).NextSequence()
 	if err != nil {
 		return "", err
@@ -32,7 +32,7 @@ func newTenancy(tx *bolt.Tx) (string, error) {
 // stampTenancy sets the tenancy of a machine event that has none: the
 // machine's current one, read from a small index so that batches of boot
 // events do not decode a machine each.
-func stampTenancy(tx *bolt.Tx, e *Event) {
+func stampTenancy(tx kv.Tx, e *Event) {
 	if e.Tenancy != "" {
 		return
 	}
@@ -57,7 +57,7 @@ func (e *HandoverError) Unwrap() error { return ErrConflict }
 // tenancy is left on it: no job running, and — when a tenant had it — it
 // was released (wiped) since it was last imaged. A machine nobody had
 // (staff's) may be handed over as it is: staff deploy machines for tenants.
-func checkHandover(tx *bolt.Tx, m *Machine, tenant string) error {
+func checkHandover(tx kv.Tx, m *Machine, tenant string) error {
 	if m.Tenant == tenant {
 		return nil
 	}
@@ -98,7 +98,7 @@ const MaxSubjectLen = 256
 // event by the index's own layout (subject, NUL, 8-byte sequence): a NUL
 // inside a subject, written before subjects were checked, made such
 // entries and broke that machine's event history.
-func repairEventIndex(tx *bolt.Tx) (int, error) {
+func repairEventIndex(tx kv.Tx) (int, error) {
 	idx, events := bkt(tx, bIdxSubject), bkt(tx, bEvents)
 	var bad [][]byte
 	c := idx.Cursor()
@@ -121,7 +121,7 @@ func repairEventIndex(tx *bolt.Tx) (int, error) {
 // provision job joins it, so that the installed OS keeps getting its
 // metadata; every other earlier job and event stays outside any tenancy,
 // where no tenant sees it.
-func (s *Store) migrateTenancies(tx *bolt.Tx) error {
+func (s *Store) migrateTenancies(tx kv.Tx) error {
 	var legacy []*Machine
 	if err := bkt(tx, bMachines).ForEach(func(k, v []byte) error {
 		var m Machine

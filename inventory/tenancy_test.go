@@ -1,7 +1,6 @@
 package inventory
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,14 +8,11 @@ import (
 	"path/filepath"
 	"testing"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 func TestEventSubjectsWithControlCharactersAreRefused(t *testing.T) {
-	inv, err := Open(filepath.Join(t.TempDir(), "db"), Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	inv := openTestStore(t, filepath.Join(t.TempDir(), "db"), Options{NoSync: true})
 	defer inv.Close()
 	ctx := context.Background()
 	for _, subject := range []string{"machine/ma1\x00x", "machine/\x1b[2J", string(make([]byte, MaxSubjectLen+1))} {
@@ -33,16 +29,13 @@ func TestEventSubjectsWithControlCharactersAreRefused(t *testing.T) {
 // that a NUL in a subject made; opening it repairs the index.
 func TestEventIndexIsRepairedOnOpen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "db")
-	inv, err := Open(path, Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	inv := openTestStore(t, path, Options{NoSync: true})
 	ctx := context.Background()
 	if _, err := inv.AppendEvent(ctx, Event{Subject: "machine/ma1", Action: "boot"}); err != nil {
 		t.Fatal(err)
 	}
 	// What the old code wrote for /api/v1/machines/ma1%00x/events.
-	err = inv.db.Update(func(tx *bolt.Tx) error {
+	err := inv.update(func(tx kv.Tx) error {
 		b := bkt(tx, bEvents)
 		seq, _ := b.NextSequence()
 		bad := Event{Seq: seq, Subject: "machine/ma1\x00x", Action: "machine.events"}
@@ -63,17 +56,16 @@ func TestEventIndexIsRepairedOnOpen(t *testing.T) {
 	}
 	inv.Close()
 
-	inv, err = Open(path, Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	inv = openTestStore(t, path, Options{NoSync: true})
 	defer inv.Close()
 	evs, err := inv.Events(ctx, EventFilter{Subject: "machine/ma1"})
 	if err != nil || len(evs) != 1 || evs[0].Action != "boot" {
 		t.Fatalf("events after the repair: %v %v", evs, err)
 	}
-	inv.db.View(func(tx *bolt.Tx) error {
-		if n := bkt(tx, bIdxSubject).Stats().KeyN; n != 1 {
+	inv.view(func(tx kv.Tx) error {
+		n := 0
+		bkt(tx, bIdxSubject).ForEach(func(_, _ []byte) error { n++; return nil })
+		if n != 1 {
 			t.Errorf("%d index entries after the repair, want 1", n)
 		}
 		return nil
@@ -81,10 +73,7 @@ func TestEventIndexIsRepairedOnOpen(t *testing.T) {
 }
 
 func TestEveryChangeOfTenantOpensANewTenancy(t *testing.T) {
-	inv, err := Open(filepath.Join(t.TempDir(), "db"), Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	inv := openTestStore(t, filepath.Join(t.TempDir(), "db"), Options{NoSync: true})
 	defer inv.Close()
 	ctx := context.Background()
 	mustDo := func(_ any, err error) {
@@ -135,10 +124,7 @@ func TestEveryChangeOfTenantOpensANewTenancy(t *testing.T) {
 // deployed machine keeps its deployment (the metadata of its installed OS).
 func TestMachinesFromBeforeTenanciesGetOneAndKeepTheirDeployment(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "db")
-	inv, err := Open(path, Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	inv := openTestStore(t, path, Options{NoSync: true})
 	ctx := context.Background()
 	mustDo := func(_ any, err error) {
 		t.Helper()
@@ -171,15 +157,24 @@ func TestMachinesFromBeforeTenanciesGetOneAndKeepTheirDeployment(t *testing.T) {
 		}))
 	}
 	// Strip what the old code did not write.
-	err = inv.db.Update(func(tx *bolt.Tx) error {
+	err := inv.update(func(tx kv.Tx) error {
 		for _, b := range [][]byte{bMachines, bJobs} {
+			// Collect, then write: ForEach's function must not change
+			// the bucket it walks.
+			recs := map[string]map[string]any{}
 			if err := bkt(tx, b).ForEach(func(k, v []byte) error {
 				var rec map[string]any
 				json.Unmarshal(v, &rec)
 				delete(rec, "tenancy")
-				return putJSON(bkt(tx, b), bytes.Clone(k), rec)
+				recs[string(k)] = rec
+				return nil
 			}); err != nil {
 				return err
+			}
+			for k, rec := range recs {
+				if err := putJSON(bkt(tx, b), []byte(k), rec); err != nil {
+					return err
+				}
 			}
 		}
 		for _, k := range []string{"dep", "idle"} {
@@ -192,10 +187,7 @@ func TestMachinesFromBeforeTenanciesGetOneAndKeepTheirDeployment(t *testing.T) {
 	}
 	inv.Close()
 
-	inv, err = Open(path, Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	inv = openTestStore(t, path, Options{NoSync: true})
 	defer inv.Close()
 	for _, name := range []string{"dep", "idle"} {
 		m, err := inv.Machine(ctx, name)
@@ -217,10 +209,7 @@ func TestMachinesFromBeforeTenanciesGetOneAndKeepTheirDeployment(t *testing.T) {
 // back from a tenant that no longer holds it is refused and changes
 // nothing, so a reassignment made meanwhile is never undone.
 func TestUnassignChecksTheTenantInItsTransaction(t *testing.T) {
-	s, err := Open(filepath.Join(t.TempDir(), "db"), Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTestStore(t, filepath.Join(t.TempDir(), "db"), Options{NoSync: true})
 	defer s.Close()
 	hallFixture(t, s)
 	must(s.EnrollMachine(ctx, machine("m1", "r1", 1, "52:54:00:00:00:01")))

@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 var bTokens = []byte("tokens") // id → Token
@@ -80,7 +80,7 @@ func (s *Store) CreateToken(ctx context.Context, t Token) (*Token, error) {
 	if !t.ExpiresAt.IsZero() && !t.ExpiresAt.After(t.CreatedAt) {
 		return nil, invalid("ttl", "the token would expire at %s, which is not in the future", t.ExpiresAt.UTC().Format(time.RFC3339))
 	}
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		if t.Tenant != "" && !exists(tx, bTenants, t.Tenant) {
 			return &NotFoundError{Kind: "tenant", Name: t.Tenant}
 		}
@@ -100,7 +100,7 @@ func (s *Store) CreateToken(ctx context.Context, t Token) (*Token, error) {
 // same ErrNotFound so a caller learns nothing from the difference.
 func (s *Store) Authenticate(ctx context.Context, id string, hash []byte) (*Token, error) {
 	var t *Token
-	err := s.view(func(tx *bolt.Tx) (err error) { t, err = get[Token](tx, bTokens, "token", id); return })
+	err := s.view(func(tx kv.Tx) (err error) { t, err = get[Token](tx, bTokens, "token", id); return })
 	if err != nil || subtle.ConstantTimeCompare(t.Hash, hash) != 1 || !t.RevokedAt.IsZero() {
 		return nil, &NotFoundError{Kind: "token", Name: id}
 	}
@@ -112,7 +112,7 @@ func (s *Store) Authenticate(ctx context.Context, id string, hash []byte) (*Toke
 
 // TouchToken records when a token was last used.
 func (s *Store) TouchToken(ctx context.Context, id string, at time.Time) error {
-	return s.batch(func(tx *bolt.Tx) error {
+	return s.batch(func(tx kv.Tx) error {
 		t, err := get[Token](tx, bTokens, "token", id)
 		if err != nil {
 			return err
@@ -125,14 +125,14 @@ func (s *Store) TouchToken(ctx context.Context, id string, at time.Time) error {
 // Tokens lists tokens by ID.
 func (s *Store) Tokens(ctx context.Context) ([]Token, error) {
 	var out []Token
-	err := s.view(func(tx *bolt.Tx) (err error) { out, err = list[Token](tx, bTokens, nil); return })
+	err := s.view(func(tx kv.Tx) (err error) { out, err = list[Token](tx, bTokens, nil); return })
 	return out, err
 }
 
 // RevokeToken revokes a token for good.
 func (s *Store) RevokeToken(ctx context.Context, id string) (*Token, error) {
 	var out *Token
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx kv.Tx) error {
 		t, err := get[Token](tx, bTokens, "token", id)
 		if err != nil {
 			return err

@@ -10,10 +10,7 @@ import (
 // one; concurrent batched writes add at least one and at most one each
 // (bbolt shares a transaction among them); reads add nothing.
 func TestWriteTransactionsCountEachWriteOnce(t *testing.T) {
-	s, err := Open(filepath.Join(t.TempDir(), "metalhall.db"), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTestStore(t, filepath.Join(t.TempDir(), "metalhall.db"), Options{})
 	defer s.Close()
 	before := s.WriteTransactions()
 	if _, err := s.CreateSite(ctx, Site{Name: "s1"}); err != nil {
@@ -56,16 +53,13 @@ func TestWriteTransactionsCountEachWriteOnce(t *testing.T) {
 // with its events is one write transaction; the events are stored, and
 // the event feed's followers wake on that commit as on AppendEvent's.
 func TestEventsCarriedByAJobUpdateAreOneCommitAndWakeTheFeed(t *testing.T) {
-	s, err := Open(filepath.Join(t.TempDir(), "metalhall.db"), Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTestStore(t, filepath.Join(t.TempDir(), "metalhall.db"), Options{NoSync: true})
 	defer s.Close()
 	viewFixture(t, s)
 	j := must(s.ActiveJob(ctx, "m2"))
 	woken, last := s.EventsCommitted()
 	before := s.WriteTransactions()
-	_, err = s.RecordJobUpdate(ctx, j.ID, func(j *Job) ([]Event, error) {
+	_, err := s.RecordJobUpdate(ctx, j.ID, func(j *Job) ([]Event, error) {
 		j.Steps[1].State = StepDone
 		return []Event{{Subject: "machine/m2", Action: "step.done"}, {Subject: "machine/m2", Action: "step.started"}}, nil
 	})

@@ -125,3 +125,9 @@ func (b bucket) Cursor() kv.Cursor                        { return b.b.Cursor() 
 func (b bucket) ForEach(fn func(k, v []byte) error) error { return b.b.ForEach(fn) }
 func (b bucket) Sequence() uint64                         { return b.b.Sequence() }
 func (b bucket) NextSequence() (uint64, error)            { return b.b.NextSequence() }
+
+// SetSequence sets the bucket's sequence (kv.SequenceSetter): a copy
+// gives the destination the source's sequences.
+func (b bucket) SetSequence(v uint64) error { return b.b.SetSequence(v) }
+
+var _ kv.SequenceSetter = bucket{}

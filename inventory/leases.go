@@ -2,14 +2,22 @@ package inventory
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-var bLeases = []byte("leases") // mac → Lease
+var (
+	bLeases   = []byte("leases")    // mac → Lease
+	bLeaseIPs = []byte("lease_ips") // ip → mac: who holds each leased address, checked and written with the lease
+)
 
-func init() { extraBuckets = append(extraBuckets, bLeases) }
+func init() { extraBuckets = append(extraBuckets, bLeases, bLeaseIPs) }
 
 // Lease is an address the DHCP server handed out, kept so that a restart
 // hands the same address to the same MAC.
@@ -21,20 +29,177 @@ type Lease struct {
 }
 
 // PutLeases stores leases in one transaction (the DHCP server writes them
-// behind, in batches, never one per packet).
+// behind, in batches, never one per packet). A lease whose address
+// another MAC holds, unexpired, is left out: it was claimed elsewhere
+// (ClaimLease) after this one lapsed. The others are stored and a
+// *LeaseConflictError names those left out.
 func (s *Store) PutLeases(ctx context.Context, ls []Lease) error {
-	return s.update(func(tx *bolt.Tx) error {
-		b := bkt(tx, bLeases)
+	var lost []Lease
+	err := s.update(func(tx *bolt.Tx) error {
+		lost = lost[:0]
+		b, ips := bkt(tx, bLeases), bkt(tx, bLeaseIPs)
+		now := s.now()
 		for _, l := range ls {
-			if _, err := ParseMAC(l.MAC); err != nil {
+			mac, err := ParseMAC(l.MAC)
+			if err != nil {
 				return err
 			}
-			if err := putJSON(b, []byte(l.MAC), l); err != nil {
+			ip, err := netip.ParseAddr(l.IP)
+			if err != nil {
+				return invalid("ip", "lease of %s: %q is not an IP address", l.MAC, l.IP)
+			}
+			l.MAC, l.IP = mac, ip.String()
+			if holder, ok := leaseHolder(b, ips, ip, now); ok && holder != mac {
+				lost = append(lost, l)
+				continue
+			}
+			if err := holdLease(b, ips, l); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+	if err == nil && len(lost) > 0 {
+		return &LeaseConflictError{Leases: lost}
+	}
+	return err
+}
+
+// LeaseConflictError names the leases PutLeases left out because another
+// MAC holds their address.
+type LeaseConflictError struct{ Leases []Lease }
+
+func (e *LeaseConflictError) Error() string {
+	l := e.Leases[0]
+	return fmt.Sprintf("%d lease(s) not kept, their addresses are held by other MACs (e.g. %s for %s): the others were stored", len(e.Leases), l.IP, l.MAC)
+}
+
+// leaseHolder returns the MAC that holds ip through an unexpired lease.
+func leaseHolder(leases, ips *bolt.Bucket, ip netip.Addr, now time.Time) (string, bool) {
+	mac := ips.Get([]byte(ip.String()))
+	if mac == nil {
+		return "", false
+	}
+	var l Lease
+	if err := getJSON(leases, mac, &l); err != nil || l.IP != ip.String() || !l.Expires.After(now) {
+		return "", false // lapsed, or its MAC moved on: free
+	}
+	return string(mac), true
+}
+
+// holdLease stores l and makes its address its MAC's, letting go of the
+// address the MAC held before, if any. l is canonical (ParseMAC, Addr).
+func holdLease(leases, ips *bolt.Bucket, l Lease) error {
+	var old Lease
+	if getJSON(leases, []byte(l.MAC), &old) == nil && old.IP != l.IP {
+		if string(ips.Get([]byte(old.IP))) == l.MAC {
+			if err := ips.Delete([]byte(old.IP)); err != nil {
+				return err
+			}
+		}
+	}
+	if err := putJSON(leases, []byte(l.MAC), l); err != nil {
+		return err
+	}
+	return ips.Put([]byte(l.IP), []byte(l.MAC))
+}
+
+// ErrNoFreeAddress is returned by ClaimLease when every address of the
+// range is reserved for a machine or leased, unexpired, to another MAC.
+var ErrNoFreeAddress = errors.New("no free address in the dynamic range")
+
+// LeaseClaim asks ClaimLease for a dynamic address.
+type LeaseClaim struct {
+	MAC         net.HardwareAddr
+	First, Last netip.Addr // the dynamic range, inclusive
+	// From is where the search starts (the address after the last one
+	// given out, so that a range is used round); invalid: First.
+	From netip.Addr
+	// Expires is the lease's end.
+	Expires time.Time
+}
+
+// maxRange bounds the search of one claim, as the in-memory allocator's.
+const maxRange = 1 << 16
+
+// ClaimLease gives c.MAC an address of the range and records its lease,
+// in one write transaction: the address is checked free and taken in the
+// same commit, so servers sharing the store (several instances on one
+// etcd cluster) never give one address to two MACs. The MAC keeps the
+// address it holds in the range, its lease extended; otherwise it gets
+// the first address from c.From round the range that no machine reserves
+// and no other MAC holds unexpired — a lapsed lease's address is taken
+// back. A full range is ErrNoFreeAddress.
+//
+// It is one transaction per new MAC (discovery), never per packet: the
+// DHCP server keeps what it was given in memory for the lease's life.
+func (s *Store) ClaimLease(ctx context.Context, c LeaseClaim) (Lease, error) {
+	if len(c.MAC) != 6 {
+		return Lease{}, invalid("mac", "%q is not an Ethernet MAC address", c.MAC)
+	}
+	if !c.First.Is4() || !c.Last.Is4() || c.Last.Less(c.First) {
+		return Lease{}, invalid("range", "%v-%v is not a range of IPv4 addresses", c.First, c.Last)
+	}
+	if err := ctx.Err(); err != nil {
+		return Lease{}, err
+	}
+	mac := c.MAC.String()
+	from := c.From
+	if !from.IsValid() || from.Less(c.First) || c.Last.Less(from) {
+		from = c.First
+	}
+	inRange := func(ip netip.Addr) bool { return !ip.Less(c.First) && !c.Last.Less(ip) }
+	var got Lease
+	// Batch: concurrent claims (a discovery sweep) share one commit; the
+	// function may run again, so it starts from nothing each time.
+	err := s.batch(func(tx *bolt.Tx) error {
+		got = Lease{}
+		leases, ips, reserved := bkt(tx, bLeases), bkt(tx, bLeaseIPs), bkt(tx, bIdxIP)
+		now := s.now()
+		free := func(ip netip.Addr) bool {
+			if reserved.Get([]byte(ip.String())) != nil {
+				return false
+			}
+			holder, ok := leaseHolder(leases, ips, ip, now)
+			return !ok || holder == mac
+		}
+		var old Lease
+		if v := leases.Get([]byte(mac)); v != nil {
+			if err := json.Unmarshal(v, &old); err != nil {
+				return fmt.Errorf("lease of %s: %w", mac, err)
+			}
+		}
+		l := Lease{MAC: mac, Hostname: old.Hostname, Expires: c.Expires}
+		if ip, err := netip.ParseAddr(old.IP); err == nil && inRange(ip) && free(ip) {
+			l.IP = ip.String()
+			if old.Expires.After(l.Expires) {
+				l.Expires = old.Expires
+			}
+		} else {
+			ip := from
+			for range maxRange {
+				if free(ip) {
+					l.IP = ip.String()
+					break
+				}
+				if ip = ip.Next(); c.Last.Less(ip) {
+					ip = c.First
+				}
+				if ip == from {
+					break
+				}
+			}
+			if l.IP == "" {
+				return fmt.Errorf("%s-%s for %s: %w", c.First, c.Last, mac, ErrNoFreeAddress)
+			}
+		}
+		if err := holdLease(leases, ips, l); err != nil {
+			return err
+		}
+		got = l
+		return nil
+	})
+	return got, err
 }
 
 // Leases lists the stored leases that have not expired at now.

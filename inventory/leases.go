@@ -117,6 +117,9 @@ type LeaseClaim struct {
 	From netip.Addr
 	// Expires is the lease's end.
 	Expires time.Time
+	// Now is when the claim is made, on the claimer's clock: leases that
+	// ended before are free. Zero: the store's clock.
+	Now time.Time
 }
 
 // maxRange bounds the search of one claim, as the in-memory allocator's.
@@ -155,7 +158,10 @@ func (s *Store) ClaimLease(ctx context.Context, c LeaseClaim) (Lease, error) {
 	err := s.batch(func(tx *bolt.Tx) error {
 		got = Lease{}
 		leases, ips, reserved := bkt(tx, bLeases), bkt(tx, bLeaseIPs), bkt(tx, bIdxIP)
-		now := s.now()
+		now := c.Now
+		if now.IsZero() {
+			now = s.now()
+		}
 		free := func(ip netip.Addr) bool {
 			if reserved.Get([]byte(ip.String())) != nil {
 				return false

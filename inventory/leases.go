@@ -146,66 +146,86 @@ func (s *Store) ClaimLease(ctx context.Context, c LeaseClaim) (Lease, error) {
 	if err := ctx.Err(); err != nil {
 		return Lease{}, err
 	}
-	mac := c.MAC.String()
+	now := c.Now
+	if now.IsZero() {
+		now = s.now()
+	}
 	from := c.From
 	if !from.IsValid() || from.Less(c.First) || c.Last.Less(from) {
 		from = c.First
 	}
-	inRange := func(ip netip.Addr) bool { return !ip.Less(c.First) && !c.Last.Less(ip) }
+	// A look first, in a read transaction: a full range (a flood of new
+	// MACs) costs no write, and the write below starts where the look
+	// found room, so its own search is short.
+	err := s.view(func(tx *bolt.Tx) error {
+		l, err := pickLease(tx, c, from, now)
+		if err == nil {
+			from = netip.MustParseAddr(l.IP)
+		}
+		return err
+	})
+	if err != nil {
+		return Lease{}, err
+	}
 	var got Lease
 	// Batch: concurrent claims (a discovery sweep) share one commit; the
 	// function may run again, so it starts from nothing each time.
-	err := s.batch(func(tx *bolt.Tx) error {
+	err = s.batch(func(tx *bolt.Tx) error {
 		got = Lease{}
-		leases, ips, reserved := bkt(tx, bLeases), bkt(tx, bLeaseIPs), bkt(tx, bIdxIP)
-		now := c.Now
-		if now.IsZero() {
-			now = s.now()
+		l, err := pickLease(tx, c, from, now)
+		if err != nil {
+			return err
 		}
-		free := func(ip netip.Addr) bool {
-			if reserved.Get([]byte(ip.String())) != nil {
-				return false
-			}
-			holder, ok := leaseHolder(leases, ips, ip, now)
-			return !ok || holder == mac
-		}
-		var old Lease
-		if v := leases.Get([]byte(mac)); v != nil {
-			if err := json.Unmarshal(v, &old); err != nil {
-				return fmt.Errorf("lease of %s: %w", mac, err)
-			}
-		}
-		l := Lease{MAC: mac, Hostname: old.Hostname, Expires: c.Expires}
-		if ip, err := netip.ParseAddr(old.IP); err == nil && inRange(ip) && free(ip) {
-			l.IP = ip.String()
-			if old.Expires.After(l.Expires) {
-				l.Expires = old.Expires
-			}
-		} else {
-			ip := from
-			for range maxRange {
-				if free(ip) {
-					l.IP = ip.String()
-					break
-				}
-				if ip = ip.Next(); c.Last.Less(ip) {
-					ip = c.First
-				}
-				if ip == from {
-					break
-				}
-			}
-			if l.IP == "" {
-				return fmt.Errorf("%s-%s for %s: %w", c.First, c.Last, mac, ErrNoFreeAddress)
-			}
-		}
-		if err := holdLease(leases, ips, l); err != nil {
+		if err := holdLease(bkt(tx, bLeases), bkt(tx, bLeaseIPs), l); err != nil {
 			return err
 		}
 		got = l
 		return nil
 	})
 	return got, err
+}
+
+// pickLease chooses the lease ClaimLease gives: c.MAC's own address if it
+// still holds it in the range, else the first free one from from round
+// the range. It writes nothing.
+func pickLease(tx *bolt.Tx, c LeaseClaim, from netip.Addr, now time.Time) (Lease, error) {
+	mac := c.MAC.String()
+	leases, ips, reserved := bkt(tx, bLeases), bkt(tx, bLeaseIPs), bkt(tx, bIdxIP)
+	free := func(ip netip.Addr) bool {
+		if reserved.Get([]byte(ip.String())) != nil {
+			return false
+		}
+		holder, ok := leaseHolder(leases, ips, ip, now)
+		return !ok || holder == mac
+	}
+	var old Lease
+	if v := leases.Get([]byte(mac)); v != nil {
+		if err := json.Unmarshal(v, &old); err != nil {
+			return Lease{}, fmt.Errorf("lease of %s: %w", mac, err)
+		}
+	}
+	l := Lease{MAC: mac, Hostname: old.Hostname, Expires: c.Expires}
+	if ip, err := netip.ParseAddr(old.IP); err == nil && !ip.Less(c.First) && !c.Last.Less(ip) && free(ip) {
+		l.IP = ip.String()
+		if old.Expires.After(l.Expires) {
+			l.Expires = old.Expires
+		}
+		return l, nil
+	}
+	ip := from
+	for range maxRange {
+		if free(ip) {
+			l.IP = ip.String()
+			return l, nil
+		}
+		if ip = ip.Next(); c.Last.Less(ip) {
+			ip = c.First
+		}
+		if ip == from {
+			break
+		}
+	}
+	return Lease{}, fmt.Errorf("%s-%s for %s: %w", c.First, c.Last, mac, ErrNoFreeAddress)
 }
 
 // Leases lists the stored leases that have not expired at now.

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -147,4 +148,33 @@ func TestClaimLeaseSkipsReservedAddressesAndRefusesBadClaims(t *testing.T) {
 	if after := must(s.Leases(ctx, time.Now())); len(after) != len(before) {
 		t.Errorf("refused claims changed the leases: %v → %v", before, after)
 	}
+}
+
+// BenchmarkClaimLease is a discovery sweep: DHCP workers claiming
+// addresses for new MACs at once, on a store that syncs each commit.
+// Concurrent claims share commits (Batch).
+func BenchmarkClaimLease(b *testing.B) {
+	s, err := Open(b.TempDir()+"/metalhall.db", Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	first, last := netip.MustParseAddr("10.64.0.0"), netip.MustParseAddr("10.64.255.255")
+	exp := time.Now().Add(time.Hour)
+	var n atomic.Uint64
+	b.SetParallelism(8) // 8 × GOMAXPROCS claimers, as busy DHCP workers
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			mac := net.HardwareAddr{2, 0, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
+			from := netip.AddrFrom4([4]byte{10, 64, byte(i >> 8), byte(i)}) // the server's round, as MemoryAddresses passes it
+			if _, err := s.ClaimLease(ctx, LeaseClaim{MAC: mac, First: first, Last: last, From: from, Expires: exp}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "claims/s")
+	b.ReportMetric(float64(s.WriteTransactions())/float64(b.N), "commits/claim")
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -104,6 +105,13 @@ func holdLease(leases, ips *bolt.Bucket, l Lease) error {
 	return ips.Put([]byte(l.IP), []byte(l.MAC))
 }
 
+// Shared reports whether other metalhall instances allocate from this
+// store too, so that dynamic addresses must be claimed in it
+// (ClaimLease) rather than only in memory. A bbolt file is held by one
+// process (its lock): not shared. An engine other instances write to
+// (kv.Follower, etcd) is.
+func (s *Store) Shared() bool { return false }
+
 // ErrNoFreeAddress is returned by ClaimLease when every address of the
 // range is reserved for a machine or leased, unexpired, to another MAC.
 var ErrNoFreeAddress = errors.New("no free address in the dynamic range")
@@ -167,22 +175,73 @@ func (s *Store) ClaimLease(ctx context.Context, c LeaseClaim) (Lease, error) {
 	if err != nil {
 		return Lease{}, err
 	}
-	var got Lease
-	// Batch: concurrent claims (a discovery sweep) share one commit; the
-	// function may run again, so it starts from nothing each time.
-	err = s.batch(func(tx *bolt.Tx) error {
-		got = Lease{}
-		l, err := pickLease(tx, c, from, now)
-		if err != nil {
-			return err
+	q := &leaseClaim{c: c, from: from, now: now, done: make(chan struct{})}
+	s.claimQ.mu.Lock()
+	s.claimQ.pending = append(s.claimQ.pending, q)
+	s.claimQ.mu.Unlock()
+
+	s.claimQ.commit.Lock()
+	select {
+	case <-q.done: // an earlier committer took it
+	default:
+		s.claimQ.mu.Lock()
+		batch := s.claimQ.pending
+		s.claimQ.pending = nil
+		s.claimQ.mu.Unlock()
+		s.commitClaims(batch)
+	}
+	s.claimQ.commit.Unlock()
+	<-q.done
+	return q.got, q.err
+}
+
+// claimQueue is the group commit of ClaimLease, as jobQueue is of job
+// updates: while one transaction commits, the claims that arrive queue,
+// and the next transaction takes them all. A lone claim waits for
+// nothing (bbolt's Batch would wait 10 ms for company: a DHCP worker
+// blocked that long per new MAC caps discovery at a few hundred MACs a
+// second).
+type claimQueue struct {
+	commit  sync.Mutex // one committer at a time
+	mu      sync.Mutex // guards pending
+	pending []*leaseClaim
+}
+
+type leaseClaim struct {
+	c    LeaseClaim
+	from netip.Addr
+	now  time.Time
+	got  Lease
+	err  error
+	done chan struct{}
+}
+
+// commitClaims gives each claim of batch its lease in one transaction,
+// in the order they arrived; each sees the ones before it. A claim that
+// finds no room fails alone.
+func (s *Store) commitClaims(batch []*leaseClaim) {
+	err := s.update(func(tx *bolt.Tx) error {
+		leases, ips := bkt(tx, bLeases), bkt(tx, bLeaseIPs)
+		for _, q := range batch {
+			q.got, q.err = Lease{}, nil // the function may run again
+			l, err := pickLease(tx, q.c, q.from, q.now)
+			if err != nil {
+				q.err = err
+				continue
+			}
+			if err := holdLease(leases, ips, l); err != nil {
+				return err
+			}
+			q.got = l
 		}
-		if err := holdLease(bkt(tx, bLeases), bkt(tx, bLeaseIPs), l); err != nil {
-			return err
-		}
-		got = l
 		return nil
 	})
-	return got, err
+	for _, q := range batch {
+		if err != nil {
+			q.got, q.err = Lease{}, err
+		}
+		close(q.done)
+	}
 }
 
 // pickLease chooses the lease ClaimLease gives: c.MAC's own address if it

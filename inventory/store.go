@@ -99,6 +99,9 @@ type Store struct {
 	// hold is the store-wide hold on BMC work (hold.go), nil when none:
 	// read on every BMC call, so kept in memory.
 	hold atomic.Pointer[Hold]
+
+	// claimQ is the group commit of dynamic lease claims (leases.go).
+	claimQ claimQueue
 }
 
 // MACEntry is what the netboot path needs to know about a MAC.

@@ -112,8 +112,13 @@ func (m *MemoryAddresses) setDynamic(mac string, r Reservation, until time.Time)
 
 // lapsed reports whether mac's dynamic lease was held through a claim
 // that has run out: the store may have given its address to another
-// MAC since, so memory no longer answers for it. Called with m.mu held.
+// MAC since, so memory no longer answers for it. Without a claimer this
+// memory is the only allocator, and what it gave stays given. Called
+// with m.mu held.
 func (m *MemoryAddresses) lapsed(mac string) bool {
+	if m.claimer == nil {
+		return false
+	}
 	u, ok := m.until[mac]
 	return ok && !m.now().Before(u)
 }

@@ -14,7 +14,8 @@ import (
 	"github.com/metalhall/metalhall/netboot"
 )
 
-// Two instances' Addresses on one inventory store, each seeing every
+// Two instances' Addresses on one shared inventory store (claims on, as
+// Store.Shared turns them on for etcd), each seeing every
 // DISCOVER of 50 new MACs (as two DHCP servers on one segment do), race
 // for a dynamic range of 32: no address goes to two MACs, both answer a
 // MAC with the same address, and the 18 left over get the range's
@@ -26,6 +27,9 @@ func TestDynamicLeasesAreClaimedInTheStoreSoTwoInstancesNeverShareAnAddress(t *t
 	must(l.inv.CreateSubnet(ctx, inventory.Subnet{Name: "disc", CIDR: "10.8.0.0/24", Gateway: "10.8.0.1", RangeFirst: "10.8.0.32", RangeLast: "10.8.0.63"}))
 	relay := netip.MustParseAddr("10.8.0.1")
 	servers := []*Addresses{must(NewAddresses(ctx, l.inv, l.eng, time.Hour)), must(NewAddresses(ctx, l.inv, l.eng, time.Hour))}
+	for _, a := range servers {
+		a.claimInStore()
+	}
 	macs := make([]net.HardwareAddr, 50)
 	for i := range macs {
 		macs[i] = net.HardwareAddr{2, 0, 0, 0, 1, byte(i)}
@@ -91,6 +95,7 @@ func TestDynamicLeasesAreClaimedInTheStoreSoTwoInstancesNeverShareAnAddress(t *t
 
 	// A restart answers from the stored leases, from memory.
 	again := must(NewAddresses(ctx, l.inv, l.eng, time.Hour))
+	again.claimInStore()
 	for ip, i := range holder {
 		if r, ok, err := again.Lookup(ctx, macs[i], relay); err != nil || !ok || r.IP != ip || !r.Dynamic {
 			t.Errorf("after a restart, MAC %d: %+v %v %v, want %v", i, r, ok, err, ip)

@@ -23,12 +23,15 @@ import (
 // while the service runs have their dynamic range set at the next packet
 // that needs one.
 //
-// A dynamic address is claimed in the inventory (Store.ClaimLease: the
-// address checked free and taken in one transaction), so that instances
-// sharing one store never hand one address to two MACs; it is then kept
-// in memory for the lease's life, and renewals are written behind
-// (BootEvents.WriteLeases). One transaction per new MAC and lease, none
-// per packet.
+// On a store other instances share (Store.Shared), a dynamic address is
+// claimed in the inventory (Store.ClaimLease: the address checked free
+// and taken in one transaction), so that no two instances hand one
+// address to two MACs; it is then kept in memory for the lease's life,
+// and renewals are written behind (BootEvents.WriteLeases). One
+// transaction per new MAC and lease, none per packet. On a store this
+// process alone holds (the bbolt file) memory is the only allocator and
+// leases are only written behind: a claim would cost a commit per new
+// MAC for nothing.
 type Addresses struct {
 	view  *inventory.BootView
 	inv   *inventory.Store
@@ -55,7 +58,9 @@ func NewAddresses(ctx context.Context, inv *inventory.Store, booter *Engine, lea
 	}
 	a := &Addresses{view: inv.BootView(), inv: inv, boot: booter, lease: leaseTime, dyn: netboot.NewMemoryAddresses(),
 		now: time.Now, segments: map[string]inventory.BootSubnet{}, learned: map[netip.Addr]net.HardwareAddr{}}
-	a.dyn.SetClaimer(storeClaimer{a}, func() time.Time { return a.now() })
+	if inv.Shared() {
+		a.claimInStore()
+	}
 	if err := a.syncSegments(); err != nil {
 		return nil, err
 	}
@@ -73,6 +78,11 @@ func NewAddresses(ctx context.Context, inv *inventory.Store, booter *Engine, lea
 		}
 	}
 	return a, nil
+}
+
+// claimInStore makes dynamic addresses claimed in the inventory.
+func (a *Addresses) claimInStore() {
+	a.dyn.SetClaimer(storeClaimer{a}, func() time.Time { return a.now() })
 }
 
 // storeClaimer claims dynamic addresses in the inventory

@@ -2,8 +2,6 @@ package provisioner
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -142,15 +140,7 @@ func TestSubnetEditsReachTheDynamicRangeAtTheNextPacket(t *testing.T) {
 		}
 	}
 
-	// The leases were claimed in the store: the delete waits for them.
-	if err := l.inv.DeleteSubnet(ctx, "disc"); !errors.Is(err, inventory.ErrConflict) || !strings.Contains(err.Error(), "4 unexpired leases") {
-		t.Fatalf("delete of a subnet with claimed leases: %v", err)
-	}
-	var lapsed []inventory.Lease
-	for i := byte(1); i <= 4; i++ {
-		lapsed = append(lapsed, inventory.Lease{MAC: net.HardwareAddr{2, 0, 0, 0, 0, i}.String(), IP: fmt.Sprintf("10.8.0.%d", 99+i), Expires: time.Now().Add(-time.Second)})
-	}
-	must(0, l.inv.PutLeases(ctx, lapsed))
+	// A lease only in memory is not in the store: the delete goes through.
 	if err := l.inv.DeleteSubnet(ctx, "disc"); err != nil {
 		t.Fatal(err)
 	}

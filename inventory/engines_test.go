@@ -2,14 +2,19 @@ package inventory
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 
+	"github.com/metalhall/metalhall/cluster/clustertest"
 	"github.com/metalhall/metalhall/inventory/kv"
 	"github.com/metalhall/metalhall/inventory/kv/boltkv"
+	"github.com/metalhall/metalhall/inventory/kv/etcdkv"
 )
 
 // testEngineEnv chooses the engine the whole suite runs on:
@@ -19,6 +24,8 @@ import (
 //	                 run's transaction discarded (an engine's conflict retry)
 //	follow           bbolt behind a change stream (a kv.Follower, as
 //	                 etcd's engine): the views are fed from its commits
+//	etcd             the etcd engine, on one etcd member run inside the
+//	                 test binary; each path is its own key prefix
 const testEngineEnv = "METALHALL_TEST_ENGINE"
 
 // openTestStore opens the store a test runs against. Every test of the
@@ -46,8 +53,10 @@ func tryOpenTestStore(t testing.TB, path string, opts Options) (*Store, error) {
 		wrap = func(e *boltkv.Engine) kv.Engine { return &retryEngine{Engine: e} }
 	case "follow":
 		wrap = func(e *boltkv.Engine) kv.Engine { return &followEngine{Engine: e} }
+	case "etcd":
+		return openEtcdTestStore(t, path, opts)
 	default:
-		t.Fatalf("%s=%q: the inventory suite runs on bolt, retry or follow", testEngineEnv, name)
+		t.Fatalf("%s=%q: the inventory suite runs on bolt, retry, follow or etcd", testEngineEnv, name)
 	}
 	e, err := boltkv.Open(path, boltkv.Options{LockTimeout: opts.LockTimeout, NoSync: opts.NoSync})
 	if err != nil {
@@ -263,4 +272,43 @@ func (b recordingBucket) Delete(key []byte) error {
 		b.tx.record(b.name, key, nil)
 	}
 	return nil
+}
+
+// testEtcd is the etcd member the suite runs on with
+// METALHALL_TEST_ENGINE=etcd, started by the first store opened.
+var testEtcd struct {
+	once sync.Once
+	srv  *clustertest.Server
+	err  error
+}
+
+func stopTestEtcd() {
+	if testEtcd.srv != nil {
+		testEtcd.srv.Close()
+	}
+}
+
+// openEtcdTestStore opens the store named path on the suite's etcd
+// member: the path's hash is its key prefix, so opening the same path
+// again reaches the same data, as a reopened bbolt file does.
+func openEtcdTestStore(t testing.TB, path string, opts Options) (*Store, error) {
+	t.Helper()
+	testEtcd.once.Do(func() { testEtcd.srv, testEtcd.err = clustertest.Start() })
+	if testEtcd.err != nil {
+		t.Fatal(testEtcd.err)
+	}
+	sum := sha256.Sum256([]byte(path))
+	e, err := etcdkv.Open(context.Background(), etcdkv.Config{
+		Endpoints: []string{testEtcd.srv.Endpoint},
+		Prefix:    "/test/" + hex.EncodeToString(sum[:8]) + "/",
+	})
+	if err != nil {
+		return nil, err
+	}
+	s, err := OpenEngine(e, opts)
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	return s, nil
 }

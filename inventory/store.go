@@ -95,6 +95,9 @@ type Store struct {
 	// hold is the store-wide hold on BMC work (hold.go), nil when none:
 	// read on every BMC call, so kept in memory.
 	hold atomic.Pointer[Hold]
+
+	// claimQ is the group commit of dynamic lease claims (leases.go).
+	claimQ claimQueue
 }
 
 // MACEntry is what the netboot path needs to know about a MAC.
@@ -138,6 +141,11 @@ func OpenEngine(e kv.Engine, opts Options) (*Store, error) {
 	s := &Store{db: e, now: opts.Now, gate: opts.gate, boot: newBootView(), events: newEventFeed(0)}
 	if s.gate == nil {
 		s.gate = defaultGate
+	}
+	// A store a migration did not finish copying into is refused: it
+	// holds part of an inventory.
+	if err := kv.CheckNoMigration(e); err != nil {
+		return nil, err
 	}
 	if err := s.init(); err != nil {
 		return nil, err

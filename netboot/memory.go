@@ -8,16 +8,44 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 )
 
-// MemoryAddresses is an in-memory Addresses, for tests and the lab: fixed
-// reservations plus one dynamic range per segment.
+// MemoryAddresses is an in-memory Addresses: fixed reservations plus one
+// dynamic range per segment. On its own (tests, the lab) it allocates
+// dynamic addresses itself, for good; with a Claimer (SetClaimer) it
+// claims them in a store other servers share and keeps each in memory
+// only for as long as the claim lasts.
 type MemoryAddresses struct {
 	mu       sync.Mutex
 	segments []*memSegment
 	byMAC    map[string]Reservation // reservations
 	dyn      map[string]Reservation // dynamic leases
 	owner    map[netip.Addr]string
+
+	claimer Claimer
+	now     func() time.Time
+	until   map[string]time.Time // dynamic leases held through claimer: when each lapses
+}
+
+// Claimer claims dynamic addresses in a store that other DHCP servers
+// share: it checks the address free and takes it in one transaction, so
+// no two servers hand one address to two MACs. It is called once per
+// MAC per lease, never per packet.
+type Claimer interface {
+	// Claim gives mac an address of r (the one it holds there, if any)
+	// and says until when it holds it. A full range is an error wrapping
+	// ErrPoolExhausted.
+	Claim(ctx context.Context, mac net.HardwareAddr, r DynamicRange) (ip netip.Addr, until time.Time, err error)
+}
+
+// DynamicRange is a segment's dynamic range, as a Claimer is asked it.
+type DynamicRange struct {
+	Prefix      netip.Prefix
+	First, Last netip.Addr // inclusive
+	// From is where to start looking: after the last address given out
+	// on the segment, so that the range is used round.
+	From netip.Addr
 }
 
 type memSegment struct {
@@ -33,7 +61,66 @@ func NewMemoryAddresses() *MemoryAddresses {
 		byMAC: make(map[string]Reservation),
 		dyn:   make(map[string]Reservation),
 		owner: make(map[netip.Addr]string),
+		until: make(map[string]time.Time),
+		now:   time.Now,
 	}
+}
+
+// SetClaimer makes Allocate claim dynamic addresses through c, read
+// against the clock now (nil: time.Now). Set it before the first packet.
+func (m *MemoryAddresses) SetClaimer(c Claimer, now func() time.Time) {
+	if now == nil {
+		now = time.Now
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.claimer, m.now = c, now
+}
+
+// Hold records that mac holds ip on the segment whose prefix holds it,
+// as a dynamic lease until until: a lease claimed before a restart.
+func (m *MemoryAddresses) Hold(mac net.HardwareAddr, ip netip.Addr, hostname string, until time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, s := range m.segments {
+		if s.subnet.Prefix.Contains(ip) {
+			m.setDynamic(mac.String(), Reservation{IP: ip, Subnet: s.subnet, Hostname: hostname, Dynamic: true}, until)
+			return nil
+		}
+	}
+	return fmt.Errorf("hold %s for %s: no segment holds that address", ip, mac)
+}
+
+// setDynamic records a dynamic lease; the MAC's previous address, and
+// the MAC that held this one before, let go of. Called with m.mu held.
+func (m *MemoryAddresses) setDynamic(mac string, r Reservation, until time.Time) {
+	if old, ok := m.dyn[mac]; ok && old.IP != r.IP && m.owner[old.IP] == mac {
+		delete(m.owner, old.IP)
+	}
+	if prev, ok := m.owner[r.IP]; ok && prev != mac {
+		if pr, ok := m.dyn[prev]; ok && pr.IP == r.IP {
+			delete(m.dyn, prev)
+			delete(m.until, prev)
+		}
+	}
+	m.dyn[mac] = r
+	m.owner[r.IP] = mac
+	if !until.IsZero() {
+		m.until[mac] = until
+	}
+}
+
+// lapsed reports whether mac's dynamic lease was held through a claim
+// that has run out: the store may have given its address to another
+// MAC since, so memory no longer answers for it. Without a claimer this
+// memory is the only allocator, and what it gave stays given. Called
+// with m.mu held.
+func (m *MemoryAddresses) lapsed(mac string) bool {
+	if m.claimer == nil {
+		return false
+	}
+	u, ok := m.until[mac]
+	return ok && !m.now().Before(u)
 }
 
 // AddSegment adds a segment. relay is the giaddr relays use for it
@@ -89,6 +176,7 @@ func (m *MemoryAddresses) RemoveSegment(prefix netip.Prefix) {
 	for mac, r := range m.dyn {
 		if r.Subnet.Prefix == prefix {
 			delete(m.dyn, mac)
+			delete(m.until, mac)
 			if m.owner[r.IP] == mac {
 				delete(m.owner, r.IP)
 			}
@@ -152,6 +240,7 @@ func (m *MemoryAddresses) Lookup(_ context.Context, mac net.HardwareAddr, relay 
 	r, ok := m.byMAC[mac.String()]
 	if !ok {
 		r, ok = m.dyn[mac.String()]
+		ok = ok && !m.lapsed(mac.String())
 	}
 	if !ok {
 		return Reservation{}, false, nil
@@ -168,15 +257,18 @@ func (m *MemoryAddresses) Lookup(_ context.Context, mac net.HardwareAddr, relay 
 var ErrPoolExhausted = errors.New("dynamic range exhausted")
 
 // Allocate implements Addresses.
-func (m *MemoryAddresses) Allocate(_ context.Context, mac net.HardwareAddr, relay netip.Addr) (Reservation, error) {
+func (m *MemoryAddresses) Allocate(ctx context.Context, mac net.HardwareAddr, relay netip.Addr) (Reservation, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if r, ok := m.dyn[mac.String()]; ok {
+	if r, ok := m.dyn[mac.String()]; ok && !m.lapsed(mac.String()) {
 		return r, nil
 	}
 	s := m.segment(relay)
 	if s == nil || !s.start.IsValid() {
 		return Reservation{}, fmt.Errorf("allocate for %s via %v: no dynamic range on that segment", mac, relay)
+	}
+	if m.claimer != nil {
+		return m.claim(ctx, mac, s)
 	}
 	// One lap around the range from the last allocation.
 	ip := s.next
@@ -200,6 +292,33 @@ func (m *MemoryAddresses) Allocate(_ context.Context, mac net.HardwareAddr, rela
 		}
 	}
 	return Reservation{}, fmt.Errorf("allocate for %s in %s: %w", mac, s.subnet.Prefix, ErrPoolExhausted)
+}
+
+// claim asks the claimer for an address of s and keeps it until the
+// claim lapses. The lock is let go during the claim (a store
+// transaction): other MACs' packets are answered meanwhile.
+func (m *MemoryAddresses) claim(ctx context.Context, mac net.HardwareAddr, s *memSegment) (Reservation, error) {
+	c, subnet := m.claimer, s.subnet
+	rng := DynamicRange{Prefix: subnet.Prefix, First: s.start, Last: s.end, From: s.next}
+	m.mu.Unlock()
+	ip, until, err := c.Claim(ctx, mac, rng)
+	m.mu.Lock()
+	if err != nil {
+		return Reservation{}, fmt.Errorf("allocate for %s in %s: %w", mac, subnet.Prefix, err)
+	}
+	if !rng.Prefix.Contains(ip) || ip.Less(rng.First) || rng.Last.Less(ip) {
+		return Reservation{}, fmt.Errorf("allocate for %s in %s: the claim gave %s, outside %s-%s", mac, subnet.Prefix, ip, rng.First, rng.Last)
+	}
+	r := Reservation{IP: ip, Subnet: subnet, Dynamic: true}
+	m.setDynamic(mac.String(), r, until)
+	// The segment may have changed or gone during the claim: move its
+	// round on only if it is the one asked.
+	if slices.Contains(m.segments, s) && s.start == rng.First && s.end == rng.Last {
+		if s.next = ip.Next(); s.end.Less(s.next) {
+			s.next = s.start
+		}
+	}
+	return r, nil
 }
 
 // Learn implements LeaseLearner: ip is held by mac, unless ip is
@@ -232,6 +351,9 @@ func (m *MemoryAddresses) Owner(_ context.Context, ip netip.Addr) (net.HardwareA
 	s, ok := m.owner[ip]
 	if !ok {
 		return nil, false
+	}
+	if r, dyn := m.dyn[s]; dyn && r.IP == ip && m.lapsed(s) {
+		return nil, false // the store may have given it to another MAC since
 	}
 	mac, err := net.ParseMAC(s)
 	return mac, err == nil

@@ -22,11 +22,23 @@ import (
 // lookup and no database transaction. Subnets created, changed or deleted
 // while the service runs have their dynamic range set at the next packet
 // that needs one.
+//
+// On a store other instances share (Store.Shared), a dynamic address is
+// claimed in the inventory (Store.ClaimLease: the address checked free
+// and taken in one transaction), so that no two instances hand one
+// address to two MACs; it is then kept in memory for the lease's life,
+// and renewals are written behind (BootEvents.WriteLeases). One
+// transaction per new MAC and lease, none per packet. On a store this
+// process alone holds (the bbolt file) memory is the only allocator and
+// leases are only written behind: a claim would cost a commit per new
+// MAC for nothing.
 type Addresses struct {
 	view  *inventory.BootView
+	inv   *inventory.Store
 	boot  *Engine
 	lease time.Duration
 	dyn   *netboot.MemoryAddresses
+	now   func() time.Time // the clock of claims; tests may set it before the first packet
 
 	segGen atomic.Uint64 // 1 + the view's subnet generation the segments follow; 0: none yet
 
@@ -44,12 +56,15 @@ func NewAddresses(ctx context.Context, inv *inventory.Store, booter *Engine, lea
 	if leaseTime <= 0 {
 		leaseTime = time.Hour
 	}
-	a := &Addresses{view: inv.BootView(), boot: booter, lease: leaseTime, dyn: netboot.NewMemoryAddresses(),
-		segments: map[string]inventory.BootSubnet{}, learned: map[netip.Addr]net.HardwareAddr{}}
+	a := &Addresses{view: inv.BootView(), inv: inv, boot: booter, lease: leaseTime, dyn: netboot.NewMemoryAddresses(),
+		now: time.Now, segments: map[string]inventory.BootSubnet{}, learned: map[netip.Addr]net.HardwareAddr{}}
+	if inv.Shared() {
+		a.claimInStore()
+	}
 	if err := a.syncSegments(); err != nil {
 		return nil, err
 	}
-	leases, err := inv.Leases(ctx, time.Now())
+	leases, err := inv.Leases(ctx, a.now())
 	if err != nil {
 		return nil, err
 	}
@@ -57,10 +72,34 @@ func NewAddresses(ctx context.Context, inv *inventory.Store, booter *Engine, lea
 		mac, err1 := net.ParseMAC(l.MAC)
 		ip, err2 := netip.ParseAddr(l.IP)
 		if err1 == nil && err2 == nil {
-			a.dyn.Reserve(mac, ip, l.Hostname) // a restart hands out the same address
+			// A restart hands out the same address, for what is left of
+			// the lease; then it is claimed again.
+			a.dyn.Hold(mac, ip, l.Hostname, l.Expires)
 		}
 	}
 	return a, nil
+}
+
+// claimInStore makes dynamic addresses claimed in the inventory.
+func (a *Addresses) claimInStore() {
+	a.dyn.SetClaimer(storeClaimer{a}, func() time.Time { return a.now() })
+}
+
+// storeClaimer claims dynamic addresses in the inventory
+// (netboot.Claimer).
+type storeClaimer struct{ a *Addresses }
+
+func (c storeClaimer) Claim(ctx context.Context, mac net.HardwareAddr, r netboot.DynamicRange) (netip.Addr, time.Time, error) {
+	now := c.a.now()
+	l, err := c.a.inv.ClaimLease(ctx, inventory.LeaseClaim{MAC: mac, First: r.First, Last: r.Last, From: r.From, Now: now, Expires: now.Add(c.a.lease)})
+	if errors.Is(err, inventory.ErrNoFreeAddress) {
+		return netip.Addr{}, time.Time{}, netboot.ErrPoolExhausted
+	}
+	if err != nil {
+		return netip.Addr{}, time.Time{}, err
+	}
+	ip, err := netip.ParseAddr(l.IP)
+	return ip, l.Expires, err
 }
 
 // syncSegments gives every subnet with a dynamic range its segment, once.
@@ -225,6 +264,9 @@ type BootEvents struct {
 	swept time.Time            // when seen was last swept for expired entries
 	// Suppressed counts unknown-MAC events left out.
 	Suppressed atomic.Uint64
+	// LeasesNotKept counts renewals not stored because their address had
+	// lapsed and been claimed by another MAC (inventory.LeaseConflictError).
+	LeasesNotKept atomic.Uint64
 }
 
 // maxUnknownSeen bounds the memory of unknown MACs' recent steps; beyond
@@ -301,13 +343,22 @@ func (b *BootEvents) recordUnknown(e netboot.Event) bool {
 	return true
 }
 
-// WriteLeases persists leases.
+// WriteLeases persists leases. A renewal whose address was claimed by
+// another MAC meanwhile is counted (LeasesNotKept), not an error: the
+// rest of the batch was stored, and that client is told no at its next
+// request.
 func (b *BootEvents) WriteLeases(ctx context.Context, ls []netboot.Lease) error {
 	out := make([]inventory.Lease, 0, len(ls))
 	for _, l := range ls {
 		out = append(out, inventory.Lease{MAC: l.MAC, IP: l.IP.String(), Hostname: l.Hostname, Expires: l.Expires})
 	}
-	return b.Inv.PutLeases(ctx, out)
+	err := b.Inv.PutLeases(ctx, out)
+	var lc *inventory.LeaseConflictError
+	if errors.As(err, &lc) {
+		b.LeasesNotKept.Add(uint64(len(lc.Leases)))
+		return nil
+	}
+	return err
 }
 
 var (

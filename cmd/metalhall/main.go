@@ -136,7 +136,7 @@ placement or power rule.`,
 		Commands: []*cli.Command{
 			serveCommand(),
 			siteCommand(), hallCommand(), phaseCommand(), rackWithAcceptance(), machineCommand(), profileCommand(),
-			imageCommand(), subnetCommand(), tenantCommand(), tokenCommand(), auditCommand(), backupCommand(), restoreCommand(), jobGroupCommand(),
+			imageCommand(), subnetCommand(), tenantCommand(), tokenCommand(), auditCommand(), backupCommand(), restoreCommand(), storeCommand(), jobGroupCommand(),
 			bootenvCommand(), labCommand(), completionCommand(),
 		},
 	}

@@ -202,6 +202,8 @@ func TestEveryCommandExitsAsDocumented(t *testing.T) {
 		"restore": {{[]string{"restore", "--from", filepath.Join(dir, "b.db"), "--data-dir", filepath.Join(dir, "restored"), "-o", "json"}, 0},
 			{[]string{"restore", "--from", filepath.Join(dir, "b.db"), "--data-dir", filepath.Join(dir, "restored")}, exitUsage}, // not empty now
 			{[]string{"restore", "--from", filepath.Join(dir, "none.tar"), "--data-dir", filepath.Join(dir, "r2")}, exitUsage}, {[]string{"restore"}, exitUsage}},
+		"store migrate": {{[]string{"store", "migrate", "--from", "bolt:" + filepath.Join(dir, "none.db"), "--to", "bolt:" + filepath.Join(dir, "moved.db"), "-o", "json"}, exitUsage},
+			{[]string{"store", "migrate", "--from", "bolt:" + filepath.Join(dir, "b.db"), "--to", "bolt:" + filepath.Join(dir, "b.db")}, exitUsage}, {[]string{"store", "migrate"}, exitUsage}},
 		"job resume":    {{[]string{"job", "resume", "-o", "json"}, exitConflict}, {[]string{"job", "resume", "x"}, exitUsage}},
 		"bootenv build": {{[]string{"bootenv", "build"}, exitUsage}, {[]string{"bootenv", "build", "--kernel", "/nonexistent/vmlinuz-x", "--overlay", filepath.Join(dir, "no-such-overlay")}, exitUsage}, {[]string{"bootenv", "build", "--kernel", "/boot/vmlinuz-x", "--module-set", "gpu"}, exitUsage}},
 		"lab":           {{[]string{"lab", "bmc", "--help"}, 0}, {[]string{"lab", "bmc"}, exitUsage}},

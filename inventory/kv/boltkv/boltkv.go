@@ -136,3 +136,9 @@ func seamErr(err error) error {
 	}
 	return err
 }
+
+// SetSequence sets the bucket's sequence (kv.SequenceSetter): a copy
+// gives the destination the source's sequences.
+func (b bucket) SetSequence(v uint64) error { return seamErr(b.b.SetSequence(v)) }
+
+var _ kv.SequenceSetter = bucket{}

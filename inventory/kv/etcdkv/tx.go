@@ -277,6 +277,18 @@ func (b *bucket) NextSequence() (uint64, error) {
 	return n, nil
 }
 
+// SetSequence sets the bucket's sequence to any value
+// (kv.SequenceSetter: a copy gives the destination the source's).
+func (b *bucket) SetSequence(v uint64) error {
+	if !b.t.writable {
+		return kv.ErrTxNotWritable
+	}
+	b.t.put(seqPrefix+b.name, binary.BigEndian.AppendUint64(nil, v))
+	return nil
+}
+
+var _ kv.SequenceSetter = (*bucket)(nil)
+
 func (b *bucket) Cursor() kv.Cursor {
 	c := &cursor{t: b.t, lo: bucketLo(b.name), hi: bucketHi(b.name)}
 	if b.t.writable {

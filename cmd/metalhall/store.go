@@ -263,13 +263,7 @@ func openStore(ctx context.Context, s storeSpec, cfg etcdkv.Config, dst bool) (k
 		if err != nil {
 			return nil, fmt.Errorf("store migrate: %s etcd at %s: %w", side, strings.Join(cfg.Endpoints, ","), err)
 		}
-		// The engine implements kv.Engine; asked at run time while it is
-		// being written.
-		eng, ok := any(e).(kv.Engine)
-		if !ok {
-			return nil, fmt.Errorf("store migrate: %s etcd: this metalhall has no etcd engine", side)
-		}
-		return eng, nil
+		return e, nil
 	}
 	if !dst {
 		if _, err := os.Stat(s.path); err != nil {

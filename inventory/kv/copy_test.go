@@ -10,6 +10,8 @@ import (
 
 	"github.com/metalhall/metalhall/inventory/kv"
 	"github.com/metalhall/metalhall/inventory/kv/boltkv"
+	"github.com/metalhall/metalhall/inventory/kv/etcdkv"
+	"github.com/metalhall/metalhall/lab/etcdcluster"
 )
 
 // openBolt opens a fresh bbolt engine in the test's temp dir.
@@ -354,4 +356,26 @@ func TestCopyRefusesBadBucketLists(t *testing.T) {
 	if err := kv.CheckNoMigration(dst); err != nil {
 		t.Errorf("a refused copy marked the destination: %v", err)
 	}
+}
+
+// The same round trip through the etcd engine, on a real three-member
+// cluster (Debian's etcd-server): bbolt → etcd → bbolt, each copy
+// verified, in chunks within etcd's limits.
+func TestCopyRoundTripThroughARealEtcdCluster(t *testing.T) {
+	if err := etcdcluster.Available(); err != nil {
+		t.Skip(err)
+	}
+	c, err := etcdcluster.Start(t.Context(), etcdcluster.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	copyRoundTrip(t, func(t *testing.T) kv.Engine {
+		e, err := etcdkv.Open(t.Context(), etcdkv.Config{Endpoints: c.Endpoints()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.Close() })
+		return e
+	})
 }

@@ -41,6 +41,7 @@ import (
 	"github.com/metalhall/metalhall/images"
 	"github.com/metalhall/metalhall/internal/atomicfile"
 	"github.com/metalhall/metalhall/inventory"
+	"github.com/metalhall/metalhall/inventory/kv/etcdkv"
 	"github.com/metalhall/metalhall/inventory/seal"
 	"github.com/metalhall/metalhall/netboot"
 	"github.com/metalhall/metalhall/provisioner"
@@ -114,6 +115,12 @@ type Config struct {
 	ShutdownTimeout time.Duration // default 30s
 	Logger          *slog.Logger
 	Version         string
+
+	// Etcd, when set, keeps the inventory on an etcd cluster instead of
+	// DataDir's bbolt file, and makes this instance one of those sharing
+	// it (Cluster is then filled in from the engine's client and prefix
+	// unless given).
+	Etcd *etcdkv.Config
 
 	// Cluster, when set, makes this instance one of several sharing one
 	// control plane on an etcd cluster: it registers itself there, runs a
@@ -198,6 +205,38 @@ func New(ctx context.Context, cfg Config) (s *Service, err error) {
 	return s, nil
 }
 
+// openInventory opens the store: DataDir's bbolt file, or the etcd
+// cluster of Config.Etcd (then this instance joins the others on it).
+func (s *Service) openInventory(ctx context.Context) (*inventory.Store, error) {
+	cfg := &s.cfg
+	if cfg.Etcd == nil {
+		inv, err := inventory.Open(filepath.Join(cfg.DataDir, "metalhall.db"), inventory.Options{})
+		if errors.Is(err, inventory.ErrInUse) {
+			return nil, fmt.Errorf("%w: %s", ErrDataDirInUse, cfg.DataDir)
+		}
+		return inv, err
+	}
+	e, err := etcdkv.Open(ctx, *cfg.Etcd)
+	if err != nil {
+		return nil, err
+	}
+	inv, err := inventory.OpenEngine(e, inventory.Options{})
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	if cfg.Cluster == nil {
+		cfg.Cluster = &ClusterConfig{}
+	}
+	if cfg.Cluster.Client == nil {
+		cfg.Cluster.Client = e.Client()
+		if cfg.Cluster.Prefix == "" {
+			cfg.Cluster.Prefix = cluster.PrefixFor(e.Prefix())
+		}
+	}
+	return inv, nil
+}
+
 // onClose registers a cleanup for something just acquired.
 func (s *Service) onClose(f func() error) {
 	s.mu.Lock()
@@ -231,7 +270,7 @@ func (s *Service) validate() error {
 	if c.ProfilesDir == "" {
 		c.ProfilesDir = filepath.Join(c.DataDir, "profiles")
 	}
-	if c.Cluster != nil && c.Cluster.Client == nil {
+	if c.Cluster != nil && c.Cluster.Client == nil && c.Etcd == nil {
 		return &ConfigError{"Cluster", "an etcd client is required to share the work with other instances"}
 	}
 	if c.PowerAlertShare < 0 || c.PowerAlertShare > 1 {
@@ -249,11 +288,8 @@ func (s *Service) provision(ctx context.Context) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	inv, err := inventory.Open(filepath.Join(cfg.DataDir, "metalhall.db"), inventory.Options{})
+	inv, err := s.openInventory(ctx)
 	if err != nil {
-		if errors.Is(err, inventory.ErrInUse) {
-			return fmt.Errorf("%w: %s", ErrDataDirInUse, cfg.DataDir)
-		}
 		return err
 	}
 	s.inv = inv
@@ -269,6 +305,16 @@ func (s *Service) provision(ctx context.Context) error {
 	}
 	sealer, err := seal.New(key)
 	if err != nil {
+		return err
+	}
+	// The inventory remembers which key sealed its secrets: an instance
+	// with another key (a second instance given its own, a backup
+	// restored beside the wrong key) is refused before it fails on every
+	// BMC password.
+	if err := inv.CheckSealKey(ctx, deriveKey(key, "metalhall seal key id")[:16]); err != nil {
+		if errors.Is(err, inventory.ErrSealKeyMismatch) {
+			return fmt.Errorf("%s: %w: give every instance the same seal.key (copy it from an instance already running on this inventory), or the key of the backup this inventory came from", keyPath, err)
+		}
 		return err
 	}
 	if err := bootstrapAdmin(ctx, inv, cfg.DataDir, log); err != nil {

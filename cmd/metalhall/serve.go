@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2/altsrc"
 
 	"github.com/metalhall/metalhall/images"
+	"github.com/metalhall/metalhall/inventory/kv/etcdkv"
 	"github.com/metalhall/metalhall/netboot"
 	"github.com/metalhall/metalhall/provisioner"
 	"github.com/metalhall/metalhall/service"
@@ -52,6 +53,14 @@ func serveFlags() []cli.Flag {
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "stall-timeout", Value: 5 * time.Minute, EnvVars: env("STALL_TIMEOUT"), Usage: "longest silence of an agent writing or wiping"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "metadata-timeout", Value: 15 * time.Minute, EnvVars: env("METADATA_TIMEOUT"), Usage: "disk boot → installed OS fetches its metadata"}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "profiles-dir", EnvVars: env("PROFILES_DIR"), Usage: "hardware profiles, NAME.yaml (default DATA_DIR/profiles)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "store", Value: "bolt", EnvVars: env("STORE"), Usage: "where the inventory lives: bolt (DATA_DIR/metalhall.db, this process alone) or etcd (a cluster several instances share; --etcd-*)"}),
+		altsrc.NewStringSliceFlag(&cli.StringSliceFlag{Name: "etcd-endpoints", EnvVars: env("ETCD_ENDPOINTS"), Usage: "with --store etcd: the cluster's client URLs, e.g. https://10.0.0.1:2379 (repeatable or comma-separated)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "etcd-ca", EnvVars: env("ETCD_CA"), Usage: "with --store etcd: PEM CA bundle the members' certificates chain to"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "etcd-cert", EnvVars: env("ETCD_CERT"), Usage: "with --store etcd: PEM client certificate"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "etcd-key", EnvVars: env("ETCD_KEY"), Usage: "with --store etcd: PEM key of the client certificate"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "etcd-prefix", Value: "/metalhall/", EnvVars: env("ETCD_PREFIX"), Usage: "with --store etcd: the key prefix of this inventory (one per site)"}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "instance-id", EnvVars: env("INSTANCE_ID"), Usage: "with --store etcd: this instance's name among the others (default: host name and a random suffix)"}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "takeover-after", Value: 10 * time.Second, EnvVars: env("TAKEOVER_AFTER"), Usage: "with --store etcd: how long a dead instance's jobs wait before another takes them over (its etcd lease's TTL)"}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, EnvVars: env("SHUTDOWN_TIMEOUT"), Usage: "how long in-flight requests get on SIGTERM"}),
 	}
 }
@@ -66,6 +75,13 @@ listener (what machines fetch: boot scripts and files, the agent's endpoints,
 metadata, images), and, as configured, DHCP and TFTP, on one embedded
 database. On first start it creates DATA_DIR with the database, a 256-bit
 sealing key and a bootstrap admin token in DATA_DIR/admin.token.
+
+With --store etcd the inventory lives on an etcd cluster that several
+instances share: each serves the API and netboot on its own addresses,
+runs the jobs it claims, and takes over a dead instance's jobs after
+--takeover-after. Every instance needs the same DATA_DIR/seal.key (copy
+it from the first); the rest of DATA_DIR (boot environment, image blobs,
+TLS certificate) is each instance's own. See docs/ha.md.
 
 The admin listener serves TLS unless it is bound to loopback (or --insecure
 is given): the --tls-cert certificate, or one generated into DATA_DIR at
@@ -159,7 +175,33 @@ func serviceConfig(c *cli.Context) (service.Config, error) {
 	if quota > 0 {
 		quota <<= 30
 	}
+	var etcd *etcdkv.Config
+	var clusterCfg *service.ClusterConfig
+	switch c.String("store") {
+	case "bolt":
+		if _, err := etcdConfig(c, false, "serve", "--store is bolt"); err != nil {
+			return service.Config{}, err
+		}
+		for _, f := range []string{"instance-id", "takeover-after"} {
+			if c.IsSet(f) {
+				return service.Config{}, usagef("serve: --%s is for instances sharing an etcd store, and --store is bolt", f)
+			}
+		}
+	case "etcd":
+		ec, err := etcdConfig(c, true, "serve", "")
+		if err != nil {
+			return service.Config{}, err
+		}
+		if d := c.Duration("takeover-after"); d < 2*time.Second {
+			return service.Config{}, usagef("--takeover-after %v: give at least 2s (etcd leases are granted in seconds; a short one expires on a busy instance)", d)
+		}
+		etcd = &ec
+		clusterCfg = &service.ClusterConfig{InstanceID: c.String("instance-id"), TTL: c.Duration("takeover-after")}
+	default:
+		return service.Config{}, usagef("--store %q: use bolt or etcd", c.String("store"))
+	}
 	return service.Config{
+		Etcd: etcd, Cluster: clusterCfg,
 		DataDir: c.String("data-dir"), AdminAddr: c.String("listen"), ProvisionAddr: c.String("provision-listen"),
 		TLS:      service.TLSConfig{CertFile: c.String("tls-cert"), KeyFile: c.String("tls-key"), Force: c.Bool("tls"), Insecure: c.Bool("insecure")},
 		DHCPMode: mode, Interface: c.String("netboot-interface"), Advertise: adv, IPXEDir: c.String("ipxe-dir"),

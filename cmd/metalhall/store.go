@@ -118,7 +118,7 @@ func storeMigrate(c *cli.Context) error {
 	case !from.etcd && !to.etcd && sameFile(from.path, to.path):
 		return usagef("store migrate: --from and --to are the same file, %s", from.path)
 	}
-	etcdCfg, err := etcdConfig(c, from.etcd || to.etcd)
+	etcdCfg, err := etcdConfig(c, from.etcd || to.etcd, "store migrate", "neither --from nor --to is etcd")
 	if err != nil {
 		return err
 	}
@@ -220,9 +220,10 @@ func sameFile(a, b string) bool {
 	return errA == nil && errB == nil && os.SameFile(fa, fb)
 }
 
-// etcdConfig reads the --etcd-* flags; they are required when a side is
-// etcd, and refused otherwise (a flag that does nothing hides a mistake).
-func etcdConfig(c *cli.Context, used bool) (etcdkv.Config, error) {
+// etcdConfig reads the --etcd-* flags (of store migrate and serve); they
+// are required when etcd is used, and refused otherwise (a flag that does
+// nothing hides a mistake): unused says why they are not.
+func etcdConfig(c *cli.Context, used bool, cmd, unused string) (etcdkv.Config, error) {
 	cfg := etcdkv.Config{Prefix: c.String("etcd-prefix"), CA: c.String("etcd-ca"), Cert: c.String("etcd-cert"), Key: c.String("etcd-key")}
 	for _, e := range c.StringSlice("etcd-endpoints") {
 		for _, p := range strings.Split(e, ",") {
@@ -234,16 +235,16 @@ func etcdConfig(c *cli.Context, used bool) (etcdkv.Config, error) {
 	if !used {
 		for _, f := range []string{"etcd-endpoints", "etcd-ca", "etcd-cert", "etcd-key", "etcd-prefix"} {
 			if c.IsSet(f) {
-				return cfg, usagef("store migrate: --%s is for an etcd side, and neither --from nor --to is etcd", f)
+				return cfg, usagef("%s: --%s is for etcd, and %s", cmd, f, unused)
 			}
 		}
 		return cfg, nil
 	}
 	if len(cfg.Endpoints) == 0 {
-		return cfg, usagef("store migrate: the etcd side needs --etcd-endpoints")
+		return cfg, usagef("%s: etcd needs --etcd-endpoints (the cluster's client URLs)", cmd)
 	}
 	if (cfg.Cert == "") != (cfg.Key == "") {
-		return cfg, usagef("store migrate: --etcd-cert and --etcd-key go together")
+		return cfg, usagef("%s: --etcd-cert and --etcd-key go together", cmd)
 	}
 	return cfg, nil
 }

@@ -179,6 +179,9 @@ func (e *Engine) Client() *clientv3.Client { return e.cli }
 // Revision is the etcd revision the mirror has applied.
 func (e *Engine) Revision() int64 { return e.m.acked() }
 
+// Prefix is the key prefix of this inventory.
+func (e *Engine) Prefix() string { return e.prefix }
+
 // WriteTransactions counts the etcd transactions committed or tried.
 func (e *Engine) WriteTransactions() uint64 { return e.writeTxns.Load() }
 

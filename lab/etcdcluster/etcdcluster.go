@@ -9,10 +9,13 @@
 package etcdcluster
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -41,6 +44,11 @@ type Config struct {
 	// Fast election timings suit tests: 50 ms heartbeats, 500 ms
 	// elections. Zero keeps them.
 	HeartbeatMS, ElectionMS int
+	// Command makes a member's process (default exec.Command); Run runs a
+	// health check where the members are (default: here). A cluster
+	// inside a network namespace passes the namespace's (lab/netns).
+	Command func(name string, args ...string) *exec.Cmd
+	Run     func(fn func() error) error
 }
 
 // Cluster is a running cluster.
@@ -71,6 +79,12 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	if cfg.HeartbeatMS == 0 {
 		cfg.HeartbeatMS, cfg.ElectionMS = 50, 500
+	}
+	if cfg.Command == nil {
+		cfg.Command = exec.Command
+	}
+	if cfg.Run == nil {
+		cfg.Run = func(fn func() error) error { return fn() }
 	}
 	c := &Cluster{cfg: cfg}
 	if _, err := rand.Read(c.base[:2]); err != nil {
@@ -136,7 +150,7 @@ func (c *Cluster) Restart(i int) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(Binary,
+	cmd := c.cfg.Command(Binary,
 		"--name", m.name, "--data-dir", m.dir,
 		"--listen-client-urls", "http://"+m.addr+":2379", "--advertise-client-urls", "http://"+m.addr+":2379",
 		"--listen-peer-urls", "http://"+m.addr+":2380", "--initial-advertise-peer-urls", "http://"+m.addr+":2380",
@@ -146,7 +160,10 @@ func (c *Cluster) Restart(i int) error {
 		"--logger", "zap", "--log-outputs", "stderr")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, and killed with the test process.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid, cmd.SysProcAttr.Pdeathsig = true, syscall.SIGKILL
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("etcd member %s: %w", m.name, err)
@@ -196,7 +213,7 @@ func (c *Cluster) WaitHealthy(ctx context.Context, i int) error {
 			continue
 		}
 		for {
-			if healthy(ctx, c.Endpoint(j)) {
+			if c.healthy(ctx, j) {
 				break
 			}
 			if !c.Running(j) {
@@ -212,21 +229,32 @@ func (c *Cluster) WaitHealthy(ctx context.Context, i int) error {
 	return nil
 }
 
-func healthy(ctx context.Context, endpoint string) bool {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", endpoint+"/health", nil)
-	if err != nil {
-		return false
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false
-	}
-	defer resp.Body.Close()
-	var buf [64]byte
-	n, _ := resp.Body.Read(buf[:])
-	return resp.StatusCode == 200 && strings.Contains(string(buf[:n]), `"true"`)
+// healthy asks member i's /health over a socket opened where the members
+// run (cfg.Run: a plain dial, since an HTTP client dials on threads of
+// its own).
+func (c *Cluster) healthy(ctx context.Context, i int) bool {
+	ok := false
+	c.cfg.Run(func() error {
+		d := net.Dialer{Timeout: time.Second}
+		conn, err := d.DialContext(ctx, "tcp", c.members[i].addr+":2379")
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(time.Second))
+		if _, err := io.WriteString(conn, "GET /health HTTP/1.0\r\nHost: etcd\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		ok = resp.StatusCode == 200 && strings.Contains(string(body), `"true"`)
+		return nil
+	})
+	return ok
 }
 
 // Close kills every member. The data dirs stay under Config.Dir (the

@@ -80,8 +80,10 @@ type Server struct {
 	// eventWaits: see newEventWaits.
 	eventWaits prometheus.Gauge
 
-	touchMu sync.Mutex
-	touched map[string]time.Time // token ID → last recorded use
+	touchMu  sync.Mutex
+	touched  map[string]time.Time // token ID → last recorded use
+	touching sync.WaitGroup       // token uses being recorded (Close waits)
+	closed   bool                 // under touchMu: Close was called, record no more
 
 	refused *refusals
 
@@ -395,21 +397,41 @@ func (s *Server) authenticate(r *http.Request) (Principal, error) {
 	return Principal{TokenID: t.ID, Role: t.Role, Tenant: t.Tenant}, nil
 }
 
+// Close waits for what the server records behind its requests (token
+// uses); call it after the HTTP server has shut down, before the store
+// closes.
+func (s *Server) Close() error {
+	s.touchMu.Lock()
+	s.closed = true
+	s.touchMu.Unlock()
+	s.touching.Wait()
+	return nil
+}
+
 // touch records a token's last use at most once a minute, so reads do not
 // turn into a write each.
 func (s *Server) touch(ctx context.Context, id string) {
 	now := time.Now()
 	s.touchMu.Lock()
 	last, seen := s.touched[id]
-	if seen && now.Sub(last) < time.Minute {
+	if (seen && now.Sub(last) < time.Minute) || s.closed {
 		s.touchMu.Unlock()
 		return
 	}
 	s.touched[id] = now
+	s.touching.Add(1)
 	s.touchMu.Unlock()
-	if err := s.inv.TouchToken(ctx, id, now); err != nil {
-		s.log.Warn("recording token use", "token", id, "err", err)
-	}
+	// Behind the request, not in it: a store that cannot commit (an etcd
+	// cluster without quorum) must not hold up reads it can answer. At
+	// most one per token per minute runs, by the check above.
+	go func() {
+		defer s.touching.Done()
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := s.inv.TouchToken(ctx, id, now); err != nil {
+			s.log.Warn("recording token use", "token", id, "err", err)
+		}
+	}()
 }
 
 func (s *Server) audit(c *call, rt route, outcome string) {

@@ -429,6 +429,7 @@ func (s *Service) provision(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.onClose(apiSrv.Close)
 
 	if cfg.DHCPMode != netboot.ModeOff {
 		nb, err := netboot.NewServer(netboot.Config{Interface: cfg.Interface, Mode: cfg.DHCPMode, Advertise: cfg.Advertise, HTTPBaseURL: baseURL,

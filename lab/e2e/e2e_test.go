@@ -49,7 +49,10 @@ type env struct {
 	srv     *exec.Cmd
 	srvDone chan struct{}
 	srvLog  string
-	images  map[string][]byte // name -> uncompressed bytes
+	// server is the API the CLI talks to (default http://127.0.0.1:8280);
+	// the high-availability test points it at a living instance.
+	server string
+	images map[string][]byte // name -> uncompressed bytes
 	// serveArgs are added to serve's flags (a scenario that needs the
 	// power sync restarts the service with it).
 	serveArgs []string
@@ -315,7 +318,11 @@ func (e *env) cli(ctx context.Context, token string, args ...string) (string, er
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	cmd := e.r.Command(cctx, e.bin, args...)
-	cmd.Env = append(os.Environ(), "METALHALL_SERVER=http://127.0.0.1:8280", "METALHALL_TOKEN="+token)
+	server := e.server
+	if server == "" {
+		server = "http://127.0.0.1:8280"
+	}
+	cmd.Env = append(os.Environ(), "METALHALL_SERVER="+server, "METALHALL_TOKEN="+token)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

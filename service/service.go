@@ -432,7 +432,13 @@ func (s *Service) provision(ctx context.Context) error {
 	s.onClose(apiSrv.Close)
 
 	if cfg.DHCPMode != netboot.ModeOff {
-		nb, err := netboot.NewServer(netboot.Config{Interface: cfg.Interface, Mode: cfg.DHCPMode, Advertise: cfg.Advertise, HTTPBaseURL: baseURL,
+		// One of several instances binds TFTP to its own address: another
+		// may run on this host, on another address of the same network.
+		var tftpListen netip.AddrPort
+		if cfg.Cluster != nil {
+			tftpListen = netip.AddrPortFrom(cfg.Advertise, 69)
+		}
+		nb, err := netboot.NewServer(netboot.Config{Interface: cfg.Interface, Mode: cfg.DHCPMode, Advertise: cfg.Advertise, HTTPBaseURL: baseURL, TFTPListen: tftpListen,
 			Discovery: cfg.Discovery, DHCPRelays: cfg.DHCPRelays, TFTPRoot: ipxeRoot, Workers: cfg.DHCPWorkers, QueueSize: cfg.DHCPQueue, Booter: engine, Addresses: addrs, Recorder: s.recorder, Logger: log})
 		if err != nil {
 			return err

@@ -74,6 +74,9 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("etcdcluster: Config.Dir is required")
 	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("etcdcluster: %w", err)
+	}
 	if cfg.Members <= 0 {
 		cfg.Members = 3
 	}
@@ -159,11 +162,14 @@ func (c *Cluster) Restart(i int) error {
 		"--heartbeat-interval", fmt.Sprint(c.cfg.HeartbeatMS), "--election-timeout", fmt.Sprint(c.cfg.ElectionMS),
 		"--logger", "zap", "--log-outputs", "stderr")
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Its own process group, and killed with the test process.
+	// Its own process group (a test's Ctrl-C reaches the test, which
+	// kills the members). No Pdeathsig: it fires when the forking OS
+	// thread exits, and Go ends threads — those of netns.Run, here — long
+	// before the test does.
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
-	cmd.SysProcAttr.Setpgid, cmd.SysProcAttr.Pdeathsig = true, syscall.SIGKILL
+	cmd.SysProcAttr.Setpgid = true
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("etcd member %s: %w", m.name, err)

@@ -5,6 +5,8 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -144,8 +146,7 @@ func TestBlobsReachAnInstanceBeforeAnyoneAsksAndOutliveTheirImporter(t *testing.
 func TestABlobNoPeerServesRightIsRejectedAndBacksOff(t *testing.T) {
 	c := newPeerCluster(t)
 	a := c.instance(t, "a", nil)
-	img, err := a.s.Import(ctx, bytes.NewReader(diskImage(1<<20, 9)), ImportOptions{Name: "debian"})
-	if err != nil {
+	if _, err := a.s.Import(ctx, bytes.NewReader(diskImage(1<<20, 9)), ImportOptions{Name: "debian"}); err != nil {
 		t.Fatal(err)
 	}
 	var hits atomic.Int64
@@ -171,7 +172,6 @@ func TestABlobNoPeerServesRightIsRejectedAndBacksOff(t *testing.T) {
 	if hits.Load() != 1 || value(t, b.s.metrics.fetchFailed) != 1 {
 		t.Fatalf("liar asked %d times, %v failed fetches; want 1, 1", hits.Load(), value(t, b.s.metrics.fetchFailed))
 	}
-	_ = img
 }
 
 func TestReplicateWithoutPeersReturnsAtOnce(t *testing.T) {
@@ -192,4 +192,54 @@ func value(t *testing.T, m prometheus.Metric) float64 {
 		return c.GetValue()
 	}
 	return d.GetGauge().GetValue()
+}
+
+func TestGCDuringAFetchKeepsItsFileAndTheBlobItPlaces(t *testing.T) {
+	c := newPeerCluster(t)
+	data := compress(t, imagefmt.Gzip, diskImage(1<<20, 11))
+	a := c.instance(t, "a", nil)
+	img, err := a.s.Import(ctx, bytes.NewReader(data), ImportOptions{Name: "rocky"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a serves the first half, then waits for the test's GC to be done.
+	half, release := make(chan struct{}), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(data[:len(data)/2])
+		w.(http.Flusher).Flush()
+		close(half)
+		<-release
+		w.Write(data[len(data)/2:])
+	}))
+	t.Cleanup(srv.Close)
+	b := c.instance(t, "b", []string{srv.URL})
+	passes := replicating(t, b, ReplicateOptions{MinGap: time.Nanosecond, Interval: time.Hour})
+	if got := <-passes; got != 1 {
+		t.Fatalf("blobs missing: %d, want 1", got)
+	}
+	<-half
+	// The fetch made its temp file once a answered; wait for it (a poll
+	// the test's timeout bounds): GC must leave it alone.
+	var tmps []string
+	for len(tmps) == 0 {
+		time.Sleep(time.Millisecond)
+		if tmps, err = filepath.Glob(filepath.Join(b.s.tmpDir(), "*")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := b.s.GC(ctx)
+	if err != nil || rep.TempFiles != 0 || len(rep.Blobs) != 0 {
+		t.Fatalf("GC during a fetch: %+v %v", rep, err)
+	}
+	if _, err := os.Stat(tmps[0]); err != nil {
+		t.Fatalf("the fetch's temp file after GC: %v", err)
+	}
+	close(release)
+	untilPass(t, passes, nil, 0)
+	b.wantFiles(t, img.SHA256)
+	// And a GC afterwards keeps the blob the catalogue names.
+	if rep, err := b.s.GC(ctx); err != nil || len(rep.Blobs) != 0 {
+		t.Fatalf("GC after the fetch: %+v %v", rep, err)
+	}
+	b.wantFiles(t, img.SHA256)
 }

@@ -166,10 +166,12 @@ func (s *Store) fetchShared(ctx, fetchCtx context.Context, img *inventory.Image,
 // fetchFromPeers tries each peer in turn until one serves the right bytes.
 func (s *Store) fetchFromPeers(ctx context.Context, img *inventory.Image, why string) (err error) {
 	defer func() {
-		if err != nil {
-			s.metrics.fetchFailed.Inc()
-		} else {
+		switch {
+		case err == nil:
 			s.metrics.fetchDone.Inc()
+		case ctx.Err() == nil && !errors.Is(err, inventory.ErrNotFound):
+			// Neither stopped nor deleted meanwhile: a real failure.
+			s.metrics.fetchFailed.Inc()
 		}
 	}()
 	lctx, cancel := context.WithTimeout(ctx, time.Minute)

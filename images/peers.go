@@ -131,15 +131,23 @@ func (s *Store) ensureBlob(ctx context.Context, img *inventory.Image) error {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
+	// The fetch outlives the request that started it (others may be
+	// waiting on it); its own timeouts bound it.
+	return s.fetchShared(ctx, context.WithoutCancel(ctx), img, "requested")
+}
+
+// fetchShared waits (within ctx) for the one fetch of the image's blob,
+// starting it under fetchCtx unless one is already in flight: a request
+// and the replicator needing the same blob share one transfer. why says
+// in the log what started it.
+func (s *Store) fetchShared(ctx, fetchCtx context.Context, img *inventory.Image, why string) error {
 	s.mu.Lock()
 	c := s.fetching[img.SHA256]
 	if c == nil {
 		c = &fetchCall{done: make(chan struct{})}
 		s.fetching[img.SHA256] = c
-		// The fetch outlives the request that started it (others may be
-		// waiting on it); its own timeouts bound it.
 		go func() {
-			c.err = s.fetchFromPeers(context.WithoutCancel(ctx), img)
+			c.err = s.fetchFromPeers(fetchCtx, img, why)
 			s.mu.Lock()
 			delete(s.fetching, img.SHA256)
 			s.mu.Unlock()
@@ -156,7 +164,16 @@ func (s *Store) ensureBlob(ctx context.Context, img *inventory.Image) error {
 }
 
 // fetchFromPeers tries each peer in turn until one serves the right bytes.
-func (s *Store) fetchFromPeers(ctx context.Context, img *inventory.Image) error {
+func (s *Store) fetchFromPeers(ctx context.Context, img *inventory.Image, why string) (err error) {
+	defer func() {
+		switch {
+		case err == nil:
+			s.metrics.fetchDone.Inc()
+		case ctx.Err() == nil && !errors.Is(err, inventory.ErrNotFound):
+			// Neither stopped nor deleted meanwhile: a real failure.
+			s.metrics.fetchFailed.Inc()
+		}
+	}()
 	lctx, cancel := context.WithTimeout(ctx, time.Minute)
 	urls, err := s.opts.Peers.URLs(lctx)
 	cancel()
@@ -167,12 +184,16 @@ func (s *Store) fetchFromPeers(ctx context.Context, img *inventory.Image) error 
 	for _, base := range urls {
 		start := time.Now()
 		if err := s.fetchFrom(ctx, base, img); err != nil {
+			if errors.Is(err, inventory.ErrNotFound) || ctx.Err() != nil {
+				// Deleted meanwhile, or stopping: no other peer would do.
+				return err
+			}
 			s.log.Warn("image blob from a peer", "peer", base, "sha256", img.SHA256, "err", err)
 			e.Tried = append(e.Tried, base+": "+err.Error())
 			continue
 		}
 		s.log.Info("image blob fetched from a peer", "image", img.Ref(), "sha256", img.SHA256, "peer", base, "size", img.Size,
-			"seconds", time.Since(start).Seconds())
+			"seconds", time.Since(start).Seconds(), "why", why)
 		return nil
 	}
 	return e

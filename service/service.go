@@ -163,6 +163,7 @@ type Service struct {
 	inv      *inventory.Store
 	reg      *prometheus.Registry
 	engine   *provisioner.Engine
+	imgs     *images.Store
 	ctl      *bmc.Controller
 	machines *provisioner.Machines
 	recorder *netboot.AsyncRecorder
@@ -351,6 +352,7 @@ func (s *Service) provision(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.imgs = imgs
 	if rep, err := imgs.GC(ctx); err != nil {
 		log.Warn("image store garbage collection", "err", err)
 	} else if rep != nil {
@@ -609,6 +611,19 @@ func (s *Service) Run(ctx context.Context) error {
 	bg, bgCtx := errgroup.WithContext(bgCtx)
 	bg.Go(func() error { return s.engine.Run(bgCtx) })
 	bg.Go(func() error { return s.recorder.Run(bgCtx) })
+	if s.member != nil {
+		// Every blob the shared catalogue names is fetched here before a
+		// machine needs it: the instance that imported an image may be
+		// gone by then. An import or delete on any instance is followed
+		// by its audit event, which every instance's feed sees; the
+		// replicator's own interval catches the rest.
+		bg.Go(func() error {
+			return s.imgs.Replicate(bgCtx, images.ReplicateOptions{Wake: func() <-chan struct{} {
+				ch, _ := s.inv.EventsCommitted()
+				return ch
+			}})
+		})
+	}
 	if s.nb != nil {
 		bg.Go(func() error {
 			if err := s.nb.Serve(bgCtx); err != nil {

@@ -85,16 +85,12 @@ type Store struct {
 	// a writer takes it inside its transaction (under bbolt's writer lock)
 	// and lets go once its changes are applied.
 	applyMu sync.Mutex
-	jobQ    jobQueue // group commit of job-only updates
+	jobQ    jobQueue // group commit of job updates (and of batch)
 
-	// writeTxns counts write transactions (Store.update calls, and the
-	// shared transactions of Store.batch), so a bench can report what one
+	// writeTxns counts write transactions (Store.update calls; a group
+	// commit's shared transaction is one), so a bench can report what one
 	// provisioned machine costs the single bbolt writer.
 	writeTxns atomic.Uint64
-	// lastBatchTx is the ID of the last write transaction batch counted:
-	// bbolt runs several Batch calls in one transaction, which is one
-	// write, not several.
-	lastBatchTx atomic.Uint64
 
 	// hold is the store-wide hold on BMC work (hold.go), nil when none:
 	// read on every BMC call, so kept in memory.
@@ -212,8 +208,12 @@ func loadView(tx *bolt.Tx, vc *viewChanges) error {
 	return err
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close stores the job updates still queued (UpdateJobBehind) and closes
+// the database.
+func (s *Store) Close() error {
+	s.FlushJobUpdates()
+	return s.db.Close()
+}
 
 // Path is the database file.
 func (s *Store) Path() string { return s.db.Path() }
@@ -317,17 +317,14 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) error {
 	return s.db.Update(fn)
 }
 
-// batch runs fn in a write transaction shared with concurrent callers
-// (bbolt's Batch: fn may run twice, so it must be idempotent). Each shared
-// transaction is counted once: write transactions are serialised, so a
-// change of transaction ID is a new one.
+// batch runs fn in a write transaction shared with concurrent callers:
+// the group commit of job updates (RecordJobUpdate), so a BMC status, an
+// event or a token's last use shares its commit with the jobs' writes.
+// fn must refuse (not found) before it writes; it runs exactly once.
 func (s *Store) batch(fn func(tx *bolt.Tx) error) error {
-	return s.db.Batch(func(tx *bolt.Tx) error {
-		if id := uint64(tx.ID()); s.lastBatchTx.Swap(id) != id {
-			s.writeTxns.Add(1)
-		}
-		return fn(tx)
-	})
+	u := &jobUpdate{txfn: func(tx *bolt.Tx, _ *viewChanges) error { return fn(tx) }, done: make(chan struct{})}
+	s.queueJobUpdate(u, true)
+	return u.err
 }
 
 // WriteTransactions is the number of write transactions since Open.

@@ -112,7 +112,7 @@ func (e *Engine) work(ctx context.Context, id string) {
 			e.finishWith(ctx, j, inventory.JobSucceeded, "", "", i)
 			return
 		case err == nil:
-			next, err := e.endStep(ctx, id, i)
+			next, err := e.endStep(ctx, id, i, step)
 			if err != nil {
 				log.Error("persisting step end", "step", step, "err", err)
 				return
@@ -156,21 +156,56 @@ func (e *Engine) startStep(ctx context.Context, id string, i int) (*inventory.Jo
 
 // endStep marks step i done and, unless it was the last or a cancel is
 // asked for, the next one running, with both events, in one write. It
-// says whether it started the next step.
-func (e *Engine) endStep(ctx context.Context, id string, i int) (next bool, err error) {
+// says whether it started the next step. A step the agent's own report
+// already ended (endedByAgent) is not written again.
+func (e *Engine) endStep(ctx context.Context, id string, i int, step string) (next bool, err error) {
+	if endedByAgent[step] {
+		j, err := e.inv.Job(ctx, id)
+		if err != nil {
+			return false, err
+		}
+		if i < len(j.Steps) && j.Steps[i].State == inventory.StepDone {
+			return i+1 < len(j.Steps) && j.Steps[i+1].State == inventory.StepRunning, nil
+		}
+	}
 	now := e.cfg.Now().UTC()
 	_, err = e.inv.RecordJobUpdate(ctx, id, func(j *inventory.Job) ([]inventory.Event, error) {
 		next = false
-		setStep(j, i, inventory.StepDone, "", now)
-		evs := []inventory.Event{stepDone(j, i)}
-		if i+1 < len(j.Steps) && !j.CancelRequested && j.Steps[i+1].State == inventory.StepPending {
-			setStep(j, i+1, inventory.StepRunning, "", now)
-			evs = append(evs, stepStarted(j, i+1))
-			next = true
-		}
+		evs := advance(j, i, now)
+		next = i+1 < len(j.Steps) && j.Steps[i+1].State == inventory.StepRunning
 		return evs, nil
 	})
 	return next, err
+}
+
+// endedByAgent are the steps whose wait ends with a report of the agent
+// (or of the installed OS) that the engine would otherwise follow at once
+// with a write of its own: the report's write ends the step and starts
+// the next one (endByAgent), so one commit carries both.
+var endedByAgent = map[string]bool{stepWaitAgent: true, stepInspect: true, stepWriteImage: true}
+
+// endByAgent ends the job's running step when it is step, in the write of
+// the agent's report that ends its wait, as endStep would have done just
+// after it. Not while a cancel is asked for: the worker marks the step
+// it stopped at.
+func endByAgent(j *inventory.Job, step string, now time.Time) []inventory.Event {
+	i := j.CurrentStep()
+	if i == len(j.Steps) || j.Steps[i].Name != step || j.Steps[i].State != inventory.StepRunning || j.CancelRequested {
+		return nil
+	}
+	return advance(j, i, now)
+}
+
+// advance marks step i done and, unless it was the last or a cancel is
+// asked for, the next one running, and returns their events.
+func advance(j *inventory.Job, i int, now time.Time) []inventory.Event {
+	setStep(j, i, inventory.StepDone, "", now)
+	evs := []inventory.Event{stepDone(j, i)}
+	if i+1 < len(j.Steps) && !j.CancelRequested && j.Steps[i+1].State == inventory.StepPending {
+		setStep(j, i+1, inventory.StepRunning, "", now)
+		evs = append(evs, stepStarted(j, i+1))
+	}
+	return evs
 }
 
 func stepDone(j *inventory.Job, i int) inventory.Event {

@@ -46,9 +46,10 @@ type lab struct {
 	script agentScript
 	cancel context.CancelFunc
 	done   chan struct{}
-	// pace: a booted agent calls home only once its job waits for it,
-	// as on a real machine, whose boot takes far longer than the steps
-	// before; without it the call may come first.
+	// pace: a booted agent calls home, and the installed OS fetches its
+	// metadata, only once the job waits for it, as on a real machine,
+	// whose boot takes far longer than the steps before; without it the
+	// call may come first.
 	pace bool
 }
 
@@ -214,6 +215,9 @@ func (l *lab) powerOn(m *inventory.Machine, dev string) {
 		return
 	}
 	if dev == "disk" || boot.Kind == netboot.BootLocal {
+		if l.pace {
+			l.waitStep(m.Name, stepWaitMetadata)
+		}
 		l.bmc.hit(ctx, "metadata")
 		req := httptest.NewRequest("GET", "/metadata/meta-data", nil)
 		req.RemoteAddr = m.IP + ":40000"

@@ -44,6 +44,11 @@ var errNotSeen = errors.New("machine not seen")
 // errCancelled ends a wait when the job's cancellation was asked for.
 var errCancelled = errors.New("cancelled")
 
+// errEnded is a job a worker waits on that was ended by the write of
+// the report it waited for (the installed OS's metadata fetch, see
+// metadataSeen): there is nothing left for the worker to do.
+var errEnded = errors.New("ended")
+
 // stepError is a step's failure, with the reason a technician acts on.
 type stepError struct{ reason string }
 
@@ -104,6 +109,8 @@ func (e *Engine) work(ctx context.Context, id string) {
 			return // stopping: the step is redone on resume
 		}
 		switch {
+		case errors.Is(err, errEnded):
+			return
 		case errors.Is(err, errCancelled):
 			e.markStep(ctx, id, i, inventory.StepFailed, "cancelled")
 			e.finish(ctx, j, inventory.JobCancelled, "cancelled", step)
@@ -275,40 +282,7 @@ func (e *Engine) finishWith(ctx context.Context, j *inventory.Job, st inventory.
 	e.saveConsole(ctx, j.ID, true)
 	now := e.cfg.Now().UTC()
 	_, m, err := e.inv.RecordJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) ([]inventory.Event, error) {
-		var evs []inventory.Event
-		if done >= 0 {
-			setStep(j, done, inventory.StepDone, "", now)
-			evs = append(evs, stepDone(j, done))
-		}
-		j.State, j.Error = st, reason
-		switch {
-		case st == inventory.JobSucceeded:
-			switch j.Kind {
-			case inventory.JobCommission:
-				m.State = inventory.MachineAvailable
-			case inventory.JobProvision:
-				m.State = inventory.MachineDeployed
-			case inventory.JobRelease:
-				m.State, m.Image = inventory.MachineAvailable, ""
-				// Only a certified erase clears the way to another tenant: a
-				// fast or full wipe leaves the machine reusable by the same
-				// tenant, not handed over.
-				if j.WipeMode == string(wire.WipeCertified) {
-					m.NeedsErase = false
-				}
-			}
-		case j.Kind != inventory.JobPower:
-			m.State, m.Reason, m.FailedStep = inventory.MachineFailed, reason, step
-		}
-		switch st {
-		case inventory.JobSucceeded:
-			evs = append(evs, jobEvent(j, "job.succeeded", fmt.Sprintf("%s job %s done; machine is %s", j.Kind, j.ID, m.State)))
-		case inventory.JobCancelled:
-			evs = append(evs, jobEvent(j, "job.cancelled", fmt.Sprintf("%s job %s cancelled at step %s", j.Kind, j.ID, orDash(step))))
-		default:
-			evs = append(evs, jobEvent(j, "job.failed", fmt.Sprintf("%s job %s failed at %s: %s", j.Kind, j.ID, step, reason)))
-		}
-		return evs, nil
+		return endJob(j, m, st, reason, step, done, now), nil
 	})
 	if err != nil {
 		e.log.Error("finishing job", "job", j.ID, "err", err)
@@ -317,6 +291,46 @@ func (e *Engine) finishWith(ctx context.Context, j *inventory.Job, st inventory.
 	if j.Kind == inventory.JobCommission {
 		e.rackCommissioned(ctx, m.Rack)
 	}
+}
+
+// endJob ends a job with st and moves its machine to where the job
+// leaves it, marking step done (when not -1) done first; it returns the
+// events of both.
+func endJob(j *inventory.Job, m *inventory.Machine, st inventory.JobState, reason, step string, done int, now time.Time) []inventory.Event {
+	var evs []inventory.Event
+	if done >= 0 {
+		setStep(j, done, inventory.StepDone, "", now)
+		evs = append(evs, stepDone(j, done))
+	}
+	j.State, j.Error = st, reason
+	switch {
+	case st == inventory.JobSucceeded:
+		switch j.Kind {
+		case inventory.JobCommission:
+			m.State = inventory.MachineAvailable
+		case inventory.JobProvision:
+			m.State = inventory.MachineDeployed
+		case inventory.JobRelease:
+			m.State, m.Image = inventory.MachineAvailable, ""
+			// Only a certified erase clears the way to another tenant: a
+			// fast or full wipe leaves the machine reusable by the same
+			// tenant, not handed over.
+			if j.WipeMode == string(wire.WipeCertified) {
+				m.NeedsErase = false
+			}
+		}
+	case j.Kind != inventory.JobPower:
+		m.State, m.Reason, m.FailedStep = inventory.MachineFailed, reason, step
+	}
+	switch st {
+	case inventory.JobSucceeded:
+		evs = append(evs, jobEvent(j, "job.succeeded", fmt.Sprintf("%s job %s done; machine is %s", j.Kind, j.ID, m.State)))
+	case inventory.JobCancelled:
+		evs = append(evs, jobEvent(j, "job.cancelled", fmt.Sprintf("%s job %s cancelled at step %s", j.Kind, j.ID, orDash(step))))
+	default:
+		evs = append(evs, jobEvent(j, "job.failed", fmt.Sprintf("%s job %s failed at %s: %s", j.Kind, j.ID, step, reason)))
+	}
+	return evs
 }
 
 // exec runs one step.
@@ -460,7 +474,7 @@ func (e *Engine) current(ctx context.Context, id string) (*inventory.Job, error)
 	case cur.CancelRequested:
 		return nil, errCancelled
 	case cur.State.Finished():
-		return nil, fmt.Errorf("job %s is already %s", id, cur.State)
+		return nil, fmt.Errorf("job %s is already %s: %w", id, cur.State, errEnded)
 	}
 	return cur, nil
 }

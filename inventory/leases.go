@@ -22,13 +22,18 @@ type Lease struct {
 
 // PutLeases stores leases in one transaction (the DHCP server writes them
 // behind, in batches, never one per packet).
+//
+// They join the group commit of job updates (Store.batch), so everything
+// is checked before anything is written.
 func (s *Store) PutLeases(ctx context.Context, ls []Lease) error {
-	return s.update(func(tx *bolt.Tx) error {
+	for _, l := range ls {
+		if _, err := ParseMAC(l.MAC); err != nil {
+			return err
+		}
+	}
+	return s.batch(func(tx *bolt.Tx) error {
 		b := bkt(tx, bLeases)
 		for _, l := range ls {
-			if _, err := ParseMAC(l.MAC); err != nil {
-				return err
-			}
 			if err := putJSON(b, []byte(l.MAC), l); err != nil {
 				return err
 			}
@@ -47,19 +52,23 @@ func (s *Store) Leases(ctx context.Context, now time.Time) ([]Lease, error) {
 	return out, err
 }
 
-// AppendEvents adds many events in one transaction.
+// AppendEvents adds many events in one transaction, shared with the group
+// commit of job updates (Store.batch): every event is checked before any
+// is written.
 func (s *Store) AppendEvents(ctx context.Context, evs []Event) error {
 	now := s.now().UTC()
+	for _, e := range evs {
+		if e.Subject == "" || e.Action == "" {
+			return invalid("event", "subject and action are required")
+		}
+		if err := CheckSubject(e.Subject); err != nil {
+			return err
+		}
+	}
 	var last uint64
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.batch(func(tx *bolt.Tx) error {
 		b := bkt(tx, bEvents)
 		for _, e := range evs {
-			if e.Subject == "" || e.Action == "" {
-				return invalid("event", "subject and action are required")
-			}
-			if err := CheckSubject(e.Subject); err != nil {
-				return err
-			}
 			if e.Time.IsZero() {
 				e.Time = now
 			}

@@ -119,14 +119,15 @@ func (e *Engine) work(ctx context.Context, id string) {
 			e.finishWith(ctx, j, inventory.JobSucceeded, "", "", i)
 			return
 		case err == nil:
-			next, err := e.endStep(ctx, id, i, step)
+			running, ended, err := e.endStep(ctx, j, i, step)
 			if err != nil {
 				log.Error("persisting step end", "step", step, "err", err)
 				return
 			}
-			if next {
-				started = i + 1
+			if ended {
+				return
 			}
+			started = running
 		case errors.Is(err, errNotSeen) && j.Steps[i].Attempts <= e.cfg.BootRetries:
 			e.event(ctx, j, "step.retry", fmt.Sprintf("%s: %v; trying PXE again (attempt %d of %d)", step, err, j.Steps[i].Attempts+1, e.cfg.BootRetries+1))
 			if err := e.rewind(ctx, id, stepSetPXE); err != nil {
@@ -163,26 +164,61 @@ func (e *Engine) startStep(ctx context.Context, id string, i int) (*inventory.Jo
 
 // endStep marks step i done and, unless it was the last or a cancel is
 // asked for, the next one running, with both events, in one write. It
-// says whether it started the next step. A step the agent's own report
-// already ended (endedByAgent) is not written again.
-func (e *Engine) endStep(ctx context.Context, id string, i int, step string) (next bool, err error) {
+// returns the step it left running (-1: none), and whether the job ended.
+// A step the agent's own report already ended (endedByAgent) is not
+// written again. A next step that waits for what has already happened
+// (the report came before this write: a fast boot) ends in the same
+// write, and when it is the job's last, so does the job.
+func (e *Engine) endStep(ctx context.Context, j *inventory.Job, i int, step string) (running int, ended bool, err error) {
+	id := j.ID
 	if endedByAgent[step] {
-		j, err := e.inv.Job(ctx, id)
+		cur, err := e.inv.Job(ctx, id)
 		if err != nil {
-			return false, err
+			return -1, false, err
 		}
-		if i < len(j.Steps) && j.Steps[i].State == inventory.StepDone {
-			return i+1 < len(j.Steps) && j.Steps[i+1].State == inventory.StepRunning, nil
+		if i < len(cur.Steps) && cur.Steps[i].State == inventory.StepDone {
+			if i+1 < len(cur.Steps) && cur.Steps[i+1].State == inventory.StepRunning {
+				return i + 1, false, nil
+			}
+			return -1, false, nil
 		}
 	}
 	now := e.cfg.Now().UTC()
-	_, err = e.inv.RecordJobUpdate(ctx, id, func(j *inventory.Job) ([]inventory.Event, error) {
-		next = false
+	end := func(j *inventory.Job) []inventory.Event {
+		running = -1
 		evs := advance(j, i, now)
-		next = i+1 < len(j.Steps) && j.Steps[i+1].State == inventory.StepRunning
-		return evs, nil
-	})
-	return next, err
+		if i+1 < len(j.Steps) && j.Steps[i+1].State == inventory.StepRunning {
+			running = i + 1
+			if j.Steps[i+1].Name == stepWaitAgent && !j.AgentSeenAt.IsZero() {
+				evs = append(evs, advance(j, i+1, now)...)
+				running = -1
+				if i+2 < len(j.Steps) && j.Steps[i+2].State == inventory.StepRunning {
+					running = i + 2
+				}
+			}
+		}
+		return evs
+	}
+	if last := len(j.Steps) - 1; i+1 == last && j.Steps[last].Name == stepWaitMetadata {
+		_, _, err = e.inv.RecordJob(ctx, id, func(j *inventory.Job, m *inventory.Machine) ([]inventory.Event, error) {
+			evs := end(j)
+			ended = false
+			if running == last && !j.MetadataSeenAt.IsZero() {
+				evs = append(evs, endJob(j, m, inventory.JobSucceeded, "", "", last, now)...)
+				running, ended = -1, true
+			}
+			return evs, nil
+		})
+		if err == nil || !ended {
+			return running, ended, err
+		}
+		// The job's end was refused (its machine's state may not follow):
+		// end the step alone; the wait then finds the fetch, and the job's
+		// end says why it cannot.
+		ended = false
+	}
+	_, err = e.inv.RecordJobUpdate(ctx, id, func(j *inventory.Job) ([]inventory.Event, error) { return end(j), nil })
+	return running, false, err
 }
 
 // endedByAgent are the steps whose wait ends with a report of the agent

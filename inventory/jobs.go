@@ -542,12 +542,24 @@ func (e *fnError) Error() string { return e.err.Error() }
 func (e *fnError) Unwrap() error { return e.err }
 
 // refusal reports whether an update's error is a refusal made before it
-// wrote anything (its fn's own, a missing or finished job, the rules of
-// the machine or of an event), as opposed to a storage failure, after
-// which the transaction cannot commit.
+// wrote anything (its fn's own, a missing or finished job or record, the
+// rules of the machine or of an event), as opposed to a storage failure,
+// after which the transaction cannot commit. Only the typed refusals
+// count: a sentinel such as ErrNotFound wrapped by a write path that has
+// already written (a rack's missing usage record) is a failure.
 func refusal(err error) bool {
-	var fe *fnError
-	return errors.As(err, &fe) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) || errors.Is(err, ErrConflict) || errors.Is(err, ErrExists)
+	var (
+		fe *fnError
+		nf *NotFoundError
+		ve *ValidationError
+		te *TransitionError
+		pe *PlacementError
+		ce *ConflictError
+		be *BusyError
+		ee *ExistsError
+	)
+	return errors.As(err, &fe) || errors.As(err, &nf) || errors.As(err, &ve) || errors.As(err, &te) ||
+		errors.As(err, &pe) || errors.As(err, &ce) || errors.As(err, &be) || errors.As(err, &ee)
 }
 
 // putEvents checks and stores events inside a write transaction; the

@@ -9,6 +9,7 @@ import (
 
 	"github.com/metalhall/metalhall/images"
 	"github.com/metalhall/metalhall/inventory"
+	"github.com/metalhall/metalhall/inventory/kv"
 	"github.com/metalhall/metalhall/provisioner"
 )
 
@@ -93,6 +94,13 @@ func classify(err error) (int, string, string) {
 		return http.StatusConflict, "conflict", err.Error()
 	case errors.Is(err, inventory.ErrInvalid):
 		return http.StatusBadRequest, "invalid", err.Error()
+	// The store's engine could not commit (an etcd cluster without
+	// quorum, or unreachable). The client learns what it can do; where
+	// the cluster is stays in the service log.
+	case errors.Is(err, kv.ErrUnavailable):
+		return http.StatusServiceUnavailable, "unavailable", "the inventory store cannot commit writes now (its etcd cluster has no quorum or cannot be reached): the change was not committed; reads still answer; try again once the cluster is back"
+	case errors.Is(err, kv.ErrConflict):
+		return http.StatusServiceUnavailable, "unavailable", "the change lost to concurrent writes more times than it is retried: it was not committed; try again"
 	}
 	return http.StatusInternalServerError, "internal", "internal error: see the service log"
 }

@@ -294,7 +294,7 @@ func (s *Server) wrap(rt route) http.Handler {
 		outcome := "ok"
 		if err != nil {
 			code, errCode, msg := classify(err)
-			if code == http.StatusInternalServerError {
+			if code == http.StatusInternalServerError || code == http.StatusServiceUnavailable {
 				s.log.Error("request failed", "route", rt.action, "subject", c.subject, "err", err)
 			}
 			status, body = code, Error{Message: msg, Code: errCode}

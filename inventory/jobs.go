@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"sync"
@@ -165,7 +166,9 @@ func (s *Store) StartJob(ctx context.Context, j Job, machineTo MachineState) (*J
 // the same transaction. queued may be nil.
 func (s *Store) StartJobRecording(ctx context.Context, j Job, machineTo MachineState, queued func(*Job) Event) (*Job, error) {
 	var out *Job
-	err := s.write(func(tx kv.Tx, vc *viewChanges) error {
+	// Through the group commit: jobs asked for together (a rack's
+	// commission, provisions side by side) share their commits.
+	u := &jobUpdate{done: make(chan struct{}), txfn: func(tx kv.Tx, vc *viewChanges) error {
 		if id := bkt(tx, bActiveJob).Get([]byte(j.Machine)); id != nil {
 			busy, err := get[Job](tx, bJobs, "job", string(id))
 			if err != nil {
@@ -180,12 +183,17 @@ func (s *Store) StartJobRecording(ctx context.Context, j Job, machineTo MachineS
 		if j.Image != "" && !exists(tx, bImages, j.Image) {
 			return &NotFoundError{Kind: "image", Name: j.Image}
 		}
-		seq, err := bkt(tx, bJobs).NextSequence()
-		if err != nil {
-			return err
+		var ev Event
+		if queued != nil {
+			// Checked before anything is written: a refusal here, like
+			// the machine's below, must leave the shared transaction as
+			// it found it.
+			ev = queued(&j)
+			if err := checkEvent(&ev, s.now); err != nil {
+				return err
+			}
 		}
 		now := s.now().UTC()
-		j.ID = fmt.Sprintf("job-%06d", seq)
 		j.Rack, j.State, j.FromState, j.CreatedAt, j.UpdatedAt = m.Rack, JobQueued, m.State, now, now
 		j.Tenancy = m.Tenancy
 		for i := range j.Steps {
@@ -203,6 +211,11 @@ func (s *Store) StartJobRecording(ctx context.Context, j Job, machineTo MachineS
 				return err
 			}
 		}
+		seq, err := bkt(tx, bJobs).NextSequence()
+		if err != nil {
+			return err
+		}
+		j.ID = fmt.Sprintf("job-%06d", seq)
 		if err := putJSON(bkt(tx, bJobs), []byte(j.ID), j); err != nil {
 			return err
 		}
@@ -214,9 +227,10 @@ func (s *Store) StartJobRecording(ctx context.Context, j Job, machineTo MachineS
 			}
 		}
 		return bkt(tx, bActiveJob).Put([]byte(j.Machine), []byte(j.ID))
-	})
-	if err != nil {
-		return nil, err
+	}}
+	s.queueJobUpdate(u, true)
+	if u.err != nil {
+		return nil, u.err
 	}
 	return out, nil
 }
@@ -290,38 +304,15 @@ func (s *Store) UpdateJob(ctx context.Context, id string, fn func(*Job, *Machine
 // RecordJob is UpdateJob for a change that comes with events of its own
 // (an agent's done, a job's end): fn returns them, and they are stored in
 // the same transaction, or not at all.
+//
+// Like RecordJobUpdate, it shares write transactions with the job updates
+// that arrive while another commits (group commit): an agent's inspection
+// or done, or a job's end, costs the single writer no commit of its own
+// when other jobs are writing too. fn runs exactly once.
 func (s *Store) RecordJob(ctx context.Context, id string, fn func(*Job, *Machine) ([]Event, error)) (*Job, *Machine, error) {
-	var outJ *Job
-	var outM *Machine
-	err := s.write(func(tx kv.Tx, vc *viewChanges) error {
-		j, err := getActiveJob(tx, id)
-		if err != nil {
-			return err
-		}
-		old, err := get[Machine](tx, bMachines, "machine", j.Machine)
-		if err != nil {
-			return err
-		}
-		m := cloneMachine(old)
-		evs, err := fn(j, m)
-		if err != nil {
-			return err
-		}
-		if !reflect.DeepEqual(old, m) {
-			if m, err = s.storeMachine(tx, old, m, vc); err != nil {
-				return err
-			}
-		}
-		outJ, outM = j, m
-		if err := s.putJob(tx, j, vc); err != nil {
-			return err
-		}
-		return s.putEvents(tx, vc, evs)
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	return outJ, outM, nil
+	u := &jobUpdate{id: id, mfn: fn, done: make(chan struct{})}
+	s.queueJobUpdate(u, true)
+	return u.out, u.outM, u.err
 }
 
 // UpdateJobOnly applies fn to a job and stores it, without reading or
@@ -345,77 +336,230 @@ func (s *Store) UpdateJobOnly(ctx context.Context, id string, fn func(*Job) erro
 // commit instead of three is what keeps a hall of running jobs cheap.
 func (s *Store) RecordJobUpdate(ctx context.Context, id string, fn func(*Job) ([]Event, error)) (*Job, error) {
 	u := &jobUpdate{id: id, fn: fn, done: make(chan struct{})}
+	s.queueJobUpdate(u, true)
+	return u.out, u.err
+}
+
+// JobWriteBehind is how long an update given to UpdateJobBehind may wait
+// for another job write to carry it before it is committed on its own.
+const JobWriteBehind = time.Second
+
+// UpdateJobBehind applies fn to a job without waiting for it to be
+// stored: the update joins the next group commit of job updates (see
+// RecordJobUpdate), and is committed on its own after JobWriteBehind when
+// no other write comes first. Updates of one job are stored in the order
+// they were made, whichever call commits them. For what may be lost in a
+// crash and is said again soon anyway: an agent's progress report, which
+// the agent sends again every few seconds and which no resume reads. fn
+// runs exactly once, later, in the committing transaction; an update fn
+// refuses, or whose job has ended meanwhile, is dropped.
+func (s *Store) UpdateJobBehind(id string, fn func(*Job) error) {
+	u := &jobUpdate{id: id, fn: func(j *Job) ([]Event, error) { return nil, fn(j) }, done: make(chan struct{}), behindSince: time.Now()}
+	s.queueJobUpdate(u, false)
+}
+
+// flushBehind commits the queue once its oldest update nobody waits for
+// has waited JobWriteBehind; until then it looks again when that will be.
+func (s *Store) flushBehind() {
+	s.jobQ.mu.Lock()
+	var oldest time.Time
+	for _, u := range s.jobQ.pending {
+		if !u.behindSince.IsZero() {
+			oldest = u.behindSince // the queue is in arrival order
+			break
+		}
+	}
+	if oldest.IsZero() {
+		s.jobQ.armed = false // another commit took them
+		s.jobQ.mu.Unlock()
+		return
+	}
+	if wait := JobWriteBehind - time.Since(oldest); wait > 0 {
+		time.AfterFunc(wait, s.flushBehind)
+		s.jobQ.mu.Unlock()
+		return
+	}
+	s.jobQ.armed = false
+	s.jobQ.mu.Unlock()
+	s.FlushJobUpdates()
+}
+
+// FlushJobUpdates commits the job updates still queued (UpdateJobBehind)
+// now, and returns once they are stored.
+func (s *Store) FlushJobUpdates() {
+	s.jobQ.commit.Lock()
+	s.commitQueued()
+	s.jobQ.commit.Unlock()
+}
+
+// queueJobUpdate queues u for the next group commit. With wait, it
+// commits the queue itself unless a committer took u meanwhile, and
+// returns once u is stored or refused; without, it makes sure a flush
+// will come and returns at once.
+func (s *Store) queueJobUpdate(u *jobUpdate, wait bool) {
 	s.jobQ.mu.Lock()
 	s.jobQ.pending = append(s.jobQ.pending, u)
+	arm := !wait && !s.jobQ.armed
+	if arm {
+		s.jobQ.armed = true
+	}
 	s.jobQ.mu.Unlock()
-
+	if arm {
+		time.AfterFunc(JobWriteBehind, s.flushBehind)
+	}
+	if !wait {
+		return
+	}
 	s.jobQ.commit.Lock()
 	select {
 	case <-u.done: // an earlier committer took it
 	default:
-		s.jobQ.mu.Lock()
-		batch := s.jobQ.pending
-		s.jobQ.pending = nil
-		s.jobQ.mu.Unlock()
-		s.commitJobUpdates(batch)
+		s.commitQueued()
 	}
 	s.jobQ.commit.Unlock()
 	<-u.done
-	return u.out, u.err
 }
 
-// jobQueue is the group commit of UpdateJobOnly.
+// commitQueued commits every queued update; the caller holds
+// jobQ.commit.
+func (s *Store) commitQueued() {
+	s.jobQ.mu.Lock()
+	batch := s.jobQ.pending
+	s.jobQ.pending = nil
+	s.jobQ.mu.Unlock()
+	if len(batch) > 0 {
+		s.commitJobUpdates(batch)
+	}
+}
+
+// jobQueue is the group commit of job updates.
 type jobQueue struct {
 	commit  sync.Mutex // one committer at a time
-	mu      sync.Mutex // guards pending
+	mu      sync.Mutex // guards pending and armed
 	pending []*jobUpdate
+	armed   bool // a flushBehind is scheduled
 }
 
+// jobUpdate is one queued change of a job: fn changes the job alone, mfn
+// the job and its machine; or, for Store.batch, txfn any records.
 type jobUpdate struct {
 	id   string
 	fn   func(*Job) ([]Event, error)
+	mfn  func(*Job, *Machine) ([]Event, error)
+	txfn func(kv.Tx, *viewChanges) error
+	// behindSince is when an update nobody waits for was queued
+	// (UpdateJobBehind); zero for the others.
+	behindSince time.Time
+
 	out  *Job
+	outM *Machine
 	err  error
 	done chan struct{}
 }
 
 // commitJobUpdates stores a batch of job updates in one transaction, in
 // the order they arrived. An update whose job is missing or finished, or
-// whose fn refuses, is left out; the others commit.
+// that its fn or the machine's rules refuse, is left out; the others
+// commit.
 func (s *Store) commitJobUpdates(batch []*jobUpdate) {
 	err := s.write(func(tx kv.Tx, vc *viewChanges) error {
 		for _, u := range batch {
-			u.out, u.err = nil, nil
-			j, err := getActiveJob(tx, u.id)
-			var evs []Event
-			if err == nil {
-				evs, err = u.fn(j)
-			}
-			for i := range evs {
-				if err == nil {
-					err = checkEvent(&evs[i], s.now)
-				}
-			}
+			u.out, u.outM, u.err = nil, nil, nil
+			m, err := s.applyJobUpdate(tx, vc, u)
 			if err != nil {
+				if !refusal(err) {
+					return err // it may have written part: nothing commits
+				}
+				if fe, ok := err.(*fnError); ok {
+					err = fe.err
+				}
 				u.err = err
 				continue
 			}
-			if err := s.putJob(tx, j, vc); err != nil {
-				return err
-			}
-			if err := s.putEvents(tx, vc, evs); err != nil {
-				return err
-			}
-			u.out = j
+			u.outM = m
 		}
 		return nil
 	})
 	for _, u := range batch {
 		if err != nil {
-			u.out, u.err = nil, err
+			u.out, u.outM, u.err = nil, nil, err
 		}
 		close(u.done)
 	}
+}
+
+// applyJobUpdate runs one update inside the batch's transaction. A
+// refusal (see refusal) comes before it writes anything: the job is
+// loaded, fn run and the events checked first, and the machine's rules
+// (state machine, placement, fields) are checked by storeMachine before
+// it writes.
+func (s *Store) applyJobUpdate(tx kv.Tx, vc *viewChanges, u *jobUpdate) (*Machine, error) {
+	if u.txfn != nil {
+		return nil, u.txfn(tx, vc)
+	}
+	j, err := getActiveJob(tx, u.id)
+	if err != nil {
+		return nil, err
+	}
+	var evs []Event
+	var old, m *Machine
+	if u.mfn != nil {
+		if old, err = get[Machine](tx, bMachines, "machine", j.Machine); err != nil {
+			return nil, err
+		}
+		m = cloneMachine(old)
+		evs, err = u.mfn(j, m)
+	} else {
+		evs, err = u.fn(j)
+	}
+	if err != nil {
+		return nil, &fnError{err}
+	}
+	for i := range evs {
+		if err := checkEvent(&evs[i], s.now); err != nil {
+			return nil, err
+		}
+	}
+	if m != nil && !reflect.DeepEqual(old, m) {
+		if m, err = s.storeMachine(tx, old, m, vc); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.putJob(tx, j, vc); err != nil {
+		return nil, err
+	}
+	if err := s.putEvents(tx, vc, evs); err != nil {
+		return nil, err
+	}
+	u.out = j
+	return m, nil
+}
+
+// fnError is an update's own refusal, returned to its caller as it was.
+type fnError struct{ err error }
+
+func (e *fnError) Error() string { return e.err.Error() }
+func (e *fnError) Unwrap() error { return e.err }
+
+// refusal reports whether an update's error is a refusal made before it
+// wrote anything (its fn's own, a missing or finished job or record, the
+// rules of the machine or of an event), as opposed to a storage failure,
+// after which the transaction cannot commit. Only the typed refusals
+// count: a sentinel such as ErrNotFound wrapped by a write path that has
+// already written (a rack's missing usage record) is a failure.
+func refusal(err error) bool {
+	var (
+		fe *fnError
+		nf *NotFoundError
+		ve *ValidationError
+		te *TransitionError
+		pe *PlacementError
+		ce *ConflictError
+		be *BusyError
+		ee *ExistsError
+	)
+	return errors.As(err, &fe) || errors.As(err, &nf) || errors.As(err, &ve) || errors.As(err, &te) ||
+		errors.As(err, &pe) || errors.As(err, &ce) || errors.As(err, &be) || errors.As(err, &ee)
 }
 
 // putEvents checks and stores events inside a write transaction; the

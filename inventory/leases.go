@@ -297,20 +297,24 @@ func (s *Store) Leases(ctx context.Context, now time.Time) ([]Lease, error) {
 	return out, err
 }
 
-// AppendEvents adds many events in one transaction.
+// AppendEvents adds many events in one transaction, shared with the group
+// commit of job updates (Store.batch): every event is checked before any
+// is written.
 func (s *Store) AppendEvents(ctx context.Context, evs []Event) error {
 	now := s.now().UTC()
+	for _, e := range evs {
+		if e.Subject == "" || e.Action == "" {
+			return invalid("event", "subject and action are required")
+		}
+		if err := CheckSubject(e.Subject); err != nil {
+			return err
+		}
+	}
 	var last uint64
-	err := s.update(func(tx kv.Tx) error {
+	err := s.batch(func(tx kv.Tx) error {
 		last = 0 // a retry starts over
 		b := bkt(tx, bEvents)
 		for _, e := range evs {
-			if e.Subject == "" || e.Action == "" {
-				return invalid("event", "subject and action are required")
-			}
-			if err := CheckSubject(e.Subject); err != nil {
-				return err
-			}
 			if e.Time.IsZero() {
 				e.Time = now
 			}

@@ -90,7 +90,7 @@ type Store struct {
 	// a writer takes it inside its transaction (under bbolt's writer lock)
 	// and lets go once its changes are applied.
 	applyMu sync.Mutex
-	jobQ    jobQueue // group commit of job-only updates
+	jobQ    jobQueue // group commit of job updates (and of batch)
 
 	// hold is the store-wide hold on BMC work (hold.go), nil when none:
 	// read on every BMC call, so kept in memory.
@@ -253,8 +253,12 @@ func loadView(tx kv.Tx, vc *viewChanges) error {
 	return err
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close stores the job updates still queued (UpdateJobBehind) and closes
+// the database.
+func (s *Store) Close() error {
+	s.FlushJobUpdates()
+	return s.db.Close()
+}
 
 // Path is the database file, or "" when the engine is not a file.
 func (s *Store) Path() string {
@@ -394,9 +398,17 @@ func (s *Store) eventsAppended(seq uint64) {
 // update runs fn in a write transaction.
 func (s *Store) update(fn func(tx kv.Tx) error) error { return s.db.Update(fn) }
 
-// batch runs fn in a write transaction shared with concurrent callers
-// (fn may run twice, so it must be idempotent).
-func (s *Store) batch(fn func(tx kv.Tx) error) error { return s.db.Batch(fn) }
+// batch runs fn in a write transaction shared with concurrent callers:
+// the group commit of job updates (RecordJobUpdate), so a BMC status, an
+// event or a token's last use shares its commit with the jobs' writes.
+// fn must refuse (not found) before it writes. It runs once per try: on an
+// engine that retries a conflicting commit (etcd) again, so it keeps
+// nothing outside the transaction.
+func (s *Store) batch(fn func(tx kv.Tx) error) error {
+	u := &jobUpdate{txfn: func(tx kv.Tx, _ *viewChanges) error { return fn(tx) }, done: make(chan struct{})}
+	s.queueJobUpdate(u, true)
+	return u.err
+}
 
 // WriteTransactions is the number of write transactions since Open, as
 // the engine counts them (a shared Batch transaction counts once), so a

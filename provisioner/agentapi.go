@@ -178,7 +178,8 @@ func (e *Engine) agentTask(ctx context.Context, j *inventory.Job, _ []byte) (any
 			j.AgentDone, j.AgentOK, j.AgentError = true, false, taskErr.Error()
 			return []inventory.Event{jobEvent(j, "agent.task", "refused: "+taskErr.Error())}, nil
 		}
-		return []inventory.Event{jobEvent(j, "agent.task", "the agent called home and fetched its task")}, nil
+		evs := []inventory.Event{jobEvent(j, "agent.task", "the agent called home and fetched its task")}
+		return append(evs, endByAgent(j, stepWaitAgent, now)...), nil
 	}); err != nil {
 		return nil, err
 	}
@@ -196,7 +197,11 @@ func (e *Engine) agentInspection(ctx context.Context, j *inventory.Job, body []b
 	now := e.cfg.Now().UTC()
 	_, _, err := e.inv.RecordJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) ([]inventory.Event, error) {
 		m.Inspection, m.InspectedAt = body, now
-		return []inventory.Event{jobEvent(j, "agent.inspection", summarize(&inv))}, nil
+		evs := []inventory.Event{jobEvent(j, "agent.inspection", summarize(&inv))}
+		if !m.InspectedAt.Before(j.AgentSeenAt) { // what the inspect step waits for
+			evs = append(evs, endByAgent(j, stepInspect, now)...)
+		}
+		return evs, nil
 	})
 	return nil, err
 }
@@ -207,11 +212,14 @@ func (e *Engine) agentProgress(ctx context.Context, j *inventory.Job, body []byt
 		return nil, fmt.Errorf("progress is not valid JSON: %w", err)
 	}
 	now := e.cfg.Now().UTC()
-	_, err := e.inv.UpdateJobOnly(ctx, j.ID, func(j *inventory.Job) error {
+	// Written behind: a report lost in a crash is said again a few
+	// seconds later, and nothing resumes from it. The job's next write
+	// (the agent's done, another job's step) usually carries it.
+	e.inv.UpdateJobBehind(j.ID, func(j *inventory.Job) error {
 		j.Progress = inventory.JobProgress{Step: p.Step, Bytes: p.Bytes, Total: p.Total, Rate: p.Rate, At: now}
 		return nil
 	})
-	return nil, err
+	return nil, nil
 }
 
 func (e *Engine) agentDone(ctx context.Context, j *inventory.Job, body []byte) (any, error) {
@@ -235,7 +243,11 @@ func (e *Engine) agentDone(ctx context.Context, j *inventory.Job, body []byte) (
 		}
 		j.AgentDone, j.AgentOK, j.AgentError = true, d.OK, d.Error
 		j.Progress.At = now
-		return []inventory.Event{jobEvent(j, "agent.done", detail)}, nil
+		evs := []inventory.Event{jobEvent(j, "agent.done", detail)}
+		if d.OK { // a failed write fails the step: the worker says so
+			evs = append(evs, endByAgent(j, stepWriteImage, now)...)
+		}
+		return evs, nil
 	})
 	return nil, err
 }

@@ -106,7 +106,23 @@ func (a *Machines) record(ctx context.Context, m *inventory.Machine, power bmc.P
 	}
 	bs := inventory.BMCStatus{Power: string(st.Power), Reachable: st.Reachable, Outcome: st.Outcome,
 		LastError: st.LastError, ReadAt: st.ReadAt.UTC(), ConsumedW: consumedW(st), Sensors: m.BMCStatus.Sensors}
+	if sameContact(m.BMCStatus, bs) {
+		// The command confirmed what the machine record says: rewriting
+		// the record (with its inspection) to move the time of the last
+		// contact would cost the single writer a commit per BMC step, and
+		// the time is of a reading (power, draw), which most commands do
+		// not make.
+		return
+	}
 	a.Inv.RecordBMCStatus(context.WithoutCancel(ctx), m.Name, bs)
+}
+
+// sameContact reports whether a command's status says nothing the last
+// recorded one did not: the same power, reachability, outcome, error and
+// draw.
+func sameContact(last, now inventory.BMCStatus) bool {
+	return !last.ReadAt.IsZero() && last.Power == now.Power && last.Reachable == now.Reachable &&
+		last.Outcome == now.Outcome && last.LastError == now.LastError && last.ConsumedW == now.ConsumedW
 }
 
 // EventLog reads the machine's system event log from its BMC.
@@ -148,7 +164,7 @@ func (a *Machines) BMCTargets(ctx context.Context) ([]bmc.Target, error) {
 	if a.Inv.Hold() != nil {
 		return nil, nil // on hold: the sync reads no BMC
 	}
-	ms, err := a.Inv.Machines(ctx, inventory.MachineFilter{})
+	ms, err := a.Inv.Machines(ctx, inventory.MachineFilter{WithoutInspection: true})
 	if err != nil {
 		return nil, err
 	}

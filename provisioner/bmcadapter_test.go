@@ -15,7 +15,8 @@ import (
 
 // TestBMCStatusKeepsWhatTheSyncMeasured: a power sync's draw and sensors
 // are stored with its outcome; a later command records its own outcome
-// and keeps them (commands measure neither).
+// and keeps them (commands measure neither), and is not written when it
+// says nothing the record does not.
 func TestBMCStatusKeepsWhatTheSyncMeasured(t *testing.T) {
 	ctx := context.Background()
 	inv := must(inventory.Open(filepath.Join(t.TempDir(), "db"), inventory.Options{}))
@@ -58,5 +59,22 @@ func TestBMCStatusKeepsWhatTheSyncMeasured(t *testing.T) {
 	m = must(inv.Machine(ctx, "m1"))
 	if s := m.BMCStatus.Sensors; s == nil || *s != want || m.BMCStatus.ConsumedW != 9812 || m.BMCStatus.Outcome != "ok" || m.BMCStatus.Power != "off" {
 		t.Fatalf("after a command: %+v", m.BMCStatus)
+	}
+
+	// A command that learns nothing new (set the boot device: the power
+	// it keeps, an ok outcome) leaves the record, and the store, alone; one
+	// that does (power on) is written.
+	before := inv.WriteTransactions()
+	if err := a.SetBootDevice(ctx, m, inventory.BootPXE, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := inv.WriteTransactions() - before; got != 0 {
+		t.Errorf("a command confirming the recorded status took %d write transactions, want none", got)
+	}
+	if err := a.SetPower(ctx, m, inventory.PowerOn); err != nil {
+		t.Fatal(err)
+	}
+	if m = must(inv.Machine(ctx, "m1")); m.BMCStatus.Power != "on" || m.BMCStatus.ConsumedW != 9812 {
+		t.Errorf("after a power-on: %+v, want on with the sync's draw kept", m.BMCStatus)
 	}
 }

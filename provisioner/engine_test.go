@@ -46,6 +46,11 @@ type lab struct {
 	script agentScript
 	cancel context.CancelFunc
 	done   chan struct{}
+	// pace: a booted agent calls home, and the installed OS fetches its
+	// metadata, only once the job waits for it, as on a real machine,
+	// whose boot takes far longer than the steps before; without it the
+	// call may come first.
+	pace bool
 }
 
 type fakeBMC struct {
@@ -210,6 +215,9 @@ func (l *lab) powerOn(m *inventory.Machine, dev string) {
 		return
 	}
 	if dev == "disk" || boot.Kind == netboot.BootLocal {
+		if l.pace {
+			l.waitStep(m.Name, stepWaitMetadata)
+		}
 		l.bmc.hit(ctx, "metadata")
 		req := httptest.NewRequest("GET", "/metadata/meta-data", nil)
 		req.RemoteAddr = m.IP + ":40000"
@@ -228,6 +236,9 @@ func (l *lab) powerOn(m *inventory.Machine, dev string) {
 		}
 	}
 	l.bmc.hit(ctx, "agent boot")
+	if l.pace {
+		l.waitStep(m.Name, stepWaitAgent)
+	}
 	var task wire.Task
 	if err := a.call("GET", wire.EndpointTask, nil, &task); err != nil {
 		l.t.Logf("%s: agent task: %v", m.Name, err)
@@ -366,6 +377,21 @@ func (l *lab) waitJob(id string) *inventory.Job {
 			l.t.Fatalf("job %s did not finish: %+v", id, j)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitStep waits until the machine's active job is at step.
+func (l *lab) waitStep(machine, step string) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if j, err := l.inv.ActiveJob(context.Background(), machine); err == nil && j.StepName() == step {
+			return
+		}
+		if time.Now().After(deadline) {
+			l.t.Errorf("the job of %s did not reach %s", machine, step)
+			return
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

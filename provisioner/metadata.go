@@ -73,8 +73,24 @@ func (e *Engine) metadataSeen(ctx context.Context, j *inventory.Job) {
 		return
 	}
 	now := e.cfg.Now().UTC()
-	e.inv.RecordJobUpdate(ctx, j.ID, func(j *inventory.Job) ([]inventory.Event, error) {
+	seen := func(j *inventory.Job) []inventory.Event {
 		j.MetadataSeenAt = now
-		return []inventory.Event{jobEvent(j, "metadata.fetched", "the installed OS fetched its metadata")}, nil
+		return []inventory.Event{jobEvent(j, "metadata.fetched", "the installed OS fetched its metadata")}
+	}
+	// The fetch is what the job's last step waits for. When the job is
+	// there, the same write ends the step and the job, as the worker
+	// would at once after it; the worker then finds the job ended.
+	_, _, err := e.inv.RecordJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) ([]inventory.Event, error) {
+		evs := seen(j)
+		if i := len(j.Steps) - 1; j.CurrentStep() == i && j.Steps[i].Name == stepWaitMetadata &&
+			j.Steps[i].State == inventory.StepRunning && !j.CancelRequested {
+			evs = append(evs, endJob(j, m, inventory.JobSucceeded, "", "", i, now)...)
+		}
+		return evs, nil
 	})
+	if err != nil && !j.State.Finished() {
+		// The job's end was refused (its machine's state may not follow):
+		// the fetch is still recorded, and the worker ends the job.
+		e.inv.RecordJobUpdate(ctx, j.ID, func(j *inventory.Job) ([]inventory.Event, error) { return seen(j), nil })
+	}
 }

@@ -44,6 +44,11 @@ var errNotSeen = errors.New("machine not seen")
 // errCancelled ends a wait when the job's cancellation was asked for.
 var errCancelled = errors.New("cancelled")
 
+// errEnded is a job a worker waits on that was ended by the write of
+// the report it waited for (the installed OS's metadata fetch, see
+// metadataSeen): there is nothing left for the worker to do.
+var errEnded = errors.New("ended")
+
 // stepError is a step's failure, with the reason a technician acts on.
 type stepError struct{ reason string }
 
@@ -104,6 +109,8 @@ func (e *Engine) work(ctx context.Context, id string) {
 			return // stopping: the step is redone on resume
 		}
 		switch {
+		case errors.Is(err, errEnded):
+			return
 		case errors.Is(err, errCancelled):
 			e.markStep(ctx, id, i, inventory.StepFailed, "cancelled")
 			e.finish(ctx, j, inventory.JobCancelled, "cancelled", step)
@@ -112,14 +119,15 @@ func (e *Engine) work(ctx context.Context, id string) {
 			e.finishWith(ctx, j, inventory.JobSucceeded, "", "", i)
 			return
 		case err == nil:
-			next, err := e.endStep(ctx, id, i)
+			running, ended, err := e.endStep(ctx, j, i, step)
 			if err != nil {
 				log.Error("persisting step end", "step", step, "err", err)
 				return
 			}
-			if next {
-				started = i + 1
+			if ended {
+				return
 			}
+			started = running
 		case errors.Is(err, errNotSeen) && j.Steps[i].Attempts <= e.cfg.BootRetries:
 			e.event(ctx, j, "step.retry", fmt.Sprintf("%s: %v; trying PXE again (attempt %d of %d)", step, err, j.Steps[i].Attempts+1, e.cfg.BootRetries+1))
 			if err := e.rewind(ctx, id, stepSetPXE); err != nil {
@@ -156,21 +164,91 @@ func (e *Engine) startStep(ctx context.Context, id string, i int) (*inventory.Jo
 
 // endStep marks step i done and, unless it was the last or a cancel is
 // asked for, the next one running, with both events, in one write. It
-// says whether it started the next step.
-func (e *Engine) endStep(ctx context.Context, id string, i int) (next bool, err error) {
-	now := e.cfg.Now().UTC()
-	_, err = e.inv.RecordJobUpdate(ctx, id, func(j *inventory.Job) ([]inventory.Event, error) {
-		next = false
-		setStep(j, i, inventory.StepDone, "", now)
-		evs := []inventory.Event{stepDone(j, i)}
-		if i+1 < len(j.Steps) && !j.CancelRequested && j.Steps[i+1].State == inventory.StepPending {
-			setStep(j, i+1, inventory.StepRunning, "", now)
-			evs = append(evs, stepStarted(j, i+1))
-			next = true
+// returns the step it left running (-1: none), and whether the job ended.
+// A step the agent's own report already ended (endedByAgent) is not
+// written again. A next step that waits for what has already happened
+// (the report came before this write: a fast boot) ends in the same
+// write, and when it is the job's last, so does the job.
+func (e *Engine) endStep(ctx context.Context, j *inventory.Job, i int, step string) (running int, ended bool, err error) {
+	id := j.ID
+	if endedByAgent[step] {
+		cur, err := e.inv.Job(ctx, id)
+		if err != nil {
+			return -1, false, err
 		}
-		return evs, nil
-	})
-	return next, err
+		if i < len(cur.Steps) && cur.Steps[i].State == inventory.StepDone {
+			if i+1 < len(cur.Steps) && cur.Steps[i+1].State == inventory.StepRunning {
+				return i + 1, false, nil
+			}
+			return -1, false, nil
+		}
+	}
+	now := e.cfg.Now().UTC()
+	end := func(j *inventory.Job) []inventory.Event {
+		running = -1
+		evs := advance(j, i, now)
+		if i+1 < len(j.Steps) && j.Steps[i+1].State == inventory.StepRunning {
+			running = i + 1
+			if j.Steps[i+1].Name == stepWaitAgent && !j.AgentSeenAt.IsZero() {
+				evs = append(evs, advance(j, i+1, now)...)
+				running = -1
+				if i+2 < len(j.Steps) && j.Steps[i+2].State == inventory.StepRunning {
+					running = i + 2
+				}
+			}
+		}
+		return evs
+	}
+	if last := len(j.Steps) - 1; i+1 == last && j.Steps[last].Name == stepWaitMetadata {
+		_, _, err = e.inv.RecordJob(ctx, id, func(j *inventory.Job, m *inventory.Machine) ([]inventory.Event, error) {
+			evs := end(j)
+			ended = false
+			if running == last && !j.MetadataSeenAt.IsZero() {
+				evs = append(evs, endJob(j, m, inventory.JobSucceeded, "", "", last, now)...)
+				running, ended = -1, true
+			}
+			return evs, nil
+		})
+		if err == nil || !ended {
+			return running, ended, err
+		}
+		// The job's end was refused (its machine's state may not follow):
+		// end the step alone; the wait then finds the fetch, and the job's
+		// end says why it cannot.
+		ended = false
+	}
+	_, err = e.inv.RecordJobUpdate(ctx, id, func(j *inventory.Job) ([]inventory.Event, error) { return end(j), nil })
+	return running, false, err
+}
+
+// endedByAgent are the steps whose wait ends with a report of the agent
+// (or of the installed OS) that the engine would otherwise follow at once
+// with a write of its own: the report's write ends the step and starts
+// the next one (endByAgent), so one commit carries both.
+var endedByAgent = map[string]bool{stepWaitAgent: true, stepInspect: true, stepWriteImage: true}
+
+// endByAgent ends the job's running step when it is step, in the write of
+// the agent's report that ends its wait, as endStep would have done just
+// after it. Not while a cancel is asked for: the worker marks the step
+// it stopped at.
+func endByAgent(j *inventory.Job, step string, now time.Time) []inventory.Event {
+	i := j.CurrentStep()
+	if i == len(j.Steps) || j.Steps[i].Name != step || j.Steps[i].State != inventory.StepRunning || j.CancelRequested {
+		return nil
+	}
+	return advance(j, i, now)
+}
+
+// advance marks step i done and, unless it was the last or a cancel is
+// asked for, the next one running, and returns their events.
+func advance(j *inventory.Job, i int, now time.Time) []inventory.Event {
+	setStep(j, i, inventory.StepDone, "", now)
+	evs := []inventory.Event{stepDone(j, i)}
+	if i+1 < len(j.Steps) && !j.CancelRequested && j.Steps[i+1].State == inventory.StepPending {
+		setStep(j, i+1, inventory.StepRunning, "", now)
+		evs = append(evs, stepStarted(j, i+1))
+	}
+	return evs
 }
 
 func stepDone(j *inventory.Job, i int) inventory.Event {
@@ -240,40 +318,7 @@ func (e *Engine) finishWith(ctx context.Context, j *inventory.Job, st inventory.
 	e.saveConsole(ctx, j.ID, true)
 	now := e.cfg.Now().UTC()
 	_, m, err := e.inv.RecordJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) ([]inventory.Event, error) {
-		var evs []inventory.Event
-		if done >= 0 {
-			setStep(j, done, inventory.StepDone, "", now)
-			evs = append(evs, stepDone(j, done))
-		}
-		j.State, j.Error = st, reason
-		switch {
-		case st == inventory.JobSucceeded:
-			switch j.Kind {
-			case inventory.JobCommission:
-				m.State = inventory.MachineAvailable
-			case inventory.JobProvision:
-				m.State = inventory.MachineDeployed
-			case inventory.JobRelease:
-				m.State, m.Image = inventory.MachineAvailable, ""
-				// Only a certified erase clears the way to another tenant: a
-				// fast or full wipe leaves the machine reusable by the same
-				// tenant, not handed over.
-				if j.WipeMode == string(wire.WipeCertified) {
-					m.NeedsErase = false
-				}
-			}
-		case j.Kind != inventory.JobPower:
-			m.State, m.Reason, m.FailedStep = inventory.MachineFailed, reason, step
-		}
-		switch st {
-		case inventory.JobSucceeded:
-			evs = append(evs, jobEvent(j, "job.succeeded", fmt.Sprintf("%s job %s done; machine is %s", j.Kind, j.ID, m.State)))
-		case inventory.JobCancelled:
-			evs = append(evs, jobEvent(j, "job.cancelled", fmt.Sprintf("%s job %s cancelled at step %s", j.Kind, j.ID, orDash(step))))
-		default:
-			evs = append(evs, jobEvent(j, "job.failed", fmt.Sprintf("%s job %s failed at %s: %s", j.Kind, j.ID, step, reason)))
-		}
-		return evs, nil
+		return endJob(j, m, st, reason, step, done, now), nil
 	})
 	if err != nil {
 		e.log.Error("finishing job", "job", j.ID, "err", err)
@@ -282,6 +327,46 @@ func (e *Engine) finishWith(ctx context.Context, j *inventory.Job, st inventory.
 	if j.Kind == inventory.JobCommission {
 		e.rackCommissioned(ctx, m.Rack)
 	}
+}
+
+// endJob ends a job with st and moves its machine to where the job
+// leaves it, marking step done (when not -1) done first; it returns the
+// events of both.
+func endJob(j *inventory.Job, m *inventory.Machine, st inventory.JobState, reason, step string, done int, now time.Time) []inventory.Event {
+	var evs []inventory.Event
+	if done >= 0 {
+		setStep(j, done, inventory.StepDone, "", now)
+		evs = append(evs, stepDone(j, done))
+	}
+	j.State, j.Error = st, reason
+	switch {
+	case st == inventory.JobSucceeded:
+		switch j.Kind {
+		case inventory.JobCommission:
+			m.State = inventory.MachineAvailable
+		case inventory.JobProvision:
+			m.State = inventory.MachineDeployed
+		case inventory.JobRelease:
+			m.State, m.Image = inventory.MachineAvailable, ""
+			// Only a certified erase clears the way to another tenant: a
+			// fast or full wipe leaves the machine reusable by the same
+			// tenant, not handed over.
+			if j.WipeMode == string(wire.WipeCertified) {
+				m.NeedsErase = false
+			}
+		}
+	case j.Kind != inventory.JobPower:
+		m.State, m.Reason, m.FailedStep = inventory.MachineFailed, reason, step
+	}
+	switch st {
+	case inventory.JobSucceeded:
+		evs = append(evs, jobEvent(j, "job.succeeded", fmt.Sprintf("%s job %s done; machine is %s", j.Kind, j.ID, m.State)))
+	case inventory.JobCancelled:
+		evs = append(evs, jobEvent(j, "job.cancelled", fmt.Sprintf("%s job %s cancelled at step %s", j.Kind, j.ID, orDash(step))))
+	default:
+		evs = append(evs, jobEvent(j, "job.failed", fmt.Sprintf("%s job %s failed at %s: %s", j.Kind, j.ID, step, reason)))
+	}
+	return evs
 }
 
 // exec runs one step.
@@ -425,7 +510,7 @@ func (e *Engine) current(ctx context.Context, id string) (*inventory.Job, error)
 	case cur.CancelRequested:
 		return nil, errCancelled
 	case cur.State.Finished():
-		return nil, fmt.Errorf("job %s is already %s", id, cur.State)
+		return nil, fmt.Errorf("job %s is already %s: %w", id, cur.State, errEnded)
 	}
 	return cur, nil
 }

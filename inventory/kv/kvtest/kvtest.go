@@ -177,7 +177,7 @@ func (s suite) getPutDelete(t *testing.T) {
 			return err
 		}
 		if err := b.Delete([]byte("absent")); err != nil {
-			return fmt.Errorf("Delete of an absent key: %w", err)
+			return fmt.Errorf("deleting an absent key: %w", err)
 		}
 		return b.Delete([]byte("b"))
 	})

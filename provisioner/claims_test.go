@@ -3,6 +3,8 @@ package provisioner
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"github.com/metalhall/metalhall/cluster"
 	"github.com/metalhall/metalhall/cluster/clustertest"
 	"github.com/metalhall/metalhall/inventory"
+	"github.com/metalhall/metalhall/netboot"
 )
 
 // etcd is one embedded etcd member for the tests of instances sharing
@@ -483,5 +486,65 @@ func TestLostClaimsStopTheJobsWhereTheyAre(t *testing.T) {
 	}
 	if n := l.bmc.count("m1", "boot pxe"); n != 1 {
 		t.Errorf("boot pxe sent %d times", n)
+	}
+}
+
+// TestAnInstanceThatDoesNotOwnAJobBootsItsMachine has the machine of a
+// job one instance owns netboot entirely through the other, as when the
+// other answers its DHCP first: the boot script (only once that instance
+// saw the machine's PXE DHCP request), the agent's calls and the installed
+// OS's metadata fetch. They are all in the shared inventory, so the
+// owner's job carries on to deployed. The DHCP request seen is the
+// answering instance's own: the owner, which saw none, serves no script.
+func TestAnInstanceThatDoesNotOwnAJobBootsItsMachine(t *testing.T) {
+	l, ins := newClusterLab(t, Config{ScriptAfterDHCP: true, BootTimeout: time.Hour})
+	ctx := context.Background()
+	l.machine("m1", "r0", 1, inventory.MachineAvailable)
+	l.bmc.silent["m1"] = true // the test boots it, below
+	id := l.submit(Request{Kind: inventory.JobProvision, Machine: "m1", Image: "ubuntu"}).ID
+	l.waitStep(id, stepWaitAgent)
+	ownerID := must(ins["a"].member.Owner(ctx, id))
+	owner, other := ins["a"].eng, ins["b"].eng
+	if ownerID == "b" {
+		owner, other = other, owner
+	}
+	m := must(l.inv.Machine(ctx, "m1"))
+	mac := must(net.ParseMAC(m.MACs[0]))
+	pxe := netboot.Client{MAC: mac, Arch: netboot.ArchEFIx64, VendorClass: "PXEClient:Arch:00007:UNDI:003016"}
+	if b := must(other.Boot(ctx, pxe)); b.Kind != netboot.BootProvision {
+		t.Fatalf("DHCP answer of the instance that does not own the job: %v", b.Kind)
+	}
+	script := must(other.Boot(ctx, netboot.Client{MAC: mac, Arch: netboot.ArchEFIx64}))
+	if script.Kind != netboot.BootProvision {
+		t.Fatalf("boot script of the instance that answered DHCP: %v", script.Kind)
+	}
+	a := &fakeAgent{l: l}
+	for _, p := range strings.Fields(script.Cmdline) {
+		if v, ok := strings.CutPrefix(p, "metalhall.token="); ok {
+			a.token = v
+		}
+	}
+	if !other.CheckBootToken(ctx, mac, a.token) {
+		t.Error("the instance that answered DHCP refuses the script request with the job's token")
+	}
+	if owner.CheckBootToken(ctx, mac, a.token) {
+		t.Error("the owner, which saw no DHCP request, serves the script")
+	}
+	l.srv.Config.Handler = other.AgentHandler()
+	var task wire.Task
+	if err := a.call("GET", wire.EndpointTask, nil, &task); err != nil {
+		t.Fatal(err)
+	}
+	goodAgent(t, a, task)
+	l.waitStep(id, stepWaitMetadata)
+	req := httptest.NewRequest("GET", "/metadata/meta-data", nil)
+	req.RemoteAddr = m.IP + ":40000"
+	other.MetadataHandler().ServeHTTP(httptest.NewRecorder(), req)
+	j := l.waitJob(id)
+	if m := must(l.inv.Machine(ctx, "m1")); j.State != inventory.JobSucceeded || m.State != inventory.MachineDeployed {
+		t.Fatalf("job %s (%s) %s, machine %s", j.State, stepNames(j), j.Error, m.State)
+	}
+	if by := ins["a"].bmc.log.by("m1"); len(by) != 1 || by[ownerID] == 0 {
+		t.Errorf("BMC calls by instance %v, want the owner's only", by)
 	}
 }

@@ -167,7 +167,7 @@ func (e *Engine) startStep(ctx context.Context, id string, i int) (*inventory.Jo
 			// answers again, so every step simply carries on.
 			setStep(j, i, inventory.StepRunning, "", now)
 			after := "after a restart"
-			if me != "" {
+			if prev == me && me != "" {
 				after = fmt.Sprintf("after instance %s restarted", me)
 			}
 			return []inventory.Event{jobEvent(j, "step.resumed", fmt.Sprintf("%s job %s: %s again %s (attempt %d)",

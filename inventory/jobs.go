@@ -111,6 +111,12 @@ type Job struct {
 	Progress       JobProgress `json:"progress,omitzero"`
 	MetadataSeenAt time.Time   `json:"metadata_seen_at,omitzero"`
 
+	// Instance is the ID of the instance that last started one of the
+	// job's steps, when instances share the jobs (empty on a single
+	// instance): the instance that resumes the job tells from it whether
+	// it restarted or took the job over from another.
+	Instance string `json:"instance,omitempty"`
+
 	CancelRequested bool      `json:"cancel_requested,omitempty"`
 	Error           string    `json:"error,omitempty"`
 	CreatedAt       time.Time `json:"created_at"`

@@ -211,11 +211,19 @@ func (e *Engine) agentProgress(ctx context.Context, j *inventory.Job, body []byt
 	if err := json.Unmarshal(body, &p); err != nil {
 		return nil, fmt.Errorf("progress is not valid JSON: %w", err)
 	}
+	if err := fromThisBoot(j); err != nil {
+		return nil, err
+	}
 	now := e.cfg.Now().UTC()
 	// Written behind: a report lost in a crash is said again a few
 	// seconds later, and nothing resumes from it. The job's next write
-	// (the agent's done, another job's step) usually carries it.
+	// (the agent's done, another job's step) usually carries it. A report
+	// of an earlier boot's agent (checked above, and again here) is
+	// dropped.
 	e.inv.UpdateJobBehind(j.ID, func(j *inventory.Job) error {
+		if err := fromThisBoot(j); err != nil {
+			return err
+		}
 		j.Progress = inventory.JobProgress{Step: p.Step, Bytes: p.Bytes, Total: p.Total, Rate: p.Rate, At: now}
 		return nil
 	})
@@ -227,6 +235,9 @@ func (e *Engine) agentDone(ctx context.Context, j *inventory.Job, body []byte) (
 	if err := json.Unmarshal(body, &d); err != nil {
 		return nil, fmt.Errorf("done is not valid JSON: %w", err)
 	}
+	if err := fromThisBoot(j); err != nil {
+		return nil, err
+	}
 	if err := e.recordErase(ctx, j, &d); err != nil {
 		return nil, err
 	}
@@ -236,6 +247,9 @@ func (e *Engine) agentDone(ctx context.Context, j *inventory.Job, body []byte) (
 		detail = fmt.Sprintf("%s failed: %s", d.Step, d.Error)
 	}
 	_, _, err := e.inv.RecordJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) ([]inventory.Event, error) {
+		if err := fromThisBoot(j); err != nil {
+			return nil, err
+		}
 		if d.OK {
 			if err := doneAccepted(j, m); err != nil {
 				return nil, err

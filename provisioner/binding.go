@@ -106,6 +106,24 @@ func (e *Engine) netbooting(jobID string) bool {
 	return ok
 }
 
+// errEarlierBoot refuses a report that no call-home of this boot's agent
+// came before.
+var errEarlierBoot = errors.New("report refused: no agent has fetched its task since the machine was last booted for this job (a report from an agent of an earlier boot)")
+
+// fromThisBoot refuses an agent's progress or done while the job waits for
+// its machine to boot (again): every agent fetches its task first, so a
+// report before any call-home is from the agent of an earlier boot — one
+// still running on the machine after its job was rewound to boot it
+// again, as when another instance takes the job over. Believed, its
+// "done" would end the next boot's write or wipe before it began. It
+// retries until the power cycle ends it.
+func fromThisBoot(j *inventory.Job) error {
+	if j.AgentSeenAt.IsZero() {
+		return errEarlierBoot
+	}
+	return nil
+}
+
 // doneAccepted refuses an agent's "done, ok" that the work behind it does
 // not bear out: the agent must have sent this boot's inspection (it names
 // the disks it works on), and an image write must have reported progress.

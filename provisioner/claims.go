@@ -12,6 +12,10 @@ import (
 // implements it over etcd leases. A nil JobClaims (Config.Claims) means a
 // single instance that owns every job, at no cost.
 type JobClaims interface {
+	// ID names this instance among the others. It is recorded on the jobs
+	// it runs (Job.Instance), so that the instance that resumes a job
+	// knows whether it took the job over from another one.
+	ID() string
 	// Claim takes the job for this instance: true when this instance owns
 	// it now (also when it already did), false when another one does.
 	Claim(ctx context.Context, jobID string) (bool, error)
@@ -79,6 +83,15 @@ func (e *Engine) released(ctx context.Context, id string) {
 	if err := e.cfg.Claims.Release(ctx, id); err != nil {
 		e.log.Warn("releasing a finished job's claim (it goes with this instance's session)", "job", id, "err", err)
 	}
+}
+
+// instance is this instance's ID among those sharing the jobs; "" for a
+// single instance, which never takes a job over.
+func (e *Engine) instance() string {
+	if e.cfg.Claims == nil {
+		return ""
+	}
+	return e.cfg.Claims.ID()
 }
 
 // lost is the channel that closes when the current claims are lost; nil

@@ -7,7 +7,10 @@
 // Every step of a job is persisted before the next begins. After a crash
 // the engine reloads unfinished jobs and resumes each from its first step
 // not done; BMC steps are idempotent and simply run again, and waits keep
-// their deadlines.
+// their deadlines. A job taken over from another instance (Config.Claims)
+// resumes the same way, except at a step that needs the agent: the agent
+// calls home to the instance whose boot script it got, so the machine is
+// booted again from set-pxe (startStep).
 package provisioner
 
 import (

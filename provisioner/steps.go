@@ -102,6 +102,10 @@ func (e *Engine) work(ctx context.Context, id string) {
 				log.Error("persisting step start", "step", step, "err", err)
 				return
 			}
+			// A job taken over from another instance may have been
+			// rewound to boot its machine again (startStep).
+			i = j.CurrentStep()
+			step = j.Steps[i].Name
 		}
 		started = -1
 		err = e.exec(ctx, j, step)
@@ -149,17 +153,80 @@ func (e *Engine) work(ctx context.Context, id string) {
 }
 
 // startStep marks step i running, with its step.started event (or
-// step.resumed, when a restart finds it running), in one write.
+// step.resumed, when a restart finds it running), in one write. That
+// write also records which instance runs the job now (Job.Instance); a
+// job found running that another instance ran was taken over from it (its
+// owner died, and its claim lapsed), and one at a step that needs the
+// agent is rewound to set-pxe in the same write (takeOver). The job it
+// returns is at the step to run.
 func (e *Engine) startStep(ctx context.Context, id string, i int) (*inventory.Job, error) {
 	now := e.cfg.Now().UTC()
+	me := e.instance()
 	return e.inv.RecordJobUpdate(ctx, id, func(j *inventory.Job) ([]inventory.Event, error) {
-		resumed := j.Steps[i].State == inventory.StepRunning
-		setStep(j, i, inventory.StepRunning, "", now)
-		if resumed {
-			return []inventory.Event{jobEvent(j, "step.resumed", fmt.Sprintf("%s job %s: %s again after a restart (attempt %d)", j.Kind, j.ID, j.Steps[i].Name, j.Steps[i].Attempts))}, nil
+		prev := j.Instance
+		j.Instance = me
+		if j.Steps[i].State != inventory.StepRunning {
+			setStep(j, i, inventory.StepRunning, "", now)
+			return []inventory.Event{stepStarted(j, i)}, nil
 		}
-		return []inventory.Event{stepStarted(j, i)}, nil
+		if prev == "" || me == "" || prev == me {
+			// A restart of the instance that ran it (or of the single
+			// instance): the agent keeps calling the same address, which
+			// answers again, so every step simply carries on.
+			setStep(j, i, inventory.StepRunning, "", now)
+			after := "after a restart"
+			if prev == me && me != "" {
+				after = fmt.Sprintf("after instance %s restarted", me)
+			}
+			return []inventory.Event{jobEvent(j, "step.resumed", fmt.Sprintf("%s job %s: %s again %s (attempt %d)",
+				j.Kind, j.ID, j.Steps[i].Name, after, j.Steps[i].Attempts))}, nil
+		}
+		if evs, ok := takeOver(j, i, prev, me, now); ok {
+			return evs, nil
+		}
+		// A BMC step runs again, as after a restart: it is idempotent.
+		setStep(j, i, inventory.StepRunning, "", now)
+		return []inventory.Event{jobEvent(j, "step.resumed", fmt.Sprintf("%s job %s: %s again on instance %s, which took the job over from instance %s after %s stopped answering (attempt %d)",
+			j.Kind, j.ID, j.Steps[i].Name, me, prev, prev, j.Steps[i].Attempts))}, nil
 	})
+}
+
+// takeOver rewinds job j, found running step i by instance me after
+// instance prev ran it, to set-pxe, when step i needs the agent: the
+// agent on the machine was booted with the address of the instance that
+// served its boot script — prev's, most likely — and keeps calling it, so
+// it would never be heard from again. The machine is booted again, and
+// its new agent calls home to an instance that answers. What the agent
+// steps wait on is cleared, so nothing the old agent reported counts.
+// It says false, changing nothing, for a step that does not need the
+// agent.
+func takeOver(j *inventory.Job, i int, prev, me string, now time.Time) ([]inventory.Event, bool) {
+	at := j.Steps[i].Name
+	from := stepIndex(j, stepSetPXE)
+	if !needsAgent(at) || from < 0 || from > i {
+		return nil, false
+	}
+	resetAgentSteps(j, from)
+	for k := from; k <= i; k++ {
+		// A new boot for a new owner: the boot retries (BootRetries) are
+		// counted from here, not spent by the boot the dead owner drove.
+		j.Steps[k].Attempts = 0
+	}
+	setStep(j, from, inventory.StepRunning, "", now)
+	taken := jobEvent(j, "job.taken-over", fmt.Sprintf("%s job %s taken over from instance %s by instance %s after %s stopped answering; "+
+		"it was at %s, and the machine's agent may be calling home to %s: instance %s boots the machine again (%s, %s) and runs the job on from there",
+		j.Kind, j.ID, prev, me, prev, at, prev, me, stepSetPXE, stepPowerCycle))
+	return []inventory.Event{taken, stepStarted(j, from)}, true
+}
+
+// stepIndex is the index of the job's step of that name, or -1.
+func stepIndex(j *inventory.Job, name string) int {
+	for i, s := range j.Steps {
+		if s.Name == name {
+			return i
+		}
+	}
+	return -1
 }
 
 // endStep marks step i done and, unless it was the last or a cancel is
@@ -290,19 +357,23 @@ func setStep(j *inventory.Job, i int, st inventory.StepState, errMsg string, now
 // the agent reported, for a fresh boot.
 func (e *Engine) rewind(ctx context.Context, id, name string) error {
 	_, err := e.inv.UpdateJobOnly(ctx, id, func(j *inventory.Job) error {
-		from := -1
-		for i, s := range j.Steps {
-			if s.Name == name {
-				from = i
-			}
-			if from >= 0 && s.State != inventory.StepPending {
-				j.Steps[i].State = inventory.StepPending
-			}
+		if from := stepIndex(j, name); from >= 0 {
+			resetAgentSteps(j, from)
 		}
-		j.AgentSeenAt, j.AgentDone, j.AgentOK, j.AgentError = time.Time{}, false, false, ""
 		return nil
 	})
 	return err
+}
+
+// resetAgentSteps marks steps from index from on as pending again and
+// clears what the agent reported (its call-home, its done, its progress):
+// the agent steps wait for a new boot's agent.
+func resetAgentSteps(j *inventory.Job, from int) {
+	for i := from; i < len(j.Steps); i++ {
+		j.Steps[i].State = inventory.StepPending
+	}
+	j.AgentSeenAt, j.AgentDone, j.AgentOK, j.AgentError = time.Time{}, false, false, ""
+	j.Progress = inventory.JobProgress{}
 }
 
 // finish ends a job and moves its machine to where the job leaves it.

@@ -16,6 +16,9 @@ TESTS='
 ./api ^TestEventFeed
 ./images ^(TestConcurrentImportsAndServes|TestServeConcurrencyLimit)$
 ./netboot ^(TestTFTPConcurrencyBound|TestAsyncRecorderConcurrent|TestDHCPServerConcurrent)$
+./inventory/kv/etcdkv ^(TestConformance|TestLargeTransactionIsSeenWholeOrNotAtAll|TestWritersMeetingAnIntentFinishItAlongsideItsWriter|TestFollowDeliversTheOtherInstancesCommitsInOrder)$
+./cluster ^(TestTwoMembersClaimingOneJobExactlyOneWins|TestOwnerThatVanishesIsTakenOverAfterTheTTL)$
+./provisioner ^(TestAJobRunsOnExactlyOneInstance|TestOwnerDeathAtAnAgentStepBootsTheMachineAgainFromTheNewOwner|TestDynamicLeasesAreClaimedInTheStoreSoTwoInstancesNeverShareAnAddress)$
 '
 
 pids=""

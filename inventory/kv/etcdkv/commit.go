@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -183,17 +185,70 @@ func (e *Engine) commit(t *tx) error {
 	for _, o := range ops {
 		opBytes += o.size()
 	}
-	if len(ops) > e.cfg.MaxTxnOps || cmpBytes+opBytes > maxRequestBytes {
+	// One operation is the commit marker's.
+	if len(ops)+1 > e.cfg.MaxTxnOps || cmpBytes+opBytes > maxRequestBytes {
 		return e.commitLarge(cmps, cmpBytes, ops, opBytes)
 	}
-	resp, err := e.txn(cmps, e.etcdOps(ops)...)
+	id, mark := e.nextCommit()
+	resp, err := e.txn(cmps, append(e.etcdOps(ops), mark)...)
 	if err != nil {
-		return e.commitErr("commit", err)
+		rev, committed, rerr := e.resolveCommit(id, err)
+		switch {
+		case rerr != nil:
+			return e.commitErr("commit", err)
+		case committed:
+			return e.waitApplied(rev)
+		default:
+			return errNotCommitted
+		}
 	}
 	if !resp.Succeeded {
 		return &conflictError{rev: resp.Header.Revision}
 	}
 	return e.waitApplied(resp.Header.Revision)
+}
+
+// errNotCommitted: a commit whose answer was lost is known not to have
+// been applied, and never to be: Update runs the transaction again.
+var errNotCommitted = errors.New("etcd engine: the commit was not applied")
+
+// nextCommit numbers this engine's next commit and returns the put of
+// its marker (writeMu is held).
+func (e *Engine) nextCommit() (string, clientv3.Op) {
+	e.commitSeq++
+	id := strconv.FormatUint(e.commitSeq, 10)
+	return id, clientv3.OpPut(e.key(e.commitKey), id)
+}
+
+// resolveCommit finds out whether the commit numbered id, whose request
+// failed with err without an answer (a leader died, a member was cut
+// off), was applied. A linearizable read is served by a leader that has
+// committed an entry of its own term, so every entry the cluster will
+// ever commit from before is committed by then: if the marker is not id,
+// the commit never will be. It tries for one request timeout; then the
+// outcome stays unknown (rerr) — the cluster has no quorum.
+func (e *Engine) resolveCommit(id string, err error) (rev int64, committed bool, rerr error) {
+	if !isUnavailable(err) {
+		return 0, false, err // refused outright (too large...): not applied
+	}
+	deadline := time.Now().Add(e.cfg.RequestTimeout)
+	for {
+		ctx, cancel := e.requestCtx()
+		resp, gerr := e.cli.Get(ctx, e.key(e.commitKey))
+		cancel()
+		if gerr == nil {
+			if len(resp.Kvs) == 1 && string(resp.Kvs[0].Value) == id {
+				e.log.Info("etcd engine: a commit whose answer was lost was applied", "revision", resp.Kvs[0].ModRevision, "err", err)
+				return resp.Kvs[0].ModRevision, true, nil
+			}
+			e.log.Info("etcd engine: a commit whose answer was lost was not applied; running the transaction again", "err", err)
+			return 0, false, nil
+		}
+		if time.Now().After(deadline) {
+			return 0, false, gerr
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // commitErr words the failure of a transaction's commit: when the

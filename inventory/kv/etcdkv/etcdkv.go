@@ -26,6 +26,7 @@ package etcdkv
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -81,6 +82,10 @@ type Engine struct {
 	// applies its in-memory views in commit order.
 	writeMu   sync.Mutex
 	writeTxns atomic.Uint64
+	// commitKey is this engine's commit marker (commitPrefix + a random
+	// nonce); commitSeq numbers its commits (under writeMu).
+	commitKey string
+	commitSeq uint64
 
 	// hookAfterIntent, when set (tests), runs after a large transaction's
 	// intent committed; an error makes Update return there, as if the
@@ -157,6 +162,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		log:       log,
 		kick:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
+		commitKey: commitPrefix + rand.Text(),
 	}
 	e.m = newMirror()
 	tree, rev, err := e.load(ctx)
@@ -191,6 +197,15 @@ func (e *Engine) Close() error {
 	e.closed.Do(func() {
 		e.cancel()
 		<-e.done
+		// The commit marker is this engine's alone: leave none behind
+		// (best effort; a killed process's stays, one small key).
+		e.writeMu.Lock()
+		if e.commitSeq > 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			e.cli.Delete(ctx, e.key(e.commitKey))
+			cancel()
+		}
+		e.writeMu.Unlock()
 		err = e.cli.Close()
 	})
 	return err
@@ -230,6 +245,9 @@ func (e *Engine) Update(fn func(kv.Tx) error) error {
 			return nil
 		}
 		err := e.commit(tx)
+		if errors.Is(err, errNotCommitted) {
+			continue // known not applied: run it again on what is there
+		}
 		var c *conflictError
 		if errors.As(err, &c) {
 			// Our snapshot was stale: catch up to at least the revision

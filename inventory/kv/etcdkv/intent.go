@@ -129,14 +129,25 @@ func (e *Engine) commitLarge(cmps []clientv3.Cmp, cmpBytes int, ops []wop, opByt
 		return fmt.Errorf("etcd engine: the transaction writes %d keys in %d bytes (%.2f MiB); a transaction commits in one etcd request, at most %.2f MiB here: split the change into smaller transactions: %w",
 			len(ops), opBytes, float64(opBytes)/(1<<20), float64(maxRequestBytes)/(1<<20), kv.ErrTooLarge)
 	}
-	resp, err := e.txn(cmps, clientv3.OpPut(e.key(intentKey), string(enc)))
-	if err != nil {
-		return e.commitErr("commit the intent of a large transaction", err)
-	}
-	if !resp.Succeeded {
+	id, mark := e.nextCommit()
+	resp, err := e.txn(cmps, clientv3.OpPut(e.key(intentKey), string(enc)), mark)
+	var irev int64
+	switch {
+	case err != nil:
+		rev, committed, rerr := e.resolveCommit(id, err)
+		if rerr != nil {
+			return e.commitErr("commit the intent of a large transaction", err)
+		}
+		if !committed {
+			return errNotCommitted
+		}
+		irev = rev
+	case !resp.Succeeded:
 		return &conflictError{rev: resp.Header.Revision}
+	default:
+		irev = resp.Header.Revision
 	}
-	in := &intent{rev: resp.Header.Revision, ops: ops}
+	in := &intent{rev: irev, ops: ops}
 	if e.hookAfterIntent != nil {
 		if err := e.hookAfterIntent(); err != nil {
 			return err

@@ -21,6 +21,10 @@ const (
 	markerEnd    = "k0"
 	delPrefix    = "d/"
 	intentKey    = "i"
+	// commitPrefix + an engine's nonce: the ID of the engine's last
+	// commit, written by each of its transactions, so that a commit whose
+	// answer was lost can be found out (resolveCommit).
+	commitPrefix = "x/"
 
 	// bbolt's limits, kept so that a backup (a bbolt file) always loads.
 	maxKeySize = 32768

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"sort"
@@ -81,6 +82,16 @@ func (s *Server) rackReports(c *call, rack string) ([]inventory.Machine, map[str
 		return nil, nil, err
 	}
 	return ms, latest, nil
+}
+
+// rackInspections is the last inspection of each of a rack's machines
+// (rackReports) that has one.
+func (s *Server) rackInspections(c *call, ms []inventory.Machine) (map[string]json.RawMessage, error) {
+	names := make([]string, len(ms))
+	for i, m := range ms {
+		names[i] = m.Name
+	}
+	return s.inv.Inspections(c.ctx(), names)
 }
 
 func (s *Server) rackAcceptance(c *call) (int, any, error) {

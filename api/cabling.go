@@ -47,10 +47,14 @@ func (s *Server) rackCabling(c *call) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
+	reports, err := s.rackInspections(c, ms)
+	if err != nil {
+		return 0, nil, err
+	}
 	out := RackCabling{Rack: name, Ports: []Cable{}}
 	for _, m := range ms {
 		var inv wire.Inventory
-		if len(m.Inspection) == 0 || json.Unmarshal(m.Inspection, &inv) != nil || inv.Hardware == nil {
+		if r := reports[m.Name]; len(r) == 0 || json.Unmarshal(r, &inv) != nil || inv.Hardware == nil {
 			continue
 		}
 		for _, p := range inv.Hardware.LLDP {

@@ -61,6 +61,10 @@ func (s *Server) rackFirmware(c *call) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
+	reports, err := s.rackInspections(c, ms)
+	if err != nil {
+		return 0, nil, err
+	}
 	out := RackFirmware{Rack: name, Machines: []MachineFirmware{}, Drift: []string{}}
 	// component → version → "U17 gpu-a01-05" of the machines that have it
 	seen := map[string]map[string][]string{}
@@ -73,7 +77,7 @@ func (s *Server) rackFirmware(c *call) (int, any, error) {
 	for _, m := range ms {
 		row := MachineFirmware{Machine: m.Name, Unit: m.Unit}
 		var inv wire.Inventory
-		if len(m.Inspection) > 0 && json.Unmarshal(m.Inspection, &inv) == nil {
+		if r := reports[m.Name]; len(r) > 0 && json.Unmarshal(r, &inv) == nil {
 			row.Inspected = true
 			row.BIOS = inv.System.BIOSVersion
 			if hw := inv.Hardware; hw != nil {

@@ -201,6 +201,9 @@ func (s *Server) showRack(c *call) (int, any, error) {
 	for _, m := range ms {
 		out.Machines = append(out.Machines, c.viewMachine(m))
 	}
+	if err := s.withInspections(c.ctx(), out.Machines); err != nil {
+		return 0, nil, err
+	}
 	return http.StatusOK, out, nil
 }
 
@@ -294,6 +297,9 @@ func (s *Server) listMachines(c *call) (int, any, error) {
 	for _, m := range ms {
 		out = append(out, c.viewMachine(m))
 	}
+	if err == nil {
+		err = s.withInspections(c.ctx(), out)
+	}
 	return http.StatusOK, out, err
 }
 
@@ -302,7 +308,11 @@ func (s *Server) showMachine(c *call) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	return http.StatusOK, c.viewMachine(*m), nil
+	out := []Machine{c.viewMachine(*m)}
+	if err := s.withInspections(c.ctx(), out); err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, out[0], nil
 }
 
 func (s *Server) maintenance(c *call) (int, any, error) {
@@ -315,7 +325,11 @@ func (s *Server) maintenance(c *call) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	return http.StatusOK, machineView(*m), nil
+	out := []Machine{machineView(*m)}
+	if err := s.withInspections(c.ctx(), out); err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, out[0], nil
 }
 
 func (s *Server) machineEvents(c *call) (int, any, error) {

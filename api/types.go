@@ -1,6 +1,8 @@
 package api
 
 import (
+	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/metalhall/metalhall/inventory"
@@ -81,14 +83,40 @@ type MachineEnroll struct {
 }
 
 // Machine is a machine as the API shows it: the stored record without the
-// reference to its sealed BMC secret.
+// reference to its sealed BMC secret, and with its last inspection.
 type Machine struct {
 	inventory.Machine
+	// Inspection is the agent's last hardware report as it came. The
+	// store keeps it apart from the record; withInspections adds it.
+	Inspection json.RawMessage `json:"inspection,omitempty"`
+}
+
+// withInspections adds to each machine of out its last inspection, read
+// together: only where a machine is shown (show, lists, rack detail, the
+// replies to a change), never on the paths that only read its state.
+func (s *Server) withInspections(ctx context.Context, out []Machine) error {
+	var names []string
+	for _, m := range out {
+		if !m.InspectedAt.IsZero() {
+			names = append(names, m.Name)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	reports, err := s.inv.Inspections(ctx, names)
+	if err != nil {
+		return err
+	}
+	for i := range out {
+		out[i].Inspection = reports[out[i].Name]
+	}
+	return nil
 }
 
 func machineView(m inventory.Machine) Machine {
 	m.BMC.SecretRef = ""
-	return Machine{m}
+	return Machine{Machine: m}
 }
 
 type MaintenanceRequest struct {

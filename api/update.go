@@ -88,7 +88,11 @@ func (s *Server) updateMachine(c *call) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	return http.StatusOK, machineView(*m), nil
+	out := []Machine{machineView(*m)}
+	if err := s.withInspections(c.ctx(), out); err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, out[0], nil
 }
 
 // RackUpdate changes what was entered for a rack; a field left out is kept.

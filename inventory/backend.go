@@ -50,6 +50,8 @@ type Inventory interface {
 	UnassignMachineTenant(ctx context.Context, name, tenant string) (*Machine, error)
 	RecordBMCStatus(ctx context.Context, name string, st BMCStatus) error
 	RecordInspection(ctx context.Context, name string, report json.RawMessage) (*Machine, error)
+	Inspection(ctx context.Context, name string) (json.RawMessage, time.Time, error)
+	Inspections(ctx context.Context, names []string) (map[string]json.RawMessage, error)
 	DeleteMachine(ctx context.Context, name string) error
 	Secret(ctx context.Context, ref string) ([]byte, error)
 

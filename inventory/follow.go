@@ -45,7 +45,6 @@ func viewFromCommit(cs []kv.Change) (vc viewChanges, hold *Hold, holdChanged boo
 			if json.Unmarshal(c.Value, m) != nil {
 				continue
 			}
-			m.Inspection = nil // the view never needs it
 			vc.machines = append(vc.machines, m)
 			vc.touched = append(vc.touched, name)
 		case bytes.Equal(c.Bucket, bJobs):

@@ -227,6 +227,15 @@ func (s *Store) putMachine(tx kv.Tx, old, m *Machine, vc *viewChanges) error {
 		vc.machines = append(vc.machines, m)
 	}
 	vc.touched = append(vc.touched, m.Name)
+	if m.NewInspection != nil {
+		if !json.Valid(m.NewInspection) {
+			return invalid("inspection", "is not valid JSON")
+		}
+		if err := bkt(tx, bInspections).Put([]byte(m.Name), m.NewInspection); err != nil {
+			return err
+		}
+		m.NewInspection = nil
+	}
 	return putJSON(bkt(tx, bMachines), []byte(m.Name), m)
 }
 
@@ -453,10 +462,9 @@ type MachineFilter struct {
 	Hall   string
 	State  MachineState
 	Tenant string
-	// WithoutInspection leaves each machine's inspection (its hardware
-	// report, ~16 KiB on an 8-GPU server) out of the list: for callers that
-	// read every machine's status, such as a metrics scrape or the power
-	// sync, and would otherwise decode a hall's worth of reports each time.
+	// WithoutInspection is what every list does now: a machine's
+	// inspection is stored apart from its record (Store.Inspections). It
+	// is kept so that the callers that asked for it still compile.
 	WithoutInspection bool
 }
 
@@ -488,39 +496,14 @@ func (s *Store) Machines(ctx context.Context, f MachineFilter) ([]Machine, error
 				return &NotFoundError{Kind: "hall", Name: f.Hall}
 			}
 			return hallRacks(tx, f.Hall, func(r *Rack) error { return rackMachines(tx, r.Name, collect) })
-		case f.WithoutInspection:
-			return bkt(tx, bMachines).ForEach(func(k, v []byte) error {
-				var m Machine
-				if err := json.Unmarshal(v, &sansInspection{Machine: &m}); err != nil {
-					return fmt.Errorf("%s %q: %w", bMachines, k, err)
-				}
-				return collect(&m)
-			})
 		default:
 			var err error
 			out, err = list(tx, bMachines, keep)
 			return err
 		}
 	})
-	if f.WithoutInspection {
-		for i := range out {
-			out[i].Inspection = nil // the rack and hall walks decode it
-		}
-	}
 	return out, err
 }
-
-// sansInspection decodes a machine record without its inspection: the
-// field of the same name here hides the machine's, and skips its bytes
-// without copying them.
-type sansInspection struct {
-	*Machine
-	Inspection skipJSON `json:"inspection,omitempty"`
-}
-
-type skipJSON struct{}
-
-func (*skipJSON) UnmarshalJSON([]byte) error { return nil }
 
 // Secret returns the sealed bytes stored under ref.
 func (s *Store) Secret(ctx context.Context, ref string) ([]byte, error) {
@@ -600,7 +583,7 @@ func (s *Store) storeMachine(tx kv.Tx, old, m *Machine, vc *viewChanges) (*Machi
 func cloneMachine(m *Machine) *Machine {
 	c := *m
 	c.MACs = slices.Clone(m.MACs)
-	c.Inspection = bytes.Clone(m.Inspection)
+	c.NewInspection = bytes.Clone(m.NewInspection)
 	c.Cabling = slices.Clone(m.Cabling)
 	return &c
 }
@@ -710,13 +693,14 @@ func (s *Store) RecordBMCStatus(ctx context.Context, name string, st BMCStatus) 
 	})
 }
 
-// RecordInspection stores the agent's hardware report on the machine.
+// RecordInspection stores the agent's hardware report for the machine
+// (apart from its record, see Machine.InspectedAt) and when it came.
 func (s *Store) RecordInspection(ctx context.Context, name string, report json.RawMessage) (*Machine, error) {
 	if !json.Valid(report) {
 		return nil, invalid("inspection", "is not valid JSON")
 	}
 	return s.UpdateMachine(ctx, name, func(m *Machine) error {
-		m.Inspection, m.InspectedAt = report, s.now().UTC()
+		m.NewInspection, m.InspectedAt = bytes.Clone(report), s.now().UTC()
 		return nil
 	})
 }
@@ -749,6 +733,9 @@ func (s *Store) DeleteMachine(ctx context.Context, name string) error {
 			}
 		}
 		if err := bkt(tx, bIdxTenancy).Delete([]byte(name)); err != nil {
+			return err
+		}
+		if err := bkt(tx, bInspections).Delete([]byte(name)); err != nil {
 			return err
 		}
 		return bkt(tx, bMachines).Delete([]byte(name))

@@ -176,12 +176,19 @@ type Machine struct {
 	// BMCFirmware is the firmware the BMC listed at the last
 	// commissioning.
 	BMCFirmware *BMCFirmware `json:"bmc_firmware,omitempty"`
-	// Inspection is the agent's last hardware report, stored as it came.
-	Inspection  json.RawMessage `json:"inspection,omitempty"`
-	InspectedAt time.Time       `json:"inspected_at,omitzero"`
-	Image       string          `json:"image,omitempty"` // what it is deployed with
-	CreatedAt   time.Time       `json:"created_at"`
-	UpdatedAt   time.Time       `json:"updated_at"`
+	// InspectedAt is when the agent's last hardware report came. The
+	// report itself (several KiB: NICs, disks, GPUs, DIMMs) lives apart
+	// from the record, read only by those who ask (Store.Inspection):
+	// every write of the machine would otherwise re-encode it, and every
+	// read and every instance's change feed decode it.
+	InspectedAt time.Time `json:"inspected_at,omitzero"`
+	// NewInspection is how a write replaces the stored report (a job's
+	// update that also sets InspectedAt): it is stored apart and cleared
+	// by the write, never kept in the record, and reads never fill it.
+	NewInspection json.RawMessage `json:"-"`
+	Image         string          `json:"image,omitempty"` // what it is deployed with
+	CreatedAt     time.Time       `json:"created_at"`
+	UpdatedAt     time.Time       `json:"updated_at"`
 
 	// Tenancy is the ID of the span of time the machine has been with its
 	// tenant (or with nobody): new on every change of tenant.

@@ -18,7 +18,10 @@ import (
 // SchemaVersion is the layout this code writes. A database with a higher
 // version was written by a newer metalhall and is refused rather than
 // misread.
-const SchemaVersion = 1
+//
+//	1  the first
+//	2  inspections apart from the machine records (inspections.go)
+const SchemaVersion = 2
 
 var (
 	bMeta       = []byte("meta")
@@ -150,6 +153,14 @@ func OpenEngine(e kv.Engine, opts Options) (*Store, error) {
 	if err := s.init(); err != nil {
 		return nil, err
 	}
+	// Before the migrations below that rewrite machine records: a record
+	// decoded into today's Machine loses the report it still holds.
+	if err := s.moveInspections(); err != nil {
+		return nil, fmt.Errorf("moving inspections out of the machine records: %w", err)
+	}
+	if err := s.migrate(); err != nil {
+		return nil, err
+	}
 	if f, ok := e.(kv.Follower); ok {
 		s.follows = true
 		if err := f.Follow(s.load, s.applyCommit); err != nil {
@@ -165,9 +176,10 @@ func OpenEngine(e kv.Engine, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// init creates the buckets, checks the schema and runs the migrations.
-// It may run more than once (an engine retries a conflicting write): it
-// keeps nothing outside the transaction.
+// init creates the buckets and checks the schema, and writes this one:
+// an older metalhall refuses the store from here on, even before the
+// migrations finish. It may run more than once (an engine retries a
+// conflicting write): it keeps nothing outside the transaction.
 func (s *Store) init() error {
 	return s.db.Update(func(tx kv.Tx) error {
 		for _, b := range append(allBuckets, extraBuckets...) {
@@ -184,9 +196,15 @@ func (s *Store) init() error {
 				return fmt.Errorf("%w: schema version %d, this metalhall knows up to %d; upgrade metalhall", ErrNewerStore, got, SchemaVersion)
 			}
 		}
-		if err := meta.Put(keySchema, binary.BigEndian.AppendUint32(nil, SchemaVersion)); err != nil {
-			return err
-		}
+		return meta.Put(keySchema, binary.BigEndian.AppendUint32(nil, SchemaVersion))
+	})
+}
+
+// migrate runs the migrations that fit one transaction, each once (a
+// flag in meta says it ran). Like init it may run more than once.
+func (s *Store) migrate() error {
+	return s.db.Update(func(tx kv.Tx) error {
+		meta := bkt(tx, bMeta)
 		// Subjects are checked before they are written now, so the event
 		// index needs repairing once, not on every start.
 		if meta.Get(keyEventIndexChecked) == nil {
@@ -235,7 +253,6 @@ func loadView(tx kv.Tx, vc *viewChanges) error {
 		return err
 	}
 	for i := range ms {
-		ms[i].Inspection = nil // the view never needs it
 		vc.machines = append(vc.machines, &ms[i])
 	}
 	err = bkt(tx, bActiveJob).ForEach(func(_, id []byte) error {

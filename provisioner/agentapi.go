@@ -196,7 +196,7 @@ func (e *Engine) agentInspection(ctx context.Context, j *inventory.Job, body []b
 	}
 	now := e.cfg.Now().UTC()
 	_, _, err := e.inv.RecordJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) ([]inventory.Event, error) {
-		m.Inspection, m.InspectedAt = body, now
+		m.NewInspection, m.InspectedAt = body, now
 		evs := []inventory.Event{jobEvent(j, "agent.inspection", summarize(&inv))}
 		if !m.InspectedAt.Before(j.AgentSeenAt) { // what the inspect step waits for
 			evs = append(evs, endByAgent(j, stepInspect, now)...)

@@ -418,8 +418,8 @@ func TestCommissionProvisionReleaseHappyPath(t *testing.T) {
 	if j.State != inventory.JobSucceeded || m.State != inventory.MachineAvailable {
 		t.Fatalf("commission: job %s (%s), machine %s %q", j.State, stepNames(j), m.State, m.Reason)
 	}
-	if !strings.Contains(string(m.Inspection), "H100 SXM5") {
-		t.Fatalf("inspection not stored: %s", m.Inspection)
+	if report, at, err := l.inv.Inspection(ctx, "m1"); err != nil || !strings.Contains(string(report), "H100 SXM5") || !at.Equal(m.InspectedAt) {
+		t.Fatalf("inspection not stored: %s at %v (%v), the machine says %v", report, at, err, m.InspectedAt)
 	}
 	for _, s := range j.Steps {
 		if s.State != inventory.StepDone || s.StartedAt.IsZero() || s.EndedAt.IsZero() {

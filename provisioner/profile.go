@@ -245,8 +245,12 @@ func (e *Engine) checkProfile(ctx context.Context, j *inventory.Job, m *inventor
 	if err != nil {
 		return failf("%v", err)
 	}
+	report, _, err := e.inv.Inspection(ctx, m.Name)
+	if err != nil {
+		return err
+	}
 	var inv wire.Inventory
-	if err := json.Unmarshal(m.Inspection, &inv); err != nil {
+	if err := json.Unmarshal(report, &inv); err != nil {
 		return failf("no usable inspection to compare with profile %q", p.Name)
 	}
 	if p.Acceptance != nil {

@@ -78,17 +78,26 @@ func Open(ctx context.Context, dir string) (*Store, error) {
 	if s.Cluster, err = StartCluster(ctx, dir); err != nil {
 		return nil, err
 	}
-	s.Etcd, err = etcdkv.Open(ctx, etcdkv.Config{Endpoints: s.Cluster.Endpoints()})
-	if err != nil {
-		s.Cluster.Close()
-		return nil, err
-	}
-	if s.Store, err = inventory.OpenEngine(s.Etcd, inventory.Options{}); err != nil {
-		s.Etcd.Close()
+	if s.Store, s.Etcd, err = OpenEtcd(ctx, etcdkv.Config{Endpoints: s.Cluster.Endpoints()}); err != nil {
 		s.Cluster.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// OpenEtcd opens the inventory kept on the cluster cfg names. The store
+// owns the engine and closes it.
+func OpenEtcd(ctx context.Context, cfg etcdkv.Config) (*inventory.Store, *etcdkv.Engine, error) {
+	e, err := etcdkv.Open(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	inv, err := inventory.OpenEngine(e, inventory.Options{})
+	if err != nil {
+		e.Close()
+		return nil, nil, err
+	}
+	return inv, e, nil
 }
 
 // Compact drops the etcd history before now, as a cluster run with

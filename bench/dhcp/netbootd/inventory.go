@@ -113,14 +113,6 @@ func openInventory(ctx context.Context, dir string, etcd *etcdkv.Config) (*inven
 	if etcd == nil {
 		return inventory.Open(filepath.Join(dir, "metalhall.db"), inventory.Options{})
 	}
-	e, err := etcdkv.Open(ctx, *etcd)
-	if err != nil {
-		return nil, err
-	}
-	inv, err := inventory.OpenEngine(e, inventory.Options{})
-	if err != nil {
-		e.Close()
-		return nil, err
-	}
-	return inv, nil
+	inv, _, err := benchengine.OpenEtcd(ctx, *etcd)
+	return inv, err
 }

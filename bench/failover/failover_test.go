@@ -147,8 +147,6 @@ func (in *instance) kill() {
 	in.cmd = nil
 }
 
-func (in *instance) alive() bool { return in.cmd != nil }
-
 // cli runs the CLI against this instance.
 func (in *instance) cli(token string, args ...string) {
 	in.t.Helper()

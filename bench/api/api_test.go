@@ -2,6 +2,10 @@
 // clients over real loopback TCP, against a real store on disk (fsync on).
 //
 //	go test -run '^$' -bench . -benchmem ./bench/api/
+//
+// METALHALL_BENCH_ENGINE=etcd keeps the inventory on a three-member etcd
+// cluster (package bench/benchengine) instead of a bbolt file;
+// bench/inventory/run.sh runs both engines in one run.
 package api_test
 
 import (
@@ -10,21 +14,74 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 
+	"github.com/metalhall/metalhall/bench/benchengine"
 	"github.com/metalhall/metalhall/inventory"
+	"github.com/metalhall/metalhall/inventory/kv/etcdkv"
+	"github.com/metalhall/metalhall/lab/etcdcluster"
+	"github.com/metalhall/metalhall/service"
 	"github.com/metalhall/metalhall/service/servicetest"
 )
 
 const clients = 64
+
+// The etcd cluster, with METALHALL_BENCH_ENGINE=etcd: one for the run,
+// each service on it under a prefix of its own.
+var cluster struct {
+	once     sync.Once
+	dir      string
+	c        *etcdcluster.Cluster
+	err      error
+	prefixes atomic.Int64
+}
+
+// engine configures the service's store: DataDir's bbolt file, or a fresh
+// prefix on the run's etcd cluster.
+func engine(b *testing.B) func(*service.Config) {
+	name, err := benchengine.Name()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if name == benchengine.Bolt {
+		return nil
+	}
+	cluster.once.Do(func() {
+		// The members' data dirs are in the temp dir, as the bbolt file
+		// is (b.TempDir): the same disk.
+		if cluster.dir, cluster.err = os.MkdirTemp("", "metalhall-bench-etcd-"); cluster.err == nil {
+			cluster.c, cluster.err = benchengine.StartCluster(context.Background(), cluster.dir)
+		}
+	})
+	if cluster.err != nil {
+		b.Fatal(cluster.err)
+	}
+	prefix := fmt.Sprintf("/bench-%d/", cluster.prefixes.Add(1))
+	return func(cfg *service.Config) {
+		cfg.Etcd = &etcdkv.Config{Endpoints: cluster.c.Endpoints(), Prefix: prefix}
+	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if cluster.c != nil {
+		cluster.c.Close()
+	}
+	if cluster.dir != "" {
+		os.RemoveAll(cluster.dir)
+	}
+	os.Exit(code)
+}
 
 // setup runs the service through its composition root, on loopback
 // listeners the benchmark holds, and seeds a rack of 40 machines.
 func setup(b *testing.B) (url, token string) {
 	b.Helper()
 	ctx := context.Background()
-	svc := servicetest.Start(b, "", nil)
+	svc := servicetest.Start(b, "", engine(b))
 	inv := svc.Inventory()
 	inv.CreateSite(ctx, inventory.Site{Name: "s"})
 	inv.CreateHall(ctx, inventory.Hall{Name: "h", Site: "s"})

@@ -7,14 +7,21 @@
 # Usage: bench/dhcp/run.sh [RATES...]   (default: 1000 4000 8000)
 # Env: SECONDS_PER_RUN (10), CLIENTS (20000), SERVERS ("metalhall kea dnsmasq";
 #      also "metalhall-inv": the service's inventory-backed path, leases
-#      persisted to bbolt; its peak RSS is printed after each row)
+#      persisted to bbolt; its peak RSS is printed after each row; and
+#      "metalhall-etcd": the same path with the inventory on a three-member
+#      etcd cluster (Debian etcd-server) started in the server's namespace,
+#      dynamic leases claimed in etcd); KNOWN (0): with N > 0, the
+#      inventory servers first enroll N machines with reserved addresses
+#      and every server is asked by those N MACs only (perfdhcp -M): the
+#      known-machine path, answered from the in-memory boot view)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RATES=("${@:-1000 4000 8000}"); read -r -a RATES <<<"${RATES[*]}"
 PERIOD=${SECONDS_PER_RUN:-10}
 CLIENTS=${CLIENTS:-20000}
 SERVERS=${SERVERS:-metalhall kea dnsmasq}
-for c in perfdhcp kea-dhcp4 dnsmasq ip; do command -v $c >/dev/null || { echo "missing $c (apt-get install -y kea-admin kea-dhcp4-server dnsmasq iproute2)"; exit 2; }; done
+KNOWN=${KNOWN:-0}
+for c in perfdhcp kea-dhcp4 dnsmasq ip curl; do command -v $c >/dev/null || { echo "missing $c (apt-get install -y kea-admin kea-dhcp4-server dnsmasq iproute2)"; exit 2; }; done
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)"; exit 2; }
 
 TMP=$(mktemp -d /tmp/mh-dhcp-bench.XXXXXX)
@@ -34,6 +41,14 @@ ip -n "$SRV" addr add 10.99.0.1/16 dev vs; ip -n "$CLI" addr add 10.99.0.2/16 de
 ip -n "$SRV" link set vs up; ip -n "$CLI" link set vc up
 
 go build -o "$TMP/netbootd" ./bench/dhcp/netbootd
+MACLIST=(); KNOWNARGS=()
+if [ "$KNOWN" -gt 0 ]; then
+  # The MACs netbootd -known enrolls (bench/dhcp/netbootd/inventory.go).
+  for ((i = 0; i < KNOWN; i++)); do printf '52:54:01:%02x:%02x:%02x\n' $((i >> 16 & 255)) $((i >> 8 & 255)) $((i & 255)); done >"$TMP/macs.txt"
+  MACLIST=(-M "$TMP/macs.txt")
+  # Reservations may not lie in the dynamic range: it ends below them.
+  KNOWNARGS=(-known "$KNOWN" -last 10.99.127.254)
+fi
 
 cat >"$TMP/kea.json" <<JSON
 { "Dhcp4": {
@@ -50,8 +65,18 @@ JSON
 start_server() {
   case "$1" in
     metalhall) ip netns exec "$SRV" "$TMP/netbootd" -iface vs -server 10.99.0.1 -workers 4 -queue 1024 >"$TMP/metalhall.out" 2>&1 & ;;
-    metalhall-inv) rm -rf "$TMP/inv"; mkdir -p "$TMP/inv"
-        ip netns exec "$SRV" "$TMP/netbootd" -inventory "$TMP/inv" -iface vs -server 10.99.0.1 -workers 4 -queue 1024 >"$TMP/metalhall-inv.out" 2>&1 & ;;
+    metalhall-inv|metalhall-etcd) rm -rf "$TMP/inv"; mkdir -p "$TMP/inv"
+        store=bolt; [ "$1" = metalhall-etcd ] && store=etcd
+        ip netns exec "$SRV" "$TMP/netbootd" -inventory "$TMP/inv" -store $store "${KNOWNARGS[@]}" -iface vs -server 10.99.0.1 -workers 4 -queue 1024 >"$TMP/$1.out" 2>&1 &
+        PID=$!
+        # An etcd cluster, and the known machines' enrolment, take a
+        # while: wait for the admin listener (loopback in the namespace).
+        for _ in $(seq 1500); do
+          ip netns exec "$SRV" curl -sf -o /dev/null http://127.0.0.1:8280/healthz && break
+          kill -0 "$PID" 2>/dev/null || { cat "$TMP/$1.out"; exit 1; }
+          sleep 0.2
+        done
+        if [ "$KNOWN" -gt 0 ]; then cmp -s "$TMP/macs.txt" "$TMP/inv/macs.txt" || { echo "netbootd enrolled other MACs than $TMP/macs.txt"; exit 1; }; fi ;;
     kea) KEA_LOCKFILE_DIR=none KEA_PIDFILE_DIR="$TMP" ip netns exec "$SRV" kea-dhcp4 -c "$TMP/kea.json" >"$TMP/kea.out" 2>&1 & ;;
     dnsmasq) ip netns exec "$SRV" dnsmasq --no-daemon --no-ping --quiet-dhcp --port=0 --interface=vs --bind-interfaces \
         --dhcp-range=10.99.1.0,10.99.255.254,255.255.0.0,1h --dhcp-lease-max=200000 --dhcp-leasefile="$TMP/dnsmasq.leases" \
@@ -69,7 +94,7 @@ printf "%-10s %6s %9s %9s %9s %9s %7s %12s\n" server rate disc offer req ack los
 for s in $SERVERS; do
   for r in "${RATES[@]}"; do
     start_server "$s"
-    out=$(ip netns exec "$CLI" perfdhcp -4 -l vc -r "$r" -R "$CLIENTS" -p "$PERIOD" 10.99.0.1 2>&1 || true)
+    out=$(ip netns exec "$CLI" perfdhcp -4 -l vc -r "$r" -R "$CLIENTS" "${MACLIST[@]}" -p "$PERIOD" 10.99.0.1 2>&1 || true)
     stop_server
     echo "$out" >"$TMP/$s-$r.perfdhcp"
     # perfdhcp prints a DISCOVER-OFFER block, then a REQUEST-ACK block.
@@ -78,7 +103,7 @@ for s in $SERVERS; do
     loss=$(awk -v s="$ds" -v r="$rr" 'BEGIN{ if (s>0) printf "%.1f", 100*(s-r)/s; else print "n/a" }')
     printf "%-10s %6s %9s %9s %9s %9s %7s %12s\n" "$s" "$r" "$ds" "$dr" "$rs" "$rr" "$loss" "${rate2:-?}"
     if [ "$s" = metalhall ] && [ -n "${VERBOSE:-}" ]; then cat "$TMP/metalhall.out"; fi
-    if [ "$s" = metalhall-inv ]; then grep -o 'leases_persisted=[0-9]* peak_rss_mib=[0-9.]*' "$TMP/metalhall-inv.out" | sed 's/^/           /'; fi
+    if [ "$s" = metalhall-inv ] || [ "$s" = metalhall-etcd ]; then grep -o 'leases_persisted=[0-9]* peak_rss_mib=[0-9.]*' "$TMP/$s.out" | sed 's/^/           /'; fi
     echo "$out" | awk '/min delay/||/avg delay/||/max delay/{printf "           %s\n", $0}' | head -6
     if [ -n "${VERBOSE:-}" ]; then echo "$out"; fi
   done

@@ -4,6 +4,12 @@
 // most.
 //
 //	go test -run '^$' -bench . -benchmem ./bench/inventory/
+//
+// METALHALL_BENCH_ENGINE=etcd runs it on a three-member etcd cluster
+// instead of a bbolt file (package bench/benchengine);
+// METALHALL_BENCH_MACHINES=N imports N machines (a multiple of 400: ten
+// halls of 40-machine racks) instead of 100,000. run.sh runs both engines
+// in one run and prints them side by side.
 package inventory_test
 
 import (
@@ -11,27 +17,31 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/metalhall/metalhall/bench/benchengine"
 	"github.com/metalhall/metalhall/inventory"
 )
 
 const (
 	halls          = 10
-	racksPerHall   = 250
 	machinesOfRack = 40
-	total          = halls * racksPerHall * machinesOfRack // 100,000
 )
+
+// racksPerHall and total are 250 and 100,000 unless
+// METALHALL_BENCH_MACHINES says otherwise.
+var racksPerHall, total = 250, 100_000
 
 var (
 	setupOnce  sync.Once
-	store      *inventory.Store
+	store      *benchengine.Store
 	setupErr   error
 	importTime time.Duration
 	dbBytes    int64
+	benchDir   string // the bbolt file or the etcd members' data dirs
 )
 
 func mac(i int) string {
@@ -51,13 +61,14 @@ func setup(b *testing.B) *inventory.Store {
 			setupErr = err
 			return
 		}
-		path := filepath.Join(dir, "metalhall.db")
-		s, err := inventory.Open(path, inventory.Options{})
+		benchDir = dir
+		ctx := context.Background()
+		s, err := benchengine.Open(ctx, dir)
 		if err != nil {
 			setupErr = err
 			return
 		}
-		ctx := context.Background()
+		store = s
 		if _, err := s.CreateSite(ctx, inventory.Site{Name: "site"}); err != nil {
 			setupErr = err
 			return
@@ -88,6 +99,10 @@ func setup(b *testing.B) *inventory.Store {
 					return
 				}
 			}
+			if err := s.Compact(ctx); err != nil {
+				setupErr = err
+				return
+			}
 		}
 		importTime = time.Since(start)
 		// Give machines a spread of states, as a live hall has.
@@ -97,28 +112,29 @@ func setup(b *testing.B) *inventory.Store {
 				return
 			}
 		}
-		fi, err := os.Stat(path)
-		if err != nil {
+		if err := s.Compact(ctx); err != nil {
 			setupErr = err
 			return
 		}
-		dbBytes = fi.Size()
-		store = s
+		if dbBytes, err = s.Bytes(); err != nil {
+			setupErr = err
+		}
 	})
 	if setupErr != nil {
 		b.Fatal(setupErr)
 	}
-	return store
+	return store.Store
 }
 
 // BenchmarkImport100k reports what building the 100,000-machine database
 // cost: time per machine and database bytes per machine.
 func BenchmarkImport100k(b *testing.B) {
 	setup(b)
+	b.ReportMetric(float64(total), "machines")
 	for range b.N {
 	}
-	b.ReportMetric(float64(importTime.Nanoseconds())/total, "ns/machine")
-	b.ReportMetric(float64(dbBytes)/total, "dbbytes/machine")
+	b.ReportMetric(float64(importTime.Nanoseconds())/float64(total), "ns/machine")
+	b.ReportMetric(float64(dbBytes)/float64(total), "dbbytes/machine")
 	b.ReportMetric(importTime.Seconds(), "import-s")
 }
 
@@ -192,11 +208,20 @@ func BenchmarkHallCapacity(b *testing.B) {
 }
 
 func TestMain(m *testing.M) {
+	if v := os.Getenv("METALHALL_BENCH_MACHINES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 || n%(halls*machinesOfRack) != 0 {
+			fmt.Fprintf(os.Stderr, "METALHALL_BENCH_MACHINES=%q: give a positive multiple of %d (ten halls of %d-machine racks), e.g. 10000\n", v, halls*machinesOfRack, machinesOfRack)
+			os.Exit(2)
+		}
+		total, racksPerHall = n, n/(halls*machinesOfRack)
+	}
 	code := m.Run()
 	if store != nil {
-		path := store.Path()
 		store.Close()
-		os.RemoveAll(filepath.Dir(path))
+	}
+	if benchDir != "" {
+		os.RemoveAll(benchDir)
 	}
 	os.Exit(code)
 }

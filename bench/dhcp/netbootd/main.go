@@ -7,7 +7,10 @@
 // With -inventory DIR it runs the service's own path instead: a bbolt
 // inventory in DIR, the provisioner's inventory-backed Addresses, the job
 // engine as Booter, and boot events and leases persisted to the inventory
-// in batches — what `metalhall serve` runs.
+// in batches — what `metalhall serve` runs. With -store etcd as well, that
+// inventory is on a three-member etcd cluster (Debian's etcd-server) that
+// netbootd starts itself, its data dirs in DIR, in netbootd's own network
+// namespace: `metalhall serve --store etcd`.
 package main
 
 import (
@@ -50,6 +53,8 @@ func main() {
 	tftpMax := flag.Int("tftp-max", 64, "concurrent TFTP transfers")
 	noDHCP := flag.Bool("no-dhcp", false, "TFTP only")
 	invDir := flag.String("inventory", "", "use the service's inventory-backed path with a database in this directory")
+	known := flag.Int("known", 0, "with -inventory: enroll this many machines with reserved addresses first, and write their MACs to DIR/macs.txt (for perfdhcp -M)")
+	storeKind := flag.String("store", "bolt", "with -inventory: bolt, or etcd (a three-member cluster started in the -inventory directory)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
 	if *cpuProfile != "" {
@@ -65,7 +70,15 @@ func main() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if *invDir != "" {
-		os.Exit(runInventory(*invDir, *iface, *server, *prefix, *first, *last, *workers, *queue, log))
+		if *storeKind != "bolt" && *storeKind != "etcd" {
+			fmt.Fprintf(os.Stderr, "-store %q: use bolt or etcd\n", *storeKind)
+			os.Exit(2)
+		}
+		if *known < 0 || *known > 32_000 {
+			fmt.Fprintf(os.Stderr, "-known %d: give 0 to 32000 machines (their addresses are reserved in 10.99.128.0/17)\n", *known)
+			os.Exit(2)
+		}
+		os.Exit(runInventory(*invDir, *storeKind == "etcd", *known, *iface, *server, *prefix, *first, *last, *workers, *queue, log))
 	}
 
 	addrs := netboot.NewMemoryAddresses()

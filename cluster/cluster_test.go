@@ -16,25 +16,37 @@ import (
 	"github.com/metalhall/metalhall/cluster/clustertest"
 )
 
-var etcd *clustertest.Server
+// shared is one embedded etcd member for every test, started by the
+// first that needs it: inside the tests, not before m.Run, whose set-up
+// the member's goroutines would race.
+var shared struct {
+	once sync.Once
+	srv  *clustertest.Server
+	err  error
+}
 
 func TestMain(m *testing.M) {
-	s, err := clustertest.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	etcd = s
 	code := m.Run()
-	s.Close()
+	if shared.srv != nil {
+		shared.srv.Close()
+	}
 	os.Exit(code)
+}
+
+func sharedEtcd(t *testing.T) *clustertest.Server {
+	t.Helper()
+	shared.once.Do(func() { shared.srv, shared.err = clustertest.Start() })
+	if shared.err != nil {
+		t.Fatal(shared.err)
+	}
+	return shared.srv
 }
 
 // join makes an instance with its own client (so the test can make it
 // vanish by closing the client) and a short TTL.
 func join(t *testing.T, id string) (*cluster.Member, *clientv3.Client) {
 	t.Helper()
-	c := etcd.Client(t)
+	c := sharedEtcd(t).Client(t)
 	m, err := cluster.Join(context.Background(), cluster.Config{Client: c, Prefix: clustertest.Prefix(t), ID: id, TTL: 2 * time.Second,
 		APIURL: "https://" + id + ":8280", ProvisioningURL: "http://" + id + ":8281"})
 	if err != nil {
@@ -157,7 +169,7 @@ func TestLostClosesWhenTheLeaseIsRevokedAndASessionComesBack(t *testing.T) {
 	}
 	// Find a's lease through its registration and revoke it, as etcd does
 	// when the lease expires.
-	admin := etcd.Client(t)
+	admin := sharedEtcd(t).Client(t)
 	resp, err := admin.Get(ctx, clustertest.Prefix(t)+"members/a")
 	if err != nil || len(resp.Kvs) != 1 {
 		t.Fatalf("a's registration: %v %v", resp, err)
@@ -230,7 +242,7 @@ func TestMembersListsTheLiveInstancesAndCloseLeaves(t *testing.T) {
 
 func TestATakenIDIsRefused(t *testing.T) {
 	join(t, "a")
-	c := etcd.Client(t)
+	c := sharedEtcd(t).Client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, err := cluster.Join(ctx, cluster.Config{Client: c, Prefix: clustertest.Prefix(t), ID: "a", TTL: 2 * time.Second})

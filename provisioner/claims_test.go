@@ -226,8 +226,7 @@ func killOwner(t *testing.T, l *lab, ins map[string]*instance, id string) (owner
 		time.Sleep(20 * time.Millisecond) // waiting for the TTL and the takeover; no assertion on how long
 	}
 	t.Logf("owner %s gone → job claimed by %s after %v (TTL 2s)", owner.name, other.name, time.Since(died).Round(time.Millisecond))
-	l.eng = other.eng
-	l.srv.Config.Handler = other.eng.AgentHandler()
+	l.setEngine(other.eng)
 	return owner, other
 }
 

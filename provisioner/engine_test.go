@@ -38,9 +38,12 @@ type agentScript func(t *testing.T, a *fakeAgent, task wire.Task)
 // Booter what to boot and runs the agent script against the engine's
 // agent endpoints over real HTTP.
 type lab struct {
-	t      *testing.T
-	inv    *inventory.Store
-	eng    *Engine
+	t   *testing.T
+	inv *inventory.Store
+	eng *Engine
+	// engMu guards eng where the fake machines read it (their goroutines)
+	// and a takeover test swaps it (setEngine).
+	engMu  sync.Mutex
 	srv    *httptest.Server
 	bmc    *fakeBMC
 	script agentScript
@@ -204,12 +207,27 @@ func (a *fakeAgent) call(method, endpoint string, in, out any) error {
 	return nil
 }
 
+// engine is the lab's engine, as the fake machines see it.
+func (l *lab) engine() *Engine {
+	l.engMu.Lock()
+	defer l.engMu.Unlock()
+	return l.eng
+}
+
+// setEngine swaps the lab's engine (another instance took the jobs over).
+func (l *lab) setEngine(e *Engine) {
+	l.engMu.Lock()
+	l.eng = e
+	l.engMu.Unlock()
+}
+
 // powerOn is the fake machine booting: from the network (the agent) or
 // from its disk (the installed OS fetching its metadata).
 func (l *lab) powerOn(m *inventory.Machine, dev string) {
 	ctx := context.Background()
 	mac := must(net.ParseMAC(m.MACs[0]))
-	boot, err := l.eng.Boot(ctx, netboot.Client{MAC: mac, Arch: netboot.ArchEFIx64})
+	eng := l.engine()
+	boot, err := eng.Boot(ctx, netboot.Client{MAC: mac, Arch: netboot.ArchEFIx64})
 	if err != nil {
 		l.t.Errorf("Boot(%s): %v", m.Name, err)
 		return
@@ -222,7 +240,7 @@ func (l *lab) powerOn(m *inventory.Machine, dev string) {
 		req := httptest.NewRequest("GET", "/metadata/meta-data", nil)
 		req.RemoteAddr = m.IP + ":40000"
 		rec := httptest.NewRecorder()
-		l.eng.MetadataHandler().ServeHTTP(rec, req)
+		eng.MetadataHandler().ServeHTTP(rec, req)
 		return
 	}
 	if boot.Kind != netboot.BootProvision {
@@ -326,7 +344,11 @@ func newLab(t *testing.T, cfg Config) *lab {
 		cfg.Profiles = profiles{"hgx-h100": {GPUModel: "H100 SXM5", GPUCount: 8, CPUSockets: 2, MinMemoryGiB: 1024, OSDisk: "nvme0n1"}}
 	}
 	l.eng = must(New(inv, l.bmc, cfg))
-	l.srv = httptest.NewServer(l.eng.AgentHandler())
+	// The agent endpoints of whichever engine the lab has now (a takeover
+	// test swaps it).
+	l.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		l.engine().AgentHandler().ServeHTTP(w, r)
+	}))
 	t.Cleanup(l.srv.Close)
 	l.start()
 	t.Cleanup(l.stop)

@@ -330,7 +330,7 @@ func (h *ha) takeover(ctx context.Context, t *testing.T) {
 	if !strings.Contains(lm.Serial(from), demoos.Marker+" demo OS ha") {
 		t.Errorf("deployed but the demo OS marker is not on the console after the takeover")
 	}
-	events, err := h.cli(ctx, h.token, "machine", "events", "lab-m01")
+	events, err := h.cli(ctx, h.token, "machine", "events", "-o", "json", "lab-m01") // the table clips details
 	if err != nil {
 		t.Fatal(err)
 	}

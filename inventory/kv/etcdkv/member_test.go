@@ -2,6 +2,7 @@ package etcdkv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -48,13 +49,13 @@ func TestOneMemberOfThreeKilledChangesNothing(t *testing.T) {
 }
 
 // openRetrying opens an engine on a cluster that may still be electing
-// its first leader.
+// its first leader (Open fails as unavailable until then).
 func openRetrying(t *testing.T, cfg Config) (*Engine, error) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		e, err := Open(context.Background(), cfg)
-		if err == nil || time.Now().After(deadline) {
+		if err == nil || !errors.Is(err, kv.ErrUnavailable) || time.Now().After(deadline) {
 			return e, err
 		}
 	}

@@ -48,16 +48,9 @@ func TestQuorumLossRefusesWritesAndViewsKeepAnswering(t *testing.T) {
 
 	// The members elect a leader in about a second; until then Open
 	// fails as unavailable.
-	var e *Engine
-	var err error
-	for deadline := time.Now().Add(30 * time.Second); e == nil; {
-		e, err = Open(context.Background(), cfg)
-		if err != nil {
-			if !errors.Is(err, kv.ErrUnavailable) || time.Now().After(deadline) {
-				t.Fatalf("Open on a starting cluster: %v", err)
-			}
-			continue
-		}
+	e, err := openRetrying(t, cfg)
+	if err != nil {
+		t.Fatalf("Open on a starting cluster: %v", err)
 	}
 	defer e.Close()
 	put := func(key string) error {

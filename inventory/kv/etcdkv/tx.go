@@ -116,13 +116,9 @@ func (t *tx) after(from, hi string, incl bool) (item, bool) {
 		if !incl && it.key == from {
 			return true
 		}
-		if t.writable {
-			if w, ok := t.writes.Get(it); ok {
-				if w.del {
-					return true
-				}
-				it = w
-			}
+		it, ok := t.overlaid(it)
+		if !ok {
+			return true
 		}
 		best, found = it, true
 		return false
@@ -143,6 +139,17 @@ func (t *tx) after(from, hi string, incl bool) (item, bool) {
 	return best, found
 }
 
+// overlaid is a snapshot item as this transaction sees it: replaced by
+// its own write of the key, or not visible (false) when it deleted it.
+func (t *tx) overlaid(it item) (item, bool) {
+	if t.writable {
+		if w, ok := t.writes.Get(it); ok {
+			return w, !w.del
+		}
+	}
+	return it, true
+}
+
 // before returns the last visible item in [lo, to], to excluded unless
 // incl; after's mirror image.
 func (t *tx) before(lo, to string, incl bool) (item, bool) {
@@ -155,13 +162,9 @@ func (t *tx) before(lo, to string, incl bool) (item, bool) {
 		if !incl && it.key == to {
 			return true
 		}
-		if t.writable {
-			if w, ok := t.writes.Get(it); ok {
-				if w.del {
-					return true
-				}
-				it = w
-			}
+		it, ok := t.overlaid(it)
+		if !ok {
+			return true
 		}
 		best, found = it, true
 		return false

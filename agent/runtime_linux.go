@@ -253,12 +253,23 @@ func finish(log *slog.Logger, after wire.After) {
 		unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
 	case wire.AfterNone:
 		log.Info("done; staying up as asked")
-		select {}
+		stayUp()
 	default:
 		log.Info("powering off")
 		unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	}
 	// Reboot only returns on failure; PID 1 must not exit.
 	log.Error("power control failed; halting here")
-	select {}
+	stayUp()
+}
+
+// stayUp blocks for good. Not with an empty select: once the agent's
+// other goroutines and timers are gone, the Go runtime takes a blocked
+// program for a deadlock and exits with status 2 — and PID 1 exiting
+// panics the kernel, which is what a machine waiting for its BMC to
+// power-cycle it must not do. A sleeping goroutine is never a deadlock.
+func stayUp() {
+	for {
+		time.Sleep(time.Hour)
+	}
 }

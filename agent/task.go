@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/metalhall/metalhall/agent/wire"
@@ -61,7 +62,8 @@ func (r *Runner) Run(ctx context.Context) (wire.After, error) {
 	}
 	log.Info("task", "job", task.JobID, "kind", task.Kind, "after", after)
 
-	step, detail, erased, err := r.perform(ctx, task, log)
+	progress := r.progressPoster(ctx, task.JobID, log)
+	step, detail, erased, err := r.perform(ctx, task, progress.post, log)
 	done := wire.Done{JobID: task.JobID, OK: err == nil, Step: step, Detail: detail, Erase: erased}
 	if err != nil {
 		done.Error = err.Error()
@@ -71,7 +73,21 @@ func (r *Runner) Run(ctx context.Context) (wire.After, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	if derr := retry(dctx, "report done", log.Warn, func(ctx context.Context) error { return r.Client.Done(ctx, done) }); derr != nil {
+	// The service writes progress behind: a restart in the middle loses
+	// the last reports, and it believes a "done" only with the bytes
+	// written on record. Every try after the first says the last report
+	// again before the done.
+	tries := 0
+	if derr := retry(dctx, "report done", log.Warn, func(ctx context.Context) error {
+		if tries++; tries > 1 {
+			if p, ok := progress.last(); ok {
+				if err := r.Client.Progress(ctx, p); err != nil {
+					return err
+				}
+			}
+		}
+		return r.Client.Done(ctx, done)
+	}); derr != nil {
 		log.Error("could not report the result", "err", derr)
 		if err == nil {
 			err = derr
@@ -82,11 +98,11 @@ func (r *Runner) Run(ctx context.Context) (wire.After, error) {
 
 // perform returns the last step reached, a human summary, the erase
 // records of a wipe, and the error.
-func (r *Runner) perform(ctx context.Context, task wire.Task, log *slog.Logger) (string, string, []wire.EraseRecord, error) {
+func (r *Runner) perform(ctx context.Context, task wire.Task, progress ProgressFunc, log *slog.Logger) (string, string, []wire.EraseRecord, error) {
 	if task.Kind == wire.KindWipe {
-		return r.erase(ctx, task, log)
+		return r.erase(ctx, task, progress, log)
 	}
-	step, detail, err := r.performOther(ctx, task, log)
+	step, detail, err := r.performOther(ctx, task, progress, log)
 	return step, detail, nil, err
 }
 
@@ -126,12 +142,11 @@ func (r *Runner) inspect(ctx context.Context, task wire.Task, log *slog.Logger) 
 // other, and returns a record for each. A disk that fails does not stop
 // the others: the machine is left as clean as it can be, and the error
 // names every disk that failed.
-func (r *Runner) erase(ctx context.Context, task wire.Task, log *slog.Logger) (string, string, []wire.EraseRecord, error) {
+func (r *Runner) erase(ctx context.Context, task wire.Task, progress ProgressFunc, log *slog.Logger) (string, string, []wire.EraseRecord, error) {
 	inv, err := r.inspect(ctx, task, log)
 	if err != nil {
 		return wire.StepInspect, "", nil, err
 	}
-	progress := r.progressPoster(ctx, task.JobID, log)
 	var recs []wire.EraseRecord
 	var failed []string
 	for _, d := range inv.Disks {
@@ -162,13 +177,11 @@ func (r *Runner) erase(ctx context.Context, task wire.Task, log *slog.Logger) (s
 }
 
 // performOther runs the tasks other than wipe.
-func (r *Runner) performOther(ctx context.Context, task wire.Task, log *slog.Logger) (string, string, error) {
+func (r *Runner) performOther(ctx context.Context, task wire.Task, progress ProgressFunc, log *slog.Logger) (string, string, error) {
 	inv, err := r.inspect(ctx, task, log)
 	if err != nil {
 		return wire.StepInspect, "", err
 	}
-
-	progress := r.progressPoster(ctx, task.JobID, log)
 	switch task.Kind {
 	case wire.KindInspect:
 		return wire.StepInspect, fmt.Sprintf("%d disks, %d NICs, GPUs: %s", len(inv.Disks), len(inv.NICs), gpuSummary(inv.GPUs)), nil
@@ -213,39 +226,65 @@ func (r *Runner) performOther(ctx context.Context, task wire.Task, log *slog.Log
 
 // progressPoster sends progress in the background so a slow service
 // never slows the disk; reports that arrive while one is in flight
-// replace the pending one.
-func (r *Runner) progressPoster(ctx context.Context, job string, log *slog.Logger) ProgressFunc {
-	ch := make(chan wire.Progress, 1)
+// replace the pending one. It keeps the newest report, to be said again
+// before a done the service did not take.
+func (r *Runner) progressPoster(ctx context.Context, job string, log *slog.Logger) *poster {
+	p := &poster{ch: make(chan wire.Progress, 1), job: job, log: log}
 	go func() {
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case p := <-ch:
+			case rep := <-p.ch:
 				pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				if err := r.Client.Progress(pctx, p); err != nil {
+				if err := r.Client.Progress(pctx, rep); err != nil {
 					log.Warn("progress report failed", "err", err)
 				}
 				cancel()
 			}
 		}
 	}()
-	return func(p wire.Progress) {
-		p.JobID = job
-		log.Info("progress", "step", p.Step, "bytes", p.Bytes, "total", p.Total, "rate", p.Rate)
-		select {
-		case ch <- p:
+	return p
+}
+
+type poster struct {
+	ch  chan wire.Progress
+	job string
+	log *slog.Logger
+
+	mu     sync.Mutex
+	newest *wire.Progress
+}
+
+// post is the ProgressFunc: it never blocks.
+func (p *poster) post(rep wire.Progress) {
+	rep.JobID = p.job
+	p.log.Info("progress", "step", rep.Step, "bytes", rep.Bytes, "total", rep.Total, "rate", rep.Rate)
+	p.mu.Lock()
+	p.newest = &rep
+	p.mu.Unlock()
+	select {
+	case p.ch <- rep:
+	default:
+		select { // drop the stale one, keep the newest
+		case <-p.ch:
 		default:
-			select { // drop the stale one, keep the newest
-			case <-ch:
-			default:
-			}
-			select {
-			case ch <- p:
-			default:
-			}
+		}
+		select {
+		case p.ch <- rep:
+		default:
 		}
 	}
+}
+
+// last is the newest report, if there was one.
+func (p *poster) last() (wire.Progress, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.newest == nil {
+		return wire.Progress{}, false
+	}
+	return *p.newest, true
 }
 
 // SelectTarget picks the disk to write: the one the task names, else the

@@ -29,6 +29,11 @@ type fakeService struct {
 	progress []wire.Progress
 	done     *wire.Done
 	taskHits int
+	// restartBeforeDone makes the first done meet a service that lost
+	// the progress written behind, as after a kill -9: it refuses done
+	// until a report arrives again, as the real one does.
+	restartBeforeDone bool
+	doneTries         int
 }
 
 func newFakeService(t *testing.T, task wire.Task, img []byte) *fakeService {
@@ -79,8 +84,17 @@ func newFakeService(t *testing.T, task wire.Task, img []byte) *fakeService {
 		var d wire.Done
 		decode(r, &d)
 		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.doneTries++
+		if s.restartBeforeDone && s.doneTries == 1 {
+			s.progress = nil
+		}
+		if s.restartBeforeDone && d.OK && len(s.progress) == 0 {
+			w.WriteHeader(http.StatusConflict)
+			json.NewEncoder(w).Encode(wire.Error{Error: "done refused: the agent has reported no bytes written"})
+			return
+		}
 		s.done = &d
-		s.mu.Unlock()
 	}))
 	mux.HandleFunc("GET /agent/v1/"+wire.EndpointBurninStream, auth(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.ParseInt(r.URL.Query().Get("bytes"), 10, 64)
@@ -135,6 +149,31 @@ func TestRunnerProvision(t *testing.T) {
 	}
 	if svc.taskHits != 2 {
 		t.Errorf("task fetched %d times, want 2 (one 503, one retry)", svc.taskHits)
+	}
+}
+
+// A service restarted between the write's last progress report and the
+// agent's done has lost the reports it wrote behind: the agent says its
+// newest report again and the done lands.
+func TestRunnerProvisionDoneAfterAServiceRestart(t *testing.T) {
+	img, data := testImage(t)
+	task := wire.Task{JobID: "job-r", Kind: wire.KindProvision, After: wire.AfterNone, Image: &wire.ImageSpec{
+		URL: svcPath, Format: string(imagefmt.Zstd), SHA256: sum(img), UncompressedSize: int64(len(img)), BlockMap: data}}
+	svc := newFakeService(t, task, compress(t, imagefmt.Zstd, img))
+	svc.restartBeforeDone = true
+	r := &Runner{Client: &Client{BaseURL: svc.URL, Token: "tok"}, Root: "testdata/qemu", DevDir: devDir(t, 32*MiB), ProgressEvery: time.Hour}
+	if _, err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	if svc.done == nil || !svc.done.OK || svc.doneTries != 2 {
+		t.Fatalf("done %+v after %d tries, want accepted on the second", svc.done, svc.doneTries)
+	}
+	// The background poster's own send may land after the first done:
+	// what counts is that the newest report came after the refusal.
+	if n := len(svc.progress); n == 0 || svc.progress[n-1].JobID != "job-r" || svc.progress[n-1].Bytes != int64(len(img)) {
+		t.Errorf("progress after the refused done: %+v, want the newest report (all %d bytes)", svc.progress, len(img))
 	}
 }
 

@@ -403,6 +403,7 @@ func (s *Store) FlushJobUpdates() {
 // returns once u is stored or refused; without, it makes sure a flush
 // will come and returns at once.
 func (s *Store) queueJobUpdate(u *jobUpdate, wait bool) {
+	s.countWrite()
 	s.jobQ.mu.Lock()
 	s.jobQ.pending = append(s.jobQ.pending, u)
 	arm := !wait && !s.jobQ.armed

@@ -52,12 +52,13 @@ func (w *writeCauses) add(site writeSite, writes, commits uint64) {
 }
 
 const (
-	modulePrefix  = "github.com/metalhall/metalhall/"
-	packagePrefix = modulePrefix + "inventory."
+	modulePrefix = "github.com/metalhall/metalhall/"
+	storePrefix  = modulePrefix + "inventory.(*Store)."
 )
 
 // callSite names the store method the caller's goroutine is in (the
-// outermost frame of this package) and the function that called it, and
+// outermost of the Store's methods on its stack) and the function that
+// called it, and
 // says whether the write is a group commit's (commitJobUpdates is on the
 // stack), whose members were counted as they queued.
 func callSite() (site writeSite, grouped bool) {
@@ -66,8 +67,8 @@ func callSite() (site writeSite, grouped bool) {
 	frames := runtime.CallersFrames(pcs[:n])
 	for {
 		f, more := frames.Next()
-		if rest, ok := strings.CutPrefix(f.Function, packagePrefix); ok {
-			site.op = strings.TrimPrefix(rest, "(*Store).")
+		if rest, ok := strings.CutPrefix(f.Function, storePrefix); ok {
+			site.op = rest
 			if site.op == "commitJobUpdates" {
 				grouped = true
 			}

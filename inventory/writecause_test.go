@@ -4,6 +4,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // TestWriteCausesNameTheCallerAndWhoCommitted: a direct write counts one
@@ -61,4 +64,43 @@ func byOp(cs []WriteCause) map[string]WriteCause {
 		out[c.Op] = c
 	}
 	return out
+}
+
+// TestGroupCommitWaitsForCompanyOnlyAfterSharing: the next committer
+// waits for company (JobCommitWindow) after a commit that carried more
+// than one waited-for update, and not after one that carried a single
+// one, with or without updates written behind: a lone writer (one job,
+// a quiet hall) never waits.
+func TestGroupCommitWaitsForCompanyOnlyAfterSharing(t *testing.T) {
+	s := openTestStore(t, filepath.Join(t.TempDir(), "metalhall.db"), Options{NoSync: true})
+	defer s.Close()
+	nop := func(kv.Tx, *viewChanges) error { return nil }
+	commit := func(waited, behind int) {
+		s.jobQ.commit.Lock()
+		defer s.jobQ.commit.Unlock()
+		s.jobQ.mu.Lock()
+		for range waited {
+			s.jobQ.pending = append(s.jobQ.pending, &jobUpdate{txfn: nop, done: make(chan struct{})})
+		}
+		for range behind {
+			s.jobQ.pending = append(s.jobQ.pending, &jobUpdate{txfn: nop, done: make(chan struct{}), behindSince: time.Now()})
+		}
+		s.jobQ.mu.Unlock()
+		s.commitQueued()
+	}
+	if s.jobQ.sharing() {
+		t.Fatal("a new store waits for company")
+	}
+	commit(1, 3)
+	if s.jobQ.sharing() {
+		t.Error("after a commit of one waited-for update and three behind: waits for company, want not")
+	}
+	commit(2, 0)
+	if !s.jobQ.sharing() {
+		t.Error("after a commit of two waited-for updates: does not wait for company, want it to")
+	}
+	commit(1, 0)
+	if s.jobQ.sharing() {
+		t.Error("after a lone update again: waits for company, want not")
+	}
 }

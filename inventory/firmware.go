@@ -38,8 +38,7 @@ func (s *Store) RecordBMCFirmware(ctx context.Context, name string, fw BMCFirmwa
 // step, whose end, written next, carries it. A crash may lose it; the
 // step, run again, reads it again.
 func (s *Store) RecordBMCFirmwareBehind(name string, fw BMCFirmware) {
-	fn := putBMCFirmware(name, fw)
-	s.writeBehind(func(tx kv.Tx, _ *viewChanges) error { return fn(tx) })
+	s.batchBehind(putBMCFirmware(name, fw))
 }
 
 func putBMCFirmware(name string, fw BMCFirmware) func(tx kv.Tx) error {

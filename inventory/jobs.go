@@ -372,6 +372,11 @@ func (s *Store) writeBehind(fn func(tx kv.Tx, vc *viewChanges) error) {
 	s.queueJobUpdate(&jobUpdate{txfn: fn, done: make(chan struct{}), behindSince: time.Now()}, false)
 }
 
+// batchBehind is batch written behind (writeBehind).
+func (s *Store) batchBehind(fn func(tx kv.Tx) error) {
+	s.writeBehind(func(tx kv.Tx, _ *viewChanges) error { return fn(tx) })
+}
+
 // flushBehind commits the queue once its oldest update nobody waits for
 // has waited JobWriteBehind; until then it looks again when that will be.
 func (s *Store) flushBehind() {

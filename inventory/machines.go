@@ -690,8 +690,7 @@ func (s *Store) RecordBMCStatus(ctx context.Context, name string, st BMCStatus) 
 // contact with the BMC says it again. A machine removed meanwhile is
 // skipped.
 func (s *Store) RecordBMCStatusBehind(name string, st BMCStatus) {
-	fn := putBMCStatus(name, st)
-	s.writeBehind(func(tx kv.Tx, _ *viewChanges) error { return fn(tx) })
+	s.batchBehind(putBMCStatus(name, st))
 }
 
 func putBMCStatus(name string, st BMCStatus) func(tx kv.Tx) error {

@@ -434,11 +434,13 @@ func (s *Store) queueJobUpdate(u *jobUpdate, wait bool) {
 	select {
 	case <-u.done: // an earlier committer took it
 	default:
-		if s.jobQ.sharing() {
+		if u.txfn == nil && s.jobQ.sharing() {
 			// Writers are busy side by side (the last commit carried
 			// several that waited): wait a moment for their next ones
 			// to come, and commit them together. A lone writer never
-			// waits.
+			// waits, nor does a write that is not a running job's
+			// (a job's submission, an event, a token's use: an API
+			// request waits for those).
 			time.Sleep(JobCommitWindow)
 		}
 		s.commitQueued()
@@ -447,12 +449,12 @@ func (s *Store) queueJobUpdate(u *jobUpdate, wait bool) {
 	<-u.done
 }
 
-// JobCommitWindow is how long a group commit waits for company before
-// it commits, while writers are busy side by side (the last commit
-// carried more than one update somebody waited for). A step's end costs
-// its job that much; in a hall of running jobs it saves the single
-// writer most of its commits.
-const JobCommitWindow = 2 * time.Millisecond
+// JobCommitWindow is how long a group commit of a running job's update
+// waits for company before it commits, while writers are busy side by
+// side (the last commit carried more than one update somebody waited
+// for). A step's end costs its job that much; in a hall of running jobs
+// it saves the single writer most of its commits.
+const JobCommitWindow = 3 * time.Millisecond
 
 // sharing reports whether the last commit carried more than one update
 // that its writer waited for.

@@ -115,10 +115,25 @@ func (a *Machines) record(ctx context.Context, m *inventory.Machine, power bmc.P
 		// not make.
 		return
 	}
-	// Written behind: the step that ran the command writes its end next,
-	// and that commit carries this one.
-	a.Inv.RecordBMCStatusBehind(m.Name, bs)
+	if stepping(ctx) {
+		// Written behind: the job's step that ran the command writes its
+		// end next, and that commit carries this one.
+		a.Inv.RecordBMCStatusBehind(m.Name, bs)
+		return
+	}
+	// Asked for directly (the API's power read, boot device, event log):
+	// on the machine before the answer.
+	a.Inv.RecordBMCStatus(context.WithoutCancel(ctx), m.Name, bs)
 }
+
+// stepKey marks a context as a job step's (Engine.exec).
+type stepKey struct{}
+
+// inStep marks ctx as a job step's: what a BMC command says in it is
+// written behind, for the step's end to carry.
+func inStep(ctx context.Context) context.Context { return context.WithValue(ctx, stepKey{}, true) }
+
+func stepping(ctx context.Context) bool { return ctx.Value(stepKey{}) != nil }
 
 // sameContact reports whether a command's status says nothing the last
 // recorded one did not: the same power, reachability, outcome, error and

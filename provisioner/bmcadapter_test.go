@@ -16,8 +16,9 @@ import (
 // TestBMCStatusKeepsWhatTheSyncMeasured: a power sync's draw and sensors
 // are stored with its outcome, and a sync that reads the same again is
 // not written; a later command records its own outcome and keeps them
-// (commands measure neither), written behind for the step's end to
-// carry, and is not written when it says nothing the record does not.
+// (commands measure neither), at once when asked for directly and
+// written behind for the step's end to carry inside a job's step, and is
+// not written when it says nothing the record does not.
 func TestBMCStatusKeepsWhatTheSyncMeasured(t *testing.T) {
 	ctx := context.Background()
 	inv := must(inventory.Open(filepath.Join(t.TempDir(), "db"), inventory.Options{}))
@@ -88,7 +89,6 @@ func TestBMCStatusKeepsWhatTheSyncMeasured(t *testing.T) {
 	if st, err := a.PowerState(ctx, m); err != nil || st != "off" {
 		t.Fatalf("power state %q %v", st, err)
 	}
-	inv.FlushJobUpdates() // what the step's end would carry
 	m = must(inv.Machine(ctx, "m1"))
 	if s := m.BMCStatus.Sensors; s == nil || *s != want || m.BMCStatus.ConsumedW != 5000 || m.BMCStatus.Outcome != "ok" || m.BMCStatus.Power != "off" {
 		t.Fatalf("after a command: %+v", m.BMCStatus)
@@ -101,14 +101,15 @@ func TestBMCStatusKeepsWhatTheSyncMeasured(t *testing.T) {
 	if err := a.SetBootDevice(ctx, m, inventory.BootPXE, false); err != nil {
 		t.Fatal(err)
 	}
-	inv.FlushJobUpdates()
 	if got := inv.WriteTransactions() - before; got != 0 {
 		t.Errorf("a command confirming the recorded status took %d write transactions, want none", got)
 	}
-	if err := a.SetPower(ctx, m, inventory.PowerOn); err != nil {
+	// Inside a job's step, the power-on's status waits for the next
+	// commit (the step's end), which carries it.
+	if err := a.SetPower(inStep(ctx), m, inventory.PowerOn); err != nil {
 		t.Fatal(err)
 	}
-	inv.FlushJobUpdates()
+	inv.FlushJobUpdates() // what the step's end would carry
 	if m = must(inv.Machine(ctx, "m1")); m.BMCStatus.Power != "on" || m.BMCStatus.ConsumedW != 5000 {
 		t.Errorf("after a power-on: %+v, want on with the sync's draw kept", m.BMCStatus)
 	}

@@ -34,6 +34,19 @@ func (s *Store) AppendEvent(ctx context.Context, e Event) (Event, error) {
 	return out, err
 }
 
+// AppendEventBehind is AppendEvent written behind (see UpdateJobBehind):
+// for an event of a job's step, which the step's end, written next,
+// carries in its commit. It refuses an event that cannot be stored at
+// once; a crash before the commit loses it, and the step, run again,
+// says it again.
+func (s *Store) AppendEventBehind(e Event) error {
+	if err := checkEvent(&e, s.now); err != nil {
+		return err
+	}
+	s.writeBehind(func(tx kv.Tx, vc *viewChanges) error { return s.putEvents(tx, vc, []Event{e}) })
+	return nil
+}
+
 // checkEvent refuses an event that cannot be stored and stamps its time.
 func checkEvent(e *Event, now func() time.Time) error {
 	if e.Subject == "" || e.Action == "" {

@@ -30,7 +30,19 @@ type FirmwareComponent struct {
 // set, no components) keeps the components of the last good one, so the
 // drift report still has them, with the error beside them.
 func (s *Store) RecordBMCFirmware(ctx context.Context, name string, fw BMCFirmware) error {
-	return s.batch(func(tx kv.Tx) error {
+	return s.batch(putBMCFirmware(name, fw))
+}
+
+// RecordBMCFirmwareBehind is RecordBMCFirmware written behind (see
+// UpdateJobBehind): a commission reads the firmware in its bmc-check
+// step, whose end, written next, carries it. A crash may lose it; the
+// step, run again, reads it again.
+func (s *Store) RecordBMCFirmwareBehind(name string, fw BMCFirmware) {
+	s.batchBehind(putBMCFirmware(name, fw))
+}
+
+func putBMCFirmware(name string, fw BMCFirmware) func(tx kv.Tx) error {
+	return func(tx kv.Tx) error {
 		fw := fw // a retry keeps the components it reads, not the last run's
 		b := bkt(tx, bMachines)
 		var m Machine
@@ -46,5 +58,5 @@ func (s *Store) RecordBMCFirmware(ctx context.Context, name string, fw BMCFirmwa
 		m.BMCFirmware = &fw
 		// Only the firmware changes: no index or usage is touched.
 		return putJSON(b, []byte(name), &m)
-	})
+	}
 }

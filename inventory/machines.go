@@ -681,7 +681,20 @@ func (s *Store) assignMachineTenant(name, tenant string, check func(current stri
 // RecordBMCStatus stores what the BMC said. Many of these arrive together
 // from the power-state sync, so they are batched into shared transactions.
 func (s *Store) RecordBMCStatus(ctx context.Context, name string, st BMCStatus) error {
-	return s.batch(func(tx kv.Tx) error {
+	return s.batch(putBMCStatus(name, st))
+}
+
+// RecordBMCStatusBehind is RecordBMCStatus written behind (see
+// UpdateJobBehind): for what a BMC command said, which the step's end,
+// written next, carries in its commit. A crash may lose it; the next
+// contact with the BMC says it again. A machine removed meanwhile is
+// skipped.
+func (s *Store) RecordBMCStatusBehind(name string, st BMCStatus) {
+	s.batchBehind(putBMCStatus(name, st))
+}
+
+func putBMCStatus(name string, st BMCStatus) func(tx kv.Tx) error {
+	return func(tx kv.Tx) error {
 		b := bkt(tx, bMachines)
 		var m Machine
 		if err := getJSON(b, []byte(name), &m); err != nil {
@@ -690,7 +703,7 @@ func (s *Store) RecordBMCStatus(ctx context.Context, name string, st BMCStatus) 
 		m.BMCStatus = st
 		// Only the status changes: no index or usage is touched.
 		return putJSON(b, []byte(name), &m)
-	})
+	}
 }
 
 // RecordInspection stores the agent's hardware report for the machine

@@ -101,6 +101,9 @@ type Store struct {
 
 	// claimQ is the group commit of dynamic lease claims (leases.go).
 	claimQ claimQueue
+
+	// causes counts writes and commits by call site (writecause.go).
+	causes writeCauses
 }
 
 // MACEntry is what the netboot path needs to know about a MAC.
@@ -413,7 +416,10 @@ func (s *Store) eventsAppended(seq uint64) {
 }
 
 // update runs fn in a write transaction.
-func (s *Store) update(fn func(tx kv.Tx) error) error { return s.db.Update(fn) }
+func (s *Store) update(fn func(tx kv.Tx) error) error {
+	s.countCommit()
+	return s.db.Update(fn)
+}
 
 // batch runs fn in a write transaction shared with concurrent callers:
 // the group commit of job updates (RecordJobUpdate), so a BMC status, an

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"reflect"
 	"time"
 
 	"github.com/metalhall/metalhall/bmc"
@@ -114,8 +115,25 @@ func (a *Machines) record(ctx context.Context, m *inventory.Machine, power bmc.P
 		// not make.
 		return
 	}
+	if stepping(ctx) {
+		// Written behind: the job's step that ran the command writes its
+		// end next, and that commit carries this one.
+		a.Inv.RecordBMCStatusBehind(m.Name, bs)
+		return
+	}
+	// Asked for directly (the API's power read, boot device, event log):
+	// on the machine before the answer.
 	a.Inv.RecordBMCStatus(context.WithoutCancel(ctx), m.Name, bs)
 }
+
+// stepKey marks a context as a job step's (Engine.exec).
+type stepKey struct{}
+
+// inStep marks ctx as a job step's: what a BMC command says in it is
+// written behind, for the step's end to carry.
+func inStep(ctx context.Context) context.Context { return context.WithValue(ctx, stepKey{}, true) }
+
+func stepping(ctx context.Context) bool { return ctx.Value(stepKey{}) != nil }
 
 // sameContact reports whether a command's status says nothing the last
 // recorded one did not: the same power, reachability, outcome, error and
@@ -182,11 +200,26 @@ func (a *Machines) BMCTargets(ctx context.Context) ([]bmc.Target, error) {
 	return out, nil
 }
 
-// RecordBMCStatus stores one sync result.
+// StatusRefresh is how old the recorded reading of a machine whose BMC
+// says the same as last time may grow before the power sync writes it
+// again only to move its time.
+const StatusRefresh = 10 * time.Minute
+
+// RecordBMCStatus stores one sync result. A result that says what the
+// machine record already says (power, reachability, outcome, error, draw
+// and sensors), read less than StatusRefresh ago, is not written: the
+// sync reads every BMC every minute, and rewriting every machine record
+// each round to move the time of its reading would cost the single writer
+// a hall's worth of writes a minute, however quiet the hall.
 func (a *Machines) RecordBMCStatus(ctx context.Context, machine string, st bmc.Status) error {
-	return a.Inv.RecordBMCStatus(ctx, machine, inventory.BMCStatus{Power: string(st.Power), Reachable: st.Reachable,
+	bs := inventory.BMCStatus{Power: string(st.Power), Reachable: st.Reachable,
 		Outcome: st.Outcome, LastError: st.LastError, ReadAt: st.ReadAt.UTC(), ConsumedW: consumedW(st),
-		Sensors: sensorSummary(st.Sensors)})
+		Sensors: sensorSummary(st.Sensors)}
+	if m, err := a.Inv.Machine(ctx, machine); err == nil && sameContact(m.BMCStatus, bs) &&
+		reflect.DeepEqual(m.BMCStatus.Sensors, bs.Sensors) && bs.ReadAt.Sub(m.BMCStatus.ReadAt) < StatusRefresh {
+		return nil
+	}
+	return a.Inv.RecordBMCStatus(ctx, machine, bs)
 }
 
 // sensorSummary keeps what `machine show` and the metrics need of a

@@ -14,9 +14,11 @@ import (
 )
 
 // TestBMCStatusKeepsWhatTheSyncMeasured: a power sync's draw and sensors
-// are stored with its outcome; a later command records its own outcome
-// and keeps them (commands measure neither), and is not written when it
-// says nothing the record does not.
+// are stored with its outcome, and a sync that reads the same again is
+// not written; a later command records its own outcome and keeps them
+// (commands measure neither), at once when asked for directly and
+// written behind for the step's end to carry inside a job's step, and is
+// not written when it says nothing the record does not.
 func TestBMCStatusKeepsWhatTheSyncMeasured(t *testing.T) {
 	ctx := context.Background()
 	inv := must(inventory.Open(filepath.Join(t.TempDir(), "db"), inventory.Options{}))
@@ -50,6 +52,37 @@ func TestBMCStatusKeepsWhatTheSyncMeasured(t *testing.T) {
 	if s := m.BMCStatus.Sensors; s == nil || *s != want || m.BMCStatus.ConsumedW != 9812 || m.BMCStatus.Outcome != "ok" {
 		t.Fatalf("after the sync: %+v (sensors %+v)", m.BMCStatus, m.BMCStatus.Sensors)
 	}
+	// The next round reads the same: nothing is written, until the
+	// reading grows StatusRefresh old.
+	before := inv.WriteTransactions()
+	again := synced
+	again.ReadAt = synced.ReadAt.Add(time.Minute)
+	if err := a.RecordBMCStatus(ctx, "m1", again); err != nil {
+		t.Fatal(err)
+	}
+	if got := inv.WriteTransactions() - before; got != 0 {
+		t.Errorf("a sync reading what the record says took %d write transactions, want none", got)
+	}
+	again.ReadAt = synced.ReadAt.Add(StatusRefresh)
+	if err := a.RecordBMCStatus(ctx, "m1", again); err != nil {
+		t.Fatal(err)
+	}
+	if m = must(inv.Machine(ctx, "m1")); !m.BMCStatus.ReadAt.Equal(again.ReadAt.UTC()) {
+		t.Errorf("a sync %v after the recorded reading: read at %v, want %v", StatusRefresh, m.BMCStatus.ReadAt, again.ReadAt.UTC())
+	}
+	again.ConsumedWatts = 5_000
+	again.ReadAt = again.ReadAt.Add(time.Minute)
+	if err := a.RecordBMCStatus(ctx, "m1", again); err != nil {
+		t.Fatal(err)
+	}
+	if m = must(inv.Machine(ctx, "m1")); m.BMCStatus.ConsumedW != 5000 {
+		t.Errorf("a sync reading a new draw: %d W recorded, want 5000", m.BMCStatus.ConsumedW)
+	}
+	synced = again
+	if err := a.RecordBMCStatus(ctx, "m1", synced); err != nil {
+		t.Fatal(err)
+	}
+	m = must(inv.Machine(ctx, "m1"))
 
 	// A command reads the (emulated, off) machine: its outcome and power
 	// are recorded, the sync's readings kept.
@@ -57,24 +90,27 @@ func TestBMCStatusKeepsWhatTheSyncMeasured(t *testing.T) {
 		t.Fatalf("power state %q %v", st, err)
 	}
 	m = must(inv.Machine(ctx, "m1"))
-	if s := m.BMCStatus.Sensors; s == nil || *s != want || m.BMCStatus.ConsumedW != 9812 || m.BMCStatus.Outcome != "ok" || m.BMCStatus.Power != "off" {
+	if s := m.BMCStatus.Sensors; s == nil || *s != want || m.BMCStatus.ConsumedW != 5000 || m.BMCStatus.Outcome != "ok" || m.BMCStatus.Power != "off" {
 		t.Fatalf("after a command: %+v", m.BMCStatus)
 	}
 
 	// A command that learns nothing new (set the boot device: the power
 	// it keeps, an ok outcome) leaves the record, and the store, alone; one
 	// that does (power on) is written.
-	before := inv.WriteTransactions()
+	before = inv.WriteTransactions()
 	if err := a.SetBootDevice(ctx, m, inventory.BootPXE, false); err != nil {
 		t.Fatal(err)
 	}
 	if got := inv.WriteTransactions() - before; got != 0 {
 		t.Errorf("a command confirming the recorded status took %d write transactions, want none", got)
 	}
-	if err := a.SetPower(ctx, m, inventory.PowerOn); err != nil {
+	// Inside a job's step, the power-on's status waits for the next
+	// commit (the step's end), which carries it.
+	if err := a.SetPower(inStep(ctx), m, inventory.PowerOn); err != nil {
 		t.Fatal(err)
 	}
-	if m = must(inv.Machine(ctx, "m1")); m.BMCStatus.Power != "on" || m.BMCStatus.ConsumedW != 9812 {
+	inv.FlushJobUpdates() // what the step's end would carry
+	if m = must(inv.Machine(ctx, "m1")); m.BMCStatus.Power != "on" || m.BMCStatus.ConsumedW != 5000 {
 		t.Errorf("after a power-on: %+v, want on with the sync's draw kept", m.BMCStatus)
 	}
 }

@@ -50,10 +50,9 @@ func (e *Engine) recordBMCFirmware(ctx context.Context, j *inventory.Job, m *inv
 	} else {
 		fw.Components = comps
 	}
-	if err := e.inv.RecordBMCFirmware(ctx, m.Name, fw); err != nil {
-		e.log.Warn("recording the BMC firmware inventory", "machine", m.Name, "err", err)
-		return
-	}
+	// Written behind, with its event: the bmc-check step's end, written
+	// next, carries both in its commit, before check-profile reads them.
+	e.inv.RecordBMCFirmwareBehind(m.Name, fw)
 	if err != nil {
 		e.event(ctx, j, "bmc.firmware", "the BMC's firmware inventory could not be read: "+err.Error())
 		return

@@ -478,8 +478,13 @@ func (e *Engine) QueuePosition(ctx context.Context, id string) int {
 	return 0
 }
 
+// event records an event of a job's step. It is written behind: every
+// one is followed by a write of the job (the step's end, a rewind, the
+// job's end) whose commit carries it, or by a wait, after which it is
+// flushed on its own (JobWriteBehind). A crash before that commit loses
+// it with the step's outcome, and the step, run again, says it again.
 func (e *Engine) event(ctx context.Context, j *inventory.Job, action, detail string) {
-	if _, err := e.inv.AppendEvent(context.WithoutCancel(ctx), jobEvent(j, action, detail)); err != nil {
+	if err := e.inv.AppendEventBehind(jobEvent(j, action, detail)); err != nil {
 		e.log.Error("recording event", "machine", j.Machine, "err", err)
 	}
 }

@@ -442,6 +442,7 @@ func endJob(j *inventory.Job, m *inventory.Machine, st inventory.JobState, reaso
 
 // exec runs one step.
 func (e *Engine) exec(ctx context.Context, j *inventory.Job, step string) error {
+	ctx = inStep(ctx)
 	m, err := e.inv.Machine(ctx, j.Machine)
 	if err != nil {
 		return err

@@ -745,6 +745,7 @@ func (s *Service) registerMetrics(imgs *images.Store, httpBoot *netboot.HTTPHand
 		s.ctl.Collector(),
 		imgs.Collector(),
 		s.engine.Collector(),
+		s.inv.Collector(),
 	}
 	if s.nb != nil {
 		cs = append(cs, s.nb.Collector())

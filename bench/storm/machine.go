@@ -253,6 +253,14 @@ func (m *machine) agent(ctx context.Context, ph *phaseRun, p agent.Params) error
 			return fmt.Errorf("image: %w", err)
 		}
 		done.Step, done.Detail = wire.StepVerify, fmt.Sprintf("storm: %d bytes to %s, sha256 verified", n, disk.Name)
+		// The disk holds the image from here, before done is answered:
+		// the service may take done and reboot the machine into its disk
+		// before this agent reads the answer, and a disk boot that found
+		// the disk empty then would idle, the job waiting for a metadata
+		// fetch that never comes.
+		m.mu.Lock()
+		m.written = true
+		m.mu.Unlock()
 	default:
 		return fmt.Errorf("task kind %q is not part of the storm", task.Kind)
 	}
@@ -275,9 +283,6 @@ func (m *machine) agent(ctx context.Context, ph *phaseRun, p agent.Params) error
 	}
 	ph.add(stDone, time.Since(t))
 	if task.Kind == wire.KindProvision {
-		m.mu.Lock()
-		m.written = true
-		m.mu.Unlock()
 		return nil // After none: the agent idles until the BMC reboots it into the OS
 	}
 	// After poweroff: the machine switches itself off, as the agent does.

@@ -515,7 +515,7 @@ func (b *bench) phase(ctx context.Context, rep *report, svc *service, tech *tech
 		m.phase = newPhaseRun()
 		m.mu.Unlock()
 	}
-	res.TxnsBefore, _ = tech.writeTxns(ctx)
+	res.TxnsBefore, res.CausesBefore, _ = tech.writeTxns(ctx)
 	res.CPUBefore = svc.cpu()
 	start := time.Now()
 	if err := submit(ctx, res); err != nil {
@@ -528,7 +528,7 @@ func (b *bench) phase(ctx context.Context, rep *report, svc *service, tech *tech
 		res.Probe, res.ProbeErrors = b.probe.between(start, time.Now())
 	}
 	res.CPUAfter = svc.cpu()
-	res.TxnsAfter, _ = tech.writeTxns(ctx)
+	res.TxnsAfter, res.CausesAfter, _ = tech.writeTxns(ctx)
 	for _, m := range b.machines {
 		p := m.phase
 		p.mu.Lock()

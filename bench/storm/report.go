@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"os"
@@ -23,11 +24,14 @@ type phaseResult struct {
 	Submit, Wall          time.Duration
 	CPUBefore, CPUAfter   float64
 	TxnsBefore, TxnsAfter uint64
-	Bytes                 int64
-	Retransmits           int
-	CutOff                int
-	Samples               map[string][]time.Duration
-	submitMu              sync.Mutex
+	// CausesBefore and CausesAfter are the store's writes and commits by
+	// call site, read with the totals.
+	CausesBefore, CausesAfter map[writeSite]writeCount
+	Bytes                     int64
+	Retransmits               int
+	CutOff                    int
+	Samples                   map[string][]time.Duration
+	submitMu                  sync.Mutex
 }
 
 func (p *phaseResult) addSubmit(d time.Duration) {
@@ -152,6 +156,7 @@ func (r *report) write(stdout io.Writer, dir string) error {
 		w("service CPU %.1f s (%.1f ms per machine, %.0f%% of one core over the phase)", cpu, cpu*1000/float64(p.Machines), 100*cpu/p.Wall.Seconds())
 		txns := p.TxnsAfter - p.TxnsBefore
 		w("bbolt write transactions %d (%.1f per machine)", txns, float64(txns)/float64(p.Machines))
+		writeBreakdown(w, p)
 		w("%-11s %8s %9s %9s %9s %9s", "stage", "count", "p50 ms", "p99 ms", "max ms", "mean ms")
 		for _, st := range stageOrder {
 			s := slices.Clone(p.Samples[st])
@@ -244,4 +249,44 @@ func (r *report) write(stdout io.Writer, dir string) error {
 	}
 	fmt.Fprintf(os.Stderr, "storm: wrote %s\n", path)
 	return nil
+}
+
+// writeBreakdown prints where a phase's writes and commits went, by the
+// call site the store counts them under, busiest committer first: a
+// group commit counts for the writer whose wait committed it.
+func writeBreakdown(w func(string, ...any), p *phaseResult) {
+	type row struct {
+		site            writeSite
+		writes, commits float64
+	}
+	var rows []row
+	var writes, commits float64
+	for site, after := range p.CausesAfter {
+		before := p.CausesBefore[site]
+		r := row{site, after.Writes - before.Writes, after.Commits - before.Commits}
+		if r.writes == 0 && r.commits == 0 {
+			continue
+		}
+		rows = append(rows, r)
+		writes += r.writes
+		commits += r.commits
+	}
+	if len(rows) == 0 {
+		return
+	}
+	slices.SortFunc(rows, func(a, b row) int {
+		if a.commits != b.commits {
+			return cmp.Compare(b.commits, a.commits)
+		}
+		if a.writes != b.writes {
+			return cmp.Compare(b.writes, a.writes)
+		}
+		return strings.Compare(a.site.Op+a.site.Caller, b.site.Op+b.site.Caller)
+	})
+	n := float64(p.Machines)
+	w("writes by call site (per machine; a commit counts for the writer that committed it): %.1f writes in %.1f commits", writes/n, commits/n)
+	w("%9s %9s  %-24s %s", "writes", "commits", "op", "caller")
+	for _, r := range rows {
+		w("%9.2f %9.2f  %-24s %s", r.writes/n, r.commits/n, r.site.Op, r.site.Caller)
+	}
 }

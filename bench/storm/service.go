@@ -271,16 +271,53 @@ func (t *techn) metrics(ctx context.Context) (map[string]float64, error) {
 
 var errNoCounter = errors.New("metalhall_store_write_transactions_total is not on /metrics")
 
-func (t *techn) writeTxns(ctx context.Context) (uint64, error) {
+func (t *techn) writeTxns(ctx context.Context) (uint64, map[writeSite]writeCount, error) {
 	m, err := t.metrics(ctx)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	v, ok := m["metalhall_store_write_transactions_total"]
 	if !ok {
-		return 0, errNoCounter
+		return 0, nil, errNoCounter
 	}
-	return uint64(v), nil
+	return uint64(v), writeCauses(m), nil
+}
+
+// writeSite is a call site of the store's writes, as
+// metalhall_store_writes_total labels it.
+type writeSite struct{ Op, Caller string }
+
+type writeCount struct{ Writes, Commits float64 }
+
+// writeCauses reads the store's writes and commits by call site from a
+// scrape.
+func writeCauses(m map[string]float64) map[writeSite]writeCount {
+	out := map[writeSite]writeCount{}
+	for k, v := range m {
+		name, labels, ok := strings.Cut(k, "{")
+		if !ok || (name != "metalhall_store_writes_total" && name != "metalhall_store_write_commits_total") {
+			continue
+		}
+		var site writeSite
+		for _, kv := range strings.Split(strings.TrimSuffix(labels, "}"), ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			v = strings.Trim(v, `"`)
+			switch k {
+			case "op":
+				site.Op = v
+			case "caller":
+				site.Caller = v
+			}
+		}
+		c := out[site]
+		if name == "metalhall_store_writes_total" {
+			c.Writes = v
+		} else {
+			c.Commits = v
+		}
+		out[site] = c
+	}
+	return out
 }
 
 // states counts machines by lifecycle state (the metalhall_machines gauge).

@@ -82,6 +82,12 @@ func TestBootStormOfSimulatedMachines(t *testing.T) {
 		if ph.TxnsAfter <= ph.TxnsBefore {
 			t.Errorf("%s: write transactions %d → %d: the store counter did not move", ph.Name, ph.TxnsBefore, ph.TxnsAfter)
 		}
+		// The breakdown by call site names the engine's step ends, one
+		// write per step end of every machine at least.
+		ends := writeSite{Op: "RecordJobUpdate", Caller: "provisioner.(*Engine).endStep"}
+		if got := ph.CausesAfter[ends].Writes - ph.CausesBefore[ends].Writes; got < float64(cfg.N) {
+			t.Errorf("%s: %v step-end writes counted by call site, want at least one per machine (%d)", ph.Name, got, cfg.N)
+		}
 	}
 	prov := rep.phases[1]
 	if want := int64(cfg.N) * int64(cfg.ImageMiB) << 20; prov.Bytes != want {

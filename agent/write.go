@@ -182,8 +182,9 @@ func mismatch(ctx context.Context, o WriteOptions, format imagefmt.Format, got, 
 			return fmt.Errorf("%w; fetching the image again to tell a corrupt image from a bad disk: %w", diskErr, ctx.Err())
 		}
 		// The image does not decode or arrive whole this time: still a
-		// mismatch, and the stream is the suspect.
-		return fmt.Errorf("image %s: %w; fetched again, it failed: %w (corrupt image or network)", img.URL, diskErr, err)
+		// mismatch, and the stream is the suspect (step write: the
+		// message does not say "read back").
+		return fmt.Errorf("image %s: the disk's sha256 %s is not the image's %s: %w; fetched again to find out why, it failed: %w (corrupt image or network)", img.URL, got, want, ErrChecksum, err)
 	}
 	if streamed := hex.EncodeToString(h.Sum(nil)); streamed != want {
 		return fmt.Errorf("image %s: downloaded data has sha256 %s, want %s: %w (corrupt or wrong image)", img.URL, streamed, want, ErrChecksum)

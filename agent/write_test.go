@@ -445,3 +445,25 @@ func TestReadBackHashesTheImageBytesBothWays(t *testing.T) {
 		t.Errorf("cancelled: err = %v", err)
 	}
 }
+
+// When the second fetch, the one that explains a mismatch, fails too,
+// the stream is blamed (no "read back", so the task fails step write)
+// and both causes are kept.
+func TestWriteImageMismatchWhoseSecondFetchFailsBlamesTheStream(t *testing.T) {
+	img, _ := testImage(t)
+	bad := bytes.Clone(img)
+	bad[len(bad)/2] ^= 0xFF
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if requests.Add(1) > 1 {
+			http.Error(w, "gone", http.StatusNotFound)
+			return
+		}
+		http.ServeContent(w, r, "image", time.Unix(0, 0), bytes.NewReader(bad))
+	}))
+	t.Cleanup(srv.Close)
+	_, err := WriteImage(context.Background(), writeOpts(srv.URL, filepath.Join(t.TempDir(), "disk"), img, imagefmt.Raw, nil))
+	if !errors.Is(err, ErrChecksum) || strings.Contains(err.Error(), "read back") || !strings.Contains(err.Error(), "fetched again") || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("err = %v, want a checksum error blaming the stream, with the second fetch's 404", err)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+	"golang.org/x/sys/unix"
 
 	"github.com/metalhall/metalhall/agent/wire"
 	"github.com/metalhall/metalhall/images/imagefmt"
@@ -364,4 +365,105 @@ func TestWriteImageDiskFull(t *testing.T) {
 		t.Fatalf("err = %v, want ENOSPC", err)
 	}
 	t.Log(err)
+}
+
+// The stream is not hashed on the way in: a good image is downloaded
+// once. A corrupt one is found by the read-back and fetched a second
+// time only to say that the image, not the disk, is at fault.
+func TestWriteImageFetchesAgainOnlyToExplainAMismatch(t *testing.T) {
+	img, data := testImage(t)
+	good := newImageServer(t, img)
+	if _, err := WriteImage(context.Background(), writeOpts(good.URL, filepath.Join(t.TempDir(), "disk"), img, imagefmt.Raw, data)); err != nil {
+		t.Fatal(err)
+	}
+	if n := good.requests.Load(); n != 1 {
+		t.Errorf("a good image took %d requests, want 1", n)
+	}
+
+	bad := bytes.Clone(img)
+	bad[len(bad)-1] ^= 0xFF
+	corrupt := newImageServer(t, bad)
+	_, err := WriteImage(context.Background(), writeOpts(corrupt.URL, filepath.Join(t.TempDir(), "disk"), img, imagefmt.Raw, nil))
+	if !errors.Is(err, ErrChecksum) || !strings.Contains(err.Error(), "downloaded data has sha256 "+sum(bad)) || strings.Contains(err.Error(), "read back") {
+		t.Fatalf("err = %v, want the downloaded data's sha256 named (and no read-back blame)", err)
+	}
+	if n := corrupt.requests.Load(); n != 2 {
+		t.Errorf("a corrupt image took %d requests, want 2 (the write, the explanation)", n)
+	}
+}
+
+// The read-back hashes exactly the image's bytes, whatever the size's
+// alignment and however many chunks it spans, reading the target with
+// O_DIRECT where the file system allows it and buffered where not; a
+// target shorter than the image is an error, not a short hash.
+func TestReadBackHashesTheImageBytesBothWays(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "disk")
+	data := make([]byte, 2*chunkSize+12345) // three chunks, the last not 4 KiB-aligned
+	for i := range data {
+		data[i] = byte(i*7 + i>>12)
+	}
+	// The target is larger than the image: the bytes past it are not hashed.
+	if err := os.WriteFile(path, append(bytes.Clone(data), bytes.Repeat([]byte{0xAA}, 3*directAlign)...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	size := int64(len(data))
+	noProgress := newProgressTicker(nil, wire.StepVerify, size, time.Second)
+
+	got, err := hashReads(context.Background(), f, false, size, noProgress)
+	if err != nil || got != sum(data) {
+		t.Errorf("buffered: %s, %v; want %s", got, err, sum(data))
+	}
+	if d, err := os.OpenFile(path, os.O_RDONLY|unix.O_DIRECT, 0); err != nil {
+		t.Logf("O_DIRECT not supported here (%v): the buffered path is what the agent uses on this file system", err)
+	} else {
+		got, err := hashReads(context.Background(), d, true, size, noProgress)
+		d.Close()
+		if err != nil || got != sum(data) {
+			t.Errorf("O_DIRECT: %s, %v; want %s", got, err, sum(data))
+		}
+	}
+	got, err = readBackSHA256(context.Background(), path, f, size, noProgress)
+	if err != nil || got != sum(data) {
+		t.Errorf("readBackSHA256: %s, %v; want %s", got, err, sum(data))
+	}
+
+	// Asked for more than the target holds.
+	_, err = readBackSHA256(context.Background(), path, f, size+5*directAlign, noProgress)
+	if err == nil || !strings.Contains(err.Error(), "target ends at") {
+		t.Errorf("a target shorter than the image: err = %v, want 'target ends at'", err)
+	}
+
+	// A cancelled context stops the read-back (and its reader).
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := readBackSHA256(ctx, path, f, size, noProgress); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: err = %v", err)
+	}
+}
+
+// When the second fetch, the one that explains a mismatch, fails too,
+// the stream is blamed (no "read back", so the task fails step write)
+// and both causes are kept.
+func TestWriteImageMismatchWhoseSecondFetchFailsBlamesTheStream(t *testing.T) {
+	img, _ := testImage(t)
+	bad := bytes.Clone(img)
+	bad[len(bad)/2] ^= 0xFF
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if requests.Add(1) > 1 {
+			http.Error(w, "gone", http.StatusNotFound)
+			return
+		}
+		http.ServeContent(w, r, "image", time.Unix(0, 0), bytes.NewReader(bad))
+	}))
+	t.Cleanup(srv.Close)
+	_, err := WriteImage(context.Background(), writeOpts(srv.URL, filepath.Join(t.TempDir(), "disk"), img, imagefmt.Raw, nil))
+	if !errors.Is(err, ErrChecksum) || strings.Contains(err.Error(), "read back") || !strings.Contains(err.Error(), "fetched again") || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("err = %v, want a checksum error blaming the stream, with the second fetch's 404", err)
+	}
 }

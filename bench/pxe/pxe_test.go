@@ -15,6 +15,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -22,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -49,13 +51,148 @@ func repoRoot() string {
 }
 
 type result struct {
-	side  string // metalhall or baseline
+	side  string // metalhall, metalhall-old, baseline or baseline+v
 	run   int
 	qemu  time.Duration // QEMU start → image written
 	cycle time.Duration // metalhall only: power-cycle step start → write-image end
 	boot  time.Duration // QEMU start → image transfer starts (metalhall: write-image step start; baseline: GET /image.raw)
 	write time.Duration // image transfer start → written
-	note  string
+	// phases splits QEMU start → written by the guest's console lines
+	// (phaseNames); a phase whose marks were not seen is absent.
+	phases map[string]time.Duration
+	note   string
+}
+
+// phaseNames are the parts of QEMU start → written, in order, each
+// ending at a console line of the guest (host clock, see serialClock)
+// or, for "report", at the service's (the baseline server's) record of
+// the end:
+//
+//	fw+kernel     QEMU start → /init's first line (firmware, PXE, iPXE, kernel+initramfs download, kernel boot)
+//	modules       → modules loaded
+//	dhcp          → network up (metalhall: "network up"; baseline: udhcpc's address)
+//	task          → the agent has its task (baseline: → "writing", nothing to ask)
+//	inspect       → "writing image" (the inspection, its POST, the target chosen; baseline has none)
+//	stream+write  → "image written, verifying" (download, decode, write, fsync; baseline: wget | dd, sync)
+//	read-back     → "task done" (read the disk back, sha256; baseline+v: head | sha256sum)
+//	report        → the service records done (baseline: GET /done)
+var phaseNames = []string{"fw+kernel", "modules", "dhcp", "task", "inspect", "stream+write", "read-back", "report"}
+
+// phaseMark is a phase and the console line (substring) that ends it.
+type phaseMark struct{ phase, line string }
+
+var (
+	agentMarks = []phaseMark{
+		{"fw+kernel", "metalhall-agent: starting"},
+		{"modules", "metalhall-agent: modules loaded"},
+		{"dhcp", "metalhall-agent: network up"},
+		{"task", "metalhall-agent: task job="},
+		{"inspect", "metalhall-agent: writing image"},
+		{"stream+write", "metalhall-agent: image written, verifying"},
+		{"read-back", "metalhall-agent: task done"},
+	}
+	baselineMarks = []phaseMark{
+		{"fw+kernel", "pxebench: init"},
+		{"modules", "pxebench: modules loaded"},
+		{"dhcp", "pxebench: address"},
+		{"task", "pxebench: writing"},
+		{"stream+write", "pxebench: written"},
+		{"read-back", "pxebench: sha256 verified"},
+	}
+)
+
+// splitPhases turns the times at which the marks' lines appeared into
+// phase durations from start to end. A phase is the time from the
+// previous mark seen to its own; an unseen mark leaves its phase out.
+func splitPhases(c *serialClock, marks []phaseMark, start, end time.Time) map[string]time.Duration {
+	ph := map[string]time.Duration{}
+	prev := start
+	for _, m := range marks {
+		at := c.first(m.line)
+		if at.IsZero() {
+			continue
+		}
+		ph[m.phase] = at.Sub(prev)
+		prev = at
+	}
+	if !end.IsZero() {
+		ph["report"] = end.Sub(prev)
+	}
+	return ph
+}
+
+// serialClock timestamps the lines of a serial log on the host's clock
+// as they appear: the console lines of the agent (and of the baseline's
+// /init) carry no time of their own, and the guest's clock is not the
+// one QEMU start and the service's records are taken on. It polls every
+// 20 ms (a line shows up at most that late, the same for every side).
+type serialClock struct {
+	mu    sync.Mutex
+	lines []stampedLine
+	quit  chan struct{}
+	done  chan struct{}
+}
+
+type stampedLine struct {
+	at   time.Time
+	text string
+}
+
+// watchSerial follows path from byte offset from until stop. The file
+// may not exist yet (QEMU creates it).
+func watchSerial(path string, from int64) *serialClock {
+	c := &serialClock{quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		off := from
+		var partial []byte
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if f, err := os.Open(path); err == nil {
+				if _, err := f.Seek(off, io.SeekStart); err == nil {
+					b, _ := io.ReadAll(f)
+					off += int64(len(b))
+					partial = append(partial, b...)
+				}
+				f.Close()
+				now := time.Now()
+				for {
+					i := bytes.IndexByte(partial, '\n')
+					if i < 0 {
+						break
+					}
+					c.mu.Lock()
+					c.lines = append(c.lines, stampedLine{now, string(partial[:i])})
+					c.mu.Unlock()
+					partial = partial[i+1:]
+				}
+			}
+			select {
+			case <-c.quit:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return c
+}
+
+func (c *serialClock) stop() {
+	close(c.quit)
+	<-c.done
+}
+
+// first is when the first line containing s appeared (zero if none).
+func (c *serialClock) first(s string) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range c.lines {
+		if strings.Contains(l.text, s) {
+			return l.at
+		}
+	}
+	return time.Time{}
 }
 
 // powerLog timestamps the rack's "NAME: power on" log lines.
@@ -151,17 +288,35 @@ func TestPXEBench(t *testing.T) {
 	}
 	defer bl.teardown()
 
+	sides := []string{"metalhall", "baseline", "baseline+v"}
+	if os.Getenv("OLD_REF") != "" {
+		sides = []string{"metalhall", "metalhall-old", "baseline", "baseline+v"}
+	}
+	if s := os.Getenv("SIDES"); s != "" {
+		sides = strings.Split(s, ",")
+		for _, side := range sides {
+			switch side {
+			case "metalhall", "baseline", "baseline+v":
+			case "metalhall-old":
+				if os.Getenv("OLD_REF") == "" {
+					t.Fatal("SIDES names metalhall-old: set OLD_REF to the git ref of the old agent (e.g. OLD_REF=main)")
+				}
+			default:
+				t.Fatalf("SIDES: unknown side %q (want metalhall, metalhall-old, baseline, baseline+v)", side)
+			}
+		}
+	}
 	var results []result
 	for i := 1; i <= runs; i++ {
-		order := []string{"metalhall", "baseline", "baseline+v"}
+		order := append([]string(nil), sides...)
 		if i%2 == 0 {
-			order = []string{"baseline+v", "baseline", "metalhall"}
+			slices.Reverse(order)
 		}
 		for _, side := range order {
 			var r result
 			var err error
-			if side == "metalhall" {
-				r, err = mh.run(ctx, i)
+			if strings.HasPrefix(side, "metalhall") {
+				r, err = mh.run(ctx, i, side)
 			} else {
 				r, err = bl.run(ctx, i, side == "baseline+v")
 			}
@@ -197,30 +352,77 @@ func median(ds []time.Duration) time.Duration {
 
 func printTable(rs []result) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n%-10s %4s %22s %26s %12s %10s  %s\n", "side", "run", "QEMU start→written", "power-cycle→write-image", "boot part", "write part", "note")
-	var mq, mc, bq, vq []time.Duration
+	fmt.Fprintf(&b, "\n%-13s %4s %22s %26s %12s %10s  %s\n", "side", "run", "QEMU start→written", "power-cycle→write-image", "boot part", "write part", "note")
+	qemu, cycle := map[string][]time.Duration{}, map[string][]time.Duration{}
+	var sides []string
 	for _, r := range rs {
-		c := "-"
-		if r.side == "metalhall" {
-			c = fmt.Sprintf("%.1fs", r.cycle.Seconds())
-			mq = append(mq, r.qemu)
-			mc = append(mc, r.cycle)
-		} else if r.side == "baseline" {
-			bq = append(bq, r.qemu)
-		} else {
-			vq = append(vq, r.qemu)
+		if _, ok := qemu[r.side]; !ok {
+			sides = append(sides, r.side)
 		}
-		fmt.Fprintf(&b, "%-10s %4d %21.1fs %26s %11.1fs %9.1fs  %s\n", r.side, r.run, r.qemu.Seconds(), c, r.boot.Seconds(), r.write.Seconds(), r.note)
+		c := "-"
+		if strings.HasPrefix(r.side, "metalhall") {
+			c = fmt.Sprintf("%.1fs", r.cycle.Seconds())
+			cycle[r.side] = append(cycle[r.side], r.cycle)
+		}
+		qemu[r.side] = append(qemu[r.side], r.qemu)
+		fmt.Fprintf(&b, "%-13s %4d %21.1fs %26s %11.1fs %9.1fs  %s\n", r.side, r.run, r.qemu.Seconds(), c, r.boot.Seconds(), r.write.Seconds(), r.note)
 	}
-	fmt.Fprintf(&b, "%-10s %4s %21.1fs %25.1fs\n", "metalhall", "med", median(mq).Seconds(), median(mc).Seconds())
-	fmt.Fprintf(&b, "%-10s %4s %21.1fs\n", "baseline", "med", median(bq).Seconds())
-	fmt.Fprintf(&b, "%-10s %4s %21.1fs\n", "baseline+v", "med", median(vq).Seconds())
-	if m := median(bq); m > 0 && len(mq) > 0 {
-		fmt.Fprintf(&b, "ratio metalhall/baseline (median, QEMU start→written): %.2fx\n", median(mq).Seconds()/m.Seconds())
-		fmt.Fprintf(&b, "ratio metalhall/baseline (median, metalhall power-cycle start→write-image end vs baseline QEMU start→written): %.2fx   (target ≤ 1.15x)\n", median(mc).Seconds()/m.Seconds())
+	for _, side := range sides {
+		if cs := cycle[side]; len(cs) > 0 {
+			fmt.Fprintf(&b, "%-13s %4s %21.1fs %25.1fs\n", side, "med", median(qemu[side]).Seconds(), median(cs).Seconds())
+		} else {
+			fmt.Fprintf(&b, "%-13s %4s %21.1fs\n", side, "med", median(qemu[side]).Seconds())
+		}
 	}
-	if m := median(vq); m > 0 && len(mq) > 0 {
-		fmt.Fprintf(&b, "ratio metalhall/baseline+v (median, QEMU start→written, baseline also reads back + sha256 like the agent): %.2fx\n", median(mq).Seconds()/m.Seconds())
+	base, basev := median(qemu["baseline"]), median(qemu["baseline+v"])
+	for _, side := range []string{"metalhall", "metalhall-old"} {
+		mq := qemu[side]
+		if len(mq) == 0 {
+			continue
+		}
+		if base > 0 {
+			fmt.Fprintf(&b, "ratio %s/baseline (median, QEMU start→written): %.2fx\n", side, median(mq).Seconds()/base.Seconds())
+			fmt.Fprintf(&b, "ratio %s/baseline (median, metalhall power-cycle start→write-image end vs baseline QEMU start→written): %.2fx   (target ≤ 1.15x)\n", side, median(cycle[side]).Seconds()/base.Seconds())
+		}
+		if basev > 0 {
+			fmt.Fprintf(&b, "ratio %s/baseline+v (median, QEMU start→written, baseline also reads back + sha256 like the agent): %.2fx\n", side, median(mq).Seconds()/basev.Seconds())
+		}
+	}
+	if old, cur := median(qemu["metalhall-old"]), median(qemu["metalhall"]); old > 0 && cur > 0 {
+		fmt.Fprintf(&b, "ratio metalhall/metalhall-old (median, QEMU start→written; same service, the agent of this checkout against OLD_REF's): %.2fx\n", cur.Seconds()/old.Seconds())
+	}
+
+	// Where the time goes: QEMU start → written split at the guest's
+	// console lines (phaseNames), each round and the medians per side.
+	fmt.Fprintf(&b, "\nphases (s; host clock at the guest's console lines, see phaseNames):\n%-13s %4s", "side", "run")
+	for _, p := range phaseNames {
+		fmt.Fprintf(&b, " %12s", p)
+	}
+	b.WriteByte('\n')
+	row := func(side, run string, get func(p string) (time.Duration, bool)) {
+		fmt.Fprintf(&b, "%-13s %4s", side, run)
+		for _, p := range phaseNames {
+			if d, ok := get(p); ok {
+				fmt.Fprintf(&b, " %12.1f", d.Seconds())
+			} else {
+				fmt.Fprintf(&b, " %12s", "-")
+			}
+		}
+		b.WriteByte('\n')
+	}
+	for _, r := range rs {
+		row(r.side, strconv.Itoa(r.run), func(p string) (time.Duration, bool) { d, ok := r.phases[p]; return d, ok })
+	}
+	for _, side := range sides {
+		row(side, "med", func(p string) (time.Duration, bool) {
+			var ds []time.Duration
+			for _, r := range rs {
+				if d, ok := r.phases[p]; ok && r.side == side {
+					ds = append(ds, d)
+				}
+			}
+			return median(ds), len(ds) > 0
+		})
 	}
 	fmt.Print(b.String())
 }
@@ -240,6 +442,9 @@ type mhSide struct {
 	plog    powerLog
 	srv     *exec.Cmd
 	srvDone chan struct{}
+	// With OLD_REF: the initramfs with this checkout's agent and the one
+	// with OLD_REF's, swapped into the data dir before each round.
+	newInitrd, oldInitrd string
 }
 
 func (m *mhSide) setup(ctx context.Context) error {
@@ -270,6 +475,11 @@ func (m *mhSide) setup(ctx context.Context) error {
 	m.t.Logf("metalhall: bootenv --module-set %s --compression %s: %s", set, comp, bytes.TrimSpace(out))
 	if err != nil {
 		return fmt.Errorf("bootenv build: %v\n%s", err, out)
+	}
+	if ref := os.Getenv("OLD_REF"); ref != "" {
+		if err := m.buildOld(ctx, ref, set, comp); err != nil {
+			return err
+		}
 	}
 	r, err := rack.Up(ctx, rack.Config{Machines: 1, Firmware: "bios", BMC: "redfish", Dir: filepath.Join(m.dir, "rack"),
 		Profile: "lab-vm", Log: &m.plog})
@@ -327,6 +537,40 @@ func (m *mhSide) setup(ctx context.Context) error {
 	return nil
 }
 
+// buildOld builds OLD_REF's agent (from `git archive`, so the checkout
+// is not touched) and a boot environment around it with this checkout's
+// builder and the same module set and compression: the two metalhall
+// sides differ only in the agent.
+func (m *mhSide) buildOld(ctx context.Context, ref, set, comp string) error {
+	root := repoRoot()
+	src := filepath.Join(m.dir, "old-src")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return err
+	}
+	// safe.directory: the bench runs as root in someone else's checkout.
+	arch := exec.CommandContext(ctx, "sh", "-c", `git -c safe.directory='*' -C "$1" archive "$2" | tar -x -C "$3"`, "sh", root, ref, src)
+	if out, err := arch.CombinedOutput(); err != nil {
+		return fmt.Errorf("git archive %s: %v\n%s", ref, err, out)
+	}
+	agent := filepath.Join(m.dir, "bin", "metalhall-agent-old")
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", agent, "./cmd/metalhall-agent")
+	build.Dir = src
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build metalhall-agent at %s: %v\n%s", ref, err, out)
+	}
+	oldData := filepath.Join(m.dir, "old-data")
+	out, err := exec.CommandContext(ctx, m.bin, "bootenv", "build", "--kernel", m.kernel, "--data-dir", oldData, "--agent", agent,
+		"--module-set", set, "--compression", comp).CombinedOutput()
+	m.t.Logf("metalhall-old (agent at %s): bootenv: %s", ref, bytes.TrimSpace(out))
+	if err != nil {
+		return fmt.Errorf("bootenv build (old agent): %v\n%s", err, out)
+	}
+	m.oldInitrd = filepath.Join(oldData, "bootenv", "initrd.img")
+	m.newInitrd = filepath.Join(m.dir, "new-initrd.img")
+	return installFile(filepath.Join(m.data, "bootenv", "initrd.img"), m.newInitrd)
+}
+
 func (m *mhSide) cli(ctx context.Context, args ...string) (string, error) {
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
 	defer cancel()
@@ -354,10 +598,22 @@ type jobView struct {
 	} `json:"job"`
 }
 
-func (m *mhSide) run(ctx context.Context, i int) (result, error) {
+func (m *mhSide) run(ctx context.Context, i int, side string) (result, error) {
 	const name = "lab-m01"
 	lm := m.r.Machine(name)
+	// This round's agent: the checkout's, or OLD_REF's (metalhall-old).
+	initrd := m.newInitrd
+	if side == "metalhall-old" {
+		initrd = m.oldInitrd
+	}
+	if initrd != "" {
+		if err := installFile(initrd, filepath.Join(m.data, "bootenv", "initrd.img")); err != nil {
+			return result{}, err
+		}
+	}
 	_, boots0 := m.plog.last()
+	clock := watchSerial(lm.SerialLog(), lm.SerialSize())
+	defer clock.stop()
 	if _, err := m.cli(ctx, "machine", "provision", "--image", "bench", "--wait", name); err != nil {
 		return result{}, fmt.Errorf("%v\nserve.log: %s\nserial: %s", err, tailFile(filepath.Join(m.dir, "serve.log"), 1500), tail(lm.Serial(0), 1500))
 	}
@@ -402,8 +658,22 @@ func (m *mhSide) run(ctx context.Context, i int) (result, error) {
 	} else {
 		note += ", disk = image"
 	}
-	return result{side: "metalhall", run: i, qemu: writeEnd.Sub(on), cycle: writeEnd.Sub(cycleStart),
-		boot: writeStart.Sub(on), write: writeEnd.Sub(writeStart), note: note}, nil
+	return result{side: side, run: i, qemu: writeEnd.Sub(on), cycle: writeEnd.Sub(cycleStart),
+		boot: writeStart.Sub(on), write: writeEnd.Sub(writeStart), phases: splitPhases(clock, agentMarks, on, writeEnd), note: note}, nil
+}
+
+// installFile copies src over dst by a rename, so the service never
+// hands out half a file.
+func installFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	tmp := dst + ".bench-tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
 }
 
 func (m *mhSide) teardown() {
@@ -455,6 +725,7 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 exec </dev/console >/dev/console 2>&1
 echo "pxebench: init"
 for m in $(cat /etc/modules.order); do insmod "/lib/modules/$m.ko" 2>/dev/null; done
+echo "pxebench: modules loaded"
 ifc=""
 i=0
 while { [ -z "$ifc" ] || [ ! -b /dev/vda ]; } && [ $i -lt 100 ]; do
@@ -469,6 +740,7 @@ srv=$(cat /run/serverid)
 echo "pxebench: writing http://$srv:` + blPort + `/image.raw to /dev/vda"
 wget -q -O - "http://$srv:` + blPort + `/image.raw" | dd of=/dev/vda bs=1M 2>&1
 sync
+echo "pxebench: written"
 if [ "$(wget -q -O - "http://$srv:` + blPort + `/mode")" = verify ]; then
 	# Like the agent: read the written bytes back and check their sha256.
 	echo 3 > /proc/sys/vm/drop_caches
@@ -671,6 +943,13 @@ func (b *blSide) run(ctx context.Context, i int, verify bool) (result, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	ql, _ := os.Create(filepath.Join(b.dir, fmt.Sprintf("qemu-%d.log", i)))
 	cmd.Stdout, cmd.Stderr = ql, ql
+	// Both baseline sides of a round append to the same serial log.
+	var from int64
+	if st, err := os.Stat(serial); err == nil {
+		from = st.Size()
+	}
+	clock := watchSerial(serial, from)
+	defer clock.stop()
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		ql.Close()
@@ -717,7 +996,8 @@ func (b *blSide) run(ctx context.Context, i int, verify bool) (result, error) {
 			note += ", guest verify FAILED"
 		}
 	}
-	return result{side: side, run: i, qemu: at.Sub(start), boot: imgAt.Sub(start), write: at.Sub(imgAt), note: note}, nil
+	return result{side: side, run: i, qemu: at.Sub(start), boot: imgAt.Sub(start), write: at.Sub(imgAt),
+		phases: splitPhases(clock, baselineMarks, start, at), note: note}, nil
 }
 
 func (b *blSide) teardown() {

@@ -213,7 +213,7 @@ func (r *Runner) performOther(ctx context.Context, task wire.Task, progress Prog
 		res, err := WriteImage(ctx, WriteOptions{Image: img, Target: target, Fetch: fetch, Progress: progress, ProgressEvery: r.ProgressEvery, Log: log})
 		if err != nil {
 			step := wire.StepWrite
-			if errors.Is(err, ErrChecksum) && strings.Contains(err.Error(), "read back") {
+			if errors.Is(err, ErrDiskMismatch) {
 				step = wire.StepVerify
 			}
 			return step, "", err

@@ -54,6 +54,11 @@ type WriteResult struct {
 // sha256, either as streamed or as read back from the target.
 var ErrChecksum = errors.New("sha256 mismatch")
 
+// ErrDiskMismatch is wrapped, beside ErrChecksum, when the image arrived
+// whole and right but the disk read back differs: the verify step failed,
+// not the write.
+var ErrDiskMismatch = errors.New("the disk did not keep what was written")
+
 // WriteImage streams the image from HTTP, decompresses it, writes it to
 // the target skipping zero regions, fsyncs and verifies the sha256 of
 // what it reads back from the target.
@@ -165,7 +170,7 @@ func streamImage(ctx context.Context, img wire.ImageSpec, format imagefmt.Format
 // failed). Costs a second download, only on this failure path.
 func mismatch(ctx context.Context, o WriteOptions, format imagefmt.Format, got, want string) error {
 	img := o.Image
-	diskErr := fmt.Errorf("%s: read back sha256 %s, want %s: %w (the disk did not keep what was written)", o.Target, got, want, ErrChecksum)
+	diskErr := fmt.Errorf("%s: read back sha256 %s, want %s: %w (%w)", o.Target, got, want, ErrChecksum, ErrDiskMismatch)
 	o.Log.Warn("read-back sha256 mismatch; fetching the image again to tell a corrupt image from a bad disk", "target", o.Target, "got", got, "want", want)
 	// Reported as verify progress: the service sees the agent at work.
 	prog := newProgressTicker(o.Progress, wire.StepVerify, img.UncompressedSize, o.ProgressEvery)
@@ -182,8 +187,8 @@ func mismatch(ctx context.Context, o WriteOptions, format imagefmt.Format, got, 
 			return fmt.Errorf("%w; fetching the image again to tell a corrupt image from a bad disk: %w", diskErr, ctx.Err())
 		}
 		// The image does not decode or arrive whole this time: still a
-		// mismatch, and the stream is the suspect (step write: the
-		// message does not say "read back").
+		// mismatch, and the stream is the suspect (step write: no
+		// ErrDiskMismatch).
 		return fmt.Errorf("image %s: the disk's sha256 %s is not the image's %s: %w; fetched again to find out why, it failed: %w (corrupt image or network)", img.URL, got, want, ErrChecksum, err)
 	}
 	if streamed := hex.EncodeToString(h.Sum(nil)); streamed != want {

@@ -264,7 +264,7 @@ func TestWriteImageReadBackMismatch(t *testing.T) {
 	srv := newImageServer(t, img)
 	_, err := WriteImage(context.Background(), writeOpts(srv.URL, filepath.Join(t.TempDir(), "disk"), img, imagefmt.Raw,
 		[]wire.Range{{Offset: 0, Length: MiB}}))
-	if !errors.Is(err, ErrChecksum) || !strings.Contains(err.Error(), "read back") {
+	if !errors.Is(err, ErrChecksum) || !errors.Is(err, ErrDiskMismatch) {
 		t.Fatalf("err = %v, want a read-back checksum error", err)
 	}
 }
@@ -384,7 +384,7 @@ func TestWriteImageFetchesAgainOnlyToExplainAMismatch(t *testing.T) {
 	bad[len(bad)-1] ^= 0xFF
 	corrupt := newImageServer(t, bad)
 	_, err := WriteImage(context.Background(), writeOpts(corrupt.URL, filepath.Join(t.TempDir(), "disk"), img, imagefmt.Raw, nil))
-	if !errors.Is(err, ErrChecksum) || !strings.Contains(err.Error(), "downloaded data has sha256 "+sum(bad)) || strings.Contains(err.Error(), "read back") {
+	if !errors.Is(err, ErrChecksum) || !strings.Contains(err.Error(), "downloaded data has sha256 "+sum(bad)) || errors.Is(err, ErrDiskMismatch) {
 		t.Fatalf("err = %v, want the downloaded data's sha256 named (and no read-back blame)", err)
 	}
 	if n := corrupt.requests.Load(); n != 2 {
@@ -447,7 +447,7 @@ func TestReadBackHashesTheImageBytesBothWays(t *testing.T) {
 }
 
 // When the second fetch, the one that explains a mismatch, fails too,
-// the stream is blamed (no "read back", so the task fails step write)
+// the stream is blamed (no ErrDiskMismatch, so the task fails step write)
 // and both causes are kept.
 func TestWriteImageMismatchWhoseSecondFetchFailsBlamesTheStream(t *testing.T) {
 	img, _ := testImage(t)
@@ -463,7 +463,7 @@ func TestWriteImageMismatchWhoseSecondFetchFailsBlamesTheStream(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	_, err := WriteImage(context.Background(), writeOpts(srv.URL, filepath.Join(t.TempDir(), "disk"), img, imagefmt.Raw, nil))
-	if !errors.Is(err, ErrChecksum) || strings.Contains(err.Error(), "read back") || !strings.Contains(err.Error(), "fetched again") || !strings.Contains(err.Error(), "404") {
+	if !errors.Is(err, ErrChecksum) || errors.Is(err, ErrDiskMismatch) || !strings.Contains(err.Error(), "fetched again") || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("err = %v, want a checksum error blaming the stream, with the second fetch's 404", err)
 	}
 }

@@ -181,3 +181,42 @@ func TestTFTPRefusesWrite(t *testing.T) {
 		t.Fatal("file written")
 	}
 }
+
+// The cache serves a file from memory only while the file in the root is
+// the one it read: replaced, swapped for a symlink out of the root, or
+// removed, the next request sees what is on disk now.
+func TestTFTPCacheFollowsTheFileOnDisk(t *testing.T) {
+	root, _ := tftpRoot(t)
+	addr, _, _ := startTFTP(t, root)
+	name := filepath.Join(root, "efi", "ipxe.efi")
+	if got, _, err := fetch(t, addr, "efi/ipxe.efi", 0); err != nil || string(got) != "efi" {
+		t.Fatalf("first: %q %v", got, err)
+	}
+	// Replaced by rename (a new file, same size), as a package upgrade does.
+	tmp := filepath.Join(root, "efi", "new")
+	if err := os.WriteFile(tmp, []byte("EFI"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, name); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := fetch(t, addr, "efi/ipxe.efi", 0); err != nil || string(got) != "EFI" {
+		t.Fatalf("after replace: %q %v", got, err)
+	}
+	// Swapped for a symlink that leaves the root.
+	if err := os.Remove(name); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(filepath.Dir(root), "secret"), name); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := fetch(t, addr, "efi/ipxe.efi", 0); err == nil {
+		t.Fatalf("symlink out of the root served %q", got)
+	}
+	if err := os.Remove(name); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := fetch(t, addr, "efi/ipxe.efi", 0); err == nil {
+		t.Fatalf("removed file served %q", got)
+	}
+}

@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -117,6 +119,9 @@ func (s *DHCPServer) Serve(ctx context.Context, conns ...*net.UDPConn) error {
 		// uncounted, as they did before SO_RXQ_OVFL).
 		_ = c.SetReadBuffer(s.queueSize * queueBytesPerPacket)
 		sock := &dhcpSocket{conn: c, port: port}
+		if rc, err := c.SyscallConn(); err == nil {
+			sock.raw = rc
+		}
 		if err := sock.countDrops(); err != nil {
 			s.log.Warn("dhcp: the kernel's drops on this socket will not be counted", "port", port, "err", err)
 		}
@@ -148,19 +153,52 @@ func (s *DHCPServer) Serve(ctx context.Context, conns ...*net.UDPConn) error {
 // count last accounted for.
 type dhcpSocket struct {
 	conn  *net.UDPConn
+	raw   syscall.RawConn // nil: send through conn
 	port  uint16
 	drops atomic.Uint32 // the socket's drop counter as last seen
+}
+
+// send writes one reply. It calls sendto(2) itself, not through
+// conn.WriteTo, which holds the socket's write lock across the system
+// call: a worker whose sendto is preempted then waits for a CPU with the
+// lock held, and every other worker with a reply waits behind it (up to
+// ~7 ms in a boot storm's trace). The kernel needs no such lock for a
+// datagram. Should the socket's send buffer be full (EAGAIN), conn's
+// write waits for room as it always did.
+func (d *dhcpSocket) send(b []byte, dst netip.AddrPort) error {
+	if d.raw == nil || !dst.Addr().Unmap().Is4() {
+		_, err := d.conn.WriteToUDPAddrPort(b, dst)
+		return err
+	}
+	sa := &unix.SockaddrInet4{Port: int(dst.Port()), Addr: dst.Addr().Unmap().As4()}
+	var serr error
+	if err := d.raw.Control(func(fd uintptr) {
+		for {
+			if serr = unix.Sendto(int(fd), b, 0, sa); serr != unix.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return err // closed
+	}
+	if serr == unix.EAGAIN {
+		_, err := d.conn.WriteToUDPAddrPort(b, dst)
+		return err
+	}
+	if serr != nil {
+		return &net.OpError{Op: "write", Net: "udp", Source: d.conn.LocalAddr(), Addr: net.UDPAddrFromAddrPort(dst), Err: os.NewSyscallError("sendto", serr)}
+	}
+	return nil
 }
 
 // countDrops asks the kernel to attach the socket's drop counter to every
 // packet read (SO_RXQ_OVFL).
 func (d *dhcpSocket) countDrops() error {
-	rc, err := d.conn.SyscallConn()
-	if err != nil {
-		return err
+	if d.raw == nil {
+		return errors.New("no raw access to the socket")
 	}
 	var serr error
-	if err := rc.Control(func(fd uintptr) {
+	if err := d.raw.Control(func(fd uintptr) {
 		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RXQ_OVFL, 1)
 	}); err != nil {
 		return err
@@ -246,7 +284,7 @@ func (s *DHCPServer) serveOne(ctx context.Context, sock *dhcpSocket, pkt []byte,
 	if rep.Dest.Kind == DestBroadcast || rep.Dest.Kind == DestHardware {
 		dst = netip.AddrPortFrom(s.broadcast, dst.Port())
 	}
-	if _, err := sock.conn.WriteToUDPAddrPort(rep.Packet.ToBytes(), dst); err != nil {
+	if err := sock.send(rep.Packet.ToBytes(), dst); err != nil {
 		s.h.stats.dropped[DropSend].Add(1)
 		s.log.Warn("dhcp: sending reply failed", "to", dst, "mac", rep.Packet.ClientHWAddr.String(), "err", err)
 	}

@@ -26,6 +26,11 @@ type BootView struct {
 	byIP    map[netip.Addr]*bootMachine
 	subnets []BootSubnet // replaced whole, never changed in place
 	queue   []QueuedJob  // unfinished jobs, oldest first
+
+	// waiters have a lock of their own: every wait for a job takes it,
+	// and were it mu, each would be a writer that holds up the DHCP
+	// workers' lookups (a reader queues behind a waiting writer).
+	wmu     sync.Mutex
 	waiters map[string]chan struct{}
 
 	subnetGen atomic.Uint64 // bumped on every subnet change
@@ -164,8 +169,8 @@ func (v *BootView) Queued() iter.Seq[QueuedJob] {
 // job id or its machine. Take it before reading the job, then wait on it:
 // no change can slip between the read and the wait.
 func (v *BootView) JobChanged(id string) <-chan struct{} {
-	v.mu.Lock()
-	defer v.mu.Unlock()
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
 	ch, ok := v.waiters[id]
 	if !ok {
 		ch = make(chan struct{})
@@ -265,6 +270,8 @@ func (v *BootView) replace(c *viewChanges) {
 		v.subnets = fresh.subnets
 		v.subnetGen.Add(1)
 	}
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
 	for id, ch := range v.waiters {
 		close(ch)
 		delete(v.waiters, id)
@@ -293,10 +300,7 @@ func (v *BootView) applyJob(j *Job) {
 			v.publish(&next)
 		}
 	}
-	if ch, ok := v.waiters[j.ID]; ok {
-		close(ch)
-		delete(v.waiters, j.ID)
-	}
+	v.wake(j.ID)
 }
 
 // notifyMachine wakes the waiters of the machine's active job (an
@@ -306,9 +310,17 @@ func (v *BootView) notifyMachine(name string) {
 	if bm == nil || bm.entry.Job.ID == "" {
 		return
 	}
-	if ch, ok := v.waiters[bm.entry.Job.ID]; ok {
+	v.wake(bm.entry.Job.ID)
+}
+
+// wake closes the channel of job id's waiters, if any. A writer of the
+// view calls it (mu held); JobChanged takes only wmu.
+func (v *BootView) wake(id string) {
+	v.wmu.Lock()
+	defer v.wmu.Unlock()
+	if ch, ok := v.waiters[id]; ok {
 		close(ch)
-		delete(v.waiters, bm.entry.Job.ID)
+		delete(v.waiters, id)
 	}
 }
 

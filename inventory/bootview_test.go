@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/metalhall/metalhall/inventory/kv"
 )
@@ -211,6 +212,36 @@ func TestJobChangeWakesItsWaitersAfterCommit(t *testing.T) {
 	case <-other:
 		t.Fatal("another job's waiter woken")
 	default:
+	}
+}
+
+// A wait for a job is not a writer of the view: registering one while
+// the view is being read goes through (it used to take the view's write
+// lock, and every DHCP lookup queued behind each wait's registration).
+func TestWaitingForAJobDoesNotLockTheViewsReaders(t *testing.T) {
+	inv := newInv(t)
+	viewFixture(t, inv)
+	v := inv.BootView()
+	j := must(inv.ActiveJob(ctx, "m2"))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range v.Queued() { // holds the view's read lock
+			v.JobChanged(j.ID)
+			break
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second): // a deadlock, not a slow machine
+		t.Fatal("JobChanged waited for the view's readers")
+	}
+	changed := v.JobChanged(j.ID)
+	must(inv.UpdateJobOnly(ctx, j.ID, func(j *Job) error { j.Steps[1].State = StepDone; return nil }))
+	select {
+	case <-changed:
+	default:
+		t.Fatal("not woken by the job's commit")
 	}
 }
 

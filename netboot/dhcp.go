@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -389,22 +390,26 @@ func (h *DHCPHandler) reservation(ctx context.Context, req *dhcpv4.DHCPv4, c Cli
 	return &Reply{Packet: resp, Dest: h.destination(req, resp)}, 0
 }
 
+// eventDetail is built for every packet: appends, not fmt.
 func eventDetail(ip netip.Addr, c Client, b Boot, file string) string {
-	var sb strings.Builder
+	d := make([]byte, 0, 64+len(file))
 	if ip.IsValid() {
-		fmt.Fprintf(&sb, "ip=%s ", ip)
+		d = ip.AppendTo(append(d, "ip="...))
+		d = append(d, ' ')
 	}
 	if c.Arch != ArchUnknown {
-		fmt.Fprintf(&sb, "arch=%d ", c.Arch)
+		d = strconv.AppendInt(append(d, "arch="...), int64(c.Arch), 10)
+		d = append(d, ' ')
 	}
 	if c.Relay.IsValid() {
-		fmt.Fprintf(&sb, "relay=%s ", c.Relay)
+		d = c.Relay.AppendTo(append(d, "relay="...))
+		d = append(d, ' ')
 	}
-	fmt.Fprintf(&sb, "boot=%s", b.Kind)
+	d = append(append(d, "boot="...), b.Kind.String()...)
 	if file != "" {
-		fmt.Fprintf(&sb, " file=%s", file)
+		d = append(append(d, " file="...), file...)
 	}
-	return sb.String()
+	return string(d)
 }
 
 func (h *DHCPHandler) proxy(ctx context.Context, req *dhcpv4.DHCPv4, c Client, peer netip.AddrPort, localPort uint16) (*Reply, DropReason) {

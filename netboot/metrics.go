@@ -54,18 +54,25 @@ func (c serverCollector) Collect(ch chan<- prometheus.Metric) {
 var recorderDesc = prometheus.NewDesc("metalhall_boot_recorder_dropped_total",
 	"Boot events and leases the recorder could not persist, by kind (event, lease: queue full; write_error: the store refused a batch).", []string{"kind"}, nil)
 
-// Collector returns the recorder's drop counters.
+var recorderUnchangedDesc = prometheus.NewDesc("metalhall_boot_recorder_leases_unchanged_total",
+	"Lease renewals not written again: same address, and the stored lease runs for more than half of the new one.", nil, nil)
+
+// Collector returns the recorder's counters.
 func (r *AsyncRecorder) Collector() prometheus.Collector { return recorderCollector{r} }
 
 type recorderCollector struct{ r *AsyncRecorder }
 
-func (c recorderCollector) Describe(ch chan<- *prometheus.Desc) { ch <- recorderDesc }
+func (c recorderCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- recorderDesc
+	ch <- recorderUnchangedDesc
+}
 
 func (c recorderCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.r.Stats()
 	ch <- prometheus.MustNewConstMetric(recorderDesc, prometheus.CounterValue, float64(st.DroppedEvents), "event")
 	ch <- prometheus.MustNewConstMetric(recorderDesc, prometheus.CounterValue, float64(st.DroppedLeases), "lease")
 	ch <- prometheus.MustNewConstMetric(recorderDesc, prometheus.CounterValue, float64(st.WriteErrors), "write_error")
+	ch <- prometheus.MustNewConstMetric(recorderUnchangedDesc, prometheus.CounterValue, float64(st.UnchangedLeases))
 }
 
 // HTTP boot requests are counted by what was asked for (script, ipxe,

@@ -3,6 +3,7 @@ package netboot
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,26 +20,50 @@ type Sink interface {
 // a bounded buffer and are dropped (and counted) when it is full; leases
 // are coalesced per MAC (only the newest matters) and written behind in
 // batches. Run drains both.
+//
+// The DHCP workers call it for every packet, so a call costs a short
+// critical section and no goroutine switch: Run is woken by the flush
+// ticker, or once a whole batch of events is waiting, not per event.
+//
+// A renewal that changes nothing but the expiry is not written again
+// while the stored lease still runs for more than half of the new one:
+// the stored lease then covers the client at least until its renewal
+// time (T1, half the lease), when it asks again. Without this, a busy
+// segment rewrites every lease at every renewal.
 type AsyncRecorder struct {
 	sink     Sink
 	log      *slog.Logger
-	events   chan Event
 	interval time.Duration
 	maxBatch int
+	buffer   int
+	kick     chan struct{} // a batch of events is waiting
 
-	mu     sync.Mutex
-	leases map[string]Lease // pending, newest per MAC
-	maxPen int
+	evMu    sync.Mutex
+	pending []Event // events waiting for Run, at most buffer
+	spare   []Event // the other buffer, swapped in as Run takes pending
 
-	droppedEvents atomic.Uint64
-	droppedLeases atomic.Uint64
-	writeErrors   atomic.Uint64
+	mu      sync.Mutex
+	leases  map[string]Lease       // pending, newest per MAC
+	written map[string]storedLease // what the sink last took, per MAC
+	maxPen  int
+
+	droppedEvents   atomic.Uint64
+	droppedLeases   atomic.Uint64
+	writeErrors     atomic.Uint64
+	unchangedLeases atomic.Uint64
+}
+
+// storedLease is what a lease's MAC last had written.
+type storedLease struct {
+	ip       netip.Addr
+	hostname string
+	expires  time.Time
 }
 
 // AsyncRecorderConfig sizes an AsyncRecorder. Zero values take defaults.
 type AsyncRecorderConfig struct {
 	Buffer        int           // events buffered before dropping (default 4096)
-	PendingLeases int           // distinct MACs pending before dropping (default 65536)
+	PendingLeases int           // distinct MACs pending before dropping (default 65536); also how many written leases are remembered
 	FlushInterval time.Duration // how often batches are written (default 500ms)
 	MaxBatch      int           // events per WriteEvents call (default 1024)
 	Logger        *slog.Logger
@@ -64,10 +89,12 @@ func NewAsyncRecorder(sink Sink, cfg AsyncRecorderConfig) *AsyncRecorder {
 	return &AsyncRecorder{
 		sink:     sink,
 		log:      cfg.Logger,
-		events:   make(chan Event, cfg.Buffer),
 		interval: cfg.FlushInterval,
 		maxBatch: cfg.MaxBatch,
+		buffer:   cfg.Buffer,
+		kick:     make(chan struct{}, 1),
 		leases:   make(map[string]Lease),
+		written:  make(map[string]storedLease),
 		maxPen:   cfg.PendingLeases,
 	}
 }
@@ -77,21 +104,43 @@ func (r *AsyncRecorder) Event(e Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
-	select {
-	case r.events <- e:
-	default:
+	r.evMu.Lock()
+	if len(r.pending) >= r.buffer {
+		r.evMu.Unlock()
 		r.droppedEvents.Add(1)
+		return
+	}
+	r.pending = append(r.pending, e)
+	full := len(r.pending) == r.maxBatch
+	r.evMu.Unlock()
+	if full {
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 
 // Lease queues l for the next batch, replacing an older pending lease of
-// the same MAC.
+// the same MAC; a renewal that changes only the expiry, while the stored
+// lease runs for more than half of l's time, is left out (see
+// AsyncRecorder).
 func (r *AsyncRecorder) Lease(l Lease) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.leases[l.MAC]; !ok && len(r.leases) >= r.maxPen {
-		r.droppedLeases.Add(1)
-		return
+	_, pending := r.leases[l.MAC]
+	if !pending {
+		if w, ok := r.written[l.MAC]; ok && w.ip == l.IP && w.hostname == l.Hostname {
+			now := time.Now()
+			if w.expires.Sub(now) > l.Expires.Sub(now)/2 {
+				r.unchangedLeases.Add(1)
+				return
+			}
+		}
+		if len(r.leases) >= r.maxPen {
+			r.droppedLeases.Add(1)
+			return
+		}
 	}
 	r.leases[l.MAC] = l
 }
@@ -99,14 +148,18 @@ func (r *AsyncRecorder) Lease(l Lease) {
 // RecorderStats are an AsyncRecorder's counters.
 type RecorderStats struct {
 	DroppedEvents, DroppedLeases, WriteErrors uint64
+	// UnchangedLeases counts renewals not written again (see
+	// AsyncRecorder).
+	UnchangedLeases uint64
 }
 
 // Stats returns the counters.
 func (r *AsyncRecorder) Stats() RecorderStats {
 	return RecorderStats{
-		DroppedEvents: r.droppedEvents.Load(),
-		DroppedLeases: r.droppedLeases.Load(),
-		WriteErrors:   r.writeErrors.Load(),
+		DroppedEvents:   r.droppedEvents.Load(),
+		DroppedLeases:   r.droppedLeases.Load(),
+		WriteErrors:     r.writeErrors.Load(),
+		UnchangedLeases: r.unchangedLeases.Load(),
 	}
 }
 
@@ -115,49 +168,41 @@ func (r *AsyncRecorder) Stats() RecorderStats {
 func (r *AsyncRecorder) Run(ctx context.Context) error {
 	t := time.NewTicker(r.interval)
 	defer t.Stop()
-	batch := make([]Event, 0, r.maxBatch)
 	for {
 		select {
 		case <-ctx.Done():
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
-			for {
-				select {
-				case e := <-r.events:
-					batch = append(batch, e)
-					if len(batch) < r.maxBatch {
-						continue
-					}
-					batch = r.flushEvents(fctx, batch)
-					continue
-				default:
-				}
-				break
-			}
-			r.flushEvents(fctx, batch)
+			r.flushEvents(fctx)
 			r.flushLeases(fctx)
 			return nil
-		case e := <-r.events:
-			batch = append(batch, e)
-			if len(batch) >= r.maxBatch {
-				batch = r.flushEvents(ctx, batch)
-			}
+		case <-r.kick:
+			r.flushEvents(ctx)
 		case <-t.C:
-			batch = r.flushEvents(ctx, batch)
+			r.flushEvents(ctx)
 			r.flushLeases(ctx)
 		}
 	}
 }
 
-func (r *AsyncRecorder) flushEvents(ctx context.Context, batch []Event) []Event {
-	if len(batch) == 0 {
-		return batch
+// flushEvents writes the waiting events in batches of at most maxBatch.
+func (r *AsyncRecorder) flushEvents(ctx context.Context) {
+	r.evMu.Lock()
+	batch := r.pending
+	r.pending, r.spare = r.spare[:0], nil
+	r.evMu.Unlock()
+	for rest := batch; len(rest) > 0; {
+		n := min(len(rest), r.maxBatch)
+		if err := r.sink.WriteEvents(ctx, rest[:n]); err != nil {
+			r.writeErrors.Add(1)
+			r.log.Warn("netboot: writing boot events failed; batch dropped", "events", n, "err", err)
+		}
+		rest = rest[n:]
 	}
-	if err := r.sink.WriteEvents(ctx, batch); err != nil {
-		r.writeErrors.Add(1)
-		r.log.Warn("netboot: writing boot events failed; batch dropped", "events", len(batch), "err", err)
-	}
-	return batch[:0]
+	clear(batch) // no stale details kept alive
+	r.evMu.Lock()
+	r.spare = batch[:0]
+	r.evMu.Unlock()
 }
 
 func (r *AsyncRecorder) flushLeases(ctx context.Context) {
@@ -175,6 +220,18 @@ func (r *AsyncRecorder) flushLeases(ctx context.Context) {
 	if err := r.sink.WriteLeases(ctx, ls); err != nil {
 		r.writeErrors.Add(1)
 		r.log.Warn("netboot: writing leases failed; batch dropped", "leases", len(ls), "err", err)
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.written)+len(ls) > r.maxPen {
+		// Forget rather than grow: those MACs' next renewals are written.
+		clear(r.written)
+	}
+	for _, l := range ls {
+		if _, newer := r.leases[l.MAC]; !newer {
+			r.written[l.MAC] = storedLease{ip: l.IP, hostname: l.Hostname, expires: l.Expires}
+		}
 	}
 }
 

@@ -93,3 +93,92 @@ func TestAsyncRecorderConcurrent(t *testing.T) {
 		t.Errorf("written %d + dropped %d != 8000", sink.events, r.Stats().DroppedEvents)
 	}
 }
+
+// A renewal that changes only the expiry is not written again while the
+// stored lease runs for more than half of the new one; any other change,
+// or a stored lease in its second half, is written.
+func TestAsyncRecorderWritesARenewalOnlyWhenItChangesSomething(t *testing.T) {
+	sink := &countingSink{}
+	r := NewAsyncRecorder(sink, AsyncRecorderConfig{FlushInterval: time.Hour})
+	ctx := context.Background()
+	ip := netip.MustParseAddr("10.0.0.7")
+	now := time.Now()
+	written := func() int {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		return len(sink.leases)
+	}
+	r.Lease(Lease{MAC: "m1", IP: ip, Hostname: "h", Expires: now.Add(time.Hour)})
+	r.flushLeases(ctx)
+	if written() != 1 {
+		t.Fatalf("the first lease was not written: %+v", sink.leases)
+	}
+	// The same lease again a moment later: nothing to write.
+	r.Lease(Lease{MAC: "m1", IP: ip, Hostname: "h", Expires: now.Add(time.Hour + time.Second)})
+	r.flushLeases(ctx)
+	if written() != 1 || r.Stats().UnchangedLeases != 1 {
+		t.Fatalf("an unchanged renewal was written again: %d writes, stats %+v", written(), r.Stats())
+	}
+	// Another address, another hostname: written.
+	r.Lease(Lease{MAC: "m1", IP: netip.MustParseAddr("10.0.0.8"), Hostname: "h", Expires: now.Add(time.Hour)})
+	r.flushLeases(ctx)
+	r.Lease(Lease{MAC: "m1", IP: netip.MustParseAddr("10.0.0.8"), Hostname: "h2", Expires: now.Add(time.Hour)})
+	r.flushLeases(ctx)
+	if written() != 3 {
+		t.Fatalf("changed leases not written: %+v", sink.leases)
+	}
+	// A longer lease than the stored one has left twice over: the stored
+	// one would lapse before the client's renewal time, so it is written.
+	r.Lease(Lease{MAC: "m1", IP: netip.MustParseAddr("10.0.0.8"), Hostname: "h2", Expires: now.Add(3 * time.Hour)})
+	r.flushLeases(ctx)
+	if written() != 4 {
+		t.Fatalf("a renewal past twice the stored lease's time left was not written: %+v", sink.leases)
+	}
+	// Back to an earlier address while a change is pending: the pending
+	// change is replaced, not kept, or the store would end with the wrong
+	// address.
+	r.Lease(Lease{MAC: "m2", IP: ip, Expires: now.Add(time.Hour)})
+	r.flushLeases(ctx)
+	r.Lease(Lease{MAC: "m2", IP: netip.MustParseAddr("10.0.0.9"), Expires: now.Add(time.Hour)})
+	r.Lease(Lease{MAC: "m2", IP: ip, Expires: now.Add(time.Hour)})
+	r.flushLeases(ctx)
+	sink.mu.Lock()
+	last := sink.leases[len(sink.leases)-1]
+	sink.mu.Unlock()
+	if last.MAC != "m2" || last.IP != ip {
+		t.Fatalf("the store ends with %+v for m2, want %v", last, ip)
+	}
+}
+
+// A batch the sink refused is not taken as stored: the next renewal is
+// written.
+func TestAsyncRecorderWritesARenewalAgainAfterAFailedWrite(t *testing.T) {
+	sink := &failingLeaseSink{}
+	r := NewAsyncRecorder(sink, AsyncRecorderConfig{FlushInterval: time.Hour})
+	ctx := context.Background()
+	l := Lease{MAC: "m1", IP: netip.MustParseAddr("10.0.0.7"), Expires: time.Now().Add(time.Hour)}
+	sink.fail = true
+	r.Lease(l)
+	r.flushLeases(ctx)
+	sink.fail = false
+	r.Lease(l)
+	r.flushLeases(ctx)
+	if sink.stored != 1 || r.Stats().UnchangedLeases != 0 {
+		t.Fatalf("stored %d, stats %+v: want the renewal written after the failed batch", sink.stored, r.Stats())
+	}
+}
+
+type failingLeaseSink struct {
+	fail   bool
+	stored int
+}
+
+func (s *failingLeaseSink) WriteEvents(context.Context, []Event) error { return nil }
+
+func (s *failingLeaseSink) WriteLeases(_ context.Context, ls []Lease) error {
+	if s.fail {
+		return errors.New("disk full")
+	}
+	s.stored += len(ls)
+	return nil
+}

@@ -48,7 +48,7 @@ type Config struct {
 	TFTPMaxBlockSize int
 
 	Workers   int           // DHCP workers, default 4
-	QueueSize int           // DHCP queue, default 1024
+	QueueSize int           // DHCP queue (the socket's receive buffer), in packets, default 1024
 	Timeout   time.Duration // per DHCP packet, default 2s
 
 	Booter    Booter
@@ -161,10 +161,8 @@ func (s *Server) Listen() error {
 				s.closeSockets()
 				return fmt.Errorf("netboot: DHCP socket on %q port %d: %w", s.cfg.Interface, p, err)
 			}
-			// A power restoration is a burst of thousands of DISCOVERs: let
-			// the kernel hold more than the default (best effort: capped by
-			// net.core.rmem_max).
-			_ = c.SetReadBuffer(4 << 20)
+			// Its receive buffer is the DHCP queue: DHCPServer.Serve sizes
+			// it (QueueSize).
 			s.dhcpConns = append(s.dhcpConns, c)
 		}
 	}

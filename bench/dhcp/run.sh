@@ -13,7 +13,13 @@
 #      dynamic leases claimed in etcd); KNOWN (0): with N > 0, the
 #      inventory servers first enroll N machines with reserved addresses
 #      and every server is asked by those N MACs only (perfdhcp -M): the
-#      known-machine path, answered from the in-memory boot view)
+#      known-machine path, answered from the in-memory boot view);
+#      OLD (unset): the path of a netbootd built from an older commit
+#      (`go build -o /tmp/netbootd-old ./bench/dhcp/netbootd` in a checkout
+#      of it): every metalhall side then runs twice per rate, old and new
+#      alternating, as "SIDE-old" and "SIDE", in the same run;
+#      PROFILE_DIR (unset): an absolute directory where every metalhall
+#      side writes a CPU profile per rate, SIDE-RATE.prof)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RATES=("${@:-1000 4000 8000}"); read -r -a RATES <<<"${RATES[*]}"
@@ -62,12 +68,33 @@ cat >"$TMP/kea.json" <<JSON
 } }
 JSON
 
+if [ -n "${OLD:-}" ]; then
+  [ -x "$OLD" ] || { echo "OLD=$OLD: not an executable netbootd"; exit 2; }
+  cp "$OLD" "$TMP/netbootd-old"
+  sides=()
+  for s in $SERVERS; do
+    case "$s" in metalhall*) sides+=("$s-old" "$s") ;; *) sides+=("$s") ;; esac
+  done
+  SERVERS="${sides[*]}"
+fi
+
+# bin SIDE RATE: the netbootd a side runs, with its profile flag.
+bin() {
+  local b="$TMP/netbootd"
+  case "$1" in *-old) b="$TMP/netbootd-old" ;; esac
+  echo "$b"
+  if [ -n "${PROFILE_DIR:-}" ]; then echo "-cpuprofile $PROFILE_DIR/$1-$2.prof"; fi
+}
+
 start_server() {
-  case "$1" in
-    metalhall) ip netns exec "$SRV" "$TMP/netbootd" -iface vs -server 10.99.0.1 -workers 4 -queue 1024 >"$TMP/metalhall.out" 2>&1 & ;;
+  local b prof
+  b=$(bin "$1" "$2" | head -1); prof=$(bin "$1" "$2" | sed -n 2p)
+  # shellcheck disable=SC2086 # prof is empty or two words
+  case "${1%-old}" in
+    metalhall) ip netns exec "$SRV" "$b" $prof -iface vs -server 10.99.0.1 -workers 4 -queue 1024 >"$TMP/metalhall.out" 2>&1 & ;;
     metalhall-inv|metalhall-etcd) rm -rf "$TMP/inv"; mkdir -p "$TMP/inv"
-        store=bolt; [ "$1" = metalhall-etcd ] && store=etcd
-        ip netns exec "$SRV" "$TMP/netbootd" -inventory "$TMP/inv" -store $store "${KNOWNARGS[@]}" -iface vs -server 10.99.0.1 -workers 4 -queue 1024 >"$TMP/$1.out" 2>&1 &
+        store=bolt; [ "${1%-old}" = metalhall-etcd ] && store=etcd
+        ip netns exec "$SRV" "$b" $prof -inventory "$TMP/inv" -store $store "${KNOWNARGS[@]}" -iface vs -server 10.99.0.1 -workers 4 -queue 1024 >"$TMP/$1.out" 2>&1 &
         PID=$!
         # An etcd cluster, and the known machines' enrolment, take a
         # while: wait for the admin listener (loopback in the namespace).
@@ -90,10 +117,19 @@ stop_server() {
   rm -f "$TMP/dnsmasq.leases" "$TMP/kea-leases.csv"*
 }
 
-printf "%-10s %6s %9s %9s %9s %9s %7s %12s\n" server rate disc offer req ack loss% "DORA/s"
-for s in $SERVERS; do
-  for r in "${RATES[@]}"; do
-    start_server "$s"
+uptime
+printf "%-14s %6s %9s %9s %9s %9s %7s %12s\n" server rate disc offer req ack loss% "DORA/s"
+# Each side runs all rates in turn; with OLD, each rate runs all sides in
+# turn, so that old and new alternate under the same load.
+pairs=()
+if [ -n "${OLD:-}" ]; then
+  for r in "${RATES[@]}"; do for s in $SERVERS; do pairs+=("$s:$r"); done; done
+else
+  for s in $SERVERS; do for r in "${RATES[@]}"; do pairs+=("$s:$r"); done; done
+fi
+for pr in "${pairs[@]}"; do
+    s=${pr%:*} r=${pr##*:}
+    start_server "$s" "$r"
     out=$(ip netns exec "$CLI" perfdhcp -4 -l vc -r "$r" -R "$CLIENTS" "${MACLIST[@]}" -p "$PERIOD" 10.99.0.1 2>&1 || true)
     stop_server
     echo "$out" >"$TMP/$s-$r.perfdhcp"
@@ -101,10 +137,10 @@ for s in $SERVERS; do
     read -r ds dr rs rr < <(echo "$out" | awk 'BEGIN{n=0} /sent packets:/{s[n]=$3} /received packets:/{r[n]=$3; n++} END{print s[0]+0, r[0]+0, s[1]+0, r[1]+0}')
     rate2=$(echo "$out" | awk '/^Rate:/{print $2; exit}')
     loss=$(awk -v s="$ds" -v r="$rr" 'BEGIN{ if (s>0) printf "%.1f", 100*(s-r)/s; else print "n/a" }')
-    printf "%-10s %6s %9s %9s %9s %9s %7s %12s\n" "$s" "$r" "$ds" "$dr" "$rs" "$rr" "$loss" "${rate2:-?}"
+    printf "%-14s %6s %9s %9s %9s %9s %7s %12s\n" "$s" "$r" "$ds" "$dr" "$rs" "$rr" "$loss" "${rate2:-?}"
     if [ "$s" = metalhall ] && [ -n "${VERBOSE:-}" ]; then cat "$TMP/metalhall.out"; fi
-    if [ "$s" = metalhall-inv ] || [ "$s" = metalhall-etcd ]; then grep -o 'leases_persisted=[0-9]* peak_rss_mib=[0-9.]*' "$TMP/$s.out" | sed 's/^/           /'; fi
+    if [ "${s%-old}" = metalhall-inv ] || [ "${s%-old}" = metalhall-etcd ]; then grep -o 'leases_persisted=[0-9]* peak_rss_mib=[0-9.]*' "$TMP/$s.out" | sed 's/^/           /'; fi
     echo "$out" | awk '/min delay/||/avg delay/||/max delay/{printf "           %s\n", $0}' | head -6
     if [ -n "${VERBOSE:-}" ]; then echo "$out"; fi
-  done
 done
+uptime

@@ -55,6 +55,8 @@ type config struct {
 	SideBySide bool
 	// Probe runs the DHCP probe (probe.go) through the storm.
 	Probe bool
+	// ProbeEvery is the probe's interval between DORAs.
+	ProbeEvery time.Duration
 }
 
 // Addresses on the bench's private link. The service end is .0.1, the
@@ -101,6 +103,7 @@ func main() {
 	flag.BoolVar(&cfg.Keep, "keep", false, "keep the temp dir (serve.log, data dir, nginx logs)")
 	flag.BoolVar(&cfg.SideBySide, "side-by-side", true, "after the storm, stream the image to every client from metalhall and from nginx")
 	flag.BoolVar(&cfg.Probe, "probe", true, "measure the service's DHCP answers from a process of its own at the service's CPU priority (probe.go)")
+	flag.DurationVar(&cfg.ProbeEvery, "probe-every", defaultProbeEvery, "how often the DHCP probe does a DORA (shorter: more samples in the p99)")
 	flag.Parse()
 	if err := cfg.check(); err != nil {
 		fmt.Fprintln(os.Stderr, "storm:", err)
@@ -392,7 +395,7 @@ func (rep *report) run(ctx context.Context, began time.Time) (err error) {
 	}
 	if cfg.Probe {
 		step(rep, "starting the DHCP probe")
-		if b.probe, err = startProbe(ctx, cli, cliLink); err != nil {
+		if b.probe, err = startProbe(ctx, cli, cliLink, cfg.ProbeEvery); err != nil {
 			return err
 		}
 		stopProbe := sync.OnceFunc(b.probe.stop)

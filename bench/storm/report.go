@@ -140,8 +140,8 @@ func (r *report) write(stdout io.Writer, dir string) error {
 		w("%s", l)
 	}
 	w("load average at end: %s", loadavg())
-	w("settings: n=%d per-rack=%d image=%d MiB bootfiles=2x%d KiB max-active=%d streams=%d progress-every=%v",
-		r.cfg.N, r.cfg.PerRack, r.cfg.ImageMiB, r.cfg.BootFileKiB, r.cfg.MaxActive, r.cfg.Streams, r.cfg.ProgressEvery)
+	w("settings: n=%d per-rack=%d image=%d MiB bootfiles=2x%d KiB max-active=%d streams=%d progress-every=%v probe-every=%v",
+		r.cfg.N, r.cfg.PerRack, r.cfg.ImageMiB, r.cfg.BootFileKiB, r.cfg.MaxActive, r.cfg.Streams, r.cfg.ProgressEvery, r.cfg.ProbeEvery)
 	w("serve: metalhall %s", strings.Join(r.serveArgs, " "))
 	w("")
 	w("## steps")

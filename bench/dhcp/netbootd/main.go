@@ -41,7 +41,11 @@ func (d *discardSink) WriteLeases(_ context.Context, ls []netboot.Lease) error {
 	return nil
 }
 
-func main() {
+func main() { os.Exit(run()) }
+
+// run is main without os.Exit, so that the CPU profile is written on every
+// way out, the inventory path's included.
+func run() int {
 	iface := flag.String("iface", "", "interface to serve (SO_BINDTODEVICE)")
 	server := flag.String("server", "10.99.0.1", "server address (option 54)")
 	prefix := flag.String("prefix", "10.99.0.0/16", "segment")
@@ -64,21 +68,21 @@ func main() {
 		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "cpu profile:", err)
-			os.Exit(2)
+			return 2
 		}
-		defer pprof.StopCPUProfile()
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if *invDir != "" {
 		if *storeKind != "bolt" && *storeKind != "etcd" {
 			fmt.Fprintf(os.Stderr, "-store %q: use bolt or etcd\n", *storeKind)
-			os.Exit(2)
+			return 2
 		}
 		if *known < 0 || *known > 32_000 {
 			fmt.Fprintf(os.Stderr, "-known %d: give 0 to 32000 machines (their addresses are reserved in 10.99.128.0/17)\n", *known)
-			os.Exit(2)
+			return 2
 		}
-		os.Exit(runInventory(*invDir, *storeKind == "etcd", *known, *iface, *server, *prefix, *first, *last, *workers, *queue, log))
+		return runInventory(*invDir, *storeKind == "etcd", *known, *iface, *server, *prefix, *first, *last, *workers, *queue, log)
 	}
 
 	addrs := netboot.NewMemoryAddresses()
@@ -86,7 +90,7 @@ func main() {
 	if err := addrs.AddSegment(netboot.Subnet{Prefix: netip.MustParsePrefix(*prefix), Gateway: sv, LeaseTime: time.Hour},
 		netip.Addr{}, netip.MustParseAddr(*first), netip.MustParseAddr(*last)); err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
+		return 2
 	}
 	sink := &discardSink{}
 	rec := netboot.NewAsyncRecorder(sink, netboot.AsyncRecorderConfig{Logger: log})
@@ -102,7 +106,7 @@ func main() {
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
+		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -113,6 +117,7 @@ func main() {
 		srv.Stats().TFTP, st.Received, st.Replied, st.Dropped, rec.Stats(), sink.events.Load(), sink.leases.Load())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }

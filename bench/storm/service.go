@@ -51,6 +51,11 @@ func startServe(ctx context.Context, ns *netns.Namespace, bin, data, logPath, ex
 		// The machines run niced (probe.go says why); the service does not.
 		cmd = ns.Command(context.Background(), "nice", append([]string{"-n", strconv.Itoa(-n), bin}, args...)...)
 	}
+	if gc := os.Getenv("STORM_SERVE_GOGC"); gc != "" {
+		// The Go runtime's GC setting for the service alone (the
+		// simulated machines keep theirs): for comparing GC settings.
+		cmd.Env = append(os.Environ(), "GOGC="+gc)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // Ctrl-C reaches the bench, which stops it in order
 	if err := cmd.Start(); err != nil {

@@ -143,8 +143,10 @@ func (r *report) write(stdout io.Writer, dir string) error {
 	w("settings: n=%d per-rack=%d image=%d MiB bootfiles=2x%d KiB max-active=%d streams=%d progress-every=%v probe-every=%v",
 		r.cfg.N, r.cfg.PerRack, r.cfg.ImageMiB, r.cfg.BootFileKiB, r.cfg.MaxActive, r.cfg.Streams, r.cfg.ProgressEvery, r.cfg.ProbeEvery)
 	w("serve: metalhall %s", strings.Join(r.serveArgs, " "))
-	if gc := os.Getenv("STORM_SERVE_GOGC"); gc != "" {
-		w("serve's GOGC: %s", gc)
+	for _, v := range []string{"GOGC", "GOMAXPROCS"} {
+		if val := os.Getenv("STORM_SERVE_" + v); val != "" {
+			w("serve's %s: %s", v, val)
+		}
 	}
 	w("")
 	w("## steps")

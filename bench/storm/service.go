@@ -51,10 +51,15 @@ func startServe(ctx context.Context, ns *netns.Namespace, bin, data, logPath, ex
 		// The machines run niced (probe.go says why); the service does not.
 		cmd = ns.Command(context.Background(), "nice", append([]string{"-n", strconv.Itoa(-n), bin}, args...)...)
 	}
-	if gc := os.Getenv("STORM_SERVE_GOGC"); gc != "" {
-		// The Go runtime's GC setting for the service alone (the
-		// simulated machines keep theirs): for comparing GC settings.
-		cmd.Env = append(os.Environ(), "GOGC="+gc)
+	// The Go runtime's settings for the service alone (the simulated
+	// machines keep theirs): for comparing GC and scheduler settings.
+	for _, v := range []string{"GOGC", "GOMAXPROCS"} {
+		if val := os.Getenv("STORM_SERVE_" + v); val != "" {
+			if cmd.Env == nil {
+				cmd.Env = os.Environ()
+			}
+			cmd.Env = append(cmd.Env, v+"="+val)
+		}
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // Ctrl-C reaches the bench, which stops it in order

@@ -330,3 +330,54 @@ func TestTenantSeesNoStaffDetails(t *testing.T) {
 		t.Errorf("staff lost the technician's token ID in the events: %s", data)
 	}
 }
+
+// A job taken over between instances names them, by their control nodes'
+// host names, in its events and its record: staff read them, a tenant
+// reads the story without the names.
+func TestTenantSeesNoControlInstanceNames(t *testing.T) {
+	f := newFixture(t)
+	id := f.job("tenant-a", "ma", "provision", ProvisionRequest{Image: "ubuntu-24.04"})
+	must2(f.inv.UpdateJob(context.Background(), id, func(j *inventory.Job, m *inventory.Machine) error {
+		j.Instance = "cp-east-2-7f3a"
+		return nil
+	}))
+	// The provisioner's own wording (provisioner/steps.go, takeOver and
+	// startStep).
+	taken := "provision job " + id + " taken over from instance cp-west-1-09bc by instance cp-east-2-7f3a after cp-west-1-09bc stopped answering; " +
+		"it was at write-image, and the machine's agent may be calling home to cp-west-1-09bc: instance cp-east-2-7f3a boots the machine again (set-pxe, power-cycle) and runs the job on from there"
+	resumed := "provision job " + id + ": power-cycle again after instance cp-east-2-7f3a restarted (attempt 2)"
+	for _, d := range []struct{ action, detail string }{{"job.taken-over", taken}, {"step.resumed", resumed}} {
+		must(f.inv.AppendEvent(context.Background(), inventory.Event{Actor: "provisioner", Subject: "machine/ma", Tenancy: "", Action: d.action, Detail: d.detail}))
+	}
+	names := []string{"cp-west-1-09bc", "cp-east-2-7f3a"}
+	for _, p := range []string{"/api/v1/machines/ma/events", "/api/v1/machines/ma/job", "/api/v1/jobs?state=all"} {
+		status, data := f.do("tenant-a", "GET", p, nil)
+		if status != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", p, status, data)
+		}
+		f.leaks("tenant-a", data, names...)
+	}
+	_, data := f.do("tenant-a", "GET", "/api/v1/machines/ma/events", nil)
+	for _, want := range []string{"taken over from instance #1 by instance #2 after #1 stopped answering", "calling home to #1: instance #2 boots", "after instance #1 restarted"} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("tenant's events lack %q: %s", want, data)
+		}
+	}
+	_, data = f.do("admin", "GET", "/api/v1/machines/ma/events", nil)
+	if !strings.Contains(string(data), "from instance cp-west-1-09bc by instance cp-east-2-7f3a") {
+		t.Errorf("staff lost the instance names: %s", data)
+	}
+}
+
+func TestHideInstancesReplacesWholeIDsOnly(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"no instance", "no instance"},
+		{"instance a by instance b after a a stopped", "instance #1 by instance #2 after #1 #1 stopped"},
+		{"instance cp1: cp1x and xcp1 stay, (cp1) goes", "instance #1: cp1x and xcp1 stay, (#1) goes"},
+		{"instance node.1 restarted", "instance #1 restarted"},
+	} {
+		if got := hideInstances(c.in); got != c.want {
+			t.Errorf("hideInstances(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}

@@ -135,6 +135,7 @@ func (s *Server) jobView(c *call, j *inventory.Job) Job {
 		if m, err := s.inv.Machine(c.ctx(), j.Machine); err == nil {
 			hideBMCInJob(m, &out)
 		}
+		out.Instance = "" // a control node's host name (hideInstances)
 	}
 	if s.prov != nil && !j.State.Finished() {
 		out.QueuePosition = s.prov.QueuePosition(c.ctx(), j.ID)

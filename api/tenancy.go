@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -63,6 +64,44 @@ func hideBMC(m *inventory.Machine, s string) string {
 	return s
 }
 
+// instanceMention is how the provisioner names a service instance in the
+// text of a job's events ("taken over from instance cp-2-7f3a by instance
+// cp-1-09bc"). Instance IDs are the operator's control-node host names
+// (cluster.Join), which a tenant has no need to know.
+var instanceMention = regexp.MustCompile(`\binstance ([^\s,;:()]+)`)
+
+// namesInstances are the provisioner's events whose text names instances
+// (provisioner/steps.go): only theirs is rewritten, so that a word after
+// "instance" in any other text is left alone.
+var namesInstances = map[string]bool{"job.taken-over": true, "step.resumed": true}
+
+// hideInstances replaces the instance IDs a text names, everywhere it
+// names them, by their order of appearance ("instance #1 ... #1 stopped
+// answering"), so that the sentence still says which instance did what.
+func hideInstances(s string) string {
+	found := instanceMention.FindAllStringSubmatch(s, -1)
+	if found == nil {
+		return s
+	}
+	var ids []string
+	for _, m := range found {
+		if !slices.Contains(ids, m[1]) {
+			ids = append(ids, m[1])
+		}
+	}
+	for i, id := range ids {
+		// Whole words only: an ID is also named bare ("after cp-2 stopped
+		// answering"), and must not be replaced inside another word.
+		word := regexp.MustCompile(`(^|[\s(])` + regexp.QuoteMeta(id) + `([\s,;:)]|$)`)
+		// Twice: a match takes the space after the ID with it, so a
+		// mention right after another is left for the second pass.
+		for range 2 {
+			s = word.ReplaceAllString(s, "${1}#"+strconv.Itoa(i+1)+"${2}")
+		}
+	}
+	return s
+}
+
 // hideBMCInJob takes the BMC address out of a job's errors for a tenant.
 func hideBMCInJob(m *inventory.Machine, j *Job) {
 	j.Error, j.AgentError = hideBMC(m, j.Error), hideBMC(m, j.AgentError)
@@ -97,6 +136,9 @@ func (c *call) viewEvents(evs []inventory.Event, machines ...inventory.Machine) 
 			if e.Subject == "machine/"+machines[i].Name {
 				e.Detail = hideBMC(&machines[i], e.Detail)
 			}
+		}
+		if namesInstances[e.Action] {
+			e.Detail = hideInstances(e.Detail)
 		}
 		out = append(out, e)
 	}

@@ -27,8 +27,12 @@ import (
 // again: a power action that meets a closing connection fails, and the
 // operation reports the failure (a cycle is marked committed before it is
 // sent, so the runner does not repeat it either) — a spurious failure,
-// never a second power cycle. Closing our side first keeps even that
-// from happening: the Transport hands out no connection idle for longer
+// never a second power cycle. And a POST is never the first request on
+// a connection an operation picks from the pool: every operation starts
+// by logging in, which reads the service root (a GET) first, so a
+// connection the BMC closed meanwhile is found out by a request the
+// Transport may send again. Closing our side first keeps even that from
+// happening: the Transport hands out no connection idle for longer
 // than this (it checks the idle time when it picks one, not only when
 // its timer fires), and 3 s leaves 2 s for the answer's way back and our
 // own scheduling before a 5 s BMC gives up on it.

@@ -2,12 +2,10 @@ package bmc
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"os/exec"
@@ -72,6 +70,7 @@ type Controller struct {
 	ipmiErr  error
 	metrics  *metrics
 	targets  redfishTargets
+	conns    *httpConns
 }
 
 // New returns a Controller. It never fails: a missing ipmitool is reported
@@ -107,8 +106,19 @@ func New(cfg Config) *Controller {
 	}
 	c.locks.m = make(map[string]*addrLock)
 	c.metrics = newMetrics(c)
+	// Idle connections beyond the operations that can run at once are
+	// kept for BMCs whose next operation is on its way (a job's next
+	// step); the oldest go first.
+	c.conns = newHTTPConns(4*cfg.MaxConcurrent, c.metrics.dials)
 	c.ipmitool, c.ipmiErr = findIPMITool(cfg.IPMIToolPath)
 	return c
+}
+
+// Close closes the Controller's connections to BMCs. Call it once no
+// operation runs any more: one still running loses its connection and
+// fails, and so does every Redfish operation after Close.
+func (c *Controller) Close() {
+	c.conns.close()
 }
 
 // CheckIPMITool reports whether IPMI endpoints can be served: nil, or an
@@ -190,7 +200,6 @@ type session struct {
 	ep Endpoint
 	cl *bmclib.Client
 	gf *gofish.APIClient
-	hc *http.Client // ours, given to bmclib's Redfish provider
 	// gfBasic: gf logged in with basic auth (no session to close).
 	gfBasic bool
 	// target is the Redfish auth mode and system, once known.
@@ -206,11 +215,10 @@ func (s *session) client(ctx context.Context) (*bmclib.Client, error) {
 	if s.cl != nil {
 		return s.cl, nil
 	}
-	cl, hc, err := s.newClient(ctx)
+	cl, err := s.newClient(ctx)
 	if err != nil {
 		return nil, err
 	}
-	s.hc = hc
 	if s.ep.Protocol == IPMI && s.c.cfg.registry == nil {
 		if err := s.c.ipmiReachable(ctx, s.ep); err != nil {
 			return nil, err
@@ -235,21 +243,20 @@ func (s *session) close() {
 	if s.cl != nil {
 		_ = s.cl.Close(ctx)
 	}
-	if s.hc != nil {
-		// The connection was reused within the operation; it must not
-		// outlive it (its goroutines and file descriptor would leak).
-		s.hc.CloseIdleConnections()
-	}
 	if s.gf != nil {
-		s.gf.Logout() // also closes its idle connections
+		s.gf.Logout()
 	}
+	// The connections stay open for the next operation on this BMC
+	// (httpConns). The clients' CloseIdleConnections, which gofish calls
+	// in Logout, does not reach the shared transport: deadlineTransport
+	// does not pass it on.
 }
 
-func (s *session) newClient(ctx context.Context) (*bmclib.Client, *http.Client, error) {
+func (s *session) newClient(ctx context.Context) (*bmclib.Client, error) {
 	c, ep := s.c, s.ep
 	scheme, host, port, err := ep.hostPort()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if strings.Contains(host, ":") {
 		host = "[" + host + "]" // IPv6: bmclib appends ":port"
@@ -262,7 +269,6 @@ func (s *session) newClient(ctx context.Context) (*bmclib.Client, *http.Client, 
 	// endpoint's protocol: bmclib's default registers seven providers,
 	// and Open logs into every one of them at once.
 	var reg *registrar.Registry
-	var hc *http.Client
 	var provider string
 	switch ep.Protocol {
 	case Redfish:
@@ -273,7 +279,7 @@ func (s *session) newClient(ctx context.Context) (*bmclib.Client, *http.Client, 
 		if c.cfg.registry == nil {
 			t, err := s.redfishTarget(ctx)
 			if err != nil {
-				return nil, nil, err
+				return nil, err
 			}
 			if s.gf != nil {
 				// Discovery's session is done with: BMCs have few
@@ -282,7 +288,7 @@ func (s *session) newClient(ctx context.Context) (*bmclib.Client, *http.Client, 
 				s.gf = nil
 			}
 			reg = registrar.NewRegistry()
-			hc = s.newHTTPClient(ctx)
+			hc := s.newHTTPClient(ctx)
 			drv := bmcredfish.New(host, ep.Username, ep.Password, logr.Discard(),
 				bmcredfish.WithPort(port), bmcredfish.WithHttpClient(hc),
 				bmcredfish.WithUseBasicAuth(t.basicAuth), bmcredfish.WithSystemName(t.systemName))
@@ -292,20 +298,20 @@ func (s *session) newClient(ctx context.Context) (*bmclib.Client, *http.Client, 
 		provider = ipmitool.ProviderName
 		if c.cfg.registry == nil {
 			if c.ipmiErr != nil {
-				return nil, nil, c.ipmiErr
+				return nil, c.ipmiErr
 			}
 			// bmclib's ipmitool logs its command line at V(3): discard,
 			// our own slog lines say what matters.
 			drv, err := ipmitool.New(host, ep.Username, ep.Password, ipmitool.WithPort(port),
 				ipmitool.WithIpmitoolPath(c.ipmitool), ipmitool.WithLogger(logr.Discard()))
 			if err != nil {
-				return nil, nil, fmt.Errorf("%w (%v)", ErrIPMIToolMissing, err)
+				return nil, fmt.Errorf("%w (%v)", ErrIPMIToolMissing, err)
 			}
 			reg = registrar.NewRegistry()
 			reg.Register(ipmitool.ProviderName, ipmitool.ProviderProtocol, ipmitool.Features, nil, drv)
 		}
 	default:
-		return nil, nil, fmt.Errorf("unknown BMC protocol %q (want ipmi or redfish): %w", ep.Protocol, errUnsupported)
+		return nil, fmt.Errorf("unknown BMC protocol %q (want ipmi or redfish): %w", ep.Protocol, errUnsupported)
 	}
 	if c.cfg.registry != nil {
 		reg = c.cfg.registry(ep)
@@ -318,29 +324,25 @@ func (s *session) newClient(ctx context.Context) (*bmclib.Client, *http.Client, 
 	// Keep only our provider even if a registry brought others (tests).
 	cl.Registry.Drivers = cl.Registry.For(provider)
 	if len(cl.Registry.Drivers) == 0 {
-		return nil, nil, fmt.Errorf("bmclib provider %s not available: %w", provider, errUnsupported)
+		return nil, fmt.Errorf("bmclib provider %s not available: %w", provider, errUnsupported)
 	}
-	return cl, hc, nil
+	return cl, nil
 }
 
 var errUnsupported = errors.New("not supported")
 
 // newHTTPClient is a fresh client per attempt, as bmclib's own: the
-// Redfish provider overwrites its Timeout at Open, so it cannot be shared.
-// Every request it sends ends by the attempt's deadline (deadlineTransport).
-// Unlike bmclib's default it keeps the connection alive within the
-// attempt (one TCP/TLS handshake instead of one per request, which
-// matters with thousands of BMCs); session.close closes it. BMC
-// certificates are self-signed, so TLS is not verified (as in bmclib).
+// Redfish provider overwrites its Timeout at Open, so it cannot be shared,
+// and its cookie jar must not carry one operation's session into the
+// next. Every request it sends ends by the attempt's deadline
+// (deadlineTransport). Its connections are the Controller's (httpConns):
+// kept alive within the attempt and, for a while, across attempts and
+// operations on the same BMC — one TCP/TLS handshake per BMC and burst of
+// operations instead of one per request, which matters with thousands of
+// BMCs.
 func (s *session) newHTTPClient(ctx context.Context) *http.Client {
 	jar, _ := cookiejar.New(nil)
-	dt := &deadlineTransport{base: &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: 30 * time.Second}).DialContext,
-		TLSClientConfig:       &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // BMCs ship self-signed certificates
-		TLSHandshakeTimeout:   30 * time.Second,
-		ResponseHeaderTimeout: 2 * time.Minute,
-		MaxIdleConnsPerHost:   1,
-	}}
+	dt := &deadlineTransport{base: s.c.conns.tr}
 	timeout := s.c.cfg.OpTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		dt.setDeadline(dl)
@@ -423,6 +425,8 @@ func (c *Controller) attempt(ctx context.Context, ep Endpoint, budget time.Durat
 	if err == nil {
 		return false, nil
 	}
+	// The BMC's lock is still held: no other operation uses these.
+	c.conns.closeBMC(ep.lockKey())
 	// Discover again next time: the failure may be a stale choice (a
 	// renamed system, a BMC that stopped offering sessions).
 	c.targets.drop(ep)

@@ -13,6 +13,8 @@ import (
 type metrics struct {
 	ops      *prometheus.CounterVec
 	inFlight prometheus.GaugeFunc
+	dials    prometheus.Counter
+	conns    prometheus.GaugeFunc
 }
 
 func newMetrics(c *Controller) *metrics {
@@ -25,6 +27,16 @@ func newMetrics(c *Controller) *metrics {
 			Name: "metalhall_bmc_operations_in_flight",
 			Help: "BMC operations holding one of the controller's concurrency slots.",
 		}, func() float64 { return float64(len(c.sem)) }),
+		// Beside operations_total, it shows whether connections are
+		// reused: with reuse a burst of operations on one BMC opens one.
+		dials: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "metalhall_bmc_connections_opened_total",
+			Help: "TCP connections opened to Redfish BMCs (each with its TLS handshake on HTTPS); kept open for the next operation on the same BMC for a few seconds.",
+		}),
+		conns: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "metalhall_bmc_connections_open",
+			Help: "TCP connections to Redfish BMCs open now, in use or idle.",
+		}, func() float64 { return float64(c.conns.size()) }),
 	}
 }
 
@@ -58,9 +70,13 @@ type collector struct{ m *metrics }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	c.m.ops.Describe(ch)
 	c.m.inFlight.Describe(ch)
+	c.m.dials.Describe(ch)
+	c.m.conns.Describe(ch)
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	c.m.ops.Collect(ch)
 	c.m.inFlight.Collect(ch)
+	c.m.dials.Collect(ch)
+	c.m.conns.Collect(ch)
 }

@@ -55,10 +55,10 @@ func (t *deadlineTransport) setDeadline(d time.Time) { t.deadline.Store(d.UnixNa
 func (t *deadlineTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	dl := t.deadline.Load()
 	if dl == 0 {
-		return t.base.RoundTrip(req)
+		return t.base.RoundTrip(keepAlive(req))
 	}
 	ctx, cancel := context.WithDeadline(req.Context(), time.Unix(0, dl))
-	resp, err := t.base.RoundTrip(req.WithContext(ctx))
+	resp, err := t.base.RoundTrip(keepAlive(req.WithContext(ctx)))
 	if err != nil {
 		expired := errors.Is(ctx.Err(), context.DeadlineExceeded)
 		cancel()
@@ -71,14 +71,41 @@ func (t *deadlineTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	return resp, nil
 }
 
+// keepAlive undoes gofish's Connection: close. gofish asks for a new
+// connection per request (req.Close) whenever it is handed an
+// http.Client, as bmclib does, which made every request of an operation
+// a TCP (and TLS) handshake of its own and defeated the shared transport.
+// req is not modified: a shallow copy is.
+func keepAlive(req *http.Request) *http.Request {
+	if !req.Close {
+		return req
+	}
+	r := *req
+	r.Close = false
+	return &r
+}
+
+// deadlineTransport deliberately has no CloseIdleConnections: the
+// connections belong to the Controller (httpConns), not to the attempt,
+// and gofish's Logout, which calls it on its client, must not close every
+// BMC's connections.
+
 // cancelBody releases the request's deadline context once the body is
-// closed.
+// closed. It first reads what is left of a short body: gofish closes some
+// answers unread (a session login's, whose token is in a header), and
+// the Transport closes a connection whose answer was not read to its end
+// rather than reuse it.
 type cancelBody struct {
 	io.ReadCloser
 	cancel context.CancelFunc
 }
 
+// drainLimit bounds what Close reads of an unread answer; a longer one
+// costs its connection instead.
+const drainLimit = 64 << 10
+
 func (b *cancelBody) Close() error {
+	_, _ = io.Copy(io.Discard, io.LimitReader(b.ReadCloser, drainLimit))
 	err := b.ReadCloser.Close()
 	b.cancel()
 	return err
@@ -287,14 +314,14 @@ func (s *session) openGofish(ctx context.Context) (*gofish.APIClient, bool, erro
 	hc := s.newHTTPClient(ctx)
 	basic := s.ep.Auth == AuthBasic
 	if !basic {
+		// On any error below, the failed attempt closes this BMC's
+		// connections (Controller.attempt).
 		ok, err := s.offersSessions(ctx, hc, base)
 		if err != nil {
-			hc.CloseIdleConnections()
 			return nil, false, err
 		}
 		if !ok {
 			if s.ep.Auth == AuthSession {
-				hc.CloseIdleConnections()
 				return nil, false, fmt.Errorf("session login asked for, but the BMC's service root links no Sessions collection; use basic auth for this BMC: %w", errUnsupported)
 			}
 			basic = true
@@ -305,7 +332,6 @@ func (s *session) openGofish(ctx context.Context) (*gofish.APIClient, bool, erro
 		Insecure: true, HTTPClient: hc, BasicAuth: basic,
 	})
 	if err != nil {
-		hc.CloseIdleConnections()
 		return nil, false, fmt.Errorf("login: %w", err)
 	}
 	s.gf, s.gfBasic = gf, basic

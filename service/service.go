@@ -359,6 +359,7 @@ func (s *Service) provision(ctx context.Context) error {
 		log.Debug("image store garbage collection", "report", fmt.Sprintf("%+v", *rep))
 	}
 	s.ctl = bmc.New(bmc.Config{MaxConcurrent: cfg.BMCConcurrency, Logger: log})
+	s.onClose(func() error { s.ctl.Close(); return nil })
 	if err := s.ctl.CheckIPMITool(); err != nil {
 		log.Warn("IPMI machines cannot be controlled", "err", err)
 	}

@@ -143,6 +143,7 @@ func TestMetricsPassPromtoolCheck(t *testing.T) {
 	}
 	for _, want := range []string{"metalhall_api_requests_total", "metalhall_machines", "metalhall_http_boot_requests_total",
 		"metalhall_bmc_operations_in_flight", "metalhall_boot_recorder_dropped_total", "metalhall_image_blob_requests_total",
+		"metalhall_bmc_connections_opened_total", "metalhall_bmc_connections_open",
 		"metalhall_image_imports_in_flight", "metalhall_jobs_running", "metalhall_store_writes_total", "metalhall_store_write_commits_total", "go_goroutines", "process_resident_memory_bytes"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)

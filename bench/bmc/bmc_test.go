@@ -141,6 +141,7 @@ func BenchmarkPXECycle(b *testing.B) {
 				bad++
 			}
 		}
+		c.Close()
 		fleet.Close()
 		if failed.Load() > 0 || bad > 0 {
 			b.Fatalf("%d operations failed, %d BMCs not in PXE+on or with open sessions", failed.Load(), bad)

@@ -161,6 +161,7 @@ type bench struct {
 	provURL  string // the provisioning listener, what machines are told to use
 	machines []*machine
 	probeBMC *redfish.FleetBMC
+	fleet    *redfish.Fleet
 	probe    *probe // nil without -probe
 
 	spanMu sync.Mutex
@@ -351,6 +352,7 @@ func (rep *report) run(ctx context.Context, began time.Time) (err error) {
 		m.BMC = fleet.BMCs[i]
 	}
 	b.probeBMC = fleet.BMCs[cfg.N]
+	b.fleet = fleet
 
 	// The data dir: a hardware profile the simulated servers match, and a
 	// stand-in boot environment (the script names it; machines fetch it).
@@ -520,6 +522,7 @@ func (b *bench) phase(ctx context.Context, rep *report, svc *service, tech *tech
 	}
 	res.TxnsBefore, res.CausesBefore, _ = tech.writeTxns(ctx)
 	res.CPUBefore = svc.cpu()
+	bmcsBefore := b.fleet.Stats()
 	start := time.Now()
 	if err := submit(ctx, res); err != nil {
 		return res, err
@@ -531,6 +534,7 @@ func (b *bench) phase(ctx context.Context, rep *report, svc *service, tech *tech
 		res.Probe, res.ProbeErrors = b.probe.between(start, time.Now())
 	}
 	res.CPUAfter = svc.cpu()
+	res.BMCs = b.fleet.Stats().Sub(bmcsBefore)
 	res.TxnsAfter, res.CausesAfter, _ = tech.writeTxns(ctx)
 	for _, m := range b.machines {
 		p := m.phase

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/metalhall/metalhall/lab/redfish"
 )
 
 type phaseResult struct {
@@ -31,7 +33,9 @@ type phaseResult struct {
 	Retransmits               int
 	CutOff                    int
 	Samples                   map[string][]time.Duration
-	submitMu                  sync.Mutex
+	// BMCs is what the emulated BMCs saw in this phase.
+	BMCs     redfish.FleetStats
+	submitMu sync.Mutex
 }
 
 func (p *phaseResult) addSubmit(d time.Duration) {
@@ -180,6 +184,11 @@ func (r *report) write(stdout io.Writer, dir string) error {
 			w("DHCP probe (its own process, at the service's CPU priority; request → reply): %d exchanges, p50 %s ms, p99 %s ms, max %s ms; failed DORAs over the run: %d",
 				len(s), ms(pct(s, 50)), ms(pct(s, 99)), ms(s[len(s)-1]), p.ProbeErrors)
 		}
+		if st := p.BMCs; st.Requests > 0 {
+			w("BMC connections accepted (TCP, counted by the emulated BMCs): %d for %d requests (%.1f per machine, %.1f requests per connection)",
+				st.Connections, st.Requests, float64(st.Connections)/float64(p.Machines), float64(st.Requests)/float64(max(st.Connections, 1)))
+			w("%s", gapLine(st))
+		}
 		if p.Name == "commission" {
 			w("agents powered off by the service before their done was answered (a commission does not wait for done): %d", p.CutOff)
 		}
@@ -294,4 +303,23 @@ func writeBreakdown(w func(string, ...any), p *phaseResult) {
 	for _, r := range rows {
 		w("%9.2f %9.2f  %-24s %s", r.writes/n, r.commits/n, r.site.Op, r.site.Caller)
 	}
+}
+
+// gapLine is the idle gaps between one BMC's requests as a cumulative
+// distribution: how many a connection kept open for each bound would
+// have bridged.
+func gapLine(st redfish.FleetStats) string {
+	var total int64
+	for _, n := range st.Gaps {
+		total += n
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "BMC idle gaps (an answer to the next request on the same BMC): %d;", total)
+	var cum int64
+	for i, bound := range redfish.GapBounds {
+		cum += st.Gaps[i]
+		fmt.Fprintf(&b, " ≤%v %d", bound, cum)
+	}
+	fmt.Fprintf(&b, ", longer %d", st.Gaps[len(redfish.GapBounds)])
+	return b.String()
 }

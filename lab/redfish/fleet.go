@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -24,6 +25,84 @@ type Fleet struct {
 
 	servers []*http.Server
 	wg      sync.WaitGroup
+
+	conns, requests atomic.Int64
+	gaps            [len(GapBounds) + 1]atomic.Int64
+}
+
+// GapBounds are the upper bounds of FleetStats.Gaps' buckets.
+var GapBounds = [...]time.Duration{10 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond,
+	time.Second, 2 * time.Second, 3 * time.Second, 5 * time.Second, 10 * time.Second}
+
+// FleetStats is what the fleet's BMCs saw, summed over them: how a client
+// uses its connections to them.
+type FleetStats struct {
+	// Connections is the TCP connections the BMCs accepted.
+	Connections int64
+	// Requests is the requests they were sent.
+	Requests int64
+	// Gaps counts the idle gaps on one BMC, from the end of an answer to
+	// the next request to the same BMC, by length: Gaps[i] those up to
+	// GapBounds[i], the last those longer than every bound. A client
+	// keeping its connection to a BMC open for d reuses it across the
+	// gaps shorter than d.
+	Gaps [len(GapBounds) + 1]int64
+}
+
+// Sub is what happened between an earlier snapshot o and s.
+func (s FleetStats) Sub(o FleetStats) FleetStats {
+	d := FleetStats{Connections: s.Connections - o.Connections, Requests: s.Requests - o.Requests}
+	for i := range s.Gaps {
+		d.Gaps[i] = s.Gaps[i] - o.Gaps[i]
+	}
+	return d
+}
+
+// Stats returns the fleet's counters so far.
+func (f *Fleet) Stats() FleetStats {
+	st := FleetStats{Connections: f.conns.Load(), Requests: f.requests.Load()}
+	for i := range f.gaps {
+		st.Gaps[i] = f.gaps[i].Load()
+	}
+	return st
+}
+
+// countingListener counts the connections a fleet's BMC accepts.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+// gapCounter measures the idle gaps between one BMC's requests. A client
+// sends one BMC one request at a time (metalhall's controller does), so
+// the gap before a request is from the end of the previous answer.
+type gapCounter struct {
+	h       http.Handler
+	f       *Fleet
+	lastEnd atomic.Int64 // unix nanoseconds; 0: no request yet
+}
+
+func (g *gapCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	g.f.requests.Add(1)
+	if last := g.lastEnd.Load(); last != 0 {
+		gap := start.Sub(time.Unix(0, last))
+		i := 0
+		for i < len(GapBounds) && gap > GapBounds[i] {
+			i++
+		}
+		g.f.gaps[i].Add(1)
+	}
+	g.h.ServeHTTP(w, r)
+	g.lastEnd.Store(time.Now().UnixNano())
 }
 
 // FleetBMC is one member of a Fleet.
@@ -57,7 +136,7 @@ func StartFleet(host string, n, basePort int, mk func(i int) Config) (*Fleet, er
 		}
 		s := NewServer(mk(i))
 		hs := &http.Server{
-			Handler:           s,
+			Handler:           &gapCounter{h: s, f: f},
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       30 * time.Second,
 			// Quiet: a client that hangs up mid-request is normal here.
@@ -68,7 +147,7 @@ func StartFleet(host string, n, basePort int, mk func(i int) Config) (*Fleet, er
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
-			_ = hs.Serve(ln)
+			_ = hs.Serve(countingListener{Listener: ln, n: &f.conns})
 		}()
 	}
 	return f, nil

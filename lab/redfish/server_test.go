@@ -3,6 +3,7 @@ package redfish
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -285,5 +286,45 @@ func TestOnceOverrideIsUsedByTheNextPowerOn(t *testing.T) {
 	}
 	if b := s.Boot(); b.Target != "None" || b.Enabled != "Disabled" || s.LastBoot() != "Pxe" {
 		t.Fatalf("after the boot: %+v, booted %q", b, s.LastBoot())
+	}
+}
+
+func TestFleetCountsConnectionsAndIdleGaps(t *testing.T) {
+	f, err := StartFleet("127.0.0.1", 2, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	get := func(c *http.Client, addr string) {
+		t.Helper()
+		resp, err := c.Get("http://" + addr + "/redfish/v1/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	// Three requests on one kept-alive connection to the first BMC, one
+	// to the second.
+	keep := &http.Client{Transport: &http.Transport{}}
+	t.Cleanup(keep.CloseIdleConnections)
+	for range 3 {
+		get(keep, f.BMCs[0].Addr)
+	}
+	get(keep, f.BMCs[1].Addr)
+
+	st := f.Stats()
+	if st.Connections != 2 || st.Requests != 4 {
+		t.Fatalf("stats = %+v, want 2 connections and 4 requests", st)
+	}
+	var gaps int64
+	for _, n := range st.Gaps {
+		gaps += n
+	}
+	if gaps != 2 {
+		t.Fatalf("%d idle gaps counted, want 2 (a BMC's first request has none): %v", gaps, st.Gaps)
+	}
+	if d := f.Stats().Sub(st); d != (FleetStats{}) {
+		t.Fatalf("Sub of two snapshots with nothing between = %+v", d)
 	}
 }

@@ -176,13 +176,13 @@ func (s *Store) StartJobRecording(ctx context.Context, j Job, machineTo MachineS
 	// commission, provisions side by side) share their commits.
 	u := &jobUpdate{done: make(chan struct{}), txfn: func(tx kv.Tx, vc *viewChanges) error {
 		if id := bkt(tx, bActiveJob).Get([]byte(j.Machine)); id != nil {
-			busy, err := get[Job](tx, bJobs, "job", string(id))
+			busy, err := s.getJob(tx, string(id))
 			if err != nil {
 				return err
 			}
 			return &BusyError{Machine: j.Machine, Job: busy}
 		}
-		m, err := get[Machine](tx, bMachines, "machine", j.Machine)
+		m, err := s.getMachine(tx, j.Machine)
 		if err != nil {
 			return err
 		}
@@ -244,7 +244,7 @@ func (s *Store) StartJobRecording(ctx context.Context, j Job, machineTo MachineS
 // Job returns one job.
 func (s *Store) Job(ctx context.Context, id string) (*Job, error) {
 	var out *Job
-	err := s.view(func(tx kv.Tx) (err error) { out, err = get[Job](tx, bJobs, "job", id); return })
+	err := s.view(func(tx kv.Tx) (err error) { out, err = s.getJob(tx, id); return })
 	return out, err
 }
 
@@ -257,7 +257,7 @@ func (s *Store) ActiveJob(ctx context.Context, machine string) (*Job, error) {
 			return &NotFoundError{Kind: "active job of machine", Name: machine}
 		}
 		var err error
-		out, err = get[Job](tx, bJobs, "job", string(id))
+		out, err = s.getJob(tx, string(id))
 		return err
 	})
 	return out, err
@@ -269,7 +269,7 @@ func (s *Store) ActiveJobs(ctx context.Context) ([]Job, error) {
 	var out []Job
 	err := s.view(func(tx kv.Tx) error {
 		return bkt(tx, bActiveJob).ForEach(func(_, id []byte) error {
-			j, err := get[Job](tx, bJobs, "job", string(id))
+			j, err := s.getJob(tx, string(id))
 			if err != nil {
 				return err
 			}
@@ -552,14 +552,14 @@ func (s *Store) applyJobUpdate(tx kv.Tx, vc *viewChanges, u *jobUpdate) (*Machin
 	if u.txfn != nil {
 		return nil, u.txfn(tx, vc)
 	}
-	j, err := getActiveJob(tx, u.id)
+	j, err := s.getActiveJob(tx, u.id)
 	if err != nil {
 		return nil, err
 	}
 	var evs []Event
 	var old, m *Machine
 	if u.mfn != nil {
-		if old, err = get[Machine](tx, bMachines, "machine", j.Machine); err != nil {
+		if old, err = s.getMachine(tx, j.Machine); err != nil {
 			return nil, err
 		}
 		m = cloneMachine(old)
@@ -634,8 +634,8 @@ func (s *Store) putEvents(tx kv.Tx, vc *viewChanges, evs []Event) error {
 }
 
 // getActiveJob loads a job that has not finished.
-func getActiveJob(tx kv.Tx, id string) (*Job, error) {
-	j, err := get[Job](tx, bJobs, "job", id)
+func (s *Store) getActiveJob(tx kv.Tx, id string) (*Job, error) {
+	j, err := s.getJob(tx, id)
 	if err != nil {
 		return nil, err
 	}

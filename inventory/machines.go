@@ -418,7 +418,7 @@ func inRange(a netip.Addr, first, last string) bool {
 // Machine returns one machine.
 func (s *Store) Machine(ctx context.Context, name string) (*Machine, error) {
 	var out *Machine
-	err := s.view(func(tx kv.Tx) (err error) { out, err = get[Machine](tx, bMachines, "machine", name); return })
+	err := s.view(func(tx kv.Tx) (err error) { out, err = s.getMachine(tx, name); return })
 	return out, err
 }
 
@@ -435,7 +435,7 @@ func (s *Store) MachineByMAC(ctx context.Context, mac string) (*Machine, error) 
 			return &NotFoundError{Kind: "machine with MAC", Name: canon}
 		}
 		var err error
-		out, err = get[Machine](tx, bMachines, "machine", string(name))
+		out, err = s.getMachine(tx, string(name))
 		return err
 	})
 	return out, err
@@ -450,7 +450,7 @@ func (s *Store) MachineByIP(ctx context.Context, ip string) (*Machine, error) {
 			return &NotFoundError{Kind: "machine with address", Name: ip}
 		}
 		var err error
-		out, err = get[Machine](tx, bMachines, "machine", string(name))
+		out, err = s.getMachine(tx, string(name))
 		return err
 	})
 	return out, err
@@ -490,16 +490,20 @@ func (s *Store) Machines(ctx context.Context, f MachineFilter) ([]Machine, error
 			if !exists(tx, bRacks, f.Rack) {
 				return &NotFoundError{Kind: "rack", Name: f.Rack}
 			}
-			return rackMachines(tx, f.Rack, collect)
+			return s.rackMachines(tx, f.Rack, collect)
 		case f.Hall != "":
 			if !exists(tx, bHalls, f.Hall) {
 				return &NotFoundError{Kind: "hall", Name: f.Hall}
 			}
-			return hallRacks(tx, f.Hall, func(r *Rack) error { return rackMachines(tx, r.Name, collect) })
+			return hallRacks(tx, f.Hall, func(r *Rack) error { return s.rackMachines(tx, r.Name, collect) })
 		default:
-			var err error
-			out, err = list(tx, bMachines, keep)
-			return err
+			return bkt(tx, bMachines).ForEach(func(k, v []byte) error {
+				m, err := s.machines.decode(string(k), v)
+				if err != nil {
+					return fmt.Errorf("%s %q: %w", bMachines, k, err)
+				}
+				return collect(m)
+			})
 		}
 	})
 	return out, err

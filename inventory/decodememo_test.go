@@ -1,0 +1,156 @@
+package inventory
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+)
+
+// fill sets every field reachable from v to a value that is not zero:
+// pointers point somewhere, slices have an element, maps an entry.
+func fill(v reflect.Value, depth int) {
+	if depth > 8 {
+		return
+	}
+	switch v.Kind() {
+	case reflect.Pointer:
+		v.Set(reflect.New(v.Type().Elem()))
+		fill(v.Elem(), depth+1)
+	case reflect.Struct:
+		if v.Type() == reflect.TypeFor[time.Time]() {
+			v.Set(reflect.ValueOf(time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)))
+			return
+		}
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				fill(v.Field(i), depth+1)
+			}
+		}
+	case reflect.Slice:
+		v.Set(reflect.MakeSlice(v.Type(), 1, 1))
+		fill(v.Index(0), depth+1)
+	case reflect.Map:
+		v.Set(reflect.MakeMap(v.Type()))
+		k, e := reflect.New(v.Type().Key()).Elem(), reflect.New(v.Type().Elem()).Elem()
+		fill(k, depth+1)
+		fill(e, depth+1)
+		v.SetMapIndex(k, e)
+	case reflect.String:
+		v.SetString("x")
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		v.SetInt(1)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		v.SetUint(1)
+	case reflect.Float32, reflect.Float64:
+		v.SetFloat(1)
+	}
+}
+
+// shared names the first memory a and b share (a pointer, a slice's
+// array or a map), or "".
+func shared(a, b reflect.Value, path string) string {
+	switch a.Kind() {
+	case reflect.Pointer:
+		if a.IsNil() {
+			return ""
+		}
+		if a.Pointer() == b.Pointer() {
+			return path
+		}
+		return shared(a.Elem(), b.Elem(), "(*"+path+")")
+	case reflect.Struct:
+		if a.Type() == reflect.TypeFor[time.Time]() {
+			return "" // its *Location is immutable
+		}
+		for i := range a.NumField() {
+			if a.Type().Field(i).IsExported() {
+				if p := shared(a.Field(i), b.Field(i), path+"."+a.Type().Field(i).Name); p != "" {
+					return p
+				}
+			}
+		}
+	case reflect.Slice:
+		if a.Len() > 0 && a.Pointer() == b.Pointer() {
+			return path
+		}
+		for i := range a.Len() {
+			if p := shared(a.Index(i), b.Index(i), path+"[]"); p != "" {
+				return p
+			}
+		}
+	case reflect.Map:
+		if a.Len() > 0 && a.Pointer() == b.Pointer() {
+			return path
+		}
+	}
+	return ""
+}
+
+// A remembered record is handed out as a copy: a field added to Job or
+// Machine that the clone would share fails here, before a caller's
+// change could leak into the memo (and into every later read).
+func TestDecodeMemoClonesShareNoMemory(t *testing.T) {
+	var j Job
+	fill(reflect.ValueOf(&j).Elem(), 0)
+	if p := shared(reflect.ValueOf(&j).Elem(), reflect.ValueOf(cloneJob(&j)).Elem(), "Job"); p != "" {
+		t.Errorf("cloneJob shares %s with the job it copies: copy it in cloneJob", p)
+	}
+	var m Machine
+	fill(reflect.ValueOf(&m).Elem(), 0)
+	if p := shared(reflect.ValueOf(&m).Elem(), reflect.ValueOf(deepCloneMachine(&m)).Elem(), "Machine"); p != "" {
+		t.Errorf("deepCloneMachine shares %s with the machine it copies: copy it in deepCloneMachine", p)
+	}
+	if c := cloneJob(&j); !reflect.DeepEqual(c, &j) {
+		t.Errorf("cloneJob's copy differs from the job:\n%+v\n%+v", c, &j)
+	}
+	if c := deepCloneMachine(&m); !reflect.DeepEqual(c, &m) {
+		t.Errorf("deepCloneMachine's copy differs from the machine:\n%+v\n%+v", c, &m)
+	}
+}
+
+// What the memo returns is what decoding the bytes returns, whether it
+// remembered them or not, and a caller's change of it changes no later
+// read.
+func TestDecodeMemoReturnsWhatTheBytesSay(t *testing.T) {
+	memo := newDecodeMemo(2, cloneJob)
+	v1 := []byte(`{"id":"job-1","machine":"m1","state":"running","steps":[{"name":"a","state":"running"}],"ssh_keys":["k"]}`)
+	v2 := []byte(`{"id":"job-1","machine":"m1","state":"running","steps":[{"name":"a","state":"done"}]}`)
+	decoded := func(raw []byte) *Job {
+		var j Job
+		if err := json.Unmarshal(raw, &j); err != nil {
+			t.Fatal(err)
+		}
+		return &j
+	}
+	read := func(raw []byte) *Job {
+		t.Helper()
+		j, err := memo.decode("job-1", raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := decoded(raw); !reflect.DeepEqual(j, want) {
+			t.Fatalf("memo gave\n%+v\nfor bytes that decode to\n%+v", j, want)
+		}
+		return j
+	}
+	first := read(v1)
+	first.Steps[0].State, first.SSHKeys[0] = StepFailed, "changed"
+	read(v1) // remembered, unchanged by the caller's change
+	read(v2) // the record changed: decoded afresh
+	read(v1)
+	for i := range 5 { // past its bound, it keeps working
+		if _, err := memo.decode(string(rune('a'+i)), v2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(memo.m) > 2 {
+		t.Errorf("memo holds %d entries, bound 2", len(memo.m))
+	}
+	read(v1)
+	if _, err := memo.decode("job-1", []byte(`{"id":`)); err == nil {
+		t.Error("memo decoded bytes that are not JSON")
+	}
+}

@@ -154,3 +154,72 @@ func TestDecodeMemoReturnsWhatTheBytesSay(t *testing.T) {
 		t.Error("memo decoded bytes that are not JSON")
 	}
 }
+
+// roundTrips vouches for a value only when decoding its encoding gives it
+// back exactly: a job the service writes (UTC times without a monotonic
+// reading) is vouched for; what the encoding would change is not.
+func TestRoundTripsVouchesOnlyForWhatDecodesBackTheSame(t *testing.T) {
+	at := time.Date(2026, 11, 30, 8, 14, 1, 748577010, time.UTC)
+	job := func() Job {
+		return Job{ID: "job-000001", Machine: "m1", Kind: JobCommission, State: JobRunning, CreatedAt: at, UpdatedAt: at,
+			Steps:    []JobStep{{Name: "bmc-check", State: StepDone, Attempts: 1, StartedAt: at, EndedAt: at}, {Name: "set-pxe", State: StepRunning}},
+			SSHKeys:  []string{"ssh-ed25519 AAAA"},
+			Progress: JobProgress{Step: "write", Bytes: 1 << 20, At: at}}
+	}
+	for _, c := range []struct {
+		name   string
+		change func(*Job)
+		vouch  bool
+	}{
+		{"as the service writes it", func(*Job) {}, true},
+		{"no steps (nil)", func(j *Job) { j.Steps = nil }, true},
+		{"no steps (empty)", func(j *Job) { j.Steps = []JobStep{} }, true},
+		{"a time with a monotonic reading", func(j *Job) { j.UpdatedAt = time.Now() }, false},
+		{"a time in another zone", func(j *Job) { j.Steps[0].EndedAt = at.In(time.FixedZone("X", 3600)) }, false},
+		{"a string that is not UTF-8", func(j *Job) { j.Error = "\xff" }, false},
+		{"empty keys, omitted", func(j *Job) { j.SSHKeys = []string{} }, false},
+		{"empty sealed bytes, omitted", func(j *Job) { j.Sealed = []byte{} }, false},
+		{"sealed bytes", func(j *Job) { j.Sealed = []byte{1, 2} }, false},
+	} {
+		j := job()
+		c.change(&j)
+		if got := roundTrips(reflect.ValueOf(&j).Elem()); got != c.vouch {
+			t.Errorf("%s: roundTrips = %v, want %v", c.name, got, c.vouch)
+		}
+		raw, err := json.Marshal(&j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Job
+		if err := json.Unmarshal(raw, &back); err != nil {
+			t.Fatal(err)
+		}
+		if same := reflect.DeepEqual(back, j); c.vouch && !same {
+			t.Errorf("%s: vouched for, but it decodes as\n%+v\nnot\n%+v", c.name, back, j)
+		}
+	}
+	m := Machine{Name: "m1", MACs: []string{"52:54:00:00:00:01"}, NewInspection: []byte(`{}`)}
+	if roundTrips(reflect.ValueOf(&m).Elem()) {
+		t.Error("roundTrips vouched for a machine whose json:\"-\" field is set")
+	}
+}
+
+// A job read right after its write is the value written, not one the
+// memo kept from before, on the write path the worker takes.
+func TestJobReadAfterWriteIsTheWrite(t *testing.T) {
+	s := newInv(t).(*Store)
+	hallFixture(t, s)
+	enrollN(t, s, "r1", 1)
+	j := must(s.StartJob(ctx, Job{Machine: "r1-m01", Kind: JobCommission, Steps: []JobStep{{Name: "a"}, {Name: "b"}}}, MachineCommissioning))
+	for i, st := range []StepState{StepRunning, StepDone} {
+		must(s.UpdateJobOnly(ctx, j.ID, func(j *Job) error { j.Steps[i].State = st; j.Error = string(st); return nil }))
+		got := must(s.Job(ctx, j.ID))
+		if got.Steps[i].State != st || got.Error != string(st) {
+			t.Fatalf("after write %d: read %+v", i, got)
+		}
+		got.Steps[i].State = StepFailed // the reader's own copy
+		if again := must(s.Job(ctx, j.ID)); again.Steps[i].State != st {
+			t.Fatalf("a reader's change of its copy reached the next read: %+v", again)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -222,7 +223,7 @@ func (s *Store) StartJobRecording(ctx context.Context, j Job, machineTo MachineS
 			return err
 		}
 		j.ID = fmt.Sprintf("job-%06d", seq)
-		if err := putJSON(bkt(tx, bJobs), []byte(j.ID), j); err != nil {
+		if err := s.putJobRecord(tx, &j); err != nil {
 			return err
 		}
 		out = &j
@@ -658,5 +659,19 @@ func (s *Store) putJob(tx kv.Tx, j *Job, vc *viewChanges) error {
 		}
 	}
 	vc.jobs = append(vc.jobs, j)
-	return putJSON(bkt(tx, bJobs), []byte(j.ID), j)
+	return s.putJobRecord(tx, j)
+}
+
+// putJobRecord stores a job's record, and remembers it decoded (the
+// worker reads it next).
+func (s *Store) putJobRecord(tx kv.Tx, j *Job) error {
+	data, err := json.Marshal(j)
+	if err != nil {
+		return err
+	}
+	if err := bkt(tx, bJobs).Put([]byte(j.ID), data); err != nil {
+		return err
+	}
+	s.jobs.remember(j.ID, data, j)
+	return nil
 }

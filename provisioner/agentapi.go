@@ -195,21 +195,21 @@ func (e *Engine) agentInspection(ctx context.Context, j *inventory.Job, body []b
 		return nil, fmt.Errorf("inspection is not valid JSON: %w", err)
 	}
 	now := e.cfg.Now().UTC()
-	var profile string
 	_, _, err := e.inv.RecordJob(ctx, j.ID, func(j *inventory.Job, m *inventory.Machine) ([]inventory.Event, error) {
 		m.NewInspection, m.InspectedAt = body, now
-		profile = m.Profile
 		evs := []inventory.Event{jobEvent(j, "agent.inspection", summarize(&inv))}
 		if !m.InspectedAt.Before(j.AgentSeenAt) { // what the inspect step waits for
 			evs = append(evs, endByAgent(j, stepInspect, now)...)
 		}
+		if m.Profile != "" && stepIndex(j, stepCheckProfile) >= 0 {
+			// Its check-profile step reads the report back: stored, it
+			// is these bytes, already decoded here. Given before the
+			// commit that wakes the step; a write that does not commit
+			// leaves a report no stored bytes match.
+			e.handed.give(m.Name, body, &inv)
+		}
 		return evs, nil
 	})
-	if err == nil && profile != "" && stepIndex(j, stepCheckProfile) >= 0 {
-		// Its check-profile step reads the report back: stored, it is
-		// these bytes, already decoded here.
-		e.handed.give(j.Machine, body, &inv)
-	}
 	return nil, err
 }
 

@@ -25,9 +25,12 @@ type handedInspection struct {
 	inv *wire.Inventory
 }
 
-// maxHandedInspections bounds what waits for its check-profile step: a
-// report whose job fails before it is dropped when room is needed.
-const maxHandedInspections = 1024
+// maxHandedInspections bounds what waits for its check-profile step
+// (each some 100 KiB decoded): about as many as jobs run at once (the
+// scheduler's max jobs, 64 by default). A report whose job never gets
+// there is dropped when room is needed; one dropped early only costs its
+// step a decode.
+const maxHandedInspections = 128
 
 // give keeps machine's report raw, decoded as inv, for take. Neither may
 // be changed afterwards.

@@ -69,6 +69,13 @@ func (d *decodeMemo[T]) remember(key string, raw []byte, v *T) {
 	}
 }
 
+// forget drops what is remembered of key.
+func (d *decodeMemo[T]) forget(key string) {
+	d.mu.Lock()
+	delete(d.m, key)
+	d.mu.Unlock()
+}
+
 func (d *decodeMemo[T]) put(key string, e memoEntry[T]) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -662,8 +662,9 @@ func (s *Store) putJob(tx kv.Tx, j *Job, vc *viewChanges) error {
 	return s.putJobRecord(tx, j)
 }
 
-// putJobRecord stores a job's record, and remembers it decoded (the
-// worker reads it next).
+// putJobRecord stores a job's record, and remembers it decoded while it
+// runs (its worker reads it next); a finished one, read seldom, is
+// forgotten, so the memo holds about the jobs that run.
 func (s *Store) putJobRecord(tx kv.Tx, j *Job) error {
 	data, err := json.Marshal(j)
 	if err != nil {
@@ -672,6 +673,10 @@ func (s *Store) putJobRecord(tx kv.Tx, j *Job) error {
 	if err := bkt(tx, bJobs).Put([]byte(j.ID), data); err != nil {
 		return err
 	}
-	s.jobs.remember(j.ID, data, j)
+	if j.State.Finished() {
+		s.jobs.forget(j.ID)
+	} else {
+		s.jobs.remember(j.ID, data, j)
+	}
 	return nil
 }

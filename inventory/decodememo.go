@@ -27,7 +27,8 @@ import (
 // deeply (clone), so a caller that changes it changes nothing remembered.
 type decodeMemo[T any] struct {
 	clone func(*T) *T
-	max   int // entries kept; one is dropped to make room past it
+	max   int     // entries kept; one is dropped to make room past it
+	plan  *rtPlan // of T: what remember checks
 
 	mu sync.Mutex
 	m  map[string]memoEntry[T]
@@ -39,7 +40,8 @@ type memoEntry[T any] struct {
 }
 
 func newDecodeMemo[T any](max int, clone func(*T) *T) *decodeMemo[T] {
-	return &decodeMemo[T]{clone: clone, max: max, m: make(map[string]memoEntry[T])}
+	return &decodeMemo[T]{clone: clone, max: max, m: make(map[string]memoEntry[T]),
+		plan: planRoundTrip(reflect.TypeFor[T](), map[reflect.Type]*rtPlan{})}
 }
 
 // decode returns the value of raw, the stored bytes of record key.
@@ -64,7 +66,7 @@ func (d *decodeMemo[T]) decode(key string, raw []byte) (*T, error) {
 // worker's, is then a copy too. A write whose transaction does not commit
 // leaves an entry no read's bytes match.
 func (d *decodeMemo[T]) remember(key string, raw []byte, v *T) {
-	if roundTrips(reflect.ValueOf(v).Elem()) {
+	if d.plan.check(reflect.ValueOf(v).Elem()) {
 		d.put(key, memoEntry[T]{raw: raw, v: d.clone(v)})
 	}
 }
@@ -95,71 +97,127 @@ var (
 )
 
 // roundTrips reports whether json.Unmarshal of json.Marshal(v) into a
-// zero value gives back a value deeply equal to v. It vouches only for
-// what it knows: strings of valid UTF-8, numbers, booleans, UTC times
-// without a monotonic reading, structs, pointers and slices of those,
-// nil maps and byte slices; empty slices only where no omitempty turns
-// them into nil. Anything else (a custom marshaller, an interface, a
-// field JSON skips that is not zero) says false.
+// zero value gives back a value deeply equal to v (see rtPlan).
 func roundTrips(v reflect.Value) bool {
-	t := v.Type()
-	if t == timeType {
+	return planRoundTrip(v.Type(), map[reflect.Type]*rtPlan{}).check(v)
+}
+
+// rtPlan is what roundTrips checks of a value of one type, worked out
+// once from the type (its kinds, JSON tags and marshallers), so that the
+// check of each write walks only the value. It vouches only for what it
+// knows: strings of valid UTF-8, numbers, booleans, UTC times without a
+// monotonic reading, structs, pointers and slices of those, nil maps and
+// byte slices; empty slices only where no omitempty turns them into nil.
+// Anything else (a custom marshaller, an interface, an embedded struct,
+// the ",string" option, a field JSON skips that is not zero) says false.
+type rtPlan struct {
+	kind   reflect.Kind
+	never  bool    // no value of this type is vouched for
+	time   bool    // time.Time
+	bytes  bool    // []byte: only nil is vouched for (base64)
+	elem   *rtPlan // of a pointer or slice
+	fields []rtField
+}
+
+type rtField struct {
+	index          int
+	zeroOnly       bool // JSON skips it: a decode leaves it zero
+	omitEmptySlice bool // omitted when empty: a decode makes it nil
+	plan           *rtPlan
+}
+
+func planRoundTrip(t reflect.Type, seen map[reflect.Type]*rtPlan) *rtPlan {
+	if p, ok := seen[t]; ok {
+		return p
+	}
+	p := &rtPlan{kind: t.Kind()}
+	seen[t] = p
+	switch {
+	case t == timeType:
+		p.time = true
+		return p
+	case t.Implements(marshalerType) || t.Implements(textMarshalerType) ||
+		reflect.PointerTo(t).Implements(marshalerType) || reflect.PointerTo(t).Implements(textMarshalerType):
+		p.never = true
+		return p
+	}
+	switch t.Kind() {
+	case reflect.Pointer:
+		p.elem = planRoundTrip(t.Elem(), seen)
+	case reflect.Slice:
+		if t.Elem().Kind() == reflect.Uint8 {
+			p.bytes = true
+		} else {
+			p.elem = planRoundTrip(t.Elem(), seen)
+		}
+	case reflect.Struct:
+		for i := range t.NumField() {
+			f := t.Field(i)
+			tag := f.Tag.Get("json")
+			_, opts, _ := strings.Cut(tag, ",")
+			switch {
+			case f.Anonymous || strings.Contains(opts, "string"):
+				p.never = true
+				return p
+			case !f.IsExported() || tag == "-":
+				p.fields = append(p.fields, rtField{index: i, zeroOnly: true})
+			default:
+				p.fields = append(p.fields, rtField{index: i, plan: planRoundTrip(f.Type, seen),
+					omitEmptySlice: f.Type.Kind() == reflect.Slice && strings.Contains(opts, "omitempty")})
+			}
+		}
+	case reflect.String, reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64, reflect.Map:
+	default:
+		p.never = true
+	}
+	return p
+}
+
+// check reports whether v, of the plan's type, round-trips.
+func (p *rtPlan) check(v reflect.Value) bool {
+	switch {
+	case p.never:
+		return false
+	case p.time:
 		tm, _ := reflect.TypeAssert[time.Time](v)
 		return tm == tm.Round(0) && tm.Location() == time.UTC
 	}
-	if t.Implements(marshalerType) || t.Implements(textMarshalerType) ||
-		reflect.PointerTo(t).Implements(marshalerType) || reflect.PointerTo(t).Implements(textMarshalerType) {
-		return false
-	}
-	switch v.Kind() {
+	switch p.kind {
 	case reflect.String:
 		return utf8.ValidString(v.String())
-	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return true
 	case reflect.Float32, reflect.Float64:
 		return !math.IsNaN(v.Float()) && !math.IsInf(v.Float(), 0)
 	case reflect.Pointer:
-		return v.IsNil() || roundTrips(v.Elem())
+		return v.IsNil() || p.elem.check(v.Elem())
 	case reflect.Map:
 		return v.IsNil()
 	case reflect.Slice:
-		if t.Elem().Kind() == reflect.Uint8 {
-			return v.IsNil() // base64: only nil is vouched for
+		if p.bytes {
+			return v.IsNil()
 		}
 		for i := range v.Len() {
-			if !roundTrips(v.Index(i)) {
+			if !p.elem.check(v.Index(i)) {
 				return false
 			}
 		}
-		return true
 	case reflect.Struct:
-		for i := range t.NumField() {
-			f, fv := t.Field(i), v.Field(i)
-			tag := f.Tag.Get("json")
+		for _, f := range p.fields {
+			fv := v.Field(f.index)
 			switch {
-			case f.Anonymous:
-				return false
-			case !f.IsExported() || tag == "-":
-				if !fv.IsZero() { // a decode leaves it zero
+			case f.zeroOnly:
+				if !fv.IsZero() {
 					return false
 				}
-				continue
-			}
-			_, opts, _ := strings.Cut(tag, ",")
-			if strings.Contains(opts, "string") {
+			case f.omitEmptySlice && fv.Len() == 0 && !fv.IsNil():
 				return false
-			}
-			if strings.Contains(opts, "omitempty") && fv.Kind() == reflect.Slice && fv.Len() == 0 && !fv.IsNil() {
-				return false // omitted, it decodes as nil
-			}
-			if !roundTrips(fv) {
+			case !f.plan.check(fv):
 				return false
 			}
 		}
-		return true
 	}
-	return false
+	return true
 }
 
 // memoEntries bound the decode memos. Each entry is a record's bytes and

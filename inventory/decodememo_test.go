@@ -1,10 +1,13 @@
 package inventory
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/metalhall/metalhall/inventory/kv"
 )
 
 // fill sets every field reachable from v to a value that is not zero:
@@ -221,5 +224,35 @@ func TestJobReadAfterWriteIsTheWrite(t *testing.T) {
 		if again := must(s.Job(ctx, j.ID)); again.Steps[i].State != st {
 			t.Fatalf("a reader's change of its copy reached the next read: %+v", again)
 		}
+	}
+}
+
+// The service's own writes of a running job and of its machine are
+// remembered with the bytes stored: the worker's next read of either is
+// a copy, not a decode. (A time or string roundTrips cannot vouch for
+// would silently cost every such read a decode again.)
+func TestWritesOfTheJobPathAreRemembered(t *testing.T) {
+	s := newInv(t).(*Store)
+	hallFixture(t, s)
+	enrollN(t, s, "r1", 1)
+	j := must(s.StartJob(ctx, Job{Machine: "r1-m01", Kind: JobCommission, Steps: []JobStep{{Name: "a"}, {Name: "b"}}}, MachineCommissioning))
+	must(s.UpdateJobOnly(ctx, j.ID, func(j *Job) error {
+		j.Steps[0].State, j.Steps[0].StartedAt, j.State = StepRunning, time.Now().UTC(), JobRunning
+		return nil
+	}))
+	if err := s.RecordBMCStatus(ctx, "r1-m01", BMCStatus{Power: "on", Reachable: true, ReadAt: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	stored := func(bucket []byte, key string) (out []byte) {
+		if err := s.view(func(tx kv.Tx) error { out = bytes.Clone(bkt(tx, bucket).Get([]byte(key))); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if e, ok := s.jobs.m[j.ID]; !ok || !bytes.Equal(e.raw, stored(bJobs, j.ID)) {
+		t.Errorf("the job's write is not remembered with its stored bytes (remembered: %v)", ok)
+	}
+	if e, ok := s.machines.m["r1-m01"]; !ok || !bytes.Equal(e.raw, stored(bMachines, "r1-m01")) {
+		t.Errorf("the machine's write is not remembered with its stored bytes (remembered: %v)", ok)
 	}
 }

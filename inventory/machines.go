@@ -236,7 +236,21 @@ func (s *Store) putMachine(tx kv.Tx, old, m *Machine, vc *viewChanges) error {
 		}
 		m.NewInspection = nil
 	}
-	return putJSON(bkt(tx, bMachines), []byte(m.Name), m)
+	return s.putMachineRecord(tx, m)
+}
+
+// putMachineRecord stores a machine's record, and remembers it decoded
+// (the job's worker reads it next).
+func (s *Store) putMachineRecord(tx kv.Tx, m *Machine) error {
+	data, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if err := bkt(tx, bMachines).Put([]byte(m.Name), data); err != nil {
+		return err
+	}
+	s.machines.remember(m.Name, data, m)
+	return nil
 }
 
 // usageChanged reports whether a change of a machine moves its rack's
@@ -685,7 +699,7 @@ func (s *Store) assignMachineTenant(name, tenant string, check func(current stri
 // RecordBMCStatus stores what the BMC said. Many of these arrive together
 // from the power-state sync, so they are batched into shared transactions.
 func (s *Store) RecordBMCStatus(ctx context.Context, name string, st BMCStatus) error {
-	return s.batch(putBMCStatus(name, st))
+	return s.batch(s.putBMCStatus(name, st))
 }
 
 // RecordBMCStatusBehind is RecordBMCStatus written behind (see
@@ -694,19 +708,18 @@ func (s *Store) RecordBMCStatus(ctx context.Context, name string, st BMCStatus) 
 // contact with the BMC says it again. A machine removed meanwhile is
 // skipped.
 func (s *Store) RecordBMCStatusBehind(name string, st BMCStatus) {
-	s.batchBehind(putBMCStatus(name, st))
+	s.batchBehind(s.putBMCStatus(name, st))
 }
 
-func putBMCStatus(name string, st BMCStatus) func(tx kv.Tx) error {
+func (s *Store) putBMCStatus(name string, st BMCStatus) func(tx kv.Tx) error {
 	return func(tx kv.Tx) error {
-		b := bkt(tx, bMachines)
-		var m Machine
-		if err := getJSON(b, []byte(name), &m); err != nil {
+		m, err := s.getMachine(tx, name)
+		if err != nil {
 			return &NotFoundError{Kind: "machine", Name: name}
 		}
 		m.BMCStatus = st
 		// Only the status changes: no index or usage is touched.
-		return putJSON(b, []byte(name), &m)
+		return s.putMachineRecord(tx, m)
 	}
 }
 

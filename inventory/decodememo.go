@@ -109,7 +109,8 @@ func roundTrips(v reflect.Value) bool {
 // monotonic reading, structs, pointers and slices of those, nil maps and
 // byte slices; empty slices only where no omitempty turns them into nil.
 // Anything else (a custom marshaller, an interface, an embedded struct,
-// the ",string" option, a field JSON skips that is not zero) says false.
+// the ",string" option, omitzero on a type with its own IsZero, a field
+// JSON skips that is not zero) says false.
 type rtPlan struct {
 	kind   reflect.Kind
 	never  bool    // no value of this type is vouched for
@@ -156,7 +157,11 @@ func planRoundTrip(t reflect.Type, seen map[reflect.Type]*rtPlan) *rtPlan {
 			tag := f.Tag.Get("json")
 			_, opts, _ := strings.Cut(tag, ",")
 			switch {
-			case f.Anonymous || strings.Contains(opts, "string"):
+			case f.Anonymous || strings.Contains(opts, "string"),
+				// omitzero asks an IsZero method, which may call a value
+				// zero that a decode does not give back (time.Time's is
+				// checked above: UTC, no monotonic reading).
+				strings.Contains(opts, "omitzero") && f.Type != timeType && hasIsZero(f.Type):
 				p.never = true
 				return p
 			case !f.IsExported() || tag == "-":
@@ -173,6 +178,12 @@ func planRoundTrip(t reflect.Type, seen map[reflect.Type]*rtPlan) *rtPlan {
 		p.never = true
 	}
 	return p
+}
+
+func hasIsZero(t reflect.Type) bool {
+	_, ok := t.MethodByName("IsZero")
+	_, okPtr := reflect.PointerTo(t).MethodByName("IsZero")
+	return ok || okPtr
 }
 
 // check reports whether v, of the plan's type, round-trips.

@@ -219,7 +219,7 @@ func (s *Store) SetCablingPlans(ctx context.Context, rack string, plans map[stri
 			}
 		}
 		var after []*Machine
-		if err := rackMachines(tx, rack, func(m *Machine) error {
+		if err := s.rackMachines(tx, rack, func(m *Machine) error {
 			if p, ok := clean[m.Name]; ok {
 				m.Cabling = p
 			}

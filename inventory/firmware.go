@@ -30,7 +30,7 @@ type FirmwareComponent struct {
 // set, no components) keeps the components of the last good one, so the
 // drift report still has them, with the error beside them.
 func (s *Store) RecordBMCFirmware(ctx context.Context, name string, fw BMCFirmware) error {
-	return s.batch(putBMCFirmware(name, fw))
+	return s.batch(s.putBMCFirmware(name, fw))
 }
 
 // RecordBMCFirmwareBehind is RecordBMCFirmware written behind (see
@@ -38,15 +38,14 @@ func (s *Store) RecordBMCFirmware(ctx context.Context, name string, fw BMCFirmwa
 // step, whose end, written next, carries it. A crash may lose it; the
 // step, run again, reads it again.
 func (s *Store) RecordBMCFirmwareBehind(name string, fw BMCFirmware) {
-	s.batchBehind(putBMCFirmware(name, fw))
+	s.batchBehind(s.putBMCFirmware(name, fw))
 }
 
-func putBMCFirmware(name string, fw BMCFirmware) func(tx kv.Tx) error {
+func (s *Store) putBMCFirmware(name string, fw BMCFirmware) func(tx kv.Tx) error {
 	return func(tx kv.Tx) error {
 		fw := fw // a retry keeps the components it reads, not the last run's
-		b := bkt(tx, bMachines)
-		var m Machine
-		if err := getJSON(b, []byte(name), &m); err != nil {
+		m, err := s.getMachine(tx, name)
+		if err != nil {
 			return &NotFoundError{Kind: "machine", Name: name}
 		}
 		if fw.Components == nil && m.BMCFirmware != nil {
@@ -57,6 +56,6 @@ func putBMCFirmware(name string, fw BMCFirmware) func(tx kv.Tx) error {
 		}
 		m.BMCFirmware = &fw
 		// Only the firmware changes: no index or usage is touched.
-		return putJSON(b, []byte(name), &m)
+		return s.putMachineRecord(tx, m)
 	}
 }

@@ -13,7 +13,7 @@ import (
 // other instances' alike, one call per commit, in commit order (the
 // engine never runs two at once, nor one beside load).
 func (s *Store) applyCommit(cs []kv.Change) {
-	vc, hold, holdChanged := viewFromCommit(cs)
+	vc, hold, holdChanged := s.viewFromCommit(cs)
 	if holdChanged {
 		s.hold.Store(hold)
 	}
@@ -32,7 +32,11 @@ func (s *Store) applyCommit(cs []kv.Change) {
 // A record that does not decode is left out: the views keep what they
 // showed, and a reader of that record gets the error from its
 // transaction.
-func viewFromCommit(cs []kv.Change) (vc viewChanges, hold *Hold, holdChanged bool) {
+//
+// Machines and jobs are decoded through the store's memos: this
+// instance's own writes are remembered already, and another instance's
+// are then remembered for the reads that follow them.
+func (s *Store) viewFromCommit(cs []kv.Change) (vc viewChanges, hold *Hold, holdChanged bool) {
 	for _, c := range cs {
 		switch {
 		case bytes.Equal(c.Bucket, bMachines):
@@ -41,8 +45,8 @@ func viewFromCommit(cs []kv.Change) (vc viewChanges, hold *Hold, holdChanged boo
 				vc.deleted = append(vc.deleted, name)
 				continue
 			}
-			m := new(Machine)
-			if json.Unmarshal(c.Value, m) != nil {
+			m, err := s.machines.decode(name, c.Value)
+			if err != nil {
 				continue
 			}
 			vc.machines = append(vc.machines, m)
@@ -50,8 +54,11 @@ func viewFromCommit(cs []kv.Change) (vc viewChanges, hold *Hold, holdChanged boo
 		case bytes.Equal(c.Bucket, bJobs):
 			// Jobs are never deleted; a finished one leaves the queue
 			// from its own record, and idx_active changes only with it.
-			j := new(Job)
-			if c.Value == nil || json.Unmarshal(c.Value, j) != nil {
+			if c.Value == nil {
+				continue
+			}
+			j, err := s.jobs.decode(string(c.Key), c.Value)
+			if err != nil {
 				continue
 			}
 			vc.jobs = append(vc.jobs, j)

@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -176,13 +177,13 @@ func (s *Store) StartJobRecording(ctx context.Context, j Job, machineTo MachineS
 	// commission, provisions side by side) share their commits.
 	u := &jobUpdate{done: make(chan struct{}), txfn: func(tx kv.Tx, vc *viewChanges) error {
 		if id := bkt(tx, bActiveJob).Get([]byte(j.Machine)); id != nil {
-			busy, err := get[Job](tx, bJobs, "job", string(id))
+			busy, err := s.getJob(tx, string(id))
 			if err != nil {
 				return err
 			}
 			return &BusyError{Machine: j.Machine, Job: busy}
 		}
-		m, err := get[Machine](tx, bMachines, "machine", j.Machine)
+		m, err := s.getMachine(tx, j.Machine)
 		if err != nil {
 			return err
 		}
@@ -222,7 +223,7 @@ func (s *Store) StartJobRecording(ctx context.Context, j Job, machineTo MachineS
 			return err
 		}
 		j.ID = fmt.Sprintf("job-%06d", seq)
-		if err := putJSON(bkt(tx, bJobs), []byte(j.ID), j); err != nil {
+		if err := s.putJobRecord(tx, &j); err != nil {
 			return err
 		}
 		out = &j
@@ -244,7 +245,7 @@ func (s *Store) StartJobRecording(ctx context.Context, j Job, machineTo MachineS
 // Job returns one job.
 func (s *Store) Job(ctx context.Context, id string) (*Job, error) {
 	var out *Job
-	err := s.view(func(tx kv.Tx) (err error) { out, err = get[Job](tx, bJobs, "job", id); return })
+	err := s.view(func(tx kv.Tx) (err error) { out, err = s.getJob(tx, id); return })
 	return out, err
 }
 
@@ -257,7 +258,7 @@ func (s *Store) ActiveJob(ctx context.Context, machine string) (*Job, error) {
 			return &NotFoundError{Kind: "active job of machine", Name: machine}
 		}
 		var err error
-		out, err = get[Job](tx, bJobs, "job", string(id))
+		out, err = s.getJob(tx, string(id))
 		return err
 	})
 	return out, err
@@ -269,7 +270,7 @@ func (s *Store) ActiveJobs(ctx context.Context) ([]Job, error) {
 	var out []Job
 	err := s.view(func(tx kv.Tx) error {
 		return bkt(tx, bActiveJob).ForEach(func(_, id []byte) error {
-			j, err := get[Job](tx, bJobs, "job", string(id))
+			j, err := s.getJob(tx, string(id))
 			if err != nil {
 				return err
 			}
@@ -552,14 +553,14 @@ func (s *Store) applyJobUpdate(tx kv.Tx, vc *viewChanges, u *jobUpdate) (*Machin
 	if u.txfn != nil {
 		return nil, u.txfn(tx, vc)
 	}
-	j, err := getActiveJob(tx, u.id)
+	j, err := s.getActiveJob(tx, u.id)
 	if err != nil {
 		return nil, err
 	}
 	var evs []Event
 	var old, m *Machine
 	if u.mfn != nil {
-		if old, err = get[Machine](tx, bMachines, "machine", j.Machine); err != nil {
+		if old, err = s.getMachine(tx, j.Machine); err != nil {
 			return nil, err
 		}
 		m = cloneMachine(old)
@@ -634,8 +635,8 @@ func (s *Store) putEvents(tx kv.Tx, vc *viewChanges, evs []Event) error {
 }
 
 // getActiveJob loads a job that has not finished.
-func getActiveJob(tx kv.Tx, id string) (*Job, error) {
-	j, err := get[Job](tx, bJobs, "job", id)
+func (s *Store) getActiveJob(tx kv.Tx, id string) (*Job, error) {
+	j, err := s.getJob(tx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -658,5 +659,24 @@ func (s *Store) putJob(tx kv.Tx, j *Job, vc *viewChanges) error {
 		}
 	}
 	vc.jobs = append(vc.jobs, j)
-	return putJSON(bkt(tx, bJobs), []byte(j.ID), j)
+	return s.putJobRecord(tx, j)
+}
+
+// putJobRecord stores a job's record, and remembers it decoded while it
+// runs (its worker reads it next); a finished one, read seldom, is
+// forgotten, so the memo holds about the jobs that run.
+func (s *Store) putJobRecord(tx kv.Tx, j *Job) error {
+	data, err := json.Marshal(j)
+	if err != nil {
+		return err
+	}
+	if err := bkt(tx, bJobs).Put([]byte(j.ID), data); err != nil {
+		return err
+	}
+	if j.State.Finished() {
+		s.jobs.forget(j.ID)
+	} else {
+		s.jobs.remember(j.ID, data, j)
+	}
+	return nil
 }

@@ -236,7 +236,21 @@ func (s *Store) putMachine(tx kv.Tx, old, m *Machine, vc *viewChanges) error {
 		}
 		m.NewInspection = nil
 	}
-	return putJSON(bkt(tx, bMachines), []byte(m.Name), m)
+	return s.putMachineRecord(tx, m)
+}
+
+// putMachineRecord stores a machine's record, and remembers it decoded
+// (the job's worker reads it next).
+func (s *Store) putMachineRecord(tx kv.Tx, m *Machine) error {
+	data, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if err := bkt(tx, bMachines).Put([]byte(m.Name), data); err != nil {
+		return err
+	}
+	s.machines.remember(m.Name, data, m)
+	return nil
 }
 
 // usageChanged reports whether a change of a machine moves its rack's
@@ -418,7 +432,7 @@ func inRange(a netip.Addr, first, last string) bool {
 // Machine returns one machine.
 func (s *Store) Machine(ctx context.Context, name string) (*Machine, error) {
 	var out *Machine
-	err := s.view(func(tx kv.Tx) (err error) { out, err = get[Machine](tx, bMachines, "machine", name); return })
+	err := s.view(func(tx kv.Tx) (err error) { out, err = s.getMachine(tx, name); return })
 	return out, err
 }
 
@@ -435,7 +449,7 @@ func (s *Store) MachineByMAC(ctx context.Context, mac string) (*Machine, error) 
 			return &NotFoundError{Kind: "machine with MAC", Name: canon}
 		}
 		var err error
-		out, err = get[Machine](tx, bMachines, "machine", string(name))
+		out, err = s.getMachine(tx, string(name))
 		return err
 	})
 	return out, err
@@ -450,7 +464,7 @@ func (s *Store) MachineByIP(ctx context.Context, ip string) (*Machine, error) {
 			return &NotFoundError{Kind: "machine with address", Name: ip}
 		}
 		var err error
-		out, err = get[Machine](tx, bMachines, "machine", string(name))
+		out, err = s.getMachine(tx, string(name))
 		return err
 	})
 	return out, err
@@ -490,16 +504,20 @@ func (s *Store) Machines(ctx context.Context, f MachineFilter) ([]Machine, error
 			if !exists(tx, bRacks, f.Rack) {
 				return &NotFoundError{Kind: "rack", Name: f.Rack}
 			}
-			return rackMachines(tx, f.Rack, collect)
+			return s.rackMachines(tx, f.Rack, collect)
 		case f.Hall != "":
 			if !exists(tx, bHalls, f.Hall) {
 				return &NotFoundError{Kind: "hall", Name: f.Hall}
 			}
-			return hallRacks(tx, f.Hall, func(r *Rack) error { return rackMachines(tx, r.Name, collect) })
+			return hallRacks(tx, f.Hall, func(r *Rack) error { return s.rackMachines(tx, r.Name, collect) })
 		default:
-			var err error
-			out, err = list(tx, bMachines, keep)
-			return err
+			return bkt(tx, bMachines).ForEach(func(k, v []byte) error {
+				m, err := s.machines.decode(string(k), v)
+				if err != nil {
+					return fmt.Errorf("%s %q: %w", bMachines, k, err)
+				}
+				return collect(m)
+			})
 		}
 	})
 	return out, err
@@ -681,7 +699,7 @@ func (s *Store) assignMachineTenant(name, tenant string, check func(current stri
 // RecordBMCStatus stores what the BMC said. Many of these arrive together
 // from the power-state sync, so they are batched into shared transactions.
 func (s *Store) RecordBMCStatus(ctx context.Context, name string, st BMCStatus) error {
-	return s.batch(putBMCStatus(name, st))
+	return s.batch(s.putBMCStatus(name, st))
 }
 
 // RecordBMCStatusBehind is RecordBMCStatus written behind (see
@@ -690,19 +708,18 @@ func (s *Store) RecordBMCStatus(ctx context.Context, name string, st BMCStatus) 
 // contact with the BMC says it again. A machine removed meanwhile is
 // skipped.
 func (s *Store) RecordBMCStatusBehind(name string, st BMCStatus) {
-	s.batchBehind(putBMCStatus(name, st))
+	s.batchBehind(s.putBMCStatus(name, st))
 }
 
-func putBMCStatus(name string, st BMCStatus) func(tx kv.Tx) error {
+func (s *Store) putBMCStatus(name string, st BMCStatus) func(tx kv.Tx) error {
 	return func(tx kv.Tx) error {
-		b := bkt(tx, bMachines)
-		var m Machine
-		if err := getJSON(b, []byte(name), &m); err != nil {
+		m, err := s.getMachine(tx, name)
+		if err != nil {
 			return &NotFoundError{Kind: "machine", Name: name}
 		}
 		m.BMCStatus = st
 		// Only the status changes: no index or usage is touched.
-		return putJSON(b, []byte(name), &m)
+		return s.putMachineRecord(tx, m)
 	}
 }
 

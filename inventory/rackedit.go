@@ -44,7 +44,7 @@ func (s *Store) EditRack(ctx context.Context, name string, e RackEdit) (*Rack, e
 			return err
 		}
 		if r.Units < old.Units {
-			if err := rackMachines(tx, name, func(m *Machine) error {
+			if err := s.rackMachines(tx, name, func(m *Machine) error {
 				if top := m.Unit + m.Height - 1; top > r.Units {
 					return &PlacementError{Limit: "units", Msg: fmt.Sprintf(
 						"rack %q: machine %q occupies U%d-U%d, above the %d units asked for: move or delete it first", name, m.Name, m.Unit, top, r.Units)}

@@ -260,7 +260,7 @@ func (s *Store) assignRackTenant(name, tenant string, check func(current string)
 		// Every machine must be ready to change hands, as for a machine
 		// assignment; the refusal names all that are not.
 		var refused []string
-		if err := rackMachines(tx, name, func(m *Machine) error {
+		if err := s.rackMachines(tx, name, func(m *Machine) error {
 			if err := checkHandover(tx, m, tenant); err != nil {
 				refused = append(refused, err.Error())
 			}
@@ -271,7 +271,7 @@ func (s *Store) assignRackTenant(name, tenant string, check func(current string)
 		if len(refused) > 0 {
 			return &ConflictError{Msg: fmt.Sprintf("rack %q cannot change tenant: %s", name, strings.Join(refused, "; "))}
 		}
-		return rackMachines(tx, name, func(m *Machine) error {
+		return s.rackMachines(tx, name, func(m *Machine) error {
 			if m.Tenant == tenant {
 				return nil
 			}
@@ -311,7 +311,7 @@ func (s *Store) DeleteRack(ctx context.Context, name string) error {
 }
 
 // rackMachines calls fn for every machine of a rack, in name order.
-func rackMachines(tx kv.Tx, rack string, fn func(*Machine) error) error {
+func (s *Store) rackMachines(tx kv.Tx, rack string, fn func(*Machine) error) error {
 	prefix := append([]byte(rack), 0)
 	machines := bkt(tx, bMachines)
 	// Collect names first: fn may write machines, and writing while a
@@ -322,11 +322,15 @@ func rackMachines(tx kv.Tx, rack string, fn func(*Machine) error) error {
 		names = append(names, append([]byte(nil), k[len(prefix):]...))
 	}
 	for _, n := range names {
-		var m Machine
-		if err := getJSON(machines, n, &m); err != nil {
+		data := machines.Get(n)
+		if data == nil {
+			return fmt.Errorf("rack index points at machine %q: %w", n, ErrNotFound)
+		}
+		m, err := s.machines.decode(string(n), data)
+		if err != nil {
 			return fmt.Errorf("rack index points at machine %q: %w", n, err)
 		}
-		if err := fn(&m); err != nil {
+		if err := fn(m); err != nil {
 			return err
 		}
 	}

@@ -104,6 +104,12 @@ type Store struct {
 
 	// causes counts writes and commits by call site (writecause.go).
 	causes writeCauses
+
+	// jobs and machines remember the records they decoded, with their
+	// bytes, so a read of an unchanged record copies instead of decoding
+	// (decodememo.go).
+	jobs     *decodeMemo[Job]
+	machines *decodeMemo[Machine]
 }
 
 // MACEntry is what the netboot path needs to know about a MAC.
@@ -144,7 +150,8 @@ func OpenEngine(e kv.Engine, opts Options) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Store{db: e, now: opts.Now, gate: opts.gate, boot: newBootView(), events: newEventFeed(0)}
+	s := &Store{db: e, now: opts.Now, gate: opts.gate, boot: newBootView(), events: newEventFeed(0),
+		jobs: newDecodeMemo(memoEntries, cloneJob), machines: newDecodeMemo(memoEntries, deepCloneMachine)}
 	if s.gate == nil {
 		s.gate = defaultGate
 	}
@@ -467,6 +474,29 @@ func get[T any](tx kv.Tx, bucket []byte, kind, name string) (*T, error) {
 		return nil, fmt.Errorf("%s %q: %w", kind, name, err)
 	}
 	return &v, nil
+}
+
+// getJob loads one job, through the decode memo.
+func (s *Store) getJob(tx kv.Tx, id string) (*Job, error) {
+	return getMemo(tx, s.jobs, bJobs, "job", id)
+}
+
+// getMachine loads one machine, through the decode memo.
+func (s *Store) getMachine(tx kv.Tx, name string) (*Machine, error) {
+	return getMemo(tx, s.machines, bMachines, "machine", name)
+}
+
+// getMemo is get through a decode memo.
+func getMemo[T any](tx kv.Tx, memo *decodeMemo[T], bucket []byte, kind, name string) (*T, error) {
+	data := bkt(tx, bucket).Get([]byte(name))
+	if data == nil {
+		return nil, &NotFoundError{Kind: kind, Name: name}
+	}
+	v, err := memo.decode(name, data)
+	if err != nil {
+		return nil, fmt.Errorf("%s %q: %w", kind, name, err)
+	}
+	return v, nil
 }
 
 // list decodes every record of a bucket, in key order.

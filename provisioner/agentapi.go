@@ -201,6 +201,13 @@ func (e *Engine) agentInspection(ctx context.Context, j *inventory.Job, body []b
 		if !m.InspectedAt.Before(j.AgentSeenAt) { // what the inspect step waits for
 			evs = append(evs, endByAgent(j, stepInspect, now)...)
 		}
+		if m.Profile != "" && stepIndex(j, stepCheckProfile) >= 0 {
+			// Its check-profile step reads the report back: stored, it
+			// is these bytes, already decoded here. Given before the
+			// commit that wakes the step; a write that does not commit
+			// leaves a report no stored bytes match.
+			e.handed.give(m.Name, body, &inv)
+		}
 		return evs, nil
 	})
 	return nil, err

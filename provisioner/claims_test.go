@@ -445,6 +445,10 @@ func TestARestartedInstanceCarriesItsJobOnWithoutABoot(t *testing.T) {
 	l.eng = must(New(l.inv, l.bmc, cfg))
 	l.srv.Config.Handler = l.eng.AgentHandler()
 	l.start()
+	// The agent's held call goes on only once the restarted worker has
+	// resumed its step: released earlier, the agent's done could end
+	// write-image first, and the worker would resume the next step.
+	l.waitEvent("m1", "step.resumed")
 	close(p.released)
 	j := l.waitJob(id)
 	if j.State != inventory.JobSucceeded || j.Instance != "solo" {

@@ -143,6 +143,9 @@ type Engine struct {
 	// scheduler looked and left the jobs paused.
 	heldRounds atomic.Uint64
 	captures   captures // the serial consoles of running jobs (console.go)
+	// handed is the inspection an agent sent, decoded once, on its way
+	// to the check-profile step (inspections.go).
+	handed inspections
 
 	claimsLost atomic.Uint64 // times Config.Claims were lost
 

@@ -3,7 +3,6 @@ package provisioner
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -249,14 +248,14 @@ func (e *Engine) checkProfile(ctx context.Context, j *inventory.Job, m *inventor
 	if err != nil {
 		return err
 	}
-	var inv wire.Inventory
-	if err := json.Unmarshal(report, &inv); err != nil {
+	inv, err := e.handed.take(m.Name, report)
+	if err != nil {
 		return failf("no usable inspection to compare with profile %q", p.Name)
 	}
 	if p.Acceptance != nil {
-		return e.accept(ctx, j, m, p, &inv)
+		return e.accept(ctx, j, m, p, inv)
 	}
-	if miss := Mismatches(p, &inv); len(miss) > 0 {
+	if miss := Mismatches(p, inv); len(miss) > 0 {
 		return failf("does not match profile %q: %s", p.Name, strings.Join(miss, "; "))
 	}
 	return nil

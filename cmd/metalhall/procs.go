@@ -15,7 +15,7 @@ import (
 // the API in a boot storm), Go looks for ready sockets only when a P runs
 // out of work or when its monitor thread polls, at most every 10 ms: on a
 // two-CPU node the DHCP answers of a 1,000-machine storm waited up to
-// 14–16 ms at the 99th percentile (bench/storm/README.md, Round 9). With
+// 14–16 ms at the 99th percentile (bench/storm/README.md, Round 10). With
 // more Ps than CPUs a P is free more often, its thread waits in epoll
 // and runs the DHCP goroutine as soon as the packet arrives, and the
 // kernel, which preempts in far less than 10 ms, shares the CPUs between

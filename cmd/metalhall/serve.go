@@ -236,7 +236,6 @@ func newLogger(w interface{ Write([]byte) (int, error) }, format, level string) 
 // stops taking requests, lets in-flight ones finish, and closes the
 // database.
 func serve(ctx context.Context, cfg service.Config) error {
-	raiseProcs(cfg.Logger)
 	// New releases what it took when it fails; once it succeeded, Close
 	// releases everything, also after Run failed.
 	svc, err := service.New(ctx, cfg)

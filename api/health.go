@@ -162,7 +162,7 @@ func (c *bmcCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *bmcCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ms, err := c.inv.Machines(ctx, inventory.MachineFilter{WithoutInspection: true})
+	ms, err := c.inv.Machines(ctx, inventory.MachineFilter{})
 	if err != nil {
 		return
 	}

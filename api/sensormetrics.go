@@ -36,7 +36,7 @@ func (c *sensorCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *sensorCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ms, err := c.inv.Machines(ctx, inventory.MachineFilter{WithoutInspection: true})
+	ms, err := c.inv.Machines(ctx, inventory.MachineFilter{})
 	if err != nil {
 		return
 	}

@@ -476,10 +476,6 @@ type MachineFilter struct {
 	Hall   string
 	State  MachineState
 	Tenant string
-	// WithoutInspection is what every list does now: a machine's
-	// inspection is stored apart from its record (Store.Inspections). It
-	// is kept so that the callers that asked for it still compile.
-	WithoutInspection bool
 }
 
 // Machines lists machines. With Rack or Hall set it walks the rack index

@@ -182,7 +182,7 @@ func (a *Machines) BMCTargets(ctx context.Context) ([]bmc.Target, error) {
 	if a.Inv.Hold() != nil {
 		return nil, nil // on hold: the sync reads no BMC
 	}
-	ms, err := a.Inv.Machines(ctx, inventory.MachineFilter{WithoutInspection: true})
+	ms, err := a.Inv.Machines(ctx, inventory.MachineFilter{})
 	if err != nil {
 		return nil, err
 	}

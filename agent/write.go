@@ -272,36 +272,29 @@ type sparseWriter struct {
 	zeroStart        int64 // pending zero run [zeroStart, off) on a block device; -1 none
 }
 
-// filled is a buffer of decompressed data on its way to the disk.
-type filled struct {
-	buf []byte
-	n   int
-	err error // io.EOF at the end, or why reading stopped
-}
-
-// copyFrom runs two stages so that the network and decompression
-// overlap with the disk writes: a reader goroutine fills
-// buffers, this goroutine writes them. stop must make a blocked read
-// return (it cancels the download); copyFrom waits for the reader before
-// returning so nobody touches the decoder afterwards.
-func (w *sparseWriter) copyFrom(ctx context.Context, r io.Reader, size int64, stop func()) error {
-	var err error
-	if w.isBlk, err = isBlockDevice(w.f); err != nil {
-		return err
+// pipe overlaps reading with consuming: a goroutine fills the buffers
+// of bufs with read, in turn, and consume takes them in order. read says
+// how many bytes it put in the buffer and, with io.EOF, that they were
+// the last, or with another error why reading stopped (pipe returns that
+// error after consuming the bytes that came with it). When consume fails,
+// stop (if not nil) must make a blocked read return. pipe returns only
+// once the reading goroutine has ended, so nothing reads afterwards.
+func pipe(bufs [][]byte, read func(buf []byte) (int, error), consume func(p []byte) error, stop func()) error {
+	type filled struct {
+		buf []byte
+		n   int
+		err error
 	}
-	w.zeroStart = -1
-	const nbuf = 3
-	free := make(chan []byte, nbuf)
-	for range nbuf {
-		free <- make([]byte, chunkSize)
+	free := make(chan []byte, len(bufs))
+	for _, b := range bufs {
+		free <- b
 	}
-	full := make(chan filled, nbuf)
+	full := make(chan filled, len(bufs))
 	quit := make(chan struct{})
 	readerDone := make(chan struct{})
 	go func() {
 		defer close(readerDone)
 		defer close(full)
-		var total int64
 		for {
 			var buf []byte
 			select {
@@ -309,52 +302,81 @@ func (w *sparseWriter) copyFrom(ctx context.Context, r io.Reader, size int64, st
 			case <-quit:
 				return
 			}
-			n, rerr := io.ReadFull(r, buf)
-			total += int64(n)
-			if rerr == io.ErrUnexpectedEOF {
-				rerr = io.EOF // a short last buffer
-			}
-			if rerr == nil && total > size {
-				rerr = fmt.Errorf("image is longer than its declared %d bytes", size)
-			}
+			n, err := read(buf)
 			select {
-			case full <- filled{buf, n, rerr}:
+			case full <- filled{buf, n, err}:
 			case <-quit:
 				return
 			}
-			if rerr != nil {
+			if err != nil {
 				return
 			}
 		}
 	}()
 	fail := func(err error) error {
 		close(quit)
-		stop()
+		if stop != nil {
+			stop()
+		}
 		<-readerDone
 		return err
 	}
 	for c := range full {
 		if c.n > 0 {
-			if w.off+int64(c.n) > size {
-				return fail(fmt.Errorf("image is longer than its declared %d bytes", size))
-			}
-			if err := w.chunk(c.buf[:c.n]); err != nil {
+			if err := consume(c.buf[:c.n]); err != nil {
 				return fail(err)
 			}
-			w.prog.update(w.off)
 		}
 		if c.err == io.EOF {
 			break
 		}
 		if c.err != nil {
-			return fail(fmt.Errorf("reading image at byte %d: %w", w.off, c.err))
-		}
-		if err := ctx.Err(); err != nil {
-			return fail(err)
+			return fail(c.err)
 		}
 		free <- c.buf
 	}
 	<-readerDone
+	return nil
+}
+
+// copyFrom writes size bytes of r, reading (the network and
+// decompression) while it writes (pipe). stop must make a blocked read
+// return (it cancels the download).
+func (w *sparseWriter) copyFrom(ctx context.Context, r io.Reader, size int64, stop func()) error {
+	var err error
+	if w.isBlk, err = isBlockDevice(w.f); err != nil {
+		return err
+	}
+	w.zeroStart = -1
+	var read int64
+	err = pipe(buffers(3), func(buf []byte) (int, error) {
+		n, err := io.ReadFull(r, buf)
+		read += int64(n)
+		switch {
+		case err == io.ErrUnexpectedEOF:
+			err = io.EOF // a short last buffer
+		case err == nil && read > size:
+			err = fmt.Errorf("reading image at byte %d: image is longer than its declared %d bytes", read, size)
+		case err != nil && err != io.EOF:
+			err = fmt.Errorf("reading image at byte %d: %w", read, err)
+		}
+		return n, err
+	}, func(p []byte) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if w.off+int64(len(p)) > size {
+			return fmt.Errorf("image is longer than its declared %d bytes", size)
+		}
+		if err := w.chunk(p); err != nil {
+			return err
+		}
+		w.prog.update(w.off)
+		return nil
+	}, stop)
+	if err != nil {
+		return err
+	}
 	if err := w.flushZeros(); err != nil {
 		return err
 	}
@@ -362,6 +384,15 @@ func (w *sparseWriter) copyFrom(ctx context.Context, r io.Reader, size int64, st
 		return fmt.Errorf("image ended at %d bytes, expected %d", w.off, size)
 	}
 	return nil
+}
+
+// buffers are n buffers of chunkSize for pipe.
+func buffers(n int) [][]byte {
+	out := make([][]byte, n)
+	for k := range out {
+		out[k] = make([]byte, chunkSize)
+	}
+	return out
 }
 
 // chunk writes one buffer that starts at w.off.
@@ -507,7 +538,7 @@ func readBackSHA256(ctx context.Context, path string, f *os.File, size int64, pr
 
 // hashReads is readBackSHA256's pipeline: size bytes of src from offset
 // 0, in chunkSize reads (aligned for O_DIRECT when direct), hashed in
-// order.
+// order while the next is read (pipe).
 func hashReads(ctx context.Context, src *os.File, direct bool, size int64, prog *progressTicker) (string, error) {
 	const nbuf = 3
 	// Page-aligned buffers, as O_DIRECT wants: anonymous mappings.
@@ -516,72 +547,47 @@ func hashReads(ctx context.Context, src *os.File, direct bool, size int64, prog 
 		return "", fmt.Errorf("read buffers: %w", err)
 	}
 	defer unix.Munmap(mem)
-	free := make(chan []byte, nbuf)
-	for k := range nbuf {
-		free <- mem[k*chunkSize : (k+1)*chunkSize]
-	}
-	full := make(chan filled, nbuf)
-	quit := make(chan struct{})
-	readerDone := make(chan struct{})
-	go func() {
-		defer close(readerDone)
-		defer close(full)
-		var off int64
-		for off < size {
-			var buf []byte
-			select {
-			case buf = <-free:
-			case <-quit:
-				return
-			}
-			want := min(int64(chunkSize), size-off)
-			ask := want
-			if direct {
-				ask = (want + directAlign - 1) / directAlign * directAlign
-			}
-			n, err := src.ReadAt(buf[:ask], off)
-			switch {
-			case int64(n) >= want:
-				n, err = int(want), nil // past the image (alignment): not hashed
-			case err == nil || err == io.EOF:
-				// A short read: the target ends inside the image.
-				err = fmt.Errorf("read at %d: target ends at %d, the image has %d bytes", off, off+int64(n), size)
-			default:
-				err = fmt.Errorf("read at %d: %w", off+int64(n), err)
-			}
-			off += int64(n)
-			select {
-			case full <- filled{buf, n, err}:
-			case <-quit:
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	fail := func(err error) (string, error) {
-		close(quit)
-		<-readerDone
-		return "", err
+	bufs := make([][]byte, nbuf)
+	for k := range bufs {
+		bufs[k] = mem[k*chunkSize : (k+1)*chunkSize]
 	}
 	h := sha256.New()
-	var off int64
-	for c := range full {
+	var readOff, hashed int64
+	err = pipe(bufs, func(buf []byte) (int, error) {
+		if readOff >= size {
+			return 0, io.EOF
+		}
+		want := min(int64(chunkSize), size-readOff)
+		ask := want
+		if direct {
+			ask = (want + directAlign - 1) / directAlign * directAlign
+		}
+		n, err := src.ReadAt(buf[:ask], readOff)
+		switch {
+		case int64(n) >= want:
+			n, err = int(want), nil // past the image (alignment): not hashed
+		case err == nil || err == io.EOF:
+			// A short read: the target ends inside the image.
+			err = fmt.Errorf("read at %d: target ends at %d, the image has %d bytes", readOff, readOff+int64(n), size)
+		default:
+			err = fmt.Errorf("read at %d: %w", readOff+int64(n), err)
+		}
+		readOff += int64(n)
+		return n, err
+	}, func(p []byte) error {
 		if err := ctx.Err(); err != nil {
-			return fail(err)
+			return err
 		}
-		if c.err != nil {
-			return fail(c.err)
-		}
-		h.Write(c.buf[:c.n])
-		off += int64(c.n)
-		prog.update(off)
-		free <- c.buf
+		h.Write(p)
+		hashed += int64(len(p))
+		prog.update(hashed)
+		return nil
+	}, nil)
+	if err != nil {
+		return "", err
 	}
-	<-readerDone
-	if off != size {
-		return "", fmt.Errorf("read %d bytes back, the image has %d", off, size)
+	if hashed != size {
+		return "", fmt.Errorf("read %d bytes back, the image has %d", hashed, size)
 	}
 	prog.finish(size)
 	return hex.EncodeToString(h.Sum(nil)), nil

@@ -85,7 +85,7 @@ func TestRepliesOnTheWireAreUnchanged(t *testing.T) {
 						fmt.Fprintf(&out, " drop %v\n", why)
 						continue
 					}
-					fmt.Fprintf(&out, " dest=%d %v\n  %s\n", rep.Dest.Kind, rep.Dest.Addr, hex.EncodeToString(wireBytes(rep.Packet)))
+					fmt.Fprintf(&out, " dest=%d %v\n  %s\n", rep.Dest.Kind, rep.Dest.Addr, hex.EncodeToString(wireBytes(t, rep.Packet)))
 					for _, e := range f.rec.Events() {
 						fmt.Fprintf(&out, "  event %s %s %v %q\n", e.MAC, e.Machine, e.Step, e.Detail)
 					}
@@ -118,5 +118,74 @@ func TestRepliesOnTheWireAreUnchanged(t *testing.T) {
 	}
 }
 
-// wireBytes is what the server sends for p.
-func wireBytes(p *dhcpv4.DHCPv4) []byte { return p.ToBytes() }
+// wireBytes is what the server sends for p, checked against the
+// library's own encoding of it.
+func wireBytes(t *testing.T, p *dhcpv4.DHCPv4) []byte {
+	t.Helper()
+	b := appendPacket(nil, p)
+	if lib := p.ToBytes(); !bytes.Equal(b, lib) {
+		t.Fatalf("appendPacket and ToBytes differ:\n%x\n%x", b, lib)
+	}
+	return b
+}
+
+// TestAppendPacketIsTheLibrarysEncoding holds the server's encoder to
+// dhcpv4's ToBytes where replies differ from the golden set: fields at and
+// past their size, empty and long options, Pad and End in the options,
+// odd hardware address lengths, absent addresses.
+func TestAppendPacketIsTheLibrarysEncoding(t *testing.T) {
+	long := bytes.Repeat([]byte("0123456789"), 60) // 600 bytes: three instances
+	cases := map[string]func(p *dhcpv4.DHCPv4){
+		"plain":        func(p *dhcpv4.DHCPv4) {},
+		"file 127":     func(p *dhcpv4.DHCPv4) { p.BootFileName = strings.Repeat("f", 127) },
+		"file 128":     func(p *dhcpv4.DHCPv4) { p.BootFileName = strings.Repeat("f", 128) },
+		"file 300":     func(p *dhcpv4.DHCPv4) { p.BootFileName = strings.Repeat("f", 300) },
+		"sname 63":     func(p *dhcpv4.DHCPv4) { p.ServerHostName = strings.Repeat("s", 63) },
+		"sname 64":     func(p *dhcpv4.DHCPv4) { p.ServerHostName = strings.Repeat("s", 64) },
+		"sname 100":    func(p *dhcpv4.DHCPv4) { p.ServerHostName = strings.Repeat("s", 100) },
+		"empty option": func(p *dhcpv4.DHCPv4) { p.Options[200] = []byte{} },
+		"nil option":   func(p *dhcpv4.DHCPv4) { p.Options[201] = nil },
+		"pad and end":  func(p *dhcpv4.DHCPv4) { p.Options[0] = []byte{1}; p.Options[255] = []byte{2} },
+		"long option":  func(p *dhcpv4.DHCPv4) { p.Options[43] = long },
+		"255 bytes":    func(p *dhcpv4.DHCPv4) { p.Options[43] = long[:255] },
+		"256 bytes":    func(p *dhcpv4.DHCPv4) { p.Options[43] = long[:256] },
+		"long 82 among others": func(p *dhcpv4.DHCPv4) {
+			p.Options[82] = long
+			p.Options[81] = []byte{1}
+			p.Options[83] = []byte{2}
+			p.Options[254] = []byte{3}
+			p.Options[1] = []byte{255, 255, 255, 0}
+			p.Options[64] = []byte{4}
+			p.Options[128] = []byte{5}
+		},
+		"every code": func(p *dhcpv4.DHCPv4) {
+			for c := range 256 {
+				p.Options[uint8(c)] = []byte{byte(c)}
+			}
+		},
+		"hwaddr 0":  func(p *dhcpv4.DHCPv4) { p.ClientHWAddr = nil },
+		"hwaddr 16": func(p *dhcpv4.DHCPv4) { p.ClientHWAddr = bytes.Repeat([]byte{0xab}, 16) },
+		"no addrs": func(p *dhcpv4.DHCPv4) {
+			p.ClientIPAddr, p.YourIPAddr, p.ServerIPAddr, p.GatewayIPAddr = nil, nil, nil, nil
+		},
+		"16-byte IP": func(p *dhcpv4.DHCPv4) { p.YourIPAddr = netip.MustParseAddr("::ffff:10.1.2.3").AsSlice() },
+		"fields": func(p *dhcpv4.DHCPv4) {
+			p.HopCount, p.NumSeconds, p.Flags = 3, 0xbeef, 0x8001
+			p.TransactionID = dhcpv4.TransactionID{1, 2, 3, 4}
+		},
+	}
+	for name, mod := range cases {
+		p, err := dhcpv4.New(dhcpv4.WithHwAddr(macKnown), dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mod(p)
+		if got, lib := appendPacket(nil, p), p.ToBytes(); !bytes.Equal(got, lib) {
+			t.Errorf("%s:\n got %x\nwant %x", name, got, lib)
+		}
+		// Into a buffer that already holds something, as a worker's does.
+		if got, lib := appendPacket(make([]byte, 7, 9), p), p.ToBytes(); !bytes.Equal(got[7:], lib) {
+			t.Errorf("%s, appended: got %x", name, got[7:])
+		}
+	}
+}

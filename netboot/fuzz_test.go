@@ -1,6 +1,7 @@
 package netboot
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"net/netip"
@@ -136,6 +137,9 @@ func checkReply(t *testing.T, fx *fixture, mode Mode, disc bool, data []byte, re
 		return
 	}
 	b := rep.Packet.ToBytes()
+	if got := appendPacket(nil, rep.Packet); !bytes.Equal(got, b) {
+		t.Fatalf("the reply as the server sends it differs from the library's encoding:\n%x\n%x", got, b)
+	}
 	if len(b) > 1500 {
 		t.Fatalf("reply of %d bytes", len(b))
 	}
@@ -149,6 +153,10 @@ func checkReply(t *testing.T, fx *fixture, mode Mode, disc bool, data []byte, re
 	req, err := dhcpv4.FromBytes(data)
 	if err != nil {
 		t.Fatalf("a reply to a packet that does not parse: %v", err)
+	}
+	// Any option set a client can send, through both encoders.
+	if got, lib := appendPacket(nil, req), req.ToBytes(); !bytes.Equal(got, lib) {
+		t.Fatalf("appendPacket differs from the library's encoding of the request:\n%x\n%x", got, lib)
 	}
 	mac := req.ClientHWAddr
 	reserved, isReserved := fx.reserved(mac)

@@ -282,8 +282,8 @@ func clientOf(req *dhcpv4.DHCPv4) Client {
 		Arch:        ArchUnknown,
 		VendorClass: req.ClassIdentifier(),
 	}
-	if archs := req.ClientArch(); len(archs) > 0 {
-		c.Arch = Arch(archs[0])
+	if a, ok := clientArch(req.Options); ok {
+		c.Arch = a
 	}
 	if uc := req.UserClass(); len(uc) > 0 {
 		c.UserClass = uc[0]

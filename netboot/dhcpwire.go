@@ -126,6 +126,17 @@ func optionIP4(o dhcpv4.Options, code dhcpv4.OptionCode) (netip.Addr, bool) {
 	return netip.AddrFrom4([4]byte(v)), true
 }
 
+// clientArch is the first architecture of req.ClientArch() without its
+// decoder's allocations: option 93 is a list of 16-bit types, and the
+// library takes it only when it is whole (an even, non-zero length).
+func clientArch(o dhcpv4.Options) (Arch, bool) {
+	v := o.Get(dhcpv4.OptionClientSystemArchitectureType)
+	if len(v) < 2 || len(v)%2 != 0 {
+		return 0, false
+	}
+	return Arch(binary.BigEndian.Uint16(v)), true
+}
+
 // bootpMinLen is the shortest packet dhcpv4.ToBytes writes (RFC 951's
 // BOOTP message, padded).
 const bootpMinLen = 300

@@ -65,8 +65,8 @@ func runInventory(dir string, etcd bool, known int, iface, server, prefix, first
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	fmt.Printf("netbootd(inventory, etcd=%v): received=%d replied=%d dropped=%v recorder=%+v leases_persisted=%d peak_rss_mib=%.1f cpu_s=%.2f\n",
-		etcd, st.Received, st.Replied, st.Dropped, svc.RecorderStats(), len(leases), float64(ru.Maxrss)/1024, cpu.Seconds())
+	fmt.Printf("netbootd(inventory, etcd=%v): received=%d replied=%d dropped=%v recorder=%+v leases_persisted=%d peak_rss_mib=%.1f cpu_s=%.2f csw=%d/%d\n",
+		etcd, st.Received, st.Replied, st.Dropped, svc.RecorderStats(), len(leases), float64(ru.Maxrss)/1024, cpu.Seconds(), ru.Nvcsw, ru.Nivcsw)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

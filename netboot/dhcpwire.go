@@ -186,8 +186,8 @@ func appendPacket(b []byte, p *dhcpv4.DHCPv4) []byte {
 		b = appendOption(b, agentInfo, v)
 	}
 	b = append(b, end)
-	for len(b)-start < bootpMinLen {
-		b = append(b, 0)
+	if n := bootpMinLen - (len(b) - start); n > 0 {
+		b = append(b, make([]byte, n)...) // zeroes, without an allocation
 	}
 	return b
 }
@@ -197,10 +197,7 @@ func appendPacket(b []byte, p *dhcpv4.DHCPv4) []byte {
 func appendField(b, v []byte, size, limit int) []byte {
 	n := min(len(v), limit)
 	b = append(b, v[:n]...)
-	for range size - n {
-		b = append(b, 0)
-	}
-	return b
+	return append(b, make([]byte, size-n)...)
 }
 
 // appendOption appends one option; an empty value is written with length

@@ -237,7 +237,8 @@ func NewDHCPHandler(cfg DHCPConfig) (*DHCPHandler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &DHCPHandler{cfg: cfg, log: cfg.Logger, sid: net.IP(cfg.ServerIP.AsSlice()), tftp: []byte(cfg.ServerIP.String())}, nil
+	tftp := []byte(cfg.ServerIP.String())
+	return &DHCPHandler{cfg: cfg, log: cfg.Logger, sid: net.IP(cfg.ServerIP.AsSlice()), tftp: tftp[:len(tftp):len(tftp)]}, nil
 }
 
 // Stats returns the counters.
@@ -711,10 +712,11 @@ func (h *DHCPHandler) addBootOptions(resp *dhcpv4.DHCPv4, a *optionArena, c Clie
 	return file
 }
 
-// Option values every such reply carries the same, shared by all of them.
+// Option values every such reply carries the same, shared by all of them
+// (capped at their length, so that an append copies).
 var (
-	classHTTPClient     = []byte("HTTPClient")
-	classPXEClient      = []byte("PXEClient")
+	classHTTPClient     = []byte("HTTPClient")[:10:10]
+	classPXEClient      = []byte("PXEClient")[:9:9]
 	pxeDiscoveryControl = []byte{6, 1, 8, 255}
 )
 

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -172,6 +173,20 @@ type Destination struct {
 type Reply struct {
 	Packet *dhcpv4.DHCPv4
 	Dest   Destination
+
+	state *replyState // what recycle returns to the handler's pool
+}
+
+// replyState is one reply, its packet and the storage of its option
+// values, taken from the handler's pool and given back by the server
+// once the reply is sent (recycle): the options map and the arena are
+// then allocated once per worker, not per packet. A reply that is not
+// recycled (a test's, say) is left to the GC like any other value.
+type replyState struct {
+	reply Reply
+	pkt   dhcpv4.DHCPv4
+	arena optionArena
+	store [256]byte // the arena's storage: a reply's values fit with room to spare
 }
 
 // DHCPHandler turns requests into replies. It holds no socket: the
@@ -179,8 +194,11 @@ type Reply struct {
 type DHCPHandler struct {
 	cfg   DHCPConfig
 	log   *slog.Logger
-	sid   net.IP // option 54 / siaddr, 4 bytes
+	sid   net.IP // option 54 / siaddr, 4 bytes; also option 54's value in every reply
+	tftp  []byte // option 66's value: the server's address as text
 	stats dhcpCounters
+
+	replies sync.Pool // of *replyState
 }
 
 // NewDHCPHandler checks cfg and returns a handler.
@@ -219,7 +237,8 @@ func NewDHCPHandler(cfg DHCPConfig) (*DHCPHandler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &DHCPHandler{cfg: cfg, log: cfg.Logger, sid: net.IP(cfg.ServerIP.AsSlice())}, nil
+	tftp := []byte(cfg.ServerIP.String())
+	return &DHCPHandler{cfg: cfg, log: cfg.Logger, sid: net.IP(cfg.ServerIP.AsSlice()), tftp: tftp[:len(tftp):len(tftp)]}, nil
 }
 
 // Stats returns the counters.
@@ -264,8 +283,8 @@ func clientOf(req *dhcpv4.DHCPv4) Client {
 		Arch:        ArchUnknown,
 		VendorClass: req.ClassIdentifier(),
 	}
-	if archs := req.ClientArch(); len(archs) > 0 {
-		c.Arch = Arch(archs[0])
+	if a, ok := clientArch(req.Options); ok {
+		c.Arch = a
 	}
 	if uc := req.UserClass(); len(uc) > 0 {
 		c.UserClass = uc[0]
@@ -297,7 +316,7 @@ func isPXE(c Client) bool {
 func isHTTPClient(c Client) bool { return strings.HasPrefix(c.VendorClass, "HTTPClient") }
 
 func (h *DHCPHandler) reservation(ctx context.Context, req *dhcpv4.DHCPv4, c Client, localPort uint16) (*Reply, DropReason) {
-	mt := req.MessageType()
+	mt := messageType(req.Options)
 	switch mt {
 	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeInform:
 	default:
@@ -308,7 +327,7 @@ func (h *DHCPHandler) reservation(ctx context.Context, req *dhcpv4.DHCPv4, c Cli
 	}
 	if mt == dhcpv4.MessageTypeRequest {
 		// A REQUEST naming another server means the client took its offer.
-		if sid := req.ServerIdentifier(); sid != nil && !sid.Equal(h.sid) {
+		if sid, ok := optionIP4(req.Options, dhcpv4.OptionServerIdentifier); ok && sid != h.cfg.ServerIP {
 			return h.drop(DropOtherServer)
 		}
 	}
@@ -350,49 +369,56 @@ func (h *DHCPHandler) reservation(ctx context.Context, req *dhcpv4.DHCPv4, c Cli
 		return h.drop(DropBooter)
 	}
 
-	resp := newReply(req)
-	resp.UpdateOption(dhcpv4.OptServerIdentifier(h.sid))
 	step := StepDHCPOffer
+	respType := dhcpv4.MessageTypeOffer
 	switch mt {
-	case dhcpv4.MessageTypeDiscover:
-		resp.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeOffer))
-		resp.YourIPAddr = net.IP(res.IP.AsSlice())
 	case dhcpv4.MessageTypeRequest:
-		want := req.RequestedIPAddress()
-		if want == nil || want.IsUnspecified() {
-			want = req.ClientIPAddr
+		w, ok := optionIP4(req.Options, dhcpv4.OptionRequestedIPAddress)
+		if !ok || w.IsUnspecified() {
+			w, ok = addr4(req.ClientIPAddr)
 		}
-		if w, ok := addr4(want); !ok || w != res.IP {
-			nak := newReply(req)
-			nak.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeNak))
-			nak.UpdateOption(dhcpv4.OptServerIdentifier(h.sid))
+		if !ok || w != res.IP {
+			want := req.RequestedIPAddress()
+			if want == nil || want.IsUnspecified() {
+				want = req.ClientIPAddr
+			}
+			nak := h.newReply(req, mt, dhcpv4.MessageTypeNak)
 			h.cfg.Recorder.Event(Event{MAC: c.MAC.String(), Machine: boot.Machine, Step: StepDHCPNak, Detail: fmt.Sprintf("requested %v, reserved %v", want, res.IP)})
-			return &Reply{Packet: nak, Dest: h.destination(req, nak)}, 0
+			nak.reply.Dest = h.destination(req, dhcpv4.MessageTypeNak, &nak.pkt)
+			return &nak.reply, 0
 		}
-		resp.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeAck))
-		resp.YourIPAddr = net.IP(res.IP.AsSlice())
-		step = StepDHCPAck
+		respType, step = dhcpv4.MessageTypeAck, StepDHCPAck
 	case dhcpv4.MessageTypeInform:
 		// RFC 2131 3.4: no yiaddr and no lease time in the ACK to INFORM.
-		resp.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeAck))
-		step = StepDHCPAck
+		respType, step = dhcpv4.MessageTypeAck, StepDHCPAck
 	}
-	h.addSubnetOptions(resp, res, mt != dhcpv4.MessageTypeInform)
+	st := h.newReply(req, mt, respType)
+	resp := &st.pkt
+	if mt != dhcpv4.MessageTypeInform {
+		yi := st.arena.take(4)
+		a := res.IP.As4()
+		copy(yi, a[:])
+		resp.YourIPAddr = net.IP(yi)
+	}
+	h.addSubnetOptions(resp, &st.arena, res, mt != dhcpv4.MessageTypeInform)
 	file := ""
 	if boot.Netboots() && isPXE(c) {
-		file = h.addBootOptions(resp, c, false)
+		file = h.addBootOptions(resp, &st.arena, c, false)
 	}
-	lt := leaseTime(res.Subnet)
+	mac := c.MAC.String()
 	if step == StepDHCPAck && mt == dhcpv4.MessageTypeRequest {
-		h.cfg.Recorder.Lease(Lease{MAC: c.MAC.String(), IP: res.IP, Hostname: res.Hostname, Expires: time.Now().Add(lt)})
+		h.cfg.Recorder.Lease(Lease{MAC: mac, IP: res.IP, Hostname: res.Hostname, Expires: time.Now().Add(leaseTime(res.Subnet))})
 	}
-	h.cfg.Recorder.Event(Event{MAC: c.MAC.String(), Machine: boot.Machine, Step: step, Detail: eventDetail(res.IP, c, boot, file)})
-	return &Reply{Packet: resp, Dest: h.destination(req, resp)}, 0
+	h.cfg.Recorder.Event(Event{MAC: mac, Machine: boot.Machine, Step: step, Detail: eventDetail(res.IP, c, boot, file)})
+	st.reply.Dest = h.destination(req, respType, resp)
+	return &st.reply, 0
 }
 
-// eventDetail is built for every packet: appends, not fmt.
+// eventDetail is built for every packet: appends, not fmt, into a buffer
+// on the stack, so that the string is the one allocation.
 func eventDetail(ip netip.Addr, c Client, b Boot, file string) string {
-	d := make([]byte, 0, 64+len(file))
+	var buf [160]byte
+	d := buf[:0]
 	if ip.IsValid() {
 		d = ip.AppendTo(append(d, "ip="...))
 		d = append(d, ' ')
@@ -413,7 +439,7 @@ func eventDetail(ip netip.Addr, c Client, b Boot, file string) string {
 }
 
 func (h *DHCPHandler) proxy(ctx context.Context, req *dhcpv4.DHCPv4, c Client, peer netip.AddrPort, localPort uint16) (*Reply, DropReason) {
-	mt := req.MessageType()
+	mt := messageType(req.Options)
 	var respType dhcpv4.MessageType
 	switch {
 	case localPort != proxyPort && mt == dhcpv4.MessageTypeDiscover:
@@ -478,10 +504,9 @@ func (h *DHCPHandler) proxy(ctx context.Context, req *dhcpv4.DHCPv4, c Client, p
 	if !boot.Netboots() {
 		return h.drop(DropNoBoot)
 	}
-	resp := newReply(req)
-	resp.UpdateOption(dhcpv4.OptMessageType(respType))
-	resp.UpdateOption(dhcpv4.OptServerIdentifier(h.sid))
-	file := h.addBootOptions(resp, c, true)
+	st := h.newReply(req, mt, respType)
+	resp := &st.pkt
+	file := h.addBootOptions(resp, &st.arena, c, true)
 	if file == "" {
 		return h.drop(DropNoBoot)
 	}
@@ -493,12 +518,13 @@ func (h *DHCPHandler) proxy(ctx context.Context, req *dhcpv4.DHCPv4, c Client, p
 		}
 	}
 	h.cfg.Recorder.Event(Event{MAC: c.MAC.String(), Machine: boot.Machine, Step: step, Detail: "proxy " + eventDetail(netip.Addr{}, c, boot, file)})
-	dest := h.destination(req, resp)
+	dest := h.destination(req, respType, resp)
 	if localPort == proxyPort && peer.Addr().Is4() && !peer.Addr().IsUnspecified() && !c.Relay.IsValid() {
 		// The boot server exchange is unicast: answer where it came from.
 		dest = Destination{Kind: DestUnicast, Addr: peer}
 	}
-	return &Reply{Packet: resp, Dest: dest}, 0
+	st.reply.Dest = dest
+	return &st.reply, 0
 }
 
 // relayAccepted reports whether a request relayed through relay may be
@@ -524,9 +550,19 @@ func (h *DHCPHandler) relayAccepted(relay netip.Addr, res *Reservation) bool {
 
 // newReply builds the reply skeleton by hand rather than with
 // dhcpv4.NewReplyFromRequest, which draws a random transaction ID from
-// crypto/rand only to overwrite it.
-func newReply(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
-	r := &dhcpv4.DHCPv4{
+// crypto/rand only to overwrite it: a reply of type respType to req, of
+// type mt, with the server identifier, in a replyState from the pool.
+func (h *DHCPHandler) newReply(req *dhcpv4.DHCPv4, mt, respType dhcpv4.MessageType) *replyState {
+	st, _ := h.replies.Get().(*replyState)
+	if st == nil {
+		// Room for every option a reply carries, so that the map is
+		// allocated once, not grown.
+		st = &replyState{pkt: dhcpv4.DHCPv4{Options: make(dhcpv4.Options, 16)}}
+	}
+	st.arena = st.store[:0]
+	st.reply = Reply{Packet: &st.pkt, state: st}
+	r := &st.pkt
+	*r = dhcpv4.DHCPv4{
 		OpCode:        dhcpv4.OpcodeBootReply,
 		HWType:        req.HWType,
 		TransactionID: req.TransactionID,
@@ -536,25 +572,41 @@ func newReply(req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 		ServerIPAddr:  net.IPv4zero,
 		GatewayIPAddr: req.GatewayIPAddr,
 		ClientHWAddr:  req.ClientHWAddr,
-		Options:       make(dhcpv4.Options),
+		Options:       r.Options, // empty: recycle cleared it
 	}
-	if req.MessageType() == dhcpv4.MessageTypeInform || req.MessageType() == dhcpv4.MessageTypeRequest {
+	if mt == dhcpv4.MessageTypeInform || mt == dhcpv4.MessageTypeRequest {
 		r.ClientIPAddr = req.ClientIPAddr
 	}
+	r.Options[dhcpv4.OptionDHCPMessageType.Code()] = msgTypeValue(respType)
+	r.Options[dhcpv4.OptionServerIdentifier.Code()] = h.sid
 	// RFC 6842: echo the client id. RFC 3046: echo the relay agent
 	// information to the relay, which strips it; only a relay adds it,
 	// so a request that was not relayed gets none back (a client could
 	// otherwise make every reply carry a kilobyte of its choosing).
-	codes := []dhcpv4.OptionCode{dhcpv4.OptionClientIdentifier}
-	if _, relayed := addr4(req.GatewayIPAddr); relayed {
-		codes = append(codes, dhcpv4.OptionRelayAgentInformation)
+	// The values are the request's own bytes, as OptGeneric would have
+	// them; nothing writes into either packet's options afterwards.
+	if v := req.GetOneOption(dhcpv4.OptionClientIdentifier); v != nil {
+		r.Options[dhcpv4.OptionClientIdentifier.Code()] = v
 	}
-	for _, code := range codes {
-		if v := req.GetOneOption(code); v != nil {
-			r.UpdateOption(dhcpv4.OptGeneric(code, v))
+	if _, relayed := addr4(req.GatewayIPAddr); relayed {
+		if v := req.GetOneOption(dhcpv4.OptionRelayAgentInformation); v != nil {
+			r.Options[dhcpv4.OptionRelayAgentInformation.Code()] = v
 		}
 	}
-	return r
+	return st
+}
+
+// recycle gives a sent reply's packet, options map and arena back to the
+// pool. Nothing may use rep afterwards.
+func (h *DHCPHandler) recycle(rep *Reply) {
+	st := rep.state
+	if st == nil {
+		return
+	}
+	clear(st.pkt.Options) // keeps its room
+	st.pkt = dhcpv4.DHCPv4{Options: st.pkt.Options}
+	st.reply, st.arena = Reply{}, nil
+	h.replies.Put(st)
 }
 
 func leaseTime(s Subnet) time.Duration {
@@ -564,32 +616,31 @@ func leaseTime(s Subnet) time.Duration {
 	return s.LeaseTime
 }
 
-func (h *DHCPHandler) addSubnetOptions(resp *dhcpv4.DHCPv4, res Reservation, withLease bool) {
-	s := res.Subnet
+// addSubnetOptions sets the segment's options (mask, router, DNS,
+// domain), the host name and, withLease, the lease times, their values
+// taken from a.
+func (h *DHCPHandler) addSubnetOptions(resp *dhcpv4.DHCPv4, a *optionArena, res Reservation, withLease bool) {
+	s, o := res.Subnet, resp.Options
 	if s.Prefix.IsValid() {
-		resp.UpdateOption(dhcpv4.OptSubnetMask(net.CIDRMask(s.Prefix.Bits(), 32)))
+		a.putMask(o, s.Prefix.Bits())
 	}
 	if s.Gateway.IsValid() {
-		resp.UpdateOption(dhcpv4.OptRouter(net.IP(s.Gateway.AsSlice())))
+		a.putIPs(o, dhcpv4.OptionRouter, s.Gateway)
 	}
 	if len(s.DNS) > 0 {
-		ips := make([]net.IP, 0, len(s.DNS))
-		for _, d := range s.DNS {
-			ips = append(ips, net.IP(d.AsSlice()))
-		}
-		resp.UpdateOption(dhcpv4.OptDNS(ips...))
+		a.putIPs(o, dhcpv4.OptionDomainNameServer, s.DNS...)
 	}
 	if s.Domain != "" {
-		resp.UpdateOption(dhcpv4.OptDomainName(s.Domain))
+		a.putString(o, dhcpv4.OptionDomainName, s.Domain)
 	}
 	if res.Hostname != "" {
-		resp.UpdateOption(dhcpv4.OptHostName(res.Hostname))
+		a.putString(o, dhcpv4.OptionHostName, res.Hostname)
 	}
 	if withLease {
 		lt := leaseTime(s)
-		resp.UpdateOption(dhcpv4.OptIPAddressLeaseTime(lt))
-		resp.UpdateOption(dhcpv4.OptRenewTimeValue(lt / 2))
-		resp.UpdateOption(dhcpv4.OptRebindingTimeValue(lt * 7 / 8))
+		a.putDuration(o, dhcpv4.OptionIPAddressLeaseTime, lt)
+		a.putDuration(o, dhcpv4.OptionRenewTimeValue, lt/2)
+		a.putDuration(o, dhcpv4.OptionRebindingTimeValue, lt*7/8)
 	}
 }
 
@@ -633,7 +684,7 @@ func (h *DHCPHandler) BootFileFor(c Client) (file string, http bool, ok bool) {
 // addBootOptions sets siaddr, options 66/67 and the file field
 // consistently, plus option 60 where the client needs it echoed. It
 // returns the boot file, or "" when the client's architecture has none.
-func (h *DHCPHandler) addBootOptions(resp *dhcpv4.DHCPv4, c Client, proxy bool) string {
+func (h *DHCPHandler) addBootOptions(resp *dhcpv4.DHCPv4, a *optionArena, c Client, proxy bool) string {
 	file, overHTTP, ok := h.BootFileFor(c)
 	if !ok {
 		return ""
@@ -642,28 +693,37 @@ func (h *DHCPHandler) addBootOptions(resp *dhcpv4.DHCPv4, c Client, proxy bool) 
 	if len(file) < 128 {
 		resp.BootFileName = file
 	}
-	resp.UpdateOption(dhcpv4.OptBootFileName(file))
+	o := resp.Options
+	a.putString(o, dhcpv4.OptionBootfileName, file)
 	if !overHTTP {
-		resp.UpdateOption(dhcpv4.OptTFTPServerName(h.cfg.ServerIP.String()))
+		o[dhcpv4.OptionTFTPServerName.Code()] = h.tftp
 	}
 	switch {
 	case isHTTPClient(c):
 		// UEFI HTTP boot ignores offers that do not echo its class.
-		resp.UpdateOption(dhcpv4.OptClassIdentifier("HTTPClient"))
+		o[dhcpv4.OptionClassIdentifier.Code()] = classHTTPClient
 	case proxy:
 		// PXE clients only take a proxy offer that says PXEClient; option 43
 		// sub-option 6 (discovery control) = 8: boot the file named in this
 		// offer, skip boot server discovery and menus.
-		resp.UpdateOption(dhcpv4.OptClassIdentifier("PXEClient"))
-		resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, []byte{6, 1, 8, 255}))
+		o[dhcpv4.OptionClassIdentifier.Code()] = classPXEClient
+		o[dhcpv4.OptionVendorSpecificInformation.Code()] = pxeDiscoveryControl
 	}
 	return file
 }
 
-// destination picks where a reply goes, in RFC 2131 4.1 order, which
-// server4 leaves to us.
-func (h *DHCPHandler) destination(req, resp *dhcpv4.DHCPv4) Destination {
-	return ReplyDestination(req, resp, h.cfg.ServerPort, h.cfg.ClientPort)
+// Option values every such reply carries the same, shared by all of them
+// (capped at their length, so that an append copies).
+var (
+	classHTTPClient     = []byte("HTTPClient")[:10:10]
+	classPXEClient      = []byte("PXEClient")[:9:9]
+	pxeDiscoveryControl = []byte{6, 1, 8, 255}
+)
+
+// destination picks where a reply of type respType goes, in RFC 2131 4.1
+// order, which server4 leaves to us.
+func (h *DHCPHandler) destination(req *dhcpv4.DHCPv4, respType dhcpv4.MessageType, resp *dhcpv4.DHCPv4) Destination {
+	return replyDestination(req, respType, resp.YourIPAddr, h.cfg.ServerPort, h.cfg.ClientPort)
 }
 
 // ReplyDestination picks where a reply goes (RFC 2131 4.1): giaddr set →
@@ -671,11 +731,17 @@ func (h *DHCPHandler) destination(req, resp *dhcpv4.DHCPv4) Destination {
 // broadcast flag → broadcast; else unicast to yiaddr at the client's MAC
 // (DestHardware).
 func ReplyDestination(req, resp *dhcpv4.DHCPv4, serverPort, clientPort uint16) Destination {
+	return replyDestination(req, resp.MessageType(), resp.YourIPAddr, serverPort, clientPort)
+}
+
+// replyDestination is ReplyDestination for a reply of type respType that
+// offers yiaddr.
+func replyDestination(req *dhcpv4.DHCPv4, respType dhcpv4.MessageType, yiaddr net.IP, serverPort, clientPort uint16) Destination {
 	bcast := Destination{Kind: DestBroadcast, Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), clientPort)}
 	if gi, ok := addr4(req.GatewayIPAddr); ok {
 		return Destination{Kind: DestRelay, Addr: netip.AddrPortFrom(gi, serverPort)}
 	}
-	if resp.MessageType() == dhcpv4.MessageTypeNak {
+	if respType == dhcpv4.MessageTypeNak {
 		return bcast
 	}
 	if ci, ok := addr4(req.ClientIPAddr); ok {
@@ -684,7 +750,7 @@ func ReplyDestination(req, resp *dhcpv4.DHCPv4, serverPort, clientPort uint16) D
 	if req.IsBroadcast() {
 		return bcast
 	}
-	if yi, ok := addr4(resp.YourIPAddr); ok {
+	if yi, ok := addr4(yiaddr); ok {
 		return Destination{Kind: DestHardware, Addr: netip.AddrPortFrom(yi, clientPort)}
 	}
 	return bcast

@@ -248,6 +248,9 @@ func rxqOverflow(oob []byte) (uint32, bool) {
 func (s *DHCPServer) work(ctx context.Context, sock *dhcpSocket) error {
 	var buf [maxDHCPPacket]byte
 	var oob [64]byte
+	// The worker's reply buffer, reused for every reply it sends (a reply
+	// that does not fit grows a copy for itself).
+	out := make([]byte, 0, maxDHCPPacket)
 	for {
 		n, oobn, _, peer, err := sock.conn.ReadMsgUDPAddrPort(buf[:], oob[:])
 		if err != nil {
@@ -269,11 +272,12 @@ func (s *DHCPServer) work(ctx context.Context, sock *dhcpSocket) error {
 			s.h.stats.received.Add(uint64(d))
 			s.h.stats.dropped[DropQueueFull].Add(uint64(d))
 		}
-		s.serveOne(ctx, sock, buf[:n], peer)
+		s.serveOne(ctx, sock, buf[:n], peer, out)
 	}
 }
 
-func (s *DHCPServer) serveOne(ctx context.Context, sock *dhcpSocket, pkt []byte, peer netip.AddrPort) {
+// serveOne answers pkt, serialising the reply into out's storage.
+func (s *DHCPServer) serveOne(ctx context.Context, sock *dhcpSocket, pkt []byte, peer netip.AddrPort, out []byte) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	rep, _ := s.h.Handle(ctx, pkt, peer, sock.port)
@@ -284,8 +288,9 @@ func (s *DHCPServer) serveOne(ctx context.Context, sock *dhcpSocket, pkt []byte,
 	if rep.Dest.Kind == DestBroadcast || rep.Dest.Kind == DestHardware {
 		dst = netip.AddrPortFrom(s.broadcast, dst.Port())
 	}
-	if err := sock.send(rep.Packet.ToBytes(), dst); err != nil {
+	if err := sock.send(appendPacket(out[:0], rep.Packet), dst); err != nil {
 		s.h.stats.dropped[DropSend].Add(1)
 		s.log.Warn("dhcp: sending reply failed", "to", dst, "mac", rep.Packet.ClientHWAddr.String(), "err", err)
 	}
+	s.h.recycle(rep)
 }

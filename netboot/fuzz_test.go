@@ -1,6 +1,7 @@
 package netboot
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"net/netip"
@@ -86,6 +87,9 @@ func FuzzHandleDHCP(f *testing.F) {
 			if cfg&(4<<i) != 0 {
 				port = proxyPort
 			}
+			if req, err := dhcpv4.FromBytes(data); err == nil {
+				checkDecoders(t, req)
+			}
 			rec.events, rec.leases = rec.events[:0], rec.leases[:0]
 			rep, _ := h.Handle(context.Background(), data, from, port)
 			checkReply(t, fx, mode, disc, data, rep, rec.events, rec.leases)
@@ -103,6 +107,26 @@ func FuzzHandleDHCP(f *testing.F) {
 			t.Fatalf("recorder: %d leases written + %d dropped, %d recorded", len(fx.rec.Leases()), st.DroppedLeases, rec.allLeases)
 		}
 	})
+}
+
+// checkDecoders holds the handler's allocation-free readers of a
+// request's options to the library's getters.
+func checkDecoders(t *testing.T, req *dhcpv4.DHCPv4) {
+	t.Helper()
+	if got, want := messageType(req.Options), req.MessageType(); got != want {
+		t.Fatalf("message type %v, the library reads %v", got, want)
+	}
+	for _, code := range []dhcpv4.OptionCode{dhcpv4.OptionServerIdentifier, dhcpv4.OptionRequestedIPAddress} {
+		got, ok := optionIP4(req.Options, code)
+		want := dhcpv4.GetIP(code, req.Options)
+		if ok != (want != nil) || ok && !net.IP(got.AsSlice()).Equal(want) {
+			t.Fatalf("option %v: %v %v, the library reads %v", code, got, ok, want)
+		}
+	}
+	archs := req.ClientArch()
+	if a, ok := clientArch(req.Options); ok != (len(archs) > 0) || ok && a != Arch(archs[0]) {
+		t.Fatalf("client arch %v %v, the library reads %v", a, ok, archs)
+	}
 }
 
 // teeRecorder keeps what one packet recorded and passes everything on.
@@ -136,6 +160,9 @@ func checkReply(t *testing.T, fx *fixture, mode Mode, disc bool, data []byte, re
 		return
 	}
 	b := rep.Packet.ToBytes()
+	if got := appendPacket(nil, rep.Packet); !bytes.Equal(got, b) {
+		t.Fatalf("the reply as the server sends it differs from the library's encoding:\n%x\n%x", got, b)
+	}
 	if len(b) > 1500 {
 		t.Fatalf("reply of %d bytes", len(b))
 	}
@@ -149,6 +176,10 @@ func checkReply(t *testing.T, fx *fixture, mode Mode, disc bool, data []byte, re
 	req, err := dhcpv4.FromBytes(data)
 	if err != nil {
 		t.Fatalf("a reply to a packet that does not parse: %v", err)
+	}
+	// Any option set a client can send, through both encoders.
+	if got, lib := appendPacket(nil, req), req.ToBytes(); !bytes.Equal(got, lib) {
+		t.Fatalf("appendPacket differs from the library's encoding of the request:\n%x\n%x", got, lib)
 	}
 	mac := req.ClientHWAddr
 	reserved, isReserved := fx.reserved(mac)

@@ -235,12 +235,13 @@ func (m *MemoryAddresses) RelayKnown(relay netip.Addr) bool {
 
 // Lookup implements Addresses.
 func (m *MemoryAddresses) Lookup(_ context.Context, mac net.HardwareAddr, relay netip.Addr) (Reservation, bool, error) {
+	key := mac.String() // once per packet, and outside the lock every DHCP worker takes
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	r, ok := m.byMAC[mac.String()]
+	r, ok := m.byMAC[key]
 	if !ok {
-		r, ok = m.dyn[mac.String()]
-		ok = ok && !m.lapsed(mac.String())
+		r, ok = m.dyn[key]
+		ok = ok && !m.lapsed(key)
 	}
 	if !ok {
 		return Reservation{}, false, nil
@@ -258,9 +259,10 @@ var ErrPoolExhausted = errors.New("dynamic range exhausted")
 
 // Allocate implements Addresses.
 func (m *MemoryAddresses) Allocate(ctx context.Context, mac net.HardwareAddr, relay netip.Addr) (Reservation, error) {
+	key := mac.String()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if r, ok := m.dyn[mac.String()]; ok && !m.lapsed(mac.String()) {
+	if r, ok := m.dyn[key]; ok && !m.lapsed(key) {
 		return r, nil
 	}
 	s := m.segment(relay)
@@ -275,8 +277,8 @@ func (m *MemoryAddresses) Allocate(ctx context.Context, mac net.HardwareAddr, re
 	for range 1 << 16 {
 		if _, taken := m.owner[ip]; !taken {
 			r := Reservation{IP: ip, Subnet: s.subnet, Dynamic: true}
-			m.dyn[mac.String()] = r
-			m.owner[ip] = mac.String()
+			m.dyn[key] = r
+			m.owner[ip] = key
 			s.next = ip.Next()
 			if s.end.Less(s.next) {
 				s.next = s.start

@@ -4,6 +4,7 @@
 # the server in another, joined by a veth pair; only 10.99.0.0/16 inside
 # those namespaces is used. Needs root and:
 #   apt-get install -y kea-admin kea-dhcp4-server dnsmasq
+# (and Debian's time, optional: perfdhcp's CPU seconds per row)
 # Usage: bench/dhcp/run.sh [RATES...]   (default: 1000 4000 8000)
 # Env: SECONDS_PER_RUN (10), CLIENTS (20000), SERVERS ("metalhall kea dnsmasq";
 #      also "metalhall-inv": the service's inventory-backed path, leases
@@ -117,6 +118,17 @@ stop_server() {
   rm -f "$TMP/dnsmasq.leases" "$TMP/kea-leases.csv"*
 }
 
+# softnet_drops: packets the kernel's per-CPU input backlog dropped
+# (netdev_max_backlog), all CPUs: a veth delivers through it.
+softnet_drops() { local n=0 _p d _r; while read -r _p d _r; do n=$((n + 16#$d)); done </proc/net/softnet_stat; echo "$n"; }
+
+# rcvbuf_errors NETNS: UDP datagrams dropped in NETNS because the
+# receiving socket's buffer was full (perfdhcp's socket on the client
+# side, the server's on the other).
+rcvbuf_errors() { ip netns exec "$1" awk '$1 == "Udp:" { if (!h) { for (i = 2; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c + 0 }' /proc/net/snmp; }
+
+TIMED=(); [ -x /usr/bin/time ] && TIMED=(/usr/bin/time -f 'perfdhcp: cpu_s=%U+%S csw=%w/%c' -o "$TMP/perfdhcp.time")
+
 uptime
 printf "%-14s %6s %9s %9s %9s %9s %7s %12s\n" server rate disc offer req ack loss% "DORA/s"
 # Each side runs all rates in turn; with OLD, each rate runs all sides in
@@ -130,7 +142,11 @@ fi
 for pr in "${pairs[@]}"; do
     s=${pr%:*} r=${pr##*:}
     start_server "$s" "$r"
-    out=$(ip netns exec "$CLI" perfdhcp -4 -l vc -r "$r" -R "$CLIENTS" "${MACLIST[@]}" -p "$PERIOD" 10.99.0.1 2>&1 || true)
+    sn0=$(softnet_drops); cb0=$(rcvbuf_errors "$CLI"); sb0=$(rcvbuf_errors "$SRV")
+    # perfdhcp's own CPU seconds and context switches (voluntary /
+    # involuntary): the client shares the two cores with the server.
+    out=$(ip netns exec "$CLI" "${TIMED[@]}" perfdhcp -4 -l vc -r "$r" -R "$CLIENTS" "${MACLIST[@]}" -p "$PERIOD" 10.99.0.1 2>&1 || true)
+    sn1=$(softnet_drops); cb1=$(rcvbuf_errors "$CLI"); sb1=$(rcvbuf_errors "$SRV")
     stop_server
     echo "$out" >"$TMP/$s-$r.perfdhcp"
     # perfdhcp prints a DISCOVER-OFFER block, then a REQUEST-ACK block.
@@ -139,7 +155,14 @@ for pr in "${pairs[@]}"; do
     loss=$(awk -v s="$ds" -v r="$rr" 'BEGIN{ if (s>0) printf "%.1f", 100*(s-r)/s; else print "n/a" }')
     printf "%-14s %6s %9s %9s %9s %9s %7s %12s\n" "$s" "$r" "$ds" "$dr" "$rs" "$rr" "$loss" "${rate2:-?}"
     if [ "$s" = metalhall ] && [ -n "${VERBOSE:-}" ]; then cat "$TMP/metalhall.out"; fi
-    if [ "${s%-old}" = metalhall-inv ] || [ "${s%-old}" = metalhall-etcd ]; then grep -o 'leases_persisted=[0-9]* peak_rss_mib=[0-9.]*' "$TMP/$s.out" | sed 's/^/           /'; fi
+    if [ "${s%-old}" = metalhall-inv ] || [ "${s%-old}" = metalhall-etcd ]; then
+      grep -o 'leases_persisted=[0-9]* peak_rss_mib=[0-9.]*\( cpu_s=[0-9.]*\)\?\( csw=[0-9/]*\)\?' "$TMP/$s.out" | sed 's/^/           /'
+      # Where the loss is: what the server counted (queue_full is the
+      # socket's own overflow) and what the kernel's input backlog
+      # dropped (netdev_max_backlog) during the row.
+      grep -o 'received=[0-9]* replied=[0-9]* dropped=map\[[^]]*\]' "$TMP/$s.out" | sed 's/^/           /' || true
+    fi
+    echo "           softnet_drops=$((sn1 - sn0)) udp_rcvbuf_errors: client=$((cb1 - cb0)) server=$((sb1 - sb0)) $(tail -1 "$TMP/perfdhcp.time" 2>/dev/null)"
     echo "$out" | awk '/min delay/||/avg delay/||/max delay/{printf "           %s\n", $0}' | head -6
     if [ -n "${VERBOSE:-}" ]; then echo "$out"; fi
 done

@@ -64,8 +64,9 @@ func runInventory(dir string, etcd bool, known int, iface, server, prefix, first
 	leases, _ := svc.Inventory().Leases(context.Background(), time.Now())
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	fmt.Printf("netbootd(inventory, etcd=%v): received=%d replied=%d dropped=%v recorder=%+v leases_persisted=%d peak_rss_mib=%.1f\n",
-		etcd, st.Received, st.Replied, st.Dropped, svc.RecorderStats(), len(leases), float64(ru.Maxrss)/1024)
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	fmt.Printf("netbootd(inventory, etcd=%v): received=%d replied=%d dropped=%v recorder=%+v leases_persisted=%d peak_rss_mib=%.1f cpu_s=%.2f csw=%d/%d\n",
+		etcd, st.Received, st.Replied, st.Dropped, svc.RecorderStats(), len(leases), float64(ru.Maxrss)/1024, cpu.Seconds(), ru.Nvcsw, ru.Nivcsw)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -235,8 +235,22 @@ func TestMembersListsTheLiveInstancesAndCloseLeaves(t *testing.T) {
 	if owner, _ := a.Owner(ctx, "j1"); owner != "" {
 		t.Fatalf("b's claim outlived its Close: %q", owner)
 	}
-	if ok, _ := a.Claim(ctx, "j1"); !ok {
-		t.Fatal("a could not claim the job b left")
+	// a's view of the owners comes from its watch, which may not have
+	// seen the deletion yet (Claim then says no without asking etcd);
+	// the deletion's event wakes Orphaned.
+	for {
+		ok, err := a.Claim(ctx, "j1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			break
+		}
+		select {
+		case <-a.Orphaned():
+		case <-time.After(hangGuard):
+			t.Fatal("a could not claim the job b left")
+		}
 	}
 }
 

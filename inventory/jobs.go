@@ -2,7 +2,6 @@ package inventory
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -666,11 +665,8 @@ func (s *Store) putJob(tx kv.Tx, j *Job, vc *viewChanges) error {
 // runs (its worker reads it next); a finished one, read seldom, is
 // forgotten, so the memo holds about the jobs that run.
 func (s *Store) putJobRecord(tx kv.Tx, j *Job) error {
-	data, err := json.Marshal(j)
+	data, err := putJSONData(bkt(tx, bJobs), []byte(j.ID), j)
 	if err != nil {
-		return err
-	}
-	if err := bkt(tx, bJobs).Put([]byte(j.ID), data); err != nil {
 		return err
 	}
 	if j.State.Finished() {

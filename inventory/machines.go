@@ -242,11 +242,8 @@ func (s *Store) putMachine(tx kv.Tx, old, m *Machine, vc *viewChanges) error {
 // putMachineRecord stores a machine's record, and remembers it decoded
 // (the job's worker reads it next).
 func (s *Store) putMachineRecord(tx kv.Tx, m *Machine) error {
-	data, err := json.Marshal(m)
+	data, err := putJSONData(bkt(tx, bMachines), []byte(m.Name), m)
 	if err != nil {
-		return err
-	}
-	if err := bkt(tx, bMachines).Put([]byte(m.Name), data); err != nil {
 		return err
 	}
 	s.machines.remember(m.Name, data, m)

@@ -457,11 +457,17 @@ func getJSON(b kv.Bucket, key []byte, v any) error {
 }
 
 func putJSON(b kv.Bucket, key []byte, v any) error {
+	_, err := putJSONData(b, key, v)
+	return err
+}
+
+// putJSONData is putJSON, and returns the bytes it stored.
+func putJSONData(b kv.Bucket, key []byte, v any) ([]byte, error) {
 	data, err := json.Marshal(v)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return b.Put(key, data)
+	return data, b.Put(key, data)
 }
 
 // get loads one record or returns a NotFoundError naming it.
